@@ -1,0 +1,5 @@
+import sys
+
+from outcrop.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""The `outcrop` command. Each subcommand group lives in its own module with a `register` function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from outcrop import __version__
+
+
+def _common_parser() -> argparse.ArgumentParser:
+    """Flags that every command touching local state takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=None,
+                        help="where Outcrop keeps its state (default: $OUTCROP_DATA_DIR, else ~/.outcrop)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from outcrop.cli import models, s3, serve
+
+    parser = argparse.ArgumentParser(prog="outcrop", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"outcrop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_parser()
+    for module in (serve, models, s3):
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clean one-line error for the errors users cause
+        from outcrop.errors import BedrockError
+
+        if isinstance(exc, BedrockError):
+            print(f"outcrop: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
+        raise

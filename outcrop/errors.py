@@ -1,0 +1,95 @@
+"""Errors named exactly as AWS names them, raised by any layer and rendered by the API door.
+
+This module imports nothing from the package so that every layer, from `platform/` to `api/`, can
+raise a ValidationException by name without an upward import.
+"""
+
+from __future__ import annotations
+
+
+class BedrockError(Exception):
+    """An error with the AWS error code (the class name) and the HTTP status AWS answers with."""
+
+    status: int = 400
+    #: Member name used when the error travels inside an event stream (`throttlingException`).
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def code(self) -> str:
+        return type(self).__name__
+
+
+class ValidationException(BedrockError):
+    status = 400
+
+
+class AccessDeniedException(BedrockError):
+    status = 403
+
+
+class UnrecognizedClientException(BedrockError):
+    status = 403
+
+
+class InvalidSignatureException(BedrockError):
+    status = 403
+
+
+class ResourceNotFoundException(BedrockError):
+    status = 404
+
+
+class ConflictException(BedrockError):
+    status = 400
+
+
+class ServiceQuotaExceededException(BedrockError):
+    status = 400
+
+
+class TooManyTagsException(BedrockError):
+    status = 400
+
+
+class ThrottlingException(BedrockError):
+    status = 429
+    retryable = True
+
+
+class ModelTimeoutException(BedrockError):
+    status = 408
+
+
+class ModelNotReadyException(BedrockError):
+    status = 429
+    retryable = True
+
+
+class ModelErrorException(BedrockError):
+    status = 424
+
+
+class InternalServerException(BedrockError):
+    status = 500
+    retryable = True
+
+
+class ServiceUnavailableException(BedrockError):
+    status = 503
+    retryable = True
+
+
+class UnknownOperationException(BedrockError):
+    """A path and method that no Bedrock operation has (what AWS answers for an unknown route)."""
+
+    status = 404
+
+
+class NotImplementedException(BedrockError):
+    """A real Bedrock operation that Outcrop does not serve yet; named so a client sees why."""
+
+    status = 501

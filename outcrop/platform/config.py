@@ -1,0 +1,108 @@
+"""Every setting Outcrop has, with its one default, read from flags, `OUTCROP_*` or `outcrop.toml`.
+
+Precedence, highest first: an explicit value passed by the caller (a CLI flag), the environment
+variable `OUTCROP_<NAME>`, the `outcrop.toml` file, the default written below. The toml file is
+looked for at `OUTCROP_CONFIG` if set, else in the data directory; its keys are the field names
+below (`database_url = "postgresql://..."`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "OUTCROP_"
+CONFIG_FILE_NAME = "outcrop.toml"
+
+
+def _default_data_dir() -> Path:
+    return Path("~/.outcrop").expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one Outcrop process. Build it with `load_settings`."""
+
+    #: Where metadata, objects, credentials and cached model weights live.
+    data_dir: Path = field(default_factory=_default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8600
+    #: SQLAlchemy URL; empty means the SQLite file `<data_dir>/outcrop.db`.
+    database_url: str = ""
+    #: Any S3 API endpoint (AWS, MinIO, Ceph); empty means the embedded folder `<data_dir>/objects`.
+    s3_endpoint: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_region: str = "us-east-1"
+    #: The region that ARNs carry and that clients sign for.
+    region: str = "us-east-1"
+    #: The account that owns resources until accounts exist (the security issue adds them).
+    default_account_id: str = "000000000000"
+    #: Largest request body accepted, in bytes; bigger ones are refused before parsing.
+    max_request_bytes: int = 25 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'outcrop.db'}"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def models_dir(self) -> Path:
+        """Converted and cached model weights (GGUF turned into safetensors, for instance)."""
+        return self.data_dir / "models"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.data_dir / "credentials"
+
+
+def _coerce(name: str, raw: Any, target: Any) -> Any:
+    """Turn a string from the environment (or a toml value) into the field's type."""
+    if target is Path or target == "Path":
+        return Path(str(raw)).expanduser()
+    if target is int or target == "int":
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {name} must be an integer, got {raw!r}") from None
+    return str(raw)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Resolve every setting. `overrides` with a value of None are ignored (an unset CLI flag)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise TypeError(f"unknown settings: {sorted(unknown)}")
+
+    env = {f.name: os.environ[ENV_PREFIX + f.name.upper()] for f in fields(Settings)
+           if ENV_PREFIX + f.name.upper() in os.environ}
+
+    # The data dir decides where outcrop.toml is, so it is resolved first.
+    data_dir = given.get("data_dir") or env.get("data_dir")
+    config_path = os.environ.get(ENV_PREFIX + "CONFIG")
+    file_values: dict[str, Any] = {}
+    candidate = Path(config_path).expanduser() if config_path else (
+        Path(str(data_dir)).expanduser() if data_dir else _default_data_dir()) / CONFIG_FILE_NAME
+    if candidate.is_file():
+        with candidate.open("rb") as fh:
+            file_values = tomllib.load(fh)
+        bad = set(file_values) - {f.name for f in fields(Settings)}
+        if bad:
+            raise ValueError(f"{candidate}: unknown settings {sorted(bad)}")
+
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        for source in (given, env, file_values):
+            if f.name in source:
+                values[f.name] = _coerce(f.name, source[f.name], f.type)
+                break
+    return dataclasses.replace(Settings(), **values)
