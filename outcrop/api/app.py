@@ -68,13 +68,16 @@ class BedrockApp:
                 raise NotImplementedException(f"{route.name} ({route.service}) is not available in Outcrop yet")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             body = await self._read_body(headers, receive)
-            params = protocol.parse_request(route, labels, scope.get("query_string", b"").decode("latin-1"),
-                                            headers, body)
             client = scope.get("client") or ("", 0)
             ctx = RequestContext(request_id=request_id,
                                  principal=resolve_principal(headers, self.services.settings),
                                  services=self.services, source_ip=client[0], headers=headers)
-            output = await anyio.to_thread.run_sync(handler, ctx, params)
+            query = scope.get("query_string", b"").decode("latin-1")
+
+            def call() -> Any:  # parsing big bodies and running models both stay off the event loop
+                return handler(ctx, protocol.parse_request(route, labels, query, headers, body))
+
+            output = await anyio.to_thread.run_sync(call)
             wire = protocol.serialize_response(route, output)
             status = wire.status
             response_headers = [(k.lower().encode(), v.encode()) for k, v in wire.headers.items()]

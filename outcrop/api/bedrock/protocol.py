@@ -134,6 +134,14 @@ def _from_json(shape: Shape, value: Any, path: str) -> Any:
 def parse_request(route: Route, labels: dict[str, str], query: str, headers: dict[str, str],
                   body: bytes) -> dict[str, Any]:
     """Wire request -> the operation's input as Python values, validated against the model."""
+    try:
+        return _parse_request(route, labels, query, headers, body)
+    except RecursionError:  # recursive shapes (retrieval filters) with absurdly deep input
+        raise SerializationException("The request body is nested too deeply") from None
+
+
+def _parse_request(route: Route, labels: dict[str, str], query: str, headers: dict[str, str],
+                   body: bytes) -> dict[str, Any]:
     shape: StructureShape | None = route.operation.input_shape
     if shape is None:
         return {}
@@ -191,6 +199,8 @@ def _load_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise SerializationException(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise SerializationException("The request body is nested too deeply") from None
 
 
 # -- responses ---------------------------------------------------------------------------------

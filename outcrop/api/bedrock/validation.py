@@ -1,9 +1,9 @@
 """Server-side validation of a parsed Bedrock request against its botocore input shape.
 
-boto3 checks only required members, types and `min` before sending, and other clients (curl, the
-Bedrock console's own SDKs in other languages, clients newer or older than our model) check less, so
-the server has to enforce the whole model itself and answer the way AWS does: a `ValidationException`
-whose message lists each violation in Coral's wording, which users grep for and recognise.
+boto3 checks only required members, types and `min` before sending, and other clients (curl, the AWS
+SDKs for other languages, clients built from an older or newer model) may check less, so the server
+enforces the whole model itself and answers the way AWS does: a `ValidationException` whose message
+lists each violation in the AWS wording that users search for and recognise.
 
 Message conventions (AWS's, where AWS has one; ours, documented, where it has none):
 
@@ -19,7 +19,8 @@ Message conventions (AWS's, where AWS has one; ours, documented, where it has no
   (AWS has no public example) is walked under ``<map>.<key>``.
 * Values render the way Java's ``toString`` would (``[a, b]``, ``{k=v}``, ``true``); blobs render as
   AWS renders them, ``java.nio.HeapByteBuffer[pos=0 lim=N cap=N]``, so their bytes never appear.
-  Anything under a `sensitive` trait renders as ``'***'``.
+  Anything under a `sensitive` trait renders as ``'***'`` (inside a rendered structure, the
+  sensitive member alone; in a path, a sensitive map's key becomes ``***``).
 * A wrong JSON type (AWS would answer SerializationException) is ``Member must be of type integer``;
   a union with zero or several members set is ``Member must have exactly one member set``; input
   nested deeper than `MAX_DEPTH` is ``Member must have nesting depth less than or equal to 64``.
