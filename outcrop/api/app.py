@@ -28,6 +28,9 @@ from outcrop.errors import (
     ValidationException,
 )
 
+#: Worker threads for handlers (parsing, database, waiting on a generation).
+THREADS = 256
+
 log = logging.getLogger("outcrop.api")
 access_log = logging.getLogger("outcrop.access")
 
@@ -122,6 +125,9 @@ class BedrockApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Each non-streaming generation holds a worker thread while its batch runs; anyio's
+                # default of 40 threads would cap concurrency below what a batch can take.
+                anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.services.close()

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from outcrop.catalog.service import Catalog
 from outcrop.iam.credentials import ensure_root_credentials
+from outcrop.inference.engine import Engine
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.objectstore import ObjectStore, open_object_store
+from outcrop.runtime.service import RuntimeService
 
 
 @dataclass
@@ -17,6 +19,8 @@ class Services:
     db: Database
     store: ObjectStore
     catalog: Catalog
+    engine: Engine
+    runtime: RuntimeService
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
 
@@ -28,8 +32,11 @@ class Services:
         revision = db.migrate()
         ensure_root_credentials(settings.credentials_file, settings.region,
                                 settings.root_access_key_id, settings.root_secret_access_key)
-        return cls(settings=settings, db=db, store=open_object_store(settings),
-                   catalog=Catalog(db, settings.region), schema_revision=revision)
+        catalog = Catalog(db, settings.region)
+        engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences)
+        return cls(settings=settings, db=db, store=open_object_store(settings), catalog=catalog, engine=engine,
+                   runtime=RuntimeService(catalog, engine, db), schema_revision=revision)
 
     def close(self) -> None:
+        self.engine.close()
         self.db.dispose()

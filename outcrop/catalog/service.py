@@ -174,6 +174,23 @@ class Catalog:
             candidate = Path(source.path)
         return candidate if candidate.exists() else None
 
+    def fetch_weights(self, model: FoundationModel) -> Path:
+        """Bring a hub model's weights into the local cache (the first use of that model)."""
+        source = model.source
+        if source.kind != "hub":
+            where = f"the package {source.package}" if source.package else source.path
+            raise ResourceNotFoundException(
+                f"The weights of {model.model_id} are missing: {where} is not installed or has moved.")
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(source.repo))
+        except Exception as exc:  # offline, gated repo, no token: all mean "not here"
+            raise ResourceNotFoundException(
+                f"The weights of {model.model_id} are not on this machine and could not be fetched from the "
+                f"Hugging Face hub ({source.repo}): {type(exc).__name__}. Download them once while online "
+                f"(huggingface-cli download {source.repo}) or register a local copy.") from None
+
     def weights_status(self, model: FoundationModel) -> str:
         if self.weights_path(model) is not None:
             return AVAILABLE

@@ -45,6 +45,12 @@ class Settings:
     #: The root access key written to `<data_dir>/credentials`; empty means generate one on first start.
     root_access_key_id: str = ""
     root_secret_access_key: str = ""
+    #: Converted and cached model weights (GGUF turned into safetensors); empty means `<data_dir>/models`.
+    model_cache_dir: str = ""
+    #: Loaded models beyond this many bytes of weights are unloaded, least recently used first.
+    model_memory_bytes: int = 8 * 1024**3
+    #: Sequences one model generates at once; more requests wait for a free slot.
+    max_batch_sequences: int = 16
     #: Largest request body accepted, in bytes; bigger ones are refused before parsing.
     max_request_bytes: int = 25 * 1024 * 1024
     log_level: str = "info"
@@ -59,8 +65,7 @@ class Settings:
 
     @property
     def models_dir(self) -> Path:
-        """Converted and cached model weights (GGUF turned into safetensors, for instance)."""
-        return self.data_dir / "models"
+        return Path(self.model_cache_dir).expanduser() if self.model_cache_dir else self.data_dir / "models"
 
     @property
     def credentials_file(self) -> Path:

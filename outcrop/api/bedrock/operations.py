@@ -36,4 +36,4 @@ def handles(service: str, operation: str) -> Callable[[Handler], Handler]:
 
 def load_handlers() -> None:
     """Import the modules whose decorators fill HANDLERS (kept explicit: no import magic)."""
-    from outcrop.api.bedrock import control  # noqa: F401
+    from outcrop.api.bedrock import control, runtime  # noqa: F401

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -21,8 +23,11 @@ from urllib.parse import parse_qsl, unquote
 import botocore.session
 from botocore.model import OperationModel, Shape, StructureShape
 
+from outcrop.api import eventstream
 from outcrop.api.bedrock.validation import coerce_scalar, validate_input
-from outcrop.errors import SerializationException, ValidationException
+from outcrop.errors import BedrockError, SerializationException, ValidationException
+
+log = logging.getLogger(__name__)
 
 #: The services one Outcrop port answers, in the order that breaks a route tie (the agent services
 #: share `/tags/{resourceArn}`; the build-time service wins, as its tags are the ones users set).
@@ -240,6 +245,26 @@ def to_json(shape: Shape | None, value: Any) -> Any:
     return value
 
 
+def encode_event_stream(union: StructureShape, events: Iterable[tuple[str, dict]]) -> Iterator[bytes]:
+    """(member name, payload) pairs -> event-stream messages; an error becomes an exception event.
+
+    The status line has gone out before the first event, so an error raised while generating can
+    only travel as a modelled exception event: the union's member for that error if it has one,
+    else its internal-server member.
+    """
+    try:
+        for name, payload in events:
+            yield eventstream.encode_event(name, to_json(union.members[name], payload))
+    except BedrockError as exc:
+        member = exc.code[0].lower() + exc.code[1:]
+        if member not in union.members:
+            member = "modelStreamErrorException" if exc.status == 424 else "internalServerException"
+        yield eventstream.encode_exception(member, exc.message)
+    except Exception:
+        log.exception("event stream failed")
+        yield eventstream.encode_exception("internalServerException", "Internal error while streaming")
+
+
 @dataclass
 class WireResponse:
     status: int
@@ -275,7 +300,7 @@ def serialize_response(route: Route, output: dict[str, Any] | None) -> WireRespo
         value = output.get(payload_member)
         if payload_shape.serialization.get("eventstream"):
             headers.setdefault("Content-Type", "application/vnd.amazon.eventstream")
-            return WireResponse(status, headers, b"", stream=value)
+            return WireResponse(status, headers, b"", stream=encode_event_stream(payload_shape, value))
         if payload_shape.type_name in ("blob", "string"):
             headers.setdefault("Content-Type", "application/json")
             data = value if isinstance(value, bytes) else (value or "").encode()

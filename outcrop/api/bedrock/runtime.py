@@ -1,0 +1,49 @@
+"""The `bedrock-runtime` service: Converse, InvokeModel, their streams, and CountTokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from outcrop.api.bedrock.operations import RequestContext, handles
+from outcrop.errors import ValidationException
+from outcrop.runtime.service import JSON, Caller
+
+_ACCEPTABLE = {None, "", "*/*", JSON, "application/*"}
+
+
+def _caller(ctx: RequestContext, params: dict[str, Any]) -> Caller:
+    return Caller(ctx.request_id, ctx.principal, dict(params.get("requestMetadata") or {}))
+
+
+def _check_accept(value: str | None) -> None:
+    if value not in _ACCEPTABLE:
+        raise ValidationException(f"accept must be {JSON}; this server answers JSON only, got {value!r}")
+
+
+@handles("bedrock-runtime", "Converse")
+def converse(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.runtime.converse(_caller(ctx, params), params["modelId"], params)
+
+
+@handles("bedrock-runtime", "ConverseStream")
+def converse_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {"stream": ctx.services.runtime.converse_stream(_caller(ctx, params), params["modelId"], params)}
+
+
+@handles("bedrock-runtime", "InvokeModel")
+def invoke_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _check_accept(params.get("accept"))
+    body = ctx.services.runtime.invoke(_caller(ctx, params), params["modelId"], params.get("body") or b"")
+    return {"body": body, "contentType": JSON}
+
+
+@handles("bedrock-runtime", "InvokeModelWithResponseStream")
+def invoke_model_with_response_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _check_accept(params.get("accept"))
+    events = ctx.services.runtime.invoke_stream(_caller(ctx, params), params["modelId"], params.get("body") or b"")
+    return {"body": events, "contentType": JSON}
+
+
+@handles("bedrock-runtime", "CountTokens")
+def count_tokens(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {"inputTokens": ctx.services.runtime.count_tokens(params["modelId"], params["input"])}

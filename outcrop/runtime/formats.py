@@ -1,0 +1,340 @@
+"""InvokeModel's provider-native bodies: parse each into one neutral request, render results back.
+
+Every text model has a native format after its provider, and also accepts the Anthropic Messages
+and Amazon Titan Text formats, recognised by their keys, so code written for one provider runs on
+another. Field names, ranges and stop-reason words follow each provider's Bedrock documentation.
+`seed` is accepted in every format (an Outcrop extension): generation is sampling, and a seed is how
+a caller pins it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from outcrop.errors import ValidationException
+from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
+from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion
+
+MAX_STOP_SEQUENCES = 2500
+
+
+@dataclass
+class TextRequest:
+    """What any format asks of a text model: a raw prompt, or a chat to render with its template."""
+
+    params: SamplingParams
+    prompt: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    system: str = ""
+
+
+@dataclass
+class Invocation:
+    """The facts a response needs besides the text: who answered, token counts, timings."""
+
+    model_id: str
+    input_tokens: int
+    completion: Completion | None = None
+    #: Milliseconds, as Bedrock's `amazon-bedrock-invocationMetrics` reports them.
+    metrics: Callable[[], dict[str, int]] = lambda: {}
+
+
+# -- field checks ----------------------------------------------------------------------------------
+
+def number_field(body: dict, key: str, low: float, high: float, default: float, where: str = "") -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValidationException(f"{where}{key} must be a number between {low:g} and {high:g}, got {value!r}")
+    return float(value)
+
+
+def integer_field(body: dict, key: str, low: int, high: int | None, default: int | None, where: str = "") -> int | None:
+    value = body.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValidationException(f"{where}{key} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def _string(body: dict, key: str, where: str = "", required: bool = True) -> str:
+    value = body.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationException(f"{where}{key} is required and must be a string")
+    return value
+
+
+def _stops(body: dict, key: str, where: str = "") -> tuple[str, ...]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value) \
+            or len(value) > MAX_STOP_SEQUENCES:
+        raise ValidationException(f"{where}{key} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _only(body: dict, allowed: set[str], fmt: str, where: str = "") -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise ValidationException(
+            f"{where}extraneous key [{', '.join(extra)}] is not permitted in the {fmt} format; "
+            f"accepted keys: {', '.join(sorted(allowed))}")
+
+
+def _seed(body: dict, where: str = "") -> int | None:
+    return integer_field(body, "seed", 0, 2**63 - 1, None, where)
+
+
+# -- the formats -----------------------------------------------------------------------------------
+
+class TextFormat:
+    name: str
+    label: str
+    keys: set[str]
+
+    def parse(self, body: dict[str, Any]) -> TextRequest:
+        raise NotImplementedError
+
+    def render(self, inv: Invocation) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stream(self, deltas: Iterable[str], inv: Invocation) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class MetaLlama(TextFormat):
+    name, label = "meta-llama", "Meta Llama"
+    keys = {"prompt", "temperature", "top_p", "max_gen_len", "images", "seed"}
+    _REASON = {END_OF_TEXT: "stop", STOP_SEQUENCE: "stop", LENGTH: "length"}
+
+    def parse(self, body):
+        _only(body, self.keys, self.label)
+        if body.get("images"):
+            raise ValidationException("images are not supported by this model")
+        return TextRequest(prompt=_string(body, "prompt"), params=SamplingParams(
+            max_tokens=integer_field(body, "max_gen_len", 1, 8192, DEFAULT_MAX_TOKENS),
+            temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
+            top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), seed=_seed(body)))
+
+    def render(self, inv):
+        c = inv.completion
+        return {"generation": c.text, "prompt_token_count": inv.input_tokens,
+                "generation_token_count": c.output_tokens, "stop_reason": self._REASON[c.finish_reason]}
+
+    def stream(self, deltas, inv):
+        count = 0
+        for delta in deltas:
+            count += 1
+            yield {"generation": delta, "prompt_token_count": inv.input_tokens if count == 1 else None,
+                   "generation_token_count": count, "stop_reason": None}
+        c = inv.completion
+        yield {"generation": "", "prompt_token_count": None, "generation_token_count": c.output_tokens,
+               "stop_reason": self._REASON[c.finish_reason], "amazon-bedrock-invocationMetrics": inv.metrics()}
+
+
+class Mistral(TextFormat):
+    name, label = "mistral", "Mistral"
+    keys = {"prompt", "max_tokens", "stop", "temperature", "top_p", "top_k", "seed"}
+    _REASON = {END_OF_TEXT: "stop", STOP_SEQUENCE: "stop", LENGTH: "length"}
+
+    def parse(self, body):
+        _only(body, self.keys, self.label)
+        return TextRequest(prompt=_string(body, "prompt"), params=SamplingParams(
+            max_tokens=integer_field(body, "max_tokens", 1, 32768, DEFAULT_MAX_TOKENS),
+            temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
+            top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), top_k=integer_field(body, "top_k", 0, 200, 0),
+            stop=_stops(body, "stop"), seed=_seed(body)))
+
+    def render(self, inv):
+        return {"outputs": [{"text": inv.completion.text, "stop_reason": self._REASON[inv.completion.finish_reason]}]}
+
+    def stream(self, deltas, inv):
+        for delta in deltas:
+            yield {"outputs": [{"text": delta, "stop_reason": None}]}
+        yield {"outputs": [{"text": "", "stop_reason": self._REASON[inv.completion.finish_reason]}],
+               "amazon-bedrock-invocationMetrics": inv.metrics()}
+
+
+class TitanText(TextFormat):
+    """Amazon Titan Text. On a chat model the `inputText` becomes one user turn of its template."""
+
+    name, label = "titan-text", "Amazon Titan Text"
+    keys = {"inputText", "textGenerationConfig", "seed"}
+    _CONFIG = {"temperature", "topP", "maxTokenCount", "stopSequences"}
+    _REASON = {END_OF_TEXT: "FINISH", STOP_SEQUENCE: "STOP_CRITERIA_MET", LENGTH: "LENGTH"}
+
+    def parse(self, body):
+        _only(body, self.keys, self.label)
+        config = body.get("textGenerationConfig", {})
+        if not isinstance(config, dict):
+            raise ValidationException("textGenerationConfig must be an object")
+        where = "textGenerationConfig."
+        _only(config, self._CONFIG, self.label, where)
+        params = SamplingParams(
+            max_tokens=integer_field(config, "maxTokenCount", 1, 8192, DEFAULT_MAX_TOKENS, where),
+            temperature=number_field(config, "temperature", 0, 1, DEFAULT_TEMPERATURE, where),
+            top_p=number_field(config, "topP", 0, 1, DEFAULT_TOP_P, where),
+            stop=_stops(config, "stopSequences", where), seed=_seed(body))
+        return TextRequest(messages=[{"role": "user", "content": _string(body, "inputText")}], params=params)
+
+    def render(self, inv):
+        c = inv.completion
+        return {"inputTextTokenCount": inv.input_tokens, "results": [
+            {"tokenCount": c.output_tokens, "outputText": c.text, "completionReason": self._REASON[c.finish_reason]}]}
+
+    def stream(self, deltas, inv):
+        count = 0
+        for delta in deltas:
+            count += 1
+            yield {"outputText": delta, "index": 0, "totalOutputTextTokenCount": count,
+                   "completionReason": None, "inputTextTokenCount": inv.input_tokens if count == 1 else None}
+        c = inv.completion
+        yield {"outputText": "", "index": 0, "totalOutputTextTokenCount": c.output_tokens,
+               "completionReason": self._REASON[c.finish_reason], "inputTextTokenCount": None,
+               "amazon-bedrock-invocationMetrics": inv.metrics()}
+
+
+class AnthropicMessages(TextFormat):
+    name, label = "anthropic-messages", "Anthropic Messages"
+    keys = {"anthropic_version", "max_tokens", "messages", "system", "temperature", "top_p", "top_k",
+            "stop_sequences", "seed", "metadata"}
+    _REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence", LENGTH: "max_tokens"}
+
+    def parse(self, body):
+        _only(body, self.keys, self.label)
+        _string(body, "anthropic_version")
+        if "max_tokens" not in body:
+            raise ValidationException("max_tokens is required in the Anthropic Messages format")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ValidationException("messages must be a non-empty list")
+        chat = [{"role": _role(m, i), "content": _anthropic_text(m.get("content"), f"messages.{i}.content")}
+                for i, m in enumerate(messages)]
+        check_alternation([m["role"] for m in chat])
+        return TextRequest(messages=chat, system=_anthropic_text(body.get("system", ""), "system"),
+                           params=SamplingParams(
+                               max_tokens=integer_field(body, "max_tokens", 1, 131072, None),
+                               temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
+                               top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P),
+                               top_k=integer_field(body, "top_k", 0, 500, 0),
+                               stop=_stops(body, "stop_sequences"), seed=_seed(body)))
+
+    def _message(self, inv: Invocation, text: str | None) -> dict[str, Any]:
+        c = inv.completion
+        return {"id": f"msg_bdrk_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+                "model": inv.model_id, "content": [] if text is None else [{"type": "text", "text": text}],
+                "stop_reason": self._REASON[c.finish_reason] if c else None,
+                "stop_sequence": c.stop_sequence if c else None,
+                "usage": {"input_tokens": inv.input_tokens, "output_tokens": c.output_tokens if c else 0}}
+
+    def render(self, inv):
+        return self._message(inv, inv.completion.text)
+
+    def stream(self, deltas, inv):
+        yield {"type": "message_start", "message": self._message(inv, None)}
+        yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        for delta in deltas:
+            yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": delta}}
+        c = inv.completion
+        yield {"type": "content_block_stop", "index": 0}
+        yield {"type": "message_delta", "delta": {"stop_reason": self._REASON[c.finish_reason],
+                                                  "stop_sequence": c.stop_sequence},
+               "usage": {"output_tokens": c.output_tokens}}
+        yield {"type": "message_stop", "amazon-bedrock-invocationMetrics": inv.metrics()}
+
+
+def _role(message: Any, index: int) -> str:
+    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+        raise ValidationException(f"messages.{index}.role must be 'user' or 'assistant'")
+    return message["role"]
+
+
+def _anthropic_text(content: Any, where: str) -> str:
+    """Anthropic content: a string, or a list of blocks of which only text blocks are supported."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+                kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+                raise ValidationException(f"{where}: content blocks of type {kind!r} are not supported by this model")
+            parts.append(block["text"])
+        return "".join(parts)
+    raise ValidationException(f"{where} must be a string or a list of text blocks")
+
+
+def check_alternation(roles: list[str]) -> None:
+    """Bedrock's rule for every chat API: start with user, then alternate."""
+    if not roles or roles[0] != "user":
+        raise ValidationException("A conversation must start with a user message. "
+                                  "Try again with a conversation that starts with a user message.")
+    for previous, current in zip(roles, roles[1:], strict=False):
+        if previous == current:
+            raise ValidationException("A conversation must alternate between user and assistant roles. "
+                                      "Make sure the conversation alternates between user and assistant roles "
+                                      "and try again.")
+
+
+TEXT_FORMATS: dict[str, TextFormat] = {f.name: f for f in (MetaLlama(), Mistral(), TitanText(), AnthropicMessages())}
+
+
+def detect_text_format(body: dict[str, Any], native: str) -> TextFormat:
+    """The format a body is written in, by its keys; the model's native one where keys allow both."""
+    if "anthropic_version" in body or "messages" in body:
+        return TEXT_FORMATS["anthropic-messages"]
+    if "inputText" in body:
+        return TEXT_FORMATS["titan-text"]
+    if "prompt" in body:
+        if "max_gen_len" in body:
+            return TEXT_FORMATS["meta-llama"]
+        if body.keys() & {"max_tokens", "stop", "top_k"}:
+            return TEXT_FORMATS["mistral"]
+        return TEXT_FORMATS[native if native in ("meta-llama", "mistral") else "meta-llama"]
+    expected = "; ".join(f"{f.label}: {{{', '.join(sorted(f.keys - {'seed'}))}}}" for f in TEXT_FORMATS.values())
+    raise ValidationException(f"The request body fits no format this model accepts. Expected one of {expected}")
+
+
+# -- embeddings ------------------------------------------------------------------------------------
+
+@dataclass
+class EmbeddingRequest:
+    text: str
+    dimensions: int | None
+    normalize: bool
+
+
+def parse_titan_embedding(body: dict[str, Any]) -> EmbeddingRequest:
+    if "inputText" not in body:
+        raise ValidationException("The request body fits no format this model accepts. "
+                                  "Expected Amazon Titan Embeddings: {dimensions, inputText, normalize}")
+    _only(body, {"inputText", "dimensions", "normalize", "embeddingTypes"}, "Amazon Titan Embeddings")
+    normalize = body.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise ValidationException("normalize must be true or false")
+    text = _string(body, "inputText")
+    if not text.strip():
+        raise ValidationException("inputText must not be empty")
+    return EmbeddingRequest(text, integer_field(body, "dimensions", 1, 8192, None), normalize)
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValidationException(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValidationException("The request body must be a JSON object")
+    return document
+
+
+def chunk_event(chunk: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A provider-native chunk as InvokeModelWithResponseStream's `chunk` event (bytes: base64 JSON)."""
+    return "chunk", {"bytes": json.dumps(chunk).encode()}
+

@@ -1,0 +1,324 @@
+"""The runtime service behind bedrock-runtime: model id -> deployment, formats, generation, metering.
+
+Callable from Python without HTTP; the API door, the CLI and later the evaluation jobs share it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from outcrop.catalog.cards import FoundationModel
+from outcrop.catalog.service import Catalog
+from outcrop.errors import BedrockError, ValidationException
+from outcrop.iam.principal import Principal
+from outcrop.inference.engine import Deployment, Engine
+from outcrop.inference.loader import CAUSAL, ENCODER
+from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
+from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion, GenerationStream
+from outcrop.platform.database import Database
+from outcrop.runtime import formats
+from outcrop.runtime.formats import Invocation, TextRequest, check_alternation
+from outcrop.runtime.usage import SUCCESS, record_usage
+
+CONVERSE_STOP_REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence", LENGTH: "max_tokens"}
+#: Keys of Converse's `additionalModelRequestFields` that every text model understands.
+ADDITIONAL_FIELDS = {"top_k", "seed"}
+JSON = "application/json"
+
+
+@dataclass
+class Caller:
+    """Who is invoking, for the usage record."""
+
+    request_id: str
+    principal: Principal
+    request_metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Prepared:
+    model: FoundationModel
+    deployment: Deployment
+    prompt_ids: list[int]
+    params: SamplingParams
+
+
+class RuntimeService:
+    def __init__(self, catalog: Catalog, engine: Engine, db: Database) -> None:
+        self.catalog = catalog
+        self.engine = engine
+        self.db = db
+
+    # -- Converse ---------------------------------------------------------------------------------
+
+    def converse(self, caller: Caller, model_id: str, request: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        prepared = self._prepare_converse(model_id, request)
+        completion = self._generate(caller, "Converse", prepared, started).result()
+        return {
+            "output": {"message": {"role": "assistant", "content": [{"text": completion.text}]}},
+            "stopReason": CONVERSE_STOP_REASON[completion.finish_reason],
+            "usage": _usage(completion),
+            "metrics": {"latencyMs": _ms(time.perf_counter() - started)},
+        }
+
+    def converse_stream(self, caller: Caller, model_id: str, request: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+        started = time.perf_counter()
+        prepared = self._prepare_converse(model_id, request)  # errors here are HTTP errors, before the stream
+        stream = self._generate(caller, "ConverseStream", prepared, started)
+
+        def events() -> Iterator[tuple[str, dict]]:
+            yield "messageStart", {"role": "assistant"}
+            for delta in stream:
+                yield "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": delta}}
+            completion = stream.completion
+            yield "contentBlockStop", {"contentBlockIndex": 0}
+            yield "messageStop", {"stopReason": CONVERSE_STOP_REASON[completion.finish_reason]}
+            yield "metadata", {"usage": _usage(completion),
+                               "metrics": {"latencyMs": _ms(time.perf_counter() - started)}}
+        return events()
+
+    def _prepare_converse(self, model_id: str, request: dict[str, Any]) -> _Prepared:
+        if request.get("toolConfig"):
+            raise ValidationException("This model doesn't support tool use.")
+        if request.get("guardrailConfig"):
+            raise ValidationException("Guardrails are not available on this server yet.")
+        messages = [{"role": m["role"], "content": _converse_text(m["content"], i)}
+                    for i, m in enumerate(request.get("messages") or [])]
+        check_alternation([m["role"] for m in messages])
+        system = "\n".join(block["text"] for block in request.get("system") or [] if "text" in block)
+        config = request.get("inferenceConfig") or {}
+        extra = request.get("additionalModelRequestFields") or {}
+        if not isinstance(extra, dict):
+            raise ValidationException("additionalModelRequestFields must be a JSON object")
+        unknown = sorted(set(extra) - ADDITIONAL_FIELDS)
+        if unknown:
+            raise ValidationException(f"additionalModelRequestFields: extraneous key [{', '.join(unknown)}] "
+                                      f"is not permitted; accepted keys: {', '.join(sorted(ADDITIONAL_FIELDS))}")
+        where = "additionalModelRequestFields."
+        top_k = formats.integer_field(extra, "top_k", 0, 500, 0, where)
+        seed = formats.integer_field(extra, "seed", 0, 2**63 - 1, None, where)
+        params = SamplingParams(
+            max_tokens=config.get("maxTokens", DEFAULT_MAX_TOKENS),
+            temperature=config.get("temperature", DEFAULT_TEMPERATURE),
+            top_p=config.get("topP", DEFAULT_TOP_P), top_k=top_k, seed=seed,
+            stop=tuple(s for s in config.get("stopSequences") or () if s))
+        return self._prepare(model_id, TextRequest(params=params, messages=messages, system=system))
+
+    # -- InvokeModel ------------------------------------------------------------------------------
+
+    def invoke(self, caller: Caller, model_id: str, body: bytes) -> bytes:
+        import json
+
+        started = time.perf_counter()
+        document = formats.parse_json_body(body)
+        model = self.catalog.get(model_id)
+        if "EMBEDDING" in model.output_modalities:
+            return json.dumps(self._embed(caller, model, document, started)).encode()
+        fmt = formats.detect_text_format(document, model.native_format)
+        prepared = self._prepare(model_id, fmt.parse(document))
+        completion = self._generate(caller, "InvokeModel", prepared, started).result()
+        return json.dumps(fmt.render(Invocation(model.model_id, len(prepared.prompt_ids), completion))).encode()
+
+    def invoke_stream(self, caller: Caller, model_id: str, body: bytes) -> Iterator[tuple[str, dict]]:
+        started = time.perf_counter()
+        document = formats.parse_json_body(body)
+        model = self.catalog.get(model_id)
+        if not model.streaming:
+            raise ValidationException(f"The model {model.model_id} does not support response streaming.")
+        fmt = formats.detect_text_format(document, model.native_format)
+        prepared = self._prepare(model_id, fmt.parse(document))
+        stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started)
+        invocation = Invocation(model.model_id, len(prepared.prompt_ids))
+
+        def metrics() -> dict[str, int]:
+            c = stream.completion
+            return {"inputTokenCount": c.input_tokens, "outputTokenCount": c.output_tokens,
+                    "invocationLatency": _ms(time.perf_counter() - started),
+                    "firstByteLatency": _ms(c.first_token_s)}
+        invocation.metrics = metrics
+
+        def chunks() -> Iterator[dict]:
+            deltas = _capture(stream, invocation)
+            yield from fmt.stream(deltas, invocation)
+        return (formats.chunk_event(chunk) for chunk in chunks())
+
+    # -- CountTokens ------------------------------------------------------------------------------
+
+    def count_tokens(self, model_id: str, request: dict[str, Any]) -> int:
+        if "invokeModel" in request:
+            document = formats.parse_json_body(request["invokeModel"]["body"])
+            model = self.catalog.get(model_id)
+            if "EMBEDDING" in model.output_modalities:
+                text = formats.parse_titan_embedding(document).text
+                return len(self.engine.get(self._weights(model), ENCODER).loaded.tokenizer(text)["input_ids"])
+            fmt = formats.detect_text_format(document, model.native_format)
+            return len(self._prepare(model_id, fmt.parse(document), check_room=False).prompt_ids)
+        converse = dict(request.get("converse") or {})
+        converse.pop("additionalModelRequestFields", None)
+        return len(self._prepare_converse_tokens(model_id, converse))
+
+    def _prepare_converse_tokens(self, model_id: str, converse: dict[str, Any]) -> list[int]:
+        messages = [{"role": m["role"], "content": _converse_text(m["content"], i)}
+                    for i, m in enumerate(converse.get("messages") or [])]
+        check_alternation([m["role"] for m in messages])
+        system = "\n".join(block["text"] for block in converse.get("system") or [] if "text" in block)
+        request = TextRequest(params=SamplingParams(max_tokens=1), messages=messages, system=system)
+        return self._prepare(model_id, request, check_room=False).prompt_ids
+
+    # -- shared -----------------------------------------------------------------------------------
+
+    def _weights(self, model: FoundationModel):
+        path = self.catalog.weights_path(model)
+        if path is None:
+            path = self.catalog.fetch_weights(model)
+        return path
+
+    def _prepare(self, model_id: str, request: TextRequest, check_room: bool = True) -> _Prepared:
+        model = self.catalog.get(model_id)
+        if "TEXT" not in model.output_modalities:
+            raise ValidationException(f"The model {model.model_id} does not generate text; "
+                                      f"its output is {', '.join(model.output_modalities)}.")
+        deployment = self.engine.get(self._weights(model), CAUSAL)
+        tokenizer = deployment.loaded.tokenizer
+        if request.prompt is not None:
+            bos = tokenizer.bos_token
+            # A Llama-style prompt often carries its own <|begin_of_text|>; never add a second one.
+            add_special = not (bos and request.prompt.startswith(bos))
+            ids = tokenizer(request.prompt, add_special_tokens=add_special)["input_ids"]
+        else:
+            ids = tokenizer(render_chat(tokenizer, request.messages, request.system),
+                            add_special_tokens=False)["input_ids"]
+        limit = deployment.loaded.context_length
+        if check_room and len(ids) >= limit:
+            raise ValidationException(
+                f"Input is too long for requested model. The prompt has {len(ids)} tokens; "
+                f"the context window of {model.model_id} is {limit} tokens, including the answer.")
+        if not ids:
+            raise ValidationException("The prompt is empty")
+        return _Prepared(model, deployment, ids, request.params)
+
+    def _generate(self, caller: Caller, operation: str, prepared: _Prepared, started: float) -> _MeteredStream:
+        """Submit to the model's scheduler; the usage record is written when the stream ends."""
+        stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params)
+        return _MeteredStream(stream, self.db, caller, prepared.model.model_id, operation, started,
+                              len(prepared.prompt_ids))
+
+    def _embed(self, caller: Caller, model: FoundationModel, document: dict[str, Any],
+               started: float) -> dict[str, Any]:
+        request = formats.parse_titan_embedding(document)
+        deployment = self.engine.get(self._weights(model), ENCODER)
+        loaded = deployment.loaded
+        dimension = loaded.model.config.hidden_size
+        if request.dimensions is not None and request.dimensions != dimension:
+            raise ValidationException(f"dimensions must be {dimension} for {model.model_id} (its embedding size)")
+        encoded = loaded.tokenizer(request.text, return_tensors="pt")
+        count = int(encoded["input_ids"].shape[1])
+        if count > loaded.context_length:
+            raise ValidationException(f"Input is too long for requested model: {count} tokens, "
+                                      f"the limit of {model.model_id} is {loaded.context_length}.")
+        with deployment.lock, torch.inference_mode():
+            hidden = loaded.model(**{k: v.to(loaded.device) for k, v in encoded.items()}).last_hidden_state
+            if loaded.pooling == "cls":
+                vector = hidden[0, 0]
+            else:
+                mask = encoded["attention_mask"].to(loaded.device)[0].unsqueeze(-1).to(hidden.dtype)
+                vector = (hidden[0] * mask).sum(0) / mask.sum().clamp(min=1)
+            if request.normalize:
+                vector = torch.nn.functional.normalize(vector, dim=0)
+        record_usage(self.db, request_id=caller.request_id, principal=caller.principal, model_id=model.model_id,
+                     operation="InvokeModel", input_tokens=count, latency_ms=_ms(time.perf_counter() - started),
+                     request_metadata=caller.request_metadata)
+        return {"embedding": vector.float().cpu().tolist(), "inputTextTokenCount": count}
+
+
+class _MeteredStream:
+    """A GenerationStream that writes its usage record once, whether it completes, fails or is dropped."""
+
+    def __init__(self, inner: GenerationStream, db: Database, caller: Caller, model_id: str, operation: str,
+                 started: float, input_tokens: int) -> None:
+        self._inner = inner
+        self._record = dict(db=db, caller=caller, model_id=model_id, operation=operation, started=started,
+                            input_tokens=input_tokens)
+        self.completion = None
+
+    def __iter__(self):
+        status = "Cancelled"
+        try:
+            yield from self._inner
+            self.completion = self._inner.completion
+            status = SUCCESS
+        except BedrockError as exc:
+            status = exc.code
+            raise
+        except Exception:
+            status = "InternalServerException"
+            raise
+        finally:
+            r, c = self._record, self._inner.completion
+            record_usage(r["db"], request_id=r["caller"].request_id, principal=r["caller"].principal,
+                         model_id=r["model_id"], operation=r["operation"], input_tokens=r["input_tokens"],
+                         output_tokens=c.output_tokens if c else 0,
+                         latency_ms=_ms(time.perf_counter() - r["started"]),
+                         first_token_ms=_ms(c.first_token_s) if c else None,
+                         stop_reason=CONVERSE_STOP_REASON[c.finish_reason] if c else None, status=status,
+                         request_metadata=r["caller"].request_metadata)
+
+    def result(self) -> Completion:
+        for _ in self:
+            pass
+        return self.completion
+
+
+def _capture(stream: _MeteredStream, invocation: Invocation) -> Iterable[str]:
+    """Pass deltas through and hand the completion to the format when the stream ends."""
+    yield from stream
+    invocation.completion = stream.completion
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], system: str) -> str:
+    """The chat as the model's own template writes it; a plain transcript for models without one."""
+    chat = ([{"role": "system", "content": system}] if system else []) + messages
+    continue_last = bool(messages) and messages[-1]["role"] == "assistant"
+    if getattr(tokenizer, "chat_template", None):
+        from jinja2 import TemplateError
+
+        try:
+            return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=not continue_last,
+                                                 continue_final_message=continue_last)
+        except TemplateError as exc:
+            raise ValidationException(f"The model's chat template refused this conversation: {exc}") from None
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in chat]
+    return "\n".join(lines) + ("" if continue_last else "\nAssistant:")
+
+
+def _converse_text(content: list[dict[str, Any]], index: int) -> str:
+    """Text of a Converse message; other content blocks are refused in Bedrock's words."""
+    parts = []
+    for block in content:
+        if "text" in block:
+            parts.append(block["text"])
+        elif "guardContent" in block:
+            parts.append(block["guardContent"].get("text", {}).get("text", ""))
+        elif "toolUse" in block or "toolResult" in block:
+            raise ValidationException("This model doesn't support tool use.")
+        else:
+            kind = next(iter(block), "unknown")
+            raise ValidationException(
+                f"This model doesn't support the {kind} content block that you provided (messages.{index + 1}).")
+    return "".join(parts)
+
+
+def _usage(completion: Completion) -> dict[str, int]:
+    return {"inputTokens": completion.input_tokens, "outputTokens": completion.output_tokens,
+            "totalTokens": completion.input_tokens + completion.output_tokens}
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
