@@ -104,3 +104,30 @@ def server(tmp_path_factory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="session")
 def bedrock(server):
     return server.client("bedrock")
+
+
+def register_model(server: RunningServer, name: str, path: Path) -> str:
+    """Add a model folder to a running server's catalog the way a user does, returning its id."""
+    result = subprocess.run([sys.executable, "-m", "outcrop", "models", "register", name, str(path),
+                             "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer random-weight Llama with a tokenizer trained in the test, as a HF folder."""
+    from tests.helpers import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(server, tiny_model_dir) -> str:
+    """The tiny Llama's model id in `server`'s catalog."""
+    return register_model(server, "tiny-llama", tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def runtime(server):
+    return server.client("bedrock-runtime", read_timeout=300)

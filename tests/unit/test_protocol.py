@@ -64,3 +64,10 @@ def test_serialize_output_timestamps_and_headers():
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     wire = protocol.serialize_response(route, {"modelArn": "a", "creationTime": when, "unknownExtra": None})
     assert b'"creationTime": "2026-01-02T03:04:05Z"' in wire.body and b"unknownExtra" not in wire.body
+
+
+def test_document_members_pass_through_untouched():
+    route, labels = protocol.match_route("POST", "/model/m.x/converse")
+    body = b'{"messages": [], "additionalModelRequestFields": {"top_k": 1, "nested": {"a": [1, 2]}}}'
+    params = protocol.parse_request(route, labels, "", {}, body)
+    assert params["additionalModelRequestFields"] == {"top_k": 1, "nested": {"a": [1, 2]}}

