@@ -156,6 +156,11 @@ def _chat_loop(args: argparse.Namespace) -> int:
     _check_model(args)
 
     interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
     history: list[dict[str, Any]] = []
     failed = False
     while True:

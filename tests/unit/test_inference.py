@@ -51,7 +51,8 @@ def test_batched_generation_matches_one_at_a_time(engine, tiny_dir):
     deployment = engine.get(tiny_dir)
     prompts = ["the quick brown fox", "hello", "after the rains the roads are flooded", "models", "a", "tiny"]
     params = [SamplingParams(max_tokens=4 + 3 * i, temperature=0) for i in range(len(prompts))]
-    alone = [deployment.scheduler.submit(_ids(deployment, p), sp).result().text for p, sp in zip(prompts, params)]
+    alone = [deployment.scheduler.submit(_ids(deployment, p), sp).result().text
+             for p, sp in zip(prompts, params, strict=True)]
     together: dict[int, str] = {}
 
     def run(i):
