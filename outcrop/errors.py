@@ -43,6 +43,12 @@ class InvalidSignatureException(BedrockError):
     status = 403
 
 
+class MissingAuthenticationTokenException(BedrockError):
+    """An unsigned request (what AWS's front door answers before any service sees it)."""
+
+    status = 403
+
+
 class ResourceNotFoundException(BedrockError):
     status = 404
 

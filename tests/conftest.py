@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import configparser
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +56,39 @@ class RunningServer:
     def banner(self) -> str:
         return "".join(self.output)
 
-    def client(self, service: str, **config):
-        """A real boto3 client for one of the four services, pointed at this server."""
+    def root_key(self) -> tuple[str, str]:
+        """The root access key the server wrote to `<data dir>/credentials` on first start."""
+        parser = configparser.ConfigParser()
+        parser.read(self.data_dir / "credentials")
+        return parser["outcrop"]["aws_access_key_id"], parser["outcrop"]["aws_secret_access_key"]
+
+    def client(self, service: str, key: tuple[str, str] | None = None, **config):
+        """A real boto3 client for one of the four services, signed with `key` (default: the root key)."""
+        key_id, secret = key or self.root_key()
         return boto3.client(
             service, endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id="AKIATESTTESTTESTTEST", aws_secret_access_key="test-secret",
+            aws_access_key_id=key_id, aws_secret_access_key=secret,
             config=Config(retries={"max_attempts": 1}, **config))
+
+    def raw(self, method: str, path: str, body: bytes | None = None, key: tuple[str, str] | None = None,
+            sign: bool = True, headers: dict[str, str] | None = None):
+        """A plain HTTP request (SigV4-signed with botocore unless sign=False).
+
+        Returns (status, headers with case-insensitive lookup, JSON body)."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        request = AWSRequest(method=method, url=self.endpoint + path, data=body or b"", headers=headers or {})
+        if sign:
+            SigV4Auth(Credentials(*(key or self.root_key())), "bedrock", "us-east-1").add_auth(request)
+        prepared = urllib.request.Request(self.endpoint + path, data=body, method=method,
+                                          headers=dict(request.headers.items()))
+        try:
+            with urllib.request.urlopen(prepared, timeout=60) as response:
+                return response.status, response.headers, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, json.loads(error.read() or b"{}")
 
     def cli_env(self) -> dict[str, str]:
         """Environment for the AWS CLI as the README tells a user to set it up."""

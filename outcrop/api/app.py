@@ -16,9 +16,10 @@ from typing import Any
 import anyio
 from starlette.concurrency import iterate_in_threadpool
 
-from outcrop.api.auth import resolve_principal
+from outcrop.api import iam as iam_api
+from outcrop.api.auth import authenticate
 from outcrop.api.bedrock import protocol
-from outcrop.api.bedrock.operations import HANDLERS, RequestContext, load_handlers
+from outcrop.api.bedrock.operations import HANDLERS, RequestContext, iam_action, load_handlers, resource_arn
 from outcrop.api.services import Services
 from outcrop.errors import (
     BedrockError,
@@ -27,7 +28,11 @@ from outcrop.errors import (
     UnknownOperationException,
     ValidationException,
 )
+from outcrop.iam.audit import SUCCESS, record_event
+from outcrop.iam.principal import Principal
 
+#: The control planes whose every call goes to the audit trail (data-plane calls have usage records).
+AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", "outcrop-iam"})
 #: Worker threads for handlers (parsing, database, waiting on a generation).
 THREADS = 256
 
@@ -57,31 +62,39 @@ class BedrockApp:
             return
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
-        operation = "-"
-        status = 500
+        method, raw_path = scope["method"], _raw_path(scope)
+        service, operation, resource, status = "-", "-", "*", 500
+        principal: Principal | None = None
+        headers: dict[str, str] = {}
+        error: BedrockError | None = None
         try:
-            route_match = protocol.match_route(scope["method"], _raw_path(scope))
-            if route_match is None:
-                raise UnknownOperationException(
-                    f"No Bedrock operation answers {scope['method']} {_raw_path(scope)}")
-            route, labels = route_match
-            operation = f"{route.service}:{route.name}"
-            handler = HANDLERS.get((route.service, route.name))
-            if handler is None:
-                raise NotImplementedException(f"{route.name} ({route.service}) is not available in Outcrop yet")
+            if raw_path.startswith(iam_api.PREFIX):
+                service, operation = "outcrop-iam", iam_api.action_of(method, raw_path)
+            else:
+                route, labels = self._route(method, raw_path)
+                service, operation = route.service, route.name
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             body = await self._read_body(headers, receive)
-            client = scope.get("client") or ("", 0)
-            ctx = RequestContext(request_id=request_id,
-                                 principal=resolve_principal(headers, self.services.settings),
-                                 services=self.services, source_ip=client[0], headers=headers)
+            client_ip = (scope.get("client") or ("", 0))[0]
             query = scope.get("query_string", b"").decode("latin-1")
+            context = {"aws:SourceIp": client_ip, "aws:SecureTransport": False}
 
-            def call() -> Any:  # parsing big bodies and running models both stay off the event loop
-                return handler(ctx, protocol.parse_request(route, labels, query, headers, body))
+            def call() -> protocol.WireResponse:  # signatures, parsing and models stay off the event loop
+                nonlocal principal, resource
+                principal = authenticate(self.services.iam, auth_enabled=self.services.settings.auth_enabled,
+                                         service=service, method=method, raw_path=raw_path, query=query,
+                                         headers=headers, body=body)
+                if service == "outcrop-iam":
+                    answer = iam_api.handle(self.services.iam, principal, operation, iam_api.parse_body(body), context)
+                    return protocol.WireResponse(200, {"Content-Type": "application/json"}, answer)
+                params = protocol.parse_request(route, labels, query, headers, body)
+                resource = resource_arn(params, self.services.settings.region)
+                self.services.iam.authorize(principal, iam_action(operation), resource, context)
+                ctx = RequestContext(request_id=request_id, principal=principal, services=self.services,
+                                     source_ip=client_ip, headers=headers)
+                return protocol.serialize_response(route, HANDLERS[(service, operation)](ctx, params))
 
-            output = await anyio.to_thread.run_sync(call)
-            wire = protocol.serialize_response(route, output)
+            wire = await anyio.to_thread.run_sync(call)
             status = wire.status
             response_headers = [(k.lower().encode(), v.encode()) for k, v in wire.headers.items()]
             response_headers.append((b"x-amzn-requestid", request_id.encode()))
@@ -92,14 +105,30 @@ class BedrockApp:
             await send({"type": "http.response.body", "body": wire.body})
         except Exception as exc:  # every failure leaves in Bedrock's error shape, never as a stack trace
             if not isinstance(exc, BedrockError):
-                log.exception("request %s (%s) failed", request_id, operation)
+                log.exception("request %s (%s:%s) failed", request_id, service, operation)
                 exc = InternalServerException(f"Internal error; request id {request_id}")
-            status, headers, body = error_response(exc, request_id)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            error = exc
+            status, error_headers, error_body = error_response(exc, request_id)
+            await send({"type": "http.response.start", "status": status, "headers": error_headers})
+            await send({"type": "http.response.body", "body": error_body})
         finally:
-            access_log.info("%s %s %s %d %.1fms %s", scope.get("method"), _raw_path(scope), operation,
-                            status, (time.perf_counter() - started) * 1000, request_id)
+            access_log.info("%s %s %s:%s %d %.1fms %s", method, raw_path, service, operation, status,
+                            (time.perf_counter() - started) * 1000, request_id)
+            if service in AUDITED_SERVICES:
+                await anyio.to_thread.run_sync(lambda: record_event(
+                    self.services.db, service=service, operation=operation,
+                    result=error.code if error else SUCCESS, status=status, principal=principal,
+                    resource=resource, source_ip=(scope.get("client") or ("", 0))[0], request_id=request_id,
+                    user_agent=headers.get("user-agent")))
+
+    def _route(self, method: str, raw_path: str) -> tuple[protocol.Route, dict[str, str]]:
+        found = protocol.match_route(method, raw_path)
+        if found is None:
+            raise UnknownOperationException(f"No Bedrock operation answers {method} {raw_path}")
+        route, labels = found
+        if (route.service, route.name) not in HANDLERS:
+            raise NotImplementedException(f"{route.name} ({route.service}) is not available in Outcrop yet")
+        return route, labels
 
     async def _read_body(self, headers: dict[str, str], receive) -> bytes:
         """The whole body, refused before reading when it is declared (or turns out) too large."""

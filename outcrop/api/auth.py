@@ -1,26 +1,37 @@
-"""Request -> principal, in exactly one place.
-
-For now every request is accepted and acts as the root of the default account; the access key
-id is read from the SigV4 `Authorization` header or a bearer token so that the security work can
-make this strict here without touching any operation.
-"""
+"""Request -> principal, in exactly one place: SigV4 signatures, bearer API keys, or auth switched off."""
 
 from __future__ import annotations
 
-import re
-
+from outcrop.errors import MissingAuthenticationTokenException, UnrecognizedClientException
+from outcrop.iam import sigv4
 from outcrop.iam.principal import Principal
-from outcrop.platform.config import Settings
+from outcrop.iam.service import IamService
 
-_SIGV4_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+#: boto3 sends `Authorization: Bearer` (AWS_BEARER_TOKEN_BEDROCK) to these services only.
+BEARER_SERVICES = frozenset({"bedrock", "bedrock-runtime"})
+INVALID_TOKEN = "The security token included in the request is invalid."
 
 
-def resolve_principal(headers: dict[str, str], settings: Settings) -> Principal:
+def authenticate(iam: IamService, *, auth_enabled: bool, service: str, method: str, raw_path: str, query: str,
+                 headers: dict[str, str], body: bytes) -> Principal:
+    if not auth_enabled:  # OUTCROP_AUTH=off: every caller is the first account's root
+        return Principal.account_root(iam.default_account())
     authorization = headers.get("authorization", "")
-    key_id = ""
-    if authorization.startswith("AWS4-HMAC-SHA256"):
-        match = _SIGV4_CREDENTIAL.search(authorization)
-        key_id = match.group(1) if match else ""
-    elif authorization.startswith("Bearer "):
-        key_id = "bearer"
-    return Principal.account_root(settings.default_account_id, key_id)
+    if authorization.startswith("Bearer "):
+        if service not in BEARER_SERVICES:
+            allowed = " and ".join(sorted(BEARER_SERVICES))
+            raise UnrecognizedClientException(f"Bearer API keys are accepted by {allowed} only; "
+                                              f"sign {service} requests with SigV4.")
+        principal = iam.authenticate_bearer(authorization[len("Bearer "):].strip())
+        if principal is None:
+            raise UnrecognizedClientException(INVALID_TOKEN)
+        return principal
+    if not authorization:
+        raise MissingAuthenticationTokenException("Missing Authentication Token")
+    parsed = sigv4.parse_authorization(authorization)
+    found = iam.authenticate_key(parsed.access_key_id)
+    if found is None:
+        raise UnrecognizedClientException(INVALID_TOKEN)
+    principal, secret = found
+    sigv4.verify(parsed, secret, method=method, raw_path=raw_path, query=query, headers=headers, body=body)
+    return principal

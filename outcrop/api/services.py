@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from outcrop.catalog.service import Catalog
-from outcrop.iam.credentials import ensure_root_credentials
+from outcrop.iam.credentials import write_credentials
+from outcrop.iam.service import IamService
 from outcrop.inference.engine import Engine
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.objectstore import ObjectStore, open_object_store
+from outcrop.runtime.invocation_logging import InvocationLogWriter
+from outcrop.runtime.quotas import Quotas
 from outcrop.runtime.service import RuntimeService
 
 
@@ -20,6 +23,8 @@ class Services:
     store: ObjectStore
     catalog: Catalog
     engine: Engine
+    iam: IamService
+    invocation_log: InvocationLogWriter
     runtime: RuntimeService
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
@@ -30,13 +35,20 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         revision = db.migrate()
-        ensure_root_credentials(settings.credentials_file, settings.region,
-                                settings.root_access_key_id, settings.root_secret_access_key)
+        iam = IamService(db, settings.data_dir)
+        root_key = iam.bootstrap(settings.root_access_key_id, settings.root_secret_access_key)
+        write_credentials(settings.credentials_file, settings.region, root_key.access_key_id, root_key.secret)
         catalog = Catalog(db, settings.region)
         engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences)
-        return cls(settings=settings, db=db, store=open_object_store(settings), catalog=catalog, engine=engine,
-                   runtime=RuntimeService(catalog, engine, db), schema_revision=revision)
+        store = open_object_store(settings)
+        invocation_log = InvocationLogWriter(db, store, settings.region)
+        quotas = Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute)
+        return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
+                   invocation_log=invocation_log,
+                   runtime=RuntimeService(catalog, engine, db, quotas, invocation_log, settings.region),
+                   schema_revision=revision)
 
     def close(self) -> None:
+        self.invocation_log.close()
         self.engine.close()
         self.db.dispose()

@@ -40,8 +40,11 @@ class Settings:
     s3_region: str = "us-east-1"
     #: The region that ARNs carry and that clients sign for.
     region: str = "us-east-1"
-    #: The account that owns resources until accounts exist (the security issue adds them).
-    default_account_id: str = "000000000000"
+    #: "on", or "off" for local experiments only: then every request acts as the first account's root.
+    auth: str = "on"
+    #: On-demand inference quotas per account; 0 means unlimited.
+    quota_requests_per_minute: int = 600
+    quota_tokens_per_minute: int = 2_000_000
     #: The root access key written to `<data_dir>/credentials`; empty means generate one on first start.
     root_access_key_id: str = ""
     root_secret_access_key: str = ""
@@ -54,6 +57,10 @@ class Settings:
     #: Largest request body accepted, in bytes; bigger ones are refused before parsing.
     max_request_bytes: int = 25 * 1024 * 1024
     log_level: str = "info"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth.strip().lower() not in ("off", "false", "0", "no")
 
     @property
     def resolved_database_url(self) -> str:

@@ -5,8 +5,9 @@ Callable from Python without HTTP; the API door, the CLI and later the evaluatio
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Comp
 from outcrop.platform.database import Database
 from outcrop.runtime import formats
 from outcrop.runtime.formats import Invocation, TextRequest, check_alternation
+from outcrop.runtime.invocation_logging import InvocationLogWriter, make_log_record
+from outcrop.runtime.quotas import Quotas
 from outcrop.runtime.usage import SUCCESS, record_usage
 
 CONVERSE_STOP_REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence", LENGTH: "max_tokens"}
@@ -49,28 +52,29 @@ class _Prepared:
 
 
 class RuntimeService:
-    def __init__(self, catalog: Catalog, engine: Engine, db: Database) -> None:
+    def __init__(self, catalog: Catalog, engine: Engine, db: Database, quotas: Quotas,
+                 invocation_log: InvocationLogWriter, region: str) -> None:
         self.catalog = catalog
         self.engine = engine
         self.db = db
+        self.quotas = quotas
+        self.invocation_log = invocation_log
+        self.region = region
 
     # -- Converse ---------------------------------------------------------------------------------
 
     def converse(self, caller: Caller, model_id: str, request: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
+        self.quotas.admit(caller.principal.account_id)
         prepared = self._prepare_converse(model_id, request)
-        completion = self._generate(caller, "Converse", prepared, started).result()
-        return {
-            "output": {"message": {"role": "assistant", "content": [{"text": completion.text}]}},
-            "stopReason": CONVERSE_STOP_REASON[completion.finish_reason],
-            "usage": _usage(completion),
-            "metrics": {"latencyMs": _ms(time.perf_counter() - started)},
-        }
+        completion = self._generate(caller, "Converse", prepared, started, request, _converse_output).result()
+        return {**_converse_output(completion), "metrics": {"latencyMs": _ms(time.perf_counter() - started)}}
 
     def converse_stream(self, caller: Caller, model_id: str, request: dict[str, Any]) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()
+        self.quotas.admit(caller.principal.account_id)
         prepared = self._prepare_converse(model_id, request)  # errors here are HTTP errors, before the stream
-        stream = self._generate(caller, "ConverseStream", prepared, started)
+        stream = self._generate(caller, "ConverseStream", prepared, started, request, _converse_output)
 
         def events() -> Iterator[tuple[str, dict]]:
             yield "messageStart", {"role": "assistant"}
@@ -116,24 +120,28 @@ class RuntimeService:
         import json
 
         started = time.perf_counter()
+        self.quotas.admit(caller.principal.account_id)
         document = formats.parse_json_body(body)
         model = self.catalog.get(model_id)
         if "EMBEDDING" in model.output_modalities:
             return json.dumps(self._embed(caller, model, document, started)).encode()
         fmt = formats.detect_text_format(document, model.native_format)
         prepared = self._prepare(model_id, fmt.parse(document))
-        completion = self._generate(caller, "InvokeModel", prepared, started).result()
-        return json.dumps(fmt.render(Invocation(model.model_id, len(prepared.prompt_ids), completion))).encode()
+        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids))
+        return json.dumps(render(self._generate(caller, "InvokeModel", prepared, started, document, render)
+                                 .result())).encode()
 
     def invoke_stream(self, caller: Caller, model_id: str, body: bytes) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()
+        self.quotas.admit(caller.principal.account_id)
         document = formats.parse_json_body(body)
         model = self.catalog.get(model_id)
         if not model.streaming:
             raise ValidationException(f"The model {model.model_id} does not support response streaming.")
         fmt = formats.detect_text_format(document, model.native_format)
         prepared = self._prepare(model_id, fmt.parse(document))
-        stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started)
+        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids))
+        stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started, document, render)
         invocation = Invocation(model.model_id, len(prepared.prompt_ids))
 
         def metrics() -> dict[str, int]:
@@ -203,11 +211,38 @@ class RuntimeService:
             raise ValidationException("The prompt is empty")
         return _Prepared(model, deployment, ids, request.params)
 
-    def _generate(self, caller: Caller, operation: str, prepared: _Prepared, started: float) -> _MeteredStream:
-        """Submit to the model's scheduler; the usage record is written when the stream ends."""
+    def _generate(self, caller: Caller, operation: str, prepared: _Prepared, started: float,
+                  request: Any, render: Callable[[Completion], dict]) -> _MeteredStream:
+        """Submit to the model's scheduler; metering happens once, when the stream ends."""
         stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params)
-        return _MeteredStream(stream, self.db, caller, prepared.model.model_id, operation, started,
-                              len(prepared.prompt_ids))
+
+        def finish(completion: Completion | None, status: str) -> None:
+            self._meter(caller, operation, prepared.model.model_id, started, status, request,
+                        render(completion) if completion else None,
+                        input_tokens=len(prepared.prompt_ids),
+                        output_tokens=completion.output_tokens if completion else 0,
+                        first_token_ms=_ms(completion.first_token_s) if completion else None,
+                        stop_reason=CONVERSE_STOP_REASON[completion.finish_reason] if completion else None)
+        return _MeteredStream(stream, finish)
+
+    def _meter(self, caller: Caller, operation: str, model_id: str, started: float, status: str, request: Any,
+               response: Any, *, input_tokens: int, output_tokens: int, first_token_ms: int | None = None,
+               stop_reason: str | None = None) -> None:
+        """Everything an invocation leaves behind: a usage record, quota spent, an invocation log line."""
+        latency = _ms(time.perf_counter() - started)
+        account = caller.principal.account_id
+        record_usage(self.db, request_id=caller.request_id, principal=caller.principal, model_id=model_id,
+                     operation=operation, input_tokens=input_tokens, output_tokens=output_tokens,
+                     latency_ms=latency, first_token_ms=first_token_ms, stop_reason=stop_reason, status=status,
+                     request_metadata=caller.request_metadata)
+        self.quotas.charge(account, input_tokens + output_tokens)
+        if self.invocation_log.is_enabled(account):
+            self.invocation_log.submit(make_log_record(
+                request_id=caller.request_id, account_id=account, principal_arn=caller.principal.arn,
+                region=self.region, operation=operation, model_id=model_id, input_body=_loggable(request),
+                input_content_type=JSON, output_body=response, output_content_type=JSON,
+                input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=latency,
+                error_code=None if status == SUCCESS else status))
 
     def _embed(self, caller: Caller, model: FoundationModel, document: dict[str, Any],
                started: float) -> dict[str, Any]:
@@ -231,21 +266,19 @@ class RuntimeService:
                 vector = (hidden[0] * mask).sum(0) / mask.sum().clamp(min=1)
             if request.normalize:
                 vector = torch.nn.functional.normalize(vector, dim=0)
-        record_usage(self.db, request_id=caller.request_id, principal=caller.principal, model_id=model.model_id,
-                     operation="InvokeModel", input_tokens=count, latency_ms=_ms(time.perf_counter() - started),
-                     request_metadata=caller.request_metadata)
-        return {"embedding": vector.float().cpu().tolist(), "inputTextTokenCount": count}
+        response = {"embedding": vector.float().cpu().tolist(), "inputTextTokenCount": count}
+        self._meter(caller, "InvokeModel", model.model_id, started, SUCCESS, document, response,
+                    input_tokens=count, output_tokens=0)
+        return response
 
 
 class _MeteredStream:
-    """A GenerationStream that writes its usage record once, whether it completes, fails or is dropped."""
+    """A GenerationStream that reports once how it ended: completed, failed (with the error code) or dropped."""
 
-    def __init__(self, inner: GenerationStream, db: Database, caller: Caller, model_id: str, operation: str,
-                 started: float, input_tokens: int) -> None:
+    def __init__(self, inner: GenerationStream, finish: Callable[[Completion | None, str], None]) -> None:
         self._inner = inner
-        self._record = dict(db=db, caller=caller, model_id=model_id, operation=operation, started=started,
-                            input_tokens=input_tokens)
-        self.completion = None
+        self._finish = finish
+        self.completion: Completion | None = None
 
     def __iter__(self):
         status = "Cancelled"
@@ -260,14 +293,7 @@ class _MeteredStream:
             status = "InternalServerException"
             raise
         finally:
-            r, c = self._record, self._inner.completion
-            record_usage(r["db"], request_id=r["caller"].request_id, principal=r["caller"].principal,
-                         model_id=r["model_id"], operation=r["operation"], input_tokens=r["input_tokens"],
-                         output_tokens=c.output_tokens if c else 0,
-                         latency_ms=_ms(time.perf_counter() - r["started"]),
-                         first_token_ms=_ms(c.first_token_s) if c else None,
-                         stop_reason=CONVERSE_STOP_REASON[c.finish_reason] if c else None, status=status,
-                         request_metadata=r["caller"].request_metadata)
+            self._finish(self._inner.completion, status)
 
     def result(self) -> Completion:
         for _ in self:
@@ -312,6 +338,22 @@ def _converse_text(content: list[dict[str, Any]], index: int) -> str:
             raise ValidationException(
                 f"This model doesn't support the {kind} content block that you provided (messages.{index + 1}).")
     return "".join(parts)
+
+
+def _converse_output(completion: Completion) -> dict[str, Any]:
+    return {"output": {"message": {"role": "assistant", "content": [{"text": completion.text}]}},
+            "stopReason": CONVERSE_STOP_REASON[completion.finish_reason], "usage": _usage(completion)}
+
+
+def _render(fmt: formats.TextFormat, model_id: str, input_tokens: int, completion: Completion) -> dict[str, Any]:
+    return fmt.render(Invocation(model_id, input_tokens, completion))
+
+
+def _loggable(request: Any) -> Any:
+    """The request as the invocation log shows it (Converse's parsed input minus routing members)."""
+    if isinstance(request, dict):
+        return {k: v for k, v in request.items() if k not in ("modelId", "requestMetadata") and v is not None}
+    return request
 
 
 def _usage(completion: Completion) -> dict[str, int]:

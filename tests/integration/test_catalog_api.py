@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import urllib.error
-import urllib.request
 from urllib.parse import quote
 
 import pytest
@@ -17,13 +15,7 @@ MINILM = "sentence-transformers.all-minilm-l6-v2-v1:0"
 
 
 def raw(server, method: str, path: str, body: bytes | None = None):
-    """(status, headers with case-insensitive lookup, JSON body) of a plain HTTP request."""
-    request = urllib.request.Request(server.endpoint + path, data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, json.loads(error.read() or b"{}")
+    return server.raw(method, path, body)
 
 
 def test_lists_both_builtin_models_with_bedrock_fields(bedrock):

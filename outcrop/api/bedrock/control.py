@@ -1,10 +1,11 @@
-"""The `bedrock` control-plane service: the foundation-model catalog (more operations follow)."""
+"""The `bedrock` control-plane service: the foundation-model catalog and model invocation logging."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
+from outcrop.runtime import invocation_logging
 
 
 @handles("bedrock", "ListFoundationModels")
@@ -23,3 +24,24 @@ def list_foundation_models(ctx: RequestContext, params: dict[str, Any]) -> dict[
 def get_foundation_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     catalog = ctx.services.catalog
     return {"modelDetails": catalog.describe([catalog.get(params["modelIdentifier"])])[0]}
+
+
+@handles("bedrock", "PutModelInvocationLoggingConfiguration")
+def put_model_invocation_logging_configuration(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    services = ctx.services
+    invocation_logging.put_config(services.db, services.store, ctx.principal.account_id, params["loggingConfig"])
+    services.invocation_log.refresh()
+    return {}
+
+
+@handles("bedrock", "GetModelInvocationLoggingConfiguration")
+def get_model_invocation_logging_configuration(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    config = invocation_logging.get_config(ctx.services.db, ctx.principal.account_id)
+    return {"loggingConfig": config} if config else {}
+
+
+@handles("bedrock", "DeleteModelInvocationLoggingConfiguration")
+def delete_model_invocation_logging_configuration(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    invocation_logging.delete_config(ctx.services.db, ctx.principal.account_id)
+    ctx.services.invocation_log.refresh()
+    return {}
