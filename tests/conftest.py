@@ -113,7 +113,8 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Run
     output: list[str] = []
     threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True).start()
     wait_for_port(port, process)
-    return RunningServer(f"http://127.0.0.1:{port}", data_dir, process, output)
+    scheme = "https" if env.get("OUTCROP_TLS") == "on" else "http"
+    return RunningServer(f"{scheme}://127.0.0.1:{port}", data_dir, process, output)
 
 
 def stop_server(server: RunningServer) -> int:

@@ -13,12 +13,16 @@ import uvicorn
 
 from outcrop import __version__
 from outcrop.platform.config import load_settings
+from outcrop.platform.tls import self_signed
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = sub.add_parser("serve", parents=[common], help="run the Bedrock-compatible server")
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port to listen on (default 8600)")
+    parser.add_argument("--tls", action="store_const", const="on", default=None,
+                        help="serve HTTPS (a self-signed certificate unless OUTCROP_TLS_CERTFILE/KEYFILE are set); "
+                             "boto3 sends bearer API keys over HTTPS only")
     parser.set_defaults(func=run)
 
 
@@ -27,21 +31,31 @@ def run(args: argparse.Namespace) -> int:
     from outcrop.api.bedrock.protocol import SERVICES
     from outcrop.api.services import Services
 
-    settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port)
+    settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port, tls=args.tls)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise
     services = Services.start(settings)
     store = settings.s3_endpoint or str(settings.objects_dir)
-    endpoint = f"http://{settings.host}:{settings.port}"
+    tls: dict[str, str] = {}
+    if settings.tls_enabled:
+        cert, key = ((settings.tls_certfile, settings.tls_keyfile) if settings.tls_certfile
+                     else self_signed(settings.data_dir / "tls", settings.host))
+        tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    endpoint = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     print(f"Outcrop {__version__}\n"
           f"  data dir     {settings.data_dir}\n"
           f"  database     {_redact(settings.resolved_database_url)} (schema {services.schema_revision})\n"
           f"  objects      {store}\n"
           f"  credentials  {settings.credentials_file} (profile outcrop)\n"
           f"  listening    {endpoint} ({', '.join(SERVICES)})", flush=True)
+    if tls:
+        print(f"  certificate  {tls['ssl_certfile']} (clients: verify=<this file> or AWS_CA_BUNDLE)", flush=True)
+    if not settings.auth_enabled:
+        print(f"  WARNING      authentication is OFF (OUTCROP_AUTH={settings.auth}): every request acts as the "
+              f"root of account {services.iam.default_account()}. Use this for local experiments only.", flush=True)
     config = uvicorn.Config(BedrockApp(services), host=settings.host, port=settings.port,
                             log_level=settings.log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=10)
+                            timeout_graceful_shutdown=10, **tls)
     server = _Server(config)
     server.run()
     return 0 if server.started else 1
@@ -77,4 +91,4 @@ def _redact(url: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run(argparse.Namespace(data_dir=None, host=None, port=None)))
+    sys.exit(run(argparse.Namespace(data_dir=None, host=None, port=None, tls=None)))

@@ -1,11 +1,10 @@
-"""IAM's tables: accounts, principals, access keys, inline policies, idempotency tokens."""
+"""IAM's tables: accounts, principals, access keys, inline policies."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outcrop.platform.database import Base
@@ -52,14 +51,3 @@ class PolicyRow(Base):
     principal_arn: Mapped[str] = mapped_column(ForeignKey("principals.arn", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     document: Mapped[str] = mapped_column(Text)
-
-
-class IdempotencyRow(Base):
-    __tablename__ = "idempotency_tokens"
-
-    account_id: Mapped[str] = mapped_column(String(12), primary_key=True)
-    operation: Mapped[str] = mapped_column(String(64), primary_key=True)
-    token: Mapped[str] = mapped_column(String(256), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(64))
-    response: Mapped[Any] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

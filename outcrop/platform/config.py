@@ -42,6 +42,11 @@ class Settings:
     region: str = "us-east-1"
     #: "on", or "off" for local experiments only: then every request acts as the first account's root.
     auth: str = "on"
+    #: "on" serves HTTPS (needed for bearer API keys): with tls_certfile/tls_keyfile when given, else a
+    #: self-signed certificate made in `<data_dir>/tls/`.
+    tls: str = "off"
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
     #: On-demand inference quotas per account; 0 means unlimited.
     quota_requests_per_minute: int = 600
     quota_tokens_per_minute: int = 2_000_000
@@ -61,6 +66,10 @@ class Settings:
     @property
     def auth_enabled(self) -> bool:
         return self.auth.strip().lower() not in ("off", "false", "0", "no")
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls.strip().lower() in ("on", "true", "1", "yes")
 
     @property
     def resolved_database_url(self) -> str:
