@@ -14,6 +14,7 @@ from typing import Any
 from outcrop.errors import AccessDeniedException, SerializationException, UnknownOperationException, ValidationException
 from outcrop.iam.principal import ROLE, USER, Principal, principal_arn
 from outcrop.iam.service import BEARER, SIGV4, IamService, s3_access_policy
+from outcrop.platform import jsontext
 
 PREFIX = "/_outcrop/iam/"
 
@@ -110,8 +111,8 @@ def action_of(method: str, raw_path: str) -> str:
 
 def parse_body(body: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(body or b"{}")
-    except (UnicodeDecodeError, ValueError) as exc:
+        document = jsontext.loads(body or b"{}")
+    except jsontext.InvalidJson as exc:
         raise SerializationException(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise SerializationException("The request body must be a JSON object")

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from outcrop.catalog.service import Catalog
+from outcrop.customization.service import CustomizationService
 from outcrop.iam.credentials import write_credentials
 from outcrop.iam.service import IamService
 from outcrop.inference.engine import Engine
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
+from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import ObjectStore, open_object_store
 from outcrop.runtime.invocation_logging import InvocationLogWriter
 from outcrop.runtime.quotas import Quotas
@@ -25,6 +27,8 @@ class Services:
     engine: Engine
     iam: IamService
     invocation_log: InvocationLogWriter
+    jobs: JobRunner
+    customization: CustomizationService
     runtime: RuntimeService
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
@@ -43,12 +47,16 @@ class Services:
         store = open_object_store(settings)
         invocation_log = InvocationLogWriter(db, store, settings.region)
         quotas = Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute)
+        jobs = JobRunner(db, settings, settings.max_running_jobs)
+        jobs.start()  # recovers jobs a previous server left running
         return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
-                   invocation_log=invocation_log,
+                   invocation_log=invocation_log, jobs=jobs,
+                   customization=CustomizationService(db, catalog, iam, jobs, engine, settings.region),
                    runtime=RuntimeService(catalog, engine, db, quotas, invocation_log, settings.region),
                    schema_revision=revision)
 
     def close(self) -> None:
+        self.jobs.close()
         self.invocation_log.close()
         self.engine.close()
         self.db.dispose()

@@ -508,14 +508,20 @@ def parse_policy(document: str | Mapping[str, Any], *, name: str = "", max_size:
             data = json.loads(document, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
             raise _malformed(f"Syntax errors in policy: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise _malformed("Syntax errors in policy: nested too deeply") from None
     else:
         data = document
     if not isinstance(data, Mapping):
         raise _malformed("Policy document must be a JSON object")
     try:
         size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise _malformed(f"Policy document is not JSON: {exc}") from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _malformed("Policy document contains text that is not valid Unicode (an unpaired surrogate)") from None
     if size > max_size:
         raise _malformed(f"Cannot exceed quota for PolicySize: {max_size} (this document is {size} characters)")
 

@@ -25,6 +25,8 @@ SIGNING_NAME = "bedrock"
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _FIELD = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]+)")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ def parse_authorization(header: str) -> Authorization:
         raise InvalidSignatureException(
             "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters "
             "(Credential=KEY/DATE/REGION/SERVICE/aws4_request).") from None
+    if not _SIGNATURE.fullmatch(signature):
+        raise InvalidSignatureException("Signature must be 64 lowercase hexadecimal characters.")
     if terminator != "aws4_request":
         raise InvalidSignatureException("Credential should be scoped with a valid terminator: 'aws4_request'.")
     return Authorization(key_id, date, region, service, signed, signature)
@@ -86,7 +90,8 @@ def verify(auth: Authorization, secret: str, *, method: str, raw_path: str, quer
         raise InvalidSignatureException(f"Signed header(s) missing from the request: {', '.join(missing)}")
     content_hash = headers.get("x-amz-content-sha256")
     if content_hash and content_hash != UNSIGNED_PAYLOAD and "x-amz-content-sha256" in auth.signed_headers \
-            and not hmac.compare_digest(content_hash, hashlib.sha256(body).hexdigest()):
+            and not (_SHA256.fullmatch(content_hash)
+                     and hmac.compare_digest(content_hash, hashlib.sha256(body).hexdigest())):
         raise InvalidSignatureException("The provided 'x-amz-content-sha256' header does not match what was computed.")
 
     url = f"http://{headers['host']}{raw_path}" + (f"?{query}" if query else "")

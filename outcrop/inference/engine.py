@@ -48,8 +48,10 @@ class Engine:
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path, kind: str = CAUSAL) -> Deployment:
-        """The deployment for these weights, loading them (once, even when asked concurrently)."""
+    def get(self, path: Path, kind: str = CAUSAL, base: Path | None = None) -> Deployment:
+        """The deployment for these weights, loading them (once, even when asked concurrently).
+
+        `base` is the base model's folder when `path` is a LoRA adapter."""
         key = (str(path), kind)
         with self._lock:
             if key in self._deployments:
@@ -60,7 +62,7 @@ class Engine:
             with self._lock:
                 if key in self._deployments:
                     return self._deployments[key]
-            loaded = load_causal_lm(path, self.cache_dir) if kind == CAUSAL else load_encoder(path)
+            loaded = load_causal_lm(path, self.cache_dir, base=base) if kind == CAUSAL else load_encoder(path)
             log.info("loaded %s (%s, %.0f MB on %s)", path, kind, loaded.nbytes / 2**20, loaded.device)
             deployment = Deployment(loaded, Scheduler(loaded, self.max_batch) if kind == CAUSAL else None,
                                     threading.Lock())

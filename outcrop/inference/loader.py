@@ -91,13 +91,26 @@ def _context_length(config: Any, tokenizer: Any) -> int:
     return limit if 0 < limit < 10**8 else 2048
 
 
-def load_causal_lm(path: Path, cache_dir: Path, device: torch.device | None = None) -> LoadedModel:
+def load_causal_lm(path: Path, cache_dir: Path, device: torch.device | None = None,
+                   base: Path | None = None) -> LoadedModel:
+    """A causal LM from a HF folder, a GGUF file, or a LoRA adapter folder on top of `base`.
+
+    An adapter is merged into a private copy of its base on load, so it generates at the base's speed;
+    the base's files are only read."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
     folder = convert_gguf(path, cache_dir) if path.suffix.lower() == ".gguf" else path
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(device)).to(device).eval()
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        if base is None:
+            raise ValueError(f"{folder} is a LoRA adapter; loading it needs its base model's folder")
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=_dtype(device))
+        model = PeftModel.from_pretrained(model, folder).merge_and_unload().to(device).eval()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(device)).to(device).eval()
     eos = set()
     for source in (getattr(model, "generation_config", None), model.config, tokenizer):
         value = getattr(source, "eos_token_id", None)

@@ -59,6 +59,8 @@ class Settings:
     model_memory_bytes: int = 8 * 1024**3
     #: Sequences one model generates at once; more requests wait for a free slot.
     max_batch_sequences: int = 16
+    #: Jobs (fine-tuning, evaluation) that run at once; more wait in the queue.
+    max_running_jobs: int = 1
     #: Largest request body accepted, in bytes; bigger ones are refused before parsing.
     max_request_bytes: int = 25 * 1024 * 1024
     log_level: str = "info"

@@ -135,7 +135,11 @@ def _segment_error(segment: str) -> str | None:
         return "empty, '.' and '..' path segments are not allowed"
     if segment.startswith(TEMP_PREFIX):
         return f"segments starting with {TEMP_PREFIX!r} are reserved"
-    if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+    try:
+        encoded = segment.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a path segment is not valid Unicode"
+    if len(encoded) > MAX_SEGMENT_BYTES:
         return f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes"
     return None
 

@@ -18,6 +18,7 @@ from typing import Any
 from outcrop.errors import ValidationException
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion
+from outcrop.platform import jsontext
 
 MAX_STOP_SEQUENCES = 2500
 
@@ -326,8 +327,8 @@ def parse_titan_embedding(body: dict[str, Any]) -> EmbeddingRequest:
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        document = jsontext.loads(body)
+    except jsontext.InvalidJson as exc:
         raise ValidationException(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ValidationException("The request body must be a JSON object")

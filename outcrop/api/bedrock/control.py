@@ -1,4 +1,4 @@
-"""The `bedrock` control-plane service: the foundation-model catalog and model invocation logging."""
+"""The `bedrock` control-plane service: catalog, model customization, invocation logging."""
 
 from __future__ import annotations
 
@@ -44,4 +44,41 @@ def get_model_invocation_logging_configuration(ctx: RequestContext, params: dict
 def delete_model_invocation_logging_configuration(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     invocation_logging.delete_config(ctx.services.db, ctx.principal.account_id)
     ctx.services.invocation_log.refresh()
+    return {}
+
+
+@handles("bedrock", "CreateModelCustomizationJob")
+def create_model_customization_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.customization.create_job(ctx.principal, params)
+
+
+@handles("bedrock", "GetModelCustomizationJob")
+def get_model_customization_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.customization.get_job(ctx.principal.account_id, params["jobIdentifier"])
+
+
+@handles("bedrock", "ListModelCustomizationJobs")
+def list_model_customization_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.customization.list_jobs(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "StopModelCustomizationJob")
+def stop_model_customization_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.customization.stop_job(ctx.principal.account_id, params["jobIdentifier"])
+    return {}
+
+
+@handles("bedrock", "GetCustomModel")
+def get_custom_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.customization.get_custom_model(ctx.principal.account_id, params["modelIdentifier"])
+
+
+@handles("bedrock", "ListCustomModels")
+def list_custom_models(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.customization.list_custom_models(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "DeleteCustomModel")
+def delete_custom_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.customization.delete_custom_model(ctx.principal.account_id, params["modelIdentifier"])
     return {}

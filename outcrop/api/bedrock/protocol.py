@@ -26,6 +26,7 @@ from botocore.model import OperationModel, Shape, StructureShape
 from outcrop.api import eventstream
 from outcrop.api.bedrock.validation import coerce_scalar, validate_input
 from outcrop.errors import BedrockError, SerializationException, ValidationException
+from outcrop.platform import jsontext
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,9 @@ def _parse_request(route: Route, labels: dict[str, str], query: str, headers: di
 
 def _load_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return jsontext.loads(body)
+    except jsontext.InvalidJson as exc:
         raise SerializationException(f"The request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise SerializationException("The request body is nested too deeply") from None
 
 
 # -- responses ---------------------------------------------------------------------------------

@@ -6,13 +6,28 @@ from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
 from outcrop.errors import ValidationException
+from outcrop.platform import jsontext
 from outcrop.runtime.service import JSON, Caller
 
 _ACCEPTABLE = {None, "", "*/*", JSON, "application/*"}
 
 
 def _caller(ctx: RequestContext, params: dict[str, Any]) -> Caller:
-    return Caller(ctx.request_id, ctx.principal, dict(params.get("requestMetadata") or {}))
+    return Caller(ctx.request_id, ctx.principal, request_metadata(params.get("requestMetadata")))
+
+
+def request_metadata(value: Any) -> dict[str, str]:
+    """Converse carries `requestMetadata` as a map; InvokeModel as the JSON text of a header."""
+    if not value:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = jsontext.loads(value)
+        except jsontext.InvalidJson as exc:
+            raise ValidationException(f"requestMetadata must be a JSON object of strings: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValidationException("requestMetadata must be a JSON object whose keys and values are strings")
+    return dict(value)
 
 
 def _check_accept(value: str | None) -> None:

@@ -1,0 +1,319 @@
+"""Model customization: create, watch, stop and list jobs; get, list and delete the custom models.
+
+The work itself happens in `outcrop.customization.job`, run by the job runner in its own process;
+this module only validates, records, and reads back.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import string
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from outcrop.catalog.cards import FoundationModel
+from outcrop.catalog.service import Catalog
+from outcrop.customization import hyperparameters
+from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
+from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
+from outcrop.iam.principal import Principal
+from outcrop.iam.scoped_store import object_arn
+from outcrop.iam.service import IamService
+from outcrop.inference.engine import Engine
+from outcrop.inference.loader import CAUSAL
+from outcrop.inference.sampling import SamplingParams
+from outcrop.platform.database import Database
+from outcrop.platform.idempotency import run_once
+from outcrop.platform.jobs import JobRunner
+from outcrop.platform.objectstore import S3Uri
+from outcrop.runtime.service import render_chat
+
+IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
+STAGES = ("validationDetails", "dataProcessingDetails", "trainingDetails")
+ENTRY_POINT = "outcrop.customization.job:run"
+FAILURE_HOOK = "outcrop.customization.job:on_failure"
+SUPPORTED_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_id() -> str:
+    """Bedrock's resource ids in ARNs: 12 lowercase letters and digits."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def job_output_prefix(request: dict[str, Any], job_id: str) -> S3Uri:
+    """`<outputDataConfig.s3Uri>/model-customization-job-<id>/`, Bedrock's layout for a job's outputs."""
+    return S3Uri.parse(request["outputDataConfig"]["s3Uri"]).join(f"model-customization-job-{job_id}/")
+
+
+def required_permissions(request: dict[str, Any], job_id: str) -> list[tuple[str, str]]:
+    """What the job's role must allow: read every data file, write the job's outputs."""
+    reads = [request["trainingDataConfig"]["s3Uri"]]
+    reads += [v["s3Uri"] for v in (request.get("validationDataConfig") or {}).get("validators", [])]
+    output = job_output_prefix(request, job_id).join("step_wise_training_metrics.csv")
+    return [*(("s3:GetObject", object_arn(S3Uri.parse(uri))) for uri in reads),
+            ("s3:PutObject", object_arn(output))]
+
+
+def _page(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(token.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationException("nextToken is not a token this server gave out") from None
+
+
+def _next_token(offset: int, size: int, total: int) -> str | None:
+    return base64.urlsafe_b64encode(str(offset + size).encode()).decode() if offset + size < total else None
+
+
+class CustomizationService:
+    def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, engine: Engine,
+                 region: str) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.iam = iam
+        self.runner = runner
+        self.engine = engine
+        self.region = region
+        #: Questions other services answer before a custom model may be deleted ("is it provisioned?").
+        self.deletion_checks: list[Callable[[str, str], str | None]] = []
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def create_job(self, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+        return run_once(self.db, account_id=principal.account_id, operation="CreateModelCustomizationJob",
+                        token=params.get("clientRequestToken"), params=params, token_member="clientRequestToken",
+                        create=lambda: self._create_job(principal, params))
+
+    def _create_job(self, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+        account = principal.account_id
+        customization_type = params.get("customizationType") or "FINE_TUNING"
+        if customization_type not in SUPPORTED_TYPES:
+            raise ValidationException(f"customizationType {customization_type} is not available on this server; "
+                                      f"use one of {', '.join(SUPPORTED_TYPES)}")
+        base = self._base_model(params["baseModelIdentifier"])
+        resolved = hyperparameters.resolve(base, customization_type, params.get("hyperParameters"))
+        for uri in [params["trainingDataConfig"].get("s3Uri"), params["outputDataConfig"].get("s3Uri"),
+                    *(v.get("s3Uri") for v in (params.get("validationDataConfig") or {}).get("validators", []))]:
+            if not uri:
+                raise ValidationException("Every data config needs an s3Uri")
+            S3Uri.parse(uri)
+        job_id = new_id()
+        job_arn = f"arn:aws:bedrock:{self.region}:{account}:model-customization-job/{base.model_id}/{job_id}"
+        request = {**params, "customizationType": customization_type, "baseModelId": base.model_id,
+                   "jobId": job_id, "resolved": resolved}
+        request.pop("clientRequestToken", None)
+        # The role is checked now, so a missing permission is the caller's error, not a failed job later.
+        self.iam.check_role(params["roleArn"], account, required_permissions(request, job_id))
+        with self.db.session() as session:
+            clash = session.scalar(select(func.count()).select_from(CustomizationJobRow).where(
+                CustomizationJobRow.account_id == account, CustomizationJobRow.job_name == params["jobName"]))
+            if clash:
+                raise ConflictException(f"A model customization job named {params['jobName']} already exists")
+            taken = session.scalar(select(func.count()).select_from(CustomModelRow).where(
+                CustomModelRow.account_id == account, CustomModelRow.model_name == params["customModelName"]))
+            taken = taken or session.scalar(select(func.count()).select_from(CustomizationJobRow).where(
+                CustomizationJobRow.account_id == account, CustomizationJobRow.status.in_([IN_PROGRESS, STOPPING]),
+                CustomizationJobRow.request["customModelName"].as_string() == params["customModelName"]))
+            if taken:
+                raise ConflictException(f"A custom model named {params['customModelName']} already exists "
+                                        "or is being created")
+            stamp = now().isoformat()
+            details = {stage: {"status": "NotStarted", "creationTime": stamp, "lastModifiedTime": stamp}
+                       for stage in STAGES}
+            details["validationDetails"]["status"] = IN_PROGRESS
+            session.add(CustomizationJobRow(
+                job_arn=job_arn, account_id=account, job_name=params["jobName"], status=IN_PROGRESS,
+                request=request, status_details=details, created_at=now(), updated_at=now()))
+        runner_id = self.runner.submit(account, ENTRY_POINT, {"jobArn": job_arn}, failure_hook=FAILURE_HOOK)
+        with self.db.session() as session:
+            session.get(CustomizationJobRow, job_arn).runner_job_id = runner_id
+        return {"jobArn": job_arn}
+
+    def _base_model(self, identifier: str) -> FoundationModel:
+        try:
+            return self.catalog.get(identifier)
+        except ResourceNotFoundException:
+            raise ValidationException(f"The base model {identifier} is not a foundation model in this catalog") \
+                from None
+
+    def _job_row(self, account: str, identifier: str) -> CustomizationJobRow:
+        with self.db.session() as session:
+            if identifier.startswith("arn:"):
+                row = session.get(CustomizationJobRow, identifier)
+            else:
+                row = session.scalars(select(CustomizationJobRow).where(
+                    CustomizationJobRow.account_id == account, CustomizationJobRow.job_name == identifier)).first()
+        if row is None or row.account_id != account:  # another account's job does not exist for this caller
+            raise ResourceNotFoundException(f"The model customization job {identifier} does not exist")
+        return row
+
+    def get_job(self, account: str, identifier: str) -> dict[str, Any]:
+        row = self._job_row(account, identifier)
+        request = row.request
+        out = {**self._summary(row),
+               "jobName": row.job_name, "outputModelName": request["customModelName"],
+               "outputModelArn": row.output_model_arn, "roleArn": request["roleArn"],
+               "failureMessage": row.failure_message, "hyperParameters": _as_strings(request["resolved"]),
+               "trainingDataConfig": request["trainingDataConfig"],
+               "validationDataConfig": request.get("validationDataConfig"),
+               "outputDataConfig": request["outputDataConfig"]}
+        if row.training_loss is not None:
+            out["trainingMetrics"] = {"trainingLoss": row.training_loss}
+        if row.validation_losses:
+            out["validationMetrics"] = [{"validationLoss": loss} for loss in row.validation_losses]
+        progress = self.progress(row)
+        if progress:
+            out["progress"] = progress  # Outcrop's own member: boto3 drops it, raw JSON and the CLI show it
+        return out
+
+    def progress(self, row: CustomizationJobRow) -> dict[str, Any] | None:
+        job = self.runner.get(row.runner_job_id) if row.runner_job_id else None
+        return dict(job.progress) if job is not None and job.progress else None
+
+    def _summary(self, row: CustomizationJobRow) -> dict[str, Any]:
+        request = row.request
+        return {"jobArn": row.job_arn, "jobName": row.job_name, "status": row.status,
+                "statusDetails": _details(row.status_details), "creationTime": row.created_at,
+                "lastModifiedTime": row.updated_at, "endTime": row.ended_at,
+                "baseModelArn": self._base_arn(request["baseModelId"]),
+                "customModelArn": row.output_model_arn, "customModelName": request["customModelName"],
+                "customizationType": request["customizationType"]}
+
+    def _base_arn(self, model_id: str) -> str:
+        return f"arn:aws:bedrock:{self.region}::foundation-model/{model_id}"
+
+    def list_jobs(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        query = select(CustomizationJobRow).where(CustomizationJobRow.account_id == account)
+        if params.get("statusEquals"):
+            query = query.where(CustomizationJobRow.status == params["statusEquals"])
+        if params.get("nameContains"):
+            query = query.where(CustomizationJobRow.job_name.contains(params["nameContains"], autoescape=True))
+        if params.get("creationTimeAfter"):
+            query = query.where(CustomizationJobRow.created_at > params["creationTimeAfter"])
+        if params.get("creationTimeBefore"):
+            query = query.where(CustomizationJobRow.created_at < params["creationTimeBefore"])
+        rows, token = self._paginate(query, CustomizationJobRow.created_at, params)
+        return {"modelCustomizationJobSummaries": [self._summary(r) for r in rows], "nextToken": token}
+
+    def _paginate(self, query, created_column, params: dict[str, Any]):
+        descending = params.get("sortOrder", "Descending") == "Descending"
+        query = query.order_by(created_column.desc() if descending else created_column.asc())
+        offset, size = _page(params.get("nextToken")), int(params.get("maxResults") or 100)
+        with self.db.session() as session:
+            total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+            rows = session.scalars(query.offset(offset).limit(size)).all()
+        return rows, _next_token(offset, size, total)
+
+    def stop_job(self, account: str, identifier: str) -> None:
+        row = self._job_row(account, identifier)
+        if row.status != IN_PROGRESS:
+            raise ValidationException(f"The job {row.job_name} is {row.status}; only a job in progress can be stopped")
+        with self.db.session() as session:
+            job = session.get(CustomizationJobRow, row.job_arn)
+            job.status, job.updated_at = STOPPING, now()
+        if row.runner_job_id:
+            self.runner.request_stop(row.runner_job_id)
+
+    # -- custom models ----------------------------------------------------------------------------
+
+    def _model_row(self, account: str, identifier: str) -> CustomModelRow:
+        with self.db.session() as session:
+            if identifier.startswith("arn:"):
+                row = session.get(CustomModelRow, identifier)
+            else:
+                row = session.scalars(select(CustomModelRow).where(
+                    CustomModelRow.account_id == account, CustomModelRow.model_name == identifier)).first()
+        if row is None or row.account_id != account:
+            raise ResourceNotFoundException(f"The custom model {identifier} does not exist")
+        return row
+
+    def custom_model(self, account: str, identifier: str) -> CustomModelRow:
+        """The row of one of the account's custom models (weights path included), for other services."""
+        return self._model_row(account, identifier)
+
+    def get_custom_model(self, account: str, identifier: str) -> dict[str, Any]:
+        row = self._model_row(account, identifier)
+        job = self._job_row(account, row.job_arn)
+        request = job.request
+        out = {**self._model_summary(row, request), "jobName": job.job_name, "jobArn": job.job_arn,
+               "hyperParameters": _as_strings(request["resolved"]),
+               "trainingDataConfig": request["trainingDataConfig"],
+               "validationDataConfig": request.get("validationDataConfig"),
+               "outputDataConfig": request["outputDataConfig"]}
+        if job.training_loss is not None:
+            out["trainingMetrics"] = {"trainingLoss": job.training_loss}
+        if job.validation_losses:
+            out["validationMetrics"] = [{"validationLoss": loss} for loss in job.validation_losses]
+        return out
+
+    def _model_summary(self, row: CustomModelRow, request: dict[str, Any]) -> dict[str, Any]:
+        base = self.catalog.get(row.base_model_id)
+        return {"modelArn": row.model_arn, "modelName": row.model_name, "creationTime": row.created_at,
+                "baseModelArn": self._base_arn(row.base_model_id), "baseModelName": base.name,
+                "customizationType": request["customizationType"], "ownerAccountId": row.account_id,
+                "modelStatus": "Active"}
+
+    def list_custom_models(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        query = select(CustomModelRow).where(CustomModelRow.account_id == account)
+        if params.get("nameContains"):
+            query = query.where(CustomModelRow.model_name.contains(params["nameContains"], autoescape=True))
+        for member in ("baseModelArnEquals", "foundationModelArnEquals"):
+            if params.get(member):
+                query = query.where(CustomModelRow.base_model_id == params[member].rsplit("/", 1)[-1])
+        if params.get("creationTimeAfter"):
+            query = query.where(CustomModelRow.created_at > params["creationTimeAfter"])
+        if params.get("creationTimeBefore"):
+            query = query.where(CustomModelRow.created_at < params["creationTimeBefore"])
+        if params.get("modelStatus") not in (None, "Active"):
+            return {"modelSummaries": []}  # every stored custom model is Active
+        rows, token = self._paginate(query, CustomModelRow.created_at, params)
+        summaries = []
+        for row in rows:
+            request = self._job_row(account, row.job_arn).request
+            summaries.append(self._model_summary(row, request))
+        return {"modelSummaries": summaries, "nextToken": token}
+
+    def sample(self, account: str, identifier: str, prompt: str, max_tokens: int = 32) -> str:
+        """Greedy answer of a custom model to one user turn. Internal (tests, tools), not an API route:
+        custom models are served to clients through provisioned throughput."""
+        row = self._model_row(account, identifier)
+        deployment = self.engine.get(Path(row.weights_path), CAUSAL, base=Path(row.base_weights_path))
+        tokenizer = deployment.loaded.tokenizer
+        ids = tokenizer(render_chat(tokenizer, [{"role": "user", "content": prompt}], ""),
+                        add_special_tokens=False)["input_ids"]
+        return deployment.scheduler.submit(ids, SamplingParams(max_tokens=max_tokens, temperature=0)).result().text
+
+    def delete_custom_model(self, account: str, identifier: str) -> None:
+        import shutil
+
+        row = self._model_row(account, identifier)
+        for check in self.deletion_checks:
+            reason = check(account, row.model_arn)
+            if reason:
+                raise ValidationException(f"The custom model {row.model_name} cannot be deleted: {reason}")
+        with self.db.session() as session:
+            session.delete(session.get(CustomModelRow, row.model_arn))
+        shutil.rmtree(row.weights_path, ignore_errors=True)
+
+
+def _details(details: dict[str, Any]) -> dict[str, Any]:
+    return {stage: {"status": d["status"], "creationTime": datetime.fromisoformat(d["creationTime"]),
+                    "lastModifiedTime": datetime.fromisoformat(d["lastModifiedTime"])}
+            for stage, d in details.items()}
+
+
+def _as_strings(values: dict[str, Any]) -> dict[str, str]:
+    """Hyperparameters as the API carries them: strings (`true`/`false` for booleans)."""
+    return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()}

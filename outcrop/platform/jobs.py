@@ -1,0 +1,331 @@
+"""The local job runner: each job runs in its own process; its state lives in the database.
+
+The runner knows no domain. A job names its entry point (`outcrop.customization.job:run`), which is
+called in a child process with a `JobContext`, and optionally a failure hook (`module:function`),
+which the runner calls with (job id, message) when the process dies without saying how it ended
+or when a restart finds the job orphaned. Stop is cooperative: the job checks `should_stop()` between
+steps; one that does not stop within the grace period is terminated.
+
+After a restart, a job that was running is started again (its entry point sees `attempt > 1` and
+resumes from its own checkpoints) up to `MAX_ATTEMPTS`, after which it fails with a message: a job
+never stays running forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from outcrop.platform.config import Settings
+from outcrop.platform.database import Base, Database
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, STOPPED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"
+TERMINAL = frozenset({SUCCEEDED, FAILED, STOPPED})
+MAX_ATTEMPTS = 3
+#: Seconds a job has to honour a stop request before it is terminated.
+STOP_GRACE_S = 20.0
+POLL_S = 0.5
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    entry_point: Mapped[str] = mapped_column(String(256))
+    failure_hook: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The job's own report: {"percent", "step", "epoch", "loss", "etaSeconds", ...}.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _resolve(entry_point: str) -> Callable[..., Any]:
+    module, _, name = entry_point.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class JobContext:
+    """What a running job gets: its spec, the platform's stores, and ways to report and to listen."""
+
+    job_id: str
+    account_id: str
+    spec: dict[str, Any]
+    attempt: int
+    settings: Settings
+    db: Database
+    work_dir: Path
+    _stop_checked: float = 0.0
+    _stop: bool = False
+    _last_report: float = field(default=0.0)
+
+    def should_stop(self) -> bool:
+        """True once a stop was requested (read from the database at most once a second)."""
+        now = time.monotonic()
+        if not self._stop and now - self._stop_checked >= 1.0:
+            self._stop_checked = now
+            with self.db.session() as session:
+                self._stop = bool(session.get(JobRow, self.job_id).stop_requested)
+        return self._stop
+
+    def report(self, progress: dict[str, Any], force: bool = False) -> None:
+        """Publish progress (rate-limited to one write a second unless forced)."""
+        now = time.monotonic()
+        if not force and now - self._last_report < 1.0:
+            return
+        self._last_report = now
+        with self.db.session() as session:
+            row = session.get(JobRow, self.job_id)
+            row.progress, row.updated_at = progress, _now()
+
+
+class JobRunner:
+    """Starts queued jobs as child processes, watches them, stops them, recovers them after restarts."""
+
+    def __init__(self, db: Database, settings: Settings, max_running: int = 1) -> None:
+        self.db = db
+        self.settings = settings
+        self.max_running = max_running
+        self._children: dict[str, subprocess.Popen] = {}
+        self._stop_deadlines: dict[str, float] = {}
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the service side ---------------------------------------------------------------------------
+
+    def submit(self, account_id: str, entry_point: str, spec: dict[str, Any],
+               failure_hook: str | None = None) -> str:
+        job_id = uuid.uuid4().hex
+        with self.db.session() as session:
+            session.add(JobRow(job_id=job_id, account_id=account_id, entry_point=entry_point,
+                               failure_hook=failure_hook, spec=spec, state=QUEUED, attempt=0,
+                               stop_requested=False, created_at=_now(), updated_at=_now()))
+        self._wake.set()
+        return job_id
+
+    def request_stop(self, job_id: str) -> None:
+        with self.db.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is not None and row.state not in TERMINAL:
+                row.stop_requested, row.updated_at = True, _now()
+        self._wake.set()
+
+    def get(self, job_id: str) -> JobRow | None:
+        with self.db.session() as session:
+            return session.get(JobRow, job_id)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="outcrop-jobs", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Server shutdown: stop the loop and terminate children; they resume at the next start."""
+        self._closed.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for child in self._children.values():
+            _terminate(child)
+
+    def recover(self) -> None:
+        """Jobs left running by a previous server are requeued (to resume) or failed after MAX_ATTEMPTS."""
+        with self.db.session() as session:
+            orphans = session.scalars(select(JobRow).where(JobRow.state == RUNNING)).all()
+        for row in orphans:
+            if row.pid and _is_our_child(row.pid, row.job_id):
+                os.kill(row.pid, signal.SIGTERM)  # a server killed hard leaves its children running
+            if row.stop_requested:
+                self._finish(row.job_id, STOPPED, "Stopped while the server restarted")
+            elif row.attempt >= MAX_ATTEMPTS:
+                self._fail(row, f"The job was interrupted {row.attempt} times (server restarts) and was given up")
+            else:
+                with self.db.session() as session:
+                    job = session.get(JobRow, row.job_id)
+                    job.state, job.pid, job.updated_at = QUEUED, None, _now()
+                log.info("job %s was running when the server stopped; it will resume", row.job_id)
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._reap()
+                self._enforce_stops()
+                self._launch()
+            except Exception:  # the loop must outlive any one job's trouble
+                log.exception("job runner step failed")
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+
+    def _launch(self) -> None:
+        room = self.max_running - len(self._children)
+        if room <= 0:
+            return
+        with self.db.session() as session:
+            queued = session.scalars(select(JobRow).where(JobRow.state == QUEUED)
+                                     .order_by(JobRow.created_at).limit(room)).all()
+            for row in queued:
+                if row.stop_requested:
+                    row.state, row.message, row.updated_at = STOPPED, "Stopped before it started", _now()
+                    continue
+                row.attempt += 1
+                log_path = job_dir(self.settings, row.job_id) / "job.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                with log_path.open("ab") as log_file:  # the child keeps its own handle
+                    child = subprocess.Popen(
+                        [sys.executable, "-m", "outcrop.platform.jobs", row.job_id,
+                         "--data-dir", str(self.settings.data_dir)],
+                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                        start_new_session=True, env={**os.environ, "OUTCROP_DATA_DIR": str(self.settings.data_dir)})
+                row.state, row.pid, row.updated_at = RUNNING, child.pid, _now()
+                self._children[row.job_id] = child
+                log.info("job %s started (attempt %d, pid %d)", row.job_id, row.attempt, child.pid)
+
+    def _reap(self) -> None:
+        for job_id, child in list(self._children.items()):
+            code = child.poll()
+            if code is None:
+                continue
+            del self._children[job_id]
+            self._stop_deadlines.pop(job_id, None)
+            row = self.get(job_id)
+            if row is None or row.state in TERMINAL:
+                continue  # the job recorded its own ending
+            if row.stop_requested:
+                self._finish(job_id, STOPPED, "Stopped on request")
+            else:
+                self._fail(row, f"The job process ended unexpectedly ({_last_line(job_dir(self.settings, job_id))}"
+                                f"; exit status {code})")
+
+    def _enforce_stops(self) -> None:
+        with self.db.session() as session:
+            stopping = session.scalars(select(JobRow.job_id).where(
+                JobRow.state == RUNNING, JobRow.stop_requested.is_(True))).all()
+        now = time.monotonic()
+        for job_id in stopping:
+            child = self._children.get(job_id)
+            if child is None:
+                continue
+            deadline = self._stop_deadlines.setdefault(job_id, now + STOP_GRACE_S)
+            if now >= deadline:
+                log.warning("job %s did not stop within %.0fs; terminating it", job_id, STOP_GRACE_S)
+                _terminate(child)
+
+    def _finish(self, job_id: str, state: str, message: str | None = None) -> None:
+        with self.db.session() as session:
+            row = session.get(JobRow, job_id)
+            row.state, row.message, row.pid, row.updated_at = state, message, None, _now()
+
+    def _fail(self, row: JobRow, message: str) -> None:
+        self._finish(row.job_id, FAILED, message)
+        if row.failure_hook:
+            try:
+                _resolve(row.failure_hook)(self.db, row.job_id, message)
+            except Exception:
+                log.exception("failure hook of job %s failed", row.job_id)
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    """A job's private folder: its log, checkpoints and scratch files."""
+    return settings.data_dir / "jobs" / job_id
+
+
+def _last_line(folder: Path) -> str:
+    try:
+        lines = (folder / "job.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1][:500] if lines else "no output"
+
+
+def _terminate(child: subprocess.Popen, grace: float = 5.0) -> None:
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        child.kill()
+
+
+def _is_our_child(pid: int, job_id: str) -> bool:
+    """True if `pid` is still a job process for this job (pids are reused; the command line is not)."""
+    try:
+        return job_id in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def run_job(job_id: str, settings: Settings) -> int:
+    """The child process: run the entry point, record how it ended. Exit status 0 means 'recorded'."""
+    db = Database(settings.resolved_database_url)
+    with db.session() as session:
+        row = session.get(JobRow, job_id)
+        entry_point, failure_hook = row.entry_point, row.failure_hook
+        context = JobContext(job_id=job_id, account_id=row.account_id, spec=dict(row.spec), attempt=row.attempt,
+                             settings=settings, db=db, work_dir=job_dir(settings, job_id))
+    context.work_dir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM (server shutdown, forced stop) ends the process at once; the job resumes from its checkpoints.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
+    try:
+        outcome = _resolve(entry_point)(context)
+    except BaseException as exc:  # record every failure, even KeyboardInterrupt
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        log.exception("job %s failed", job_id)
+        with db.session() as session:
+            row = session.get(JobRow, job_id)
+            row.state, row.message, row.pid, row.updated_at = FAILED, message, None, _now()
+        if failure_hook:
+            _resolve(failure_hook)(db, job_id, message)
+        return 0
+    with db.session() as session:
+        row = session.get(JobRow, job_id)
+        row.state = STOPPED if outcome == STOPPED else SUCCEEDED
+        row.pid, row.updated_at = None, _now()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from outcrop.platform.config import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m outcrop.platform.jobs", description="run one job")
+    parser.add_argument("job_id")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run_job(args.job_id, load_settings(data_dir=args.data_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

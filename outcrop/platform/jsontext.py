@@ -1,0 +1,30 @@
+"""Strict JSON text: one loader for every body that arrives from outside.
+
+`json.loads` accepts what cannot be stored or tokenized later: unpaired surrogates (`"\\ud800"`, or
+raw bytes decoded with surrogatepass) and nesting deep enough to exhaust the recursion limit. Both
+become a `ValueError` here, which each door turns into its own named 4xx error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class InvalidJson(ValueError):
+    pass
+
+
+def loads(data: bytes | str) -> Any:
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        value = json.loads(text)
+        # Encoding the parsed value back is the cheapest complete check for unpaired surrogates.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeError as exc:
+        raise InvalidJson(f"not valid UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise InvalidJson("nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidJson(str(exc)) from None
+    return value
