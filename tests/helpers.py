@@ -43,6 +43,9 @@ def make_tiny_llama(folder: Path) -> Path:
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         # With the default 0.02 a 32-wide random model's logits are nearly flat and only
+                         # the untouched output layer could change that, so LoRA could not learn at all.
+                         initializer_range=0.3)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder

@@ -204,7 +204,7 @@ class JobRunner:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 with log_path.open("ab") as log_file:  # the child keeps its own handle
                     child = subprocess.Popen(
-                        [sys.executable, "-m", "outcrop.platform.jobs", row.job_id,
+                        [sys.executable, "-m", "outcrop.platform.job_process", row.job_id,
                          "--data-dir", str(self.settings.data_dir)],
                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                         start_new_session=True, env={**os.environ, "OUTCROP_DATA_DIR": str(self.settings.data_dir)})
@@ -319,13 +319,10 @@ def run_job(job_id: str, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     from outcrop.platform.config import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m outcrop.platform.jobs", description="run one job")
+    parser = argparse.ArgumentParser(prog="python -m outcrop.platform.job_process", description="run one job")
     parser.add_argument("job_id")
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return run_job(args.job_id, load_settings(data_dir=args.data_dir))
 
-
-if __name__ == "__main__":
-    sys.exit(main())
