@@ -10,11 +10,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from starlette.concurrency import iterate_in_threadpool
 
 from outcrop.api import iam as iam_api
 from outcrop.api.auth import authenticate
@@ -100,8 +98,7 @@ class BedrockApp:
             response_headers.append((b"x-amzn-requestid", request_id.encode()))
             await send({"type": "http.response.start", "status": status, "headers": response_headers})
             if wire.stream is not None:
-                async for chunk in _aiter(wire.stream):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await _stream(wire.stream, send, receive)
             await send({"type": "http.response.body", "body": wire.body})
         except Exception as exc:  # every failure leaves in Bedrock's error shape, never as a stack trace
             if not isinstance(exc, BedrockError):
@@ -170,11 +167,36 @@ def _raw_path(scope: dict[str, Any]) -> str:
     return path.split("?", 1)[0]
 
 
-async def _aiter(stream) -> AsyncIterator[bytes]:
-    """Event-stream bodies may be produced by sync generators (model threads) or async ones."""
-    if hasattr(stream, "__aiter__"):
-        async for chunk in stream:
-            yield chunk
-    else:
-        async for chunk in iterate_in_threadpool(stream):
-            yield chunk
+async def _stream(stream, send, receive) -> None:
+    """Send an event stream as it is produced; a client that hangs up stops the generation behind it.
+
+    The events come from a blocking generator (a model's token queue), pulled in a worker thread one
+    item at a time. When the client disconnects, pulling stops and the generator is closed, which
+    frees the sequence's slot in the batch instead of generating to the token limit for no one."""
+    iterator = iter(stream)
+    done = object()
+    async with anyio.create_task_group() as tasks:
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(watch_disconnect)
+        try:
+            while (chunk := await anyio.to_thread.run_sync(next, iterator, done)) is not done:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            tasks.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await _close(iterator)
+
+
+async def _close(iterator) -> None:
+    """Close a generator that a worker thread may still be advancing (then wait for it to let go)."""
+    for _ in range(200):
+        try:
+            iterator.close()
+            return
+        except ValueError:  # "generator already executing" in the worker thread
+            await anyio.sleep(0.05)
+    log.warning("an abandoned event stream could not be closed")

@@ -54,3 +54,33 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         sorted_probs[cut] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def sample_batch(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
+    """One token per row, with the same result as `sample` row by row, but the filtering batched.
+
+    Sorting a 50k vocabulary for top-p is the costly part of a decode step's sampling; one batched
+    sort over all sampled rows replaces a Python loop of per-row sorts."""
+    tokens = torch.argmax(logits, dim=-1).tolist()
+    rows = [i for i, p in enumerate(params) if not p.greedy]
+    if not rows:
+        return tokens
+    index = torch.tensor(rows, device=logits.device)
+    scaled = logits.index_select(0, index).float()
+    scaled /= torch.tensor([params[i].temperature for i in rows], device=logits.device).unsqueeze(1)
+    top_k = [params[i].top_k if 0 < params[i].top_k < scaled.shape[1] else 0 for i in rows]
+    if any(top_k):
+        kth = torch.topk(scaled, max(top_k), dim=-1).values
+        for r, k in enumerate(top_k):
+            if k:
+                scaled[r].masked_fill_(scaled[r] < kth[r, k - 1], float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    top_p = torch.tensor([params[i].top_p for i in rows], device=logits.device).unsqueeze(1)
+    if bool((top_p < 1.0).any()):
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        cut = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p) & (top_p < 1.0)
+        sorted_probs[cut] = 0.0
+        probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs)
+    for r, i in enumerate(rows):
+        tokens[i] = int(torch.multinomial(probs[r], 1, generator=generators[i]))
+    return tokens

@@ -25,7 +25,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from outcrop.inference.loader import LoadedModel
-from outcrop.inference.sampling import SamplingParams, sample
+from outcrop.inference.sampling import SamplingParams, sample_batch
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,8 @@ class Scheduler:
     def _advance(self, logits: torch.Tensor, start: int) -> None:
         """Sample a token for rows start.. of the batch, emit text, and retire finished sequences."""
         sequences = self._running[start:]
-        tokens = []
-        for row, sequence in enumerate(sequences):
-            token = sample(logits[row], sequence.params, sequence.generator)
-            tokens.append(token)
+        tokens = sample_batch(logits, [s.params for s in sequences], [s.generator for s in sequences])
+        for sequence, token in zip(sequences, tokens, strict=True):
             self._emit(sequence, token)
         self._last[start:] = torch.tensor(tokens, dtype=torch.long, device=self._last.device)
         self._positions[start:] += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -238,3 +239,22 @@ def test_embeddings_match_sentence_transformers(runtime):
     assert abs(np.linalg.norm(raw["embedding"]) - 1) > 1e-3
     with pytest.raises(ClientError, match="dimensions must be 384"):
         invoke(runtime, "sentence-transformers.all-minilm-l6-v2-v1:0", {"inputText": text, "dimensions": 256})
+
+
+def test_a_client_that_hangs_up_stops_its_generation(runtime, tiny_model, server):
+    response = runtime.converse_stream(modelId=tiny_model, messages=QUESTION,
+                                       inferenceConfig={"maxTokens": 250, "temperature": 1})
+    request_id = response["ResponseMetadata"]["RequestId"]
+    events = iter(response["stream"])
+    next(events), next(events)
+    response["stream"].close()  # the client goes away mid-answer
+    deadline = time.monotonic() + 20
+    row = None
+    while row is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with sqlite3.connect(server.data_dir / "outcrop.db") as db:
+            row = db.execute("SELECT status, output_tokens FROM usage_records WHERE request_id = ?",
+                             (request_id,)).fetchone()
+    assert row is not None, "the abandoned stream never ended"
+    status, tokens = row
+    assert status == "Cancelled" and tokens < 250

@@ -106,3 +106,18 @@ def test_least_recently_used_model_is_unloaded_beyond_the_budget(tmp_path):
         assert [path for path, _, _ in engine.loaded()] == [str(first)]
     finally:
         engine.close()
+
+
+def test_batched_sampling_draws_what_row_by_row_sampling_draws():
+    from outcrop.inference.sampling import sample_batch
+
+    torch.manual_seed(1)
+    logits = torch.randn(5, 400) * 3
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_p=0.9, seed=1),
+              SamplingParams(temperature=1.0, top_k=5, top_p=1.0, seed=2), SamplingParams(top_k=1, seed=3),
+              SamplingParams(temperature=1.3, top_k=40, top_p=0.5, seed=4)]
+    for _ in range(20):
+        one = [sample(logits[i], p, p.generator()) for i, p in enumerate(params)]
+        batch = sample_batch(logits, params, [p.generator() for p in params])
+        assert one == batch
+        logits = torch.randn(5, 400) * 3
