@@ -68,7 +68,7 @@ class RunningServer:
         return boto3.client(
             service, endpoint_url=self.endpoint, region_name="us-east-1",
             aws_access_key_id=key_id, aws_secret_access_key=secret,
-            config=Config(retries={"max_attempts": 1}, **config))
+            config=Config(**{"retries": {"max_attempts": 1}, **config}))
 
     def raw(self, method: str, path: str, body: bytes | None = None, key: tuple[str, str] | None = None,
             sign: bool = True, headers: dict[str, str] | None = None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from outcrop.catalog.prices import PriceTable
 from outcrop.catalog.service import Catalog
 from outcrop.customization.service import CustomizationService
 from outcrop.iam.credentials import write_credentials
@@ -13,6 +14,7 @@ from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import ObjectStore, open_object_store
+from outcrop.provisioning.service import ProvisioningService
 from outcrop.runtime.invocation_logging import InvocationLogWriter
 from outcrop.runtime.quotas import Quotas
 from outcrop.runtime.service import RuntimeService
@@ -29,6 +31,7 @@ class Services:
     invocation_log: InvocationLogWriter
     jobs: JobRunner
     customization: CustomizationService
+    provisioning: ProvisioningService
     runtime: RuntimeService
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
@@ -49,10 +52,15 @@ class Services:
         quotas = Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute)
         jobs = JobRunner(db, settings, settings.max_running_jobs)
         jobs.start()  # recovers jobs a previous server left running
+        customization = CustomizationService(db, catalog, iam, jobs, engine, settings.region)
+        provisioning = ProvisioningService(db, engine, customization.served_model, settings,
+                                           PriceTable.load(settings.price_table or None))
+        customization.deletion_checks.append(provisioning.in_use)
+        provisioning.resume()  # finish loading what a previous server was creating or updating
         return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
-                   invocation_log=invocation_log, jobs=jobs,
-                   customization=CustomizationService(db, catalog, iam, jobs, engine, settings.region),
-                   runtime=RuntimeService(catalog, engine, db, quotas, invocation_log, settings.region),
+                   invocation_log=invocation_log, jobs=jobs, customization=customization,
+                   provisioning=provisioning,
+                   runtime=RuntimeService(catalog, engine, db, quotas, invocation_log, settings.region, provisioning),
                    schema_revision=revision)
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from outcrop.platform.database import Database
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import S3Uri
+from outcrop.provisioning.service import ServedModel
 from outcrop.runtime.service import render_chat
 
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
@@ -284,6 +285,25 @@ class CustomizationService:
             request = self._job_row(account, row.job_arn).request
             summaries.append(self._model_summary(row, request))
         return {"modelSummaries": summaries, "nextToken": token}
+
+    def served_model(self, account: str, identifier: str) -> ServedModel:
+        """The weights behind a custom model of this account, or a foundation model, for serving."""
+        if ":custom-model/" in identifier:
+            try:
+                row = self._model_row(account, identifier)
+            except ResourceNotFoundException:
+                raise ValidationException(f"The model {identifier} does not exist in this account") from None
+            base = Path(row.base_weights_path) if row.method == "lora" else None
+            return ServedModel(row.model_arn, self.catalog.get(row.base_model_id), Path(row.weights_path), base)
+        try:
+            card = self.catalog.get(identifier)
+        except ResourceNotFoundException:
+            raise ValidationException(f"The model {identifier} is neither a custom model nor a foundation model "
+                                      "in this catalog") from None
+        if "PROVISIONED" not in card.inference_types:
+            raise ValidationException(f"The model {card.model_id} does not support provisioned throughput")
+        return ServedModel(card.arn(self.region), card,
+                           self.catalog.weights_path(card) or self.catalog.fetch_weights(card))
 
     def sample(self, account: str, identifier: str, prompt: str, max_tokens: int = 32) -> str:
         """Greedy answer of a custom model to one user turn. Internal (tests, tools), not an API route:

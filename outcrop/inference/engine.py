@@ -72,6 +72,17 @@ class Engine:
                 self._evict(keep=key)
             return deployment
 
+    def unload(self, path: Path) -> None:
+        """Drop every deployment of these weights (a deleted provisioned throughput's model)."""
+        with self._lock:
+            gone = [key for key in self._deployments if key[0] == str(path)]
+            for key in gone:
+                self._deployments.pop(key).close()
+        if gone:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
     def loaded(self) -> list[tuple[str, str, int]]:
         """(path, kind, bytes) of every loaded model, least recently used first."""
         with self._lock:

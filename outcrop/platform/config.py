@@ -59,6 +59,13 @@ class Settings:
     model_memory_bytes: int = 8 * 1024**3
     #: Sequences one model generates at once; more requests wait for a free slot.
     max_batch_sequences: int = 16
+    #: What one model unit of provisioned throughput buys: sequences generated at once, tokens a minute.
+    mu_concurrent_sequences: int = 2
+    mu_tokens_per_minute: int = 6000
+    #: Seconds a request beyond a provisioned throughput's capacity waits in line before ThrottlingException.
+    provisioned_queue_seconds: float = 5.0
+    #: A TOML price table replacing the built-in one (outcrop/catalog/prices.toml).
+    price_table: str = ""
     #: Jobs (fine-tuning, evaluation) that run at once; more wait in the queue.
     max_running_jobs: int = 1
     #: Largest request body accepted, in bytes; bigger ones are refused before parsing.
@@ -94,11 +101,12 @@ def _coerce(name: str, raw: Any, target: Any) -> Any:
     """Turn a string from the environment (or a toml value) into the field's type."""
     if target is Path or target == "Path":
         return Path(str(raw)).expanduser()
-    if target is int or target == "int":
-        try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"setting {name} must be an integer, got {raw!r}") from None
+    for kind, word in ((int, "an integer"), (float, "a number")):
+        if target is kind or target == kind.__name__:
+            try:
+                return kind(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"setting {name} must be {word}, got {raw!r}") from None
     return str(raw)
 
 

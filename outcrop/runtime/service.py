@@ -22,6 +22,8 @@ from outcrop.inference.loader import CAUSAL, ENCODER
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion, GenerationStream
 from outcrop.platform.database import Database
+from outcrop.provisioning.capacity import Capacity
+from outcrop.provisioning.service import ProvisioningService, ServedModel
 from outcrop.runtime import formats
 from outcrop.runtime.formats import Invocation, TextRequest, check_alternation
 from outcrop.runtime.invocation_logging import InvocationLogWriter, make_log_record
@@ -49,11 +51,15 @@ class _Prepared:
     deployment: Deployment
     prompt_ids: list[int]
     params: SamplingParams
+    #: What the caller invoked (a model id, or a provisioned model ARN), as usage records name it.
+    invoked: str
+    capacity: Capacity | None = None
 
 
 class RuntimeService:
     def __init__(self, catalog: Catalog, engine: Engine, db: Database, quotas: Quotas,
-                 invocation_log: InvocationLogWriter, region: str) -> None:
+                 invocation_log: InvocationLogWriter, region: str, provisioning: ProvisioningService) -> None:
+        self.provisioning = provisioning
         self.catalog = catalog
         self.engine = engine
         self.db = db
@@ -66,14 +72,15 @@ class RuntimeService:
     def converse(self, caller: Caller, model_id: str, request: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         self.quotas.admit(caller.principal.account_id)
-        prepared = self._prepare_converse(model_id, request)
+        prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
         completion = self._generate(caller, "Converse", prepared, started, request, _converse_output).result()
         return {**_converse_output(completion), "metrics": {"latencyMs": _ms(time.perf_counter() - started)}}
 
     def converse_stream(self, caller: Caller, model_id: str, request: dict[str, Any]) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()
         self.quotas.admit(caller.principal.account_id)
-        prepared = self._prepare_converse(model_id, request)  # errors here are HTTP errors, before the stream
+        # Errors up to here are HTTP errors; after this, they travel inside the stream.
+        prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
         stream = self._generate(caller, "ConverseStream", prepared, started, request, _converse_output)
 
         def events() -> Iterator[tuple[str, dict]]:
@@ -87,7 +94,7 @@ class RuntimeService:
                                "metrics": {"latencyMs": _ms(time.perf_counter() - started)}}
         return events()
 
-    def _prepare_converse(self, model_id: str, request: dict[str, Any]) -> _Prepared:
+    def _prepare_converse(self, account: str, model_id: str, request: dict[str, Any]) -> _Prepared:
         if request.get("toolConfig"):
             raise ValidationException("This model doesn't support tool use.")
         if request.get("guardrailConfig"):
@@ -112,7 +119,7 @@ class RuntimeService:
             temperature=config.get("temperature", DEFAULT_TEMPERATURE),
             top_p=config.get("topP", DEFAULT_TOP_P), top_k=top_k, seed=seed,
             stop=tuple(s for s in config.get("stopSequences") or () if s))
-        return self._prepare(model_id, TextRequest(params=params, messages=messages, system=system))
+        return self._prepare(account, model_id, TextRequest(params=params, messages=messages, system=system))
 
     # -- InvokeModel ------------------------------------------------------------------------------
 
@@ -122,11 +129,11 @@ class RuntimeService:
         started = time.perf_counter()
         self.quotas.admit(caller.principal.account_id)
         document = formats.parse_json_body(body)
-        model = self.catalog.get(model_id)
+        model = self._target(caller.principal.account_id, model_id)[0].card
         if "EMBEDDING" in model.output_modalities:
             return json.dumps(self._embed(caller, model, document, started)).encode()
         fmt = formats.detect_text_format(document, model.native_format)
-        prepared = self._prepare(model_id, fmt.parse(document))
+        prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
         render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids))
         return json.dumps(render(self._generate(caller, "InvokeModel", prepared, started, document, render)
                                  .result())).encode()
@@ -135,11 +142,11 @@ class RuntimeService:
         started = time.perf_counter()
         self.quotas.admit(caller.principal.account_id)
         document = formats.parse_json_body(body)
-        model = self.catalog.get(model_id)
+        model = self._target(caller.principal.account_id, model_id)[0].card
         if not model.streaming:
             raise ValidationException(f"The model {model.model_id} does not support response streaming.")
         fmt = formats.detect_text_format(document, model.native_format)
-        prepared = self._prepare(model_id, fmt.parse(document))
+        prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
         render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids))
         stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started, document, render)
         invocation = Invocation(model.model_id, len(prepared.prompt_ids))
@@ -158,26 +165,26 @@ class RuntimeService:
 
     # -- CountTokens ------------------------------------------------------------------------------
 
-    def count_tokens(self, model_id: str, request: dict[str, Any]) -> int:
+    def count_tokens(self, account: str, model_id: str, request: dict[str, Any]) -> int:
         if "invokeModel" in request:
             document = formats.parse_json_body(request["invokeModel"]["body"])
-            model = self.catalog.get(model_id)
+            model = self._target(account, model_id)[0].card
             if "EMBEDDING" in model.output_modalities:
                 text = formats.parse_titan_embedding(document).text
                 return len(self.engine.get(self._weights(model), ENCODER).loaded.tokenizer(text)["input_ids"])
             fmt = formats.detect_text_format(document, model.native_format)
-            return len(self._prepare(model_id, fmt.parse(document), check_room=False).prompt_ids)
+            return len(self._prepare(account, model_id, fmt.parse(document), check_room=False).prompt_ids)
         converse = dict(request.get("converse") or {})
         converse.pop("additionalModelRequestFields", None)
-        return len(self._prepare_converse_tokens(model_id, converse))
+        return len(self._prepare_converse_tokens(account, model_id, converse))
 
-    def _prepare_converse_tokens(self, model_id: str, converse: dict[str, Any]) -> list[int]:
+    def _prepare_converse_tokens(self, account: str, model_id: str, converse: dict[str, Any]) -> list[int]:
         messages = [{"role": m["role"], "content": _converse_text(m["content"], i)}
                     for i, m in enumerate(converse.get("messages") or [])]
         check_alternation([m["role"] for m in messages])
         system = "\n".join(block["text"] for block in converse.get("system") or [] if "text" in block)
         request = TextRequest(params=SamplingParams(max_tokens=1), messages=messages, system=system)
-        return self._prepare(model_id, request, check_room=False).prompt_ids
+        return self._prepare(account, model_id, request, check_room=False).prompt_ids
 
     # -- shared -----------------------------------------------------------------------------------
 
@@ -187,12 +194,24 @@ class RuntimeService:
             path = self.catalog.fetch_weights(model)
         return path
 
-    def _prepare(self, model_id: str, request: TextRequest, check_room: bool = True) -> _Prepared:
+    def _target(self, account: str, model_id: str) -> tuple[ServedModel, Capacity | None]:
+        """What a model id or ARN names: a provisioned throughput (with its capacity) or a foundation model."""
+        if ":provisioned-model/" in model_id:
+            return self.provisioning.resolve(account, model_id)
+        if ":custom-model/" in model_id:
+            raise ValidationException(
+                f"The model {model_id} is a custom model: invoke it through a provisioned throughput "
+                "(CreateProvisionedModelThroughput) and its provisionedModelArn, as on Bedrock.")
         model = self.catalog.get(model_id)
+        return ServedModel(model_id, model, self._weights(model)), None
+
+    def _prepare(self, account: str, model_id: str, request: TextRequest, check_room: bool = True) -> _Prepared:
+        served, capacity = self._target(account, model_id)
+        model = served.card
         if "TEXT" not in model.output_modalities:
             raise ValidationException(f"The model {model.model_id} does not generate text; "
                                       f"its output is {', '.join(model.output_modalities)}.")
-        deployment = self.engine.get(self._weights(model), CAUSAL)
+        deployment = self.engine.get(served.weights, CAUSAL, base=served.base)
         tokenizer = deployment.loaded.tokenizer
         if request.prompt is not None:
             bos = tokenizer.bos_token
@@ -209,15 +228,28 @@ class RuntimeService:
                 f"the context window of {model.model_id} is {limit} tokens, including the answer.")
         if not ids:
             raise ValidationException("The prompt is empty")
-        return _Prepared(model, deployment, ids, request.params)
+        return _Prepared(model, deployment, ids, request.params, model_id, capacity)
 
     def _generate(self, caller: Caller, operation: str, prepared: _Prepared, started: float,
                   request: Any, render: Callable[[Completion], dict]) -> _MeteredStream:
-        """Submit to the model's scheduler; metering happens once, when the stream ends."""
-        stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params)
+        """Submit to the model's scheduler; metering happens once, when the stream ends.
+
+        On a provisioned throughput the request first takes one of its sequence slots (waiting in line,
+        or ThrottlingException), and gives it back when the generation ends."""
+        capacity = prepared.capacity
+        if capacity is not None:
+            capacity.acquire()
+        try:
+            stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params)
+        except BaseException:
+            if capacity is not None:
+                capacity.release(0)
+            raise
 
         def finish(completion: Completion | None, status: str) -> None:
-            self._meter(caller, operation, prepared.model.model_id, started, status, request,
+            if capacity is not None:
+                capacity.release(len(prepared.prompt_ids) + (completion.output_tokens if completion else 0))
+            self._meter(caller, operation, prepared.invoked, started, status, request,
                         render(completion) if completion else None,
                         input_tokens=len(prepared.prompt_ids),
                         output_tokens=completion.output_tokens if completion else 0,

@@ -42,3 +42,10 @@ def test_bad_values_are_named(tmp_path, monkeypatch):
     (tmp_path / "outcrop.toml").write_text("prot = 1\n")
     with pytest.raises(ValueError, match="prot"):
         load_settings(data_dir=tmp_path)
+
+
+def test_every_setting_takes_its_type_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("OUTCROP_PROVISIONED_QUEUE_SECONDS", "0.25")
+    monkeypatch.setenv("OUTCROP_MU_TOKENS_PER_MINUTE", "100")
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.provisioned_queue_seconds == 0.25 and settings.mu_tokens_per_minute == 100

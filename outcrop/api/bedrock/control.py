@@ -1,10 +1,11 @@
-"""The `bedrock` control-plane service: catalog, model customization, invocation logging."""
+"""The `bedrock` control-plane service: catalog, customization, provisioned throughput, invocation logging."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
+from outcrop.errors import AccessDeniedException
 from outcrop.runtime import invocation_logging
 
 
@@ -81,4 +82,38 @@ def list_custom_models(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
 @handles("bedrock", "DeleteCustomModel")
 def delete_custom_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     ctx.services.customization.delete_custom_model(ctx.principal.account_id, params["modelIdentifier"])
+    return {}
+
+
+#: An administrator (the account root) may delete a committed provisioned throughput before its term.
+FORCE_HEADER = "x-outcrop-force-delete"
+
+
+@handles("bedrock", "CreateProvisionedModelThroughput")
+def create_provisioned_model_throughput(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.provisioning.create(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "GetProvisionedModelThroughput")
+def get_provisioned_model_throughput(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.provisioning.get(ctx.principal.account_id, params["provisionedModelId"])
+
+
+@handles("bedrock", "ListProvisionedModelThroughputs")
+def list_provisioned_model_throughputs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.provisioning.list(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "UpdateProvisionedModelThroughput")
+def update_provisioned_model_throughput(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.provisioning.update(ctx.principal.account_id, params["provisionedModelId"], params)
+    return {}
+
+
+@handles("bedrock", "DeleteProvisionedModelThroughput")
+def delete_provisioned_model_throughput(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    force = ctx.headers.get(FORCE_HEADER, "").lower() == "true"
+    if force and not ctx.principal.is_root:
+        raise AccessDeniedException(f"Only the account root may force a deletion ({FORCE_HEADER})")
+    ctx.services.provisioning.delete(ctx.principal.account_id, params["provisionedModelId"], force=force)
     return {}

@@ -61,4 +61,5 @@ def invoke_model_with_response_stream(ctx: RequestContext, params: dict[str, Any
 
 @handles("bedrock-runtime", "CountTokens")
 def count_tokens(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return {"inputTokens": ctx.services.runtime.count_tokens(params["modelId"], params["input"])}
+    return {"inputTokens": ctx.services.runtime.count_tokens(ctx.principal.account_id, params["modelId"],
+                                                             params["input"])}

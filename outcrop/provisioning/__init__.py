@@ -1,0 +1,1 @@
+"""Provisioned throughput: capacity bought in model units, serving foundation and custom models."""

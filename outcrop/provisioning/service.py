@@ -1,0 +1,279 @@
+"""Provisioned throughput: buy capacity in model units for a custom or foundation model, and serve it.
+
+Create loads the model and answers one warm-up request before the status turns InService; an update
+loads the new model while the old one keeps serving, then swaps; delete stops the traffic at once and
+unloads the weights no other provisioned throughput uses. Every one records model-unit hours from
+creation to deletion, priced by the price table and the commitment term.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import string
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from outcrop.catalog.cards import FoundationModel
+from outcrop.catalog.prices import PriceTable
+from outcrop.errors import ModelNotReadyException, ResourceNotFoundException, ValidationException
+from outcrop.inference.engine import Engine
+from outcrop.inference.loader import CAUSAL
+from outcrop.inference.sampling import SamplingParams
+from outcrop.platform.config import Settings
+from outcrop.platform.database import Database
+from outcrop.platform.idempotency import run_once
+from outcrop.provisioning.capacity import Capacity
+from outcrop.provisioning.tables import ProvisionedThroughputRow
+
+log = logging.getLogger(__name__)
+
+CREATING, IN_SERVICE, UPDATING, FAILED = "Creating", "InService", "Updating", "Failed"
+COMMITMENT_DAYS = {"OneMonth": 30, "SixMonths": 180}
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What it takes to serve a model: its base's card (formats, limits) and where its weights are."""
+
+    model_arn: str
+    card: FoundationModel
+    weights: Path
+    #: The base model's folder when `weights` is a LoRA adapter.
+    base: Path | None = None
+
+
+#: (account, model id or ARN) -> the model to serve; raises ValidationException for unknown models.
+ModelLookup = Callable[[str, str], ServedModel]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class ProvisioningService:
+    def __init__(self, db: Database, engine: Engine, lookup: ModelLookup, settings: Settings,
+                 prices: PriceTable) -> None:
+        self.db = db
+        self.engine = engine
+        self.lookup = lookup
+        self.settings = settings
+        self.prices = prices
+        self._capacity: dict[str, Capacity] = {}
+        self._lock = threading.Lock()
+
+    # -- the control plane --------------------------------------------------------------------------
+
+    def create(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        return run_once(self.db, account_id=account, operation="CreateProvisionedModelThroughput",
+                        token=params.get("clientRequestToken"), params=params, token_member="clientRequestToken",
+                        create=lambda: self._create(account, params))
+
+    def _create(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        units = params["modelUnits"]
+        if units < 1:
+            raise ValidationException("modelUnits must be at least 1")
+        served = self.lookup(account, params["modelId"])
+        name = params["provisionedModelName"]
+        with self.db.session() as session:
+            if session.scalar(select(func.count()).select_from(ProvisionedThroughputRow).where(
+                    ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.name == name,
+                    ProvisionedThroughputRow.deleted_at.is_(None))):
+                raise ValidationException(f"A provisioned throughput named {name} already exists")
+            arn = (f"arn:aws:bedrock:{self.settings.region}:{account}:provisioned-model/"
+                   f"{''.join(secrets.choice(_ID_ALPHABET) for _ in range(12))}")
+            commitment = params.get("commitmentDuration")
+            session.add(ProvisionedThroughputRow(
+                arn=arn, account_id=account, name=name, model_arn=served.model_arn,
+                desired_model_arn=served.model_arn, foundation_model_id=served.card.model_id, model_units=units,
+                commitment=commitment,
+                commitment_expiration=_now() + timedelta(days=COMMITMENT_DAYS[commitment]) if commitment else None,
+                status=CREATING, created_at=_now(), updated_at=_now()))
+        self._load_in_background(arn, account, served)
+        return {"provisionedModelArn": arn}
+
+    def _load_in_background(self, arn: str, account: str, served: ServedModel) -> None:
+        threading.Thread(target=self._load, args=(arn, account, served), name=f"provision-{arn[-12:]}",
+                         daemon=True).start()
+
+    def _load(self, arn: str, account: str, served: ServedModel) -> None:
+        """Load the model and answer one request; then it is in service (or failed, with the reason)."""
+        try:
+            deployment = self.engine.get(served.weights, CAUSAL, base=served.base)
+            ids = deployment.loaded.tokenizer("Hello")["input_ids"] or [0]
+            deployment.scheduler.submit(ids, SamplingParams(max_tokens=1, temperature=0)).result()
+        except Exception as exc:  # a model that cannot load fails its provisioned throughput, not the server
+            log.exception("provisioned throughput %s could not load %s", arn, served.model_arn)
+            self._set(arn, status=FAILED, failure_message=f"The model could not be loaded: {exc}")
+            return
+        with self.db.session() as session:
+            row = session.get(ProvisionedThroughputRow, arn)
+            if row is None or row.deleted_at is not None:
+                return
+            previous = row.model_arn
+            row.model_arn, row.status, row.failure_message, row.updated_at = served.model_arn, IN_SERVICE, None, _now()
+        if previous != served.model_arn:
+            self._unload_if_unused(account, previous)
+
+    def _set(self, arn: str, **fields: Any) -> None:
+        with self.db.session() as session:
+            row = session.get(ProvisionedThroughputRow, arn)
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated_at = _now()
+
+    def _row(self, account: str, identifier: str) -> ProvisionedThroughputRow:
+        with self.db.session() as session:
+            query = select(ProvisionedThroughputRow).where(ProvisionedThroughputRow.account_id == account,
+                                                           ProvisionedThroughputRow.deleted_at.is_(None))
+            column = ProvisionedThroughputRow.arn if identifier.startswith("arn:") else ProvisionedThroughputRow.name
+            row = session.scalars(query.where(column == identifier)).first()
+        if row is None:
+            raise ResourceNotFoundException(f"The provisioned throughput {identifier} does not exist")
+        return row
+
+    def get(self, account: str, identifier: str) -> dict[str, Any]:
+        row = self._row(account, identifier)
+        return {**self._summary(row), "failureMessage": row.failure_message, "cost": self.cost(row)}
+
+    def _summary(self, row: ProvisionedThroughputRow) -> dict[str, Any]:
+        return {"provisionedModelName": row.name, "provisionedModelArn": row.arn, "modelArn": row.model_arn,
+                "desiredModelArn": row.desired_model_arn,
+                "foundationModelArn": f"arn:aws:bedrock:{self.settings.region}::foundation-model/"
+                                      f"{row.foundation_model_id}",
+                "modelUnits": row.model_units, "desiredModelUnits": row.model_units, "status": row.status,
+                "commitmentDuration": row.commitment, "commitmentExpirationTime": row.commitment_expiration,
+                "creationTime": row.created_at, "lastModifiedTime": row.updated_at}
+
+    def cost(self, row: ProvisionedThroughputRow) -> dict[str, Any]:
+        """Model-unit hours from creation to now (or deletion) at the commitment term's price."""
+        end = _aware(row.deleted_at) if row.deleted_at else _now()
+        hours = max(0.0, (end - _aware(row.created_at)).total_seconds() / 3600)
+        price = self.prices.mu_hour(row.foundation_model_id, row.commitment)
+        mu_hours = row.model_units * hours
+        return {"modelUnitHours": round(mu_hours, 6), "pricePerModelUnitHour": price,
+                "costSoFar": round(mu_hours * price, 6), "currency": self.prices.currency}
+
+    def list(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        query = select(ProvisionedThroughputRow).where(ProvisionedThroughputRow.account_id == account,
+                                                       ProvisionedThroughputRow.deleted_at.is_(None))
+        if params.get("statusEquals"):
+            query = query.where(ProvisionedThroughputRow.status == params["statusEquals"])
+        if params.get("modelArnEquals"):
+            query = query.where(ProvisionedThroughputRow.model_arn == params["modelArnEquals"])
+        if params.get("nameContains"):
+            query = query.where(ProvisionedThroughputRow.name.contains(params["nameContains"], autoescape=True))
+        if params.get("creationTimeAfter"):
+            query = query.where(ProvisionedThroughputRow.created_at > params["creationTimeAfter"])
+        if params.get("creationTimeBefore"):
+            query = query.where(ProvisionedThroughputRow.created_at < params["creationTimeBefore"])
+        column = ProvisionedThroughputRow.created_at
+        query = query.order_by(column.asc() if params.get("sortOrder") == "Ascending" else column.desc())
+        try:
+            offset = int(base64.urlsafe_b64decode((params.get("nextToken") or "MA==").encode()).decode())
+        except (ValueError, UnicodeDecodeError):
+            raise ValidationException("nextToken is not a token this server gave out") from None
+        size = int(params.get("maxResults") or 100)
+        with self.db.session() as session:
+            rows = session.scalars(query.offset(offset).limit(size + 1)).all()
+        token = base64.urlsafe_b64encode(str(offset + size).encode()).decode() if len(rows) > size else None
+        return {"provisionedModelSummaries": [self._summary(r) for r in rows[:size]], "nextToken": token}
+
+    def update(self, account: str, identifier: str, params: dict[str, Any]) -> None:
+        row = self._row(account, identifier)
+        new_name = params.get("desiredProvisionedModelName")
+        if new_name and new_name != row.name:
+            with self.db.session() as session:
+                if session.scalar(select(func.count()).select_from(ProvisionedThroughputRow).where(
+                        ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.name == new_name,
+                        ProvisionedThroughputRow.deleted_at.is_(None))):
+                    raise ValidationException(f"A provisioned throughput named {new_name} already exists")
+            self._set(row.arn, name=new_name)
+        if params.get("desiredModelId"):
+            if row.status in (CREATING, UPDATING):
+                raise ValidationException(f"The provisioned throughput is {row.status}; wait until it is InService")
+            served = self.lookup(account, params["desiredModelId"])
+            if served.card.model_id != row.foundation_model_id:
+                raise ValidationException(
+                    f"The model {served.model_arn} is based on {served.card.model_id}; this provisioned throughput "
+                    f"serves models of {row.foundation_model_id} only")
+            if served.model_arn != row.model_arn:
+                self._set(row.arn, status=UPDATING, desired_model_arn=served.model_arn)
+                self._load_in_background(row.arn, account, served)  # the old model serves until the swap
+
+    def delete(self, account: str, identifier: str, force: bool = False) -> None:
+        row = self._row(account, identifier)
+        if row.commitment_expiration and _aware(row.commitment_expiration) > _now() and not force:
+            raise ValidationException(
+                f"The provisioned throughput {row.name} has a {row.commitment} commitment until "
+                f"{row.commitment_expiration:%Y-%m-%d}; it cannot be deleted before the term ends")
+        self._set(row.arn, deleted_at=_now())
+        self._capacity.pop(row.arn, None)
+        for model_arn in {row.model_arn, row.desired_model_arn}:
+            self._unload_if_unused(account, model_arn)
+
+    def _unload_if_unused(self, account: str, model_arn: str) -> None:
+        """Free a model's memory once no live provisioned throughput serves it (foundation models stay)."""
+        if ":custom-model/" not in model_arn:
+            return
+        with self.db.session() as session:
+            still_used = session.scalar(select(func.count()).select_from(ProvisionedThroughputRow).where(
+                ProvisionedThroughputRow.deleted_at.is_(None),
+                (ProvisionedThroughputRow.model_arn == model_arn)
+                | (ProvisionedThroughputRow.desired_model_arn == model_arn)))
+        if not still_used:
+            try:
+                self.engine.unload(self.lookup(account, model_arn).weights)
+            except ValidationException:
+                pass  # the custom model is gone already
+
+    def in_use(self, account: str, model_arn: str) -> str | None:
+        """Why a custom model may not be deleted now (a live provisioned throughput serves it), or None."""
+        with self.db.session() as session:
+            names = session.scalars(select(ProvisionedThroughputRow.name).where(
+                ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.deleted_at.is_(None),
+                (ProvisionedThroughputRow.model_arn == model_arn)
+                | (ProvisionedThroughputRow.desired_model_arn == model_arn))).all()
+        return f"the provisioned throughput {', '.join(names)} uses it" if names else None
+
+    def resume(self) -> None:
+        """At start: finish loading what a previous server was creating or updating."""
+        with self.db.session() as session:
+            pending = session.scalars(select(ProvisionedThroughputRow).where(
+                ProvisionedThroughputRow.deleted_at.is_(None),
+                ProvisionedThroughputRow.status.in_([CREATING, UPDATING]))).all()
+        for row in pending:
+            try:
+                self._load_in_background(row.arn, row.account_id, self.lookup(row.account_id, row.desired_model_arn))
+            except ValidationException as exc:
+                self._set(row.arn, status=FAILED, failure_message=str(exc))
+
+    # -- the data plane -----------------------------------------------------------------------------
+
+    def resolve(self, account: str, arn: str) -> tuple[ServedModel, Capacity]:
+        """The model behind a provisioned ARN and the capacity its requests share."""
+        row = self._row(account, arn)
+        if row.status == CREATING:
+            raise ModelNotReadyException(f"The provisioned throughput {row.name} is still being created; "
+                                         "retry when its status is InService")
+        if row.status == FAILED:
+            raise ValidationException(f"The provisioned throughput {row.name} failed: {row.failure_message}")
+        with self._lock:
+            capacity = self._capacity.get(row.arn)
+            if capacity is None:
+                capacity = self._capacity[row.arn] = Capacity(
+                    row.model_units, self.settings.mu_concurrent_sequences, self.settings.mu_tokens_per_minute,
+                    self.settings.provisioned_queue_seconds)
+        return self.lookup(account, row.model_arn), capacity
