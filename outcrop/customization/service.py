@@ -6,7 +6,6 @@ this module only validates, records, and reads back.
 
 from __future__ import annotations
 
-import base64
 import secrets
 import string
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from outcrop.platform.database import Database
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import S3Uri
+from outcrop.platform.pagination import page
 from outcrop.provisioning.service import ServedModel
 from outcrop.runtime.service import render_chat
 
@@ -63,19 +63,6 @@ def required_permissions(request: dict[str, Any], job_id: str) -> list[tuple[str
     output = job_output_prefix(request, job_id).join("step_wise_training_metrics.csv")
     return [*(("s3:GetObject", object_arn(S3Uri.parse(uri))) for uri in reads),
             ("s3:PutObject", object_arn(output))]
-
-
-def _page(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        return int(base64.urlsafe_b64decode(token.encode()).decode())
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationException("nextToken is not a token this server gave out") from None
-
-
-def _next_token(offset: int, size: int, total: int) -> str | None:
-    return base64.urlsafe_b64encode(str(offset + size).encode()).decode() if offset + size < total else None
 
 
 class CustomizationService:
@@ -201,21 +188,8 @@ class CustomizationService:
             query = query.where(CustomizationJobRow.status == params["statusEquals"])
         if params.get("nameContains"):
             query = query.where(CustomizationJobRow.job_name.contains(params["nameContains"], autoescape=True))
-        if params.get("creationTimeAfter"):
-            query = query.where(CustomizationJobRow.created_at > params["creationTimeAfter"])
-        if params.get("creationTimeBefore"):
-            query = query.where(CustomizationJobRow.created_at < params["creationTimeBefore"])
-        rows, token = self._paginate(query, CustomizationJobRow.created_at, params)
+        rows, token = page(self.db, query, CustomizationJobRow.created_at, params)
         return {"modelCustomizationJobSummaries": [self._summary(r) for r in rows], "nextToken": token}
-
-    def _paginate(self, query, created_column, params: dict[str, Any]):
-        descending = params.get("sortOrder", "Descending") == "Descending"
-        query = query.order_by(created_column.desc() if descending else created_column.asc())
-        offset, size = _page(params.get("nextToken")), int(params.get("maxResults") or 100)
-        with self.db.session() as session:
-            total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-            rows = session.scalars(query.offset(offset).limit(size)).all()
-        return rows, _next_token(offset, size, total)
 
     def stop_job(self, account: str, identifier: str) -> None:
         row = self._job_row(account, identifier)
@@ -273,13 +247,9 @@ class CustomizationService:
         for member in ("baseModelArnEquals", "foundationModelArnEquals"):
             if params.get(member):
                 query = query.where(CustomModelRow.base_model_id == params[member].rsplit("/", 1)[-1])
-        if params.get("creationTimeAfter"):
-            query = query.where(CustomModelRow.created_at > params["creationTimeAfter"])
-        if params.get("creationTimeBefore"):
-            query = query.where(CustomModelRow.created_at < params["creationTimeBefore"])
         if params.get("modelStatus") not in (None, "Active"):
             return {"modelSummaries": []}  # every stored custom model is Active
-        rows, token = self._paginate(query, CustomModelRow.created_at, params)
+        rows, token = page(self.db, query, CustomModelRow.created_at, params)
         summaries = []
         for row in rows:
             request = self._job_row(account, row.job_arn).request

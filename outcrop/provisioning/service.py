@@ -8,7 +8,6 @@ creation to deletion, priced by the price table and the commitment term.
 
 from __future__ import annotations
 
-import base64
 import logging
 import secrets
 import string
@@ -30,6 +29,7 @@ from outcrop.inference.sampling import SamplingParams
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.idempotency import run_once
+from outcrop.platform.pagination import page
 from outcrop.provisioning.capacity import Capacity
 from outcrop.provisioning.tables import ProvisionedThroughputRow
 
@@ -175,21 +175,8 @@ class ProvisioningService:
             query = query.where(ProvisionedThroughputRow.model_arn == params["modelArnEquals"])
         if params.get("nameContains"):
             query = query.where(ProvisionedThroughputRow.name.contains(params["nameContains"], autoescape=True))
-        if params.get("creationTimeAfter"):
-            query = query.where(ProvisionedThroughputRow.created_at > params["creationTimeAfter"])
-        if params.get("creationTimeBefore"):
-            query = query.where(ProvisionedThroughputRow.created_at < params["creationTimeBefore"])
-        column = ProvisionedThroughputRow.created_at
-        query = query.order_by(column.asc() if params.get("sortOrder") == "Ascending" else column.desc())
-        try:
-            offset = int(base64.urlsafe_b64decode((params.get("nextToken") or "MA==").encode()).decode())
-        except (ValueError, UnicodeDecodeError):
-            raise ValidationException("nextToken is not a token this server gave out") from None
-        size = int(params.get("maxResults") or 100)
-        with self.db.session() as session:
-            rows = session.scalars(query.offset(offset).limit(size + 1)).all()
-        token = base64.urlsafe_b64encode(str(offset + size).encode()).decode() if len(rows) > size else None
-        return {"provisionedModelSummaries": [self._summary(r) for r in rows[:size]], "nextToken": token}
+        rows, token = page(self.db, query, ProvisionedThroughputRow.created_at, params)
+        return {"provisionedModelSummaries": [self._summary(r) for r in rows], "nextToken": token}
 
     def update(self, account: str, identifier: str, params: dict[str, Any]) -> None:
         row = self._row(account, identifier)

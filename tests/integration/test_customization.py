@@ -209,9 +209,10 @@ def test_idempotent_create_list_and_isolation(server, tiny_model, role):
     with pytest.raises(bedrock.exceptions.ConflictException):
         bedrock.create_model_customization_job(**{**params, "customModelName": "other-model"})
     wait(bedrock, first)
+    wait(bedrock, create(bedrock, tiny_model, role, "few.jsonl"))  # a second job, so that there are pages
 
-    page = bedrock.list_model_customization_jobs(maxResults=2, sortOrder="Ascending")
-    assert len(page["modelCustomizationJobSummaries"]) == 2 and page["nextToken"]
+    page = bedrock.list_model_customization_jobs(maxResults=1, sortOrder="Ascending")
+    assert len(page["modelCustomizationJobSummaries"]) == 1 and page["nextToken"]
     rest = bedrock.list_model_customization_jobs(maxResults=100, sortOrder="Ascending", nextToken=page["nextToken"])
     names = [j["jobName"] for j in page["modelCustomizationJobSummaries"] + rest["modelCustomizationJobSummaries"]]
     assert "idempotent-job" in names and len(names) == len(set(names))
