@@ -15,7 +15,16 @@ from pathlib import Path
 
 import torch
 
-from outcrop.inference.loader import CAUSAL, LoadedModel, load_causal_lm, load_encoder
+from outcrop.inference.loader import (
+    CAUSAL,
+    ENCODER,
+    LORA_HOST,
+    LoadedModel,
+    load_causal_lm,
+    load_encoder,
+    load_lora_host,
+)
+from outcrop.inference.sampling import SamplingParams
 from outcrop.inference.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,28 @@ class Deployment:
             self.scheduler.close()
 
 
+class AdapterScheduler:
+    """A LoRA adapter's view of its host's scheduler: the same batch, its own adapter per row."""
+
+    def __init__(self, host: Scheduler, adapter: str) -> None:
+        self.host = host
+        self.adapter = adapter
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams):
+        return self.host.submit(prompt_ids, params, adapter=self.adapter)
+
+    @property
+    def active(self) -> int:
+        return self.host.active
+
+
+def adapter_name(path: Path) -> str:
+    """A stable adapter name for a folder (PEFT module names may not contain dots)."""
+    import hashlib
+
+    return "a" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+
+
 class Engine:
     def __init__(self, cache_dir: Path, memory_budget_bytes: int, max_batch: int = 16) -> None:
         self.cache_dir = cache_dir
@@ -51,7 +82,10 @@ class Engine:
     def get(self, path: Path, kind: str = CAUSAL, base: Path | None = None) -> Deployment:
         """The deployment for these weights, loading them (once, even when asked concurrently).
 
-        `base` is the base model's folder when `path` is a LoRA adapter."""
+        `base` is the base model's folder when `path` is a LoRA adapter: adapters of one base share one
+        loaded copy of it (multi-LoRA), each request running through its own adapter in the same batch."""
+        if kind == CAUSAL and base is not None and (path / "adapter_config.json").is_file():
+            return self._adapter(path, base)
         key = (str(path), kind)
         with self._lock:
             if key in self._deployments:
@@ -62,9 +96,12 @@ class Engine:
             with self._lock:
                 if key in self._deployments:
                     return self._deployments[key]
-            loaded = load_causal_lm(path, self.cache_dir, base=base) if kind == CAUSAL else load_encoder(path)
+            if kind == LORA_HOST:
+                loaded = load_lora_host(path)
+            else:
+                loaded = load_causal_lm(path, self.cache_dir, base=base) if kind == CAUSAL else load_encoder(path)
             log.info("loaded %s (%s, %.0f MB on %s)", path, kind, loaded.nbytes / 2**20, loaded.device)
-            deployment = Deployment(loaded, Scheduler(loaded, self.max_batch) if kind == CAUSAL else None,
+            deployment = Deployment(loaded, Scheduler(loaded, self.max_batch) if kind != ENCODER else None,
                                     threading.Lock())
             with self._lock:
                 self._deployments[key] = deployment
@@ -72,8 +109,27 @@ class Engine:
                 self._evict(keep=key)
             return deployment
 
+    def _adapter(self, path: Path, base: Path) -> Deployment:
+        host = self.get(base, LORA_HOST)
+        name = adapter_name(path)
+        with host.scheduler.step_lock:
+            if name not in host.loaded.model.peft_config:
+                host.loaded.model.load_adapter(str(path), adapter_name=name)
+                size = sum(p.numel() * p.element_size() for n, p in host.loaded.model.named_parameters()
+                           if f".{name}." in n)
+                host.loaded.nbytes += size
+                log.info("added LoRA adapter %s to the shared %s (%.1f MB)", path, base, size / 2**20)
+        return Deployment(host.loaded, AdapterScheduler(host.scheduler, name), host.lock)
+
     def unload(self, path: Path) -> None:
         """Drop every deployment of these weights (a deleted provisioned throughput's model)."""
+        name = adapter_name(path)
+        with self._lock:
+            hosts = [d for key, d in self._deployments.items() if key[1] == LORA_HOST]
+        for host in hosts:
+            with host.scheduler.step_lock:
+                if name in host.loaded.model.peft_config:
+                    host.loaded.model.delete_adapter(name)
         with self._lock:
             gone = [key for key in self._deployments if key[0] == str(path)]
             for key in gone:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 CAUSAL = "causal"
 ENCODER = "encoder"
+#: A base causal LM prepared to host LoRA adapters that share it (multi-LoRA).
+LORA_HOST = "lora-host"
 
 
 @dataclass
@@ -120,6 +122,19 @@ def load_causal_lm(path: Path, cache_dir: Path, device: torch.device | None = No
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return LoadedModel(CAUSAL, model, tokenizer, device, _context_length(model.config, tokenizer),
                        frozenset(int(e) for e in eos), nbytes=nbytes)
+
+
+def load_lora_host(base: Path, device: torch.device | None = None) -> LoadedModel:
+    """A base model wrapped for serving several LoRA adapters at once: PEFT routes each row of a batch
+    through its own adapter (`adapter_names`), so N adapters cost one base plus N small adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    loaded = load_causal_lm(base, base)
+    # A placeholder adapter makes the model a PeftModel; real adapters are added by name, and rows
+    # without one run through the base weights only.
+    loaded.model = get_peft_model(loaded.model, LoraConfig(r=1, target_modules=["lm_head"]),
+                                  adapter_name="host-placeholder").eval()
+    return loaded
 
 
 def load_encoder(path: Path, device: torch.device | None = None) -> LoadedModel:

@@ -81,6 +81,8 @@ class _Sequence:
     prompt_ids: list[int]
     params: SamplingParams
     generator: torch.Generator
+    #: The LoRA adapter this sequence runs through, on a model hosting several (None: the base alone).
+    adapter: str | None = None
     submitted: float = field(default_factory=time.perf_counter)
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -98,19 +100,21 @@ class Scheduler:
         self._running: list[_Sequence] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [batch, columns] 1 where the cache holds a real token
-        self._positions: torch.Tensor | None = None  # [batch] position id of the next token
+        self._positions: torch.Tensor | None = None  # [batch] position id of the token in _last
         self._last: torch.Tensor | None = None  # [batch] the token to feed next
         self._wake = threading.Condition()
+        #: Held for each step, so that adapters are added or removed only between steps.
+        self.step_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="outcrop-scheduler", daemon=True)
         self._thread.start()
 
     # -- the caller's side ----------------------------------------------------------------------
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None) -> GenerationStream:
         if not prompt_ids:
             raise ValueError("a prompt needs at least one token")
-        sequence = _Sequence(list(prompt_ids), params, params.generator(self.loaded.device))
+        sequence = _Sequence(list(prompt_ids), params, params.generator(self.loaded.device), adapter=adapter)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the model was unloaded")
@@ -144,7 +148,7 @@ class Scheduler:
                     room = 0  # this cache type cannot take newcomers mid-batch: drain first
                 admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
             try:
-                with torch.inference_mode():
+                with self.step_lock, torch.inference_mode():
                     if admitted:
                         self._prefill(admitted)
                     else:
@@ -170,17 +174,18 @@ class Scheduler:
             mask[row, width - len(sequence.prompt_ids):] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+        out = self.loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions, **_adapters(admitted),
                                 cache=DynamicCache(config=self.loaded.model.config),
                                 use_cache=True, logits_to_keep=1)
-        self._join(admitted, out.cache, mask, positions[:, -1] + 1)
+        # Each row's position is its last prompt token's; _advance moves it to the sampled token's.
+        self._join(admitted, out.cache, mask, positions[:, -1])
         self._advance(out.logits[:, -1, :], start=len(self._running) - len(admitted))
 
     def _decode(self) -> None:
         device = self.loaded.device
         self._mask = torch.cat([self._mask, torch.ones((len(self._running), 1), dtype=torch.long,
                                                        device=device)], dim=1)
-        out = self.loaded.model(input_ids=self._last[:, None], attention_mask=self._mask,
+        out = self.loaded.model(input_ids=self._last[:, None], attention_mask=self._mask, **_adapters(self._running),
                                 position_ids=self._positions[:, None], cache=self._cache,
                                 use_cache=True, logits_to_keep=1)
         self._cache = out.cache
@@ -266,6 +271,17 @@ class Scheduler:
             self._mask = self._mask[:, first:]
             for layer in self._cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+
+#: PEFT's name for "no adapter" in a mixed batch.
+BASE_ADAPTER = "__base__"
+
+
+def _adapters(sequences: list[_Sequence]) -> dict[str, list[str]]:
+    """PEFT's per-row adapter routing, for a batch that mixes adapters of one base (multi-LoRA)."""
+    if all(s.adapter is None for s in sequences):
+        return {}
+    return {"adapter_names": [s.adapter or BASE_ADAPTER for s in sequences]}
 
 
 def _left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:

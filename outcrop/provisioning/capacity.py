@@ -42,7 +42,7 @@ class Capacity:
             try:
                 while True:
                     self._refill()
-                    if self._line[0] is ticket and self._busy < self.slots and self._tokens > 0:
+                    if self._line[0] is ticket and self._busy < self.slots and self._tokens >= 1:
                         self._busy += 1
                         return
                     remaining = deadline - time.monotonic()

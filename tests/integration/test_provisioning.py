@@ -170,17 +170,3 @@ def test_a_commitment_holds_until_an_administrator_forces_it(pt_server):
     bedrock.delete_provisioned_model_throughput(provisionedModelId=arn)
     with pytest.raises(bedrock.exceptions.ResourceNotFoundException):
         bedrock.get_provisioned_model_throughput(provisionedModelId=arn)
-
-
-def test_two_model_units_take_more_at_once(pt_server):
-    bedrock = pt_server.client("bedrock")
-    arns = [bedrock.create_provisioned_model_throughput(
-        modelUnits=units, provisionedModelName=f"units-{units}", modelId=pt_server.model)["provisionedModelArn"]
-        for units in (1, 2)]
-    for arn in arns:
-        wait_in_service(bedrock, arn)
-    runtime = pt_server.client("bedrock-runtime")
-    served = [sum(burst(runtime, arn, 6)[0] for _ in range(3)) for arn in arns]
-    assert served[1] > served[0], served
-    for arn in arns:
-        bedrock.delete_provisioned_model_throughput(provisionedModelId=arn)

@@ -121,3 +121,65 @@ def test_batched_sampling_draws_what_row_by_row_sampling_draws():
         batch = sample_batch(logits, params, [p.generator() for p in params])
         assert one == batch
         logits = torch.randn(5, 400) * 3
+
+
+def _random_adapter(base_dir, folder, seed):
+    """A LoRA adapter with random (non-zero) weights, so that it changes what the model says."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "up_proj"],
+                                      init_lora_weights=False))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(folder)  # as the trainer saves it
+    return folder
+
+
+def test_adapters_of_one_base_share_it_and_answer_as_if_merged(tiny_dir, tmp_path):
+    from outcrop.inference.loader import load_causal_lm
+
+    adapters = [_random_adapter(tiny_dir, tmp_path / f"adapter-{i}", seed=i) for i in range(2)]
+    engine = Engine(tmp_path / "cache", memory_budget_bytes=1 << 30, max_batch=4)
+    try:
+        prompt = engine.get(tiny_dir).loaded.tokenizer("the quick brown fox")["input_ids"]
+        greedy = SamplingParams(max_tokens=12, temperature=0)
+        expected = []
+        for adapter in adapters:
+            merged = load_causal_lm(adapter, tmp_path, base=tiny_dir)
+            ids = torch.tensor([prompt])
+            with torch.inference_mode():
+                out = merged.model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=None)
+            expected.append(merged.tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True))
+        deployments = [engine.get(a, base=tiny_dir) for a in adapters]
+        assert deployments[0].loaded is deployments[1].loaded  # one copy of the base
+        results: dict[int, str] = {}
+
+        def run(i):
+            results[i] = deployments[i % 2].scheduler.submit(prompt, greedy).result().text
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]  # both adapters in one batch
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [results[i] for i in range(4)] == [expected[0], expected[1]] * 2
+        assert expected[0] != expected[1]
+    finally:
+        engine.close()
+
+
+def test_greedy_generation_matches_transformers_generate(engine, tiny_dir):
+    """transformers' own generate is the oracle for the scheduler's cache, masks and positions."""
+    deployment = engine.get(tiny_dir)
+    model, tokenizer = deployment.loaded.model, deployment.loaded.tokenizer
+    for text in ("the quick brown fox", "hello", "models are loaded from folders and served"):
+        prompt = tokenizer(text)["input_ids"]
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None)
+        tokens = out[0, len(prompt):].tolist()
+        if tokenizer.eos_token_id in tokens:  # the scheduler stops there; compare up to it
+            tokens = tokens[:tokens.index(tokenizer.eos_token_id)]
+        expected = tokenizer.decode(tokens, skip_special_tokens=True)
+        got = deployment.scheduler.submit(prompt, SamplingParams(max_tokens=10, temperature=0)).result().text
+        assert got == expected
