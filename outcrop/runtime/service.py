@@ -71,14 +71,12 @@ class RuntimeService:
 
     def converse(self, caller: Caller, model_id: str, request: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        self.quotas.admit(caller.principal.account_id)
         prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
         completion = self._generate(caller, "Converse", prepared, started, request, _converse_output).result()
         return {**_converse_output(completion), "metrics": {"latencyMs": _ms(time.perf_counter() - started)}}
 
     def converse_stream(self, caller: Caller, model_id: str, request: dict[str, Any]) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()
-        self.quotas.admit(caller.principal.account_id)
         # Errors up to here are HTTP errors; after this, they travel inside the stream.
         prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
         stream = self._generate(caller, "ConverseStream", prepared, started, request, _converse_output)
@@ -127,7 +125,6 @@ class RuntimeService:
         import json
 
         started = time.perf_counter()
-        self.quotas.admit(caller.principal.account_id)
         document = formats.parse_json_body(body)
         model = self._target(caller.principal.account_id, model_id)[0].card
         if "EMBEDDING" in model.output_modalities:
@@ -140,7 +137,6 @@ class RuntimeService:
 
     def invoke_stream(self, caller: Caller, model_id: str, body: bytes) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()
-        self.quotas.admit(caller.principal.account_id)
         document = formats.parse_json_body(body)
         model = self._target(caller.principal.account_id, model_id)[0].card
         if not model.streaming:
@@ -239,6 +235,8 @@ class RuntimeService:
         capacity = prepared.capacity
         if capacity is not None:
             capacity.acquire()
+        else:  # on-demand: the account's quotas; a provisioned throughput has its own capacity instead
+            self.quotas.admit(caller.principal.account_id)
         try:
             stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params)
         except BaseException:
@@ -249,7 +247,7 @@ class RuntimeService:
         def finish(completion: Completion | None, status: str) -> None:
             if capacity is not None:
                 capacity.release(len(prepared.prompt_ids) + (completion.output_tokens if completion else 0))
-            self._meter(caller, operation, prepared.invoked, started, status, request,
+            self._meter(caller, operation, prepared.invoked, started, status, request, capacity is None,
                         render(completion) if completion else None,
                         input_tokens=len(prepared.prompt_ids),
                         output_tokens=completion.output_tokens if completion else 0,
@@ -258,8 +256,8 @@ class RuntimeService:
         return _MeteredStream(stream, finish)
 
     def _meter(self, caller: Caller, operation: str, model_id: str, started: float, status: str, request: Any,
-               response: Any, *, input_tokens: int, output_tokens: int, first_token_ms: int | None = None,
-               stop_reason: str | None = None) -> None:
+               on_demand: bool, response: Any, *, input_tokens: int, output_tokens: int,
+               first_token_ms: int | None = None, stop_reason: str | None = None) -> None:
         """Everything an invocation leaves behind: a usage record, quota spent, an invocation log line."""
         latency = _ms(time.perf_counter() - started)
         account = caller.principal.account_id
@@ -267,7 +265,8 @@ class RuntimeService:
                      operation=operation, input_tokens=input_tokens, output_tokens=output_tokens,
                      latency_ms=latency, first_token_ms=first_token_ms, stop_reason=stop_reason, status=status,
                      request_metadata=caller.request_metadata)
-        self.quotas.charge(account, input_tokens + output_tokens)
+        if on_demand:
+            self.quotas.charge(account, input_tokens + output_tokens)
         if self.invocation_log.is_enabled(account):
             self.invocation_log.submit(make_log_record(
                 request_id=caller.request_id, account_id=account, principal_arn=caller.principal.arn,
@@ -279,6 +278,7 @@ class RuntimeService:
     def _embed(self, caller: Caller, model: FoundationModel, document: dict[str, Any],
                started: float) -> dict[str, Any]:
         request = formats.parse_titan_embedding(document)
+        self.quotas.admit(caller.principal.account_id)
         deployment = self.engine.get(self._weights(model), ENCODER)
         loaded = deployment.loaded
         dimension = loaded.model.config.hidden_size
@@ -299,7 +299,7 @@ class RuntimeService:
             if request.normalize:
                 vector = torch.nn.functional.normalize(vector, dim=0)
         response = {"embedding": vector.float().cpu().tolist(), "inputTextTokenCount": count}
-        self._meter(caller, "InvokeModel", model.model_id, started, SUCCESS, document, response,
+        self._meter(caller, "InvokeModel", model.model_id, started, SUCCESS, document, True, response,
                     input_tokens=count, output_tokens=0)
         return response
 
