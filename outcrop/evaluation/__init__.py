@@ -1,0 +1,1 @@
+"""Model evaluation: metrics, datasets, jobs and reports."""
