@@ -42,7 +42,16 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from serve_throughput import CpuMeter, Side, free_port, percentile, root_key, smollm2_gguf, stop_server  # noqa: E402
+from serve_throughput import (  # noqa: E402
+    CpuMeter,
+    Side,
+    free_port,
+    percentile,
+    root_key,
+    smollm2_gguf,
+    start_server,
+    stop_server,
+)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CLIENTS = 8
@@ -258,27 +267,6 @@ def outcrop_cli(data_dir: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def start_server(port: int, data_dir: Path, cache_dir: Path, log_path: Path) -> subprocess.Popen:
-    import socket
-
-    env = {**os.environ, "OUTCROP_MODEL_CACHE_DIR": str(cache_dir), "OUTCROP_LOG_LEVEL": "warning", **SERVER_ENV}
-    env.pop("OUTCROP_DATA_DIR", None)
-    log = log_path.open("w")
-    process = subprocess.Popen([sys.executable, "-m", "outcrop", "serve", "--port", str(port),
-                                "--data-dir", str(data_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"outcrop serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process
-        except OSError:
-            time.sleep(0.2)
-    stop_server(process)
-    sys.exit(f"outcrop serve did not listen on port {port} within 120 s")
-
-
 def client(service: str, endpoint: str, key: tuple[str, str]):
     import boto3
     from botocore.config import Config
@@ -360,7 +348,7 @@ def saturate(endpoint: str, key: tuple[str, str], arn: str, units: int, rounds: 
 
 def run_throughput(base: Path, cache_dir: Path, rounds: int, tmp: Path) -> dict:
     port, data_dir, log_path = free_port(), tmp / "data", tmp / "server.log"
-    server = start_server(port, data_dir, cache_dir, log_path)
+    server = start_server(port, data_dir, cache_dir, log_path, SERVER_ENV)
     try:
         endpoint, key = f"http://127.0.0.1:{port}", root_key(data_dir)
         model_id = outcrop_cli(data_dir, "models", "register", "bench-base", str(base))

@@ -170,8 +170,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, data_dir: Path, cache_dir: Path, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "OUTCROP_MODEL_CACHE_DIR": str(cache_dir), "OUTCROP_LOG_LEVEL": "warning"}
+def start_server(port: int, data_dir: Path, cache_dir: Path, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OUTCROP_MODEL_CACHE_DIR": str(cache_dir), "OUTCROP_LOG_LEVEL": "warning",
+           **(extra_env or {})}
     env.pop("OUTCROP_DATA_DIR", None)
     log = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "outcrop", "serve", "--port", str(port),

@@ -136,16 +136,21 @@ class CustomizationService:
             raise ValidationException(f"The base model {identifier} is not a foundation model in this catalog") \
                 from None
 
-    def _job_row(self, account: str, identifier: str) -> CustomizationJobRow:
+    def _owned(self, table, name_column, account: str, identifier: str, what: str):
+        """A row of `table` by ARN or by name; another account's row does not exist for this caller."""
         with self.db.session() as session:
             if identifier.startswith("arn:"):
-                row = session.get(CustomizationJobRow, identifier)
+                row = session.get(table, identifier)
             else:
-                row = session.scalars(select(CustomizationJobRow).where(
-                    CustomizationJobRow.account_id == account, CustomizationJobRow.job_name == identifier)).first()
-        if row is None or row.account_id != account:  # another account's job does not exist for this caller
-            raise ResourceNotFoundException(f"The model customization job {identifier} does not exist")
+                row = session.scalars(select(table).where(table.account_id == account,
+                                                          name_column == identifier)).first()
+        if row is None or row.account_id != account:
+            raise ResourceNotFoundException(f"The {what} {identifier} does not exist")
         return row
+
+    def _job_row(self, account: str, identifier: str) -> CustomizationJobRow:
+        return self._owned(CustomizationJobRow, CustomizationJobRow.job_name, account, identifier,
+                           "model customization job")
 
     def get_job(self, account: str, identifier: str) -> dict[str, Any]:
         row = self._job_row(account, identifier)
@@ -204,15 +209,7 @@ class CustomizationService:
     # -- custom models ----------------------------------------------------------------------------
 
     def _model_row(self, account: str, identifier: str) -> CustomModelRow:
-        with self.db.session() as session:
-            if identifier.startswith("arn:"):
-                row = session.get(CustomModelRow, identifier)
-            else:
-                row = session.scalars(select(CustomModelRow).where(
-                    CustomModelRow.account_id == account, CustomModelRow.model_name == identifier)).first()
-        if row is None or row.account_id != account:
-            raise ResourceNotFoundException(f"The custom model {identifier} does not exist")
-        return row
+        return self._owned(CustomModelRow, CustomModelRow.model_name, account, identifier, "custom model")
 
     def custom_model(self, account: str, identifier: str) -> CustomModelRow:
         """The row of one of the account's custom models (weights path included), for other services."""
