@@ -65,6 +65,7 @@ class BedrockApp:
         principal: Principal | None = None
         headers: dict[str, str] = {}
         error: BedrockError | None = None
+        response_started = False
         try:
             if raw_path.startswith(iam_api.PREFIX):
                 service, operation = "outcrop-iam", iam_api.action_of(method, raw_path)
@@ -97,6 +98,7 @@ class BedrockApp:
             response_headers = [(k.lower().encode(), v.encode()) for k, v in wire.headers.items()]
             response_headers.append((b"x-amzn-requestid", request_id.encode()))
             await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            response_started = True
             if wire.stream is not None:
                 await _stream(wire.stream, send, receive)
             await send({"type": "http.response.body", "body": wire.body})
@@ -105,9 +107,13 @@ class BedrockApp:
                 log.exception("request %s (%s:%s) failed", request_id, service, operation)
                 exc = InternalServerException(f"Internal error; request id {request_id}")
             error = exc
-            status, error_headers, error_body = error_response(exc, request_id)
-            await send({"type": "http.response.start", "status": status, "headers": error_headers})
-            await send({"type": "http.response.body", "body": error_body})
+            if response_started:  # the status line is out (a stream broke off): nothing more can be said
+                log.warning("request %s (%s:%s) ended after its response began: %s", request_id, service,
+                            operation, exc.code)
+            else:
+                status, error_headers, error_body = error_response(exc, request_id)
+                await send({"type": "http.response.start", "status": status, "headers": error_headers})
+                await send({"type": "http.response.body", "body": error_body})
         finally:
             access_log.info("%s %s %s:%s %d %.1fms %s", method, raw_path, service, operation, status,
                             (time.perf_counter() - started) * 1000, request_id)
