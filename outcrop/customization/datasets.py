@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outcrop.errors import ValidationException
+from outcrop.platform import jsontext
 from outcrop.runtime.service import render_chat
 
 PROMPT_COMPLETION, CONVERSATION, CONTINUED_TEXT = "prompt-completion", "conversation", "continued-pretraining"
@@ -158,9 +159,10 @@ def _decode(raw: bytes | str) -> str:
 
 def _parse(text: str) -> dict[str, Any]:
     try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _RecordError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+        record = jsontext.loads(text)  # strict: an unpaired surrogate would crash the tokenizer later
+    except jsontext.InvalidJson as exc:
+        where = f" (column {exc.colno})" if exc.colno else ""
+        raise _RecordError(f"not valid JSON: {exc.msg}{where}") from None
     if not isinstance(record, dict):
         raise _RecordError(f"not a JSON object but {_json_type(record)}; each line is one record, an object")
     return record

@@ -155,17 +155,9 @@ class CustomizationService:
     def get_job(self, account: str, identifier: str) -> dict[str, Any]:
         row = self._job_row(account, identifier)
         request = row.request
-        out = {**self._summary(row),
-               "jobName": row.job_name, "outputModelName": request["customModelName"],
+        out = {**self._summary(row), **_training(row), "outputModelName": request["customModelName"],
                "outputModelArn": row.output_model_arn, "roleArn": request["roleArn"],
-               "failureMessage": row.failure_message, "hyperParameters": _as_strings(request["resolved"]),
-               "trainingDataConfig": request["trainingDataConfig"],
-               "validationDataConfig": request.get("validationDataConfig"),
-               "outputDataConfig": request["outputDataConfig"]}
-        if row.training_loss is not None:
-            out["trainingMetrics"] = {"trainingLoss": row.training_loss}
-        if row.validation_losses:
-            out["validationMetrics"] = [{"validationLoss": loss} for loss in row.validation_losses]
+               "failureMessage": row.failure_message}
         progress = self.progress(row)
         if progress:
             out["progress"] = progress  # Outcrop's own member: boto3 drops it, raw JSON and the CLI show it
@@ -219,16 +211,7 @@ class CustomizationService:
         row = self._model_row(account, identifier)
         job = self._job_row(account, row.job_arn)
         request = job.request
-        out = {**self._model_summary(row, request), "jobName": job.job_name, "jobArn": job.job_arn,
-               "hyperParameters": _as_strings(request["resolved"]),
-               "trainingDataConfig": request["trainingDataConfig"],
-               "validationDataConfig": request.get("validationDataConfig"),
-               "outputDataConfig": request["outputDataConfig"]}
-        if job.training_loss is not None:
-            out["trainingMetrics"] = {"trainingLoss": job.training_loss}
-        if job.validation_losses:
-            out["validationMetrics"] = [{"validationLoss": loss} for loss in job.validation_losses]
-        return out
+        return {**self._model_summary(row, request), **_training(job), "jobArn": job.job_arn}
 
     def _model_summary(self, row: CustomModelRow, request: dict[str, Any]) -> dict[str, Any]:
         base = self.catalog.get(row.base_model_id)
@@ -293,6 +276,20 @@ class CustomizationService:
         with self.db.session() as session:
             session.delete(session.get(CustomModelRow, row.model_arn))
         shutil.rmtree(row.weights_path, ignore_errors=True)
+
+
+def _training(job: CustomizationJobRow) -> dict[str, Any]:
+    """How a model was trained, as both GetModelCustomizationJob and GetCustomModel report it."""
+    request = job.request
+    out = {"jobName": job.job_name, "hyperParameters": _as_strings(request["resolved"]),
+           "trainingDataConfig": request["trainingDataConfig"],
+           "validationDataConfig": request.get("validationDataConfig"),
+           "outputDataConfig": request["outputDataConfig"]}
+    if job.training_loss is not None:
+        out["trainingMetrics"] = {"trainingLoss": job.training_loss}
+    if job.validation_losses:
+        out["validationMetrics"] = [{"validationLoss": loss} for loss in job.validation_losses]
+    return out
 
 
 def _details(details: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,12 @@ from typing import Any
 
 
 class InvalidJson(ValueError):
-    pass
+    """Why a text is not JSON we accept; `msg` and `colno` are set for syntax errors."""
+
+    def __init__(self, message: str, msg: str = "", colno: int = 0) -> None:
+        super().__init__(message)
+        self.msg = msg or message
+        self.colno = colno
 
 
 def loads(data: bytes | str) -> Any:
@@ -25,6 +30,8 @@ def loads(data: bytes | str) -> Any:
         raise InvalidJson(f"not valid UTF-8 text ({exc.reason})") from None
     except RecursionError:
         raise InvalidJson("nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(str(exc), exc.msg, exc.colno) from None
     except ValueError as exc:
         raise InvalidJson(str(exc)) from None
     return value

@@ -458,3 +458,10 @@ def test_every_customizable_builtin_model_resolves_its_defaults():
         for kind in model.customizations:
             values = hyperparameters.resolve(model, kind, None)
             assert values["maxSequenceLength"] == min(1024, model.context_length)
+
+
+def test_an_unpaired_surrogate_is_a_bad_line_not_a_crash(tok):
+    lines = [GOOD, '{"prompt": "hi \\ud800", "completion": "there"}']
+    with pytest.raises(DatasetError, match="line 2: not valid JSON"):
+        load_examples(lines, source=SOURCE, customization_type="FINE_TUNING", tokenizer=tok,
+                      max_tokens=512, min_records=1, max_records=10)
