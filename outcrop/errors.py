@@ -8,7 +8,10 @@ from __future__ import annotations
 
 
 class BedrockError(Exception):
-    """An error with the AWS error code (the class name) and the HTTP status AWS answers with."""
+    """An error with the AWS error code and the HTTP status AWS answers with.
+
+    The code is the class name when it is an AWS name (ends in "Exception"); a subclass named for
+    our own use (DatasetError, ObjectNotFound) reports the AWS error it specialises."""
 
     status: int = 400
 
@@ -18,7 +21,7 @@ class BedrockError(Exception):
 
     @property
     def code(self) -> str:
-        return type(self).__name__
+        return next(c.__name__ for c in type(self).__mro__ if c.__name__.endswith("Exception"))
 
 
 class ValidationException(BedrockError):

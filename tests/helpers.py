@@ -32,8 +32,9 @@ def train_tokenizer(folder: Path, vocab_size: int = 300):
     return fast
 
 
-def make_tiny_llama(folder: Path) -> Path:
-    """A 2-layer Llama with random weights (seeded) and its tokenizer, in a HF folder."""
+def make_tiny_llama(folder: Path, context: int = 256) -> Path:
+    """A 2-layer Llama with random weights (seeded) and its tokenizer, in a HF folder; `context` is its
+    context window in tokens."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -42,7 +43,7 @@ def make_tiny_llama(folder: Path) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
+                         max_position_embeddings=context, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          # With the default 0.02 a 32-wide random model's logits are nearly flat and only
                          # the untouched output layer could change that, so LoRA could not learn at all.

@@ -15,6 +15,8 @@ from typing import Any
 import anyio
 
 from outcrop.api import iam as iam_api
+from outcrop.api import rating
+from outcrop.api.asgi import read_body
 from outcrop.api.auth import authenticate
 from outcrop.api.bedrock import protocol
 from outcrop.api.bedrock.operations import HANDLERS, RequestContext, iam_action, load_handlers, resource_arn
@@ -51,6 +53,8 @@ class BedrockApp:
     def __init__(self, services: Services) -> None:
         self.services = services
         load_handlers()
+        self.rating = rating.RatingApp(services.human, services.iam, services.settings.data_dir,
+                                       secure_cookie=services.settings.tls_enabled)
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -61,6 +65,9 @@ class BedrockApp:
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
         method, raw_path = scope["method"], _raw_path(scope)
+        if raw_path == rating.PREFIX or raw_path.startswith(rating.PREFIX + "/"):
+            await self.rating(scope, receive, send)  # raters' web pages: a session cookie, not SigV4
+            return
         service, operation, resource, status = "-", "-", "*", 500
         principal: Principal | None = None
         headers: dict[str, str] = {}
@@ -139,19 +146,10 @@ class BedrockApp:
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise ValidationException(f"The request body is {declared} bytes; the limit is {limit}")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise ValidationException(f"The request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        return b"".join(chunks)
+        body = await read_body(receive, limit)
+        if body is None:
+            raise ValidationException(f"The request body exceeds the limit of {limit} bytes")
+        return body
 
     async def _lifespan(self, receive, send) -> None:
         while True:

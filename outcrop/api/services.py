@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from outcrop.catalog.prices import PriceTable
 from outcrop.catalog.service import Catalog
 from outcrop.customization.service import CustomizationService
+from outcrop.evaluation.human import HumanReview
+from outcrop.evaluation.service import EvaluationService
 from outcrop.iam.credentials import write_credentials
 from outcrop.iam.service import IamService
 from outcrop.inference.engine import Engine
@@ -33,6 +35,9 @@ class Services:
     customization: CustomizationService
     provisioning: ProvisioningService
     runtime: RuntimeService
+    #: Human evaluation: work teams, the raters' items and ratings (the rating pages' service).
+    human: HumanReview
+    evaluation: EvaluationService
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
 
@@ -57,9 +62,13 @@ class Services:
                                            PriceTable.load(settings.price_table or None))
         customization.deletion_checks.append(provisioning.in_use)
         provisioning.resume()  # finish loading what a previous server was creating or updating
-        return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
+        human = HumanReview(db, iam, settings.region)
+        evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, human, settings.region)
+        human.completion_hooks.append(evaluation.finish_human)
+        human.finish_rated_jobs()  # a job whose last rating came just before a restart is finished now
+        return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam, human=human,
                    invocation_log=invocation_log, jobs=jobs, customization=customization,
-                   provisioning=provisioning,
+                   provisioning=provisioning, evaluation=evaluation,
                    runtime=RuntimeService(catalog, engine, db, quotas, invocation_log, settings.region, provisioning),
                    schema_revision=revision)
 

@@ -6,8 +6,6 @@ this module only validates, records, and reads back.
 
 from __future__ import annotations
 
-import secrets
-import string
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ from outcrop.inference.loader import CAUSAL
 from outcrop.inference.sampling import SamplingParams
 from outcrop.platform.database import Database
 from outcrop.platform.idempotency import run_once
+from outcrop.platform.ids import new_id
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import S3Uri
 from outcrop.platform.pagination import page
@@ -39,14 +38,6 @@ STAGES = ("validationDetails", "dataProcessingDetails", "trainingDetails")
 ENTRY_POINT = "outcrop.customization.job:run"
 FAILURE_HOOK = "outcrop.customization.job:on_failure"
 SUPPORTED_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def new_id() -> str:
-    """Bedrock's resource ids in ARNs: 12 lowercase letters and digits."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-
-
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -136,20 +127,8 @@ class CustomizationService:
             raise ValidationException(f"The base model {identifier} is not a foundation model in this catalog") \
                 from None
 
-    def _owned(self, table, name_column, account: str, identifier: str, what: str):
-        """A row of `table` by ARN or by name; another account's row does not exist for this caller."""
-        with self.db.session() as session:
-            if identifier.startswith("arn:"):
-                row = session.get(table, identifier)
-            else:
-                row = session.scalars(select(table).where(table.account_id == account,
-                                                          name_column == identifier)).first()
-        if row is None or row.account_id != account:
-            raise ResourceNotFoundException(f"The {what} {identifier} does not exist")
-        return row
-
     def _job_row(self, account: str, identifier: str) -> CustomizationJobRow:
-        return self._owned(CustomizationJobRow, CustomizationJobRow.job_name, account, identifier,
+        return self.db.owned(CustomizationJobRow, CustomizationJobRow.job_name, account, identifier,
                            "model customization job")
 
     def get_job(self, account: str, identifier: str) -> dict[str, Any]:
@@ -201,7 +180,7 @@ class CustomizationService:
     # -- custom models ----------------------------------------------------------------------------
 
     def _model_row(self, account: str, identifier: str) -> CustomModelRow:
-        return self._owned(CustomModelRow, CustomModelRow.model_name, account, identifier, "custom model")
+        return self.db.owned(CustomModelRow, CustomModelRow.model_name, account, identifier, "custom model")
 
     def custom_model(self, account: str, identifier: str) -> CustomModelRow:
         """The row of one of the account's custom models (weights path included), for other services."""

@@ -68,6 +68,11 @@ class Settings:
     price_table: str = ""
     #: Jobs (fine-tuning, evaluation) that run at once; more wait in the queue.
     max_running_jobs: int = 1
+    #: A folder laid out like the repository's `shared/data` holding the built-in evaluation datasets'
+    #: samples (`eval/qa-boolq.jsonl`, ...); empty means the Hugging Face hub, cached in `<data_dir>/datasets`.
+    builtin_datasets_dir: str = ""
+    #: Prompts sampled (with a fixed seed) from a built-in evaluation dataset.
+    builtin_dataset_records: int = 100
     #: Largest request body accepted, in bytes; bigger ones are refused before parsing.
     max_request_bytes: int = 25 * 1024 * 1024
     log_level: str = "info"

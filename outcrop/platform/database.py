@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -94,3 +95,20 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def owned(self, table: Any, name_column: Any, account: str, identifier: str, what: str) -> Any:
+        """A row of `table` by ARN (its primary key) or by name; another account's row does not exist
+        for this caller, so both answer the same ResourceNotFoundException."""
+        from sqlalchemy import select
+
+        from outcrop.errors import ResourceNotFoundException
+
+        with self.session() as session:
+            if identifier.startswith("arn:"):
+                row = session.get(table, identifier)
+            else:
+                row = session.scalars(select(table).where(table.account_id == account,
+                                                          name_column == identifier)).first()
+        if row is None or row.account_id != account:
+            raise ResourceNotFoundException(f"The {what} {identifier} does not exist")
+        return row

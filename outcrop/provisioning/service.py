@@ -9,8 +9,6 @@ creation to deletion, priced by the price table and the commitment term.
 from __future__ import annotations
 
 import logging
-import secrets
-import string
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from outcrop.inference.sampling import SamplingParams
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.idempotency import run_once
+from outcrop.platform.ids import new_id
 from outcrop.platform.pagination import page
 from outcrop.provisioning.capacity import Capacity
 from outcrop.provisioning.tables import ProvisionedThroughputRow
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 
 CREATING, IN_SERVICE, UPDATING, FAILED = "Creating", "InService", "Updating", "Failed"
 COMMITMENT_DAYS = {"OneMonth": 30, "SixMonths": 180}
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class ProvisioningService:
                     ProvisionedThroughputRow.deleted_at.is_(None))):
                 raise ValidationException(f"A provisioned throughput named {name} already exists")
             arn = (f"arn:aws:bedrock:{self.settings.region}:{account}:provisioned-model/"
-                   f"{''.join(secrets.choice(_ID_ALPHABET) for _ in range(12))}")
+                   f"{new_id()}")
             commitment = params.get("commitmentDuration")
             session.add(ProvisionedThroughputRow(
                 arn=arn, account_id=account, name=name, model_arn=served.model_arn,

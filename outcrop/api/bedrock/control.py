@@ -117,3 +117,29 @@ def delete_provisioned_model_throughput(ctx: RequestContext, params: dict[str, A
         raise AccessDeniedException(f"Only the account root may force a deletion ({FORCE_HEADER})")
     ctx.services.provisioning.delete(ctx.principal.account_id, params["provisionedModelId"], force=force)
     return {}
+
+
+@handles("bedrock", "CreateEvaluationJob")
+def create_evaluation_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.evaluation.create_job(ctx.principal, params)
+
+
+@handles("bedrock", "GetEvaluationJob")
+def get_evaluation_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.evaluation.get_job(ctx.principal.account_id, params["jobIdentifier"])
+
+
+@handles("bedrock", "ListEvaluationJobs")
+def list_evaluation_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.evaluation.list_jobs(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "StopEvaluationJob")
+def stop_evaluation_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.evaluation.stop_job(ctx.principal.account_id, params["jobIdentifier"])
+    return {}
+
+
+@handles("bedrock", "BatchDeleteEvaluationJob")
+def batch_delete_evaluation_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.evaluation.batch_delete(ctx.principal.account_id, params["jobIdentifiers"])

@@ -36,12 +36,14 @@ class Perplexity:
 
     def __init__(self, model_path: str | Path, cache_dir: str | Path | None = None, definition: str = "evaluate",
                  stride: int = 512, batch_size: int = 8, max_length: int | None = None,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, base: str | Path | None = None):
         if definition not in DEFINITIONS:
             raise ValueError(f"definition must be one of {DEFINITIONS}, not {definition!r}")
         if stride < 1:
             raise ValueError("stride must be positive")
         self.model_path = Path(model_path)
+        #: The base model's folder when `model_path` is a LoRA adapter (merged into a copy on load).
+        self.base = Path(base) if base is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.model_path.parent
         self.definition = definition
         self.stride = stride
@@ -54,7 +56,7 @@ class Perplexity:
         if self._loaded is None:
             from outcrop.inference.loader import load_causal_lm
 
-            self._loaded = load_causal_lm(self.model_path, self.cache_dir, device=self._device)
+            self._loaded = load_causal_lm(self.model_path, self.cache_dir, device=self._device, base=self.base)
         return self._loaded
 
     @property

@@ -1,0 +1,466 @@
+"""The raters' web pages for human evaluation, under `/_outcrop/evaluation/rate`.
+
+Plain server-rendered HTML forms: every control is a native radio button or text field with a
+label, so the pages work by keyboard (Tab between questions, arrows within one, Enter submits) and
+without JavaScript; a few lines of inline script add digit shortcuts. A rater signs in with their
+Outcrop access key once and gets a session cookie (HMAC-signed with a key derived from the data
+dir's `secret.key`, HttpOnly, SameSite=Strict, a few hours long), which is why these requests skip
+SigV4. Each answer is saved when submitted (Post/Redirect/Get), so closing the tab loses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import logging
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from outcrop.api.asgi import read_body
+from outcrop.errors import (
+    AccessDeniedException,
+    ConflictException,
+    ResourceNotFoundException,
+    ValidationException,
+)
+from outcrop.evaluation.human import (
+    ALREADY_RATED,
+    CHOICE,
+    COMPARISON_LIKERT,
+    ITEM_FULL,
+    LIKERT,
+    PER_RESPONSE_METHODS,
+    RANK,
+    THUMBS,
+    TIE,
+    HumanReview,
+    Metric,
+    TaskView,
+    answers_to_values,
+)
+from outcrop.iam.principal import USER
+from outcrop.iam.secrets import KEY_FILE_NAME, SecretBox
+from outcrop.iam.service import IamService
+
+PREFIX = "/_outcrop/evaluation/rate"
+COOKIE = "outcrop_rater"
+SESSION_SECONDS = 8 * 3600
+MAX_FORM_BYTES = 256 * 1024
+#: What a notice code in `?notice=` says (codes, not text, so a link cannot put words on the page).
+NOTICES = {
+    "saved": "Saved.",
+    "already": "You had already rated that item; here is the next one.",
+    "full": "That item got all its ratings from other raters meanwhile; here is the next one.",
+}
+
+access_log = logging.getLogger("outcrop.access")
+log = logging.getLogger("outcrop.api.rating")
+
+
+@dataclass
+class Response:
+    status: int
+    body: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Sessions:
+    """Stateless session cookies: base64(JSON {arn, key, exp}) + "." + HMAC-SHA256 of it.
+
+    The signing key is derived from `secret.key` (never the key itself, which encrypts stored
+    secrets), so sessions survive restarts and every server sharing the data dir accepts them."""
+
+    def __init__(self, secret: bytes, lifetime: int = SESSION_SECONDS) -> None:
+        self._key = hmac.new(secret, b"outcrop rating sessions v1", hashlib.sha256).digest()
+        self.lifetime = lifetime
+
+    def _mac(self, payload: str) -> str:
+        return base64.urlsafe_b64encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest()).decode()
+
+    def issue(self, principal_arn: str, key_id: str) -> str:
+        data = json.dumps({"arn": principal_arn, "key": key_id, "exp": int(time.time()) + self.lifetime})
+        payload = base64.urlsafe_b64encode(data.encode()).decode()
+        return f"{payload}.{self._mac(payload)}"
+
+    def read(self, cookie: str) -> tuple[str, str] | None:
+        """(principal ARN, access key id) of a valid, unexpired cookie; None otherwise."""
+        payload, _, mac = cookie.partition(".")
+        if not payload or not hmac.compare_digest(mac, self._mac(payload)):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(payload.encode()))
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("exp"), int) or data["exp"] < time.time():
+            return None
+        return str(data.get("arn", "")), str(data.get("key", ""))
+
+
+class RatingApp:
+    """The ASGI app for PREFIX; `BedrockApp` hands it every request under that path."""
+
+    def __init__(self, human: HumanReview, iam: IamService, data_dir, secure_cookie: bool = False) -> None:
+        self.human = human
+        self.iam = iam
+        SecretBox(data_dir)  # makes secret.key if this data dir has none yet
+        self.sessions = Sessions((data_dir / KEY_FILE_NAME).read_bytes().strip())
+        self.secure_cookie = secure_cookie
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        started = time.perf_counter()
+        method = scope["method"]
+        raw = scope.get("raw_path")
+        path = (raw.decode("latin-1") if raw else scope.get("path", "/")).split("?", 1)[0]
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body = await read_body(receive, MAX_FORM_BYTES)
+        if body is None:
+            response = Response(413, _page("Too large", "<p>That form is too large.</p>"))
+        else:
+            response = await anyio.to_thread.run_sync(self.handle, method, path, query, headers, body)
+        page = response.body.encode()
+        out = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"),
+               (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+               (b"content-security-policy",
+                f"default-src 'none'; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'; "
+                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'".encode())]
+        out += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        await send({"type": "http.response.body", "body": page})
+        access_log.info("%s %s rating %d %.1fms", method, path, response.status,
+                        (time.perf_counter() - started) * 1000)
+
+    # -- routing (in a worker thread: everything below may touch the database) -----------------
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
+               body: bytes) -> Response:
+        rest = path[len(PREFIX):].strip("/")
+        form = {k: v for k, v in urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
+        try:
+            if method == "POST" and not _same_origin(headers):
+                return Response(403, _page("Refused", "<p>That form was sent from another site.</p>"))
+            if rest == "sign-in":
+                if method == "POST":
+                    return self._sign_in(form)
+                return Response(200, _sign_in_page())
+            if rest == "sign-out" and method == "POST":
+                return _redirect(f"{PREFIX}/sign-in", clear_cookie=True)
+            rater = self._rater(headers)
+            if rater is None:
+                return _redirect(f"{PREFIX}/sign-in", clear_cookie=COOKIE in headers.get("cookie", ""))
+            if rest == "" and method == "GET":
+                return Response(200, _jobs_page(rater, self.human.jobs_for(rater)))
+            if rest.startswith("jobs/") and method in ("GET", "POST"):
+                job_arn = urllib.parse.unquote(rest[len("jobs/"):])
+                if method == "POST":
+                    return self._submit(rater, job_arn, form)
+                notice = NOTICES.get((query.get("notice") or [""])[0], "")
+                return self._job_page(rater, job_arn, notice=notice)
+            return Response(404, _page("Not found", "<p>There is no such page.</p>", rater))
+        except (ResourceNotFoundException, AccessDeniedException) as exc:
+            status = 404 if isinstance(exc, ResourceNotFoundException) else 403
+            return Response(status, _page("Not available", f"<p>{_e(exc.message)}</p>{_back()}"))
+        except Exception:  # a stack trace helps no rater; the log keeps it
+            log.exception("rating page %s %s failed", method, path)
+            return Response(500, _page("Error", "<p>Something went wrong on the server. Please try again.</p>"))
+
+    def _rater(self, headers: dict[str, str]) -> str | None:
+        """The signed-in rater's ARN, while their cookie is valid and their access key still active."""
+        cookie = _cookies(headers.get("cookie", "")).get(COOKIE)
+        session = self.sessions.read(cookie) if cookie else None
+        if session is None:
+            return None
+        arn, key_id = session
+        found = self.iam.authenticate_key(key_id)  # a deactivated or deleted key ends its sessions
+        return arn if found is not None and found[0].arn == arn else None
+
+    def _sign_in(self, form: dict[str, str]) -> Response:
+        key_id, secret = form.get("access_key_id", "").strip(), form.get("secret_access_key", "").strip()
+        found = self.iam.authenticate_key(key_id) if key_id else None
+        if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
+            time.sleep(0.3)  # a guesser pays for every try; a person mistyping does not notice
+            return Response(401, _sign_in_page("That access key ID and secret access key do not match an "
+                                               "active key.", key_id))
+        principal = found[0]
+        if principal.kind != USER:
+            return Response(403, _sign_in_page("Raters sign in with an IAM user's access key, not the "
+                                               "account root's.", key_id))
+        cookie = (f"{COOKIE}={self.sessions.issue(principal.arn, key_id)}; Path={PREFIX}; HttpOnly; "
+                  f"SameSite=Strict; Max-Age={self.sessions.lifetime}" + ("; Secure" if self.secure_cookie else ""))
+        return Response(303, "", [("location", f"{PREFIX}/"), ("set-cookie", cookie)])
+
+    def _job_page(self, rater: str, job_arn: str, notice: str = "", view: TaskView | None = None,
+                  error: str = "", form: dict[str, str] | None = None) -> Response:
+        summary = self.human.job_summary(job_arn, rater)
+        if view is None and summary["status"] == "InProgress":
+            view = self.human.next_task(job_arn, rater)
+        if view is None:
+            return Response(200, _done_page(rater, summary, notice))
+        return Response(400 if error else 200, _task_page(rater, summary, view, notice, error, form or {}))
+
+    def _submit(self, rater: str, job_arn: str, form: dict[str, str]) -> Response:
+        task_id = form.get("task", "")
+        view = self.human.task_view(job_arn, task_id, rater)
+        here = f"{PREFIX}/jobs/{urllib.parse.quote(job_arn, safe='')}"
+        try:
+            values = answers_to_values(view, _answers(view, form))
+            comment = form.get("comment", "")
+            self.human.submit(job_arn, task_id, rater, values, comment)
+        except ValidationException as exc:
+            return self._job_page(rater, job_arn, view=view, error=exc.message, form=form)
+        except ConflictException as exc:
+            if exc.message == ALREADY_RATED:
+                return _redirect(f"{here}?notice=already")
+            if exc.message == ITEM_FULL:
+                return _redirect(f"{here}?notice=full")
+            return self._job_page(rater, job_arn, notice=exc.message)
+        return _redirect(f"{here}?notice=saved")
+
+
+def _answers(view: TaskView, form: dict[str, str]) -> dict[str, Any]:
+    """The form's fields (m<i> for a question about the pair, m<i>.<n> for Response n) per metric."""
+    answers: dict[str, Any] = {}
+    for i, metric in enumerate(view.metrics):
+        if metric.rating_method in PER_RESPONSE_METHODS:
+            answers[metric.name] = [form.get(f"m{i}.{n}") for n in range(1, len(view.shown) + 1)]
+        else:
+            answers[metric.name] = form.get(f"m{i}")
+    return answers
+
+
+
+
+def _same_origin(headers: dict[str, str]) -> bool:
+    """SameSite=Strict already keeps the cookie off other sites' forms; a foreign Origin is refused too.
+
+    No Origin, or "null" (what privacy settings send), passes: the cookie rule still holds then."""
+    origin = headers.get("origin")
+    if not origin or origin == "null":
+        return True
+    return urllib.parse.urlsplit(origin).netloc == headers.get("host", "")
+
+
+def _cookies(header: str) -> dict[str, str]:
+    cookies = {}
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            cookies[name] = value
+    return cookies
+
+
+def _redirect(location: str, clear_cookie: bool = False) -> Response:
+    headers = [("location", location)]
+    if clear_cookie:
+        headers.append(("set-cookie", f"{COOKIE}=; Path={PREFIX}; HttpOnly; SameSite=Strict; Max-Age=0"))
+    return Response(303, "", headers)
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+CSS = """
+*{box-sizing:border-box}
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}
+header{display:flex;gap:1rem;align-items:center;justify-content:space-between;padding:.6rem 1.2rem;
+ background:#1f2937;color:#fff}
+header a{color:#fff}
+header form{margin:0}
+main{max-width:72rem;margin:0 auto;padding:1rem 1.2rem 3rem}
+h1{font-size:1.4rem;margin:.6rem 0}
+h2{font-size:1.1rem;margin:1.2rem 0 .4rem}
+a{color:#1a4fd6}
+:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
+.box{background:#fff;border:1px solid #d0d5dd;border-radius:6px;padding:.8rem 1rem;margin:.5rem 0}
+.box>h2{margin-top:0}
+.text{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font:inherit}
+.responses{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:1rem}
+.notice{background:#e7f5ec;border:1px solid #86c99d;padding:.5rem .8rem;border-radius:6px}
+.error{background:#fdecec;border:1px solid #e08080;padding:.5rem .8rem;border-radius:6px;font-weight:600}
+fieldset{border:1px solid #d0d5dd;border-radius:6px;background:#fff;margin:.8rem 0;padding:.6rem 1rem}
+legend{font-weight:600;padding:0 .3rem}
+.desc{color:#4b5563;margin:0 0 .4rem}
+.row{display:flex;flex-wrap:wrap;gap:.3rem .6rem;align-items:center;margin:.3rem 0}
+.row>span{min-width:7rem;font-weight:600}
+label.opt{display:inline-flex;gap:.35rem;align-items:center;padding:.25rem .6rem;border:1px solid #c5cbd3;
+ border-radius:999px;cursor:pointer;background:#fafbfc}
+label.opt:has(input:checked){background:#dbe6ff;border-color:#1a4fd6}
+label.opt:has(input:focus-visible){outline:3px solid #f59e0b;outline-offset:2px}
+kbd{font:12px ui-monospace,monospace;border:1px solid #aab;border-radius:3px;padding:0 .25rem;color:#555}
+textarea,input[type=text],input[type=password]{font:inherit;width:100%;max-width:40rem;padding:.4rem;
+ border:1px solid #98a2b3;border-radius:4px}
+button{font:inherit;padding:.45rem 1.1rem;border-radius:5px;border:1px solid #1a4fd6;background:#1a4fd6;
+ color:#fff;cursor:pointer}
+header button{background:transparent;border-color:#fff}
+progress{width:16rem;height:1rem;vertical-align:middle}
+table{border-collapse:collapse;background:#fff}
+td,th{border:1px solid #d0d5dd;padding:.4rem .7rem;text-align:left}
+.help{color:#4b5563;font-size:.9rem}
+"""
+
+#: Digits pick the n-th choice of the question in focus and move on to the next question; Enter
+#: (Ctrl+Enter in the comment) submits. Native radio keys (arrows, space, Tab) keep working.
+SCRIPT = """
+const form=document.getElementById('rate');
+if(form){
+ const groups=[...new Set([...form.querySelectorAll('input[type=radio]')].map(r=>r.name))];
+ form.addEventListener('keydown',e=>{
+  const t=e.target;
+  if(e.key==='Enter'&&(t.tagName!=='TEXTAREA'||e.ctrlKey||e.metaKey)&&t.tagName!=='BUTTON'){
+   e.preventDefault();form.requestSubmit();return;}
+  if(t.type!=='radio'||e.ctrlKey||e.altKey||e.metaKey||!/^[1-9]$/.test(e.key))return;
+  const radios=[...form.querySelectorAll(`input[type=radio][name="${t.name}"]`)];
+  const pick=radios[Number(e.key)-1];
+  if(!pick)return;
+  e.preventDefault();pick.checked=true;
+  const next=groups[groups.indexOf(t.name)+1];
+  const target=next?(form.querySelector(`input[name="${next}"]:checked`)||form.querySelector(`input[name="${next}"]`))
+   :document.getElementById('comment');
+  (target||pick).focus();
+ });
+}
+"""
+
+#: The script's CSP hash: the one inline script runs, nothing injected into a page could.
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+
+
+def _page(title: str, content: str, rater: str | None = None) -> str:
+    who = ""
+    if rater:
+        who = (f'<span>Signed in as {_e(rater.rsplit("/", 1)[-1])}</span>'
+               f'<form method="post" action="{PREFIX}/sign-out"><button type="submit">Sign out</button></form>')
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{_e(title)} · Outcrop human evaluation</title><style>{CSS}</style></head>"
+            f'<body><header><a href="{PREFIX}/">Outcrop · Human evaluation</a>{who}</header>'
+            f"<main>{content}</main><script>{SCRIPT}</script></body></html>")
+
+
+def _back() -> str:
+    return f'<p><a href="{PREFIX}/">Back to your evaluation jobs</a></p>'
+
+
+def _sign_in_page(error: str = "", key_id: str = "") -> str:
+    message = f'<p class="error" role="alert">{_e(error)}</p>' if error else ""
+    return _page("Sign in", f"""<h1>Sign in to rate</h1>{message}
+<p class="help">Use the access key of your Outcrop IAM user (from <code>outcrop iam create-access-key</code>).</p>
+<form method="post" action="{PREFIX}/sign-in" class="box">
+<p><label for="kid">Access key ID</label><br><input type="text" id="kid" name="access_key_id" value="{_e(key_id)}"
+ autocomplete="username" spellcheck="false" required {'' if key_id else 'autofocus'}></p>
+<p><label for="sec">Secret access key</label><br><input type="password" id="sec" name="secret_access_key"
+ autocomplete="current-password" required {'autofocus' if key_id else ''}></p>
+<p><button type="submit">Sign in</button></p></form>""")
+
+
+def _progress(summary: dict[str, Any]) -> str:
+    return (f'<progress max="{summary["needed"] or 1}" value="{summary["ratings"]}" '
+            f'aria-label="job progress"></progress> {summary["ratings"]} of {summary["needed"]} ratings '
+            f'({summary["percent"]:g}%) · you rated {summary["ratedByYou"]}')
+
+
+def _job_link(summary: dict[str, Any]) -> str:
+    return f'{PREFIX}/jobs/{urllib.parse.quote(summary["jobArn"], safe="")}'
+
+
+def _jobs_page(rater: str, jobs: list[dict[str, Any]]) -> str:
+    if not jobs:
+        content = "<h1>Your evaluation jobs</h1><p>There is nothing for you to rate right now.</p>"
+        return _page("Your jobs", content, rater)
+    rows = "".join(
+        f'<tr><td><a href="{_job_link(j)}"{" autofocus" if i == 0 else ""}>{_e(j["jobName"])}</a></td>'
+        f'<td>{_progress(j)}</td><td>{j["leftForYou"] if j["items"] else "being prepared"}</td></tr>'
+        for i, j in enumerate(jobs))
+    return _page("Your jobs", f"""<h1>Your evaluation jobs</h1>
+<table><thead><tr><th>Job</th><th>Progress</th><th>Items left for you</th></tr></thead><tbody>{rows}</tbody></table>""",
+                 rater)
+
+
+def _done_page(rater: str, summary: dict[str, Any], notice: str) -> str:
+    if summary["status"] != "InProgress":
+        text = f"This job is {_e(summary['status'])}; it takes no more ratings."
+    elif not summary["items"]:
+        text = "The responses to rate are still being generated. Please come back in a little while."
+    else:
+        text = "You have rated every item that needs you. Thank you!"
+    note = f'<p class="notice" role="status">{_e(notice)}</p>' if notice else ""
+    return _page("Done", f"""{note}<h1>{_e(summary["jobName"])}</h1><p id="done">{text}</p>
+<p>{_progress(summary)}</p><p><a href="{PREFIX}/" autofocus>Back to your evaluation jobs</a></p>""", rater)
+
+
+def _radio(name: str, value: str, label: str, checked: str | None, key: int, autofocus: bool) -> str:
+    return (f'<label class="opt"><input type="radio" name="{name}" value="{_e(value)}"'
+            f'{" checked" if checked == value else ""}{" autofocus" if autofocus else ""} required>'
+            f'{_e(label)} <kbd>{key}</kbd></label>')
+
+
+def _options(metric: Metric, shown_count: int) -> list[tuple[str, str]]:
+    method = metric.rating_method
+    if method == THUMBS:
+        return [("up", "👍 Thumbs up"), ("down", "👎 Thumbs down")]
+    if method == LIKERT:
+        return [("1", "1 · very poor"), ("2", "2 · poor"), ("3", "3 · fair"), ("4", "4 · good"), ("5", "5 · very good")]
+    if method == RANK:
+        return [(str(r), f"Rank {r}" + (" (best)" if r == 1 else "")) for r in range(1, shown_count + 1)]
+    if method == COMPARISON_LIKERT:
+        return [("1", "Response 1 is much better"), ("2", "Response 1 is better"), ("3", "About the same"),
+                ("4", "Response 2 is better"), ("5", "Response 2 is much better")]
+    return [("1", "Response 1"), ("2", "Response 2"), (TIE, "They are equally good")]  # CHOICE
+
+
+def _question(i: int, metric: Metric, view: TaskView, form: dict[str, str], first: bool) -> str:
+    options = _options(metric, len(view.shown))
+    method = metric.rating_method
+    hint = {THUMBS: "Give each response a thumbs up or down.", LIKERT: "Rate each response from 1 to 5.",
+            RANK: "Rank the responses: 1 for the best; give both rank 1 if they are equally good.",
+            COMPARISON_LIKERT: "Compare the two responses.", CHOICE: "Which response is better?"}[method]
+    rows = []
+    names = ([(f"m{i}.{n}", s.label) for n, s in enumerate(view.shown, start=1)]
+             if method in PER_RESPONSE_METHODS else [(f"m{i}", "")])
+    for row, (name, label) in enumerate(names):
+        radios = "".join(_radio(name, value, text, form.get(name), k, first and row == 0 and k == 1)
+                         for k, (value, text) in enumerate(options, start=1))
+        head = f"<span>{_e(label)}</span>" if label else ""
+        group_label = f"{metric.name}, {label}" if label else metric.name
+        rows.append(f'<div class="row" role="radiogroup" aria-label="{_e(group_label)}">{head}{radios}</div>')
+    description = f'<p class="desc">{_e(metric.description)}</p>' if metric.description else ""
+    return (f'<fieldset><legend>{_e(metric.name)}</legend>{description}<p class="help">{_e(hint)}</p>'
+            f'{"".join(rows)}</fieldset>')
+
+
+def _task_page(rater: str, summary: dict[str, Any], view: TaskView, notice: str, error: str,
+               form: dict[str, str]) -> str:
+    note = f'<p class="notice" role="status">{_e(notice)}</p>' if notice else ""
+    alert = f'<p class="error" role="alert" id="error">{_e(error)}</p>' if error else ""
+    instructions = (f'<details open><summary>Instructions</summary><div class="box"><p class="text">'
+                    f'{_e(summary["instructions"])}</p></div></details>') if summary["instructions"] else ""
+    reference = (f'<h2>Reference response</h2><div class="box"><p class="text">{_e(view.reference)}</p></div>'
+                 if view.reference else "")
+    category = f" · category {_e(view.category)}" if view.category else ""
+    responses = "".join(f'<section class="box" aria-label="{_e(s.label)}"><h2>{_e(s.label)}</h2>'
+                        f'<p class="text">{_e(s.text)}</p></section>' for s in view.shown)
+    questions = "".join(_question(i, m, view, form, i == 0) for i, m in enumerate(view.metrics))
+    return _page(f"Item {view.number}", f"""{note}{alert}
+<h1>{_e(summary["jobName"])}</h1><p>{_progress(summary)}</p>{instructions}
+<p class="help">Item {view.number} of {view.total} · {_e(view.task_type)} · {_e(view.dataset)}{category}</p>
+<h2>Prompt</h2><div class="box"><p class="text">{_e(view.prompt)}</p></div>{reference}
+<div class="responses">{responses}</div>
+<form method="post" id="rate" action="{_e(_job_link(summary))}">
+<input type="hidden" name="task" value="{_e(view.task_id)}">{questions}
+<p><label for="comment">Comment (optional)</label><br>
+<textarea id="comment" name="comment" rows="2" maxlength="2000">{_e(form.get("comment", ""))}</textarea></p>
+<p><button type="submit">Submit rating</button>
+<span class="help">Keys: Tab moves between questions, arrows or digits choose, Enter submits
+(Ctrl+Enter in the comment).</span></p></form>""", rater)
+

@@ -1,0 +1,341 @@
+"""One evaluation job, top to bottom: read the datasets, have every model answer, score, write, report.
+
+Runs in its own process under the job runner. Every read and write of the user's bucket goes through
+the job's service role. Answers are kept in the job's work dir as they are finished, so a job that a
+server restart interrupted resumes without asking the models again. A human job ends its process once
+the answers are stored as items to rate; the raters finish it (`EvaluationService.finish_human`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from outcrop.errors import ValidationException
+from outcrop.evaluation import datasets, inference, judge, outputs, scoring
+from outcrop.evaluation.datasets import PromptRecord
+from outcrop.evaluation.service import (
+    COMPLETED,
+    FAILED,
+    FINISHED,
+    STOPPED,
+    dataset_configs,
+    now,
+    required_permissions,
+)
+from outcrop.evaluation.tables import EvaluationJobRow
+from outcrop.iam.scoped_store import RoleScopedStore
+from outcrop.iam.service import IamService
+from outcrop.platform import jobs
+from outcrop.platform.database import Database
+from outcrop.platform.objectstore import open_object_store
+
+log = logging.getLogger(__name__)
+
+#: Greedy, and cut at a second "Rating:": small judges repeat the pattern, and two ratings are unparseable.
+JUDGE_INFERENCE = {"inferenceConfig": {"maxTokens": judge.JUDGE_MAX_TOKENS, "temperature": 0.0, "topP": 1.0,
+                                       "stopSequences": list(judge.JUDGE_STOP_SEQUENCES)}}
+
+
+@dataclass
+class Dataset:
+    task_type: str
+    name: str
+    metric_names: list[str]
+    records: list[PromptRecord]
+
+    def labels(self) -> list[str]:
+        return [f"dataset {self.name} line {r.line}" for r in self.records]
+
+
+class _Progress:
+    """Answers done out of answers needed, published as the job's progress."""
+
+    def __init__(self, ctx: jobs.JobContext, total: int) -> None:
+        self.ctx, self.total, self.done, self.stage = ctx, max(total, 1), 0, "generating"
+        self._lock = threading.Lock()
+
+    def step(self) -> None:
+        with self._lock:
+            self.done += 1
+            self.publish(force=self.done == self.total)
+
+    def publish(self, force: bool = False) -> None:
+        self.ctx.report({"percent": round(100.0 * min(self.done, self.total) / self.total, 1), "stage": self.stage,
+                         "done": self.done, "total": self.total}, force=force)
+
+
+def run(ctx: jobs.JobContext) -> str | None:
+    job_arn = ctx.spec["jobArn"]
+    db, settings = ctx.db, ctx.settings
+    row = _row(db, job_arn)
+    request = row.request
+    iam = IamService(db, settings.data_dir)
+    role = iam.check_role(request["roleArn"], row.account_id, required_permissions(request, request["jobId"]))
+    store = RoleScopedStore(open_object_store(settings), iam, role)
+
+    # 1. The datasets, every line checked before any model is asked anything.
+    sets = [_dataset(config, store, settings) for config in dataset_configs(request)]
+    models = [(m["bedrockModel"]["modelIdentifier"],
+               inference.parse_inference_params(m["bedrockModel"].get("inferenceParams"), "inferenceParams"))
+              for m in request["inferenceConfig"]["models"]]
+    automated = request["evaluationConfig"].get("automated")
+    judged = _judged_metrics(automated) if automated else {}
+    for dataset in sets:
+        for name in dataset.metric_names:
+            if name not in judged and automated and scoring.spec(name, dataset.task_type).needs_reference:
+                datasets.require_references(dataset.records, dataset.name, name)
+    total = 0
+    for dataset in sets:
+        perturbed = scoring.ROBUSTNESS in dataset.metric_names
+        judges = sum(1 for n in dataset.metric_names if n in judged)
+        total += len(dataset.records) * len(models) * (1 + (scoring.PERTURBATIONS if perturbed else 0) + judges)
+    progress = _Progress(ctx, total)
+    progress.publish(force=True)
+
+    runtime = inference.job_runtime(settings, db)
+    generator = inference.Generator(runtime, role, job_arn, settings.max_batch_sequences, ctx.should_stop)
+    try:
+        # 2. Every model answers every prompt (and its perturbed copies, for robustness).
+        answers: dict[tuple[int, int], list[str]] = {}
+        perturbed_answers: dict[tuple[int, int], list[str]] = {}
+        for d, dataset in enumerate(sets):
+            prompts = [r.prompt for r in dataset.records]
+            perturbed = scoring.perturbed_prompts(dataset.records) if scoring.ROBUSTNESS in dataset.metric_names \
+                else []
+            for m, (model, params) in enumerate(models):
+                answers[d, m] = _cached(ctx.work_dir / f"answers-{d}-{m}.json", progress, generator, model, prompts,
+                                        params, dataset.labels())
+                if perturbed:
+                    perturbed_answers[d, m] = _cached(ctx.work_dir / f"perturbed-{d}-{m}.json", progress, generator,
+                                                      model, perturbed, params, None)
+
+        if not automated:  # 3a. A human job: the answers become items to rate; the raters finish the job.
+            _store_human_tasks(db, iam, settings.region, row, sets, models, answers)
+            return None
+
+        # 3b. Scores, per dataset and model.
+        progress.stage = "scoring"
+        progress.publish(force=True)
+        summary = outputs.base_summary(row)
+        prefix = outputs.job_prefix(request, request["jobId"])
+        tools = scoring.Tools(_bertscore, _toxicity)
+        perplexities: dict[str, Any] = {}
+        for d, dataset in enumerate(sets):
+            entries: dict[str, dict[str, Any]] = {}
+            per_model_scores: list[list[list[dict[str, Any]]]] = []
+            for m, (model, _) in enumerate(models):
+                record_scores: list[list[dict[str, Any]]] = [[] for _ in dataset.records]
+                for name in dataset.metric_names:
+                    if name in judged:
+                        rubric, judge_model = judged[name]
+                        result = _judge(generator, rubric, judge_model, dataset, answers[d, m], progress)
+                        _add(entries, name, model, result.entry(dataset.records), kind="judge")
+                        for i, verdict in enumerate(result.verdicts):
+                            record_scores[i].append(
+                                {"metricName": name, "result": verdict.score,
+                                 **({"rating": verdict.value} if isinstance(verdict.value, str) else {}),
+                                 "evaluatorDetails": [{"modelIdentifier": judge_model, "explanation": verdict.raw}]})
+                        continue
+                    computed = scoring.compute(
+                        name, dataset.task_type, dataset.records, answers[d, m], tools,
+                        perturbed_outputs=perturbed_answers.get((d, m)),
+                        perplexity=lambda texts, model=model: _perplexity(perplexities, runtime, row.account_id,
+                                                                           model, settings).compute(texts)
+                        ["perplexities"])
+                    _add(entries, name, model, _automatic_entry(computed), kind="automatic")
+                    for i, value in enumerate(computed.values):
+                        record_scores[i].append({"metricName": name, "result": value})
+                per_model_scores.append(record_scores)
+                if ctx.should_stop():
+                    raise inference.Stopped()
+            summary["tasks"].append({"taskType": dataset.task_type, "dataset": dataset.name,
+                                     "records": len(dataset.records), "metrics": list(entries.values())})
+            # 4. Bedrock's per-record outputs, one file per model.
+            for m, (model, _) in enumerate(models):
+                lines = [{"automatedEvaluationResult": {"scores": per_model_scores[m][i]}, "inputRecord": r.raw,
+                          "modelResponses": [{"response": answers[d, m][i], "modelIdentifier": model}]}
+                         for i, r in enumerate(dataset.records)]
+                store.put_bytes(outputs.records_uri(prefix, model, dataset.task_type, dataset.name),
+                                outputs.jsonl(lines))
+        outputs.write_report(store, prefix, summary)
+    except inference.Stopped:
+        _update(db, job_arn, status=STOPPED, ended_at=now())
+        return jobs.STOPPED
+    finally:
+        runtime.invocation_log.close()
+        runtime.engine.close()
+    _update(db, job_arn, status=COMPLETED, results=summary, ended_at=now())
+    progress.stage = "completed"
+    progress.done = progress.total
+    progress.publish(force=True)
+    return None
+
+
+def on_failure(db: Database, runner_job_id: str, message: str) -> None:
+    """Called by the job runner when the job failed or died."""
+    from sqlalchemy import select
+
+    with db.session() as session:
+        row = session.scalars(select(EvaluationJobRow).where(EvaluationJobRow.runner_job_id == runner_job_id)).first()
+        if row is None or row.status in FINISHED:
+            return
+        row.status, row.failure_messages = FAILED, [message[:2000]]
+        row.ended_at = row.updated_at = now()
+
+
+# ------------------------------------------------------------------------------------------------ the pieces
+def _dataset(config: dict[str, Any], store: RoleScopedStore, settings: Any) -> Dataset:
+    name, task_type = config["dataset"]["name"], config["taskType"]
+    if name.startswith("Builtin."):
+        local = Path(settings.builtin_datasets_dir).expanduser() if settings.builtin_datasets_dir else None
+        records = datasets.load_builtin(datasets.builtin(name, task_type), local_dir=local,
+                                        cache_dir=settings.data_dir / "datasets" / "builtin",
+                                        records=settings.builtin_dataset_records)
+    else:
+        uri = config["dataset"]["datasetLocation"]["s3Uri"]
+        with store.open_read(uri) as fh:
+            records = datasets.parse_records(fh, uri)
+    return Dataset(task_type, name, list(config["metricNames"]), records)
+
+
+def _judged_metrics(automated: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """Metric name -> (rubric, judge model) for every metric a model scores."""
+    out: dict[str, tuple[Any, str]] = {}
+    evaluator = automated.get("evaluatorModelConfig")
+    names = {n for c in automated["datasetMetricConfigs"] for n in c["metricNames"]}
+    if evaluator:
+        model = evaluator["bedrockEvaluatorModels"][0]["modelIdentifier"]
+        out.update({n: (judge.builtin_rubric(n), model) for n in names if n in judge.BUILTIN_RUBRICS})
+    custom = automated.get("customMetricConfig")
+    if custom:
+        model = custom["evaluatorModelConfig"]["bedrockEvaluatorModels"][0]["modelIdentifier"]
+        for source in custom["customMetrics"]:
+            rubric = judge.custom_rubric(source["customMetricDefinition"])
+            out[rubric.name] = (rubric, model)
+    return out
+
+
+def _cached(path: Path, progress: _Progress, generator: inference.Generator, model: str, prompts: list[str],
+            params: dict[str, Any], labels: list[str] | None) -> list[str]:
+    """Answers from an earlier attempt of this job, or new ones (then kept for the next attempt)."""
+    if path.is_file():
+        answers = json.loads(path.read_text(encoding="utf-8"))
+        progress.done += len(prompts)
+        progress.publish()
+        return answers
+    answers = generator.answer(model, prompts, params, progress.step, labels)
+    path.write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
+    return answers
+
+
+@dataclass
+class _Judged:
+    rubric: Any
+    verdicts: list[Any]
+
+    def entry(self, records: list[PromptRecord]) -> dict[str, Any]:
+        summary = judge.summarise(self.rubric, self.verdicts)
+        groups: dict[str, list[float]] = {}
+        for record, verdict in zip(records, self.verdicts, strict=True):
+            if record.category is not None and verdict.score is not None:
+                groups.setdefault(record.category, []).append(verdict.score)
+        return {"description": self.rubric.description or _first_line(self.rubric.instructions), "range": [0, 1],
+                "higherIsBetter": self.rubric.higher_is_better, "score": summary["mean"], "count": summary["count"],
+                "byCategory": {c: sum(v) / len(v) for c, v in sorted(groups.items())},
+                "unparseable": summary["unparseable"], "distribution": summary.get("distribution") or {}}
+
+
+def _judge(generator: inference.Generator, rubric: Any, judge_model: str, dataset: Dataset, answers: list[str],
+           progress: _Progress) -> _Judged:
+    def generate(conversations: list[list[dict[str, str]]]) -> list[str]:
+        labels = [f"judging dataset {dataset.name} line {r.line}" for r in dataset.records]
+        return generator.chat(judge_model, conversations, JUDGE_INFERENCE, progress.step,
+                              labels if len(labels) == len(conversations) else None)
+
+    items = [(r.prompt, a, r.reference) for r, a in zip(dataset.records, answers, strict=True)]
+    return _Judged(rubric, list(judge.judge(generate, rubric, items)))
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _automatic_entry(result: scoring.MetricResult) -> dict[str, Any]:
+    metric = result.spec
+    return {"description": metric.description, "range": [metric.low, metric.high],
+            "higherIsBetter": metric.higher_is_better, "score": result.overall,
+            "count": sum(1 for v in result.values if v is not None), "byCategory": result.by_category}
+
+
+def _add(entries: dict[str, dict[str, Any]], name: str, model: str, one: dict[str, Any], kind: str) -> None:
+    """Merge one model's result for a metric into the metric's entry (the report's shape: per model)."""
+    entry = entries.setdefault(name, {"name": name, "kind": kind, "description": one["description"],
+                                      "range": one["range"], "higherIsBetter": one["higherIsBetter"],
+                                      "scores": {}, "counts": {}, "byCategory": {}})
+    entry["scores"][model] = one["score"]
+    entry["counts"][model] = one["count"]
+    for category, value in one["byCategory"].items():
+        entry["byCategory"].setdefault(category, {})[model] = value
+    if kind == "judge":
+        entry.setdefault("unparseable", {})[model] = one["unparseable"]
+        if one["distribution"]:
+            entry.setdefault("distribution", {})[model] = one["distribution"]
+
+
+def _perplexity(cache: dict[str, Any], runtime: Any, account: str, model: str, settings: Any) -> Any:
+    from outcrop.evaluation.metrics.perplexity import Perplexity
+
+    if model not in cache:
+        served, _ = runtime._target(account, model)
+        cache[model] = Perplexity(served.weights, cache_dir=settings.models_dir, base=served.base)
+    return cache[model]
+
+
+def _bertscore() -> Any:
+    from outcrop.evaluation.metrics.bertscore import BertScore
+
+    return BertScore()
+
+
+def _toxicity() -> Any:
+    from outcrop.evaluation.metrics.toxicity import default_classifier
+
+    return default_classifier()
+
+
+def _store_human_tasks(db: Database, iam: IamService, region: str, row: EvaluationJobRow, sets: list[Dataset],
+                       models: list[tuple[str, Any]], answers: dict[tuple[int, int], list[str]]) -> None:
+    from outcrop.evaluation import human
+
+    if human.task_count(db, row.job_arn):  # a resumed job stored its items before the restart
+        return
+    workflow = row.request["evaluationConfig"]["human"]["humanWorkflowConfig"]
+    team = human.HumanReview(db, iam, region).resolve_flow_definition(row.account_id, workflow["flowDefinitionArn"])
+    items = [{"taskType": dataset.task_type, "dataset": dataset.name, "record": record.raw,
+              "responses": [{"modelIdentifier": model, "response": answers[d, m][i]}
+                            for m, (model, _) in enumerate(models)]}
+             for d, dataset in enumerate(sets) for i, record in enumerate(dataset.records)]
+    human.create_tasks(db, row.job_arn, items, team.workers_per_item)
+
+
+def _row(db: Database, job_arn: str) -> EvaluationJobRow:
+    with db.session() as session:
+        row = session.get(EvaluationJobRow, job_arn)
+    if row is None:
+        raise ValidationException(f"The evaluation job {job_arn} no longer exists")
+    return row
+
+
+def _update(db: Database, job_arn: str, **fields: Any) -> None:
+    with db.session() as session:
+        row = session.get(EvaluationJobRow, job_arn)
+        for name, value in fields.items():
+            setattr(row, name, value)
+        row.updated_at = now()
+

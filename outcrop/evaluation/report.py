@@ -1,0 +1,522 @@
+"""An evaluation job's report: the summary as JSON, as one self-contained HTML page, and as a terminal table.
+
+The summary is the dict the evaluation job builds (see `validate_summary` for its shape). The HTML page has no
+external assets and no JavaScript, so it can be mailed, archived next to the job's outputs and printed; its charts
+are inline SVG drawn by matplotlib. Every number a chart shows is also in a table: charts are for seeing, tables
+for reading (and for screen readers). Model ids, dataset names and categories are user data, so every string from
+the summary is escaped on its way into the page.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from html import escape
+from typing import Any
+
+KINDS = {"automatic", "judge", "human"}
+# Okabe-Ito: distinguishable with colour blindness; the hatch keeps the two models apart when printed in grey.
+COLOURS = ["#0072B2", "#E69F00"]
+HATCHES = ["", "//"]
+TIE_COLOUR = "#A0A0A0"
+NA = "n/a"
+
+
+# ---------------------------------------------------------------- numbers, shared by the page and the terminal
+
+
+def _number(value: Any) -> float | None:
+    """A score as a float, or None: a metric that produced NaN has no score, and JSON cannot carry NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def format_score(value: Any, metric: dict[str, Any]) -> str:
+    """Three decimals on a 0-1 scale, two on wider ones (Likert, BLEU's 0-100, perplexity)."""
+    number = _number(value)
+    if number is None:
+        return NA
+    low, high = _range(metric)
+    return f"{number:.3f}" if high is not None and high - low <= 1 else f"{number:.2f}"
+
+
+def format_share(value: Any) -> str:
+    number = _number(value)
+    return NA if number is None else f"{number * 100:.1f}%"
+
+
+def format_count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else NA
+
+
+def format_range(metric: dict[str, Any], ascii_only: bool = False) -> str:
+    low, high = _range(metric)
+    low_text = f"{low:g}"
+    if high is None:
+        return f">={low_text}" if ascii_only else f"≥ {low_text}"
+    return f"{low_text}-{high:g}" if ascii_only else f"{low_text}–{high:g}"
+
+
+def _range(metric: dict[str, Any]) -> tuple[float, float | None]:
+    low, high = (list(metric.get("range") or [0, None]) + [None])[:2]
+    return (_number(low) or 0.0), _number(high)
+
+
+def better_model(metric: dict[str, Any], models: list[str]) -> str | None:
+    """The model with the better aggregate, by the metric's direction; None with one model, a tie or a gap."""
+    if len(models) != 2:
+        return None
+    scores = [_number((metric.get("scores") or {}).get(model)) for model in models]
+    if None in scores or scores[0] == scores[1]:
+        return None
+    first_wins = (scores[0] > scores[1]) == bool(metric.get("higherIsBetter", True))
+    return models[0] if first_wins else models[1]
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """Short labels for charts and terminal headers: an ARN's or a path's tail is what tells two models apart."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
+def _unparseable(metric: dict[str, Any]) -> dict[str, int]:
+    return {model: n for model, n in (metric.get("unparseable") or {}).items() if isinstance(n, int) and n > 0}
+
+
+def _labels(distribution: dict[str, dict[str, int]]) -> list[str]:
+    """Rating labels in the order the job gave them (1..5, thumbs up/down), across every model."""
+    return list(dict.fromkeys(label for counts in distribution.values() for label in counts))
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def render_json(summary: dict[str, Any]) -> bytes:
+    """report.json: sorted and indented so two reports diff cleanly; NaN becomes null (strict JSON has no NaN)."""
+    return (json.dumps(_finite(summary), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def validate_summary(summary: dict[str, Any]) -> None:
+    """Raises ValueError naming the first field that breaks the shape the renderers rely on.
+
+    The job calls this before storing a summary, so a drift between the job and this module fails there, with a
+    path, rather than as a half-drawn page later.
+    """
+    def need(ok: bool, where: str, what: str) -> None:
+        if not ok:
+            raise ValueError(f"report summary: {where}: {what}")
+
+    need(isinstance(summary, dict), "summary", "must be an object")
+    for key in ("jobName", "jobArn", "jobType", "status", "createdAt"):
+        need(isinstance(summary.get(key), str), key, "must be a string")
+    models = summary.get("models")
+    need(isinstance(models, list) and 1 <= len(models) <= 2 and all(isinstance(m, str) for m in models),
+         "models", "must list one or two model identifiers")
+    need(isinstance(summary.get("tasks"), list), "tasks", "must be a list")
+    for t, task in enumerate(summary["tasks"]):
+        need(isinstance(task, dict) and isinstance(task.get("metrics"), list), f"tasks[{t}]", "needs a metrics list")
+        for m, metric in enumerate(task["metrics"]):
+            where = f"tasks[{t}].metrics[{m}]"
+            need(isinstance(metric, dict) and isinstance(metric.get("name"), str), where, "needs a name")
+            need(metric.get("kind") in KINDS, f"{where}.kind", f"must be one of {sorted(KINDS)}")
+            bounds = metric.get("range")
+            need(isinstance(bounds, list) and len(bounds) == 2 and _number(bounds[0]) is not None
+                 and (bounds[1] is None or _number(bounds[1]) is not None), f"{where}.range",
+                 "must be [low, high or null]")
+            need(isinstance(metric.get("higherIsBetter"), bool), f"{where}.higherIsBetter", "must be a boolean")
+            need(isinstance(metric.get("scores"), dict), f"{where}.scores", "must map model to score")
+            for key in ("counts", "byCategory", "unparseable", "distribution", "winRates"):
+                need(isinstance(metric.get(key, {}), dict), f"{where}.{key}", "must be an object")
+
+
+# ---------------------------------------------------------------- terminal
+
+
+def _grid(headers: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(headers), indent + "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
+
+
+def text_table(summary: dict[str, Any]) -> str:
+    """The report's numbers for `outcrop eval report`: `*` marks the better model, `n=` the records scored."""
+    models = list(summary.get("models") or [])
+    out = [f"Evaluation job {summary.get('jobName', '')} ({summary.get('jobType', '')}, {summary.get('status', '')})"]
+    # Column headers keep the tail of a long id (an ARN's model name); the full ids are listed once, here.
+    heads = [_short(model) for model in models]
+    out += [f"Model {i}: {model}" for i, model in enumerate(models, start=1)]
+    if summary.get("evaluatorModel"):
+        out.append(f"Judge model: {summary['evaluatorModel']}")
+    out.append(f"Created {summary.get('createdAt') or NA}, completed {summary.get('completedAt') or NA}")
+    if summary.get("human"):
+        human = summary["human"]
+        out.append(f"Human ratings: {format_count(human.get('ratings'))} by {len(human.get('raters') or [])} raters")
+    for task in summary.get("tasks") or []:
+        metrics = task.get("metrics") or []
+        out += ["", f"{task.get('taskType', '')} on {task.get('dataset', '')} ({format_count(task.get('records'))} "
+                "records)"]
+        rows = []
+        for metric in metrics:
+            best = better_model(metric, models)
+            cells = [metric.get("name", ""), metric.get("kind", ""), format_range(metric, ascii_only=True),
+                     "higher" if metric.get("higherIsBetter", True) else "lower"]
+            for model in models:
+                score = format_score((metric.get("scores") or {}).get(model), metric)
+                count = (metric.get("counts") or {}).get(model)
+                cells.append(score + (f" (n={format_count(count)})" if count is not None else "")
+                             + (" *" if model == best else ""))
+            rows.append(cells)
+        out += _grid(["metric", "kind", "range", "better", *heads], rows, "  ")
+        for metric in metrics:
+            name = metric.get("name", "")
+            if bad := _unparseable(metric):
+                out.append(f"  {name}: unparseable judge verdicts: "
+                           + ", ".join(f"{model} {format_count(n)}" for model, n in bad.items()))
+            if by_category := metric.get("byCategory") or {}:
+                out += ["", f"  {name} by category"]
+                out += _grid(["category", *heads], [[str(category)] + [format_score(scores.get(m), metric)
+                                                                        for m in models]
+                                                     for category, scores in by_category.items()], "    ")
+            if wins := metric.get("winRates") or {}:
+                out += ["", f"  {name} win rates"]
+                columns = [*models, "tie"]
+                out += _grid([*heads, "tie"], [[format_share(wins.get(c)) for c in columns]], "    ")
+            if distribution := metric.get("distribution") or {}:
+                out += ["", f"  {name} ratings"]
+                out += _grid(["rating", *heads], [[label] + [format_count((distribution.get(m) or {}).get(label, 0))
+                                                              for m in models] for label in _labels(distribution)],
+                             "    ")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- charts
+
+
+def _svg(draw: Callable[[Any], None], size: tuple[float, float], title: str, number: int) -> str:
+    """One chart as an inline <svg> element with a <title>; no pyplot, so no global figure state across threads."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    settings = {
+        "svg.fonttype": "none",               # text stays text: smaller, selectable, sharp when printed
+        "svg.hashsalt": "outcrop-report",     # hashed ids are stable, so the same summary gives the same page
+        "text.parse_math": False,             # a `$` in a model id or category is a dollar, not TeX
+        "font.size": 9,
+        "font.family": ["DejaVu Sans", "sans-serif"],
+    }
+    with matplotlib.rc_context(settings):
+        figure = Figure(figsize=size, layout="constrained")
+        draw(figure.add_subplot())
+        buffer = io.StringIO()
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg"):]  # drop the XML prologue and DOCTYPE: invalid inside HTML
+    # matplotlib numbers its ids per figure (figure_1, patch_1, hatch and clip ids): on one page they would clash,
+    # and a url(#id) would then draw another chart's hatch or clip. Prefix every id and every reference to one.
+    # Only inside tags: a label such as `x id="y"` is text content and stays as written.
+    prefix = f"chart{number}-"
+
+    def prefixed(tag: re.Match[str]) -> str:
+        tag_text = re.sub(r'\sid="', f' id="{prefix}', tag.group())
+        return re.sub(r'(url\(#|href="#)', rf"\g<1>{prefix}", tag_text)
+
+    text = re.sub(r"<[^<>]+>", prefixed, text)
+    head_end = text.index(">") + 1
+    return (text[:4] + f' role="img" aria-label="{escape(title)}"' + text[4:head_end]
+            + f"<title>{escape(title)}</title>" + text[head_end:])
+
+
+def _legend(axes: Any, columns: int) -> None:
+    # A figure legend "outside" is one constrained layout makes room for; one anchored to the axes can run off the
+    # figure's edge when long metric names push the axes right.
+    axes.get_figure().legend(loc="outside upper left", ncols=columns, frameon=False, fontsize=8)
+
+
+def _bars(axes: Any, groups: list[str], series: list[tuple[str, list[float | None], list[str]]],
+          limit: float) -> None:
+    """Horizontal grouped bars, groups top to bottom, each bar labelled with its value (or n/a)."""
+    height = 0.8 / max(len(series), 1)
+    for j, (label, values, texts) in enumerate(series):
+        ys = [i - 0.4 + height * (j + 0.5) for i in range(len(groups))]
+        widths = [0.0 if v is None else max(v, 0.0) for v in values]
+        axes.barh(ys, widths, height=height * 0.92, label=_short(label), color=COLOURS[j % 2],
+                  hatch=HATCHES[j % 2], edgecolor="white" if j % 2 == 0 else "#5a3d00", linewidth=0.4)
+        for y, width, text in zip(ys, widths, texts, strict=True):
+            axes.text(width + limit * 0.01, y, text, va="center", fontsize=8)
+    axes.set_yticks(range(len(groups)), labels=[_short(g, 48) for g in groups])
+    axes.set_ylim(len(groups) - 0.5, -0.5)
+    axes.set_xlim(0, limit * 1.15)  # room for the value labels
+    axes.grid(axis="x", alpha=0.3)
+    axes.set_axisbelow(True)
+    axes.spines[["top", "right"]].set_visible(False)
+    if series:
+        _legend(axes, 2)
+
+
+def _overview_chart(metrics: list[dict[str, Any]], models: list[str], number: int) -> str | None:
+    """Every bounded metric of a task on one axis, each scaled to its own range (0 = low end, 1 = high end)."""
+    bounded = [m for m in metrics if _range(m)[1] is not None and _range(m)[1] > _range(m)[0]]
+    if not bounded:
+        return None
+
+    def scaled(metric: dict[str, Any], model: str) -> float | None:
+        low, high = _range(metric)
+        value = _number((metric.get("scores") or {}).get(model))
+        return None if value is None else min(max((value - low) / (high - low), 0.0), 1.0)
+
+    names = [m.get("name", "") + ("" if m.get("higherIsBetter", True) else " (lower is better)") for m in bounded]
+    series = [(model, [scaled(m, model) for m in bounded],
+               [format_score((m.get("scores") or {}).get(model), m) for m in bounded]) for model in models]
+
+    def draw(axes: Any) -> None:
+        _bars(axes, names, series, 1.0)
+        axes.set_xlabel("score as a share of the metric's range (labels show the score itself)")
+
+    title = "Scores per metric and model, each scaled to its metric's range"
+    return _svg(draw, (8, 1.0 + 0.32 * len(bounded) * len(models)), title, number)
+
+
+def _category_chart(metric: dict[str, Any], models: list[str], number: int) -> str:
+    by_category = metric["byCategory"]
+    categories = [str(c) for c in by_category]
+    low, high = _range(metric)
+    values = [_number(scores.get(m)) for scores in by_category.values() for m in models]
+    limit = high if high is not None else max([v for v in values if v is not None] or [low + 1.0])
+    span = (limit - low) or 1.0
+    series = [(model, [None if (v := _number(s.get(model))) is None else v - low for s in by_category.values()],
+               [format_score(s.get(model), metric) for s in by_category.values()]) for model in models]
+
+    def draw(axes: Any) -> None:
+        _bars(axes, categories, series, span)
+        ticks = axes.get_xticks()
+        axes.set_xticks(ticks, labels=[f"{t + low:g}" for t in ticks])
+        axes.set_xlim(0, span * 1.15)
+        axes.set_xlabel(metric.get("name", "") + ("" if metric.get("higherIsBetter", True) else " (lower is better)"))
+
+    title = f"{metric.get('name', '')} by category"
+    return _svg(draw, (8, 1.0 + 0.3 * len(categories) * len(models)), title, number)
+
+
+def _win_chart(metrics: list[dict[str, Any]], models: list[str], number: int) -> str:
+    columns = [*models, "tie"]
+
+    def draw(axes: Any) -> None:
+        names = [m.get("name", "") for m in metrics]
+        left = [0.0] * len(metrics)
+        for j, column in enumerate(columns):
+            shares = [_number((m.get("winRates") or {}).get(column)) or 0.0 for m in metrics]
+            colour, hatch = (TIE_COLOUR, "") if column == "tie" else (COLOURS[j % 2], HATCHES[j % 2])
+            axes.barh(range(len(metrics)), shares, left=left, height=0.6, color=colour, hatch=hatch,
+                      edgecolor="white", linewidth=0.4, label=_short(column) if column != "tie" else "tie")
+            for i, share in enumerate(shares):
+                if share >= 0.06:  # a label in a sliver would overflow it; the table has every share
+                    axes.text(left[i] + share / 2, i, format_share(share), ha="center", va="center", fontsize=8)
+            left = [a + b for a, b in zip(left, shares, strict=True)]
+        axes.set_yticks(range(len(metrics)), labels=[_short(n, 48) for n in names])
+        axes.set_ylim(len(metrics) - 0.5, -0.5)
+        axes.set_xlim(0, 1)
+        axes.set_xlabel("share of comparisons won")
+        axes.spines[["top", "right"]].set_visible(False)
+        _legend(axes, 3)
+
+    return _svg(draw, (8, 1.2 + 0.45 * len(metrics)), "Win rates per comparison metric", number)
+
+
+def _distribution_chart(metric: dict[str, Any], models: list[str], number: int) -> str:
+    distribution = metric["distribution"]
+    labels = _labels(distribution)
+
+    from matplotlib.ticker import MaxNLocator
+
+    def draw(axes: Any) -> None:
+        width = 0.8 / len(models)
+        for j, model in enumerate(models):
+            counts = [(distribution.get(model) or {}).get(label, 0) for label in labels]
+            xs = [i - 0.4 + width * (j + 0.5) for i in range(len(labels))]
+            bars = axes.bar(xs, counts, width=width * 0.92, color=COLOURS[j % 2], hatch=HATCHES[j % 2],
+                            edgecolor="white" if j % 2 == 0 else "#5a3d00", linewidth=0.4, label=_short(model))
+            axes.bar_label(bars, labels=[format_count(c) for c in counts], fontsize=8)
+        axes.set_xticks(range(len(labels)), labels=[_short(label, 24) for label in labels])
+        axes.set_ylabel("ratings")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 2.5 ratings
+        axes.margins(y=0.15)
+        axes.spines[["top", "right"]].set_visible(False)
+        _legend(axes, 2)
+
+    return _svg(draw, (8, 2.8), f"{metric.get('name', '')}: distribution of ratings", number)
+
+
+# ---------------------------------------------------------------- HTML
+
+STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1a1a1a; max-width: 60rem;
+       margin: 0 auto; padding: 1.5rem; }
+h1 { font-size: 1.5rem; margin-bottom: .3rem; } h2 { margin-top: 2.5rem; border-bottom: 2px solid #ccc; }
+h3 { margin-top: 1.8rem; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
+dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere; }
+table { border-collapse: collapse; margin: .8rem 0; font-variant-numeric: tabular-nums; }
+caption { text-align: left; font-weight: 600; padding-bottom: .3rem; }
+th, td { border: 1px solid #bbb; padding: .3rem .6rem; vertical-align: top; text-align: left; }
+th.model, td.notes { overflow-wrap: anywhere; min-width: 9rem; }  /* ARNs wrap; short words do not */
+thead th { background: #eef2f6; } td.num { text-align: right; white-space: nowrap; }
+td.best { font-weight: 700; background: #eaf4ea; } .desc, .n { display: block; font-size: .8rem; color: #555;
+  font-weight: normal; } .note { color: #8a4b00; } .mark { color: #1b6e1b; }
+figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; } figcaption { font-size: .85rem; color: #444; }
+.instructions { white-space: pre-wrap; }
+@media print { body { max-width: none; padding: 0; font-size: 11pt; } h2 { break-before: auto; }
+  table, figure { break-inside: avoid; } td.best { background: none; } }
+"""
+
+
+def _figure(svg: str | None, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>" if svg else ""
+
+
+def _metrics_table(metrics: list[dict[str, Any]], models: list[str], caption: str) -> str:
+    head = "".join(f'<th scope="col" class="model">{escape(model)}</th>' for model in models)
+    rows = []
+    for metric in metrics:
+        best = better_model(metric, models)
+        name = escape(metric.get("name", ""))
+        description = f'<span class="desc">{escape(metric["description"])}</span>' if metric.get("description") else ""
+        cells = []
+        for model in models:
+            score = format_score((metric.get("scores") or {}).get(model), metric)
+            count = (metric.get("counts") or {}).get(model)
+            count_text = f'<span class="n">n = {format_count(count)}</span>' if count is not None else ""
+            if model == best:
+                cells.append(f'<td class="num best">{score} <span class="mark" aria-label="better">★</span>'
+                             f"{count_text}</td>")
+            else:
+                cells.append(f'<td class="num">{score}{count_text}</td>')
+        notes = []
+        if bad := _unparseable(metric):
+            notes.append('<span class="note">Unparseable judge verdicts (not scored): '
+                         + ", ".join(f"{escape(model)}: {format_count(n)}" for model, n in bad.items()) + "</span>")
+        if metric.get("ratingMethod"):
+            notes.append(f"Rated by {escape(metric['ratingMethod'])}")
+        note_html = "<br>".join(notes)
+        direction = "higher" if metric.get("higherIsBetter", True) else "lower"
+        rows.append(f'<tr><th scope="row">{name}{description}</th><td>{escape(str(metric.get("kind", "")))}</td>'
+                    f'<td class="num">{format_range(metric)}</td><td>{direction}</td>{"".join(cells)}'
+                    f'<td class="notes">{note_html}</td></tr>')
+    return (f"<table><caption>{escape(caption)}</caption><thead><tr><th scope=\"col\">Metric</th>"
+            f'<th scope="col">Kind</th><th scope="col">Range</th><th scope="col">Better</th>{head}'
+            f'<th scope="col">Notes</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def _simple_table(caption: str, corner: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    head = f'<th scope="col">{escape(corner)}</th>' + "".join(f'<th scope="col" class="model">{escape(c)}</th>'
+                                                             for c in columns)
+    body = "".join(f'<tr><th scope="row">{escape(label)}</th>'
+                   + "".join(f'<td class="num">{cell}</td>' for cell in cells) + "</tr>" for label, cells in rows)
+    return f"<table><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _task_section(index: int, task: dict[str, Any], models: list[str], chart_numbers: Iterator[int]) -> str:
+    metrics = task.get("metrics") or []
+    heading = f"{task.get('taskType', '')} on {task.get('dataset', '')}"
+    parts = [f'<section aria-labelledby="task-{index}"><h2 id="task-{index}">{escape(heading)}</h2>',
+             f"<p>{format_count(task.get('records'))} records.</p>"]
+    if not metrics:
+        return "".join(parts) + "<p>No metrics.</p></section>"
+    parts.append(_metrics_table(metrics, models, f"Scores: {heading}"))
+    if len(models) == 2:
+        parts.append('<p class="desc"><span class="mark">★</span> marks the better of the two models on a row, '
+                     "by the metric's direction; n is the number of records that produced a score.</p>")
+    unbounded = [m.get("name", "") for m in metrics if _range(m)[1] is None]
+    caption = "Each bar is a score scaled to its metric's range, so metrics with different scales share one axis."
+    if unbounded:
+        caption += " Not drawn (no upper bound): " + ", ".join(unbounded) + "."
+    parts.append(_figure(_overview_chart(metrics, models, next(chart_numbers)), caption))
+
+    for metric in metrics:
+        by_category = metric.get("byCategory") or {}
+        if not by_category:
+            continue
+        name = metric.get("name", "")
+        parts.append(f"<h3>{escape(name)} by category</h3>")
+        parts.append(_simple_table(f"{name} by category", "Category", models, [
+            (str(category), [format_score(scores.get(m), metric) for m in models])
+            for category, scores in by_category.items()]))
+        if len(by_category) >= 2:
+            parts.append(_figure(_category_chart(metric, models, next(chart_numbers)),
+                                 f"{name} per category and model, on the metric's own scale."))
+
+    compared = [m for m in metrics if m.get("winRates")]
+    if compared:
+        parts.append("<h3>Model against model</h3>")
+        parts.append(_simple_table("Win rates", "Metric", [*models, "tie"], [
+            (m.get("name", ""), [format_share(m["winRates"].get(c)) for c in [*models, "tie"]]) for m in compared]))
+        parts.append(_figure(_win_chart(compared, models, next(chart_numbers)),
+                             "Share of comparisons each model won, and ties."))
+
+    for metric in metrics:
+        distribution = metric.get("distribution") or {}
+        if not distribution:
+            continue
+        name = metric.get("name", "")
+        parts.append(f"<h3>{escape(name)}: ratings</h3>")
+        parts.append(_simple_table(f"{name}: number of ratings per label", "Rating", models, [
+            (label, [format_count((distribution.get(m) or {}).get(label, 0)) for m in models])
+            for label in _labels(distribution)]))
+        parts.append(_figure(_distribution_chart(metric, models, next(chart_numbers)),
+                             f"How often each rating was given for {name}, per model."))
+    return "".join(parts) + "</section>"
+
+
+def _header(summary: dict[str, Any]) -> str:
+    models = summary.get("models") or []
+    items = [("Job ARN", escape(summary.get("jobArn", ""))),
+             ("Type", escape(summary.get("jobType", ""))),
+             ("Status", escape(summary.get("status", ""))),
+             ("Models" if len(models) > 1 else "Model", "<br>".join(escape(m) for m in models))]
+    if summary.get("evaluatorModel"):
+        items.append(("Judge model", escape(summary["evaluatorModel"])))
+    for label, key in (("Created", "createdAt"), ("Completed", "completedAt")):
+        value = summary.get(key)
+        items.append((label, f'<time datetime="{escape(value)}">{escape(value)}</time>' if value else NA))
+    human = summary.get("human") or {}
+    if human:
+        items += [("Work flow", escape(human.get("flowDefinitionArn", ""))),
+                  ("Raters", f"{len(human.get('raters') or [])}: "
+                             + ", ".join(escape(r) for r in human.get("raters") or [])),
+                  ("Ratings", format_count(human.get("ratings")))]
+        if human.get("instructions"):
+            items.append(("Instructions", f'<div class="instructions">{escape(human["instructions"])}</div>'))
+    rows = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in items)
+    return (f"<header><h1>Evaluation report: {escape(summary.get('jobName', ''))}</h1>"
+            f'<dl class="meta">{rows}</dl></header>')
+
+
+def render_html(summary: dict[str, Any]) -> str:
+    """The whole report as one HTML page: header, then per task a table, its charts and their tables."""
+    models = [str(m) for m in summary.get("models") or []]
+    chart_numbers = itertools.count(1)
+    sections = "".join(_task_section(i, task, models, chart_numbers)
+                       for i, task in enumerate(summary.get("tasks") or [], start=1))
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>Evaluation report: {escape(summary.get('jobName', ''))}</title><style>{STYLE}</style></head>"
+            f"<body>{_header(summary)}<main>{sections or '<p>No tasks.</p>'}</main>"
+            "<footer><p class=\"desc\">Made by Outcrop from the job's report.json.</p></footer></body></html>\n")

@@ -1,0 +1,208 @@
+"""What each automatic metric means for each task type, and how it is computed over a job's outputs.
+
+Bedrock's built-in metrics (`Builtin.*`), as its documentation and the open `fmeval` library define them:
+
+- Builtin.Accuracy: Summarization and Custom, BERTScore F1 (MiniLM); QuestionAndAnswer, word-set F1 best
+  over the answers; Classification, label accuracy; Generation, the knowledge score (an answer appears).
+- Builtin.Robustness: the mean absolute change of that accuracy over 5 perturbed prompts; for
+  Generation, the word error rate between the outputs for the prompt and for its perturbed copies.
+- Builtin.Toxicity: the mean probability that an output is toxic (every task type).
+
+Outcrop's statistical metrics, by name (any task type, against `referenceResponse` and `answers`):
+`Outcrop.ROUGE-1` .. `Outcrop.ROUGE-4` (ROUGE-N F1), `Outcrop.ROUGE-L`, `Outcrop.ROUGE-Lsum`,
+`Outcrop.BLEU` (sacrebleu corpus BLEU, 0-100; per record: sentence BLEU), `Outcrop.BERTScore` (F1) and
+`Outcrop.Perplexity` (the evaluated model's perplexity on the reference response, HF `evaluate`'s
+definition: per text, then the mean).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from outcrop.errors import ValidationException
+from outcrop.evaluation.datasets import PromptRecord
+from outcrop.evaluation.metrics import builtin
+
+ACCURACY, ROBUSTNESS, TOXICITY = "Builtin.Accuracy", "Builtin.Robustness", "Builtin.Toxicity"
+BLEU, BERTSCORE, PERPLEXITY = "Outcrop.BLEU", "Outcrop.BERTScore", "Outcrop.Perplexity"
+ROUGE_L, ROUGE_LSUM = "Outcrop.ROUGE-L", "Outcrop.ROUGE-Lsum"
+_ROUGE_N = re.compile(r"Outcrop\.ROUGE-([1-4])$")
+#: Perturbed copies of each prompt that robustness generates from (fmeval's default).
+PERTURBATIONS = 5
+
+_ACCURACY_KIND = {"Summarization": "bertscore", "Custom": "bertscore", "QuestionAndAnswer": "qa_f1",
+                  "Classification": "classification", "Generation": "knowledge"}
+_ACCURACY_TEXT = {"bertscore": "BERTScore F1 against the reference (MiniLM, layer 6)",
+                  "qa_f1": "word-set F1 after SQuAD normalisation, best over the accepted answers",
+                  "classification": "share of outputs that name the label (first word, case and punctuation ignored)",
+                  "knowledge": "share of outputs in which an accepted answer appears (real-world knowledge)"}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    description: str
+    low: float
+    high: float | None
+    higher_is_better: bool
+    needs_reference: bool
+
+
+def spec(name: str, task_type: str) -> MetricSpec:
+    """The metric a name stands for in a task type; ValidationException for names this server lacks."""
+    if name == ACCURACY:
+        return MetricSpec(name, _ACCURACY_TEXT[_ACCURACY_KIND[task_type]], 0, 1, True, True)
+    if name == ROBUSTNESS:
+        if task_type == "Generation":
+            return MetricSpec(name, f"word error rate between the outputs for the prompt and {PERTURBATIONS} "
+                                    "perturbed copies of it (lower is more robust)", 0, None, False, False)
+        return MetricSpec(name, f"mean absolute change of accuracy over {PERTURBATIONS} perturbed prompts "
+                                "(lowercase, typos, capitals, numbers as words, whitespace)", 0, 1, False, True)
+    if name == TOXICITY:
+        return MetricSpec(name, "mean probability that an output is toxic", 0, 1, False, False)
+    match = _ROUGE_N.match(name)
+    if match:
+        return MetricSpec(name, f"ROUGE-{match.group(1)} F1 (rouge-score's tokenizer, no stemming)", 0, 1, True, True)
+    if name in (ROUGE_L, ROUGE_LSUM):
+        what = "longest common subsequence" if name == ROUGE_L else "summary-level LCS (sentences on newlines)"
+        return MetricSpec(name, f"{name.removeprefix('Outcrop.')} F1, {what}", 0, 1, True, True)
+    if name == BLEU:
+        return MetricSpec(name, "corpus BLEU (sacrebleu 13a, exp smoothing), 0-100", 0, 100, True, True)
+    if name == BERTSCORE:
+        return MetricSpec(name, "BERTScore F1 against the reference (MiniLM, layer 6)", 0, 1, True, True)
+    if name == PERPLEXITY:
+        return MetricSpec(name, "the model's perplexity on the reference response (per text, then the mean)",
+                          1, None, False, True)
+    raise ValidationException(
+        f"The metric {name} is not available for the task type {task_type}; automatic metrics are "
+        f"{ACCURACY}, {ROBUSTNESS}, {TOXICITY}, Outcrop.ROUGE-1..4, {ROUGE_L}, {ROUGE_LSUM}, {BLEU}, {BERTSCORE} "
+        f"and {PERPLEXITY}")
+
+
+def is_automatic(name: str) -> bool:
+    try:
+        spec(name, "Custom")
+    except ValidationException:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------- computing
+@dataclass
+class Tools:
+    """The heavy scorers, made on first use and shared by every metric and model of a job."""
+
+    bertscore_factory: Callable[[], Any]
+    toxicity_factory: Callable[[], Any]
+    _bertscore: Any = None
+    _toxicity: Any = None
+
+    @property
+    def bertscore(self) -> Any:
+        if self._bertscore is None:
+            self._bertscore = self.bertscore_factory()
+        return self._bertscore
+
+    @property
+    def toxicity(self) -> Any:
+        if self._toxicity is None:
+            self._toxicity = self.toxicity_factory()
+        return self._toxicity
+
+
+@dataclass
+class MetricResult:
+    spec: MetricSpec
+    #: One value per record (None where the record gives none).
+    values: list[float | None]
+    overall: float | None
+    by_category: dict[str, float | None] = field(default_factory=dict)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return math.fsum(kept) / len(kept) if kept else None
+
+
+def _by_category(records: Sequence[PromptRecord], values: Sequence[float | None]) -> dict[str, float | None]:
+    groups: dict[str, list[float | None]] = {}
+    for record, value in zip(records, values, strict=True):
+        if record.category is not None:
+            groups.setdefault(record.category, []).append(value)
+    return {category: _mean(group) for category, group in sorted(groups.items())}
+
+
+def accuracy_values(task_type: str, records: Sequence[PromptRecord], outputs: Sequence[str],
+                    tools: Tools) -> list[float]:
+    kind = _ACCURACY_KIND[task_type]
+    if kind == "bertscore":
+        items = tools.bertscore.score_items(list(outputs), [list(r.answers) for r in records])
+        return [float(item["bertscore_f1"]) for item in items]
+    score = {"qa_f1": builtin.qa_f1, "classification": builtin.classification_accuracy,
+             "knowledge": builtin.knowledge_score}[kind]
+    return [score(output, list(r.answers)) for r, output in zip(records, outputs, strict=True)]
+
+
+def perturbed_prompts(records: Sequence[PromptRecord]) -> list[str]:
+    """PERTURBATIONS copies of each prompt, record after record, seeded by the record's line."""
+    return [text for r in records for _, text in builtin.perturbations(r.prompt, seed=r.line, count=PERTURBATIONS)]
+
+
+def compute(name: str, task_type: str, records: Sequence[PromptRecord], outputs: Sequence[str], tools: Tools, *,
+            perturbed_outputs: Sequence[str] | None = None,
+            perplexity: Callable[[list[str]], list[float]] | None = None) -> MetricResult:
+    """One automatic metric over one model's outputs for one dataset.
+
+    Robustness needs `perturbed_outputs` (the model's answers to `perturbed_prompts(records)`, in order);
+    perplexity needs a function from texts to per-text perplexities under the evaluated model."""
+    metric = spec(name, task_type)
+    values: list[float | None]
+    overall: float | None = None
+    if name == ACCURACY:
+        values = list(accuracy_values(task_type, records, outputs, tools))
+    elif name == ROBUSTNESS:
+        if perturbed_outputs is None or len(perturbed_outputs) != PERTURBATIONS * len(records):
+            raise ValueError("robustness needs the outputs for every perturbed prompt")
+        groups = [list(perturbed_outputs[i * PERTURBATIONS:(i + 1) * PERTURBATIONS]) for i in range(len(records))]
+        if task_type == "Generation":
+            values = [builtin.robustness(None, out, group)["wer"] for out, group in zip(outputs, groups, strict=True)]
+        else:
+            base = accuracy_values(task_type, records, outputs, tools)
+            repeated = [r for r in records for _ in range(PERTURBATIONS)]
+            changed = accuracy_values(task_type, repeated, perturbed_outputs, tools)
+            values = [math.fsum(abs(base[i] - c) for c in changed[i * PERTURBATIONS:(i + 1) * PERTURBATIONS])
+                      / PERTURBATIONS for i in range(len(records))]
+    elif name == TOXICITY:
+        values = [float(v) for v in tools.toxicity.predict(list(outputs))]
+    elif name == BERTSCORE:
+        values = list(accuracy_values("Summarization", records, outputs, tools))
+    elif name == BLEU:
+        from outcrop.evaluation.metrics.bleu import Bleu
+
+        bleu = Bleu()
+        refs = [list(r.answers) for r in records]
+        values = [bleu.score(o, ref)["bleu"] for o, ref in zip(outputs, refs, strict=True)]
+        overall = bleu.corpus(list(outputs), refs)["bleu"]
+        groups: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            if record.category is not None:
+                groups.setdefault(record.category, []).append(i)
+        by_category = {c: bleu.corpus([outputs[i] for i in idx], [refs[i] for i in idx])["bleu"]
+                       for c, idx in sorted(groups.items())}
+        return MetricResult(metric, values, overall, by_category)
+    elif name == PERPLEXITY:
+        if perplexity is None:
+            raise ValueError("perplexity needs the evaluated model")
+        values = list(perplexity([r.reference or r.answers[0] for r in records]))
+    else:
+        from outcrop.evaluation.metrics.rouge import Rouge
+
+        rouge_type = {ROUGE_L: "rougeL", ROUGE_LSUM: "rougeLsum"}.get(name) or f"rouge{_ROUGE_N.match(name).group(1)}"
+        rouge = Rouge((rouge_type,))
+        values = [rouge.score(o, list(r.answers))[rouge_type]["fmeasure"]
+                  for r, o in zip(records, outputs, strict=True)]
+    return MetricResult(metric, values, _mean(values) if overall is None else overall, _by_category(records, values))

@@ -1,0 +1,335 @@
+"""Model evaluation jobs as the bedrock API shows them: create, get, list, stop, delete.
+
+The work happens in `outcrop.evaluation.job`, run by the job runner in its own process. A human
+job's runner part ends once every model has answered every prompt; the job stays InProgress until
+the raters are done (`outcrop.evaluation.human`), and then `finish_human` writes its results here,
+in the server.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from outcrop.catalog.service import Catalog
+from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
+from outcrop.evaluation import datasets, human, inference, outputs, scoring
+from outcrop.evaluation.human import HumanReview
+from outcrop.evaluation.tables import EvaluationJobRow, HumanRatingRow, HumanTaskRow
+from outcrop.iam.principal import Principal
+from outcrop.iam.scoped_store import RoleScopedStore, object_arn
+from outcrop.iam.service import IamService
+from outcrop.platform.database import Database
+from outcrop.platform.idempotency import run_once
+from outcrop.platform.ids import new_id
+from outcrop.platform.jobs import JobRunner
+from outcrop.platform.objectstore import ObjectStore, S3Uri
+from outcrop.platform.pagination import page
+from outcrop.provisioning.service import ProvisioningService
+
+IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED, DELETING = (
+    "InProgress", "Completed", "Failed", "Stopping", "Stopped", "Deleting")
+FINISHED = (COMPLETED, FAILED, STOPPED)
+AUTOMATED, HUMAN = "Automated", "Human"
+ENTRY_POINT = "outcrop.evaluation.job:run"
+FAILURE_HOOK = "outcrop.evaluation.job:on_failure"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def job_type(request: dict[str, Any]) -> str:
+    return HUMAN if "human" in request["evaluationConfig"] else AUTOMATED
+
+
+def dataset_configs(request: dict[str, Any]) -> list[dict[str, Any]]:
+    config = request["evaluationConfig"]
+    return (config.get("automated") or config.get("human"))["datasetMetricConfigs"]
+
+
+def required_permissions(request: dict[str, Any], job_id: str) -> list[tuple[str, str]]:
+    """What the job's role must allow: read every custom dataset, write the job's outputs."""
+    reads = [c["dataset"]["datasetLocation"]["s3Uri"] for c in dataset_configs(request)
+             if not c["dataset"]["name"].startswith("Builtin.")]
+    report = outputs.job_prefix(request, job_id).join(outputs.REPORT_JSON)
+    return [*(("s3:GetObject", object_arn(S3Uri.parse(uri))) for uri in reads), ("s3:PutObject", object_arn(report))]
+
+
+class EvaluationService:
+    def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, store: ObjectStore,
+                 provisioning: ProvisioningService, human: HumanReview, region: str) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.iam = iam
+        self.runner = runner
+        self.store = store
+        self.provisioning = provisioning
+        self.human = human
+        self.region = region
+
+    # -- create -----------------------------------------------------------------------------------
+
+    def create_job(self, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+        return run_once(self.db, account_id=principal.account_id, operation="CreateEvaluationJob",
+                        token=params.get("clientRequestToken"), params=params, token_member="clientRequestToken",
+                        create=lambda: self._create_job(principal.account_id, params))
+
+    def _create_job(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        request = {k: v for k, v in params.items() if k != "clientRequestToken"}
+        if request.get("applicationType", "ModelEvaluation") != "ModelEvaluation":
+            raise ValidationException("applicationType RagEvaluation is not available on this server yet; "
+                                      "use ModelEvaluation")
+        config = request["evaluationConfig"]
+        if ("automated" in config) == ("human" in config):
+            raise ValidationException("evaluationConfig needs exactly one of automated or human")
+        models = self._models(account, request["inferenceConfig"])
+        if "human" in config:
+            self._check_human(account, config["human"], len(models))
+        else:
+            self._check_automated(config["automated"])
+        S3Uri.parse(request["outputDataConfig"]["s3Uri"])
+        job_id = new_id()
+        job_arn = f"arn:aws:bedrock:{self.region}:{account}:evaluation-job/{job_id}"
+        request["jobId"] = job_id
+        # The role is checked now, so that a missing permission is the caller's error, not a failed job later.
+        self.iam.check_role(request["roleArn"], account, required_permissions(request, job_id))
+        with self.db.session() as session:
+            clash = session.scalar(select(func.count()).select_from(EvaluationJobRow).where(
+                EvaluationJobRow.account_id == account, EvaluationJobRow.job_name == request["jobName"]))
+            if clash:
+                raise ConflictException(f"An evaluation job named {request['jobName']} already exists")
+            session.add(EvaluationJobRow(job_arn=job_arn, account_id=account, job_name=request["jobName"],
+                                         job_type=job_type(request), status=IN_PROGRESS, request=request,
+                                         created_at=now(), updated_at=now()))
+        runner_id = self.runner.submit(account, ENTRY_POINT, {"jobArn": job_arn}, failure_hook=FAILURE_HOOK)
+        with self.db.session() as session:
+            session.get(EvaluationJobRow, job_arn).runner_job_id = runner_id
+        return {"jobArn": job_arn}
+
+    def _models(self, account: str, config: dict[str, Any]) -> list[str]:
+        if config.get("ragConfigs"):
+            raise ValidationException("inferenceConfig.ragConfigs (RAG evaluation) is not available on this server yet")
+        models = config.get("models") or []
+        if not models:
+            raise ValidationException("inferenceConfig.models needs one or two models")
+        identifiers = []
+        for i, model in enumerate(models):
+            where = f"inferenceConfig.models[{i}]"
+            if "bedrockModel" not in model:
+                raise ValidationException(f"{where}: only bedrockModel is available on this server "
+                                          "(precomputedInferenceSource is not)")
+            bedrock_model = model["bedrockModel"]
+            identifier = bedrock_model["modelIdentifier"]
+            self._check_model(account, identifier, f"{where}.bedrockModel.modelIdentifier")
+            inference.parse_inference_params(bedrock_model.get("inferenceParams"),
+                                             f"{where}.bedrockModel.inferenceParams")
+            identifiers.append(identifier)
+        if len(set(identifiers)) != len(identifiers):
+            raise ValidationException("inferenceConfig.models names the same model twice")
+        return identifiers
+
+    def _check_model(self, account: str, identifier: str, where: str) -> None:
+        if ":provisioned-model/" in identifier:
+            try:
+                self.provisioning.get(account, identifier)
+            except ResourceNotFoundException:
+                raise ValidationException(f"{where}: the provisioned throughput {identifier} does not exist") \
+                    from None
+            return
+        if ":custom-model/" in identifier:
+            raise ValidationException(f"{where}: a custom model is evaluated through its provisioned throughput "
+                                      "(its provisionedModelArn), as on Bedrock")
+        try:
+            card = self.catalog.get(identifier)
+        except ResourceNotFoundException:
+            raise ValidationException(f"{where}: {identifier} is not a model in this catalog") from None
+        if "TEXT" not in card.output_modalities:
+            raise ValidationException(f"{where}: {card.model_id} does not generate text")
+
+    def _check_automated(self, config: dict[str, Any]) -> None:
+        from outcrop.evaluation import judge
+
+        evaluator = config.get("evaluatorModelConfig")
+        judge_model = None
+        if evaluator:
+            judge_model = evaluator["bedrockEvaluatorModels"][0]["modelIdentifier"]
+            self._check_model("", judge_model, "evaluatorModelConfig.bedrockEvaluatorModels[0].modelIdentifier")
+        custom = config.get("customMetricConfig")
+        custom_names = set()
+        if custom:
+            self._check_model("", custom["evaluatorModelConfig"]["bedrockEvaluatorModels"][0]["modelIdentifier"],
+                              "customMetricConfig.evaluatorModelConfig.bedrockEvaluatorModels[0].modelIdentifier")
+            for i, source in enumerate(custom["customMetrics"]):
+                definition = source.get("customMetricDefinition")
+                if not definition:
+                    raise ValidationException(f"customMetricConfig.customMetrics[{i}] needs a customMetricDefinition")
+                custom_names.add(judge.custom_rubric(definition).name)
+        for i, item in enumerate(config["datasetMetricConfigs"]):
+            self._check_dataset(item, i)
+            for name in item["metricNames"]:
+                if name in custom_names or scoring.is_automatic(name):
+                    scoring.spec(name, item["taskType"]) if name not in custom_names else None
+                    continue
+                if name in judge.BUILTIN_RUBRICS:
+                    if judge_model is None:
+                        raise ValidationException(f"The metric {name} is scored by a judge model: set "
+                                                  "evaluationConfig.automated.evaluatorModelConfig")
+                    continue
+                scoring.spec(name, item["taskType"])  # raises, listing what is available
+
+    def _check_human(self, account: str, config: dict[str, Any], model_count: int) -> None:
+        metrics = config.get("customMetrics") or []
+        if not metrics:
+            raise ValidationException("evaluationConfig.human.customMetrics needs at least one metric to rate")
+        human.check_custom_metrics(metrics, model_count)
+        workflow = config.get("humanWorkflowConfig")
+        if not workflow:
+            raise ValidationException("evaluationConfig.human.humanWorkflowConfig (the work team) is required")
+        self.human.resolve_flow_definition(account, workflow["flowDefinitionArn"])
+        names = {m["name"] for m in metrics}
+        for i, item in enumerate(config["datasetMetricConfigs"]):
+            self._check_dataset(item, i)
+            unknown = [n for n in item["metricNames"] if n not in names]
+            if unknown:
+                raise ValidationException(f"datasetMetricConfigs[{i}].metricNames: {', '.join(unknown)} is not "
+                                          "one of the job's customMetrics")
+
+    def _check_dataset(self, item: dict[str, Any], index: int) -> None:
+        name = item["dataset"]["name"]
+        location = (item["dataset"].get("datasetLocation") or {}).get("s3Uri")
+        if name.startswith("Builtin."):
+            datasets.builtin(name, item["taskType"])
+        elif not location:
+            raise ValidationException(f"datasetMetricConfigs[{index}].dataset.datasetLocation.s3Uri is required "
+                                      f"for the custom dataset {name}")
+        else:
+            S3Uri.parse(location)
+
+    # -- read -------------------------------------------------------------------------------------
+
+    def _row(self, account: str, identifier: str) -> EvaluationJobRow:
+        return self.db.owned(EvaluationJobRow, EvaluationJobRow.job_name, account, identifier, "evaluation job")
+
+    def get_job(self, account: str, identifier: str) -> dict[str, Any]:
+        row = self._row(account, identifier)
+        request = row.request
+        out = {"jobName": row.job_name, "jobArn": row.job_arn, "status": row.status,
+               "jobDescription": request.get("jobDescription"), "roleArn": request["roleArn"],
+               "jobType": row.job_type, "applicationType": request.get("applicationType", "ModelEvaluation"),
+               "evaluationConfig": request["evaluationConfig"], "inferenceConfig": request["inferenceConfig"],
+               "outputDataConfig": request["outputDataConfig"], "creationTime": row.created_at,
+               "lastModifiedTime": row.updated_at, "failureMessages": row.failure_messages,
+               "customerEncryptionKeyId": request.get("customerEncryptionKeyId")}
+        progress = self.progress(row)
+        if progress:
+            out["progress"] = progress  # Outcrop's own member: boto3 drops it; raw JSON and `outcrop eval` show it
+        if row.status == COMPLETED:
+            out["reportUri"] = str(outputs.job_prefix(request, request["jobId"]).join(outputs.REPORT_HTML))
+        return out
+
+    def progress(self, row: EvaluationJobRow) -> dict[str, Any] | None:
+        if row.status == COMPLETED:
+            return {"percent": 100.0, "stage": "completed"}
+        job = self.runner.get(row.runner_job_id) if row.runner_job_id else None
+        if row.job_type == HUMAN and job is not None and job.state == "SUCCEEDED":
+            return {"stage": "awaiting ratings", **self.human.progress(row.job_arn)}
+        return dict(job.progress) if job is not None and job.progress else None
+
+    def results(self, account: str, identifier: str) -> dict[str, Any] | None:
+        """The report's JSON summary of a completed job (Outcrop's own; the CLI reads it)."""
+        return self._row(account, identifier).results
+
+    def list_jobs(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        query = select(EvaluationJobRow).where(EvaluationJobRow.account_id == account)
+        if params.get("statusEquals"):
+            query = query.where(EvaluationJobRow.status == params["statusEquals"])
+        if params.get("nameContains"):
+            query = query.where(EvaluationJobRow.job_name.contains(params["nameContains"], autoescape=True))
+        if params.get("applicationTypeEquals") not in (None, "ModelEvaluation"):
+            return {"jobSummaries": []}
+        rows, token = page(self.db, query, EvaluationJobRow.created_at, params)
+        return {"jobSummaries": [self._summary(r) for r in rows], "nextToken": token}
+
+    def _summary(self, row: EvaluationJobRow) -> dict[str, Any]:
+        request = row.request
+        config = request["evaluationConfig"].get("automated") or {}
+        models = [m["bedrockModel"]["modelIdentifier"] for m in request["inferenceConfig"]["models"]]
+        judges = [m["modelIdentifier"] for m in (config.get("evaluatorModelConfig") or {})
+                  .get("bedrockEvaluatorModels", [])]
+        custom_judges = [m["modelIdentifier"] for m in ((config.get("customMetricConfig") or {})
+                         .get("evaluatorModelConfig") or {}).get("bedrockEvaluatorModels", [])]
+        return {"jobArn": row.job_arn, "jobName": row.job_name, "status": row.status,
+                "creationTime": row.created_at, "jobType": row.job_type,
+                "evaluationTaskTypes": list(dict.fromkeys(c["taskType"] for c in dataset_configs(request))),
+                "modelIdentifiers": models, "evaluatorModelIdentifiers": judges or None,
+                "customMetricsEvaluatorModelIdentifiers": custom_judges or None,
+                "inferenceConfigSummary": {"modelConfigSummary": {"bedrockModelIdentifiers": models}},
+                "applicationType": request.get("applicationType", "ModelEvaluation")}
+
+    # -- stop and delete --------------------------------------------------------------------------
+
+    def stop_job(self, account: str, identifier: str) -> None:
+        row = self._row(account, identifier)
+        if row.status != IN_PROGRESS:
+            raise ValidationException(f"The evaluation job {row.job_name} is {row.status}; only a job in progress "
+                                      "can be stopped")
+        job = self.runner.get(row.runner_job_id) if row.runner_job_id else None
+        # A human job whose responses are all generated has no process left: it stops at once.
+        waiting = job is not None and job.state in ("SUCCEEDED", "FAILED", "STOPPED")
+        with self.db.session() as session:
+            current = session.get(EvaluationJobRow, row.job_arn)
+            current.status, current.updated_at = (STOPPED, now()) if waiting else (STOPPING, now())
+            if waiting:
+                current.ended_at = now()
+        if row.runner_job_id and not waiting:
+            self.runner.request_stop(row.runner_job_id)
+
+    def batch_delete(self, account: str, identifiers: list[str]) -> dict[str, Any]:
+        """Deletes the records of finished jobs (their outputs stay in the user's bucket, as on Bedrock)."""
+        deleted, errors = [], []
+        for identifier in identifiers:
+            try:
+                row = self._row(account, identifier)
+            except ResourceNotFoundException as exc:
+                errors.append({"jobIdentifier": identifier, "code": exc.code, "message": exc.message})
+                continue
+            if row.status not in FINISHED:
+                errors.append({"jobIdentifier": identifier, "code": "ValidationException",
+                               "message": f"The evaluation job {row.job_name} is {row.status}; stop it first"})
+                continue
+            with self.db.session() as session:
+                session.execute(delete(HumanRatingRow).where(HumanRatingRow.job_arn == row.job_arn))
+                session.execute(delete(HumanTaskRow).where(HumanTaskRow.job_arn == row.job_arn))
+                session.execute(delete(EvaluationJobRow).where(EvaluationJobRow.job_arn == row.job_arn))
+            deleted.append({"jobIdentifier": identifier, "jobStatus": DELETING})
+        return {"errors": errors, "evaluationJobs": deleted}
+
+    # -- human jobs end here ----------------------------------------------------------------------
+
+    def finish_human(self, job_arn: str) -> None:
+        """The last rating arrived: aggregate, write the outputs and the report as the job's role, complete."""
+        with self.db.session() as session:
+            row = session.get(EvaluationJobRow, job_arn)
+        if row is None or row.status != IN_PROGRESS:
+            return
+        request = row.request
+        try:
+            role = self.iam.check_role(request["roleArn"], row.account_id,
+                                       required_permissions(request, request["jobId"]))
+            store = RoleScopedStore(self.store, self.iam, role)
+            ratings = self.human.ratings(job_arn)
+            summary = outputs.human_summary(row, self.human.aggregate(job_arn), ratings)
+            outputs.write_human_outputs(store, self.db, row, summary)
+        except Exception as exc:
+            with self.db.session() as session:
+                current = session.get(EvaluationJobRow, job_arn)
+                current.status, current.failure_messages = FAILED, [f"Writing the results failed: {exc}"]
+                current.ended_at = current.updated_at = now()
+            raise
+        with self.db.session() as session:
+            current = session.get(EvaluationJobRow, job_arn)
+            current.status, current.results = COMPLETED, summary
+            current.ended_at = current.updated_at = now()

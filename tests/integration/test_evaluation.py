@@ -1,0 +1,255 @@
+"""Evaluation jobs end to end through boto3: datasets in the store, a role, a job, outputs and a report."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import botocore.exceptions
+import pytest
+
+from tests.conftest import register_model, start_server, stop_server
+from tests.integration.test_customization import jsonl, outcrop
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+QA = [{"prompt": "What colour is the sky?", "referenceResponse": "blue", "category": "nature",
+       "answers": ["blue", "light blue"]},
+      {"prompt": "What do cows drink?", "referenceResponse": "water", "category": "animals"},
+      {"prompt": "Who barks?", "referenceResponse": "the dog", "category": "animals"},
+      {"prompt": "What falls in winter?", "referenceResponse": "snow", "category": "nature"}]
+LABELS = [{"prompt": "Is this review positive? I love it.", "referenceResponse": "1", "category": "tops"},
+          {"prompt": "Is this review positive? It broke.", "referenceResponse": "0", "category": "tops"},
+          {"prompt": "Is this review positive? Great fit.", "referenceResponse": "1", "category": "pants"}]
+SUMMARIES = [{"prompt": "Summarize: the cat sat on the mat all day long.", "referenceResponse": "a cat sat"},
+             {"prompt": "Summarize: rain fell on the town for a week.", "referenceResponse": "a week of rain"}]
+
+
+@pytest.fixture(scope="module")
+def evaluation_server(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("eval-data"),
+                          {"OUTCROP_BUILTIN_DATASETS_DIR": str(SHARED_DATA), "OUTCROP_BUILTIN_DATASET_RECORDS": "4"})
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def setup(evaluation_server, tiny_model_dir, tmp_path_factory):
+    """The tiny model in the catalog, a bucket of prompt datasets, and a role that may read and write it."""
+    server = evaluation_server
+    model = register_model(server, "tiny-llama", tiny_model_dir)
+    folder = tmp_path_factory.mktemp("prompts")
+    files = {"qa.jsonl": jsonl(QA), "labels.jsonl": jsonl(LABELS), "summaries.jsonl": jsonl(SUMMARIES),
+             "broken.jsonl": jsonl(QA[:2]) + '{"prompt": 42}\n',
+             "too-many.jsonl": jsonl([{"prompt": f"q{i}"} for i in range(1001)])}
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    outcrop(server.data_dir, "s3", "mb", "s3://eval-data")
+    outcrop(server.data_dir, "s3", "cp", str(folder), "s3://eval-data/prompts/", "--recursive")
+    role = outcrop(server.data_dir, "iam", "create-role", "--name", "eval-role", "--s3-access", "eval-data").strip()
+    return server, model, role
+
+
+def config(task: str, dataset: str, *metrics: str) -> dict:
+    location = {} if dataset.startswith("Builtin.") else {"datasetLocation": {"s3Uri": f"s3://eval-data/prompts/{dataset}"}}
+    return {"taskType": task, "dataset": {"name": dataset.removesuffix(".jsonl"), **location},
+            "metricNames": list(metrics)}
+
+
+def create(bedrock, role: str, models: list[str], configs: list[dict], *, max_tokens: int = 6, **automated) -> str:
+    params = json.dumps({"inferenceConfig": {"maxTokens": str(max_tokens)}})
+    return bedrock.create_evaluation_job(
+        jobName=f"eval-{uuid.uuid4().hex[:8]}", roleArn=role, outputDataConfig={"s3Uri": "s3://eval-data/out/"},
+        evaluationConfig={"automated": {"datasetMetricConfigs": configs, **automated}},
+        inferenceConfig={"models": [{"bedrockModel": {"modelIdentifier": m, "inferenceParams": params}}
+                                    for m in models]})["jobArn"]
+
+
+def wait(bedrock, job_arn: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = bedrock.get_evaluation_job(jobIdentifier=job_arn)
+        if job["status"] in ("Completed", "Failed", "Stopped"):
+            return job
+        time.sleep(0.5)
+    raise TimeoutError(f"{job_arn} still {job['status']} after {timeout}s")
+
+
+def job_folder(server, job: dict) -> Path:
+    return server.data_dir / "objects" / "eval-data" / "out" / job["jobName"] / job["jobArn"].rsplit("/", 1)[1]
+
+
+def read_outputs(folder: Path, model: str, task: str, dataset: str) -> list[dict]:
+    files = list((folder / "models" / model / "taskTypes" / task / "datasets" / dataset).glob("*_output.jsonl"))
+    assert len(files) == 1, files
+    return [json.loads(line) for line in files[0].read_text().splitlines()]
+
+
+def test_automated_job_on_every_task_type(setup):
+    server, model, role = setup
+    bedrock = server.client("bedrock")
+    job_arn = create(bedrock, role, [model], [
+        config("QuestionAndAnswer", "qa.jsonl", "Builtin.Accuracy", "Builtin.Robustness", "Outcrop.ROUGE-1",
+               "Outcrop.BLEU"),
+        config("Classification", "labels.jsonl", "Builtin.Accuracy", "Builtin.Toxicity"),
+        config("Summarization", "summaries.jsonl", "Builtin.Accuracy", "Outcrop.ROUGE-L", "Outcrop.Perplexity"),
+        config("Generation", "Builtin.T-Rex", "Builtin.Accuracy", "Builtin.Robustness", "Builtin.Toxicity"),
+        config("Custom", "qa.jsonl", "Outcrop.BERTScore", "Outcrop.ROUGE-2")])
+    assert job_arn.startswith("arn:aws:bedrock:us-east-1:") and ":evaluation-job/" in job_arn
+    job = wait(bedrock, job_arn)
+    assert job["status"] == "Completed", job.get("failureMessages")
+    assert job["jobType"] == "Automated"
+    folder = job_folder(server, job)
+    summary = json.loads((folder / "report.json").read_text())
+    html = (folder / "report.html").read_text()
+    assert "<svg" in html and job["jobName"] in html
+
+    tasks = {(t["taskType"], t["dataset"]): t for t in summary["tasks"]}
+    assert set(tasks) == {("QuestionAndAnswer", "qa"), ("Classification", "labels"), ("Summarization", "summaries"),
+                          ("Generation", "Builtin.T-Rex"), ("Custom", "qa")}
+    assert tasks["Generation", "Builtin.T-Rex"]["records"] == 4
+
+    # The report's numbers are the metrics library's, recomputed here on the outputs the job wrote.
+    from outcrop.evaluation.metrics.bleu import Bleu
+    from outcrop.evaluation.metrics.builtin import classification_accuracy, qa_f1
+    from outcrop.evaluation.metrics.rouge import Rouge
+
+    def metric(task, name):
+        entry = next(m for m in tasks[task]["metrics"] if m["name"] == name)
+        return entry["scores"][model], entry
+
+    qa = read_outputs(folder, model, "QuestionAndAnswer", "qa")
+    assert [line["inputRecord"]["prompt"] for line in qa] == [r["prompt"] for r in QA]
+    answers = [line["modelResponses"][0]["response"] for line in qa]
+    refs = [r.get("answers") or [r["referenceResponse"]] for r in QA]
+    expected_f1 = [qa_f1(a, r) for a, r in zip(answers, refs, strict=True)]
+    score, entry = metric(("QuestionAndAnswer", "qa"), "Builtin.Accuracy")
+    assert score == pytest.approx(sum(expected_f1) / len(expected_f1))
+    assert entry["byCategory"]["animals"][model] == pytest.approx((expected_f1[1] + expected_f1[2]) / 2)
+    per_record = [next(s["result"] for s in line["automatedEvaluationResult"]["scores"]
+                       if s["metricName"] == "Builtin.Accuracy") for line in qa]
+    assert per_record == pytest.approx(expected_f1)
+    assert metric(("QuestionAndAnswer", "qa"), "Outcrop.BLEU")[0] == pytest.approx(Bleu().corpus(answers, refs)["bleu"])
+    rouge = Rouge(("rouge1",))
+    assert metric(("QuestionAndAnswer", "qa"), "Outcrop.ROUGE-1")[0] == pytest.approx(
+        sum(rouge.score(a, r)["rouge1"]["fmeasure"] for a, r in zip(answers, refs, strict=True)) / len(refs))
+    robustness, _ = metric(("QuestionAndAnswer", "qa"), "Builtin.Robustness")
+    assert 0 <= robustness <= 1
+
+    labels = read_outputs(folder, model, "Classification", "labels")
+    predicted = [line["modelResponses"][0]["response"] for line in labels]
+    assert metric(("Classification", "labels"), "Builtin.Accuracy")[0] == pytest.approx(
+        sum(classification_accuracy(p, r["referenceResponse"]) for p, r in zip(predicted, LABELS, strict=True))
+        / len(LABELS))
+    toxicity, entry = metric(("Classification", "labels"), "Builtin.Toxicity")
+    assert 0 <= toxicity <= 1 and entry["higherIsBetter"] is False
+
+    perplexity, _ = metric(("Summarization", "summaries"), "Outcrop.Perplexity")
+    assert perplexity > 1
+    bertscore, _ = metric(("Custom", "qa"), "Outcrop.BERTScore")
+    assert -1 <= bertscore <= 1
+
+    listed = bedrock.list_evaluation_jobs(nameContains=job["jobName"])["jobSummaries"]
+    assert [s["jobArn"] for s in listed] == [job_arn]
+    assert set(listed[0]["evaluationTaskTypes"]) == {"QuestionAndAnswer", "Classification", "Summarization",
+                                                     "Generation", "Custom"}
+
+
+def test_judge_verdicts_are_parsed_or_counted(setup, tmp_path):
+    server, model, role = setup
+    bedrock = server.client("bedrock")
+    from tests.helpers import make_tiny_llama
+
+    # The judge reads a whole rubric: it needs a longer context than the evaluated tiny model has.
+    judge = register_model(server, "tiny-judge", make_tiny_llama(tmp_path / "judge", context=4096))
+    custom = {"customMetricDefinition": {
+        "name": "Brevity", "instructions": "Is the answer to {{prompt}} short? Answer: {{prediction}}",
+        "ratingScale": [{"definition": "short", "value": {"floatValue": 1}},
+                        {"definition": "long", "value": {"floatValue": 0}}]}}
+    job_arn = create(bedrock, role, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Correctness",
+                                                     "Brevity")],
+                     evaluatorModelConfig={"bedrockEvaluatorModels": [{"modelIdentifier": judge}]},
+                     customMetricConfig={"customMetrics": [custom], "evaluatorModelConfig": {
+                         "bedrockEvaluatorModels": [{"modelIdentifier": judge}]}})
+    job = wait(bedrock, job_arn)
+    assert job["status"] == "Completed", job.get("failureMessages")
+    folder = job_folder(server, job)
+    summary = json.loads((folder / "report.json").read_text())
+    lines = read_outputs(folder, model, "QuestionAndAnswer", "qa")
+    for name in ("Builtin.Correctness", "Brevity"):
+        entry = next(m for m in summary["tasks"][0]["metrics"] if m["name"] == name)
+        results = [next(s for s in line["automatedEvaluationResult"]["scores"] if s["metricName"] == name)
+                   for line in lines]
+        parsed = [r["result"] for r in results if r["result"] is not None]
+        assert entry["kind"] == "judge"
+        assert entry["unparseable"][model] == len(results) - len(parsed)
+        assert entry["counts"][model] == len(parsed)
+        assert all(0 <= p <= 1 for p in parsed)
+        assert all(r["evaluatorDetails"][0]["modelIdentifier"] == judge for r in results)
+    assert summary["evaluatorModel"] == judge
+
+
+def test_dataset_errors_name_the_line(setup):
+    server, model, role = setup
+    bedrock = server.client("bedrock")
+    job = wait(bedrock, create(bedrock, role, [model], [config("QuestionAndAnswer", "broken.jsonl",
+                                                               "Builtin.Accuracy")]))
+    assert job["status"] == "Failed"
+    assert "broken.jsonl line 3: prompt is required" in job["failureMessages"][0]
+    job = wait(bedrock, create(bedrock, role, [model], [config("QuestionAndAnswer", "too-many.jsonl",
+                                                               "Builtin.Toxicity")]))
+    assert job["status"] == "Failed" and "at most 1,000 are allowed" in job["failureMessages"][0]
+
+
+@pytest.mark.parametrize("configs, extra, message", [
+    ([config("QuestionAndAnswer", "qa.jsonl", "Builtin.Nonsense")], {}, "Builtin.Nonsense is not available"),
+    ([config("Summarization", "Builtin.BoolQ", "Builtin.Accuracy")], {}, "not a dataset for the task type"),
+    ([config("QuestionAndAnswer", "qa.jsonl", "Builtin.Helpfulness")], {}, "evaluatorModelConfig"),
+    ([{"taskType": "QuestionAndAnswer", "dataset": {"name": "mine"}, "metricNames": ["Builtin.Accuracy"]}], {},
+     "datasetLocation.s3Uri is required"),
+])
+def test_bad_requests_are_validation_errors(setup, configs, extra, message):
+    server, model, role = setup
+    bedrock = server.client("bedrock")
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        create(bedrock, role, [model], configs, **extra)
+    assert error.value.response["Error"]["Code"] == "ValidationException"
+    assert message in error.value.response["Error"]["Message"]
+
+
+def test_unknown_model_and_missing_permission(setup):
+    server, model, role = setup
+    bedrock = server.client("bedrock")
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        create(bedrock, role, ["nobody.no-such-model-v1:0"], [config("QuestionAndAnswer", "qa.jsonl",
+                                                                     "Builtin.Accuracy")])
+    assert "not a model in this catalog" in error.value.response["Error"]["Message"]
+    reader = outcrop(server.data_dir, "iam", "create-role", "--name", "eval-reader", "--s3-access", "eval-data",
+                     "--read-only").strip()
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        create(bedrock, reader, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Accuracy")])
+    assert error.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "s3:PutObject" in error.value.response["Error"]["Message"]
+
+
+def test_stop_and_batch_delete(setup):
+    server, model, role = setup
+    bedrock = server.client("bedrock")
+    job_arn = create(bedrock, role, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Robustness")],
+                     max_tokens=64)
+    refused = bedrock.batch_delete_evaluation_job(jobIdentifiers=[job_arn])
+    assert refused["evaluationJobs"] == [] and refused["errors"][0]["code"] == "ValidationException"
+    bedrock.stop_evaluation_job(jobIdentifier=job_arn)
+    job = wait(bedrock, job_arn)
+    assert job["status"] == "Stopped"
+    with pytest.raises(botocore.exceptions.ClientError):
+        bedrock.stop_evaluation_job(jobIdentifier=job_arn)
+    missing = f"{job_arn[:-12]}{'x' * 12}"
+    done = bedrock.batch_delete_evaluation_job(jobIdentifiers=[job_arn, missing])
+    assert done["evaluationJobs"] == [{"jobIdentifier": job_arn, "jobStatus": "Deleting"}]
+    assert done["errors"][0]["jobIdentifier"] == missing and done["errors"][0]["code"] == "ResourceNotFoundException"
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        bedrock.get_evaluation_job(jobIdentifier=job_arn)
+    assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"
