@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from outcrop.api import iam as iam_api
+from outcrop.api import insights as insights_api
 from outcrop.api import rating
 from outcrop.api.asgi import read_body
 from outcrop.api.auth import authenticate
@@ -76,6 +77,8 @@ class BedrockApp:
         try:
             if raw_path.startswith(iam_api.PREFIX):
                 service, operation = "outcrop-iam", iam_api.action_of(method, raw_path)
+            elif raw_path.startswith(insights_api.PREFIX):
+                service, operation = insights_api.SERVICE, insights_api.action_of(method, raw_path)
             else:
                 route, labels = self._route(method, raw_path)
                 service, operation = route.service, route.name
@@ -92,6 +95,10 @@ class BedrockApp:
                                          headers=headers, body=body)
                 if service == "outcrop-iam":
                     answer = iam_api.handle(self.services.iam, principal, operation, iam_api.parse_body(body), context)
+                    return protocol.WireResponse(200, {"Content-Type": "application/json"}, answer)
+                if service == insights_api.SERVICE:
+                    answer = insights_api.handle(self.services.insights, self.services.iam, principal, operation,
+                                                 iam_api.parse_body(body), context)
                     return protocol.WireResponse(200, {"Content-Type": "application/json"}, answer)
                 params = protocol.parse_request(route, labels, query, headers, body)
                 resource = resource_arn(params, self.services.settings.region)

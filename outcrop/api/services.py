@@ -12,6 +12,7 @@ from outcrop.evaluation.service import EvaluationService
 from outcrop.iam.credentials import write_credentials
 from outcrop.iam.service import IamService
 from outcrop.inference.engine import Engine
+from outcrop.insights.service import InsightsService
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
@@ -38,6 +39,7 @@ class Services:
     #: Human evaluation: work teams, the raters' items and ratings (the rating pages' service).
     human: HumanReview
     evaluation: EvaluationService
+    insights: InsightsService
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
 
@@ -69,6 +71,7 @@ class Services:
         return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam, human=human,
                    invocation_log=invocation_log, jobs=jobs, customization=customization,
                    provisioning=provisioning, evaluation=evaluation,
+                   insights=InsightsService(db, provisioning.prices, settings),
                    runtime=RuntimeService(catalog, engine, db, quotas, invocation_log, settings.region, provisioning),
                    schema_revision=revision)
 

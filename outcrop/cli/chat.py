@@ -23,7 +23,7 @@ PROMPT = "you> "
 RESET, EXIT = "/reset", ("/exit", "/quit")
 
 
-class _Fatal(Exception):
+class Fatal(Exception):
     """An error that ends the command with one line on stderr and exit status 1."""
 
 
@@ -76,7 +76,7 @@ def _credentials(settings: Settings) -> dict[str, str]:
     try:
         parser.read(path)
     except configparser.Error as exc:
-        raise _Fatal(f"{path} is not a credentials file: {exc}") from None
+        raise Fatal(f"{path} is not a credentials file: {exc}") from None
     if parser.has_section(PROFILE) and "aws_access_key_id" in parser[PROFILE]:
         section = parser[PROFILE]
         return {"aws_access_key_id": section["aws_access_key_id"],
@@ -84,7 +84,7 @@ def _credentials(settings: Settings) -> dict[str, str]:
     import boto3
 
     if boto3.Session().get_credentials() is None:
-        raise _Fatal(f"no credentials: {path} has no profile {PROFILE} (it is written when `outcrop serve` "
+        raise Fatal(f"no credentials: {path} has no profile {PROFILE} (it is written when `outcrop serve` "
                      f"first starts with this --data-dir), and no AWS credentials are configured")
     return {}
 
@@ -96,20 +96,20 @@ def make_client(args: argparse.Namespace, service: str = "bedrock-runtime"):
     settings = load_settings(data_dir=args.data_dir)
     url = endpoint_url(args, settings)
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        raise _Fatal(f"--endpoint-url must be an http(s) URL, got {url!r}")
+        raise Fatal(f"--endpoint-url must be an http(s) URL, got {url!r}")
     args.resolved_endpoint = url
     return boto3.client(service, endpoint_url=url, region_name=settings.region, **_credentials(settings),
                         config=Config(connect_timeout=5, read_timeout=900, retries={"max_attempts": 1},
                                       tcp_keepalive=True))
 
 
-def _run(command, args: argparse.Namespace) -> int:
+def run_client(command, args: argparse.Namespace) -> int:
     """Run a command, turning what a user can cause into `outcrop: ...` on stderr and exit status 1."""
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
     try:
         return command(args)
-    except _Fatal as exc:
+    except Fatal as exc:
         _error(str(exc))
     except ClientError as exc:
         _error(_client_error(exc))
@@ -137,7 +137,7 @@ def _error(message: str) -> None:
 # -- chat ------------------------------------------------------------------------------------------
 
 def _chat(args: argparse.Namespace) -> int:
-    return _run(_chat_loop, args)
+    return run_client(_chat_loop, args)
 
 
 def _chat_loop(args: argparse.Namespace) -> int:
@@ -190,7 +190,7 @@ def _chat_loop(args: argparse.Namespace) -> int:
         try:
             reply = _stream_reply(runtime, {**request, "messages": history}, sys.stdout)
         except EndpointConnectionError:
-            raise _Fatal(_no_server(args)) from None
+            raise Fatal(_no_server(args)) from None
         except ClientError as exc:  # the server refused this turn (too long, bad parameter): say so, go on
             _error(_client_error(exc))
             failed = True
@@ -235,7 +235,7 @@ def _stream_reply(runtime, request: dict[str, Any], out: TextIO) -> str:
 # -- invoke ----------------------------------------------------------------------------------------
 
 def _invoke(args: argparse.Namespace) -> int:
-    return _run(_invoke_once, args)
+    return run_client(_invoke_once, args)
 
 
 def _read_body(source: str) -> bytes:
@@ -245,7 +245,7 @@ def _read_body(source: str) -> bytes:
         with open(source, "rb") as fh:
             return fh.read()
     except OSError as exc:
-        raise _Fatal(f"cannot read the body {source}: {exc.strerror or exc}") from None
+        raise Fatal(f"cannot read the body {source}: {exc.strerror or exc}") from None
 
 
 def _invoke_once(args: argparse.Namespace) -> int:

@@ -66,6 +66,8 @@ class Settings:
     provisioned_queue_seconds: float = 5.0
     #: A TOML price table replacing the built-in one (outcrop/catalog/prices.toml).
     price_table: str = ""
+    #: The period `outcrop insights report` and the insights API cover when no `since` is given.
+    insights_period: str = "7d"
     #: Jobs (fine-tuning, evaluation) that run at once; more wait in the queue.
     max_running_jobs: int = 1
     #: A folder laid out like the repository's `shared/data` holding the built-in evaluation datasets'
