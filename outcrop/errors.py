@@ -8,12 +8,11 @@ from __future__ import annotations
 
 
 class BedrockError(Exception):
-    """An error with the AWS error code and the HTTP status AWS answers with.
-
-    The code is the class name when it is an AWS name (ends in "Exception"); a subclass named for
-    our own use (DatasetError, ObjectNotFound) reports the AWS error it specialises."""
+    """An error with the AWS error code (the class name) and the HTTP status AWS answers with."""
 
     status: int = 400
+    #: Set by a subclass named for our own use (DatasetError) to the AWS error code it stands for.
+    aws_code: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -21,7 +20,7 @@ class BedrockError(Exception):
 
     @property
     def code(self) -> str:
-        return next(c.__name__ for c in type(self).__mro__ if c.__name__.endswith("Exception"))
+        return self.aws_code or type(self).__name__
 
 
 class ValidationException(BedrockError):

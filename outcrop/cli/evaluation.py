@@ -167,7 +167,14 @@ def _with_progress(bedrock) -> dict[str, Any]:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    return _follow(make_client(args, "bedrock"), args)
+    bedrock = make_client(args, "bedrock")
+    if not args.job.startswith("arn:"):  # the API names jobs by ARN only; a person remembers the name
+        found = [j for j in bedrock.list_evaluation_jobs(nameContains=args.job)["jobSummaries"]
+                 if j["jobName"] == args.job]
+        if not found:
+            raise Fatal(f"no evaluation job named {args.job}")
+        args.job = found[0]["jobArn"]
+    return _follow(bedrock, args)
 
 
 def _follow(bedrock, args: argparse.Namespace) -> int:

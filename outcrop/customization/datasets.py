@@ -82,7 +82,9 @@ _SHAPES = {PROMPT_COMPLETION: '{"prompt", "completion"}', CONVERSATION: '{"schem
 
 
 class DatasetError(ValidationException):
-    """A training or validation file that is not right: "<source> line <n>: <what>" or "<source>: <what>"."""
+    """A dataset file that is not right: "<source> line <n>: <what>" or "<source>: <what>"."""
+
+    aws_code = "ValidationException"
 
 
 @dataclass

@@ -292,7 +292,7 @@ def _perplexity(cache: dict[str, Any], runtime: Any, account: str, model: str, s
     from outcrop.evaluation.metrics.perplexity import Perplexity
 
     if model not in cache:
-        served, _ = runtime._target(account, model)
+        served, _ = runtime.target(account, model)
         cache[model] = Perplexity(served.weights, cache_dir=settings.models_dir, base=served.base)
     return cache[model]
 

@@ -83,14 +83,6 @@ def spec(name: str, task_type: str) -> MetricSpec:
         f"and {PERPLEXITY}")
 
 
-def is_automatic(name: str) -> bool:
-    try:
-        spec(name, "Custom")
-    except ValidationException:
-        return False
-    return True
-
-
 # ------------------------------------------------------------------------------------------------- computing
 @dataclass
 class Tools:

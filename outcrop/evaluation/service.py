@@ -170,15 +170,14 @@ class EvaluationService:
         for i, item in enumerate(config["datasetMetricConfigs"]):
             self._check_dataset(item, i)
             for name in item["metricNames"]:
-                if name in custom_names or scoring.is_automatic(name):
-                    scoring.spec(name, item["taskType"]) if name not in custom_names else None
+                if name in custom_names:
                     continue
                 if name in judge.BUILTIN_RUBRICS:
                     if judge_model is None:
                         raise ValidationException(f"The metric {name} is scored by a judge model: set "
                                                   "evaluationConfig.automated.evaluatorModelConfig")
                     continue
-                scoring.spec(name, item["taskType"])  # raises, listing what is available
+                scoring.spec(name, item["taskType"])  # an unknown name raises, listing what is available
 
     def _check_human(self, account: str, config: dict[str, Any], model_count: int) -> None:
         metrics = config.get("customMetrics") or []

@@ -126,7 +126,7 @@ class RuntimeService:
 
         started = time.perf_counter()
         document = formats.parse_json_body(body)
-        model = self._target(caller.principal.account_id, model_id)[0].card
+        model = self.target(caller.principal.account_id, model_id)[0].card
         if "EMBEDDING" in model.output_modalities:
             return json.dumps(self._embed(caller, model, document, started)).encode()
         fmt = formats.detect_text_format(document, model.native_format)
@@ -138,7 +138,7 @@ class RuntimeService:
     def invoke_stream(self, caller: Caller, model_id: str, body: bytes) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()
         document = formats.parse_json_body(body)
-        model = self._target(caller.principal.account_id, model_id)[0].card
+        model = self.target(caller.principal.account_id, model_id)[0].card
         if not model.streaming:
             raise ValidationException(f"The model {model.model_id} does not support response streaming.")
         fmt = formats.detect_text_format(document, model.native_format)
@@ -164,7 +164,7 @@ class RuntimeService:
     def count_tokens(self, account: str, model_id: str, request: dict[str, Any]) -> int:
         if "invokeModel" in request:
             document = formats.parse_json_body(request["invokeModel"]["body"])
-            model = self._target(account, model_id)[0].card
+            model = self.target(account, model_id)[0].card
             if "EMBEDDING" in model.output_modalities:
                 text = formats.parse_titan_embedding(document).text
                 return len(self.engine.get(self._weights(model), ENCODER).loaded.tokenizer(text)["input_ids"])
@@ -190,7 +190,7 @@ class RuntimeService:
             path = self.catalog.fetch_weights(model)
         return path
 
-    def _target(self, account: str, model_id: str) -> tuple[ServedModel, Capacity | None]:
+    def target(self, account: str, model_id: str) -> tuple[ServedModel, Capacity | None]:
         """What a model id or ARN names: a provisioned throughput (with its capacity) or a foundation model."""
         if ":provisioned-model/" in model_id:
             return self.provisioning.resolve(account, model_id)
@@ -202,7 +202,7 @@ class RuntimeService:
         return ServedModel(model_id, model, self._weights(model)), None
 
     def _prepare(self, account: str, model_id: str, request: TextRequest, check_room: bool = True) -> _Prepared:
-        served, capacity = self._target(account, model_id)
+        served, capacity = self.target(account, model_id)
         model = served.card
         if "TEXT" not in model.output_modalities:
             raise ValidationException(f"The model {model.model_id} does not generate text; "
