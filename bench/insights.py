@@ -10,8 +10,9 @@ reported on, the rest in another; 6 models, one of them a provisioned throughput
 invoked. Then, in the same run, each side computes the report of the 7 days by `--by`:
 
 - ours: `outcrop.insights.report.build_report` (SQL through SQLAlchemy Core);
-- pandas: `read_sql` of the period's records and events, `json.loads` of each record's requestMetadata,
-  then groupby/merge for every metric (nearest-rank percentiles with numpy's `inverted_cdf`).
+- pandas: `read_sql` of the period's records (requestMetadata's userId, sessionId and domain from their
+  columns, as the report reads them) and events, then groupby/merge for every metric (nearest-rank
+  percentiles with numpy's `inverted_cdf`).
 
 Both are timed end to end (database to numbers), best of `--repeat` runs each; every number of the totals
 and of every group is asserted equal (to 1e-9 relative). Last line: `ratio <pandas time / our time>`.
@@ -66,6 +67,10 @@ def build(path: Path, n: int, rng: np.random.Generator, now: datetime) -> None:
     has_meta = rng.random(n) >= 0.10
     metas = [json.dumps({"userId": f"u{u}", "sessionId": f"s{s}", "domain": d}) if m else "null"
              for u, s, d, m in zip(users.tolist(), sessions.tolist(), domain.tolist(), has_meta.tolist(), strict=True)]
+    # requestMetadata's userId, sessionId and domain in their own columns too, as record_usage stores them
+    user_col = [f"u{u}" if m else None for u, m in zip(users.tolist(), has_meta.tolist(), strict=True)]
+    session_col = [f"s{s}" if m else None for s, m in zip(sessions.tolist(), has_meta.tolist(), strict=True)]
+    domain_col = [d if m else None for d, m in zip(domain.tolist(), has_meta.tolist(), strict=True)]
     tokens_in = rng.integers(5, 2000, n)
     tokens_out = rng.integers(0, 800, n)
     latency = rng.lognormal(6.5, 0.8, n).astype(np.int64)
@@ -76,12 +81,12 @@ def build(path: Path, n: int, rng: np.random.Generator, now: datetime) -> None:
     rows = zip(request_ids, account.tolist(), [f"arn:aws:iam::{a}:root" for a in account.tolist()], model.tolist(),
                ["Converse"] * n, tokens_in.tolist(), tokens_out.tolist(), latency.tolist(),
                [None if (f or t % 13 == 0) else t for t, f in zip(ttft.tolist(), failed.tolist(), strict=True)],
-               ["end_turn"] * n, np.where(failed, "ModelErrorException", "Success").tolist(), metas, stamp(created),
-               strict=True)
+               ["end_turn"] * n, np.where(failed, "ModelErrorException", "Success").tolist(), metas, user_col,
+               session_col, domain_col, stamp(created), strict=True)
     con = sqlite3.connect(path)
     con.executemany("INSERT INTO usage_records (request_id, account_id, principal_arn, model_id, operation, "
                     "input_tokens, output_tokens, latency_ms, first_token_ms, stop_reason, status, request_metadata, "
-                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    "user_id, session_id, domain, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     # feedback on 10% of account A's records, stored as record_feedback stores it (model/domain/user copied)
     rated = np.flatnonzero((account == A) & (rng.random(n) < 0.10))
     thumbs = rng.choice(np.array(["up", "down", None], dtype=object), len(rated), p=[0.6, 0.25, 0.15])
@@ -138,13 +143,10 @@ def pandas_report(path: Path, prices: PriceTable, since: datetime, until: dateti
     con = sqlite3.connect(path)
     lo, hi = stamp(np.array([since.timestamp()]))[0], stamp(np.array([until.timestamp()]))[0]
     period = (A, lo, hi)
-    u = pd.read_sql_query("SELECT model_id, input_tokens, output_tokens, latency_ms, first_token_ms, status, "
-                          "request_metadata FROM usage_records WHERE account_id = ? AND created_at >= ? "
+    # requestMetadata's userId, sessionId and domain are columns of their own: read them, no JSON to parse
+    u = pd.read_sql_query("SELECT model_id, user_id, session_id, domain, input_tokens, output_tokens, latency_ms, "
+                          "first_token_ms, status FROM usage_records WHERE account_id = ? AND created_at >= ? "
                           "AND created_at < ?", con, params=period)
-    meta = u.pop("request_metadata").map(json.loads)
-    u["user_id"] = meta.map(lambda m: m.get("userId") if m else None)
-    u["session_id"] = meta.map(lambda m: m.get("sessionId") if m else None)
-    u["domain"] = meta.map(lambda m: m.get("domain") if m else None)
     f = pd.read_sql_query("SELECT model_id, domain, thumbs, rating FROM insights_feedback WHERE account_id = ? "
                           "AND created_at >= ? AND created_at < ?", con, params=period)
     r = pd.read_sql_query("SELECT user_id, amount FROM insights_revenue WHERE account_id = ? AND created_at >= ? "

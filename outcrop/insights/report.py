@@ -1,7 +1,7 @@
 """The report: the five business metrics and the bill, for one account and period, by model or by domain.
 
 Every number is aggregated in SQL (SQLAlchemy Core, the same statements on SQLite and PostgreSQL); Python
-only combines a handful of group rows and applies the price table per model. Definitions, where the
+only combines the group rows and applies the price table per model. Definitions, where the
 issue left room:
 
 - The period is [since, until). Invocations count by their time, events (feedback, conversions,
@@ -14,15 +14,18 @@ issue left room:
 - Conversion rate = sessions with at least one invocation in the period that also have a conversion in
   the period / sessions with at least one invocation. The same for users (`userConversionRate`).
 - Efficiency over successful invocations: latency and time to first token percentiles by nearest rank
-  (the value at rank ceil(p/100 * n), found with ROW_NUMBER() over the ordered rows and a rank computed
-  in integer arithmetic, which both databases share); output tokens per second = output tokens / seconds
-  of request time. Cost counts every record (failed or abandoned generations spent their tokens).
+  (the value at rank ceil(p/100 * n): the smallest value with at least that many values at or below it,
+  found with a running sum over the counts of each distinct value, in integer arithmetic, which both
+  databases share); output tokens per second = output tokens / seconds of request time. Cost counts
+  every record (failed or abandoned generations spent their tokens).
 - The bill: on-demand tokens x the model's prices (a custom model is priced as its base), nothing per
   token on a provisioned throughput, whose model-unit hours inside the period are priced by commitment
   term. A group's cost carries its share of a throughput's hours in proportion to its tokens on it;
   hours no traffic used are in the bill and the totals only.
 - Utilisation of a provisioned throughput = tokens it processed / tokens its model units could process
   during its hours in the period (`mu_tokens_per_minute` per unit).
+- requestMetadata's userId, sessionId and domain are read from their own columns of usage_records
+  (copied out of the JSON when a record is made), never parsed per row.
 - Cross-domain: feedback by `requestMetadata.domain` beside the newest completed evaluation jobs'
   scores by dataset `category` (`results.tasks[].metrics[].byCategory`), matched case-insensitively.
 """
@@ -30,29 +33,27 @@ issue left room:
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Column,
     DateTime,
-    Integer,
-    MetaData,
     String,
-    Table,
     case,
     column,
     distinct,
     func,
+    literal_column,
     null,
-    or_,
     select,
     table,
+    union_all,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 from outcrop.catalog.prices import PriceTable
 from outcrop.customization.tables import CustomModelRow
@@ -103,121 +104,156 @@ def _is_provisioned(model_id: str) -> bool:
     return ":provisioned-model/" in model_id
 
 
+def _plus(column):
+    """`+column` on SQLite: the same value, but a term SQLite will not serve from an index on the column."""
+    return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
+
+
 class _Query:
-    """The SQL of one report: the period's usage records as a subquery `u`, and the group key on it."""
+    """The SQL of one report, straight on usage_records: the period's records and the group key on them.
 
-    def __init__(self, session, account_id: str, period: Period, by: str) -> None:
+    requestMetadata's userId, sessionId and domain are columns of the records (filled when a record is
+    made), so no query parses JSON. SQLite plans a period's records through the (account_id, created_at)
+    index even when the period holds most of the table (without histograms it guesses a range keeps a
+    small share), and a million rowid lookups cost ten times a scan: when the period holds more than
+    1/`SCAN_SHARE` of the records, the per-record queries are told to scan, and the distinct counts over
+    the whole period to read the (account_id, user_id|session_id, created_at) indexes, which cover them.
+    PostgreSQL plans by its own statistics."""
+
+    #: the period's share of the table above which SQLite scans rather than looks records up by time
+    SCAN_SHARE = 8
+
+    def __init__(self, session, account_id: str, period: Period, by: str, dialect: str) -> None:
         self.session, self.account_id, self.period, self.by = session, account_id, period, by
-        meta = UsageRecord.request_metadata
-        # The period's records are copied once into a temporary table with requestMetadata's keys as plain
-        # columns: every later query then scans narrow rows instead of parsing JSON again (on SQLite,
-        # json_extract on each of a dozen scans cost more than all the aggregation together).
-        self.u = Table(f"insights_period_{uuid.uuid4().hex[:12]}", MetaData(),
-                       Column("model_id", String(2048)), Column("domain", String(256)),
-                       Column("user_id", String(256)), Column("session_id", String(256)),
-                       Column("input_tokens", Integer), Column("output_tokens", Integer),
-                       Column("latency_ms", Integer), Column("first_token_ms", Integer), Column("ok", Integer),
-                       Column("created_at", DateTime(timezone=True)), prefixes=["TEMPORARY"])
-        self.u.create(session.connection())
-        session.execute(self.u.insert().from_select(
-            [c.name for c in self.u.columns],
-            select(UsageRecord.model_id, meta["domain"].as_string(), meta["userId"].as_string(),
-                   meta["sessionId"].as_string(), UsageRecord.input_tokens, UsageRecord.output_tokens,
-                   UsageRecord.latency_ms, UsageRecord.first_token_ms,
-                   case((UsageRecord.status == SUCCESS, 1), else_=0), UsageRecord.created_at)
-            .where(UsageRecord.account_id == account_id, UsageRecord.created_at >= period.since,
-                   UsageRecord.created_at < period.until)))
-        self.g = self.u.c.model_id if by == "model" else self.u.c.domain
+        r = UsageRecord
+        self.g = r.model_id if by == "model" else r.domain
+        account, created = r.account_id, r.created_at
+        self.where_indexed = self.where = (account == account_id, created >= period.since, created < period.until)
+        if dialect == "sqlite" and self._large_share():
+            self.where = (_plus(account) == account_id, _plus(created) >= period.since, _plus(created) < period.until)
+            self.where_indexed = (account == account_id, _plus(created) >= period.since,
+                                  _plus(created) < period.until)
 
-    def close(self) -> None:
-        self.u.drop(self.session.connection())
+    def _large_share(self) -> bool:
+        r = UsageRecord
+        in_period = self.session.scalar(select(func.count()).where(  # counted in the index alone
+            r.account_id == self.account_id, r.created_at >= self.period.since, r.created_at < self.period.until))
+        return in_period * self.SCAN_SHARE > (self.session.scalar(select(func.max(r.id))) or 0)
 
     def in_period(self, row_class):
         return (row_class.account_id == self.account_id, row_class.created_at >= self.period.since,
                 row_class.created_at < self.period.until)
 
-    def usage_by_model(self, key) -> list[Any]:
-        """(key, model, requests, errors, input, output, output of successes, latency ms of successes)."""
-        u = self.u
-        ok = u.c.ok == 1
-        keys = [key, u.c.model_id] if key is not None else [u.c.model_id]
+    def usage(self, bucket) -> list[Any]:
+        """(key, model, bucket, requests, errors, input, output, output of successes, latency ms of successes).
+
+        One grouping for the groups, the bill and the trend (each sums these rows its own way)."""
+        r = UsageRecord
+        ok = r.status == SUCCESS
+        keys = [self.g, r.model_id, bucket]
         return self.session.execute(select(
-            *keys, func.count(), func.sum(case((ok, 0), else_=1)), func.sum(u.c.input_tokens),
-            func.sum(u.c.output_tokens), func.sum(case((ok, u.c.output_tokens), else_=0)),
-            func.sum(case((ok, u.c.latency_ms), else_=0)),
-        ).group_by(*keys)).all()
+            *keys, func.count(), func.sum(case((ok, 0), else_=1)), func.sum(r.input_tokens),
+            func.sum(r.output_tokens), func.sum(case((ok, r.output_tokens), else_=0)),
+            func.sum(case((ok, r.latency_ms), else_=0)),
+        ).where(*self.where).group_by(*keys)).all()
 
-    def people(self, key) -> dict[Any, tuple[int, int, int, int]]:
-        """key -> distinct (users, sessions, converted users, converted sessions) that invoked in the period.
+    def people(self) -> tuple[dict[Any, tuple[int, int, int, int]], tuple[int, int, int, int]]:
+        """Distinct (users, sessions, converted users, converted sessions) that invoked in the period: by key,
+        and in all. Converted: named by a conversion recorded in the period.
 
-        Converted: named by a conversion recorded in the period. One scan for all four counts."""
-        u, c = self.u, ConversionRow
+        The converted ones are few: they are looked up by id in the user and session indexes, not tested
+        for on every record; so are the counts in all, which those indexes cover."""
+        r, c = UsageRecord, ConversionRow
+        converted = {r.user_id: select(c.user_id).where(*self.in_period(c), c.user_id.is_not(None)),
+                     r.session_id: select(c.session_id).where(*self.in_period(c), c.session_id.is_not(None))}
+        counts = {row[0]: [*row[1:], 0, 0] for row in self.session.execute(
+            select(self.g, func.count(distinct(r.user_id)), func.count(distinct(r.session_id)))
+            .where(*self.where).group_by(self.g))}
+        for i, (ids, theirs) in enumerate(converted.items(), start=2):
+            for key, n in self.session.execute(select(self.g, func.count(distinct(ids)))
+                                               .where(*self.where_indexed, ids.in_(theirs)).group_by(self.g)):
+                counts.setdefault(key, [0, 0, 0, 0])[i] = n
+        # in all: each count its own statement, so that each reads its own index
+        total = tuple(self.session.scalar(select(func.count(distinct(ids))).where(*self.where_indexed, *more))
+                      for ids, more in ((r.user_id, ()), (r.session_id, ()),
+                                        (r.user_id, (r.user_id.in_(converted[r.user_id]),)),
+                                        (r.session_id, (r.session_id.in_(converted[r.session_id]),))))
+        return {key: tuple(n) for key, n in counts.items()}, total
 
-        def converted(mine, theirs):
-            return func.count(distinct(case((mine.in_(select(theirs).where(*self.in_period(c), theirs.is_not(None))),
-                                             mine))))
+    def percentiles(self) -> tuple[dict[Any, dict[str, dict[str, int | None]]], dict[str, dict[str, int | None]]]:
+        """{"latencyMs": {p50, p95, p99}, "firstTokenMs": {...}} over successful invocations: by key, and in all.
 
-        columns = [func.count(distinct(u.c.user_id)), func.count(distinct(u.c.session_id)),
-                   converted(u.c.user_id, c.user_id), converted(u.c.session_id, c.session_id)]
-        if key is None:
-            return {None: tuple(self.session.execute(select(*columns)).one())}
-        return {row[0]: tuple(row[1:]) for row in self.session.execute(select(key, *columns).group_by(key))}
+        Nearest rank: the smallest value v with at least ceil(n * p / 100) of the n values <= v, that is
+        100 * (values <= v) >= n * p in integers. One statement on both databases: each column's values are
+        counted per key and value (a few thousand distinct milliseconds, not a row per record), the totals
+        sum those counts over the keys, and a running sum over the counts in value order finds the ranks. A
+        record without a first token is not counted for it."""
+        r = UsageRecord
+        ok = (*self.where, r.status == SUCCESS)
+        counts = union_all(*(
+            select(self.g.label("k"), literal_column(str(m)).label("m"), value.label("v"), func.count().label("c"))
+            .where(*ok, value.is_not(None)).group_by(self.g, value)
+            for m, value in enumerate((r.latency_ms, r.first_token_ms)))).cte("value_counts")
+        both = union_all(
+            select(literal_column("0").label("t"), counts.c.k, counts.c.m, counts.c.v, counts.c.c),
+            select(literal_column("1"), null(), counts.c.m, counts.c.v, func.sum(counts.c.c))
+            .group_by(counts.c.m, counts.c.v)).subquery("keyed")
+        part = [both.c.t, both.c.k, both.c.m]
+        running = select(*part, both.c.v, func.sum(both.c.c).over(partition_by=part, order_by=both.c.v,
+                                                                   rows=(None, 0)).label("upto"),
+                         func.sum(both.c.c).over(partition_by=part).label("n")).subquery("running")
+        rows = self.session.execute(select(
+            running.c.t, running.c.k, running.c.m,
+            *(func.min(case((running.c.upto * 100 >= running.c.n * p, running.c.v))) for p in PERCENTILES),
+        ).group_by(running.c.t, running.c.k, running.c.m))
+        empty = {name: {f"p{p}": None for p in PERCENTILES} for name in ("latencyMs", "firstTokenMs")}
+        by_key: dict[Any, dict[str, dict[str, int | None]]] = {}
+        total = {name: dict(values) for name, values in empty.items()}
+        for t, k, m, *values in rows:
+            slot = total if t else by_key.setdefault(k, {name: dict(v) for name, v in empty.items()})
+            slot["firstTokenMs" if m else "latencyMs"].update(
+                {f"p{p}": int(v) if v is not None else None for p, v in zip(PERCENTILES, values, strict=True)})
+        return by_key, total
 
-    def percentiles(self, key) -> dict[Any, dict[str, dict[str, int | None]]]:
-        """key -> {"latencyMs": {p50, p95, p99}, "firstTokenMs": {...}} over successful invocations.
-
-        Nearest rank: the value at rank ceil(n * p / 100) of the ordered values, the rank computed in
-        integer arithmetic and found with ROW_NUMBER(), which SQLite and PostgreSQL both have. Both
-        columns are ranked in one scan; a record without a first token sorts last and is not counted."""
-        u = self.u
-        partition = {"partition_by": key} if key is not None else {}
-        ttft = u.c.first_token_ms
-        ranked = select(
-            (key if key is not None else null()).label("k"), u.c.latency_ms.label("lat"), ttft.label("ttft"),
-            func.row_number().over(order_by=u.c.latency_ms, **partition).label("r_lat"),
-            func.row_number().over(order_by=ttft.asc().nulls_last(), **partition).label("r_ttft"),
-            func.count().over(**partition).label("n_lat"), func.count(ttft).over(**partition).label("n_ttft"),
-        ).where(u.c.ok == 1).subquery("ranked")
-        wanted = {(name, p): (getattr(ranked.c, f"n_{name}") * p + 99) // 100  # ceil(n * p / 100)
-                  for name in ("lat", "ttft") for p in PERCENTILES}
-        conditions = [getattr(ranked.c, f"r_{name}") == rank for (name, _p), rank in wanted.items()]
-        rows = self.session.execute(select(ranked.c.k, ranked.c.lat, ranked.c.ttft, ranked.c.r_lat,
-                                           ranked.c.r_ttft, *wanted.values()).where(or_(*conditions)))
-        out: dict[Any, dict[str, dict[str, int | None]]] = {}
-        for k, lat, first, r_lat, r_ttft, *ranks in rows:
-            slot = out.setdefault(k, {"latencyMs": {f"p{p}": None for p in PERCENTILES},
-                                      "firstTokenMs": {f"p{p}": None for p in PERCENTILES}})
-            for ((name, p), rank) in zip(wanted, ranks, strict=True):
-                if name == "lat" and r_lat == rank:
-                    slot["latencyMs"][f"p{p}"] = lat
-                elif name == "ttft" and r_ttft == rank:
-                    slot["firstTokenMs"][f"p{p}"] = first
-        return out
-
-    def feedback(self, key) -> dict[Any, tuple[int, int, int, int, int, int]]:
-        """key -> (responses, thumbs up, thumbs down, ratings, sum of ratings, ratings of 4 or 5)."""
+    def feedback(self, bucket) -> tuple[dict[Any, tuple[int, ...]], dict[Any, tuple[int, ...]],
+                                        dict[Any, tuple[int, ...]]]:
+        """(responses, thumbs up, thumbs down, ratings, sum of ratings, ratings of 4 or 5) by key, by domain and
+        by trend bucket: one grouping by (model, domain, bucket), summed three ways."""
         f = FeedbackRow
         columns = [func.count(), func.sum(case((f.thumbs == "up", 1), else_=0)),
                    func.sum(case((f.thumbs == "down", 1), else_=0)), func.count(f.rating),
                    func.coalesce(func.sum(f.rating), 0), func.sum(case((f.rating >= 4, 1), else_=0))]
-        query = select(key, *columns).where(*self.in_period(f)).group_by(key)
-        return {row[0]: tuple(int(x or 0) for x in row[1:]) for row in self.session.execute(query)}
+        keys = [f.model_id, f.domain, bucket]
+        out: tuple[dict[Any, list[int]], ...] = ({}, {}, {})
+        for model, domain, label, *counts in self.session.execute(
+                select(*keys, *columns).where(*self.in_period(f)).group_by(*keys)):
+            for sums, key in zip(out, (model if self.by == "model" else domain, domain, label), strict=True):
+                slot = sums.setdefault(key, [0] * 6)
+                for i, n in enumerate(counts):
+                    slot[i] += int(n or 0)
+        by_key, by_domain, by_bucket = ({key: tuple(n) for key, n in sums.items()} for sums in out)
+        return by_key, by_domain, by_bucket
 
-    def revenue(self, key) -> dict[Any, float]:
-        """key -> revenue in the period from the users active (in that group) in the period.
+    def revenue(self) -> tuple[dict[Any, float], float]:
+        """Revenue in the period from the users active in the period: by key (the users active in that
+        group), and in all.
 
         Revenue is summed per user first, and only users who paid are looked for among the period's
         records, so the DISTINCT runs over the paying users' records, not over every record."""
-        u, r = self.u, RevenueRow
-        paid = select(r.user_id.label("user_id"), func.sum(r.amount).label("amount")) \
-            .where(*self.in_period(r)).group_by(r.user_id).subquery("paid")
-        active = select(*([key.label("k")] if key is not None else []), u.c.user_id.label("user_id")) \
-            .where(u.c.user_id.in_(select(paid.c.user_id))).distinct().subquery("active")
-        k = active.c.k if key is not None else null()
-        query = select(k, func.sum(paid.c.amount)).join_from(active, paid, paid.c.user_id == active.c.user_id)
-        if key is not None:
-            query = query.group_by(active.c.k)
-        return {row[0]: float(row[1] or 0) for row in self.session.execute(query)}
+        r, rev = UsageRecord, RevenueRow
+        paid = select(rev.user_id.label("user_id"), func.sum(rev.amount).label("amount")) \
+            .where(*self.in_period(rev)).group_by(rev.user_id).subquery("paid")
+        result = []
+        for key, where in ((self.g, self.where), (None, self.where_indexed)):
+            active = select(*([key.label("k")] if key is not None else []), r.user_id.label("user_id")) \
+                .where(*where, r.user_id.in_(select(paid.c.user_id))).distinct().subquery("active")
+            k = active.c.k if key is not None else null()
+            query = select(k, func.sum(paid.c.amount)).join_from(active, paid, paid.c.user_id == active.c.user_id)
+            if key is not None:
+                query = query.group_by(active.c.k)
+            result.append({row[0]: float(row[1] or 0) for row in self.session.execute(query)})
+        return result[0], result[1].get(None, 0.0)
+
 
 def _bucket(dialect: str, moment, hourly: bool):
     """The trend's bucket label of a timestamp column, in SQL: 'YYYY-MM-DD' or 'YYYY-MM-DD HH'."""
@@ -315,15 +351,13 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
     hourly = period.until - period.since <= HOURLY_UP_TO
     dialect = db.engine.dialect.name
     with db.session() as session:
-        q = _Query(session, account_id, period, by)
+        q = _Query(session, account_id, period, by, dialect)
         pricer = _Pricer(session, prices, account_id)
-        usage = q.usage_by_model(q.g)
-        people, people_total = q.people(q.g), q.people(None)[None]
-        ranks, ranks_total = q.percentiles(q.g), q.percentiles(None).get(None, {})
-        feedback_key = FeedbackRow.model_id if by == "model" else FeedbackRow.domain
-        feedback = q.feedback(feedback_key)
-        feedback_by_domain = feedback if by == "domain" else q.feedback(FeedbackRow.domain)
-        revenue, revenue_attributed = q.revenue(q.g), q.revenue(None).get(None, 0.0)
+        usage_rows = q.usage(_bucket(dialect, UsageRecord.created_at, hourly))
+        people, people_total = q.people()
+        ranks, ranks_total = q.percentiles()
+        feedback, feedback_by_domain, trend_feedback = q.feedback(_bucket(dialect, FeedbackRow.created_at, hourly))
+        revenue, revenue_attributed = q.revenue()
         revenue_all = float(session.scalar(select(func.coalesce(func.sum(RevenueRow.amount), 0.0))
                                            .where(*q.in_period(RevenueRow))) or 0.0)
         outcomes = session.execute(select(ConversionRow.name, func.count(), func.sum(ConversionRow.value))
@@ -333,12 +367,20 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
             ProvisionedThroughputRow.account_id == account_id, ProvisionedThroughputRow.created_at < period.until,
             (ProvisionedThroughputRow.deleted_at.is_(None)) | (ProvisionedThroughputRow.deleted_at > period.since),
         ).order_by(ProvisionedThroughputRow.created_at)).all()
-        bucket = _bucket(dialect, q.u.c.created_at, hourly)
-        trend_usage = session.execute(select(bucket, q.u.c.model_id, func.count(), func.sum(q.u.c.input_tokens),
-                                             func.sum(q.u.c.output_tokens)).group_by(bucket, q.u.c.model_id)).all()
-        feedback_bucket = _bucket(dialect, FeedbackRow.created_at, hourly)
-        trend_feedback = q.feedback(feedback_bucket)
-        q.close()
+
+    # the grouped usage rows, summed by (key, model) for the groups and the bill, by (bucket, model) for the trend
+    by_key_model: dict[tuple[Any, str], list[int]] = {}
+    by_bucket_model: dict[tuple[str, str], list[int]] = {}
+    for key, model, label, *sums in usage_rows:
+        slot = by_key_model.setdefault((key, model), [0] * 6)
+        for i, value in enumerate(sums):
+            slot[i] += int(value or 0)
+        slot = by_bucket_model.setdefault((label, model), [0] * 3)
+        slot[0] += int(sums[0])
+        slot[1] += int(sums[2] or 0)
+        slot[2] += int(sums[3] or 0)
+    usage = [(key, model, *sums) for (key, model), sums in by_key_model.items()]
+    trend_usage = [(label, model, *sums) for (label, model), sums in by_bucket_model.items()]
 
     # -- the bill: tokens per model (from the grouped rows), hours per provisioned throughput
     tokens_by_model: dict[str, list[int]] = {}

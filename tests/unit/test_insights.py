@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from outcrop.catalog.prices import PriceTable
 from outcrop.errors import ResourceNotFoundException, ValidationException
@@ -322,3 +323,69 @@ def test_terminal_html_and_cli(seeded, prices, tmp_path, capsys, monkeypatch):
     from_cli = {r["accountId"]: r for r in map(json.loads, lines)}
     assert from_cli[A]["totals"] == json.loads(json.dumps(result["totals"]))
     assert from_cli[B]["totals"]["requests"] == 1 and html_file.read_text().count("<svg") >= 4
+
+
+@pytest.mark.parametrize("by", ["model", "domain"])
+def test_the_same_report_whether_sqlite_scans_or_reads_the_index(seeded, prices, monkeypatch, by):
+    """A period holding most of the records is scanned, a small one read through the index: same numbers."""
+    from outcrop.insights import report as module
+
+    results = []
+    for share in (10**9, 0):  # the period always a large share, then never
+        monkeypatch.setattr(module._Query, "SCAN_SHARE", share)
+        results.append(report(seeded, prices, by=by))
+    assert results[0] == results[1]
+    assert results[0]["totals"]["efficiency"]["latencyMs"] == {"p50": 1500, "p95": 3000, "p99": 3000}
+
+
+def test_request_metadata_columns():
+    """userId, sessionId and domain are kept as columns beside the JSON, whoever makes the record."""
+    record = usage("r", "m-a", {**meta("u1", "s1", "code"), "other": "x"}, 1, 1, 1, 1, T0)
+    assert (record.user_id, record.session_id, record.domain) == ("u1", "s1", "code")
+    assert record.request_metadata == {**meta("u1", "s1", "code"), "other": "x"}
+    record = usage("r", "m-a", {"userId": "u" * 300, "domain": 7}, 1, 1, 1, 1, T0)
+    assert (record.user_id, record.session_id, record.domain) == ("u" * 256, None, None)
+    record.request_metadata = None
+    assert (record.user_id, record.session_id, record.domain) == (None, None, None)
+
+
+def test_record_usage_fills_the_metadata_columns(db):
+    from outcrop.runtime.usage import record_usage
+
+    record_usage(db, request_id="q1", principal=Principal.account_root(A), model_id="m-a", operation="Converse",
+                 request_metadata=meta("u7", "s7", "books"))
+    record_usage(db, request_id="q2", principal=Principal.account_root(A), model_id="m-a", operation="Converse")
+    with db.session() as s:
+        rows = s.execute(select(UsageRecord.request_id, UsageRecord.user_id, UsageRecord.session_id,
+                                UsageRecord.domain).order_by(UsageRecord.request_id)).all()
+    assert [tuple(r) for r in rows] == [("q1", "u7", "s7", "books"), ("q2", None, None, None)]
+
+
+def test_migration_0008_fills_the_columns_of_existing_records(tmp_path):
+    """Records written before 0008 get their userId, sessionId and domain from their requestMetadata."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from outcrop.platform.database import MIGRATIONS_DIR
+
+    database = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+        for request_id, metadata in (("old1", '{"userId": "u1", "sessionId": "s1", "domain": "code"}'),
+                                     ("old2", '{"userId": "u2"}'), ("old3", "null"), ("old4", None)):
+            connection.execute(text(
+                "INSERT INTO usage_records (request_id, account_id, principal_arn, model_id, operation, input_tokens,"
+                " output_tokens, latency_ms, status, request_metadata, created_at) VALUES (:r, :a, 'p', 'm-a', "
+                "'Converse', 1, 1, 1, 'Success', :m, '2025-01-01 00:00:00.000000')"), {"r": request_id, "a": A,
+                                                                                        "m": metadata})
+    database.migrate()
+    with database.engine.connect() as connection:
+        rows = connection.execute(text("SELECT request_id, user_id, session_id, domain FROM usage_records "
+                                       "ORDER BY request_id")).all()
+    database.dispose()
+    assert [tuple(r) for r in rows] == [("old1", "u1", "s1", "code"), ("old2", "u2", None, None),
+                                        ("old3", None, None, None), ("old4", None, None, None)]
