@@ -71,6 +71,8 @@ class _Progress:
 
 def run(ctx: jobs.JobContext) -> str | None:
     job_arn = ctx.spec["jobArn"]
+    if ctx.attempt > 1:
+        log.info("attempt %d of %s: resuming with the answers saved in %s", ctx.attempt, job_arn, ctx.work_dir)
     db, settings = ctx.db, ctx.settings
     row = _row(db, job_arn)
     request = row.request
@@ -225,6 +227,7 @@ def _cached(path: Path, progress: _Progress, generator: inference.Generator, mod
     """Answers from an earlier attempt of this job, or new ones (then kept for the next attempt)."""
     if path.is_file():
         answers = json.loads(path.read_text(encoding="utf-8"))
+        log.info("reusing %d answers of %s from an earlier attempt (%s)", len(answers), model, path.name)
         progress.done += len(prompts)
         progress.publish()
         return answers

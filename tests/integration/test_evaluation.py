@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -253,3 +256,38 @@ def test_stop_and_batch_delete(setup):
     with pytest.raises(botocore.exceptions.ClientError) as error:
         bedrock.get_evaluation_job(jobIdentifier=job_arn)
     assert error.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_a_job_running_when_the_server_stops_resumes_after_restart(tmp_path, tiny_model_dir):
+    """Killed mid-job with its first dataset answered, the job resumes after a restart without asking again."""
+    data = tmp_path / "data"
+    env = {"OUTCROP_BUILTIN_DATASETS_DIR": str(SHARED_DATA), "OUTCROP_BUILTIN_DATASET_RECORDS": "40"}
+    first = start_server(data, env)
+    try:
+        model = register_model(first, "tiny", tiny_model_dir)
+        (tmp_path / "qa.jsonl").write_text(jsonl(QA))
+        outcrop(data, "s3", "mb", "s3://eval-data")
+        outcrop(data, "s3", "cp", str(tmp_path / "qa.jsonl"), "s3://eval-data/prompts/qa.jsonl")
+        role = outcrop(data, "iam", "create-role", "--name", "eval", "--s3-access", "eval-data").strip()
+        bedrock = first.client("bedrock")
+        job_arn = create(bedrock, role, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Accuracy"),
+                                                  config("Generation", "Builtin.T-Rex", "Builtin.Robustness")],
+                         max_tokens=48)
+        deadline = time.monotonic() + 120
+        while not list((data / "jobs").glob("*/answers-0-0.json")):  # the first dataset is answered
+            assert time.monotonic() < deadline, "the job never answered its first dataset"
+            time.sleep(0.1)
+    finally:
+        first.process.send_signal(signal.SIGKILL)  # as when the machine dies: no shutdown code runs
+        first.process.wait(timeout=30)
+    with sqlite3.connect(data / "outcrop.db") as db:
+        (pid,) = db.execute("SELECT pid FROM jobs WHERE state = 'RUNNING'").fetchone()
+    os.kill(pid, signal.SIGKILL)
+    second = start_server(data, env)
+    try:
+        job = wait(second.client("bedrock"), job_arn)
+        assert job["status"] == "Completed", job.get("failureMessages")
+        log = next((data / "jobs").glob("*/job.log")).read_text()
+        assert "resuming with the answers saved" in log and "reusing 4 answers" in log
+    finally:
+        stop_server(second)
