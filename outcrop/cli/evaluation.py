@@ -190,6 +190,9 @@ def _follow(bedrock, args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
                 bar = None
+            if stage == "awaiting ratings":
+                print(f"{job['jobName']}: the raters sign in at {args.resolved_endpoint}/_outcrop/evaluation/rate/",
+                      file=sys.stderr)
             if stage:
                 bar = tqdm(total=100.0, unit="%", desc=f"{job['jobName']}: {stage}", dynamic_ncols=True,
                            bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
