@@ -48,7 +48,7 @@ def run_ours(endpoint: str, data_dir: Path, key: tuple[str, str], max_tokens: in
         return result.stdout.strip()
 
     outcrop("s3", "mb", "s3://bench")
-    role = outcrop("iam", "create-role", "--name", "bench", "--s3-access", "bench")
+    role = outcrop("iam", "create-role", "--name", "bench", "--s3-access", "bench", "--invoke-models")
     bedrock = boto3.client("bedrock", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key[0],
                            aws_secret_access_key=key[1])
     params = json.dumps({"inferenceConfig": {"maxTokens": max_tokens, "temperature": 0}})

@@ -5,17 +5,20 @@
 
 A temporary SQLite database gets `--records` usage records over the last 7 days (95% in the account
 reported on, the rest in another; 6 models, one of them a provisioned throughput of 2 model units;
-9 domains; 10% of the records without requestMetadata, 2% failed), 10% of them rated (thumbs and/or a
-1-5 rating), conversions for 3% of the sessions, revenue for 20% of the users plus users who never
-invoked. Then, in the same run, each side computes the report of the 7 days by `--by`:
+9 domains; 10% of the records without requestMetadata, 2% made by one of 3 evaluation jobs
+(requestMetadata `evaluationJobArn` only: billed, not the application's traffic), 2% failed), 10% of
+the application's records rated (thumbs and/or a 1-5 rating), conversions for 3% of the sessions, revenue
+for 20% of the users plus users who never invoked. Then, in the same run, each side computes the report of
+the 7 days by `--by`:
 
 - ours: `outcrop.insights.report.build_report` (SQL through SQLAlchemy Core);
 - pandas: `read_sql` of the period's records (requestMetadata's userId, sessionId and domain from their
   columns, as the report reads them) and events, then groupby/merge for every metric (nearest-rank
-  percentiles with numpy's `inverted_cdf`).
+  percentiles with numpy's `inverted_cdf`), the evaluation jobs' records left out of all but the bill.
 
 Both are timed end to end (database to numbers), best of `--repeat` runs each; every number of the totals
-and of every group is asserted equal (to 1e-9 relative). Last line: `ratio <pandas time / our time>`.
+and of every group, and the bill's total and evaluation jobs' cost, are asserted equal (to 1e-9
+relative). Last line: `ratio <pandas time / our time>`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ PT = f"arn:aws:bedrock:us-east-1:{A}:provisioned-model/benchbenchbe"
 MODELS = ["huggingface.smollm2-135m-instruct-v1:0", "meta.llama3-2-1b-instruct-v1:0", "local.tiny-llama-v1:0",
           "mistral.mistral-7b-instruct-v0:2", "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-text-v1", PT]
 DOMAINS = ["code", "math", "travel", "books", "legal", "health", "retail", "support", "games"]
+JOBS = [f"arn:aws:bedrock:us-east-1:{A}:evaluation-job/benchjob{i:04d}" for i in range(3)]
 MU, MU_TPM = 2, 6000
 PERCENTILES = (50, 95, 99)
 
@@ -64,9 +68,14 @@ def build(path: Path, n: int, rng: np.random.Generator, now: datetime) -> None:
     users = rng.integers(0, n // 20, n)
     sessions = users * 4 + rng.integers(0, 4, n)
     domain = np.array(DOMAINS, dtype=object)[rng.integers(0, len(DOMAINS), n)]
-    has_meta = rng.random(n) >= 0.10
-    metas = [json.dumps({"userId": f"u{u}", "sessionId": f"s{s}", "domain": d}) if m else "null"
-             for u, s, d, m in zip(users.tolist(), sessions.tolist(), domain.tolist(), has_meta.tolist(), strict=True)]
+    draw = rng.random(n)
+    has_meta, evaluation = draw >= 0.12, draw < 0.02
+    job = np.array(JOBS, dtype=object)[rng.integers(0, len(JOBS), n)]
+    job_col = [j if e else None for j, e in zip(job.tolist(), evaluation.tolist(), strict=True)]
+    metas = [json.dumps({"userId": f"u{u}", "sessionId": f"s{s}", "domain": d}) if m else
+             json.dumps({"evaluationJobArn": j}) if j else "null"
+             for u, s, d, m, j in zip(users.tolist(), sessions.tolist(), domain.tolist(), has_meta.tolist(), job_col,
+                                      strict=True)]
     # requestMetadata's userId, sessionId and domain in their own columns too, as record_usage stores them
     user_col = [f"u{u}" if m else None for u, m in zip(users.tolist(), has_meta.tolist(), strict=True)]
     session_col = [f"s{s}" if m else None for s, m in zip(sessions.tolist(), has_meta.tolist(), strict=True)]
@@ -82,13 +91,15 @@ def build(path: Path, n: int, rng: np.random.Generator, now: datetime) -> None:
                ["Converse"] * n, tokens_in.tolist(), tokens_out.tolist(), latency.tolist(),
                [None if (f or t % 13 == 0) else t for t, f in zip(ttft.tolist(), failed.tolist(), strict=True)],
                ["end_turn"] * n, np.where(failed, "ModelErrorException", "Success").tolist(), metas, user_col,
-               session_col, domain_col, stamp(created), strict=True)
+               session_col, domain_col, job_col, stamp(created), strict=True)
     con = sqlite3.connect(path)
     con.executemany("INSERT INTO usage_records (request_id, account_id, principal_arn, model_id, operation, "
                     "input_tokens, output_tokens, latency_ms, first_token_ms, stop_reason, status, request_metadata, "
-                    "user_id, session_id, domain, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-    # feedback on 10% of account A's records, stored as record_feedback stores it (model/domain/user copied)
-    rated = np.flatnonzero((account == A) & (rng.random(n) < 0.10))
+                    "user_id, session_id, domain, evaluation_job_arn, created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    # feedback on 10% of account A's application records, stored as record_feedback stores it (model/domain/user
+    # copied)
+    rated = np.flatnonzero((account == A) & ~evaluation & (rng.random(n) < 0.10))
     thumbs = rng.choice(np.array(["up", "down", None], dtype=object), len(rated), p=[0.6, 0.25, 0.15])
     rating = rng.integers(1, 6, len(rated)).astype(object)
     rating[(rng.random(len(rated)) < 0.3) & (thumbs != None)] = None  # noqa: E711 (elementwise)
@@ -145,8 +156,8 @@ def pandas_report(path: Path, prices: PriceTable, since: datetime, until: dateti
     period = (A, lo, hi)
     # requestMetadata's userId, sessionId and domain are columns of their own: read them, no JSON to parse
     u = pd.read_sql_query("SELECT model_id, user_id, session_id, domain, input_tokens, output_tokens, latency_ms, "
-                          "first_token_ms, status FROM usage_records WHERE account_id = ? AND created_at >= ? "
-                          "AND created_at < ?", con, params=period)
+                          "first_token_ms, status, evaluation_job_arn FROM usage_records WHERE account_id = ? "
+                          "AND created_at >= ? AND created_at < ?", con, params=period)
     f = pd.read_sql_query("SELECT model_id, domain, thumbs, rating FROM insights_feedback WHERE account_id = ? "
                           "AND created_at >= ? AND created_at < ?", con, params=period)
     r = pd.read_sql_query("SELECT user_id, amount FROM insights_revenue WHERE account_id = ? AND created_at >= ? "
@@ -168,6 +179,10 @@ def pandas_report(path: Path, prices: PriceTable, since: datetime, until: dateti
     pt_tokens = u.loc[u["model_id"] == PT, "tokens"].sum()
     u.loc[u["model_id"] == PT, "cost"] += u.loc[u["model_id"] == PT, "tokens"] / pt_tokens * pt_cost
     bill = float(u["cost"].sum()) if pt_tokens else float(u["cost"].sum()) + pt_cost
+    # evaluation jobs' records: in the bill (above), in no application metric (below)
+    evaluation = u["evaluation_job_arn"].notna()
+    evaluation_cost = float(u.loc[evaluation, "cost"].sum())
+    u = u[~evaluation]
     converted_sessions = set(c["session_id"].dropna())
     converted_users = set(c["user_id"].dropna())
 
@@ -204,8 +219,8 @@ def pandas_report(path: Path, prices: PriceTable, since: datetime, until: dateti
         k = None if isinstance(k, float) and math.isnan(k) else k
         fb = f[f[fkey].isna()] if k is None else f[f[fkey] == k]
         groups[k] = metrics(part, fb, float(part["cost"].sum()))
-    totals = metrics(u, f, bill)
-    return {"totals": totals, "groups": groups}
+    totals = metrics(u, f, bill - evaluation_cost)
+    return {"totals": totals, "groups": groups, "bill": {"total": bill, "evaluationCost": evaluation_cost}}
 
 
 def compare(ours, theirs, where: str = "") -> int:
@@ -248,7 +263,7 @@ def main() -> None:
             theirs = pandas_report(path, prices, since, until, now, args.by)
             theirs_times.append(time.perf_counter() - started)
         db.dispose()
-    compared = compare(ours["totals"], theirs["totals"], "totals")
+    compared = compare(ours["totals"], theirs["totals"], "totals") + compare(ours["bill"], theirs["bill"], "bill")
     assert {g["key"] for g in ours["groups"]} == set(theirs["groups"]), "different groups"
     for g in ours["groups"]:
         compared += compare(g, theirs["groups"][g["key"]], f"groups[{g['key']}]")

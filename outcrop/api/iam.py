@@ -13,7 +13,7 @@ from typing import Any
 
 from outcrop.errors import AccessDeniedException, SerializationException, UnknownOperationException, ValidationException
 from outcrop.iam.principal import ROLE, USER, Principal, principal_arn
-from outcrop.iam.service import BEARER, SIGV4, IamService, s3_access_policy
+from outcrop.iam.service import BEARER, SIGV4, IamService, invoke_models_policy, s3_access_policy
 from outcrop.platform import jsontext
 
 PREFIX = "/_outcrop/iam/"
@@ -47,6 +47,8 @@ def _create_role(iam: IamService, caller: Principal, body: dict[str, Any]) -> di
     if body.get("S3Access"):
         bucket, _, prefix = _name(body, "S3Access").removeprefix("s3://").partition("/")
         iam.put_policy(role.arn, "s3-access", s3_access_policy(bucket, prefix, bool(body.get("ReadOnly"))))
+    if body.get("InvokeModels"):
+        iam.put_policy(role.arn, "invoke-models", invoke_models_policy(caller.account_id))
     return {"Arn": role.arn}
 
 

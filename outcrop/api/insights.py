@@ -10,14 +10,13 @@ audit events), and each event row keeps the principal that recorded it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from outcrop.errors import UnknownOperationException
 from outcrop.iam.principal import Principal
 from outcrop.iam.service import IamService
-from outcrop.insights.service import InsightsService
+from outcrop.insights.service import InsightsService, dumps
 
 PREFIX = "/_outcrop/insights/"
 SERVICE = "outcrop-insights"
@@ -46,4 +45,4 @@ def handle(insights: InsightsService, iam: IamService, caller: Principal, action
            context: dict[str, Any]) -> bytes:
     """Authorize `outcrop:<Action>`, run it, return the JSON response."""
     iam.authorize(caller, f"outcrop:{action}", resource_arn(insights.settings.region, caller.account_id), context)
-    return json.dumps(ACTIONS[action](insights, caller, body), default=str).encode()
+    return dumps(ACTIONS[action](insights, caller, body)).encode()

@@ -4,8 +4,12 @@ Plain server-rendered HTML forms: every control is a native radio button or text
 label, so the pages work by keyboard (Tab between questions, arrows within one, Enter submits) and
 without JavaScript; a few lines of inline script add digit shortcuts. A rater signs in with their
 Outcrop access key once and gets a session cookie (HMAC-signed with a key derived from the data
-dir's `secret.key`, HttpOnly, SameSite=Strict, a few hours long), which is why these requests skip
+dir's `secret.key`, HttpOnly, SameSite=Lax, a few hours long), which is why these requests skip
 SigV4. Each answer is saved when submitted (Post/Redirect/Get), so closing the tab loses nothing.
+
+Signing in sends the user's long-lived secret access key, so it is taken only over HTTPS (`outcrop
+serve --tls`, or a proxy that says https) or from a loopback client; anywhere else the sign-in form
+says so and checks nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import time
@@ -25,7 +30,6 @@ import anyio
 
 from outcrop.api.asgi import read_body
 from outcrop.errors import (
-    AccessDeniedException,
     ConflictException,
     ResourceNotFoundException,
     ValidationException,
@@ -53,6 +57,13 @@ PREFIX = "/_outcrop/evaluation/rate"
 COOKIE = "outcrop_rater"
 SESSION_SECONDS = 8 * 3600
 MAX_FORM_BYTES = 256 * 1024
+#: How long a failed sign-in waits before its answer (on the event loop, never in a worker thread).
+FAILED_SIGN_IN_DELAY = 0.3
+#: How the request reached the server: sign-in needs HTTPS or a loopback client.
+HTTPS, LOOPBACK, PLAIN = "https", "loopback", "plain"
+PLAIN_HTTP_REFUSED = ("Signing in sends your secret access key, so this server takes it only over HTTPS (or from "
+                      "the machine it runs on). Ask its administrator to run `outcrop serve --tls`; programs that "
+                      "call Outcrop with SigV4 or bearer keys are not affected.")
 #: What a notice code in `?notice=` says (codes, not text, so a link cannot put words on the page).
 NOTICES = {
     "saved": "Saved.",
@@ -69,6 +80,8 @@ class Response:
     status: int
     body: str = ""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: Seconds to wait before answering (a failed sign-in's), awaited on the event loop.
+    delay: float = 0.0
 
 
 class Sessions:
@@ -91,8 +104,10 @@ class Sessions:
 
     def read(self, cookie: str) -> tuple[str, str] | None:
         """(principal ARN, access key id) of a valid, unexpired cookie; None otherwise."""
+        if not cookie.isascii():  # compare_digest refuses non-ASCII str; no cookie we issue has any
+            return None
         payload, _, mac = cookie.partition(".")
-        if not payload or not hmac.compare_digest(mac, self._mac(payload)):
+        if not payload or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             return None
         try:
             data = json.loads(base64.urlsafe_b64decode(payload.encode()))
@@ -107,6 +122,7 @@ class RatingApp:
     """The ASGI app for PREFIX; `BedrockApp` hands it every request under that path."""
 
     def __init__(self, human: HumanReview, iam: IamService, data_dir, secure_cookie: bool = False) -> None:
+        """`secure_cookie`: the server itself serves HTTPS (`outcrop serve --tls`)."""
         self.human = human
         self.iam = iam
         SecretBox(data_dir)  # makes secret.key if this data dir has none yet
@@ -124,7 +140,11 @@ class RatingApp:
         if body is None:
             response = Response(413, _page("Too large", "<p>That form is too large.</p>"))
         else:
-            response = await anyio.to_thread.run_sync(self.handle, method, path, query, headers, body)
+            transport = (HTTPS if self.secure_cookie or scope.get("scheme") == "https"
+                         else LOOPBACK if _loopback(scope.get("client")) else PLAIN)
+            response = await anyio.to_thread.run_sync(self.handle, method, path, query, headers, body, transport)
+        if response.delay:
+            await anyio.sleep(response.delay)  # here, not in handle: a sleeping worker thread is one the server lacks
         page = response.body.encode()
         out = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"),
                (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
@@ -140,7 +160,8 @@ class RatingApp:
     # -- routing (in a worker thread: everything below may touch the database) -----------------
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
-               body: bytes) -> Response:
+               body: bytes, transport: str = PLAIN) -> Response:
+        """`transport`: HTTPS, LOOPBACK (plain HTTP from this machine) or PLAIN (plain HTTP from elsewhere)."""
         rest = path[len(PREFIX):].strip("/")
         form = {k: v for k, v in urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
         try:
@@ -148,13 +169,17 @@ class RatingApp:
                 return Response(403, _page("Refused", "<p>That form was sent from another site.</p>"))
             if rest == "sign-in":
                 if method == "POST":
-                    return self._sign_in(form)
-                return Response(200, _sign_in_page())
+                    return self._sign_in(form, transport)
+                next_path = _next_path((query.get("next") or [""])[0])
+                return Response(200, _sign_in_page(PLAIN_HTTP_REFUSED if transport == PLAIN else "",
+                                                   next_path=next_path))
             if rest == "sign-out" and method == "POST":
                 return _redirect(f"{PREFIX}/sign-in", clear_cookie=True)
             rater = self._rater(headers)
             if rater is None:
-                return _redirect(f"{PREFIX}/sign-in", clear_cookie=COOKIE in headers.get("cookie", ""))
+                # A job's link (from an email, a chat) signs in and comes back to that job.
+                back = f"?next={urllib.parse.quote(path, safe='')}" if rest.startswith("jobs/") else ""
+                return _redirect(f"{PREFIX}/sign-in{back}", clear_cookie=COOKIE in headers.get("cookie", ""))
             if rest == "" and method == "GET":
                 return Response(200, _jobs_page(rater, self.human.jobs_for(rater)))
             if rest.startswith("jobs/") and method in ("GET", "POST"):
@@ -164,9 +189,8 @@ class RatingApp:
                 notice = NOTICES.get((query.get("notice") or [""])[0], "")
                 return self._job_page(rater, job_arn, notice=notice)
             return Response(404, _page("Not found", "<p>There is no such page.</p>", rater))
-        except (ResourceNotFoundException, AccessDeniedException) as exc:
-            status = 404 if isinstance(exc, ResourceNotFoundException) else 403
-            return Response(status, _page("Not available", f"<p>{_e(exc.message)}</p>{_back()}"))
+        except ResourceNotFoundException as exc:  # other teams' jobs too: see HumanReview._job
+            return Response(404, _page("Not available", f"<p>{_e(exc.message)}</p>{_back()}"))
         except Exception:  # a stack trace helps no rater; the log keeps it
             log.exception("rating page %s %s failed", method, path)
             return Response(500, _page("Error", "<p>Something went wrong on the server. Please try again.</p>"))
@@ -181,20 +205,26 @@ class RatingApp:
         found = self.iam.authenticate_key(key_id)  # a deactivated or deleted key ends its sessions
         return arn if found is not None and found[0].arn == arn else None
 
-    def _sign_in(self, form: dict[str, str]) -> Response:
+    def _sign_in(self, form: dict[str, str], transport: str) -> Response:
         key_id, secret = form.get("access_key_id", "").strip(), form.get("secret_access_key", "").strip()
+        next_path = _next_path(form.get("next", ""))
+        if transport == PLAIN:  # the secret crossed the network in clear once; it is not checked, nor welcome again
+            return Response(403, _sign_in_page(PLAIN_HTTP_REFUSED, key_id, next_path))
         found = self.iam.authenticate_key(key_id) if key_id else None
         if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
-            time.sleep(0.3)  # a guesser pays for every try; a person mistyping does not notice
+            # A guesser pays for every try (a person mistyping does not notice); the wait is the caller's,
+            # on the event loop. Guessing could not win anyway: secrets are 40 random characters (~240 bits).
             return Response(401, _sign_in_page("That access key ID and secret access key do not match an "
-                                               "active key.", key_id))
+                                               "active key.", key_id, next_path), delay=FAILED_SIGN_IN_DELAY)
         principal = found[0]
         if principal.kind != USER:
             return Response(403, _sign_in_page("Raters sign in with an IAM user's access key, not the "
-                                               "account root's.", key_id))
+                                               "account root's.", key_id, next_path))
+        # Lax, not Strict: a job's link opened from an email or a chat must arrive signed in. Every change
+        # is a POST, which Lax keeps off other sites' forms, and _same_origin checks besides.
         cookie = (f"{COOKIE}={self.sessions.issue(principal.arn, key_id)}; Path={PREFIX}; HttpOnly; "
-                  f"SameSite=Strict; Max-Age={self.sessions.lifetime}" + ("; Secure" if self.secure_cookie else ""))
-        return Response(303, "", [("location", f"{PREFIX}/"), ("set-cookie", cookie)])
+                  f"SameSite=Lax; Max-Age={self.sessions.lifetime}" + ("; Secure" if transport == HTTPS else ""))
+        return Response(303, "", [("location", next_path), ("set-cookie", cookie)])
 
     def _job_page(self, rater: str, job_arn: str, notice: str = "", view: TaskView | None = None,
                   error: str = "", form: dict[str, str] | None = None) -> Response:
@@ -238,13 +268,38 @@ def _answers(view: TaskView, form: dict[str, str]) -> dict[str, Any]:
 
 
 def _same_origin(headers: dict[str, str]) -> bool:
-    """SameSite=Strict already keeps the cookie off other sites' forms; a foreign Origin is refused too.
+    """SameSite=Lax already keeps the cookie off other sites' POSTs; a foreign Origin is refused too.
 
     No Origin, or "null" (what privacy settings send), passes: the cookie rule still holds then."""
     origin = headers.get("origin")
     if not origin or origin == "null":
         return True
-    return urllib.parse.urlsplit(origin).netloc == headers.get("host", "")
+    try:
+        return urllib.parse.urlsplit(origin).netloc == headers.get("host", "")
+    except ValueError:  # "http://[": no origin we serve
+        return False
+
+
+def _loopback(client: Any) -> bool:
+    """Whether an ASGI scope's client (host, port) is this machine: 127.0.0.0/8 or ::1 (or ::ffff:127.x)."""
+    try:
+        address = ipaddress.ip_address(client[0])
+    except (TypeError, IndexError, ValueError):  # no client (a Unix socket), or not an IP address
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _next_path(value: str) -> str:
+    """Where sign-in goes next: `value` when it is a path under PREFIX (nowhere else, not even on
+    this server, and nothing a browser could read as another host), else the job list."""
+    plain = urllib.parse.unquote(value)
+    if (value.startswith(PREFIX + "/") and value.isascii() and value.isprintable()
+            and not any(c in value for c in "\\?#\"'<> ") and "\\" not in plain
+            and not any(part in (".", "..") for part in plain.split("/"))):
+        return value
+    return f"{PREFIX}/"
 
 
 def _cookies(header: str) -> dict[str, str]:
@@ -259,7 +314,7 @@ def _cookies(header: str) -> dict[str, str]:
 def _redirect(location: str, clear_cookie: bool = False) -> Response:
     headers = [("location", location)]
     if clear_cookie:
-        headers.append(("set-cookie", f"{COOKIE}=; Path={PREFIX}; HttpOnly; SameSite=Strict; Max-Age=0"))
+        headers.append(("set-cookie", f"{COOKIE}=; Path={PREFIX}; HttpOnly; SameSite=Lax; Max-Age=0"))
     return Response(303, "", headers)
 
 
@@ -352,11 +407,12 @@ def _back() -> str:
     return f'<p><a href="{PREFIX}/">Back to your evaluation jobs</a></p>'
 
 
-def _sign_in_page(error: str = "", key_id: str = "") -> str:
+def _sign_in_page(error: str = "", key_id: str = "", next_path: str = f"{PREFIX}/") -> str:
     message = f'<p class="error" role="alert">{_e(error)}</p>' if error else ""
+    back = f'<input type="hidden" name="next" value="{_e(next_path)}">' if next_path != f"{PREFIX}/" else ""
     return _page("Sign in", f"""<h1>Sign in to rate</h1>{message}
 <p class="help">Use the access key of your Outcrop IAM user (from <code>outcrop iam create-access-key</code>).</p>
-<form method="post" action="{PREFIX}/sign-in" class="box">
+<form method="post" action="{PREFIX}/sign-in" class="box">{back}
 <p><label for="kid">Access key ID</label><br><input type="text" id="kid" name="access_key_id" value="{_e(key_id)}"
  autocomplete="username" spellcheck="false" required {'' if key_id else 'autofocus'}></p>
 <p><label for="sec">Secret access key</label><br><input type="password" id="sec" name="secret_access_key"

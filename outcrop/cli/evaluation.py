@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import string
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,14 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     if args.dataset:
         configs = [{"taskType": args.task, "dataset": _dataset(d),
                     "metricNames": [m.strip() for m in args.metrics.split(",") if m.strip()]} for d in args.dataset]
+        taken: set[str] = set()
+        for config in configs:  # a/prompts.jsonl and b/prompts.jsonl: "prompts" and "prompts-2"
+            name, n = config["dataset"]["name"], 1
+            while name in taken:
+                n += 1
+                name = f"{config['dataset']['name'][:60]}-{n}"
+            config["dataset"]["name"] = name
+            taken.add(name)
         if args.flow_definition or args.rate:
             metrics = [_rated(spec) for spec in args.rate]
             if not args.flow_definition or not metrics:
@@ -126,8 +135,12 @@ def _dataset(value: str) -> dict[str, Any]:
     if not value.startswith("s3://"):
         raise Fatal(f"--dataset {value}: give an s3:// URI (upload with `outcrop s3 cp`) or a Builtin. name")
     stem = value.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    name = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem)[:63] or "dataset"
+    name = "".join(ch if ch in _NAME_CHARACTERS else "-" for ch in stem).strip(".")[:63] or "dataset"
     return {"name": name, "datasetLocation": {"s3Uri": value}}
+
+
+#: What Bedrock allows in a dataset name (`[0-9a-zA-Z-_.]+`).
+_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.")
 
 
 def _rated(spec: str) -> dict[str, str]:

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--s3-access", metavar="BUCKET[/PREFIX]",
                    help="grant s3:GetObject, s3:ListBucket and (unless --read-only) s3:PutObject there")
     p.add_argument("--read-only", action="store_true")
+    p.add_argument("--invoke-models", action="store_true",
+                   help="grant bedrock:InvokeModel on every model of the account (evaluation jobs need it)")
     p.add_argument("--trust-policy", metavar="FILE|JSON", help="default: trust bedrock.amazonaws.com")
     for kind in ("user", "role"):
         p = command(f"delete-{kind}", _delete_principal, f"delete a {kind}, its keys and policies")
@@ -135,7 +137,7 @@ def _create_user(args):
 
 def _create_role(args):
     from outcrop.errors import ValidationException
-    from outcrop.iam.service import s3_access_policy
+    from outcrop.iam.service import invoke_models_policy, s3_access_policy
 
     iam, account = _iam(args)
     trust = _document(args.trust_policy) if args.trust_policy else None
@@ -145,6 +147,8 @@ def _create_role(args):
     if args.s3_access:
         bucket, _, prefix = args.s3_access.removeprefix("s3://").partition("/")
         iam.put_policy(role.arn, "s3-access", s3_access_policy(bucket, prefix, args.read_only))
+    if args.invoke_models:
+        iam.put_policy(role.arn, "invoke-models", invoke_models_policy(account))
     print(role.arn)
 
 

@@ -87,7 +87,7 @@ def _principal(settings, db, account: str | None):
 def _report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from outcrop.catalog.prices import PriceTable
     from outcrop.insights.report import accounts_with_activity, build_report
-    from outcrop.insights.service import parse_time
+    from outcrop.insights.service import dumps, parse_time
 
     out = out or sys.stdout
     settings, db = _open(args)
@@ -107,7 +107,7 @@ def _report(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 0
     if args.json:
         for report in reports:
-            out.write(json.dumps(report, default=str) + "\n")
+            out.write(dumps(report) + "\n")
     else:
         from outcrop.insights.text import render
 

@@ -15,6 +15,7 @@ dataset sees the same prompts in the same order.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -183,13 +184,16 @@ def _continuation(text: str, words: int = 32) -> dict[str, Any] | None:
 
 
 def _clothing(row: dict[str, Any]) -> dict[str, Any] | None:
-    text = " ".join((row.get("Review Text") or "").split())
-    if not text:
+    # Kaggle's CSV headers, or the snake_case of the hub's copies.
+    text = " ".join((row.get("Review Text") or row.get("review_text") or "").split())
+    recommended = row.get("Recommended IND", row.get("recommended_ind"))
+    if not text or recommended is None:
         return None
     return {"prompt": "Classify the sentiment of the following clothing review as 1 (positive: the customer "
                       "recommends the product) or 0 (negative: the customer does not recommend it). Answer with "
                       f"the digit only.\n\nReview: {text}",
-            "referenceResponse": str(row["Recommended IND"]), "category": row.get("Class Name") or "unknown"}
+            "referenceResponse": str(recommended),
+            "category": row.get("Class Name") or row.get("class_name") or "unknown"}
 
 
 _QA = ("QuestionAndAnswer", "Custom")
@@ -234,14 +238,20 @@ def load_builtin(dataset: BuiltinDataset, *, local_dir: Path | None, cache_dir: 
     if rows is None:
         cached = cache_dir / f"{dataset.name}.jsonl"
         if not cached.is_file():
-            converted = [r for r in (dataset.convert(row) for row in _hub_rows(dataset)) if r is not None]
+            hub_rows = list(_hub_rows(dataset))
+            converted = [r for r in (dataset.convert(row) for row in hub_rows) if r is not None]
+            if not converted:  # a renamed column must not leave an empty cache behind for every later job
+                columns = ", ".join(sorted(hub_rows[0])) if hub_rows else "no rows"
+                raise DatasetError(f"{dataset.name}: no usable record in {dataset.hub_id} ({columns}); "
+                                   "its columns may have changed")
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # jobs running at once each write their own
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in converted), encoding="utf-8")
             tmp.replace(cached)
-        rows = cached.read_text(encoding="utf-8").splitlines()
-    if len(rows) > records:
-        keep = sorted(random.Random(f"{dataset.name}:{SAMPLE_SEED}").sample(range(len(rows)), records))
+        rows = _lines(cached)
+    filled = [i for i, row in enumerate(rows) if row.strip()]
+    if len(filled) > records:
+        keep = sorted(random.Random(f"{dataset.name}:{SAMPLE_SEED}").sample(filled, records))
         picked = {i: rows[i] for i in keep}
         rows = [picked[i] if i in picked else "" for i in range(len(rows))]  # blank lines keep the line numbers
     return parse_records(rows, dataset.name, max_records=records)
@@ -251,11 +261,16 @@ def _local_rows(dataset: BuiltinDataset, local_dir: Path) -> list[str] | None:
     path = local_dir / dataset.sample_file
     if not path.is_file():
         return None
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _lines(path)
     if dataset.sample_file.startswith("finetune/"):  # running text ({"input"}): cut into prompt and continuation
         converted = (_continuation(json.loads(line)["input"]) for line in lines if line.strip())
         return [json.dumps(r, ensure_ascii=False) for r in converted if r is not None]
     return lines
+
+
+def _lines(path: Path) -> list[str]:
+    """JSONL lines split on "\\n" only: str.splitlines would also split inside strings holding U+2028 or U+0085."""
+    return path.read_text(encoding="utf-8").split("\n")
 
 
 def _hub_rows(dataset: BuiltinDataset) -> Iterable[dict[str, Any]]:

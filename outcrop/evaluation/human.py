@@ -46,7 +46,6 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from outcrop.errors import (
-    AccessDeniedException,
     ConflictException,
     ResourceNotFoundException,
     ValidationException,
@@ -54,6 +53,7 @@ from outcrop.errors import (
 from outcrop.evaluation.tables import EvaluationJobRow, FlowDefinitionRow, HumanRatingRow, HumanTaskRow
 from outcrop.iam.principal import USER, principal_arn
 from outcrop.iam.service import IamService
+from outcrop.iam.tables import PrincipalRow
 from outcrop.platform.database import Database
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,16 @@ ITEM_FULL = "This item already has all the ratings it needs"
 _FLOW_NAME = re.compile(r"[a-z0-9](-*[a-z0-9]){0,62}")
 _FLOW_ARN = re.compile(r"arn:aws:sagemaker:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):flow-definition/(?P<name>.+)")
 _USER_ARN = re.compile(r"arn:aws:iam::(?P<account>\d{12}):user/(?P<name>.+)")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored as UTC), PostgreSQL aware ones: compare them as aware."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -153,12 +159,15 @@ def _flow_arn_of(request: dict[str, Any]) -> str:
 
 
 def _whole(value: Any) -> int | None:
-    """An int from an int or a digit string; None for anything else (bools included)."""
+    """An int from an int or a string of ASCII digits; None for anything else (bools included).
+
+    Not `str.isdigit()`: it is true of "²" and other Unicode digits that `int()` refuses. At most 18
+    digits, so that `int()` never meets a string past its length limit either."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         return int(value.strip())
     return None
 
@@ -240,6 +249,17 @@ class FlowDefinition:
 
 def flow_definition_arn(region: str, account_id: str, name: str) -> str:
     return f"arn:aws:sagemaker:{region}:{account_id}:flow-definition/{name}"
+
+
+def _is_member(session, flow: FlowDefinitionRow, user_arn: str) -> bool:
+    """Whether `user_arn` is on the work team: named in it, and the very user it named. A member deleted
+    since is off the team, and so is a later user given the same name (created after the team), who
+    would otherwise inherit the deleted one's place and ratings to give."""
+    if user_arn not in flow.members:
+        return False
+    principal = session.get(PrincipalRow, user_arn)
+    return (principal is not None and principal.kind == USER
+            and _utc(principal.created_at) <= _utc(flow.created_at))
 
 
 # -- items ----------------------------------------------------------------------------------------
@@ -600,11 +620,12 @@ class HumanReview:
             raise ResourceNotFoundException(f"The flow definition {arn} does not exist; create its work team with "
                                             f"`outcrop workteam create {match.group('name')} --users ...`")
         flow = FlowDefinition.of(row)
-        existing = {p.arn for p in self.iam.list_principals(account_id, USER)}
-        left = [m for m in flow.members if m in existing]
+        with self.db.session() as session:
+            left = [m for m in flow.members if _is_member(session, row, m)]
         if len(left) < flow.workers_per_item:
             raise ValidationException(f"The work team {flow.name} needs {flow.workers_per_item} raters per item but "
-                                      f"only {len(left)} of its users still exist")
+                                      f"only {len(left)} of its users still exist (a user deleted and created "
+                                      "again is a new user: put them on a new work team)")
         return flow
 
     # -- the rater's view ---------------------------------------------------------------------
@@ -615,18 +636,18 @@ class HumanReview:
                 EvaluationJobRow.account_id == account_id, EvaluationJobRow.job_type == HUMAN_JOB,
                 EvaluationJobRow.status == IN_PROGRESS).order_by(EvaluationJobRow.created_at)))
 
-    def _job(self, job_arn: str) -> EvaluationJobRow:
+    def _job(self, job_arn: str, rater_arn: str) -> EvaluationJobRow:
+        """The human job `rater_arn` is on the work team of. A job that does not exist and another
+        team's job are the same ResourceNotFoundException, so that a rater learns nothing of the
+        jobs that are not theirs (not even their names)."""
         with self.db.session() as session:
             job = session.get(EvaluationJobRow, job_arn)
-        if job is None or job.job_type != HUMAN_JOB:
-            raise ResourceNotFoundException(f"The human evaluation job {job_arn} does not exist")
+            flow = (session.get(FlowDefinitionRow, _flow_arn_of(job.request))
+                    if job is not None and job.job_type == HUMAN_JOB else None)
+            member = flow is not None and _is_member(session, flow, rater_arn)
+        if not member:
+            raise ResourceNotFoundException(f"There is no human evaluation job {job_arn} for you to rate")
         return job
-
-    def _check_member(self, job: EvaluationJobRow, rater_arn: str) -> None:
-        with self.db.session() as session:
-            flow = session.get(FlowDefinitionRow, _flow_arn_of(job.request))
-        if flow is None or rater_arn not in flow.members:
-            raise AccessDeniedException(f"{rater_arn} is not on the work team of the evaluation job {job.job_name}")
 
     def _counts(self, job_arn: str,
                 rater_arn: str | None = None) -> tuple[list[HumanTaskRow], dict[str, int], set[str]]:
@@ -649,8 +670,7 @@ class HumanReview:
     def job_summary(self, job_arn: str, rater_arn: str) -> dict[str, Any]:
         """What the rater's pages show about one job: name, instructions, status and progress (overall
         and the rater's own: `ratedByYou`, `leftForYou`)."""
-        job = self._job(job_arn)
-        self._check_member(job, rater_arn)
+        job = self._job(job_arn, rater_arn)
         return self._summary(job, rater_arn)
 
     def _summary(self, job: EvaluationJobRow, rater_arn: str) -> dict[str, Any]:
@@ -667,15 +687,14 @@ class HumanReview:
             return []
         with self.db.session() as session:
             teams = {row.arn for row in session.scalars(select(FlowDefinitionRow).where(
-                FlowDefinitionRow.account_id == match.group("account"))) if rater_arn in row.members}
+                FlowDefinitionRow.account_id == match.group("account"))) if _is_member(session, row, rater_arn)}
         return [self._summary(job, rater_arn) for job in self._human_jobs(match.group("account"))
                 if _flow_arn_of(job.request) in teams]
 
     def next_task(self, job_arn: str, rater_arn: str) -> TaskView | None:
         """The first item by position that the rater has not rated and that still needs ratings; None
         when there is none (or the job no longer takes ratings)."""
-        job = self._job(job_arn)
-        self._check_member(job, rater_arn)
+        job = self._job(job_arn, rater_arn)
         if job.status != IN_PROGRESS:
             return None
         tasks, counts, mine = self._counts(job_arn, rater_arn)
@@ -686,8 +705,7 @@ class HumanReview:
 
     def task_view(self, job_arn: str, task_id: str, rater_arn: str) -> TaskView:
         """One item as the rater sees it (to re-render a form the rater got wrong)."""
-        job = self._job(job_arn)
-        self._check_member(job, rater_arn)
+        job = self._job(job_arn, rater_arn)
         with self.db.session() as session:
             task = session.get(HumanTaskRow, task_id)
             total = session.scalar(select(func.count()).select_from(HumanTaskRow)
@@ -707,11 +725,12 @@ class HumanReview:
                comment: str | None = None) -> dict[str, Any]:
         """Save one rater's ratings of one item (values in model terms, see the module's table);
         returns the job's progress. The rating that completes the job calls the completion hooks."""
-        job = self._job(job_arn)
-        self._check_member(job, rater_arn)
+        job = self._job(job_arn, rater_arn)
         if comment is not None and not isinstance(comment, str):
             raise ValidationException("comment must be text")
-        comment = (comment or "").strip() or None
+        # Browsers send a textarea's line breaks as CRLF but count them as one character against its
+        # maxlength: count them the same way, so a comment the page took is never refused here.
+        comment = (comment or "").replace("\r\n", "\n").replace("\r", "\n").strip() or None
         if comment and len(comment) > MAX_COMMENT:
             raise ValidationException(f"comment is {len(comment)} characters; the limit is {MAX_COMMENT}")
         with self.db.session() as session:

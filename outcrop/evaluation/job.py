@@ -77,7 +77,8 @@ def run(ctx: jobs.JobContext) -> str | None:
     row = _row(db, job_arn)
     request = row.request
     iam = IamService(db, settings.data_dir)
-    role = iam.check_role(request["roleArn"], row.account_id, required_permissions(request, request["jobId"]))
+    role = iam.check_role(request["roleArn"], row.account_id,
+                          required_permissions(request, request["jobId"], settings.region))
     store = RoleScopedStore(open_object_store(settings), iam, role)
 
     # 1. The datasets, every line checked before any model is asked anything.
@@ -109,14 +110,18 @@ def run(ctx: jobs.JobContext) -> str | None:
             prompts = [r.prompt for r in dataset.records]
             perturbed = scoring.perturbed_prompts(dataset.records) if scoring.ROBUSTNESS in dataset.metric_names \
                 else []
+            perturbed_labels = [f"{label} (perturbed copy {k + 1})" for label in dataset.labels()
+                                for k in range(scoring.PERTURBATIONS)]
             for m, (model, params) in enumerate(models):
                 answers[d, m] = _cached(ctx.work_dir / f"answers-{d}-{m}.json", progress, generator, model, prompts,
                                         params, dataset.labels())
                 if perturbed:
                     perturbed_answers[d, m] = _cached(ctx.work_dir / f"perturbed-{d}-{m}.json", progress, generator,
-                                                      model, perturbed, params, None)
+                                                      model, perturbed, params, perturbed_labels)
 
         if not automated:  # 3a. A human job: the answers become items to rate; the raters finish the job.
+            if ctx.should_stop(fresh=True):  # stopped while the last answers came: no items to rate
+                raise inference.Stopped()
             _store_human_tasks(db, iam, settings.region, row, sets, models, answers)
             return None
 
@@ -141,7 +146,8 @@ def run(ctx: jobs.JobContext) -> str | None:
                             record_scores[i].append(
                                 {"metricName": name, "result": verdict.score,
                                  **({"rating": verdict.value} if isinstance(verdict.value, str) else {}),
-                                 "evaluatorDetails": [{"modelIdentifier": judge_model, "explanation": verdict.raw}]})
+                                 "evaluatorDetails": [{"modelIdentifier": judge_model,
+                                                       "explanation": verdict.explanation or verdict.raw}]})
                         continue
                     computed = scoring.compute(
                         name, dataset.task_type, dataset.records, answers[d, m], tools,
@@ -224,15 +230,24 @@ def _judged_metrics(automated: dict[str, Any]) -> dict[str, tuple[Any, str]]:
 
 def _cached(path: Path, progress: _Progress, generator: inference.Generator, model: str, prompts: list[str],
             params: dict[str, Any], labels: list[str] | None) -> list[str]:
-    """Answers from an earlier attempt of this job, or new ones (then kept for the next attempt)."""
+    """Answers from an earlier attempt of this job, or new ones (then kept for the next attempt).
+
+    The file is replaced atomically and names its prompts' count, so a write cut short or a dataset
+    replaced between attempts means asking again, not a resumed job that fails."""
     if path.is_file():
-        answers = json.loads(path.read_text(encoding="utf-8"))
-        log.info("reusing %d answers of %s from an earlier attempt (%s)", len(answers), model, path.name)
-        progress.done += len(prompts)
-        progress.publish()
-        return answers
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            kept = None
+        if isinstance(kept, dict) and kept.get("prompts") == prompts:
+            log.info("reusing %d answers of %s from an earlier attempt (%s)", len(kept["answers"]), model, path.name)
+            progress.done += len(prompts)
+            progress.publish()
+            return kept["answers"]
     answers = generator.answer(model, prompts, params, progress.step, labels)
-    path.write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"prompts": prompts, "answers": answers}, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
     return answers
 
 

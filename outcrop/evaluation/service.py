@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from outcrop.catalog.service import Catalog
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
@@ -25,7 +26,7 @@ from outcrop.platform.database import Database
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
 from outcrop.platform.jobs import JobRunner
-from outcrop.platform.objectstore import ObjectStore, S3Uri
+from outcrop.platform.objectstore import TEMP_PREFIX, ObjectStore, S3Uri
 from outcrop.platform.pagination import page
 from outcrop.provisioning.service import ProvisioningService
 
@@ -50,12 +51,30 @@ def dataset_configs(request: dict[str, Any]) -> list[dict[str, Any]]:
     return (config.get("automated") or config.get("human"))["datasetMetricConfigs"]
 
 
-def required_permissions(request: dict[str, Any], job_id: str) -> list[tuple[str, str]]:
-    """What the job's role must allow: read every custom dataset, write the job's outputs."""
+def model_arn(identifier: str, region: str) -> str:
+    """The ARN IAM authorizes an invocation of a model against (a bare id names a foundation model)."""
+    return identifier if identifier.startswith("arn:") else f"arn:aws:bedrock:{region}::foundation-model/{identifier}"
+
+
+def invoked_models(request: dict[str, Any]) -> list[str]:
+    """Every model the job asks: the evaluated ones and its judges."""
+    models = [m["bedrockModel"]["modelIdentifier"] for m in request["inferenceConfig"]["models"]]
+    automated = request["evaluationConfig"].get("automated") or {}
+    for config in (automated.get("evaluatorModelConfig"),
+                   (automated.get("customMetricConfig") or {}).get("evaluatorModelConfig")):
+        models += [m["modelIdentifier"] for m in (config or {}).get("bedrockEvaluatorModels", [])]
+    return list(dict.fromkeys(models))
+
+
+def required_permissions(request: dict[str, Any], job_id: str, region: str) -> list[tuple[str, str]]:
+    """What the job's role must allow: read every custom dataset, invoke every model it asks (as on
+    Bedrock, the models are invoked as the role), write the job's outputs."""
     reads = [c["dataset"]["datasetLocation"]["s3Uri"] for c in dataset_configs(request)
              if not c["dataset"]["name"].startswith("Builtin.")]
     report = outputs.job_prefix(request, job_id).join(outputs.REPORT_JSON)
-    return [*(("s3:GetObject", object_arn(S3Uri.parse(uri))) for uri in reads), ("s3:PutObject", object_arn(report))]
+    return [*(("s3:GetObject", object_arn(S3Uri.parse(uri))) for uri in reads),
+            *(("bedrock:InvokeModel", model_arn(m, region)) for m in invoked_models(request)),
+            ("s3:PutObject", object_arn(report))]
 
 
 class EvaluationService:
@@ -95,15 +114,18 @@ class EvaluationService:
         job_arn = f"arn:aws:bedrock:{self.region}:{account}:evaluation-job/{job_id}"
         request["jobId"] = job_id
         # The role is checked now, so that a missing permission is the caller's error, not a failed job later.
-        self.iam.check_role(request["roleArn"], account, required_permissions(request, job_id))
-        with self.db.session() as session:
-            clash = session.scalar(select(func.count()).select_from(EvaluationJobRow).where(
-                EvaluationJobRow.account_id == account, EvaluationJobRow.job_name == request["jobName"]))
-            if clash:
-                raise ConflictException(f"An evaluation job named {request['jobName']} already exists")
-            session.add(EvaluationJobRow(job_arn=job_arn, account_id=account, job_name=request["jobName"],
-                                         job_type=job_type(request), status=IN_PROGRESS, request=request,
-                                         created_at=now(), updated_at=now()))
+        self.iam.check_role(request["roleArn"], account, required_permissions(request, job_id, self.region))
+        clash = ConflictException(f"An evaluation job named {request['jobName']} already exists")
+        try:
+            with self.db.session() as session:
+                if session.scalar(select(func.count()).select_from(EvaluationJobRow).where(
+                        EvaluationJobRow.account_id == account, EvaluationJobRow.job_name == request["jobName"])):
+                    raise clash
+                session.add(EvaluationJobRow(job_arn=job_arn, account_id=account, job_name=request["jobName"],
+                                             job_type=job_type(request), status=IN_PROGRESS, request=request,
+                                             created_at=now(), updated_at=now()))
+        except IntegrityError:  # the same name created at the same moment by another request
+            raise clash from None
         runner_id = self.runner.submit(account, ENTRY_POINT, {"jobArn": job_arn}, failure_hook=FAILURE_HOOK)
         with self.db.session() as session:
             session.get(EvaluationJobRow, job_arn).runner_job_id = runner_id
@@ -167,8 +189,8 @@ class EvaluationService:
                 if not definition:
                     raise ValidationException(f"customMetricConfig.customMetrics[{i}] needs a customMetricDefinition")
                 custom_names.add(judge.custom_rubric(definition).name)
-        for i, item in enumerate(config["datasetMetricConfigs"]):
-            self._check_dataset(item, i)
+        self._check_datasets(config["datasetMetricConfigs"])
+        for item in config["datasetMetricConfigs"]:
             for name in item["metricNames"]:
                 if name in custom_names:
                     continue
@@ -189,15 +211,29 @@ class EvaluationService:
             raise ValidationException("evaluationConfig.human.humanWorkflowConfig (the work team) is required")
         self.human.resolve_flow_definition(account, workflow["flowDefinitionArn"])
         names = {m["name"] for m in metrics}
+        self._check_datasets(config["datasetMetricConfigs"])
         for i, item in enumerate(config["datasetMetricConfigs"]):
-            self._check_dataset(item, i)
             unknown = [n for n in item["metricNames"] if n not in names]
             if unknown:
                 raise ValidationException(f"datasetMetricConfigs[{i}].metricNames: {', '.join(unknown)} is not "
                                           "one of the job's customMetrics")
 
+    def _check_datasets(self, items: list[dict[str, Any]]) -> None:
+        seen = set()
+        for i, item in enumerate(items):
+            key = (item["taskType"], item["dataset"]["name"])
+            if key in seen:
+                raise ValidationException(f"datasetMetricConfigs[{i}]: the dataset {key[1]} appears twice for the "
+                                          f"task type {key[0]}; give each dataset its own name")
+            seen.add(key)
+            self._check_dataset(item, i)
+
     def _check_dataset(self, item: dict[str, Any], index: int) -> None:
         name = item["dataset"]["name"]
+        # The name becomes a folder of the outputs: refuse it now rather than after the work is done.
+        if name in (".", "..") or name.startswith(TEMP_PREFIX):
+            raise ValidationException(f"datasetMetricConfigs[{index}].dataset.name {name!r} cannot name a folder "
+                                      "of the job's outputs; use letters, digits, '-', '_' or '.'")
         location = (item["dataset"].get("datasetLocation") or {}).get("s3Uri")
         if name.startswith("Builtin."):
             datasets.builtin(name, item["taskType"])
@@ -210,7 +246,22 @@ class EvaluationService:
     # -- read -------------------------------------------------------------------------------------
 
     def _row(self, account: str, identifier: str) -> EvaluationJobRow:
-        return self.db.owned(EvaluationJobRow, EvaluationJobRow.job_name, account, identifier, "evaluation job")
+        return self._settle(self.db.owned(EvaluationJobRow, EvaluationJobRow.job_name, account, identifier,
+                                          "evaluation job"))
+
+    def _settle(self, row: EvaluationJobRow) -> EvaluationJobRow:
+        """A Stopping job whose process has ended (stopped while queued, terminated after the grace period,
+        lost in a restart) is Stopped: nothing else would ever say so."""
+        if row.status != STOPPING:
+            return row
+        job = self.runner.get(row.runner_job_id) if row.runner_job_id else None
+        if job is not None and job.state not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return row
+        with self.db.session() as session:
+            session.execute(update(EvaluationJobRow).where(EvaluationJobRow.job_arn == row.job_arn,
+                                                           EvaluationJobRow.status == STOPPING)
+                            .values(status=STOPPED, ended_at=now(), updated_at=now()))
+            return session.get(EvaluationJobRow, row.job_arn)
 
     def get_job(self, account: str, identifier: str) -> dict[str, Any]:
         row = self._row(account, identifier)
@@ -250,7 +301,7 @@ class EvaluationService:
         if params.get("applicationTypeEquals") not in (None, "ModelEvaluation"):
             return {"jobSummaries": []}
         rows, token = page(self.db, query, EvaluationJobRow.created_at, params)
-        return {"jobSummaries": [self._summary(r) for r in rows], "nextToken": token}
+        return {"jobSummaries": [self._summary(self._settle(r)) for r in rows], "nextToken": token}
 
     def _summary(self, row: EvaluationJobRow) -> dict[str, Any]:
         request = row.request
@@ -278,11 +329,14 @@ class EvaluationService:
         job = self.runner.get(row.runner_job_id) if row.runner_job_id else None
         # A human job whose responses are all generated has no process left: it stops at once.
         waiting = job is not None and job.state in ("SUCCEEDED", "FAILED", "STOPPED")
-        with self.db.session() as session:
-            current = session.get(EvaluationJobRow, row.job_arn)
-            current.status, current.updated_at = (STOPPED, now()) if waiting else (STOPPING, now())
-            if waiting:
-                current.ended_at = now()
+        status = STOPPED if waiting else STOPPING
+        with self.db.session() as session:  # only from InProgress: a job that just completed stays Completed
+            changed = session.execute(update(EvaluationJobRow).where(
+                EvaluationJobRow.job_arn == row.job_arn, EvaluationJobRow.status == IN_PROGRESS).values(
+                status=status, updated_at=now(), **({"ended_at": now()} if waiting else {}))).rowcount
+        if not changed:
+            raise ValidationException(f"The evaluation job {row.job_name} has just ended; only a job in progress "
+                                      "can be stopped")
         if row.runner_job_id and not waiting:
             self.runner.request_stop(row.runner_job_id)
 
@@ -317,18 +371,19 @@ class EvaluationService:
         request = row.request
         try:
             role = self.iam.check_role(request["roleArn"], row.account_id,
-                                       required_permissions(request, request["jobId"]))
+                                       required_permissions(request, request["jobId"], self.region))
             store = RoleScopedStore(self.store, self.iam, role)
             ratings = self.human.ratings(job_arn)
             summary = outputs.human_summary(row, self.human.aggregate(job_arn), ratings)
             outputs.write_human_outputs(store, self.db, row, summary)
         except Exception as exc:
             with self.db.session() as session:
-                current = session.get(EvaluationJobRow, job_arn)
-                current.status, current.failure_messages = FAILED, [f"Writing the results failed: {exc}"]
-                current.ended_at = current.updated_at = now()
+                session.execute(update(EvaluationJobRow).where(
+                    EvaluationJobRow.job_arn == job_arn, EvaluationJobRow.status == IN_PROGRESS).values(
+                    status=FAILED, failure_messages=[f"Writing the results failed: {exc}"], ended_at=now(),
+                    updated_at=now()))
             raise
-        with self.db.session() as session:
-            current = session.get(EvaluationJobRow, job_arn)
-            current.status, current.results = COMPLETED, summary
-            current.ended_at = current.updated_at = now()
+        with self.db.session() as session:  # only from InProgress: a job stopped meanwhile stays Stopped
+            session.execute(update(EvaluationJobRow).where(
+                EvaluationJobRow.job_arn == job_arn, EvaluationJobRow.status == IN_PROGRESS).values(
+                status=COMPLETED, results=summary, ended_at=now(), updated_at=now()))

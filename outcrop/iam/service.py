@@ -64,6 +64,14 @@ def s3_access_policy(bucket: str, prefix: str = "", read_only: bool = False) -> 
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def invoke_models_policy(account_id: str) -> dict[str, Any]:
+    """bedrock:InvokeModel on every foundation model and on the account's provisioned throughputs: what an
+    evaluation job's service role needs to ask the models it evaluates (and its judge)."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "InvokeModels", "Effect": "Allow", "Action": "bedrock:InvokeModel",
+        "Resource": ["arn:aws:bedrock:*::foundation-model/*", f"arn:aws:bedrock:*:{account_id}:provisioned-model/*"]}]}
+
+
 @dataclass(frozen=True)
 class AccessKey:
     access_key_id: str

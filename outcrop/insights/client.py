@@ -45,7 +45,14 @@ class InsightsClient:
         """The endpoint, region and credentials of an existing boto3 client (bedrock or bedrock-runtime)."""
         # botocore exposes no public accessor for a client's credentials; its signer has held them as
         # `_credentials` for as long as botocore has had `_request_signer`.
-        credentials = client._request_signer._credentials.get_frozen_credentials()
+        credentials = client._request_signer._credentials
+        if credentials is None:
+            raise ValueError(
+                "The insights API needs SigV4 credentials (an access key), and this boto3 client has none: it "
+                "authenticates with a bearer API key (AWS_BEARER_TOKEN_BEDROCK), which Outcrop accepts for "
+                "bedrock and bedrock-runtime only. Give the client an access key, or pass one to "
+                "InsightsClient(endpoint_url, botocore.credentials.Credentials(key_id, secret)).")
+        credentials = credentials.get_frozen_credentials()
         return cls(client.meta.endpoint_url, Credentials(*credentials), client.meta.region_name, **options)
 
     def _call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -2,16 +2,20 @@
 
 Every input is checked here, once, for every door (JSON API, Python helper, CLI), and refused with a
 ValidationException naming the field; feedback on a request id this account never made is a
-ResourceNotFoundException naming the id, so a typo cannot silently skew satisfaction.
+ResourceNotFoundException naming the id, so a typo cannot silently skew satisfaction. Text may hold no
+control characters (the terminal report prints names as they are; a comment may hold newlines and tabs),
+and amounts are bounded (|x| <= 1e12), so that no sum overflows to infinity.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
@@ -24,15 +28,23 @@ RATINGS = range(1, 6)
 MAX_ID = 256
 MAX_NAME = 128
 MAX_COMMENT = 4096
+#: the largest magnitude of an amount or a conversion value: far beyond any real payment, far below where a
+#: sum of many of them could overflow a double (to infinity on SQLite, an error on PostgreSQL)
+MAX_AMOUNT = 1e12
 
 
-def _text(value: Any, field: str, limit: int, required: bool = False) -> str | None:
+def _text(value: Any, field: str, limit: int, required: bool = False, allowed: str = "") -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ValidationException(f"{field} must be a non-empty string" + ("" if required else " when given"))
     if len(value) > limit:
         raise ValidationException(f"{field} is {len(value)} characters long; the limit is {limit}")
+    bad = next((c for c in value if unicodedata.category(c) == "Cc" and c not in allowed), None)
+    if bad is not None:  # an escape sequence would reach the terminal of whoever reads the report
+        raise ValidationException(f"{field} contains the control character {bad!r}; "
+                                  + (f"only {', '.join(map(repr, allowed))} are allowed" if allowed
+                                     else "none is allowed"))
     return value
 
 
@@ -42,6 +54,8 @@ def _number(value: Any, field: str, required: bool = False) -> float | None:
     # bool is an int in Python, but `true` is no amount of money.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValidationException(f"{field} must be a finite number, got {value!r}")
+    if abs(value) > MAX_AMOUNT:
+        raise ValidationException(f"{field} must be between -1e12 and 1e12, got {value!r}")
     return float(value)
 
 
@@ -63,7 +77,10 @@ def _meta(record: UsageRecord, key: str) -> str | None:
 
 def record_feedback(db: Database, principal: Principal, request_id: Any, *, thumbs: Any = None, rating: Any = None,
                     comment: Any = None, at: datetime | None = None) -> dict[str, Any]:
-    """Thumbs up/down and/or a 1-5 rating on one response; a second verdict on it replaces the first."""
+    """Thumbs up/down and/or a 1-5 rating on one response.
+
+    Feedback on a response already rated updates only the fields given (thumbs, then a rating, keeps both);
+    two calls at once (a double click) make one row, not an error."""
     request_id = _text(request_id, "requestId", 64, required=True)
     if thumbs is None and rating is None:
         raise ValidationException("Feedback needs thumbs ('up' or 'down') or rating (1 to 5), or both")
@@ -71,8 +88,23 @@ def record_feedback(db: Database, principal: Principal, request_id: Any, *, thum
         raise ValidationException(f"thumbs must be 'up' or 'down', got {thumbs!r}")
     if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or rating not in RATINGS):
         raise ValidationException(f"rating must be a whole number from 1 to 5, got {rating!r}")
-    comment = _text(comment, "comment", MAX_COMMENT)
+    comment = _text(comment, "comment", MAX_COMMENT, allowed="\n\r\t")
     now = at or datetime.now(UTC)
+    given = {name: value for name, value in (("thumbs", thumbs), ("rating", rating), ("comment", comment))
+             if value is not None}
+    for attempt in range(2):
+        try:
+            return _save_feedback(db, principal, request_id, given, now)
+        except IntegrityError:
+            # Another call inserted this request's feedback between our look and our insert (the unique
+            # (account, request id) refused the second row): look again, find it, update it.
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _save_feedback(db: Database, principal: Principal, request_id: str, given: dict[str, Any],
+                   now: datetime) -> dict[str, Any]:
     with db.session() as session:
         record = _invocation(session, principal.account_id, request_id)
         row = session.scalars(select(FeedbackRow).where(FeedbackRow.account_id == principal.account_id,
@@ -83,9 +115,12 @@ def record_feedback(db: Database, principal: Principal, request_id: Any, *, thum
         row.principal_arn, row.model_id, row.invoked_at = principal.arn, record.model_id, record.created_at
         row.domain, row.user_id = _meta(record, "domain"), _meta(record, "userId")
         row.session_id = _meta(record, "sessionId")
-        row.thumbs, row.rating, row.comment, row.created_at = thumbs, rating, comment, now
+        for name, value in given.items():
+            setattr(row, name, value)
+        row.created_at = now
         session.flush()
-        return {"feedbackId": str(row.id), "requestId": request_id, "modelId": record.model_id}
+        return {"feedbackId": str(row.id), "requestId": request_id, "modelId": record.model_id,
+                "thumbs": row.thumbs, "rating": row.rating}
 
 
 def record_conversion(db: Database, principal: Principal, name: Any, *, user_id: Any = None, session_id: Any = None,

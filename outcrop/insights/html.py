@@ -29,10 +29,18 @@ def _nan(value: float | None) -> float:
 
 
 def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """(title, inline SVG) for each chart the report has data for."""
+    """(title, inline SVG) for each chart the report has data for.
+
+    Labels are the application's own text (domains, categories, model ids): `$` in them is a dollar sign,
+    not matplotlib's math text, so math text is off while the charts are drawn (and saved)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _charts(report)
+
+
+def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     out = []

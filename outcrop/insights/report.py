@@ -6,6 +6,12 @@ issue left room:
 
 - The period is [since, until). Invocations count by their time, events (feedback, conversions,
   revenue) by the time they were recorded.
+- The calls an evaluation job makes (requestMetadata `evaluationJobArn`, a column of usage_records) are
+  not the application's traffic: they are left out of every application metric (requests, satisfaction,
+  ARPU, conversion, efficiency, the groups, the trend's requests and tokens), and billed: their tokens are
+  in the bill's lines like any other, and `bill.evaluationJobs` shows each job's share (its tokens' cost
+  and its share of a throughput's hours), which the totals' and the groups' cost leave out
+  (totals' cost = bill total - evaluation cost). The trend's cost is the bill's, evaluation included.
 - Satisfaction: thumbs-up rate = up / (up + down); mean rating over rated responses; CSAT = share of
   ratings that are 4 or 5; `responses` counts feedback rows (one per rated request).
 - ARPU = revenue recorded in the period from users who invoked in the period / those active users. A
@@ -21,10 +27,11 @@ issue left room:
 - The bill: on-demand tokens x the model's prices (a custom model is priced as its base), nothing per
   token on a provisioned throughput, whose model-unit hours inside the period are priced by commitment
   term. A group's cost carries its share of a throughput's hours in proportion to its tokens on it;
-  hours no traffic used are in the bill and the totals only.
+  hours no traffic used are in the bill and the totals only. A throughput whose status is Failed never
+  served and is not billed (Bedrock does not charge for it), however long it stays undeleted.
 - Utilisation of a provisioned throughput = tokens it processed / tokens its model units could process
   during its hours in the period (`mu_tokens_per_minute` per unit).
-- requestMetadata's userId, sessionId and domain are read from their own columns of usage_records
+- requestMetadata's userId, sessionId, domain and evaluationJobArn are read from their own columns of usage_records
   (copied out of the JSON when a record is made), never parsed per row.
 - Cross-domain: feedback by `requestMetadata.domain` beside the newest completed evaluation jobs'
   scores by dataset `category` (`results.tasks[].metrics[].byCategory`), matched case-insensitively.
@@ -70,6 +77,9 @@ GROUPINGS = ("model", "domain")
 PERCENTILES = (50, 95, 99)
 #: A period up to this long is bucketed by hour in the trend; longer ones by day.
 HOURLY_UP_TO = timedelta(days=2)
+#: a provisioned throughput's status when it never came to serve (outcrop.provisioning.service.FAILED; not
+#: imported: the service module loads the inference engine)
+FAILED = "Failed"
 
 # Evaluation sits above insights and is still being built: its jobs are read through the table's
 # schema (a lightweight table clause), not by importing its code.
@@ -128,11 +138,17 @@ class _Query:
         r = UsageRecord
         self.g = r.model_id if by == "model" else r.domain
         account, created = r.account_id, r.created_at
-        self.where_indexed = self.where = (account == account_id, created >= period.since, created < period.until)
+        self.where_all = self.where_indexed = (account == account_id, created >= period.since,
+                                               created < period.until)
         if dialect == "sqlite" and self._large_share():
-            self.where = (_plus(account) == account_id, _plus(created) >= period.since, _plus(created) < period.until)
+            self.where_all = (_plus(account) == account_id, _plus(created) >= period.since,
+                              _plus(created) < period.until)
             self.where_indexed = (account == account_id, _plus(created) >= period.since,
                                   _plus(created) < period.until)
+        # the application's records: not an evaluation job's calls (the user and session indexes end with
+        # evaluation_job_arn, so the counts they cover stay in the index)
+        application = r.evaluation_job_arn.is_(None)
+        self.where, self.where_indexed = (*self.where_all, application), (*self.where_indexed, application)
 
     def _large_share(self) -> bool:
         r = UsageRecord
@@ -145,17 +161,19 @@ class _Query:
                 row_class.created_at < self.period.until)
 
     def usage(self, bucket) -> list[Any]:
-        """(key, model, bucket, requests, errors, input, output, output of successes, latency ms of successes).
+        """(key, model, bucket, evaluation job ARN or None, requests, errors, input, output, output of
+        successes, latency ms of successes).
 
-        One grouping for the groups, the bill and the trend (each sums these rows its own way)."""
+        One grouping, over every record of the period (evaluation jobs' too), for the groups, the bill and the
+        trend (each sums these rows its own way)."""
         r = UsageRecord
         ok = r.status == SUCCESS
-        keys = [self.g, r.model_id, bucket]
+        keys = [self.g, r.model_id, bucket, r.evaluation_job_arn]
         return self.session.execute(select(
             *keys, func.count(), func.sum(case((ok, 0), else_=1)), func.sum(r.input_tokens),
             func.sum(r.output_tokens), func.sum(case((ok, r.output_tokens), else_=0)),
             func.sum(case((ok, r.latency_ms), else_=0)),
-        ).where(*self.where).group_by(*keys)).all()
+        ).where(*self.where_all).group_by(*keys)).all()
 
     def people(self) -> tuple[dict[Any, tuple[int, int, int, int]], tuple[int, int, int, int]]:
         """Distinct (users, sessions, converted users, converted sessions) that invoked in the period: by key,
@@ -365,29 +383,41 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
                                    .order_by(ConversionRow.name)).all()
         throughputs = session.scalars(select(ProvisionedThroughputRow).where(
             ProvisionedThroughputRow.account_id == account_id, ProvisionedThroughputRow.created_at < period.until,
+            ProvisionedThroughputRow.status != FAILED,  # it never served: Bedrock does not bill it
             (ProvisionedThroughputRow.deleted_at.is_(None)) | (ProvisionedThroughputRow.deleted_at > period.since),
         ).order_by(ProvisionedThroughputRow.created_at)).all()
 
-    # the grouped usage rows, summed by (key, model) for the groups and the bill, by (bucket, model) for the trend
+    # the grouped usage rows, summed by model for the bill (every record), by (key, model) for the groups and
+    # by (bucket, model) for the trend (the application's records; the trend's tokens cost evaluation's too),
+    # by (job, model) for the evaluation jobs' share of the bill
+    tokens_by_model: dict[str, list[int]] = {}
     by_key_model: dict[tuple[Any, str], list[int]] = {}
     by_bucket_model: dict[tuple[str, str], list[int]] = {}
-    for key, model, label, *sums in usage_rows:
+    by_job_model: dict[tuple[str, str], list[int]] = {}
+    for key, model, label, job, *sums in usage_rows:
+        n, tokens_in, tokens_out = int(sums[0]), int(sums[2] or 0), int(sums[3] or 0)
+        slot = tokens_by_model.setdefault(model, [0, 0])
+        slot[0] += tokens_in
+        slot[1] += tokens_out
+        slot = by_bucket_model.setdefault((label, model), [0] * 5)
+        slot[3] += tokens_in
+        slot[4] += tokens_out
+        if job is not None:
+            slot = by_job_model.setdefault((job, model), [0] * 3)
+            slot[0] += n
+            slot[1] += tokens_in
+            slot[2] += tokens_out
+            continue
+        slot[0] += n
+        slot[1] += tokens_in
+        slot[2] += tokens_out
         slot = by_key_model.setdefault((key, model), [0] * 6)
         for i, value in enumerate(sums):
             slot[i] += int(value or 0)
-        slot = by_bucket_model.setdefault((label, model), [0] * 3)
-        slot[0] += int(sums[0])
-        slot[1] += int(sums[2] or 0)
-        slot[2] += int(sums[3] or 0)
     usage = [(key, model, *sums) for (key, model), sums in by_key_model.items()]
     trend_usage = [(label, model, *sums) for (label, model), sums in by_bucket_model.items()]
 
-    # -- the bill: tokens per model (from the grouped rows), hours per provisioned throughput
-    tokens_by_model: dict[str, list[int]] = {}
-    for _key, model, _n, _errors, tokens_in, tokens_out, *_ in usage:
-        slot = tokens_by_model.setdefault(model, [0, 0])
-        slot[0] += int(tokens_in or 0)
-        slot[1] += int(tokens_out or 0)
+    # -- the bill: tokens per model (every record's), hours per provisioned throughput
     on_demand = []
     for model, (tokens_in, tokens_out) in sorted(tokens_by_model.items()):
         if _is_provisioned(model):
@@ -412,6 +442,24 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
                             "utilisation": _ratio(used, capacity)})
     bill_total = sum(item["cost"] for item in on_demand) + sum(throughput_cost.values())
 
+    def share_of_hours(model: str, tokens: int) -> float:
+        """A slice of traffic's share of a throughput's hours, in proportion to its tokens on it."""
+        if model not in throughput_cost or not sum(tokens_by_model[model]):
+            return 0.0
+        return throughput_cost[model] * tokens / sum(tokens_by_model[model])
+
+    jobs: dict[str, dict[str, Any]] = {}
+    for (job, model), (n, tokens_in, tokens_out) in sorted(by_job_model.items()):
+        item = jobs.setdefault(job, {"evaluationJobArn": job, "requests": 0, "inputTokens": 0, "outputTokens": 0,
+                                     "cost": 0.0})
+        item["requests"] += n
+        item["inputTokens"] += tokens_in
+        item["outputTokens"] += tokens_out
+        item["cost"] += pricer.tokens_cost(model, tokens_in, tokens_out) + share_of_hours(model,
+                                                                                          tokens_in + tokens_out)
+    evaluation_jobs = list(jobs.values())
+    evaluation_cost = sum(item["cost"] for item in evaluation_jobs)
+
     # -- groups
     groups: dict[Any, dict[str, Any]] = {}
     for key, model, n, errors, tokens_in, tokens_out, ok_out, ok_latency in usage:
@@ -424,10 +472,7 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
         g["outputTokens"] += tokens_out
         g["_ok_out"] += int(ok_out or 0)
         g["_ok_ms"] += int(ok_latency or 0)
-        g["cost"] += pricer.tokens_cost(model, tokens_in, tokens_out)
-        if model in throughput_cost:  # this group's share of the throughput's hours, by its tokens on it
-            g["cost"] += throughput_cost[model] * _ratio(tokens_in + tokens_out, sum(tokens_by_model[model])) \
-                if sum(tokens_by_model[model]) else 0.0
+        g["cost"] += pricer.tokens_cost(model, tokens_in, tokens_out) + share_of_hours(model, tokens_in + tokens_out)
     for key in feedback:
         groups.setdefault(key, {"requests": 0, "errors": 0, "inputTokens": 0, "outputTokens": 0,
                                 "_ok_out": 0, "_ok_ms": 0, "cost": 0.0})
@@ -459,7 +504,7 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
                                            ranks.get(key, {}).get("firstTokenMs"))})
     total = {name: sum(g[name] for g in groups.values())
              for name in ("requests", "errors", "inputTokens", "outputTokens", "_ok_out", "_ok_ms")}
-    total["cost"] = bill_total
+    total["cost"] = bill_total - evaluation_cost  # the application's: the bill but the evaluation jobs' share
     total_feedback = tuple(sum(c[i] for c in feedback.values()) for i in range(6)) if feedback else None
     totals = metrics(total, people_total[0], people_total[1], revenue_attributed, people_total[3],
                      people_total[2], total_feedback, ranks_total.get("latencyMs"),
@@ -483,14 +528,14 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
     for start in starts:
         trend_rows[_label(start, hourly)] = {"start": start, "requests": 0, "inputTokens": 0, "outputTokens": 0,
                                              "cost": 0.0}
-    for label, model, n, tokens_in, tokens_out in trend_usage:
+    for label, model, n, tokens_in, tokens_out, billed_in, billed_out in trend_usage:
         slot = trend_rows.get(label)
         if slot is None:
             continue
         slot["requests"] += n
-        slot["inputTokens"] += int(tokens_in or 0)
-        slot["outputTokens"] += int(tokens_out or 0)
-        slot["cost"] += pricer.tokens_cost(model, int(tokens_in or 0), int(tokens_out or 0))
+        slot["inputTokens"] += tokens_in
+        slot["outputTokens"] += tokens_out
+        slot["cost"] += pricer.tokens_cost(model, billed_in, billed_out)
     step = timedelta(hours=1) if hourly else timedelta(days=1)
     trend = []
     for label, slot in trend_rows.items():
@@ -509,7 +554,8 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
         "conversions": [{"name": name, "count": count, "value": float(value) if value is not None else None}
                         for name, count, value in outcomes],
         "crossDomain": cross,
-        "bill": {"onDemand": on_demand, "provisioned": provisioned, "total": bill_total, "currency": prices.currency},
+        "bill": {"onDemand": on_demand, "provisioned": provisioned, "total": bill_total, "currency": prices.currency,
+                 "evaluationJobs": evaluation_jobs, "evaluationCost": evaluation_cost},
         "trend": trend,
     }
 

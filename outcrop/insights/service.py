@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,13 +27,32 @@ def parse_time(text: Any, field: str = "since", now: datetime | None = None) -> 
         raise ValidationException(f"{field} must be a duration (30m, 1h, 7d, 2w) or an ISO 8601 time")
     text = text.strip()
     if match := _DURATION.fullmatch(text):
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+        except OverflowError:  # before the year 1, or more days than a timedelta holds
+            raise ValidationException(f"{field} {text!r} reaches back before the year 1") from None
     try:
         return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError:
         raise ValidationException(
             f"{field} {text!r} is neither a duration (30m, 1h, 7d, 2w) nor an ISO 8601 time "
             "(2025-01-31T09:00:00Z)") from None
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON (the API's and `--json`'s): a non-finite number, which no JSON parser need accept, is null.
+    Inputs are bounded so that none should arise; this is the last guard, not the rule."""
+    return json.dumps(_finite(value), default=str, allow_nan=False)
 
 
 class InsightsService:

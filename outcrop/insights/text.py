@@ -94,5 +94,11 @@ def render(report: dict[str, Any]) -> str:
             (p["provisionedModelName"], _int(p["modelUnits"]), p["commitmentDuration"] or "none",
              _num(p["modelUnitHours"], 3), _num(p["pricePerModelUnitHour"]), _money(p["cost"]),
              _pct(p["utilisation"])) for p in bill["provisioned"]]))
+    if bill.get("evaluationJobs"):
+        out += [f"of which evaluation jobs {_money(bill['evaluationCost'])} {cur} (in the lines above, left out of "
+                "the application's metrics):",
+                table(("EVALUATION JOB", "REQUESTS", "INPUT TOKENS", "OUTPUT TOKENS", "COST"), [
+                    (e["evaluationJobArn"], _int(e["requests"]), _int(e["inputTokens"]), _int(e["outputTokens"]),
+                     _money(e["cost"])) for e in bill["evaluationJobs"]])]
     out.append(f"TOTAL {_money(bill['total'])} {cur}")
     return "\n".join(out) + "\n"

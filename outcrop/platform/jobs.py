@@ -88,10 +88,10 @@ class JobContext:
     _stop: bool = False
     _last_report: float = field(default=0.0)
 
-    def should_stop(self) -> bool:
-        """True once a stop was requested (read from the database at most once a second)."""
+    def should_stop(self, fresh: bool = False) -> bool:
+        """True once a stop was requested (read from the database at most once a second, unless `fresh`)."""
         now = time.monotonic()
-        if not self._stop and now - self._stop_checked >= 1.0:
+        if not self._stop and (fresh or now - self._stop_checked >= 1.0):
             self._stop_checked = now
             with self.db.session() as session:
                 self._stop = bool(session.get(JobRow, self.job_id).stop_requested)

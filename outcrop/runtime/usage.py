@@ -15,16 +15,21 @@ from outcrop.platform.database import Base, Database
 log = logging.getLogger(__name__)
 
 SUCCESS = "Success"
-#: requestMetadata keys kept as columns of their own (the Insights report groups and counts by them), and
-#: the longest value a column keeps (Bedrock's own limit on a requestMetadata value).
-METADATA_COLUMNS = {"userId": "user_id", "sessionId": "session_id", "domain": "domain"}
+#: requestMetadata keys kept as columns of their own (the Insights report groups and counts by them, and
+#: leaves evaluation jobs' calls out of the application's metrics), and the longest value a column keeps
+#: (Bedrock's own limit on a requestMetadata value; an evaluation job's ARN, which Outcrop itself sets, is
+#: kept whole: Bedrock's longest evaluation job ARN is 1011 characters).
+METADATA_COLUMNS = {"userId": "user_id", "sessionId": "session_id", "domain": "domain",
+                    "evaluationJobArn": "evaluation_job_arn"}
 METADATA_VALUE_MAX = 256
+EVALUATION_JOB_ARN_MAX = 1011
+METADATA_LENGTHS = {"evaluationJobArn": EVALUATION_JOB_ARN_MAX}
 
 
 def metadata_value(metadata: Any, key: str) -> str | None:
     """One requestMetadata value as its column keeps it: a string (cut to the column's length) or None."""
     value = metadata.get(key) if isinstance(metadata, dict) else None
-    return value[:METADATA_VALUE_MAX] if isinstance(value, str) else None
+    return value[:METADATA_LENGTHS.get(key, METADATA_VALUE_MAX)] if isinstance(value, str) else None
 
 
 class UsageRecord(Base):
@@ -44,16 +49,18 @@ class UsageRecord(Base):
     #: "Success", or the error code the caller received.
     status: Mapped[str] = mapped_column(String(64))
     request_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    #: requestMetadata's userId, sessionId and domain, copied out of it when the record is made (see
-    #: `_split_metadata`): the report counts and groups by them without parsing JSON per row.
+    #: requestMetadata's userId, sessionId, domain and evaluationJobArn, copied out of it when the record is
+    #: made (see `_split_metadata`): the report counts and groups by them without parsing JSON per row.
     user_id: Mapped[str | None] = mapped_column(String(METADATA_VALUE_MAX), nullable=True)
     session_id: Mapped[str | None] = mapped_column(String(METADATA_VALUE_MAX), nullable=True)
     domain: Mapped[str | None] = mapped_column(String(METADATA_VALUE_MAX), nullable=True)
+    #: set on the calls an evaluation job makes: they are billed, but they are not the application's traffic.
+    evaluation_job_arn: Mapped[str | None] = mapped_column(String(EVALUATION_JOB_ARN_MAX), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     @validates("request_metadata")
     def _split_metadata(self, _key: str, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Whoever sets requestMetadata (record_usage, a test, a script) sets its three columns with it."""
+        """Whoever sets requestMetadata (record_usage, a test, a script) sets its columns with it."""
         for key, name in METADATA_COLUMNS.items():
             setattr(self, name, metadata_value(metadata, key))
         return metadata

@@ -51,7 +51,8 @@ def setup(evaluation_server, tiny_model_dir, tmp_path_factory):
         (folder / name).write_text(text)
     outcrop(server.data_dir, "s3", "mb", "s3://eval-data")
     outcrop(server.data_dir, "s3", "cp", str(folder), "s3://eval-data/prompts/", "--recursive")
-    role = outcrop(server.data_dir, "iam", "create-role", "--name", "eval-role", "--s3-access", "eval-data").strip()
+    role = outcrop(server.data_dir, "iam", "create-role", "--name", "eval-role", "--s3-access", "eval-data",
+                   "--invoke-models").strip()
     return server, model, role
 
 
@@ -230,11 +231,69 @@ def test_unknown_model_and_missing_permission(setup):
                                                                      "Builtin.Accuracy")])
     assert "not a model in this catalog" in error.value.response["Error"]["Message"]
     reader = outcrop(server.data_dir, "iam", "create-role", "--name", "eval-reader", "--s3-access", "eval-data",
-                     "--read-only").strip()
+                     "--read-only", "--invoke-models").strip()
     with pytest.raises(botocore.exceptions.ClientError) as error:
         create(bedrock, reader, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Accuracy")])
     assert error.value.response["Error"]["Code"] == "AccessDeniedException"
     assert "s3:PutObject" in error.value.response["Error"]["Message"]
+    # As on Bedrock, the models are invoked as the role: a role that may not invoke them cannot run the job.
+    mute = outcrop(server.data_dir, "iam", "create-role", "--name", "eval-mute", "--s3-access", "eval-data").strip()
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        create(bedrock, mute, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Accuracy")])
+    assert error.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "bedrock:InvokeModel" in error.value.response["Error"]["Message"] and model in \
+        error.value.response["Error"]["Message"]
+
+
+def test_creating_a_job_needs_pass_role(setup):
+    """A user who may create jobs but not pass the role cannot borrow it (and its access) for a job."""
+    server, model, role = setup
+    outcrop(server.data_dir, "iam", "create-user", "--name", "eve")
+    key = json.loads(outcrop(server.data_dir, "iam", "create-access-key", "--user-name", "eve"))
+    outcrop(server.data_dir, "iam", "put-user-policy", "--user-name", "eve", "--policy-name", "jobs",
+            "--policy-document", json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "bedrock:*", "Resource": "*"}]}))
+    eve = server.client("bedrock", key=(key["AccessKeyId"], key["SecretAccessKey"]))
+    configs = [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Toxicity")]
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        create(eve, role, [model], configs)
+    assert error.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "iam:PassRole" in error.value.response["Error"]["Message"]
+    outcrop(server.data_dir, "iam", "put-user-policy", "--user-name", "eve", "--policy-name", "pass",
+            "--policy-document", json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "iam:PassRole", "Resource": role}]}))
+    assert ":evaluation-job/" in create(eve, role, [model], configs)
+
+
+def test_a_dataset_twice_or_a_name_that_cannot_be_a_folder_is_refused(setup):
+    server, model, role = setup
+    bedrock = server.client("bedrock")
+    for configs, message in (
+            ([config("QuestionAndAnswer", "qa.jsonl", "Builtin.Accuracy")] * 2, "appears twice"),
+            ([{"taskType": "Custom", "dataset": {"name": "..", "datasetLocation": {
+                "s3Uri": "s3://eval-data/prompts/qa.jsonl"}}, "metricNames": ["Builtin.Toxicity"]}],
+             "cannot name a folder")):
+        with pytest.raises(botocore.exceptions.ClientError) as error:
+            create(bedrock, role, [model], configs)
+        assert error.value.response["Error"]["Code"] == "ValidationException"
+        assert message in error.value.response["Error"]["Message"]
+
+
+def test_a_job_stopped_while_queued_ends_stopped(setup):
+    """Stopped before its process started, a job is Stopped, not Stopping forever."""
+    server, model, role = setup
+    bedrock = server.client("bedrock")
+    busy = create(bedrock, role, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Robustness")],
+                  max_tokens=200)
+    queued = create(bedrock, role, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Accuracy")])
+    bedrock.stop_evaluation_job(jobIdentifier=queued)  # one job runs at a time: this one has not started
+    bedrock.stop_evaluation_job(jobIdentifier=busy)
+    assert wait(bedrock, queued)["status"] == "Stopped"
+    assert wait(bedrock, busy)["status"] == "Stopped"
+    with sqlite3.connect(server.data_dir / "outcrop.db") as db:
+        runner_job = db.execute("SELECT runner_job_id FROM evaluation_jobs WHERE job_arn = ?", (queued,)).fetchone()
+        assert db.execute("SELECT message FROM jobs WHERE job_id = ?", runner_job).fetchone() == (
+            "Stopped before it started",)
 
 
 def test_stop_and_batch_delete(setup):
@@ -268,7 +327,8 @@ def test_a_job_running_when_the_server_stops_resumes_after_restart(tmp_path, tin
         (tmp_path / "qa.jsonl").write_text(jsonl(QA))
         outcrop(data, "s3", "mb", "s3://eval-data")
         outcrop(data, "s3", "cp", str(tmp_path / "qa.jsonl"), "s3://eval-data/prompts/qa.jsonl")
-        role = outcrop(data, "iam", "create-role", "--name", "eval", "--s3-access", "eval-data").strip()
+        role = outcrop(data, "iam", "create-role", "--name", "eval", "--s3-access", "eval-data",
+                       "--invoke-models").strip()
         bedrock = first.client("bedrock")
         job_arn = create(bedrock, role, [model], [config("QuestionAndAnswer", "qa.jsonl", "Builtin.Accuracy"),
                                                   config("Generation", "Builtin.T-Rex", "Builtin.Robustness")],

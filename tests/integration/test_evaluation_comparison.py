@@ -30,7 +30,8 @@ def tuned(tmp_path_factory, tiny_model_dir):
     outcrop(server.data_dir, "s3", "mb", "s3://ft-data")
     outcrop(server.data_dir, "s3", "cp", str(folder / "train.jsonl"), "s3://ft-data/train/instructions.jsonl")
     outcrop(server.data_dir, "s3", "cp", str(folder / "prompts.jsonl"), "s3://ft-data/eval/prompts.jsonl")
-    role = outcrop(server.data_dir, "iam", "create-role", "--name", "lab", "--s3-access", "ft-data").strip()
+    role = outcrop(server.data_dir, "iam", "create-role", "--name", "lab", "--s3-access", "ft-data",
+                   "--invoke-models").strip()
     bedrock = server.client("bedrock")
     job = wait(bedrock, create(bedrock, base, role, "instructions.jsonl", epochCount="8", learningRate="0.03",
                                loraRank="16", loraAlpha="32"))

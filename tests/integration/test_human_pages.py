@@ -160,7 +160,7 @@ def test_two_raters_rate_a_comparison_by_keyboard(site):
                 with page.expect_navigation():
                     page.keyboard.press("Enter")
                 cookie = next(c for c in context.cookies() if c["name"] == "outcrop_rater")
-                assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+                assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"  # so a job link from a mail arrives signed in
                 expect(page.get_by_role("heading", name="Your evaluation jobs")).to_be_visible()
                 expect(page.locator("table")).to_contain_text("base-vs-tuned")
                 expect(page.locator("table a").first).to_be_focused()
@@ -205,6 +205,15 @@ def test_two_raters_rate_a_comparison_by_keyboard(site):
                 assert not [c for c in context.cookies() if c["name"] == "outcrop_rater" and c["value"]]
                 page.goto(endpoint + PREFIX + "/")
                 assert page.url.endswith("/sign-in")
+                job_link = f"{endpoint}{PREFIX}/jobs/{urllib.parse.quote(job, safe='')}"
+                page.goto(job_link)  # a job's link, as sent in a mail: sign in, and back to that job
+                assert "/sign-in?next=" in page.url
+                page.locator("#kid").fill(keys[rater].access_key_id)
+                page.locator("#sec").fill(keys[rater].secret)
+                with page.expect_navigation():
+                    page.locator("#sec").press("Enter")
+                assert page.url == job_link
+                expect(page.locator("#done")).to_be_visible()
                 context.close()
         finally:
             browser.close()
@@ -237,7 +246,7 @@ def test_two_raters_rate_a_comparison_by_keyboard(site):
     assert metrics["Pick"]["winRates"] == pytest.approx({A: 2 / 6, B: 3 / 6, "tie": 1 / 6})
     assert metrics["Pick"]["scores"] == pytest.approx({A: 2.5 / 6, B: 3.5 / 6})
 
-    # A user outside the work team signs in, sees no job, and is refused the job's page.
+    # A user outside the work team signs in, sees no job, and gets the job's page as one that does not exist.
     carol = iam.create_access_key(f"arn:aws:iam::{account}:user/carol")
     assert human.jobs_for(carol.principal_arn) == []
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
@@ -246,7 +255,8 @@ def test_two_raters_rate_a_comparison_by_keyboard(site):
         assert "nothing for you to rate" in response.read().decode()
     with pytest.raises(urllib.error.HTTPError) as refused:
         opener.open(f"{endpoint}{PREFIX}/jobs/{urllib.parse.quote(job, safe='')}", timeout=10)
-    assert refused.value.code == 403 and "not on the work team" in refused.value.read().decode()
+    page = refused.value.read().decode()
+    assert refused.value.code == 404 and "There is no human evaluation job" in page and "base-vs-tuned" not in page
 
 
 def test_outcrop_serve_answers_the_rating_pages_without_sigv4(tmp_path):

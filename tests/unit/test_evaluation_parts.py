@@ -96,6 +96,25 @@ def test_hub_rows_are_converted_and_cached(tmp_path, monkeypatch):
     assert calls == ["Builtin.BoolQ"]  # the second job read the cache
 
 
+def test_hub_text_with_line_separators_survives_the_cache(tmp_path, monkeypatch):
+    """U+2028 and U+0085 are valid inside JSON strings; str.splitlines would cut the cached line there."""
+    monkeypatch.setattr(datasets, "_hub_rows", lambda d: [{"document": "first\u2028second\x85third", "summary": "s"}])
+    dataset = datasets.BUILTIN["Builtin.Gigaword"]
+    for _ in range(2):  # filling the cache, then reading it
+        [record] = datasets.load_builtin(dataset, local_dir=None, cache_dir=tmp_path, records=5)
+        assert record.prompt.endswith("first\u2028second\x85third")
+
+
+def test_a_hub_dataset_whose_columns_changed_is_not_cached_empty(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "_hub_rows", lambda d: [{"text_of_review": "nice", "label": 1}])
+    dataset = datasets.BUILTIN["Builtin.WomensEcommerceClothingReviews"]
+    with pytest.raises(DatasetError, match=r"no usable record .*\(label, text_of_review\)"):
+        datasets.load_builtin(dataset, local_dir=None, cache_dir=tmp_path, records=5)
+    assert not list(tmp_path.iterdir())
+    snake = {"review_text": "Runs  small", "recommended_ind": 0, "class_name": "Knits"}
+    assert dataset.convert(snake)["referenceResponse"] == "0" and dataset.convert(snake)["category"] == "Knits"
+
+
 def test_an_unreachable_hub_says_what_to_do(tmp_path, monkeypatch):
     import datasets as hf_datasets
 

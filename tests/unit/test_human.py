@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import threading
+import urllib.parse
 from datetime import UTC, datetime
 
 import pytest
 
-from outcrop.errors import AccessDeniedException, ConflictException, ResourceNotFoundException, ValidationException
+from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
 from outcrop.evaluation.human import (
     HumanReview,
     Metric,
@@ -250,10 +252,15 @@ def test_raters_rate_each_item_once_and_the_last_rating_completes_the_job(human,
     first = human.next_task(job, alice)
     assert first.number == 1 and first.total == 2 and first.prompt == "prompt 0" and first.reference == "ref"
     assert {s.model for s in first.shown} == {A, B} and [s.label for s in first.shown] == ["Response 1", "Response 2"]
-    with pytest.raises(AccessDeniedException, match="not on the work team"):
-        human.submit(job, first.task_id, carol, RATINGS[0]["alice"])
-    with pytest.raises(AccessDeniedException):
-        human.next_task(job, carol)
+    # Another team's job reads exactly like one that does not exist: a rater learns nothing of it.
+    unknown = job.replace("/job", "/nosuchjob")
+    for call in (lambda arn: human.submit(arn, first.task_id, carol, RATINGS[0]["alice"]),
+                 lambda arn: human.next_task(arn, carol), lambda arn: human.job_summary(arn, carol)):
+        with pytest.raises(ResourceNotFoundException) as other_team:
+            call(job)
+        with pytest.raises(ResourceNotFoundException) as nowhere:
+            call(unknown)
+        assert other_team.value.message == nowhere.value.message.replace(unknown, job)
     with pytest.raises(ValidationException, match="values.Helpful"):
         human.submit(job, first.task_id, alice, {**RATINGS[0]["alice"], "Helpful": 0})
     assert human.submit(job, first.task_id, alice, RATINGS[0]["alice"], "  ") == \
@@ -405,3 +412,201 @@ def test_rating_sessions_are_signed_and_expire():
     assert Sessions(b"another secret").read(cookie) is None
     assert sessions.read("garbage") is None and sessions.read("") is None
     assert Sessions(b"server secret", lifetime=-1).read(Sessions(b"server secret", lifetime=-1).issue("a", "k")) is None
+
+
+def test_unicode_digits_are_not_whole_numbers():
+    view = TaskView("t", "j", 1, 1, "Generation", "d", "p", None, None,
+                    [Shown("Response 1", A, "a"), Shown("Response 2", B, "b")],
+                    [Metric("Helpful", "", "ComparisonLikertScale"), Metric("Fluent", "", "IndividualLikertScale")],
+                    [A, B])
+    for odd in ("²", "٣", "³", "9" * 5000):  # isdigit() is true of all of them; int() takes none (or dies)
+        with pytest.raises(ValidationException, match="is not a choice"):
+            answers_to_values(view, {"Helpful": odd, "Fluent": ["3", "3"]})
+        with pytest.raises(ValidationException, match="is not a choice"):
+            answers_to_values(view, {"Helpful": "3", "Fluent": [odd, "3"]})
+    with pytest.raises(ValidationException, match="whole number from 1"):
+        check_values(view.metrics, [A, B], {"Helpful": "²", "Fluent": {A: 3, B: 3}})
+    assert answers_to_values(view, {"Helpful": " 3 ", "Fluent": ["03", "5"]}) == {"Helpful": 3,
+                                                                                   "Fluent": {A: 3, B: 5}}
+
+
+def test_a_comment_counts_line_breaks_as_the_browser_does(human, account, job):
+    """Browsers send a textarea's newlines as CRLF but count each as one character against maxlength."""
+    alice = user(account, "alice")
+    task = human.next_task(job, alice)
+    comment = "line\r\n" * 333 + "x"  # 2332 characters as sent, 1999 as typed
+    human.submit(job, task.task_id, alice, RATINGS[0]["alice"], comment)
+    assert human.ratings(job)[0]["comment"] == "line\n" * 333 + "x"
+    with pytest.raises(ValidationException, match="the limit is 2000"):
+        human.submit(job, human.next_task(job, alice).task_id, alice, RATINGS[1]["alice"], "ab\r\n" * 700)
+
+
+def test_a_deleted_user_leaves_the_team_and_a_new_one_of_that_name_does_not_join(human, iam, db, account, job):
+    bob = user(account, "bob")
+    task = human.next_task(job, bob)
+    iam.delete_principal(bob)
+    assert human.jobs_for(bob) == []
+    iam.create_user(account, "bob")  # someone else, who happens to be called bob too
+    iam.create_access_key(bob)
+    assert human.jobs_for(bob) == []
+    with pytest.raises(ResourceNotFoundException):
+        human.next_task(job, bob)
+    with pytest.raises(ResourceNotFoundException):
+        human.submit(job, task.task_id, bob, RATINGS[0]["bob"])
+    with pytest.raises(ValidationException, match="needs 2 raters per item but only 1 .*new work team"):
+        human.resolve_flow_definition(account, human.get_flow_definition(account, "raters").arn)
+    newer = human.create_flow_definition(account, "newer", ["alice", "bob"], 2)  # a new team takes the new bob
+    assert human.resolve_flow_definition(account, newer).members == [user(account, "alice"), bob]
+    assert human.jobs_for(user(account, "alice"))[0]["jobName"] == "job"  # the others keep their place
+
+
+def test_session_cookies_that_are_not_ascii_are_refused_not_a_crash():
+    from outcrop.api.rating import Sessions
+
+    sessions = Sessions(b"server secret")
+    assert sessions.read("abc.\u00ff") is None and sessions.read("\u00ff") is None
+    payload, mac = sessions.issue("a", "k").split(".")
+    assert sessions.read(payload + "." + mac[:-1] + "\u00e9") is None
+
+
+# -- the rating pages over ASGI --------------------------------------------------------------------
+
+
+@pytest.fixture
+def pages(human, iam, account, job, tmp_path):
+    """(call, keys): call(method, rest, ...) runs one request through RatingApp's ASGI entry point."""
+    import anyio
+
+    from outcrop.api.rating import PREFIX, RatingApp
+
+    app = RatingApp(human, iam, tmp_path)
+    keys = {name: iam.create_access_key(user(account, name)) for name in ("alice", "carol")}
+
+    def call(method, rest, *, client=("127.0.0.1", 50000), scheme="http", cookie="", form=None, query="",
+             headers=()):
+        headers = [(b"host", b"rating.test"), *headers] + ([(b"cookie", cookie.encode("latin-1"))] if cookie else [])
+        body = urllib.parse.urlencode(form or {}).encode()
+        scope = {"type": "http", "method": method, "path": PREFIX + rest, "raw_path": (PREFIX + rest).encode(),
+                 "query_string": query.encode(), "headers": headers, "client": client, "scheme": scheme}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        anyio.run(app, scope, receive, send)
+        head = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+        return sent[0]["status"], head, sent[1]["body"].decode()
+
+    return call, keys
+
+
+def _sign_in_form(key, **extra):
+    return {"access_key_id": key.access_key_id, "secret_access_key": key.secret, **extra}
+
+
+def test_sign_in_takes_secrets_only_over_https_or_from_loopback(pages, monkeypatch, iam):
+    call, keys = pages
+    alice = keys["alice"]
+    looked_up = []
+    authenticate = iam.authenticate_key
+    monkeypatch.setattr(iam, "authenticate_key", lambda key_id: looked_up.append(key_id) or authenticate(key_id))
+    remote = ("192.0.2.7", 50000)
+    status, _, page = call("GET", "/sign-in", client=remote)
+    assert status == 200 and "outcrop serve --tls" in page and 'name="secret_access_key"' in page
+    status, head, page = call("POST", "/sign-in", client=remote, form=_sign_in_form(alice))
+    assert status == 403 and "set-cookie" not in head and looked_up == []
+    assert "outcrop serve --tls" in page and "SigV4 or bearer keys are not affected" in page
+    assert f'value="{alice.access_key_id}"' in page and alice.secret not in page
+    for client in (("127.0.0.1", 1), ("127.8.9.10", 1), ("::1", 1), ("::ffff:127.0.0.1", 1)):
+        status, head, page = call("POST", "/sign-in", client=client, form=_sign_in_form(alice))
+        assert status == 303 and "outcrop_rater=" in head["set-cookie"] and "Secure" not in head["set-cookie"]
+    status, _, page = call("GET", "/sign-in", client=("127.0.0.1", 1))
+    assert "outcrop serve --tls" not in page
+    for client in (("::ffff:192.0.2.7", 1), ("10.0.0.1", 1), None, ("not-an-address", 1)):
+        assert call("POST", "/sign-in", client=client, form=_sign_in_form(alice))[0] == 403
+    status, head, _ = call("POST", "/sign-in", client=remote, scheme="https", form=_sign_in_form(alice))
+    assert status == 303 and head["set-cookie"].endswith("; Secure")
+
+
+def test_a_failed_sign_in_waits_on_the_event_loop_not_in_a_worker_thread(pages, monkeypatch):
+    import anyio
+
+    call, keys = pages
+
+    def no_sleeping_in_threads(seconds):
+        raise AssertionError("time.sleep in a worker thread holds one of the server's few threads")
+
+    waited = []
+    real_sleep = anyio.sleep
+
+    async def sleep(seconds):
+        waited.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr("time.sleep", no_sleeping_in_threads)
+    monkeypatch.setattr("anyio.sleep", sleep)
+    status, _, page = call("POST", "/sign-in", form={"access_key_id": keys["alice"].access_key_id,
+                                                     "secret_access_key": "wrong"})
+    assert status == 401 and "do not match an active key" in page and waited == [0.3]
+    assert call("POST", "/sign-in", form=_sign_in_form(keys["alice"]))[0] == 303 and waited == [0.3]
+
+
+def _cookie(call, key, **form):
+    status, head, _ = call("POST", "/sign-in", form=_sign_in_form(key, **form))
+    assert status == 303
+    return head["set-cookie"].split(";")[0], head["location"]
+
+
+def test_crafted_input_gets_an_answer_not_a_server_error(pages, human, account, job):
+    call, keys = pages
+    status, head, _ = call("GET", "/", cookie="outcrop_rater=abc.\u00ff")  # a byte the latin-1 header decodes to ÿ
+    assert status == 303 and head["location"].endswith("/sign-in")
+    cookie, _ = _cookie(call, keys["alice"])
+    here = "/jobs/" + urllib.parse.quote(job, safe="")
+    task = human.next_task(job, user(account, "alice"))
+    good = {"task": task.task_id, "m0": "3", "m1.1": "3", "m1.2": "3", "m2": "1", "m3.1": "1", "m3.2": "2",
+            "m4.1": "up", "m4.2": "up"}
+    for field, odd in (("m0", "²"), ("m1.1", "³"), ("m2", "١"), ("m3.1", "9" * 5000)):
+        status, _, page = call("POST", here, cookie=cookie, form={**good, field: odd})
+        assert status == 400 and "is not a choice" in page
+    status, _, page = call("POST", here, cookie=cookie, form=good)
+    assert status == 303
+    assert call("POST", here, cookie=cookie, form=good, headers=[(b"origin", b"http://[")])[0] == 403
+
+
+def test_other_teams_jobs_are_not_found_like_jobs_that_do_not_exist(pages, job):
+    call, keys = pages
+    cookie, _ = _cookie(call, keys["carol"])  # carol is not on the job's team
+    status, _, theirs = call("GET", "/jobs/" + urllib.parse.quote(job, safe=""), cookie=cookie)
+    missing = job.replace("/job", "/nosuchjob")
+    status_missing, _, nothing = call("GET", "/jobs/" + urllib.parse.quote(missing, safe=""), cookie=cookie)
+    assert status == status_missing == 404
+    assert theirs == nothing.replace(missing, job)
+    assert "Be fair" not in theirs and "work team" not in theirs
+
+
+def test_a_job_link_signs_in_and_comes_back_to_the_job(pages, job):
+    from outcrop.api.rating import PREFIX
+
+    call, keys = pages
+    path = PREFIX + "/jobs/" + urllib.parse.quote(job, safe="")
+    status, head, _ = call("GET", path[len(PREFIX):])  # opened from an email: no cookie yet
+    assert status == 303
+    location = urllib.parse.urlsplit(head["location"])
+    assert location.path == PREFIX + "/sign-in"
+    next_path = urllib.parse.parse_qs(location.query)["next"][0]
+    assert next_path == path
+    status, _, page = call("GET", "/sign-in", query=location.query)
+    assert f'<input type="hidden" name="next" value="{html.escape(path)}">' in page
+    cookie, where = _cookie(call, keys["alice"], next=next_path)
+    assert where == path and "SameSite=Lax" in call("POST", "/sign-in", form=_sign_in_form(keys["alice"]))[1][
+        "set-cookie"]
+    assert call("GET", path[len(PREFIX):], cookie=cookie)[0] == 200
+    for elsewhere in ("//evil.example/", "https://evil.example" + PREFIX + "/", "/elsewhere",
+                      PREFIX + "/../../elsewhere", PREFIX + "/%2e%2e/%2E%2E/x", PREFIX + "\\evil",
+                      PREFIX + "/\\evil.example", PREFIX + "/x?y", PREFIX + '/"><script>', PREFIX + "/\u00e9"):
+        assert _cookie(call, keys["alice"], next=elsewhere)[1] == PREFIX + "/", elsewhere
+        assert 'name="next"' not in call("GET", "/sign-in", query=urllib.parse.urlencode({"next": elsewhere}))[2]

@@ -345,8 +345,12 @@ def test_request_metadata_columns():
     assert record.request_metadata == {**meta("u1", "s1", "code"), "other": "x"}
     record = usage("r", "m-a", {"userId": "u" * 300, "domain": 7}, 1, 1, 1, 1, T0)
     assert (record.user_id, record.session_id, record.domain) == ("u" * 256, None, None)
+    record.request_metadata = {"evaluationJobArn": JOB}  # an ARN is kept whole, up to 1011 characters
+    assert (record.user_id, record.evaluation_job_arn) == (None, JOB)
+    record.request_metadata = {"evaluationJobArn": "a" * 1100}
+    assert record.evaluation_job_arn == "a" * 1011
     record.request_metadata = None
-    assert (record.user_id, record.session_id, record.domain) == (None, None, None)
+    assert (record.user_id, record.session_id, record.domain, record.evaluation_job_arn) == (None, None, None, None)
 
 
 def test_record_usage_fills_the_metadata_columns(db):
@@ -363,6 +367,8 @@ def test_record_usage_fills_the_metadata_columns(db):
 
 def test_migration_0008_fills_the_columns_of_existing_records(tmp_path):
     """Records written before 0008 get their userId, sessionId and domain from their requestMetadata."""
+    import json
+
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import text
@@ -376,7 +382,8 @@ def test_migration_0008_fills_the_columns_of_existing_records(tmp_path):
         config.attributes["connection"] = connection
         command.upgrade(config, "0007")
         for request_id, metadata in (("old1", '{"userId": "u1", "sessionId": "s1", "domain": "code"}'),
-                                     ("old2", '{"userId": "u2"}'), ("old3", "null"), ("old4", None)):
+                                     ("old2", '{"userId": "u2"}'), ("old3", "null"), ("old4", None),
+                                     ("old5", json.dumps({"evaluationJobArn": JOB}))):
             connection.execute(text(
                 "INSERT INTO usage_records (request_id, account_id, principal_arn, model_id, operation, input_tokens,"
                 " output_tokens, latency_ms, status, request_metadata, created_at) VALUES (:r, :a, 'p', 'm-a', "
@@ -384,8 +391,191 @@ def test_migration_0008_fills_the_columns_of_existing_records(tmp_path):
                                                                                         "m": metadata})
     database.migrate()
     with database.engine.connect() as connection:
-        rows = connection.execute(text("SELECT request_id, user_id, session_id, domain FROM usage_records "
-                                       "ORDER BY request_id")).all()
+        rows = connection.execute(text("SELECT request_id, user_id, session_id, domain, evaluation_job_arn "
+                                       "FROM usage_records ORDER BY request_id")).all()
     database.dispose()
-    assert [tuple(r) for r in rows] == [("old1", "u1", "s1", "code"), ("old2", "u2", None, None),
-                                        ("old3", None, None, None), ("old4", None, None, None)]
+    assert [tuple(r) for r in rows] == [("old1", "u1", "s1", "code", None), ("old2", "u2", None, None, None),
+                                        ("old3", None, None, None, None), ("old4", None, None, None, None),
+                                        ("old5", None, None, None, JOB)]
+
+
+# -- review fixes -------------------------------------------------------------------------------------
+
+JOB = f"arn:aws:bedrock:us-east-1:{A}:evaluation-job/" + "j" * 300  # longer than any other metadata value
+
+
+def test_concurrent_feedback_on_one_request_makes_one_row(seeded, monkeypatch):
+    """Another call inserts the same request's feedback between this one's look and its insert (a double
+    click): the unique (account, request id) refuses the second row, and this call updates the first."""
+    import threading
+
+    from outcrop.insights.tables import FeedbackRow
+
+    root, look = Principal.account_root(A), events._invocation
+    with seeded.engine.begin() as c:
+        c.execute(FeedbackRow.__table__.delete().where(FeedbackRow.request_id == "r3"))
+
+    def racing(session, account_id, request_id):
+        record = look(session, account_id, request_id)
+        if not racing.done:
+            racing.done = True
+            thread = threading.Thread(target=events.record_feedback, args=(seeded, root, "r3"),
+                                      kwargs={"thumbs": "down", "comment": "first"})
+            thread.start()
+            thread.join()
+        return record
+    racing.done = False
+    monkeypatch.setattr(events, "_invocation", racing)
+    assert events.record_feedback(seeded, root, "r3", rating=5)["rating"] == 5
+    with seeded.session() as s:
+        rows = s.scalars(select(FeedbackRow).where(FeedbackRow.request_id == "r3")).all()
+    assert [(r.thumbs, r.rating, r.comment) for r in rows] == [("down", 5, "first")]
+
+
+def test_simultaneous_feedback_from_threads(seeded):
+    import threading
+
+    root, failures = Principal.account_root(A), []
+    with seeded.session() as s:
+        s.add_all([usage(f"t{i}", "m-a", None, 1, 1, 1, 1, T0 + hours(2)) for i in range(20)])
+
+    def click(request_id, thumbs, start):
+        start.wait()
+        try:
+            events.record_feedback(seeded, root, request_id, thumbs=thumbs)
+        except Exception as exc:  # noqa: BLE001 (any failure fails the test below)
+            failures.append(repr(exc))
+    for i in range(20):
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=click, args=(f"t{i}", thumbs, start)) for thumbs in ("up", "down")]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    assert failures == []
+
+
+def test_feedback_again_updates_only_the_fields_given(seeded):
+    from outcrop.insights.tables import FeedbackRow
+
+    root = Principal.account_root(A)
+    events.record_feedback(seeded, root, "r3", rating=4)  # r3 had thumbs up: it keeps it
+    events.record_feedback(seeded, root, "r3", rating=2, comment="on second thought")
+    result = events.record_feedback(seeded, root, "r3", thumbs="down")
+    assert (result["thumbs"], result["rating"]) == ("down", 2)
+    with seeded.session() as s:
+        row = s.scalars(select(FeedbackRow).where(FeedbackRow.request_id == "r3")).one()
+    assert (row.thumbs, row.rating, row.comment) == ("down", 2, "on second thought")
+
+
+@pytest.mark.parametrize("share", [10**9, 0])
+def test_evaluation_jobs_are_billed_but_are_not_application_traffic(seeded, prices, monkeypatch, share):
+    """An evaluation job's calls (requestMetadata evaluationJobArn) change no application metric, whether
+    SQLite scans or reads the indexes; the bill has their tokens and shows their cost as its own lines."""
+    from outcrop.insights import report as module
+    from outcrop.insights.text import render
+
+    monkeypatch.setattr(module._Query, "SCAN_SHARE", share)
+    before = report(seeded, prices, by="domain")
+    with seeded.session() as s:  # slow, on m-a and on the throughput; one even names a user and a session
+        s.add_all([usage("e1", "m-a", {"evaluationJobArn": JOB, "userId": "u9", "sessionId": "s-eval"}, 1000, 500,
+                         90000, 80000, T0 + hours(2)),
+                   usage("e2", PT, {"evaluationJobArn": JOB}, 100, 200, 90000, None, T0 + hours(49))])
+    after = report(seeded, prices, by="domain")
+    evaluation_cost = 1.0 * 0.001 + 0.5 * 0.002 + 72.0 * 300 / 1200  # m-a tokens; 300 of the PT's 1200 tokens
+    assert after["bill"]["evaluationJobs"] == [{"evaluationJobArn": JOB, "requests": 2, "inputTokens": 1100,
+                                                "outputTokens": 700, "cost": pytest.approx(evaluation_cost)}]
+    assert after["bill"]["evaluationCost"] == pytest.approx(evaluation_cost)
+    assert after["bill"]["total"] == pytest.approx(before["bill"]["total"] + 0.002)
+    assert after["bill"]["onDemand"][0]["inputTokens"] == 1600
+    t, t0 = after["totals"], before["totals"]
+    for name in ("requests", "inputTokens", "outputTokens", "satisfaction", "arpu", "conversion"):
+        assert t[name] == t0[name], name
+    for name in ("latencyMs", "firstTokenMs", "outputTokensPerSecond"):
+        assert t["efficiency"][name] == t0["efficiency"][name], name
+    assert t["efficiency"]["cost"] == pytest.approx(after["bill"]["total"] - evaluation_cost)
+    assert t["efficiency"]["costPerRequest"] == pytest.approx((72.0055 - 18.0) / 6)
+    assert [g["key"] for g in after["groups"]] == ["code", "math", None]
+    none = group(after, None)
+    assert none["requests"] == 1 and none["efficiency"]["latencyMs"]["p99"] == 500
+    assert sum(g["efficiency"]["cost"] for g in after["groups"]) == pytest.approx(t["efficiency"]["cost"])
+    assert [x["requests"] for x in after["trend"]] == [x["requests"] for x in before["trend"]]
+    assert sum(x["cost"] for x in after["trend"]) == pytest.approx(after["bill"]["total"])
+    text = render(after)
+    assert "of which evaluation jobs 18.002000 USD" in text and JOB in text
+
+
+def test_a_failed_throughput_is_not_billed(seeded, prices):
+    with seeded.session() as s:
+        s.add(ProvisionedThroughputRow(arn=PT + "f", account_id=A, name="failed", model_arn="m-a",
+                                       desired_model_arn="m-a", foundation_model_id="m-a", model_units=3,
+                                       commitment=None, status="Failed", created_at=T0 - hours(1),
+                                       updated_at=T0 - hours(1)))
+    bill = report(seeded, prices)["bill"]
+    assert [p["provisionedModelName"] for p in bill["provisioned"]] == ["pt"]
+    assert bill["total"] == pytest.approx(72.0055)
+
+
+def test_amounts_are_bounded_and_the_json_is_strict(seeded):
+    from outcrop.insights.service import dumps
+
+    root = Principal.account_root(A)
+    for amount in (1e308, -1e13):
+        with pytest.raises(ValidationException, match="amount"):
+            events.record_revenue(seeded, root, "u1", amount)
+    with pytest.raises(ValidationException, match="value"):
+        events.record_conversion(seeded, root, "purchase", user_id="u1", value=1e12 + 1)
+    events.record_revenue(seeded, root, "u1", 1e12)
+    events.record_revenue(seeded, root, "u1", -1e12)
+    assert dumps({"a": float("inf"), "b": [float("nan"), 1.5], "c": None}) == '{"a": null, "b": [null, 1.5], "c": null}'
+
+
+def test_control_characters_are_refused(seeded):
+    root = Principal.account_root(A)
+    with pytest.raises(ValidationException, match="name contains the control character '\\\\x1b'"):
+        events.record_conversion(seeded, root, "buy\x1b[2J", user_id="u1")
+    with pytest.raises(ValidationException, match="userId"):
+        events.record_conversion(seeded, root, "buy", user_id="u\r1")
+    with pytest.raises(ValidationException, match="userId"):
+        events.record_revenue(seeded, root, "u\x001", 1.0)
+    with pytest.raises(ValidationException, match="comment"):
+        events.record_feedback(seeded, root, "r1", thumbs="up", comment="ding\x07")
+    with pytest.raises(ValidationException, match="comment"):
+        events.record_feedback(seeded, root, "r1", thumbs="up", comment="\x9b31m")  # C1 CSI
+    events.record_feedback(seeded, root, "r1", thumbs="up", comment="line one\r\nline two\tend")
+
+
+def test_html_with_dollar_signs(seeded, prices):
+    from outcrop.insights.html import render_html
+
+    with seeded.session() as s:
+        s.add_all([usage("d1", "m-a", meta("u1", "s1", "$a\\b$"), 1, 1, 10, 1, T0 + hours(1)),
+                   usage("d2", "m-a", meta("u1", "s1", "$$"), 1, 1, 10, 1, T0 + hours(1))])
+    events.record_feedback(seeded, Principal.account_root(A), "d1", thumbs="up", at=T0 + hours(2))
+    page = render_html([report(seeded, prices, by="domain")])
+    assert page.count("<svg") == 4
+
+
+def test_a_period_reaching_before_the_year_1(tmp_path, capsys):
+    from outcrop.cli import main
+    from outcrop.insights.service import parse_time
+
+    for text in ("1000000d", "99999999999d"):
+        with pytest.raises(ValidationException, match=text):
+            parse_time(text)
+    assert main(["insights", "report", "--data-dir", str(tmp_path), "--since", "1000000d"]) == 1
+    assert "1000000d" in capsys.readouterr().err
+
+
+def test_the_client_of_a_bearer_token_boto3_client(monkeypatch, tmp_path):
+    import boto3
+
+    from outcrop.insights.client import InsightsClient
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "ABSK-not-a-real-key")
+    runtime = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url="https://127.0.0.1:9")
+    with pytest.raises(ValueError, match="SigV4 credentials.*bedrock and bedrock-runtime only"):
+        InsightsClient.from_boto3(runtime)

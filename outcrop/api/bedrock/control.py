@@ -48,8 +48,15 @@ def delete_model_invocation_logging_configuration(ctx: RequestContext, params: d
     return {}
 
 
+def _pass_role(ctx: RequestContext, role_arn: str) -> None:
+    """A job acts as its service role, so naming a role needs iam:PassRole on it, as on AWS: without this,
+    anyone who may create jobs could borrow any role that trusts Bedrock."""
+    ctx.services.iam.authorize(ctx.principal, "iam:PassRole", role_arn)
+
+
 @handles("bedrock", "CreateModelCustomizationJob")
 def create_model_customization_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _pass_role(ctx, params["roleArn"])
     return ctx.services.customization.create_job(ctx.principal, params)
 
 
@@ -121,6 +128,7 @@ def delete_provisioned_model_throughput(ctx: RequestContext, params: dict[str, A
 
 @handles("bedrock", "CreateEvaluationJob")
 def create_evaluation_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _pass_role(ctx, params["roleArn"])
     return ctx.services.evaluation.create_job(ctx.principal, params)
 
 

@@ -1,5 +1,5 @@
 """Insights: feedback, conversions and revenue events; usage records findable by request id, with their
-requestMetadata's userId, sessionId and domain as columns of their own.
+requestMetadata's userId, sessionId, domain and evaluationJobArn as columns of their own.
 
 Revision ID: 0008
 Revises: 0007
@@ -13,8 +13,9 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-# usage_records column <- requestMetadata key
-_METADATA = {"user_id": "userId", "session_id": "sessionId", "domain": "domain"}
+# usage_records column <- (requestMetadata key, the column's length)
+_METADATA = {"user_id": ("userId", 256), "session_id": ("sessionId", 256), "domain": ("domain", 256),
+             "evaluation_job_arn": ("evaluationJobArn", 1011)}
 
 
 def upgrade() -> None:
@@ -65,17 +66,21 @@ def upgrade() -> None:
     # The report groups and counts by requestMetadata's userId, sessionId and domain: as columns, filled when
     # a record is made, no query parses JSON per row. Records from before this revision get them from the JSON
     # (SQLAlchemy renders the JSON access for each backend: json_extract on SQLite, ->> on PostgreSQL).
-    for name in _METADATA:
-        op.add_column("usage_records", sa.Column(name, sa.String(256), nullable=True))
+    # evaluationJobArn marks the calls an evaluation job made: billed, but left out of the application's metrics.
+    for name, (_key, length) in _METADATA.items():
+        op.add_column("usage_records", sa.Column(name, sa.String(length), nullable=True))
     usage = sa.table("usage_records", sa.column("request_metadata", sa.JSON),
                      *(sa.column(name, sa.String) for name in _METADATA))
     meta = usage.c.request_metadata
     op.execute(usage.update().where(meta.is_not(None)).values(
-        {name: sa.func.substr(meta[key].as_string(), 1, 256) for name, key in _METADATA.items()}))
+        {name: sa.func.substr(meta[key].as_string(), 1, length) for name, (key, length) in _METADATA.items()}))
     # The period's distinct users and sessions, and the records of the users who paid or converted, read in
-    # these indexes alone (they cover account, id and time), not by visiting each record.
-    op.create_index("ix_usage_records_account_user", "usage_records", ["account_id", "user_id", "created_at"])
-    op.create_index("ix_usage_records_account_session", "usage_records", ["account_id", "session_id", "created_at"])
+    # these indexes alone (they cover account, id, time and whether an evaluation job made the call), not by
+    # visiting each record.
+    op.create_index("ix_usage_records_account_user", "usage_records",
+                    ["account_id", "user_id", "created_at", "evaluation_job_arn"])
+    op.create_index("ix_usage_records_account_session", "usage_records",
+                    ["account_id", "session_id", "created_at", "evaluation_job_arn"])
 
 
 def downgrade() -> None:
