@@ -182,8 +182,8 @@ def _with_progress(bedrock) -> dict[str, Any]:
 def _watch(args: argparse.Namespace) -> int:
     bedrock = make_client(args, "bedrock")
     if not args.job.startswith("arn:"):  # the API names jobs by ARN only; a person remembers the name
-        found = [j for j in bedrock.list_evaluation_jobs(nameContains=args.job)["jobSummaries"]
-                 if j["jobName"] == args.job]
+        pages = bedrock.get_paginator("list_evaluation_jobs").paginate(nameContains=args.job)
+        found = [j for page in pages for j in page["jobSummaries"] if j["jobName"] == args.job]
         if not found:
             raise Fatal(f"no evaluation job named {args.job}")
         args.job = found[0]["jobArn"]
@@ -204,8 +204,10 @@ def _follow(bedrock, args: argparse.Namespace) -> int:
                 bar.close()
                 bar = None
             if stage == "awaiting ratings":
-                print(f"{job['jobName']}: the raters sign in at {args.resolved_endpoint}/_outcrop/evaluation/rate/",
-                      file=sys.stderr)
+                url = f"{args.resolved_endpoint}/_outcrop/evaluation/rate/"
+                note = "" if url.startswith("https:") else \
+                    " (on this machine; raters elsewhere need `outcrop serve --tls`)"
+                print(f"{job['jobName']}: the raters sign in at {url}{note}", file=sys.stderr)
             if stage:
                 bar = tqdm(total=100.0, unit="%", desc=f"{job['jobName']}: {stage}", dynamic_ncols=True,
                            bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
@@ -228,7 +230,7 @@ def _follow(bedrock, args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     bedrock = make_client(args, "bedrock")
-    for job in bedrock.list_evaluation_jobs()["jobSummaries"]:
+    for job in (j for page in bedrock.get_paginator("list_evaluation_jobs").paginate() for j in page["jobSummaries"]):
         models = " vs ".join(job.get("modelIdentifiers") or [])
         print(f"{job['creationTime']:%Y-%m-%d %H:%M:%S}  {job['status']:<10}  {job['jobType']:<9}  "
               f"{job['jobName']:<30}  {models}")

@@ -60,6 +60,11 @@ def test_base_against_fine_tuned_with_the_cli(tuned, tmp_path):
         in created.stdout
     assert "generating" in created.stderr  # the progress bar
 
+    watched = cli(server, "eval", "watch", "base-vs-tuned", "--endpoint-url", server.endpoint)
+    assert watched.returncode == 0 and "base-vs-tuned: Completed" in watched.stdout, watched.stderr
+    listed = cli(server, "eval", "list", "--endpoint-url", server.endpoint)
+    assert "base-vs-tuned" in listed.stdout and f"{base} vs {pt}" in listed.stdout
+
     report = cli(server, "eval", "report", "base-vs-tuned", "--html", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stderr
     assert "Outcrop.ROUGE-1" in report.stdout and pt.rsplit("/", 1)[1] in report.stdout
