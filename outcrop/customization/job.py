@@ -88,13 +88,13 @@ def run(ctx: jobs.JobContext) -> str | None:
                     "epoch": p.epoch, "epochs": p.epochs, "loss": round(p.loss, 4),
                     "tokensPerSecond": round(p.tokens_per_second, 1), "etaSeconds": round(p.eta_seconds),
                     "examples": train_summary.examples}, force=p.step == p.total_steps)
-        _update(db, job_arn, training_loss=p.loss)
+        db.update(CustomizationJobRow, job_arn, training_loss=p.loss)
 
     result = trainer.train(base_dir, train_examples, validation_examples or None, config, ctx.work_dir,
                            on_progress=on_progress, should_stop=ctx.should_stop)
     if result.stopped:
         _stage(db, job_arn, "trainingDetails", STOPPED)
-        _update(db, job_arn, status=STOPPED, ended_at=now())
+        db.update(CustomizationJobRow, job_arn, status=STOPPED, ended_at=now())
         return jobs.STOPPED
 
     # 3. Outputs in Bedrock's layout, written as the role.
@@ -123,9 +123,9 @@ def run(ctx: jobs.JobContext) -> str | None:
                                    base_model_id=base.model_id, method=config.method, weights_path=str(home),
                                    base_weights_path=str(base_dir), created_at=now()))
     _stage(db, job_arn, "trainingDetails", COMPLETED)
-    _update(db, job_arn, status=COMPLETED, ended_at=now(), output_model_arn=model_arn,
-            training_loss=result.step_metrics[-1][2] if result.step_metrics else None,
-            validation_losses=[loss for _, _, loss in result.validation_metrics] or None)
+    db.update(CustomizationJobRow, job_arn, status=COMPLETED, ended_at=now(), output_model_arn=model_arn,
+              training_loss=result.step_metrics[-1][2] if result.step_metrics else None,
+              validation_losses=[loss for _, _, loss in result.validation_metrics] or None)
     shutil.rmtree(ctx.work_dir / "checkpoints", ignore_errors=True)  # the model is kept; the scratch is not
     return None
 
@@ -161,14 +161,6 @@ def _load(store: RoleScopedStore, uri: str, request: dict[str, Any], tokenizer, 
 def _row(db: Database, job_arn: str) -> CustomizationJobRow:
     with db.session() as session:
         return session.get(CustomizationJobRow, job_arn)
-
-
-def _update(db: Database, job_arn: str, **fields: Any) -> None:
-    with db.session() as session:
-        row = session.get(CustomizationJobRow, job_arn)
-        for name, value in fields.items():
-            setattr(row, name, value)
-        row.updated_at = now()
 
 
 def _stage(db: Database, job_arn: str, stage: str, status: str) -> None:

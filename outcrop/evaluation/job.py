@@ -172,12 +172,12 @@ def run(ctx: jobs.JobContext) -> str | None:
                                 outputs.jsonl(lines))
         outputs.write_report(store, prefix, summary)
     except inference.Stopped:
-        _update(db, job_arn, status=STOPPED, ended_at=now())
+        db.update(EvaluationJobRow, job_arn, status=STOPPED, ended_at=now())
         return jobs.STOPPED
     finally:
         runtime.invocation_log.close()
         runtime.engine.close()
-    _update(db, job_arn, status=COMPLETED, results=summary, ended_at=now())
+    db.update(EvaluationJobRow, job_arn, status=COMPLETED, results=summary, ended_at=now())
     progress.stage = "completed"
     progress.done = progress.total
     progress.publish(force=True)
@@ -348,12 +348,3 @@ def _row(db: Database, job_arn: str) -> EvaluationJobRow:
     if row is None:
         raise ValidationException(f"The evaluation job {job_arn} no longer exists")
     return row
-
-
-def _update(db: Database, job_arn: str, **fields: Any) -> None:
-    with db.session() as session:
-        row = session.get(EvaluationJobRow, job_arn)
-        for name, value in fields.items():
-            setattr(row, name, value)
-        row.updated_at = now()
-

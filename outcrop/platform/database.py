@@ -96,6 +96,17 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def update(self, table: Any, key: Any, **fields: Any) -> None:
+        """Set some fields of one row, found by primary key; a row with `updated_at` gets it set too."""
+        from datetime import UTC, datetime
+
+        with self.session() as session:
+            row = session.get(table, key)
+            for name, value in fields.items():
+                setattr(row, name, value)
+            if hasattr(row, "updated_at"):
+                row.updated_at = datetime.now(UTC)
+
     def owned(self, table: Any, name_column: Any, account: str, identifier: str, what: str) -> Any:
         """A row of `table` by ARN (its primary key) or by name; another account's row does not exist
         for this caller, so both answer the same ResourceNotFoundException."""

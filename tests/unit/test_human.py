@@ -22,8 +22,6 @@ from outcrop.evaluation.human import (
     task_count,
 )
 from outcrop.evaluation.tables import EvaluationJobRow
-from outcrop.iam.service import IamService
-from outcrop.platform.database import Database
 
 A, B = "model-a", "model-b"
 METRICS = [
@@ -33,19 +31,6 @@ METRICS = [
     {"name": "Order", "description": "", "ratingMethod": "ComparisonRank"},
     {"name": "Good", "description": "", "ratingMethod": "ThumbsUpDown"},
 ]
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'outcrop.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def iam(db, tmp_path):
-    return IamService(db, tmp_path)
 
 
 @pytest.fixture

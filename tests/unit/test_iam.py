@@ -13,21 +13,7 @@ from botocore.credentials import Credentials
 from outcrop.errors import AccessDeniedException, ConflictException, InvalidSignatureException, ValidationException
 from outcrop.iam import sigv4
 from outcrop.iam.service import BEARER, IamService, s3_access_policy
-from outcrop.platform.database import Database
 from outcrop.platform.idempotency import run_once
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'outcrop.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def iam(db, tmp_path):
-    return IamService(db, tmp_path)
 
 
 def test_bootstrap_is_stable_and_honours_an_explicit_key(iam, db, tmp_path):

@@ -64,14 +64,6 @@ def meta(user, session, domain):
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'outcrop.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
 def prices(tmp_path):
     path = tmp_path / "prices.toml"
     path.write_text(PRICES)
