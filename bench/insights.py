@@ -11,10 +11,12 @@ the application's records rated (thumbs and/or a 1-5 rating), conversions for 3%
 for 20% of the users plus users who never invoked. Then, in the same run, each side computes the report of
 the 7 days by `--by`:
 
-- ours: `outcrop.insights.report.build_report` (SQL through SQLAlchemy Core);
+- ours: `outcrop.insights.report.build_report` (SQL through SQLAlchemy Core; its independent passes over
+  the period run on connections of their own, as many at once as there are cores, up to five);
 - pandas: `read_sql` of the period's records (requestMetadata's userId, sessionId and domain from their
   columns, as the report reads them) and events, then groupby/merge for every metric (nearest-rank
-  percentiles with numpy's `inverted_cdf`), the evaluation jobs' records left out of all but the bill.
+  percentiles with numpy's `inverted_cdf`), the evaluation jobs' records left out of all but the bill; one
+  core, as pandas computes.
 
 Both are timed end to end (database to numbers), best of `--repeat` runs each; every number of the totals
 and of every group, and the bill's total and evaluation jobs' cost, are asserted equal (to 1e-9

@@ -39,7 +39,9 @@ issue left room:
 
 from __future__ import annotations
 
-import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,7 +60,6 @@ from sqlalchemy import (
     table,
     union_all,
 )
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
@@ -71,18 +72,18 @@ from outcrop.platform.database import Database
 from outcrop.provisioning.tables import ProvisionedThroughputRow
 from outcrop.runtime.usage import SUCCESS, UsageRecord
 
-log = logging.getLogger(__name__)
-
 GROUPINGS = ("model", "domain")
 PERCENTILES = (50, 95, 99)
+#: Connections a report reads on at once (its five heavy passes over the period are independent).
+REPORT_THREADS = min(5, os.cpu_count() or 1)
 #: A period up to this long is bucketed by hour in the trend; longer ones by day.
 HOURLY_UP_TO = timedelta(days=2)
 #: a provisioned throughput's status when it never came to serve (outcrop.provisioning.service.FAILED; not
 #: imported: the service module loads the inference engine)
 FAILED = "Failed"
 
-# Evaluation sits above insights and is still being built: its jobs are read through the table's
-# schema (a lightweight table clause), not by importing its code.
+# Evaluation sits above insights: its jobs are read through the table's schema (a lightweight table
+# clause), not by importing its code.
 _evaluation_jobs = table("evaluation_jobs", column("account_id", String), column("status", String),
                          column("job_name", String), column("results", JSON),
                          column("created_at", DateTime(timezone=True)), column("ended_at", DateTime(timezone=True)))
@@ -133,14 +134,16 @@ class _Query:
     #: the period's share of the table above which SQLite scans rather than looks records up by time
     SCAN_SHARE = 8
 
-    def __init__(self, session, account_id: str, period: Period, by: str, dialect: str) -> None:
+    def __init__(self, session, account_id: str, period: Period, by: str, dialect: str,
+                 large_share: bool | None = None) -> None:
         self.session, self.account_id, self.period, self.by = session, account_id, period, by
         r = UsageRecord
         self.g = r.model_id if by == "model" else r.domain
         account, created = r.account_id, r.created_at
         self.where_all = self.where_indexed = (account == account_id, created >= period.since,
                                                created < period.until)
-        if dialect == "sqlite" and self._large_share():
+        self.large_share = dialect == "sqlite" and (self._large_share() if large_share is None else large_share)
+        if self.large_share:
             self.where_all = (_plus(account) == account_id, _plus(created) >= period.since,
                               _plus(created) < period.until)
             self.where_indexed = (account == account_id, _plus(created) >= period.since,
@@ -329,15 +332,11 @@ def _evaluation_scores(db: Database, account_id: str, until: datetime) -> dict[s
     """category -> metric -> model -> score, newest completed job winning; {} when there are none."""
     scores: dict[str, dict[str, dict[str, float]]] = {}
     job = _evaluation_jobs.c
-    try:
-        with db.session() as session:
-            rows = session.execute(select(job.results).where(
-                job.account_id == account_id, job.status == "Completed", job.results.is_not(None),
-                func.coalesce(job.ended_at, job.created_at) < until,
-            ).order_by(func.coalesce(job.ended_at, job.created_at))).all()
-    except DBAPIError:  # a database from before evaluation existed: no scores, not a failed report
-        log.warning("evaluation jobs could not be read; the report shows no evaluation scores", exc_info=True)
-        return {}
+    with db.session() as session:
+        rows = session.execute(select(job.results).where(
+            job.account_id == account_id, job.status == "Completed", job.results.is_not(None),
+            func.coalesce(job.ended_at, job.created_at) < until,
+        ).order_by(func.coalesce(job.ended_at, job.created_at))).all()
     for (results,) in rows:  # completed jobs, oldest first: a handful, never usage records
         tasks = results.get("tasks") if isinstance(results, dict) else None
         for task in tasks if isinstance(tasks, list) else []:
@@ -368,14 +367,21 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
                                   f"until {period.until:%Y-%m-%dT%H:%M:%SZ}")
     hourly = period.until - period.since <= HOURLY_UP_TO
     dialect = db.engine.dialect.name
-    with db.session() as session:
+    with db.session() as session, ThreadPoolExecutor(REPORT_THREADS, thread_name_prefix="insights") as pool:
         q = _Query(session, account_id, period, by, dialect)
+
+        def apart(work: Callable[[_Query], Any]) -> Future:
+            """The heavy aggregates are independent passes over the period: each runs on a connection of its
+            own, so that they use every core (SQLite lets go of the GIL while it steps through a query)."""
+            def run() -> Any:
+                with db.session() as own:
+                    return work(_Query(own, account_id, period, by, dialect, q.large_share))
+            return pool.submit(run)
+
+        usage_job = apart(lambda q: q.usage(_bucket(dialect, UsageRecord.created_at, hourly)))
+        people_job, ranks_job, revenue_job = apart(_Query.people), apart(_Query.percentiles), apart(_Query.revenue)
+        feedback_job = apart(lambda q: q.feedback(_bucket(dialect, FeedbackRow.created_at, hourly)))
         pricer = _Pricer(session, prices, account_id)
-        usage_rows = q.usage(_bucket(dialect, UsageRecord.created_at, hourly))
-        people, people_total = q.people()
-        ranks, ranks_total = q.percentiles()
-        feedback, feedback_by_domain, trend_feedback = q.feedback(_bucket(dialect, FeedbackRow.created_at, hourly))
-        revenue, revenue_attributed = q.revenue()
         revenue_all = float(session.scalar(select(func.coalesce(func.sum(RevenueRow.amount), 0.0))
                                            .where(*q.in_period(RevenueRow))) or 0.0)
         outcomes = session.execute(select(ConversionRow.name, func.count(), func.sum(ConversionRow.value))
@@ -386,6 +392,10 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
             ProvisionedThroughputRow.status != FAILED,  # it never served: Bedrock does not bill it
             (ProvisionedThroughputRow.deleted_at.is_(None)) | (ProvisionedThroughputRow.deleted_at > period.since),
         ).order_by(ProvisionedThroughputRow.created_at)).all()
+        usage_rows, (people, people_total), (ranks, ranks_total) = (
+            usage_job.result(), people_job.result(), ranks_job.result())
+        (feedback, feedback_by_domain, trend_feedback), (revenue, revenue_attributed) = (
+            feedback_job.result(), revenue_job.result())
 
     # the grouped usage rows, summed by model for the bill (every record), by (key, model) for the groups and
     # by (bucket, model) for the trend (the application's records; the trend's tokens cost evaluation's too),
