@@ -54,16 +54,23 @@ def iso(moment: datetime | None) -> str | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
+def evaluator_models(request: dict[str, Any]) -> list[str]:
+    """The judges a request names: its evaluatorModelConfig's, then its custom metrics' (once each)."""
+    automated = request["evaluationConfig"].get("automated") or {}
+    configs = (automated.get("evaluatorModelConfig"),
+               (automated.get("customMetricConfig") or {}).get("evaluatorModelConfig"))
+    return list(dict.fromkeys(m["modelIdentifier"] for config in configs
+                              for m in (config or {}).get("bedrockEvaluatorModels", [])))
+
+
 def base_summary(row: Any) -> dict[str, Any]:
     """The summary's header, from the job's row."""
     request = row.request
-    automated = request["evaluationConfig"].get("automated") or {}
-    judges = (automated.get("evaluatorModelConfig") or {}).get("bedrockEvaluatorModels") or \
-        ((automated.get("customMetricConfig") or {}).get("evaluatorModelConfig") or {}).get("bedrockEvaluatorModels")
+    judges = evaluator_models(request)
     return {"jobName": row.job_name, "jobArn": row.job_arn, "jobType": row.job_type, "status": "Completed",
             "createdAt": iso(row.created_at), "completedAt": datetime.now(UTC).isoformat(),
             "models": [m["bedrockModel"]["modelIdentifier"] for m in request["inferenceConfig"]["models"]],
-            "evaluatorModel": judges[0]["modelIdentifier"] if judges else None, "tasks": [], "human": None}
+            "evaluatorModel": judges[0] if judges else None, "tasks": [], "human": None}
 
 
 def human_summary(row: Any, aggregated: list[dict[str, Any]], ratings: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,26 +84,25 @@ def human_summary(row: Any, aggregated: list[dict[str, Any]], ratings: list[dict
     return summary
 
 
-def write_human_outputs(store: Any, db: Any, row: Any, summary: dict[str, Any]) -> None:
-    """Every rated item, per model, task and dataset, then the report."""
+def write_human_outputs(store: Any, db: Any, row: Any, summary: dict[str, Any],
+                        ratings: list[dict[str, Any]]) -> None:
+    """Every rated item, per model, task and dataset, then the report. `ratings` is `HumanReview.ratings`'s."""
     from sqlalchemy import select
 
-    from outcrop.evaluation.tables import HumanRatingRow, HumanTaskRow
+    from outcrop.evaluation.tables import HumanTaskRow
 
     prefix = job_prefix(row.request, row.request["jobId"])
     with db.session() as session:
         tasks = session.scalars(select(HumanTaskRow).where(HumanTaskRow.job_arn == row.job_arn)
                                 .order_by(HumanTaskRow.position)).all()
-        ratings = session.scalars(select(HumanRatingRow).where(HumanRatingRow.job_arn == row.job_arn)
-                                  .order_by(HumanRatingRow.id)).all()
-    by_task: dict[str, list[HumanRatingRow]] = {}
+    by_task: dict[str, list[dict[str, Any]]] = {}
     for rating in ratings:
-        by_task.setdefault(rating.task_id, []).append(rating)
+        by_task.setdefault(rating["taskId"], []).append(rating)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for task in tasks:
         groups.setdefault((task.task_type, task.dataset_name), []).append({
-            "humanEvaluationResult": {"ratings": [{"rater": r.rater_arn, "values": r.values, "comment": r.comment}
-                                                  for r in by_task.get(task.task_id, [])]},
+            "humanEvaluationResult": {"ratings": [{"rater": r["raterArn"], "values": r["values"],
+                                                   "comment": r["comment"]} for r in by_task.get(task.task_id, [])]},
             "inputRecord": task.record,
             "modelResponses": [{"response": r["response"], "modelIdentifier": r["modelIdentifier"]}
                                for r in task.responses]})

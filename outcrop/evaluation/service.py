@@ -59,11 +59,7 @@ def model_arn(identifier: str, region: str) -> str:
 def invoked_models(request: dict[str, Any]) -> list[str]:
     """Every model the job asks: the evaluated ones and its judges."""
     models = [m["bedrockModel"]["modelIdentifier"] for m in request["inferenceConfig"]["models"]]
-    automated = request["evaluationConfig"].get("automated") or {}
-    for config in (automated.get("evaluatorModelConfig"),
-                   (automated.get("customMetricConfig") or {}).get("evaluatorModelConfig")):
-        models += [m["modelIdentifier"] for m in (config or {}).get("bedrockEvaluatorModels", [])]
-    return list(dict.fromkeys(models))
+    return list(dict.fromkeys([*models, *outputs.evaluator_models(request)]))
 
 
 def required_permissions(request: dict[str, Any], job_id: str, region: str) -> list[tuple[str, str]]:
@@ -375,7 +371,7 @@ class EvaluationService:
             store = RoleScopedStore(self.store, self.iam, role)
             ratings = self.human.ratings(job_arn)
             summary = outputs.human_summary(row, self.human.aggregate(job_arn), ratings)
-            outputs.write_human_outputs(store, self.db, row, summary)
+            outputs.write_human_outputs(store, self.db, row, summary, ratings)
         except Exception as exc:
             with self.db.session() as session:
                 session.execute(update(EvaluationJobRow).where(
