@@ -16,23 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import start_server, stop_server
-
-QUESTION = [{"role": "user", "content": [{"text": "hello world"}]}]
-
-
-def outcrop(server, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "outcrop", *args, "--data-dir", str(server.data_dir)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result
-
-
-def error_code(call) -> tuple[str, int, str]:
-    with pytest.raises(ClientError) as caught:
-        call()
-    response = caught.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Message"]
-
+from tests.integration.security.helpers import QUESTION, error_code, outcrop
 
 # -- authentication --------------------------------------------------------------------------------
 
@@ -104,13 +88,6 @@ def test_secrets_are_stored_encrypted_and_never_logged(server):
 
 # -- authorization ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def alice(server):
-    outcrop(server, "iam", "create-user", "--name", "alice")
-    key = json.loads(outcrop(server, "iam", "create-access-key", "--user-name", "alice").stdout)
-    return key["AccessKeyId"], key["SecretAccessKey"]
-
-
 def test_a_user_without_policies_is_denied_by_default(server, alice):
     code, status, message = error_code(server.client("bedrock", key=alice).list_foundation_models)
     assert (code, status) == ("AccessDeniedException", 403)
@@ -149,12 +126,6 @@ def test_iam_json_api(server, alice):
 
 
 # -- accounts, logging, audit ----------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def second_account(server):
-    created = json.loads(outcrop(server, "iam", "create-account", "--name", "tenant-b").stdout)
-    return created["AccountId"], (created["AccessKeyId"], created["SecretAccessKey"])
-
 
 def test_invocation_logging_is_written_to_the_store_and_is_per_account(server, tiny_model, second_account):
     outcrop(server, "s3", "mb", "s3://invocation-logs")
