@@ -1,7 +1,8 @@
 """Errors named exactly as AWS names them, raised by any layer and rendered by the API door.
 
 This module imports nothing from the package so that every layer, from `platform/` to `api/`, can
-raise a ValidationException by name without an upward import.
+raise a ValidationException by name without an upward import. One exception here is not AWS's:
+`Cancelled`, for work whose caller has gone away, which no response ever carries.
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ class UnknownOperationException(BedrockError):
     """A path and method that no Bedrock operation has (what AWS answers for an unknown route)."""
 
     status = 404
+
+
+class Cancelled(Exception):
+    """Work called off because its caller went away (the client hung up before the answer).
+
+    Not an AWS error and not a BedrockError: nobody is left to receive it, so it never becomes a
+    response. The scheduler raises it in a cancelled generation's consumer; the API ends the request
+    quietly and the usage record says Cancelled."""
 
 
 class NotImplementedException(BedrockError):

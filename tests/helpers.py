@@ -50,3 +50,50 @@ def make_tiny_llama(folder: Path, context: int = 256) -> Path:
                          initializer_range=0.3)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+def make_endless_llama(folder: Path, context: int = 16_384) -> Path:
+    """The tiny Llama, changed so that greedy decoding never ends its text: answers run to max_tokens.
+
+    A random model's end-of-text comes early or late depending on the tokenizer trained for it, so a
+    test that needs a long answer cannot rely on max_tokens alone. Here end-of-text's logit is always
+    0, and two ordinary tokens have opposite output rows: one of their logits is above 0 for any
+    hidden state, so the argmax is never end-of-text."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    make_tiny_llama(folder, context=context)
+    model = AutoModelForCausalLM.from_pretrained(folder)  # its output layer is not tied to the embeddings
+    eos = AutoTokenizer.from_pretrained(folder).eos_token_id
+    with torch.no_grad():
+        head = model.lm_head.weight
+        head[eos] = 0
+        head[4] = -head[3]
+    model.save_pretrained(folder)
+    return folder
+
+
+def call_rating_pages(app, method: str, rest: str, *, client=("127.0.0.1", 50000), scheme: str = "http",
+                      cookie: str = "", form: dict | None = None, query: str = "", headers=()) -> tuple[int, dict, str]:
+    """One request through the raters' pages' ASGI entry point: (status, headers, body text)."""
+    import urllib.parse
+
+    import anyio
+
+    from outcrop.api.rating import PREFIX
+
+    headers = [(b"host", b"rating.test"), *headers] + ([(b"cookie", cookie.encode("latin-1"))] if cookie else [])
+    body = urllib.parse.urlencode(form or {}).encode()
+    scope = {"type": "http", "method": method, "path": PREFIX + rest, "raw_path": (PREFIX + rest).encode(),
+             "query_string": query.encode(), "headers": headers, "client": client, "scheme": scheme}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    head = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], head, sent[1]["body"].decode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from typing import Any
@@ -17,13 +18,15 @@ import anyio
 from outcrop.api import iam as iam_api
 from outcrop.api import insights as insights_api
 from outcrop.api import rating
-from outcrop.api.asgi import read_body
+from outcrop.api.asgi import is_tls, read_body
 from outcrop.api.auth import authenticate
 from outcrop.api.bedrock import protocol
-from outcrop.api.bedrock.operations import HANDLERS, RequestContext, iam_action, load_handlers, resource_arn
+from outcrop.api.bedrock.operations import HANDLERS, RequestContext, iam_action, load_handlers
+from outcrop.api.bedrock.resources import resources
 from outcrop.api.services import Services
 from outcrop.errors import (
     BedrockError,
+    Cancelled,
     InternalServerException,
     NotImplementedException,
     UnknownOperationException,
@@ -31,11 +34,14 @@ from outcrop.errors import (
 )
 from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.iam.principal import Principal
+from outcrop.runtime.usage import CANCELLED
 
 #: The control planes whose every call goes to the audit trail (data-plane calls have usage records).
 AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", "outcrop-iam"})
 #: Worker threads for handlers (parsing, database, waiting on a generation).
 THREADS = 256
+#: The access log's status for a request whose client hung up before its answer (nginx's "client closed request").
+CLIENT_CLOSED_REQUEST = 499
 
 log = logging.getLogger("outcrop.api")
 access_log = logging.getLogger("outcrop.access")
@@ -74,6 +80,7 @@ class BedrockApp:
         headers: dict[str, str] = {}
         error: BedrockError | None = None
         response_started = False
+        hung_up = threading.Event()  # the client's disconnect, handed to the work as its cancel flag
         try:
             if raw_path.startswith(iam_api.PREFIX):
                 service, operation = "outcrop-iam", iam_api.action_of(method, raw_path)
@@ -86,13 +93,14 @@ class BedrockApp:
             body = await self._read_body(headers, receive)
             client_ip = (scope.get("client") or ("", 0))[0]
             query = scope.get("query_string", b"").decode("latin-1")
-            context = {"aws:SourceIp": client_ip, "aws:SecureTransport": False}
+            tls = is_tls(scope)
+            context = {"aws:SourceIp": client_ip, "aws:SecureTransport": tls}
 
             def call() -> protocol.WireResponse:  # signatures, parsing and models stay off the event loop
                 nonlocal principal, resource
                 principal = authenticate(self.services.iam, auth_enabled=self.services.settings.auth_enabled,
                                          service=service, method=method, raw_path=raw_path, query=query,
-                                         headers=headers, body=body)
+                                         headers=headers, body=body, tls=tls, client_ip=client_ip)
                 if service == "outcrop-iam":
                     answer = iam_api.handle(self.services.iam, principal, operation, iam_api.parse_body(body), context)
                     return protocol.WireResponse(200, {"Content-Type": "application/json"}, answer)
@@ -101,21 +109,27 @@ class BedrockApp:
                                                  iam_api.parse_body(body), context)
                     return protocol.WireResponse(200, {"Content-Type": "application/json"}, answer)
                 params = protocol.parse_request(route, labels, query, headers, body)
-                resource = resource_arn(params, self.services.settings.region)
-                self.services.iam.authorize(principal, iam_action(operation), resource, context)
+                # Resolved before authorizing: a policy sees the canonical ARN, whatever the caller spelled.
+                targets = resources(self.services, principal.account_id, operation, params)
+                resource = ", ".join(targets)
+                for target in targets:
+                    self.services.iam.authorize(principal, iam_action(operation), target, context)
                 ctx = RequestContext(request_id=request_id, principal=principal, services=self.services,
-                                     source_ip=client_ip, headers=headers)
+                                     source_ip=client_ip, headers=headers, cancelled=hung_up)
                 return protocol.serialize_response(route, HANDLERS[(service, operation)](ctx, params))
 
-            wire = await anyio.to_thread.run_sync(call)
+            wire = await _run_watching(call, receive, hung_up)
             status = wire.status
             response_headers = [(k.lower().encode(), v.encode()) for k, v in wire.headers.items()]
             response_headers.append((b"x-amzn-requestid", request_id.encode()))
             await send({"type": "http.response.start", "status": status, "headers": response_headers})
             response_started = True
             if wire.stream is not None:
-                await _stream(wire.stream, send, receive)
+                await _stream(wire.stream, send, receive, hung_up)
             await send({"type": "http.response.body", "body": wire.body})
+        except Cancelled:  # the client hung up and its generation was called off: no one to answer
+            log.info("request %s (%s:%s) cancelled: the client hung up", request_id, service, operation)
+            status = CLIENT_CLOSED_REQUEST
         except Exception as exc:  # every failure leaves in Bedrock's error shape, never as a stack trace
             if not isinstance(exc, BedrockError):
                 log.exception("request %s (%s:%s) failed", request_id, service, operation)
@@ -134,7 +148,8 @@ class BedrockApp:
             if service in AUDITED_SERVICES:
                 await anyio.to_thread.run_sync(lambda: record_event(
                     self.services.db, service=service, operation=operation,
-                    result=error.code if error else SUCCESS, status=status, principal=principal,
+                    result=error.code if error else CANCELLED if status == CLIENT_CLOSED_REQUEST else SUCCESS,
+                    status=status, principal=principal,
                     resource=resource, source_ip=(scope.get("client") or ("", 0))[0], request_id=request_id,
                     user_agent=headers.get("user-agent")))
 
@@ -178,18 +193,48 @@ def _raw_path(scope: dict[str, Any]) -> str:
     return path.split("?", 1)[0]
 
 
-async def _stream(stream, send, receive) -> None:
+async def _run_watching(call, receive, hung_up: threading.Event):
+    """Run a blocking handler in a worker thread while watching for the client to hang up.
+
+    A non-streaming generation holds its worker thread until the whole answer exists; without a watch,
+    a client that disconnects (a timeout, a killed script) would leave it generating to max_tokens for
+    no one. On `http.disconnect` the `hung_up` event is set: the handler handed it on as the
+    generation's cancel flag, so the sequence leaves the batch at the next step and the handler raises
+    Cancelled. The thread is not abandoned; its outcome is awaited as always. Its error is re-raised
+    as itself, not inside the task group's ExceptionGroup, so that Bedrock errors still answer."""
+    outcome: list = []
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_watch_disconnect, receive, hung_up)
+        try:
+            outcome.append(await anyio.to_thread.run_sync(call))
+        except Exception as exc:
+            outcome.append(exc)
+        finally:
+            tasks.cancel_scope.cancel()
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+async def _watch_disconnect(receive, hung_up: threading.Event) -> None:
+    """Set `hung_up` when the client disconnects (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    hung_up.set()
+
+
+async def _stream(stream, send, receive, hung_up: threading.Event) -> None:
     """Send an event stream as it is produced; a client that hangs up stops the generation behind it.
 
     The events come from a blocking generator (a model's token queue), pulled in a worker thread one
-    item at a time. When the client disconnects, pulling stops and the generator is closed, which
-    frees the sequence's slot in the batch instead of generating to the token limit for no one."""
+    item at a time. When the client disconnects, `hung_up` (the generation's cancel flag) is set, so
+    the sequence leaves the batch at once and the pull waiting for its next token ends; then pulling
+    stops and the generator is closed, instead of generating to the token limit for no one."""
     iterator = iter(stream)
     done = object()
     async with anyio.create_task_group() as tasks:
         async def watch_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await _watch_disconnect(receive, hung_up)
             tasks.cancel_scope.cancel()
 
         tasks.start_soon(watch_disconnect)

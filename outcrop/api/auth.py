@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from outcrop.api.asgi import PLAIN, transport
 from outcrop.errors import MissingAuthenticationTokenException, UnrecognizedClientException
 from outcrop.iam import sigv4
 from outcrop.iam.principal import Principal
@@ -10,10 +11,16 @@ from outcrop.iam.service import IamService
 #: boto3 sends `Authorization: Bearer` (AWS_BEARER_TOKEN_BEDROCK) to these services only.
 BEARER_SERVICES = frozenset({"bedrock", "bedrock-runtime"})
 INVALID_TOKEN = "The security token included in the request is invalid."
+#: A bearer key is the whole secret (no signature), so it is taken only where no one on the path can read it.
+BEARER_OVER_PLAIN_HTTP = ("Bearer API keys are accepted only over HTTPS (`outcrop serve --tls`) or from the machine "
+                          "the server runs on; this request sent one over plain HTTP, so it was not checked. "
+                          "Consider that key exposed: delete it and create another, or sign requests with SigV4.")
 
 
 def authenticate(iam: IamService, *, auth_enabled: bool, service: str, method: str, raw_path: str, query: str,
-                 headers: dict[str, str], body: bytes) -> Principal:
+                 headers: dict[str, str], body: bytes, tls: bool = False, client_ip: str = "") -> Principal:
+    """`tls`: the request came over HTTPS; `client_ip`: its client's address (a bearer key needs one or the
+    other to be safe: HTTPS, or a client on this machine)."""
     if not auth_enabled:  # OUTCROP_AUTH=off: every caller is the first account's root
         return Principal.account_root(iam.default_account())
     authorization = headers.get("authorization", "")
@@ -22,6 +29,8 @@ def authenticate(iam: IamService, *, auth_enabled: bool, service: str, method: s
             allowed = " and ".join(sorted(BEARER_SERVICES))
             raise UnrecognizedClientException(f"Bearer API keys are accepted by {allowed} only; "
                                               f"sign {service} requests with SigV4.")
+        if transport(tls, client_ip) == PLAIN:  # the key crossed the network in clear; it is not even looked up
+            raise UnrecognizedClientException(BEARER_OVER_PLAIN_HTTP)
         principal = iam.authenticate_bearer(authorization[len("Bearer "):].strip())
         if principal is None:
             raise UnrecognizedClientException(INVALID_TOKEN)

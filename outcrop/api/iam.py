@@ -13,7 +13,7 @@ from typing import Any
 
 from outcrop.errors import AccessDeniedException, SerializationException, UnknownOperationException, ValidationException
 from outcrop.iam.principal import ROLE, USER, Principal, principal_arn
-from outcrop.iam.service import BEARER, SIGV4, IamService, invoke_models_policy, s3_access_policy
+from outcrop.iam.service import BEARER, SIGV4, IamService
 from outcrop.platform import jsontext
 
 PREFIX = "/_outcrop/iam/"
@@ -43,42 +43,42 @@ def _target(caller: Principal, body: dict[str, Any]) -> tuple[str, str]:
 
 
 def _create_role(iam: IamService, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
-    role = iam.create_role(caller.account_id, _name(body, "RoleName"), body.get("AssumeRolePolicyDocument"))
-    if body.get("S3Access"):
-        bucket, _, prefix = _name(body, "S3Access").removeprefix("s3://").partition("/")
-        iam.put_policy(role.arn, "s3-access", s3_access_policy(bucket, prefix, bool(body.get("ReadOnly"))))
-    if body.get("InvokeModels"):
-        iam.put_policy(role.arn, "invoke-models", invoke_models_policy(caller.account_id))
+    role = iam.create_service_role(caller.account_id, _name(body, "RoleName"), body.get("AssumeRolePolicyDocument"),
+                                   s3_access=_name(body, "S3Access") if body.get("S3Access") else None,
+                                   read_only=bool(body.get("ReadOnly")), invoke_models=bool(body.get("InvokeModels")))
     return {"Arn": role.arn}
 
 
+#: Actions on access keys: they act on the key's holder, named by UserName or, without one, the caller.
+KEY_ACTIONS = frozenset({"CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey", "ListAccessKeys"})
+
+
+def _key_holder(caller: Principal, body: dict[str, Any]) -> tuple[str, str]:
+    """(ARN, kind) of the principal whose keys an action manages: `UserName`, else the caller itself,
+    as IAM does. Roles hold no keys."""
+    if "RoleName" in body:
+        raise ValidationException("Roles have no access keys: they are assumed, never signed in as")
+    if "UserName" in body:
+        return principal_arn(caller.account_id, USER, _name(body, "UserName")), USER
+    return caller.arn, caller.kind
+
+
 def _create_access_key(iam: IamService, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
-    key = iam.create_access_key(_target(caller, body)[0], BEARER if body.get("Bearer") else SIGV4)
+    key = iam.create_access_key(_key_holder(caller, body)[0], BEARER if body.get("Bearer") else SIGV4)
     if key.kind == BEARER:
         return {"ApiKeyId": key.access_key_id, "ApiKey": key.secret}
     return {"AccessKeyId": key.access_key_id, "SecretAccessKey": key.secret}
 
 
-def _owned_key(iam: IamService, caller: Principal, key_id: str) -> None:
-    """A caller may only manage keys of its own account (another account's key 'does not exist')."""
-    from outcrop.errors import ResourceNotFoundException
-    from outcrop.iam.tables import AccessKeyRow
-
-    with iam.db.session() as session:
-        row = session.get(AccessKeyRow, key_id)
-    if row is None or row.principal_arn.split(":")[4] != caller.account_id:
-        raise ResourceNotFoundException(f"The access key {key_id} does not exist")
-
-
 def _update_access_key(iam: IamService, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
-    _owned_key(iam, caller, _name(body, "AccessKeyId"))
-    iam.set_key_status(body["AccessKeyId"], _name(body, "Status"))
+    # The key must be the holder's: authorizing `user/alice` and then touching the root's key is the hole
+    # this closes. Another principal's key answers as a missing one.
+    iam.set_key_status(_name(body, "AccessKeyId"), _name(body, "Status"), owner=_key_holder(caller, body)[0])
     return {}
 
 
 def _delete_access_key(iam: IamService, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
-    _owned_key(iam, caller, _name(body, "AccessKeyId"))
-    iam.delete_access_key(body["AccessKeyId"])
+    iam.delete_access_key(_name(body, "AccessKeyId"), owner=_key_holder(caller, body)[0])
     return {}
 
 
@@ -92,6 +92,7 @@ ACTIONS: dict[str, Callable[[IamService, Principal, dict[str, Any]], dict[str, A
     "CreateAccessKey": _create_access_key,
     "UpdateAccessKey": _update_access_key,
     "DeleteAccessKey": _delete_access_key,
+    "ListAccessKeys": lambda iam, c, b: {"AccessKeyMetadata": iam.list_access_keys(_key_holder(c, b)[0])},
     "PutUserPolicy": lambda iam, c, b: iam.put_policy(
         _target(c, b)[0], _name(b, "PolicyName"), _document(b, "PolicyDocument")) or {},
     "PutRolePolicy": lambda iam, c, b: iam.put_policy(
@@ -123,7 +124,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 def handle(iam: IamService, caller: Principal, action: str, body: dict[str, Any], context: dict[str, Any]) -> bytes:
     """Authorize `iam:<Action>` on the target principal, run the action, return the JSON response."""
-    resource, kind = _target(caller, body)
+    resource, kind = _key_holder(caller, body) if action in KEY_ACTIONS else _target(caller, body)
     if action in ("ListUsers", "ListRoles"):
         resource = principal_arn(caller.account_id, "root", "")
     elif kind == "root" and not caller.is_root:

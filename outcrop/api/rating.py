@@ -9,7 +9,9 @@ SigV4. Each answer is saved when submitted (Post/Redirect/Get), so closing the t
 
 Signing in sends the user's long-lived secret access key, so it is taken only over HTTPS (`outcrop
 serve --tls`, or a proxy that says https) or from a loopback client; anywhere else the sign-in form
-says so and checks nothing.
+says so and checks nothing (the same rule as bearer API keys: `asgi.transport`). Repeated failures
+lock the key ID and the address out for a while (`SignInThrottle`), and every attempt, with its
+address and the key ID tried (never the secret), goes to the audit trail as outcrop-rating:SignIn.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ import base64
 import hashlib
 import hmac
 import html
-import ipaddress
 import json
 import logging
+import math
+import threading
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from outcrop.api.asgi import read_body
+from outcrop.api import asgi
+from outcrop.api.asgi import HTTPS, PLAIN, read_body
 from outcrop.errors import (
     ConflictException,
     ResourceNotFoundException,
@@ -49,6 +54,7 @@ from outcrop.evaluation.human import (
     TaskView,
     answers_to_values,
 )
+from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.iam.principal import USER
 from outcrop.iam.secrets import KEY_FILE_NAME, SecretBox
 from outcrop.iam.service import IamService
@@ -59,8 +65,8 @@ SESSION_SECONDS = 8 * 3600
 MAX_FORM_BYTES = 256 * 1024
 #: How long a failed sign-in waits before its answer (on the event loop, never in a worker thread).
 FAILED_SIGN_IN_DELAY = 0.3
-#: How the request reached the server: sign-in needs HTTPS or a loopback client.
-HTTPS, LOOPBACK, PLAIN = "https", "loopback", "plain"
+#: The audit trail's name for these pages and their sign-in (every attempt is recorded, never the secret).
+AUDIT_SERVICE, SIGN_IN = "outcrop-rating", "SignIn"
 PLAIN_HTTP_REFUSED = ("Signing in sends your secret access key, so this server takes it only over HTTPS (or from "
                       "the machine it runs on). Ask its administrator to run `outcrop serve --tls`; programs that "
                       "call Outcrop with SigV4 or bearer keys are not affected.")
@@ -118,6 +124,77 @@ class Sessions:
         return str(data.get("arn", "")), str(data.get("key", ""))
 
 
+@dataclass
+class _Failures:
+    times: list[float] = field(default_factory=list)  # failures within the window
+    strikes: int = 0  # locks so far: each one is twice as long as the last
+    locked_until: float = 0.0
+    last: float = 0.0
+
+
+class SignInThrottle:
+    """Backs sign-in off per access key ID and per client address after repeated failures.
+
+    After `key_failures` failed sign-ins with one key ID within `window` seconds (or `address_failures`
+    from one address), that key or address is locked: its attempts answer 429 with Retry-After, the
+    secret unchecked, for `base_lock` seconds, twice as long at each further lock, up to `max_lock`.
+    A key's count is cleared when it signs in; an address's only by time, so one valid key of one's
+    own does not clear the way to guessing others'. Counts idle longer than `max_lock + window` go.
+
+    The counts live in this server process's memory: a restart forgets them, and several servers
+    sharing one database count apart. That is enough here: secrets are 40 random characters, so the
+    backoff is against noise and spraying, and the audit trail keeps every attempt anyway.
+    """
+
+    #: Most keys and addresses tracked at once; beyond it the longest idle are forgotten first.
+    MAX_TRACKED = 10_000
+
+    def __init__(self, key_failures: int = 5, address_failures: int = 20, window: float = 900.0,
+                 base_lock: float = 60.0, max_lock: float = 3600.0, clock=time.monotonic) -> None:
+        self.limits = {"key": key_failures, "address": address_failures}
+        self.window, self.base_lock, self.max_lock, self.clock = window, base_lock, max_lock, clock
+        self._records: dict[tuple[str, str], _Failures] = {}
+        self._lock = threading.Lock()  # sign-ins are handled in worker threads
+
+    @staticmethod
+    def _subjects(key_id: str, address: str) -> list[tuple[str, str]]:
+        return [(kind, value[:128]) for kind, value in (("key", key_id), ("address", address)) if value]
+
+    def locked(self, key_id: str, address: str) -> float:
+        """Seconds until this key and this address may try again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            return max([self._records[s].locked_until - now for s in self._subjects(key_id, address)
+                        if s in self._records] + [0.0])
+
+    def failed(self, key_id: str, address: str) -> None:
+        now = self.clock()
+        with self._lock:
+            for subject in self._subjects(key_id, address):
+                record = self._records.get(subject)
+                if record is None or now - record.last > self.max_lock + self.window:
+                    self._make_room(now)
+                    record = self._records[subject] = _Failures()
+                record.times = [t for t in record.times if now - t < self.window] + [now]
+                record.last = now
+                if len(record.times) >= self.limits[subject[0]]:
+                    record.locked_until = now + min(self.base_lock * 2 ** record.strikes, self.max_lock)
+                    record.strikes, record.times = record.strikes + 1, []
+
+    def succeeded(self, key_id: str) -> None:
+        with self._lock:
+            self._records.pop(("key", key_id[:128]), None)
+
+    def _make_room(self, now: float) -> None:
+        if len(self._records) < self.MAX_TRACKED:
+            return
+        for subject in [s for s, r in self._records.items() if now - r.last > self.max_lock + self.window]:
+            del self._records[subject]
+        if len(self._records) >= self.MAX_TRACKED:  # still full of recent ones: the longest idle tenth goes
+            for subject in sorted(self._records, key=lambda s: self._records[s].last)[:self.MAX_TRACKED // 10]:
+                del self._records[subject]
+
+
 class RatingApp:
     """The ASGI app for PREFIX; `BedrockApp` hands it every request under that path."""
 
@@ -128,6 +205,7 @@ class RatingApp:
         SecretBox(data_dir)  # makes secret.key if this data dir has none yet
         self.sessions = Sessions((data_dir / KEY_FILE_NAME).read_bytes().strip())
         self.secure_cookie = secure_cookie
+        self.throttle = SignInThrottle()
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         started = time.perf_counter()
@@ -140,9 +218,10 @@ class RatingApp:
         if body is None:
             response = Response(413, _page("Too large", "<p>That form is too large.</p>"))
         else:
-            transport = (HTTPS if self.secure_cookie or scope.get("scheme") == "https"
-                         else LOOPBACK if _loopback(scope.get("client")) else PLAIN)
-            response = await anyio.to_thread.run_sync(self.handle, method, path, query, headers, body, transport)
+            client = asgi.client_host(scope)
+            transport = asgi.transport(self.secure_cookie or asgi.is_tls(scope), client)
+            response = await anyio.to_thread.run_sync(self.handle, method, path, query, headers, body, transport,
+                                                      client)
         if response.delay:
             await anyio.sleep(response.delay)  # here, not in handle: a sleeping worker thread is one the server lacks
         page = response.body.encode()
@@ -160,8 +239,9 @@ class RatingApp:
     # -- routing (in a worker thread: everything below may touch the database) -----------------
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
-               body: bytes, transport: str = PLAIN) -> Response:
-        """`transport`: HTTPS, LOOPBACK (plain HTTP from this machine) or PLAIN (plain HTTP from elsewhere)."""
+               body: bytes, transport: str = PLAIN, client: str = "") -> Response:
+        """`transport`: HTTPS, LOOPBACK (plain HTTP from this machine) or PLAIN (plain HTTP from elsewhere);
+        `client`: the client's address."""
         rest = path[len(PREFIX):].strip("/")
         form = {k: v for k, v in urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
         try:
@@ -169,7 +249,7 @@ class RatingApp:
                 return Response(403, _page("Refused", "<p>That form was sent from another site.</p>"))
             if rest == "sign-in":
                 if method == "POST":
-                    return self._sign_in(form, transport)
+                    return self._sign_in(form, transport, client, headers.get("user-agent"))
                 next_path = _next_path((query.get("next") or [""])[0])
                 return Response(200, _sign_in_page(PLAIN_HTTP_REFUSED if transport == PLAIN else "",
                                                    next_path=next_path))
@@ -205,21 +285,41 @@ class RatingApp:
         found = self.iam.authenticate_key(key_id)  # a deactivated or deleted key ends its sessions
         return arn if found is not None and found[0].arn == arn else None
 
-    def _sign_in(self, form: dict[str, str], transport: str) -> Response:
+    def _sign_in(self, form: dict[str, str], transport: str, client: str = "", user_agent: str | None = None
+                 ) -> Response:
         key_id, secret = form.get("access_key_id", "").strip(), form.get("secret_access_key", "").strip()
         next_path = _next_path(form.get("next", ""))
+
+        def audit(result: str, status: int, principal=None) -> None:  # the key ID tried, never the secret
+            record_event(self.iam.db, service=AUDIT_SERVICE, operation=SIGN_IN, result=result, status=status,
+                         principal=principal, access_key_id=None if principal else key_id, resource=PREFIX,
+                         source_ip=client, request_id=str(uuid.uuid4()), user_agent=user_agent)
+
         if transport == PLAIN:  # the secret crossed the network in clear once; it is not checked, nor welcome again
+            audit("AccessDeniedException", 403)
             return Response(403, _sign_in_page(PLAIN_HTTP_REFUSED, key_id, next_path))
+        wait = self.throttle.locked(key_id, client)
+        if wait > 0:  # not even a right secret gets in now: a guesser learns nothing while locked out
+            audit("ThrottlingException", 429)
+            seconds = math.ceil(wait)
+            return Response(429, _sign_in_page(f"Too many failed sign-ins with this access key or from this address. "
+                                               f"Try again in {seconds} seconds.", key_id, next_path),
+                            [("retry-after", str(seconds))], delay=FAILED_SIGN_IN_DELAY)  # no audit flood at line rate
         found = self.iam.authenticate_key(key_id) if key_id else None
         if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
+            self.throttle.failed(key_id, client)
+            audit("UnrecognizedClientException", 401, found[0] if found else None)
             # A guesser pays for every try (a person mistyping does not notice); the wait is the caller's,
             # on the event loop. Guessing could not win anyway: secrets are 40 random characters (~240 bits).
             return Response(401, _sign_in_page("That access key ID and secret access key do not match an "
                                                "active key.", key_id, next_path), delay=FAILED_SIGN_IN_DELAY)
         principal = found[0]
+        self.throttle.succeeded(key_id)
         if principal.kind != USER:
+            audit("AccessDeniedException", 403, principal)
             return Response(403, _sign_in_page("Raters sign in with an IAM user's access key, not the "
                                                "account root's.", key_id, next_path))
+        audit(SUCCESS, 303, principal)
         # Lax, not Strict: a job's link opened from an email or a chat must arrive signed in. Every change
         # is a POST, which Lax keeps off other sites' forms, and _same_origin checks besides.
         cookie = (f"{COOKIE}={self.sessions.issue(principal.arn, key_id)}; Path={PREFIX}; HttpOnly; "
@@ -278,17 +378,6 @@ def _same_origin(headers: dict[str, str]) -> bool:
         return urllib.parse.urlsplit(origin).netloc == headers.get("host", "")
     except ValueError:  # "http://[": no origin we serve
         return False
-
-
-def _loopback(client: Any) -> bool:
-    """Whether an ASGI scope's client (host, port) is this machine: 127.0.0.0/8 or ::1 (or ::ffff:127.x)."""
-    try:
-        address = ipaddress.ip_address(client[0])
-    except (TypeError, IndexError, ValueError):  # no client (a Unix socket), or not an IP address
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 def _next_path(value: str) -> str:

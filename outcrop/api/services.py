@@ -9,6 +9,7 @@ from outcrop.catalog.service import Catalog
 from outcrop.customization.service import CustomizationService
 from outcrop.evaluation.human import HumanReview
 from outcrop.evaluation.service import EvaluationService
+from outcrop.iam import buckets
 from outcrop.iam.credentials import write_credentials
 from outcrop.iam.service import IamService
 from outcrop.inference.engine import Engine
@@ -17,6 +18,7 @@ from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import ObjectStore, open_object_store
+from outcrop.platform.private import private_dir, private_files
 from outcrop.provisioning.service import ProvisioningService
 from outcrop.runtime.invocation_logging import InvocationLogWriter
 from outcrop.runtime.quotas import Quotas
@@ -46,7 +48,8 @@ class Services:
     @classmethod
     def start(cls, settings: Settings) -> Services:
         """Create the data dir, migrate the database, open the object store, write root credentials."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_files()  # the process umask: 0600 files, 0700 folders (see outcrop.platform.private)
+        private_dir(settings.data_dir)  # made 0700, or tightened when an earlier version made it 0755
         db = Database(settings.resolved_database_url)
         revision = db.migrate()
         iam = IamService(db, settings.data_dir)
@@ -55,6 +58,7 @@ class Services:
         catalog = Catalog(db, settings.region)
         engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences)
         store = open_object_store(settings)
+        buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
         invocation_log = InvocationLogWriter(db, store, settings.region)
         quotas = Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute)
         jobs = JobRunner(db, settings, settings.max_running_jobs)
@@ -80,3 +84,4 @@ class Services:
         self.invocation_log.close()
         self.engine.close()
         self.db.dispose()
+

@@ -8,8 +8,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from outcrop.catalog.arns import foundation_model_arn
+
 CARDS_FILE = Path(__file__).with_name("foundation_models.toml")
-FOUNDATION_MODEL_ARN_PREFIX = "foundation-model/"
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class FoundationModel:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def arn(self, region: str) -> str:
-        return f"arn:aws:bedrock:{region}::{FOUNDATION_MODEL_ARN_PREFIX}{self.model_id}"
+        return foundation_model_arn(region, self.model_id)
 
     def summary(self, region: str) -> dict[str, Any]:
         """The FoundationModelSummary / FoundationModelDetails members, as Bedrock names them."""

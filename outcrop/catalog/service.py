@@ -8,10 +8,10 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote
 
 from sqlalchemy import select
 
+from outcrop.catalog.arns import FOUNDATION_MODEL, parse_bedrock_arn
 from outcrop.catalog.cards import (
     FoundationModel,
     WeightsSource,
@@ -29,7 +29,6 @@ MISSING = "MISSING"  # should be local but is not (package uninstalled, folder m
 REGISTERED_PROVIDER = "local"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _FULL_ID_RE = re.compile(r"[a-z0-9-]{1,63}\.[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})?(:[a-z0-9-]{1,63}){0,2}")
-_ARN_RE = re.compile(r"arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}::foundation-model/(?P<id>.+)")
 
 
 def _package_dir(package: str) -> Path | None:
@@ -125,11 +124,13 @@ class Catalog:
         return [m for m in self.all() if keep(m)]
 
     def get(self, identifier: str) -> FoundationModel:
-        """A model by id or foundation-model ARN (percent-encoded or not)."""
+        """A model by id or foundation-model ARN (percent-encoded or not), in this deployment's region only."""
         model_id = identifier
-        match = _ARN_RE.fullmatch(unquote(identifier))
-        if match:
-            model_id = match.group("id")
+        arn = parse_bedrock_arn(identifier, self.region)
+        if arn is not None:
+            if arn.resource_type != FOUNDATION_MODEL or arn.account:
+                raise ResourceNotFoundException(f"The model {identifier} does not exist.")
+            model_id = arn.resource_id
         for model in self.all():
             if model.model_id == model_id:
                 return model

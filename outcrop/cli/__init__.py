@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from outcrop.platform.private import private_files
+
+    private_files()  # most commands write into the data dir: 0600 files, 0700 folders (outcrop.platform.private)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

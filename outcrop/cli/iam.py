@@ -68,7 +68,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--access-key-id", required=True)
 
 
-def _iam(args: argparse.Namespace):
+def open_iam(args: argparse.Namespace, bootstrap: bool = False):
+    """(IamService, the account a command acts in, settings), straight on the migrated database.
+
+    With `bootstrap`, a data dir with no account yet gets its first one, as `outcrop serve` would make it
+    (its root key is written to the credentials file when the server starts)."""
     from outcrop.iam.service import IamService
     from outcrop.platform.database import Database
 
@@ -77,7 +81,14 @@ def _iam(args: argparse.Namespace):
     db = Database(settings.resolved_database_url)
     db.migrate()
     iam = IamService(db, settings.data_dir)
-    return iam, getattr(args, "account", None) or _first_account(iam)
+    if bootstrap:
+        iam.bootstrap(settings.root_access_key_id, settings.root_secret_access_key)
+    return iam, getattr(args, "account", None) or _first_account(iam), settings
+
+
+def _iam(args: argparse.Namespace):
+    iam, account, _ = open_iam(args)
+    return iam, account
 
 
 def _first_account(iam) -> str:
@@ -96,7 +107,7 @@ def _arn(account: str, kind: str, name: str | None) -> str:
     return principal_arn(account, kind, name or "") if name else principal_arn(account, "root", "")
 
 
-def _document(value: str) -> str:
+def read_document(value: str) -> str:
     """A policy given inline as JSON or as a file name (with or without the AWS CLI's file:// prefix)."""
     path = Path(value.removeprefix("file://"))
     return path.read_text() if not value.lstrip().startswith("{") and path.is_file() else value
@@ -137,18 +148,13 @@ def _create_user(args):
 
 def _create_role(args):
     from outcrop.errors import ValidationException
-    from outcrop.iam.service import invoke_models_policy, s3_access_policy
 
     iam, account = _iam(args)
-    trust = _document(args.trust_policy) if args.trust_policy else None
+    trust = read_document(args.trust_policy) if args.trust_policy else None
     if args.read_only and not args.s3_access:
         raise ValidationException("--read-only needs --s3-access")
-    role = iam.create_role(account, args.name, trust)
-    if args.s3_access:
-        bucket, _, prefix = args.s3_access.removeprefix("s3://").partition("/")
-        iam.put_policy(role.arn, "s3-access", s3_access_policy(bucket, prefix, args.read_only))
-    if args.invoke_models:
-        iam.put_policy(role.arn, "invoke-models", invoke_models_policy(account))
+    role = iam.create_service_role(account, args.name, trust, s3_access=args.s3_access, read_only=args.read_only,
+                                   invoke_models=args.invoke_models)
     print(role.arn)
 
 
@@ -165,7 +171,7 @@ def _list_principals(args):
 
 def _put_policy(args):
     iam, account = _iam(args)
-    iam.put_policy(_arn(account, args.kind, args.name), args.policy_name, _document(args.policy_document))
+    iam.put_policy(_arn(account, args.kind, args.name), args.policy_name, read_document(args.policy_document))
 
 
 def _delete_policy(args):

@@ -9,7 +9,9 @@ import signal
 import sys
 import threading
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from outcrop import __version__
 from outcrop.platform.config import load_settings
@@ -55,10 +57,64 @@ def run(args: argparse.Namespace) -> int:
               f"root of account {services.iam.default_account()}. Use this for local experiments only.", flush=True)
     config = uvicorn.Config(BedrockApp(services), host=settings.host, port=settings.port,
                             log_level=settings.log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=10, **tls)
+                            timeout_graceful_shutdown=10, http=http_protocol(settings.http_header_timeout_seconds),
+                            timeout_keep_alive=settings.http_keep_alive_seconds,
+                            limit_concurrency=settings.http_max_connections,
+                            h11_max_incomplete_event_size=settings.http_max_header_bytes, **tls)
     server = _Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with a deadline for request headers and a hard cap on connections.
+
+    uvicorn (0.55) has no header timeout: its keep-alive timer runs only after a response and any byte
+    received cancels it, so a connection that never completes its request headers (a client sending a
+    byte now and then) stays open forever, holding a file descriptor. Here a timer is armed when a
+    connection opens and again when each response ends; when it fires, the connection is closed unless
+    a request's headers have arrived since (h11 no longer sees the client IDLE). A connection beyond
+    `limit_concurrency` is closed at once instead of being held open only to be answered 503.
+    """
+
+    #: Seconds to complete a request's headers; set per server by `http_protocol`.
+    header_timeout: float = 10.0
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self._header_timer = None
+        super().connection_made(transport)
+        if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
+            transport.close()  # connection_lost forgets it
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timeout_expired)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout_expired(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def http_protocol(header_timeout: float) -> type[HeaderTimeoutProtocol]:
+    """The protocol class uvicorn instantiates per connection, with this server's header timeout."""
+    return type("OutcropHTTPProtocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout})
 
 
 class _Server(uvicorn.Server):

@@ -29,7 +29,7 @@ from outcrop.customization.service import (
     required_permissions,
 )
 from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
-from outcrop.iam.scoped_store import RoleScopedStore
+from outcrop.iam.scoped_store import ScopedStore
 from outcrop.iam.service import IamService
 from outcrop.inference.loader import convert_gguf
 from outcrop.platform import jobs
@@ -60,7 +60,7 @@ def run(ctx: jobs.JobContext) -> str | None:
 
     # 1. Validation: the role may do what the job needs, the files are there, every line is right.
     role = iam.check_role(request["roleArn"], row.account_id, required_permissions(request, job_id))
-    store = RoleScopedStore(open_object_store(settings), iam, role)
+    store = ScopedStore(open_object_store(settings), iam, role)
     base = catalog.get(request["baseModelId"])
     weights = catalog.weights_path(base) or catalog.fetch_weights(base)
     base_dir = convert_gguf(weights, settings.models_dir) if weights.suffix.lower() == ".gguf" else weights
@@ -147,7 +147,7 @@ def on_failure(db: Database, runner_job_id: str, message: str) -> None:
         row.ended_at = row.updated_at = now()
 
 
-def _load(store: RoleScopedStore, uri: str, request: dict[str, Any], tokenizer, values: dict[str, Any],
+def _load(store: ScopedStore, uri: str, request: dict[str, Any], tokenizer, values: dict[str, Any],
           max_bytes: int, min_records: int, max_records: int):
     size = store.head(uri).size
     if size > max_bytes:

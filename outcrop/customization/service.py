@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from outcrop.catalog.arns import foundation_model_arn
 from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.service import Catalog
 from outcrop.customization import hyperparameters
@@ -156,7 +157,7 @@ class CustomizationService:
                 "customizationType": request["customizationType"]}
 
     def _base_arn(self, model_id: str) -> str:
-        return f"arn:aws:bedrock:{self.region}::foundation-model/{model_id}"
+        return foundation_model_arn(self.region, model_id)
 
     def list_jobs(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
         query = select(CustomizationJobRow).where(CustomizationJobRow.account_id == account)

@@ -28,7 +28,7 @@ from outcrop.evaluation.service import (
     required_permissions,
 )
 from outcrop.evaluation.tables import EvaluationJobRow
-from outcrop.iam.scoped_store import RoleScopedStore
+from outcrop.iam.scoped_store import ScopedStore
 from outcrop.iam.service import IamService
 from outcrop.platform import jobs
 from outcrop.platform.database import Database
@@ -79,7 +79,7 @@ def run(ctx: jobs.JobContext) -> str | None:
     iam = IamService(db, settings.data_dir)
     role = iam.check_role(request["roleArn"], row.account_id,
                           required_permissions(request, request["jobId"], settings.region))
-    store = RoleScopedStore(open_object_store(settings), iam, role)
+    store = ScopedStore(open_object_store(settings), iam, role)
 
     # 1. The datasets, every line checked before any model is asked anything.
     sets = [_dataset(config, store, settings) for config in dataset_configs(request)]
@@ -197,7 +197,7 @@ def on_failure(db: Database, runner_job_id: str, message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the pieces
-def _dataset(config: dict[str, Any], store: RoleScopedStore, settings: Any) -> Dataset:
+def _dataset(config: dict[str, Any], store: ScopedStore, settings: Any) -> Dataset:
     name, task_type = config["dataset"]["name"], config["taskType"]
     if name.startswith("Builtin."):
         local = Path(settings.builtin_datasets_dir).expanduser() if settings.builtin_datasets_dir else None

@@ -14,13 +14,14 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from outcrop.catalog.arns import model_arn
 from outcrop.catalog.service import Catalog
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
 from outcrop.evaluation import datasets, human, inference, outputs, scoring
 from outcrop.evaluation.human import HumanReview
 from outcrop.evaluation.tables import EvaluationJobRow, HumanRatingRow, HumanTaskRow
 from outcrop.iam.principal import Principal
-from outcrop.iam.scoped_store import RoleScopedStore, object_arn
+from outcrop.iam.scoped_store import ScopedStore, object_arn
 from outcrop.iam.service import IamService
 from outcrop.platform.database import Database
 from outcrop.platform.idempotency import run_once
@@ -49,11 +50,6 @@ def job_type(request: dict[str, Any]) -> str:
 def dataset_configs(request: dict[str, Any]) -> list[dict[str, Any]]:
     config = request["evaluationConfig"]
     return (config.get("automated") or config.get("human"))["datasetMetricConfigs"]
-
-
-def model_arn(identifier: str, region: str) -> str:
-    """The ARN IAM authorizes an invocation of a model against (a bare id names a foundation model)."""
-    return identifier if identifier.startswith("arn:") else f"arn:aws:bedrock:{region}::foundation-model/{identifier}"
 
 
 def invoked_models(request: dict[str, Any]) -> list[str]:
@@ -368,7 +364,7 @@ class EvaluationService:
         try:
             role = self.iam.check_role(request["roleArn"], row.account_id,
                                        required_permissions(request, request["jobId"], self.region))
-            store = RoleScopedStore(self.store, self.iam, role)
+            store = ScopedStore(self.store, self.iam, role)
             ratings = self.human.ratings(job_arn)
             summary = outputs.human_summary(row, self.human.aggregate(job_arn), ratings)
             outputs.write_human_outputs(store, self.db, row, summary, ratings)

@@ -585,6 +585,17 @@ def evaluate(
     return allow or Decision(False, "implicit deny")
 
 
+def evaluate_resource_policy(
+    policy: Policy, principal_arn: str, account_id: str, action: str, resource: str,
+    context: Mapping[str, Any] | None = None,
+) -> Decision:
+    """A resource-based policy (a bucket policy) for one caller: only statements whose Principal names the
+    caller (its ARN, its account, or `*`) count; then Deny > Allow > implicit deny, as in `evaluate`."""
+    mine = tuple(s for s in policy.statements
+                 if s.principal is not None and _principal_matches(s.principal, None, principal_arn, account_id))
+    return evaluate([Policy(mine, policy.version, policy.id, policy.name)], action, resource, context)
+
+
 def _account_of(arn: str | None) -> str | None:
     parts = (arn or "").split(":", 5)
     return parts[4] if len(parts) == 6 and parts[0] == "arn" and parts[4] else None

@@ -28,6 +28,7 @@ from outcrop.errors import (
     ResourceNotFoundException,
     ValidationException,
 )
+from outcrop.iam import buckets
 from outcrop.iam.policy import Policy, access_denied_message, evaluate, parse_policy, trusts
 from outcrop.iam.principal import ROLE, ROOT, USER, Principal, principal_arn
 from outcrop.iam.secrets import SecretBox
@@ -208,7 +209,9 @@ class IamService:
         return self._add_key(arn, kind, "", "")
 
     def _add_key(self, arn: str, kind: str, key_id: str, secret: str) -> AccessKey:
-        self.get_principal(arn)
+        if self.get_principal(arn).kind == ROLE:
+            # As on AWS, a role is assumed, never signed in as: a long-lived key would bypass its trust policy.
+            raise ValidationException(f"{arn} is a role; roles have no access keys (keys belong to users and roots)")
         if kind == SIGV4:
             key_id = key_id or "AKIA" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
             secret = secret or secrets.token_urlsafe(30)[:40]
@@ -227,21 +230,34 @@ class IamService:
             raise ConflictException(f"The access key {key_id} already exists") from None
         return AccessKey(key_id, secret, arn, kind)
 
-    def set_key_status(self, key_id: str, status: str) -> None:
+    def set_key_status(self, key_id: str, status: str, owner: str | None = None) -> None:
+        """Activate or deactivate a key; with `owner`, only a key of that principal (else it 'does not exist')."""
         if status not in (ACTIVE, INACTIVE):
             raise ValidationException(f"status must be {ACTIVE} or {INACTIVE}")
         with self.db.session() as session:
-            row = session.get(AccessKeyRow, key_id)
-            if row is None:
-                raise ResourceNotFoundException(f"The access key {key_id} does not exist")
-            row.status = status
+            self._key_row(session, key_id, owner).status = status
 
-    def delete_access_key(self, key_id: str) -> None:
+    def delete_access_key(self, key_id: str, owner: str | None = None) -> None:
         with self.db.session() as session:
-            row = session.get(AccessKeyRow, key_id)
-            if row is None:
-                raise ResourceNotFoundException(f"The access key {key_id} does not exist")
-            session.delete(row)
+            session.delete(self._key_row(session, key_id, owner))
+
+    def list_access_keys(self, owner: str) -> list[dict[str, Any]]:
+        """The keys of one principal, as IAM's AccessKeyMetadata (never the secret)."""
+        principal = self.get_principal(owner)
+        with self.db.session() as session:
+            rows = session.scalars(select(AccessKeyRow).where(AccessKeyRow.principal_arn == owner)
+                                   .order_by(AccessKeyRow.created_at)).all()
+            return [{"UserName": principal.name, "AccessKeyId": r.access_key_id, "Status": r.status,
+                     "CreateDate": r.created_at.isoformat(), "Kind": r.kind} for r in rows]
+
+    @staticmethod
+    def _key_row(session: Any, key_id: str, owner: str | None) -> AccessKeyRow:
+        row = session.get(AccessKeyRow, key_id)
+        if row is None or (owner is not None and row.principal_arn != owner):
+            # The same answer for a key that is missing and one that belongs to someone else.
+            who = f" for {owner}" if owner else ""
+            raise ResourceNotFoundException(f"The access key {key_id} does not exist{who}")
+        return row
 
     def authenticate_key(self, key_id: str) -> tuple[Principal, str] | None:
         """(principal, plaintext secret) of an active SigV4 key, or None when there is no such key."""
@@ -250,6 +266,8 @@ class IamService:
             if row is None or row.kind != SIGV4 or row.status != ACTIVE:
                 return None
             owner = session.get(PrincipalRow, row.principal_arn)
+            if owner.kind == ROLE:  # a role's key made by an earlier version: roles are never signed in as
+                return None
             return (Principal(owner.account_id, owner.arn, key_id, owner.kind, owner.name),
                     self._decrypt(row.secret))
 
@@ -266,6 +284,8 @@ class IamService:
                     or not hmac.compare_digest(row.secret, _hash(token)):
                 return None
             owner = session.get(PrincipalRow, row.principal_arn)
+            if owner.kind == ROLE:
+                return None
             return Principal(owner.account_id, owner.arn, key_id, owner.kind, owner.name)
 
     # -- policies ---------------------------------------------------------------------------------
@@ -283,6 +303,22 @@ class IamService:
                 session.add(PolicyRow(principal_arn=arn, name=name, document=text))
             else:
                 row.document = text
+
+    def create_service_role(self, account_id: str, name: str, trust_policy: dict[str, Any] | str | None = None, *,
+                            s3_access: str | None = None, read_only: bool = False,
+                            invoke_models: bool = False) -> Principal:
+        """A role for Bedrock jobs, with read (and unless read_only, write) access to `BUCKET[/PREFIX]` of its
+        own account and, with invoke_models, bedrock:InvokeModel on the account's models. Another account's
+        bucket is refused before anything is created."""
+        bucket, _, prefix = (s3_access or "").removeprefix("s3://").partition("/")
+        if s3_access:
+            buckets.grantable(self.db, account_id, bucket, prefix)
+        role = self.create_role(account_id, name, trust_policy)
+        if s3_access:
+            self.put_policy(role.arn, "s3-access", s3_access_policy(bucket, prefix, read_only))
+        if invoke_models:
+            self.put_policy(role.arn, "invoke-models", invoke_models_policy(account_id))
+        return role
 
     def delete_policy(self, arn: str, name: str) -> None:
         with self.db.session() as session:
@@ -308,11 +344,15 @@ class IamService:
                   context: dict[str, Any] | None = None) -> None:
         """Raise AccessDeniedException unless the principal's policies allow the action on the resource.
 
-        The account root is allowed everything in its own account, as in AWS."""
-        if principal.is_root:
-            return
+        The account root is allowed everything in its own account, as in AWS. S3 actions first need the
+        bucket to be the principal's account's (or its bucket policy to let them in): a root or a role of
+        another account gets no further than that, whatever its own policies say."""
         context = {"aws:PrincipalArn": principal.arn, "aws:PrincipalAccount": principal.account_id,
                    "aws:username": principal.name, **(context or {})}
+        if action.startswith("s3:"):
+            buckets.check_access(self.db, principal, action, resource, context)
+        if principal.is_root:
+            return
         decision = evaluate(self.policies(principal.arn), action, resource, context)
         if not decision.allowed:
             raise AccessDeniedException(access_denied_message(principal.arn, action, resource, decision))

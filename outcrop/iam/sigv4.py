@@ -24,6 +24,12 @@ SIGNING_NAME = "bedrock"
 #: AWS refuses a signature whose time is more than 15 minutes from the server's clock.
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+#: S3 lets a client sign without its body; the Bedrock services do not. boto3 and the AWS CLI never send
+#: UNSIGNED-PAYLOAD to them: botocore signs every payload over HTTP, and over HTTPS too unless an operation's
+#: model says `v4-unsigned-body`/`unsignedPayload`, which no bedrock* operation does (botocore.auth
+#: `_should_sha256_sign_payload`, botocore.handlers `set_operation_specific_signer`).
+UNSIGNED_PAYLOAD_REFUSED = ("X-Amz-Content-SHA256: UNSIGNED-PAYLOAD is not accepted: a signed request must cover its "
+                            "body, else the body could be changed in transit. Sign the body's SHA-256 instead.")
 _FIELD = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]+)")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -89,7 +95,9 @@ def verify(auth: Authorization, secret: str, *, method: str, raw_path: str, quer
     if missing:
         raise InvalidSignatureException(f"Signed header(s) missing from the request: {', '.join(missing)}")
     content_hash = headers.get("x-amz-content-sha256")
-    if content_hash and content_hash != UNSIGNED_PAYLOAD and "x-amz-content-sha256" in auth.signed_headers \
+    if content_hash == UNSIGNED_PAYLOAD:  # the signature would not cover the body: anyone on the path could change it
+        raise InvalidSignatureException(UNSIGNED_PAYLOAD_REFUSED)
+    if content_hash and "x-amz-content-sha256" in auth.signed_headers \
             and not (_SHA256.fullmatch(content_hash)
                      and hmac.compare_digest(content_hash, hashlib.sha256(body).hexdigest())):
         raise InvalidSignatureException("The provided 'x-amz-content-sha256' header does not match what was computed.")

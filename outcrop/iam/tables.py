@@ -51,3 +51,15 @@ class PolicyRow(Base):
     principal_arn: Mapped[str] = mapped_column(ForeignKey("principals.arn", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     document: Mapped[str] = mapped_column(Text)
+
+
+class BucketRow(Base):
+    """Every bucket belongs to one account: only its principals (or those its bucket policy names) reach it."""
+
+    __tablename__ = "buckets"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
+    #: A bucket policy (a resource policy with Principal elements), or None.
+    policy: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

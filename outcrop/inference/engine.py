@@ -55,8 +55,8 @@ class AdapterScheduler:
         self.host = host
         self.adapter = adapter
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams):
-        return self.host.submit(prompt_ids, params, adapter=self.adapter)
+    def submit(self, prompt_ids: list[int], params: SamplingParams, cancelled: threading.Event | None = None):
+        return self.host.submit(prompt_ids, params, adapter=self.adapter, cancelled=cancelled)
 
     @property
     def active(self) -> int:

@@ -24,6 +24,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from outcrop.errors import Cancelled
 from outcrop.inference.loader import LoadedModel
 from outcrop.inference.sampling import SamplingParams, sample_batch
 
@@ -53,6 +54,12 @@ class GenerationStream:
     def __init__(self, sequence: _Sequence) -> None:
         self._sequence = sequence
         self.completion: Completion | None = None
+
+    @property
+    def produced_tokens(self) -> int:
+        """Tokens generated so far; final once the stream has ended or raised Cancelled. Read from the
+        consumer's thread while the worker may still be appending: a length, at most a step behind."""
+        return len(self._sequence.output_ids)
 
     def __iter__(self):
         try:
@@ -111,10 +118,15 @@ class Scheduler:
 
     # -- the caller's side ----------------------------------------------------------------------
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None) -> GenerationStream:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
+               cancelled: threading.Event | None = None) -> GenerationStream:
+        """Queue a generation. `cancelled`, when given, is the caller's own cancel event (set when its
+        client hangs up): the sequence leaves the batch at the next step after it is set, and its
+        stream raises Cancelled, so a consumer blocked waiting for the next token wakes up too."""
         if not prompt_ids:
             raise ValueError("a prompt needs at least one token")
-        sequence = _Sequence(list(prompt_ids), params, params.generator(self.loaded.device), adapter=adapter)
+        sequence = _Sequence(list(prompt_ids), params, params.generator(self.loaded.device), adapter=adapter,
+                             cancelled=cancelled if cancelled is not None else threading.Event())
         with self._wake:
             if self._closed:
                 raise RuntimeError("the model was unloaded")
@@ -139,7 +151,13 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._closed and not self._waiting and not self._running:
+                while True:
+                    # A request cancelled while it waited for room never takes a slot in the batch.
+                    for sequence in [s for s in self._waiting if s.cancelled.is_set()]:
+                        self._waiting.remove(sequence)
+                        _leave_cancelled(sequence)
+                    if self._closed or self._waiting or self._running:
+                        break
                     self._wake.wait()
                 if self._closed:
                     return
@@ -196,11 +214,15 @@ class Scheduler:
         sequences = self._running[start:]
         tokens = sample_batch(logits, [s.params for s in sequences], [s.generator for s in sequences])
         for sequence, token in zip(sequences, tokens, strict=True):
-            self._emit(sequence, token)
+            if not sequence.cancelled.is_set():  # a token for no one is neither sent nor counted
+                self._emit(sequence, token)
         self._last[start:] = torch.tensor(tokens, dtype=torch.long, device=self._last.device)
         self._positions[start:] += 1
         keep = [i for i, s in enumerate(self._running) if not s.done and not s.cancelled.is_set()]
         if len(keep) < len(self._running):
+            for sequence in self._running:
+                if not sequence.done and sequence.cancelled.is_set():
+                    _leave_cancelled(sequence)
             self._retain(keep)
 
     def _emit(self, sequence: _Sequence, token: int) -> None:
@@ -271,6 +293,12 @@ class Scheduler:
             self._mask = self._mask[:, first:]
             for layer in self._cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+
+def _leave_cancelled(sequence: _Sequence) -> None:
+    """Tell a cancelled sequence's consumer that it is out of the batch: its token count is final now."""
+    sequence.done = True
+    sequence.events.put(Cancelled("the generation was cancelled"))
 
 
 #: PEFT's name for "no adapter" in a mixed batch.

@@ -64,6 +64,10 @@ class Settings:
     mu_tokens_per_minute: int = 6000
     #: Seconds a request beyond a provisioned throughput's capacity waits in line before ThrottlingException.
     provisioned_queue_seconds: float = 5.0
+    #: Model units one account may hold at once, summed over its provisioned throughputs not deleted (failed
+    #: ones included: they are billed until deleted); beyond it, ServiceQuotaExceededException. Each unit
+    #: claims batch slots and tokens a minute of the one server, so one account must not buy it all.
+    max_model_units_per_account: int = 16
     #: A TOML price table replacing the built-in one (outcrop/catalog/prices.toml).
     price_table: str = ""
     #: The period `outcrop insights report` and the insights API cover when no `since` is given.
@@ -77,6 +81,17 @@ class Settings:
     builtin_dataset_records: int = 100
     #: Largest request body accepted, in bytes; bigger ones are refused before parsing.
     max_request_bytes: int = 25 * 1024 * 1024
+    #: Seconds a connection has to send a request's complete headers, from when it opens or its last
+    #: response ended; then it is closed (clients that trickle partial headers would hold it forever).
+    http_header_timeout_seconds: float = 10.0
+    #: Seconds an idle keep-alive connection is kept after a response (uvicorn's timeout_keep_alive).
+    http_keep_alive_seconds: int = 5
+    #: Open connections the server holds; one beyond is closed at once, and a request arriving when all
+    #: are in use is answered 503 (uvicorn's limit_concurrency).
+    http_max_connections: int = 1000
+    #: Bytes of a request line plus headers buffered while still incomplete; beyond, the answer is 400
+    #: (h11's max_incomplete_event_size; its default of 16 KiB is tight for long ARNs in paths).
+    http_max_header_bytes: int = 64 * 1024
     log_level: str = "info"
 
     @property

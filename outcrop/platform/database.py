@@ -56,8 +56,8 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> str:
-    """Bring the schema to the newest revision; returns that revision."""
+def migrate(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the newest revision; returns (the revision before, None for a new database; the newest)."""
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -65,9 +65,10 @@ def migrate(engine: Engine) -> str:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        before = MigrationContext.configure(connection).get_current_revision()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-        return MigrationContext.configure(connection).get_current_revision() or ""
+        return before, MigrationContext.configure(connection).get_current_revision() or ""
 
 
 class Database:
@@ -77,9 +78,16 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: The schema revision this process found before migrating it (None: a new database, or not migrated
+        #: here); data migrations that need more than SQL (the object store) run when it is older than theirs.
+        self.upgraded_from: str | None = None
 
     def migrate(self) -> str:
-        return migrate(self.engine)
+        """Migrate to the newest revision and return it."""
+        before, after = migrate(self.engine)
+        if before != after:
+            self.upgraded_from = before
+        return after
 
     @contextmanager
     def session(self) -> Iterator[Session]:

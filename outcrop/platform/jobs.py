@@ -318,7 +318,9 @@ def run_job(job_id: str, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from outcrop.platform.config import load_settings
+    from outcrop.platform.private import private_files
 
+    private_files()  # checkpoints, answers, logs in the data dir: 0600 (inherited from the server too)
     parser = argparse.ArgumentParser(prog="python -m outcrop.platform.job_process", description="run one job")
     parser.add_argument("job_id")
     parser.add_argument("--data-dir")

@@ -184,7 +184,8 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            # os.open with 0o666 honours the umask, unlike mkstemp's 0o600.
+            # os.open with 0o666 honours the umask, unlike mkstemp's 0o600: Outcrop's processes set 0o077
+            # (outcrop.platform.private), so objects in the data dir are 0600; a library user keeps its own.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             break
         except FileNotFoundError:  # a concurrent delete pruned the empty parent; make it again

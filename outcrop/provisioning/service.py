@@ -18,9 +18,15 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from outcrop.catalog.arns import foundation_model_arn
 from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.prices import PriceTable
-from outcrop.errors import ModelNotReadyException, ResourceNotFoundException, ValidationException
+from outcrop.errors import (
+    ModelNotReadyException,
+    ResourceNotFoundException,
+    ServiceQuotaExceededException,
+    ValidationException,
+)
 from outcrop.inference.engine import Engine
 from outcrop.inference.loader import CAUSAL
 from outcrop.inference.sampling import SamplingParams
@@ -71,6 +77,8 @@ class ProvisioningService:
         self.prices = prices
         self._capacity: dict[str, Capacity] = {}
         self._lock = threading.Lock()
+        #: Serializes the model-unit quota check with the insert it allows (two creates could both fit).
+        self._units_lock = threading.Lock()
 
     # -- the control plane --------------------------------------------------------------------------
 
@@ -85,11 +93,12 @@ class ProvisioningService:
             raise ValidationException("modelUnits must be at least 1")
         served = self.lookup(account, params["modelId"])
         name = params["provisionedModelName"]
-        with self.db.session() as session:
+        with self._units_lock, self.db.session() as session:
             if session.scalar(select(func.count()).select_from(ProvisionedThroughputRow).where(
                     ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.name == name,
                     ProvisionedThroughputRow.deleted_at.is_(None))):
                 raise ValidationException(f"A provisioned throughput named {name} already exists")
+            self._check_units(session, account, units)
             arn = (f"arn:aws:bedrock:{self.settings.region}:{account}:provisioned-model/"
                    f"{new_id()}")
             commitment = params.get("commitmentDuration")
@@ -101,6 +110,20 @@ class ProvisioningService:
                 status=CREATING, created_at=_now(), updated_at=_now()))
         self._load_in_background(arn, account, served)
         return {"provisionedModelArn": arn}
+
+    def _check_units(self, session: Any, account: str, adding: int) -> None:
+        """The per-account model-unit quota: the live (not deleted) throughputs' units plus `adding`.
+
+        Only Create adds units: UpdateProvisionedModelThroughput has no modelUnits member on Bedrock
+        (it renames or swaps the model), so an update never changes the sum and needs no check."""
+        limit = self.settings.max_model_units_per_account
+        held = session.scalar(select(func.coalesce(func.sum(ProvisionedThroughputRow.model_units), 0)).where(
+            ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.deleted_at.is_(None)))
+        if held + adding > limit:
+            raise ServiceQuotaExceededException(
+                f"The request for {adding} model units exceeds the quota of {limit} model units of provisioned "
+                f"throughput per account; this account holds {held}. Delete a provisioned throughput or "
+                f"request fewer model units.")
 
     def _load_in_background(self, arn: str, account: str, served: ServedModel) -> None:
         threading.Thread(target=self._load, args=(arn, account, served), name=f"provision-{arn[-12:]}",
@@ -149,8 +172,7 @@ class ProvisioningService:
     def _summary(self, row: ProvisionedThroughputRow) -> dict[str, Any]:
         return {"provisionedModelName": row.name, "provisionedModelArn": row.arn, "modelArn": row.model_arn,
                 "desiredModelArn": row.desired_model_arn,
-                "foundationModelArn": f"arn:aws:bedrock:{self.settings.region}::foundation-model/"
-                                      f"{row.foundation_model_id}",
+                "foundationModelArn": foundation_model_arn(self.settings.region, row.foundation_model_id),
                 "modelUnits": row.model_units, "desiredModelUnits": row.model_units, "status": row.status,
                 "commitmentDuration": row.commitment, "commitmentExpirationTime": row.commitment_expiration,
                 "creationTime": row.created_at, "lastModifiedTime": row.updated_at}

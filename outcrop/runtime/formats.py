@@ -31,6 +31,10 @@ class TextRequest:
     prompt: str | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
     system: str = ""
+    #: How this format refuses an output budget the model's context cannot hold, called with (prompt
+    #: tokens, context window) once the model is loaded; None when the caller named no budget (the
+    #: default is clamped: generation stops at the window). See `max_tokens_rule`.
+    check_max_tokens: Callable[[int, int], None] | None = None
 
 
 @dataclass
@@ -92,6 +96,62 @@ def _seed(body: dict, where: str = "") -> int | None:
     return integer_field(body, "seed", 0, 2**63 - 1, None, where)
 
 
+# -- the output budget against the context window --------------------------------------------------
+
+def max_tokens_rule(body: dict, key: str, where: str = "") -> Callable[[int, int], None] | None:
+    """Llama's `max_gen_len`, Mistral's `max_tokens`, Titan's `maxTokenCount`: refused above the window.
+
+    How each format bounds the answer against the model's context window, as its provider defines it:
+
+    - Meta Llama, Mistral, Titan Text (InvokeModel): the field caps the generated tokens only, and the
+      generation stops early when prompt plus answer fill the window. A value larger than the whole
+      window can never be honoured, so it is refused in Bedrock's schema wording for native bodies
+      (`Malformed input request: #/max_gen_len: 5000 is not less or equal to 256, ...`). A prompt that
+      leaves less room than asked is not refused: the answer ends with the format's "length" reason.
+    - Anthropic Messages: `max_tokens` is required and Anthropic counts the prompt: prompt plus
+      max_tokens beyond the window is refused in Anthropic's wording (`anthropic_max_tokens_rule`).
+    - Converse: `inferenceConfig.maxTokens` above the window is refused in Converse's wording
+      (`converse_max_tokens_rule`); like the native formats, the prompt is not counted.
+    - Any budget the caller did not name (the 512-token default) is clamped, not refused: generation
+      stops at the window. The tiny test models' window (256) is smaller than that default.
+    """
+    value = body.get(key)
+    if value is None:
+        return None
+    pointer = "#/" + (where + key).replace(".", "/")
+
+    def check(_prompt_tokens: int, context: int) -> None:
+        if value > context:
+            raise ValidationException(f"Malformed input request: {pointer}: {value} is not less or equal to "
+                                      f"{context}, please reformat your input and try again.")
+    return check
+
+
+def anthropic_max_tokens_rule(value: int | None) -> Callable[[int, int], None] | None:
+    """Anthropic's rule: the prompt and the whole requested answer must fit the context window."""
+    if value is None:
+        return None
+
+    def check(prompt_tokens: int, context: int) -> None:
+        if prompt_tokens + value > context:
+            raise ValidationException(f"input length and `max_tokens` exceed context limit: {prompt_tokens} + "
+                                      f"{value} > {context}, decrease input length or `max_tokens` and try again")
+    return check
+
+
+def converse_max_tokens_rule(value: int | None) -> Callable[[int, int], None] | None:
+    """Converse's rule: `inferenceConfig.maxTokens` may not exceed the model's limit (its context window)."""
+    if value is None:
+        return None
+
+    def check(_prompt_tokens: int, context: int) -> None:
+        if value > context:
+            raise ValidationException(f"The maximum tokens you requested (inferenceConfig.maxTokens: {value}) "
+                                      f"exceeds the model limit of {context}. Try again with a maximum tokens "
+                                      f"value that is lower than or equal to {context}.")
+    return check
+
+
 # -- the formats -----------------------------------------------------------------------------------
 
 class TextFormat:
@@ -121,7 +181,8 @@ class MetaLlama(TextFormat):
         return TextRequest(prompt=_string(body, "prompt"), params=SamplingParams(
             max_tokens=integer_field(body, "max_gen_len", 1, 8192, DEFAULT_MAX_TOKENS),
             temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
-            top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), seed=_seed(body)))
+            top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), seed=_seed(body)),
+            check_max_tokens=max_tokens_rule(body, "max_gen_len"))
 
     def render(self, inv):
         c = inv.completion
@@ -150,7 +211,7 @@ class Mistral(TextFormat):
             max_tokens=integer_field(body, "max_tokens", 1, 32768, DEFAULT_MAX_TOKENS),
             temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
             top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), top_k=integer_field(body, "top_k", 0, 200, 0),
-            stop=_stops(body, "stop"), seed=_seed(body)))
+            stop=_stops(body, "stop"), seed=_seed(body)), check_max_tokens=max_tokens_rule(body, "max_tokens"))
 
     def render(self, inv):
         return {"outputs": [{"text": inv.completion.text, "stop_reason": self._REASON[inv.completion.finish_reason]}]}
@@ -182,7 +243,8 @@ class TitanText(TextFormat):
             temperature=number_field(config, "temperature", 0, 1, DEFAULT_TEMPERATURE, where),
             top_p=number_field(config, "topP", 0, 1, DEFAULT_TOP_P, where),
             stop=_stops(config, "stopSequences", where), seed=_seed(body))
-        return TextRequest(messages=[{"role": "user", "content": _string(body, "inputText")}], params=params)
+        return TextRequest(messages=[{"role": "user", "content": _string(body, "inputText")}], params=params,
+                           check_max_tokens=max_tokens_rule(config, "maxTokenCount", where))
 
     def render(self, inv):
         c = inv.completion
@@ -224,7 +286,8 @@ class AnthropicMessages(TextFormat):
                                temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
                                top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P),
                                top_k=integer_field(body, "top_k", 0, 500, 0),
-                               stop=_stops(body, "stop_sequences"), seed=_seed(body)))
+                               stop=_stops(body, "stop_sequences"), seed=_seed(body)),
+                           check_max_tokens=anthropic_max_tokens_rule(body["max_tokens"]))
 
     def _message(self, inv: Invocation, text: str | None) -> dict[str, Any]:
         c = inv.completion

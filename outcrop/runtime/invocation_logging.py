@@ -24,14 +24,17 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.errors import BedrockError, ValidationException
+from outcrop.errors import AccessDeniedException, BedrockError, ValidationException
+from outcrop.iam import buckets
 from outcrop.iam.audit import UtcDateTime
+from outcrop.iam.principal import Principal
 from outcrop.platform.database import Base, Database
 from outcrop.platform.objectstore import MAX_KEY_BYTES, ObjectStore, S3Uri, _segment_error
 
@@ -63,8 +66,13 @@ def _key_prefix_parts(key_prefix: str | None) -> list[str]:
     return [part for part in (key_prefix or "").split("/") if part]
 
 
-def validate_config(store: ObjectStore, logging_config: Any) -> dict[str, Any]:
-    """Refuse what Bedrock (or this server) would refuse; returns a deep copy of the config."""
+def validate_config(store: ObjectStore, logging_config: Any,
+                    authorize: Callable[[str, str], None] = lambda bucket, prefix: None) -> dict[str, Any]:
+    """Refuse what Bedrock (or this server) would refuse; returns a deep copy of the config.
+
+    `authorize(bucket, key prefix)` raises AccessDeniedException unless the account may write its logs
+    there; it runs before the bucket's existence is checked, so another account's bucket and a missing
+    one answer the same."""
     if not isinstance(logging_config, dict):
         raise ValidationException("loggingConfig must be a structure")
     if logging_config.get("cloudWatchConfig") is not None:
@@ -102,6 +110,12 @@ def validate_config(store: ObjectStore, logging_config: Any) -> dict[str, Any]:
         if flag in logging_config and not isinstance(logging_config[flag], bool):
             raise ValidationException(f"loggingConfig.{flag} must be a boolean")
     try:
+        authorize(bucket, "".join(part + "/" for part in _key_prefix_parts(key_prefix)))
+    except AccessDeniedException:
+        raise ValidationException(f"loggingConfig.s3Config.bucketName: the S3 bucket {bucket!r} does not exist in "
+                                  "this account (and no bucket policy lets the account write there); create it "
+                                  "first") from None
+    try:
         exists = store.bucket_exists(bucket)
     except BedrockError:
         raise
@@ -116,7 +130,11 @@ def validate_config(store: ObjectStore, logging_config: Any) -> dict[str, Any]:
 
 def put_config(db: Database, store: ObjectStore, account_id: str, logging_config: dict[str, Any]) -> dict[str, Any]:
     """Validate and store (replacing any previous one) the account's `loggingConfig`; returns what was stored."""
-    config = validate_config(store, logging_config)
+    def authorize(bucket: str, prefix: str) -> None:
+        resource = f"arn:aws:s3:::{bucket}/{prefix}AWSLogs/{account_id}/BedrockModelInvocationLogs/"
+        buckets.check_access(db, Principal.account_root(account_id), "s3:PutObject", resource)
+
+    config = validate_config(store, logging_config, authorize)
     with db.session() as session:
         row = session.get(InvocationLoggingConfig, account_id)
         if row is None:
@@ -412,6 +430,9 @@ class InvocationLogWriter:
         uri = None
         try:
             uri = log_object_uri(config, account, self.region, datetime.now(UTC))
+            # Checked again at each write: the bucket may have been deleted and its name taken by another account.
+            buckets.check_access(self.db, Principal.account_root(account), "s3:PutObject",
+                                 f"arn:aws:s3:::{uri.bucket}/{uri.key}")
             self.store.put_bytes(uri, encode_records(records))
             self.written += len(records)
         except Exception as exc:

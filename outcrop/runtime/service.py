@@ -6,6 +6,7 @@ Callable from Python without HTTP; the API door, the CLI and later the evaluatio
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import torch
 
 from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.service import Catalog
-from outcrop.errors import BedrockError, ValidationException
+from outcrop.errors import BedrockError, Cancelled, ValidationException
 from outcrop.iam.principal import Principal
 from outcrop.inference.engine import Deployment, Engine
 from outcrop.inference.loader import CAUSAL, ENCODER
@@ -28,7 +29,7 @@ from outcrop.runtime import formats
 from outcrop.runtime.formats import Invocation, TextRequest, check_alternation
 from outcrop.runtime.invocation_logging import InvocationLogWriter, make_log_record
 from outcrop.runtime.quotas import Quotas
-from outcrop.runtime.usage import SUCCESS, record_usage
+from outcrop.runtime.usage import CANCELLED, SUCCESS, record_usage
 
 CONVERSE_STOP_REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence", LENGTH: "max_tokens"}
 #: Keys of Converse's `additionalModelRequestFields` that every text model understands.
@@ -38,11 +39,16 @@ JSON = "application/json"
 
 @dataclass
 class Caller:
-    """Who is invoking, for the usage record."""
+    """Who is invoking, for the usage record, and how they call the generation off."""
 
     request_id: str
     principal: Principal
     request_metadata: dict[str, str] = field(default_factory=dict)
+    #: Set when the caller no longer wants the answer (the API sets it when the client hangs up). It is
+    #: the generation's own cancel flag in the scheduler, so setting it from any thread takes the
+    #: sequence out of the batch at the next step and wakes a caller blocked waiting for the result.
+    #: One Caller per invocation: a dropped stream sets it too, and a set event cancels at submission.
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -117,7 +123,9 @@ class RuntimeService:
             temperature=config.get("temperature", DEFAULT_TEMPERATURE),
             top_p=config.get("topP", DEFAULT_TOP_P), top_k=top_k, seed=seed,
             stop=tuple(s for s in config.get("stopSequences") or () if s))
-        return self._prepare(account, model_id, TextRequest(params=params, messages=messages, system=system))
+        return self._prepare(account, model_id, TextRequest(
+            params=params, messages=messages, system=system,
+            check_max_tokens=formats.converse_max_tokens_rule(config.get("maxTokens"))))
 
     # -- InvokeModel ------------------------------------------------------------------------------
 
@@ -222,6 +230,8 @@ class RuntimeService:
             raise ValidationException(
                 f"Input is too long for requested model. The prompt has {len(ids)} tokens; "
                 f"the context window of {model.model_id} is {limit} tokens, including the answer.")
+        if check_room and request.check_max_tokens is not None:  # each format's rule (formats.max_tokens_rule)
+            request.check_max_tokens(len(ids), limit)
         if not ids:
             raise ValidationException("The prompt is empty")
         return _Prepared(model, deployment, ids, request.params, model_id, capacity)
@@ -238,19 +248,21 @@ class RuntimeService:
         else:  # on-demand: the account's quotas; a provisioned throughput has its own capacity instead
             self.quotas.admit(caller.principal.account_id)
         try:
-            stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params)
+            stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params,
+                                                          cancelled=caller.cancelled)
         except BaseException:
             if capacity is not None:
                 capacity.release(0)
             raise
 
-        def finish(completion: Completion | None, status: str) -> None:
+        def finish(completion: Completion | None, status: str, produced: int) -> None:
+            output_tokens = completion.output_tokens if completion else produced
             if capacity is not None:
-                capacity.release(len(prepared.prompt_ids) + (completion.output_tokens if completion else 0))
+                capacity.release(len(prepared.prompt_ids) + output_tokens)
             self._meter(caller, operation, prepared.invoked, started, status, request, capacity is None,
                         render(completion) if completion else None,
                         input_tokens=len(prepared.prompt_ids),
-                        output_tokens=completion.output_tokens if completion else 0,
+                        output_tokens=output_tokens,
                         first_token_ms=_ms(completion.first_token_s) if completion else None,
                         stop_reason=CONVERSE_STOP_REASON[completion.finish_reason] if completion else None)
         return _MeteredStream(stream, finish)
@@ -305,19 +317,25 @@ class RuntimeService:
 
 
 class _MeteredStream:
-    """A GenerationStream that reports once how it ended: completed, failed (with the error code) or dropped."""
+    """A GenerationStream that reports once how it ended: completed, failed (with the error code) or cancelled.
 
-    def __init__(self, inner: GenerationStream, finish: Callable[[Completion | None, str], None]) -> None:
+    `finish` gets the completion (None unless completed), the status, and the tokens produced. A
+    cancelled generation (a stream the consumer dropped, or the caller's cancel event: Cancelled) is
+    billed for the tokens the model actually generated before it stopped, not 0: that compute was spent."""
+
+    def __init__(self, inner: GenerationStream, finish: Callable[[Completion | None, str, int], None]) -> None:
         self._inner = inner
         self._finish = finish
         self.completion: Completion | None = None
 
     def __iter__(self):
-        status = "Cancelled"
+        status = CANCELLED
         try:
             yield from self._inner
             self.completion = self._inner.completion
             status = SUCCESS
+        except Cancelled:
+            raise
         except BedrockError as exc:
             status = exc.code
             raise
@@ -325,7 +343,8 @@ class _MeteredStream:
             status = "InternalServerException"
             raise
         finally:
-            self._finish(self._inner.completion, status)
+            # A failed generation keeps its old record of 0 output tokens; a cancelled one counts its tokens.
+            self._finish(self._inner.completion, status, self._inner.produced_tokens if status == CANCELLED else 0)
 
     def result(self) -> Completion:
         for _ in self:

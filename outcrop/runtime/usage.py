@@ -15,6 +15,8 @@ from outcrop.platform.database import Base, Database
 log = logging.getLogger(__name__)
 
 SUCCESS = "Success"
+#: The status of a generation that stopped because its caller went away (client hung up, stream dropped).
+CANCELLED = "Cancelled"
 #: requestMetadata keys kept as columns of their own (the Insights report groups and counts by them, and
 #: leaves evaluation jobs' calls out of the application's metrics), and the longest value a column keeps
 #: (Bedrock's own limit on a requestMetadata value; an evaluation job's ARN, which Outcrop itself sets, is

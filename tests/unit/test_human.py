@@ -22,6 +22,7 @@ from outcrop.evaluation.human import (
     task_count,
 )
 from outcrop.evaluation.tables import EvaluationJobRow
+from tests.helpers import call_rating_pages
 
 A, B = "model-a", "model-b"
 METRICS = [
@@ -460,30 +461,13 @@ def test_session_cookies_that_are_not_ascii_are_refused_not_a_crash():
 @pytest.fixture
 def pages(human, iam, account, job, tmp_path):
     """(call, keys): call(method, rest, ...) runs one request through RatingApp's ASGI entry point."""
-    import anyio
-
-    from outcrop.api.rating import PREFIX, RatingApp
+    from outcrop.api.rating import RatingApp
 
     app = RatingApp(human, iam, tmp_path)
     keys = {name: iam.create_access_key(user(account, name)) for name in ("alice", "carol")}
 
-    def call(method, rest, *, client=("127.0.0.1", 50000), scheme="http", cookie="", form=None, query="",
-             headers=()):
-        headers = [(b"host", b"rating.test"), *headers] + ([(b"cookie", cookie.encode("latin-1"))] if cookie else [])
-        body = urllib.parse.urlencode(form or {}).encode()
-        scope = {"type": "http", "method": method, "path": PREFIX + rest, "raw_path": (PREFIX + rest).encode(),
-                 "query_string": query.encode(), "headers": headers, "client": client, "scheme": scheme}
-        sent = []
-
-        async def receive():
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        anyio.run(app, scope, receive, send)
-        head = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
-        return sent[0]["status"], head, sent[1]["body"].decode()
+    def call(method, rest, **request):
+        return call_rating_pages(app, method, rest, **request)
 
     return call, keys
 

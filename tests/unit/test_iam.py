@@ -10,10 +10,18 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from outcrop.errors import AccessDeniedException, ConflictException, InvalidSignatureException, ValidationException
-from outcrop.iam import sigv4
+from outcrop.errors import (
+    AccessDeniedException,
+    ConflictException,
+    InvalidSignatureException,
+    ResourceNotFoundException,
+    ValidationException,
+)
+from outcrop.iam import buckets, sigv4
+from outcrop.iam.principal import Principal
 from outcrop.iam.service import BEARER, IamService, s3_access_policy
 from outcrop.platform.idempotency import run_once
+from outcrop.platform.objectstore import LocalObjectStore
 
 
 def test_bootstrap_is_stable_and_honours_an_explicit_key(iam, db, tmp_path):
@@ -37,8 +45,9 @@ def test_keys_can_be_deactivated_and_bearer_tokens_are_hashed(iam):
     assert iam.authenticate_bearer("ABSK!!notbase64") is None
 
 
-def test_service_role_check_names_the_missing_permission(iam):
+def test_service_role_check_names_the_missing_permission(iam, tmp_path):
     account = iam.bootstrap().principal_arn.split(":")[4]
+    buckets.create(iam.db, LocalObjectStore(tmp_path / "objects"), account, "datasets")
     role = iam.create_role(account, "trainer")
     iam.put_policy(role.arn, "s3-access", s3_access_policy("datasets", "train", read_only=True))
     read = ("s3:GetObject", "arn:aws:s3:::datasets/train/data.jsonl")
@@ -126,3 +135,87 @@ def test_idempotency_token_returns_the_first_answer(db):
     other_account = run_once(db, account_id="222222222222", operation="CreateX", token="t-1", params=params,
                              token_member="clientRequestToken", create=create)
     assert other_account == {"jobArn": "arn:job/2"}
+
+
+# -- buckets belong to accounts ----------------------------------------------------------------------
+
+def test_a_bucket_is_reached_only_by_its_own_account_or_by_name_in_its_policy(iam, tmp_path):
+    store = LocalObjectStore(tmp_path / "objects")
+    first = iam.bootstrap().principal_arn.split(":")[4]
+    second = iam.create_account("tenant-b").principal_arn.split(":")[4]
+    buckets.create(iam.db, store, first, "first-data")
+    store.put_bytes("s3://first-data/train.jsonl", b"{}")
+    thief = iam.create_role(second, "thief")
+    # Its own policy allows everything in S3; the bucket is still out of reach, for roles and roots alike.
+    iam.put_policy(thief.arn, "all-s3", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+    with pytest.raises(AccessDeniedException) as existing:
+        iam.authorize(thief, "s3:GetObject", "arn:aws:s3:::first-data/train.jsonl")
+    with pytest.raises(AccessDeniedException) as missing:
+        iam.authorize(thief, "s3:GetObject", "arn:aws:s3:::first-dat4/train.jsonl")
+    assert existing.value.message.replace("first-data", "B") == missing.value.message.replace("first-dat4", "B")
+    with pytest.raises(AccessDeniedException):
+        iam.authorize(Principal.account_root(second), "s3:PutObject", "arn:aws:s3:::first-data/x")
+    with pytest.raises(AccessDeniedException, match="no bucket of account"):
+        iam.create_service_role(second, "borrower", s3_access="first-data/train")
+    assert [p.name for p in iam.list_principals(second, "role")] == ["thief"]
+    with pytest.raises(ConflictException, match="BucketAlreadyExists"):
+        buckets.create(iam.db, store, second, "first-data")
+    # A bucket policy that names the other account explicitly lets its principals in, for what it says only,
+    # and still only as far as their own policies allow.
+    buckets.put_policy(iam.db, first, "first-data", {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": second}, "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::first-data/*"}]})
+    iam.authorize(thief, "s3:GetObject", "arn:aws:s3:::first-data/train.jsonl")
+    with pytest.raises(AccessDeniedException):
+        iam.authorize(thief, "s3:PutObject", "arn:aws:s3:::first-data/train.jsonl")
+    with pytest.raises(AccessDeniedException, match="no identity-based policy"):
+        iam.authorize(iam.create_role(second, "bare"), "s3:GetObject", "arn:aws:s3:::first-data/train.jsonl")
+    with pytest.raises(ValidationException, match="Principal"):
+        buckets.put_policy(iam.db, first, "first-data", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]})
+
+
+def test_buckets_made_before_owners_were_recorded_go_to_the_first_account(iam, tmp_path):
+    store = LocalObjectStore(tmp_path / "objects")
+    first = iam.bootstrap().principal_arn.split(":")[4]
+    iam.create_account("tenant-b")
+    store.create_bucket("legacy")  # as an earlier version made it: a folder, no owner row
+    assert buckets.owner(iam.db, "legacy") is None
+    # Only a database upgraded from before owners were recorded adopts, and only once.
+    assert buckets.adopt_after_upgrade(iam.db, store, lambda: first) == []
+    iam.db.upgraded_from = "0008"
+    assert buckets.adopt_after_upgrade(iam.db, store, lambda: first) == ["legacy"]
+    assert buckets.owner(iam.db, "legacy") == first
+    assert buckets.adopt(iam.db, store, first) == []
+    # A bucket policy's Deny binds the owner's own principals too, and its conditions see who is asking.
+    buckets.create(iam.db, store, first, "guarded")
+    reader = iam.create_role(first, "reader")
+    iam.put_policy(reader.arn, "read", s3_access_policy("guarded"))
+    iam.authorize(reader, "s3:GetObject", "arn:aws:s3:::guarded/a")
+    buckets.put_policy(iam.db, first, "guarded", {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::guarded/*",
+        "Condition": {"StringEquals": {"aws:PrincipalArn": reader.arn}}}]})
+    with pytest.raises(AccessDeniedException, match="explicit deny in a resource-based policy"):
+        iam.authorize(reader, "s3:GetObject", "arn:aws:s3:::guarded/a")
+
+
+def test_key_actions_need_the_key_to_be_the_holders(iam):
+    account = iam.bootstrap().principal_arn.split(":")[4]
+    root_key = iam.bootstrap()
+    alice = iam.create_user(account, "alice")
+    mine = iam.create_access_key(alice.arn)
+    with pytest.raises(ResourceNotFoundException):
+        iam.set_key_status(root_key.access_key_id, "Inactive", owner=alice.arn)
+    with pytest.raises(ResourceNotFoundException):
+        iam.delete_access_key(root_key.access_key_id, owner=alice.arn)
+    assert iam.authenticate_key(root_key.access_key_id) is not None
+    iam.set_key_status(mine.access_key_id, "Inactive", owner=alice.arn)
+    assert [k["Status"] for k in iam.list_access_keys(alice.arn)] == ["Inactive"]
+
+
+def test_roles_get_no_access_keys(iam):
+    account = iam.bootstrap().principal_arn.split(":")[4]
+    role = iam.create_role(account, "trainer")
+    with pytest.raises(ValidationException, match="roles have no access keys"):
+        iam.create_access_key(role.arn)

@@ -7,10 +7,13 @@ import json
 import logging
 import re
 import time
+from datetime import UTC, datetime
 
 import pytest
 
 from outcrop.errors import ValidationException
+from outcrop.iam import buckets
+from outcrop.iam.tables import AccountRow, BucketRow
 from outcrop.platform.database import Base, Database
 from outcrop.platform.objectstore import LocalObjectStore
 from outcrop.runtime.invocation_logging import (
@@ -33,14 +36,17 @@ KEY_RE = re.compile(
 def db(tmp_path) -> Database:
     database = Database(f"sqlite:///{tmp_path}/t.db")
     Base.metadata.create_all(database.engine)
+    with database.session() as session:
+        for account in (ACCOUNT, OTHER):
+            session.add(AccountRow(account_id=account, name=account, created_at=datetime.now(UTC)))
     yield database
     database.dispose()
 
 
 @pytest.fixture
-def store(tmp_path) -> LocalObjectStore:
+def store(tmp_path, db) -> LocalObjectStore:
     objects = LocalObjectStore(tmp_path / "objects")
-    objects.create_bucket("logs-bucket")
+    buckets.create(db, objects, ACCOUNT, "logs-bucket")
     return objects
 
 
@@ -180,8 +186,31 @@ def test_batches_into_one_object_at_the_bedrock_key(db, store, writer):
     assert writer.flush() and len(_log_objects(store)) == 1  # nothing new, nothing written
 
 
+def test_another_accounts_bucket_is_refused_like_a_missing_one(db, store, writer):
+    with pytest.raises(ValidationException) as foreign:
+        put_config(db, store, OTHER, {**_config(), "s3Config": {"bucketName": "logs-bucket"}})
+    with pytest.raises(ValidationException) as missing:
+        put_config(db, store, OTHER, {**_config(), "s3Config": {"bucketName": "no-such-bucket"}})
+    assert "does not exist in this account" in foreign.value.message
+    assert foreign.value.message.replace("logs-bucket", "X") == missing.value.message.replace("no-such-bucket", "X")
+    # A configuration stored while the bucket was its own stops delivering once the bucket changes hands.
+    buckets.create(db, store, OTHER, "other-logs")
+    put_config(db, store, OTHER, {**_config(), "s3Config": {"bucketName": "other-logs"}})
+    store.delete_bucket("other-logs")
+    with db.session() as session:
+        session.get(BucketRow, "other-logs").account_id = ACCOUNT
+    store.create_bucket("other-logs")
+    writer.submit(_record(1, account=OTHER))
+    writer.flush()
+    assert _log_objects(store, "other-logs") == []
+
+
 def test_one_object_per_account(db, store, writer):
     put_config(db, store, ACCOUNT, _config())
+    # The bucket is ACCOUNT's: OTHER writes there only because its bucket policy names OTHER.
+    buckets.put_policy(db, ACCOUNT, "logs-bucket", {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{OTHER}:root"}, "Action": "s3:PutObject",
+        "Resource": "arn:aws:s3:::logs-bucket/AWSLogs/*"}]})
     put_config(db, store, OTHER, _config(prefix=""))
     for i in range(3):
         writer.submit(_record(i))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from outcrop.api.services import Services
@@ -17,6 +18,9 @@ class RequestContext:
     services: Services
     source_ip: str
     headers: dict[str, str]
+    #: Set by the app when the client hangs up before the answer is sent; a handler whose work can be
+    #: called off (a generation) hands it on, see `runtime.service.Caller.cancelled`.
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 Handler = Callable[[RequestContext, dict[str, Any]], Any]
@@ -41,26 +45,6 @@ _IAM_ACTIONS = {"Converse": "InvokeModel", "ConverseStream": "InvokeModelWithRes
 def iam_action(operation: str) -> str:
     """The IAM action a request needs: `bedrock:<Operation>` (Converse needs bedrock:InvokeModel)."""
     return f"bedrock:{_IAM_ACTIONS.get(operation, operation)}"
-
-
-#: Input members that identify the resource an operation acts on, most specific first.
-_RESOURCE_MEMBERS = ("modelId", "modelIdentifier", "jobIdentifier", "provisionedModelId", "guardrailIdentifier",
-                     "resourceARN", "knowledgeBaseId", "agentId")
-
-
-def resource_arn(params: dict[str, Any], region: str) -> str:
-    """The ARN a request is authorized against: its identifier as an ARN, else `*` (list operations).
-
-    A bare model id names a foundation model, whose ARN has no account (the catalog is shared)."""
-    for member in _RESOURCE_MEMBERS:
-        value = params.get(member)
-        if isinstance(value, str) and value:
-            if value.startswith("arn:"):
-                return value
-            if member in ("modelId", "modelIdentifier"):
-                return f"arn:aws:bedrock:{region}::foundation-model/{value}"
-            return "*"
-    return "*"
 
 
 def load_handlers() -> None:

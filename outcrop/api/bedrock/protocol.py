@@ -25,7 +25,7 @@ from botocore.model import OperationModel, Shape, StructureShape
 
 from outcrop.api import eventstream
 from outcrop.api.bedrock.validation import coerce_scalar, validate_input
-from outcrop.errors import BedrockError, SerializationException, ValidationException
+from outcrop.errors import BedrockError, Cancelled, SerializationException, ValidationException
 from outcrop.platform import jsontext
 
 log = logging.getLogger(__name__)
@@ -266,6 +266,8 @@ def encode_event_stream(union: StructureShape, events: Iterable[tuple[str, dict]
             fallbacks = ("modelStreamErrorException", "dependencyFailedException") if exc.status == 424 else ()
             member = next((m for m in fallbacks if m in union.members), "internalServerException")
         yield eventstream.encode_exception(member, exc.message)
+    except Cancelled:  # the client hung up and its generation was called off: no one reads the stream
+        return
     except Exception:
         log.exception("event stream failed")
         yield eventstream.encode_exception("internalServerException", "Internal error while streaming")

@@ -13,7 +13,7 @@ _ACCEPTABLE = {None, "", "*/*", JSON, "application/*"}
 
 
 def _caller(ctx: RequestContext, params: dict[str, Any]) -> Caller:
-    return Caller(ctx.request_id, ctx.principal, request_metadata(params.get("requestMetadata")))
+    return Caller(ctx.request_id, ctx.principal, request_metadata(params.get("requestMetadata")), ctx.cancelled)
 
 
 def request_metadata(value: Any) -> dict[str, str]:

@@ -190,6 +190,7 @@ def test_audit_records_refusals_with_source_address(server, alice):
 # -- service roles ---------------------------------------------------------------------------------
 
 def test_create_role_prints_the_arn_alone(server):
+    outcrop(server, "s3", "mb", "s3://datasets")  # a role is granted only a bucket its account has
     result = outcrop(server, "iam", "create-role", "--name", "training", "--s3-access", "datasets/train",
                      "--read-only")
     assert result.stdout.count("\n") == 1

@@ -1,0 +1,104 @@
+"""The resources a request acts on, named the one way IAM policies name them.
+
+Authorization must follow resolution, not the caller's spelling: a model or job can be named by id,
+by name, or by an ARN, and policies are written against ARNs. So before any handler runs, every
+identifier in the request is resolved to the canonical ARN of what it names (a foundation model's
+`arn:aws:bedrock:REGION::foundation-model/ID`, a provisioned throughput's or a job's own ARN),
+and ARNs of another partition or region are refused (catalog/arns.py). This is the only place the
+request path turns identifiers into authorization resources, so a new operation cannot forget it:
+it names its identifier member in `_MEMBERS` below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from outcrop.api.services import Services
+from outcrop.catalog.arns import model_arn, parse_bedrock_arn
+from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
+from outcrop.errors import ResourceNotFoundException
+from outcrop.evaluation.tables import EvaluationJobRow
+from outcrop.provisioning.tables import ProvisionedThroughputRow
+
+#: "Any resource": what list and create operations without an identifier are authorized against.
+ANY = "*"
+
+Resolver = Callable[[Services, str, str], str]
+
+
+def _model(services: Services, account: str, identifier: str) -> str:
+    """A model id or ARN (foundation, provisioned, custom). A bare name that is no foundation model may be
+    one of the account's custom models (GetCustomModel takes names)."""
+    arn = parse_bedrock_arn(identifier, services.settings.region)
+    if arn is not None:
+        return str(arn)
+    try:
+        return services.catalog.get(identifier).arn(services.settings.region)
+    except ResourceNotFoundException:
+        row = _owned(services, CustomModelRow, CustomModelRow.model_name, account, identifier)
+        return row.model_arn if row is not None else model_arn(identifier, services.settings.region)
+
+
+def _provisioned(services: Services, account: str, identifier: str) -> str:
+    arn = parse_bedrock_arn(identifier, services.settings.region)
+    if arn is not None:
+        return str(arn)
+    with services.db.session() as session:
+        arn = session.scalar(select(ProvisionedThroughputRow.arn).where(
+            ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.name == identifier,
+            ProvisionedThroughputRow.deleted_at.is_(None)))
+    return arn or ANY
+
+
+def _job(table: Any | None) -> Resolver:
+    """A job by ARN, or by name among the account's jobs of that kind (`table`)."""
+    def resolve(services: Services, account: str, identifier: str) -> str:
+        arn = parse_bedrock_arn(identifier, services.settings.region)
+        if arn is not None:
+            return str(arn)
+        row = _owned(services, table, table.job_name, account, identifier) if table is not None else None
+        return row.job_arn if row is not None else ANY
+    return resolve
+
+
+def _arn(services: Services, account: str, identifier: str) -> str:
+    """Any Bedrock ARN (tags name their resource so), checked and normalized."""
+    arn = parse_bedrock_arn(identifier, services.settings.region)
+    return str(arn) if arn is not None else ANY
+
+
+def _owned(services: Services, table: Any, name_column: Any, account: str, name: str) -> Any:
+    """The account's row called `name`, or None. A name that resolves to nothing is authorized against `*`
+    (or its id's ARN): the handler then answers ResourceNotFoundException if the caller may act at all."""
+    try:
+        return services.db.owned(table, name_column, account, name, "resource")
+    except ResourceNotFoundException:
+        return None
+
+#: Input members that identify what an operation acts on, and how each is resolved. An operation whose
+#: input has none of them (lists, creations without a model) is authorized against `*`.
+_MEMBERS: dict[str, Resolver] = {
+    "modelId": _model,
+    "modelIdentifier": _model,
+    "baseModelIdentifier": _model,
+    "desiredModelId": _model,
+    "provisionedModelId": _provisioned,
+    "resourceARN": _arn,
+}
+#: `jobIdentifier(s)` by the kind of job an operation names (its name's suffix).
+_JOBS: dict[str, Resolver] = {"ModelCustomizationJob": _job(CustomizationJobRow),
+                              "EvaluationJob": _job(EvaluationJobRow)}
+
+
+def resources(services: Services, account: str, operation: str, params: dict[str, Any]) -> list[str]:
+    """The canonical ARNs `operation` acts on (at least one: `*` when it names nothing)."""
+    found = [resolve(services, account, params[member]) for member, resolve in _MEMBERS.items()
+             if isinstance(params.get(member), str) and params[member]]
+    jobs = params.get("jobIdentifiers") or ([params["jobIdentifier"]] if params.get("jobIdentifier") else [])
+    if jobs:
+        resolve = next((r for suffix, r in _JOBS.items() if operation.endswith(suffix)), _job(None))
+        found += [resolve(services, account, job) for job in jobs]
+    return found or [ANY]
