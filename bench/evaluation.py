@@ -100,8 +100,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=48, help="prompts sampled from the dataset (default 48)")
     parser.add_argument("--max-tokens", type=int, default=32, help="answer budget (default 32)")
-    parser.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data",
-                        help="the local source of the built-in datasets (default ../shared/data)")
+    parser.add_argument("--samples", type=Path, default=None,
+                        help="a folder of built-in dataset samples (default: the ones shipped with Outcrop)")
     parser.add_argument("--model-cache-dir", type=Path, default=Path("~/.cache/outcrop-bench"),
                         help="converted weights, kept between runs (default ~/.cache/outcrop-bench)")
     args = parser.parse_args()
@@ -113,13 +113,14 @@ def main() -> int:
 
     folder = convert_gguf(smollm2_gguf(), cache_dir)  # converted once, outside both measurements
     with tempfile.TemporaryDirectory(prefix="outcrop-bench-") as tmp:
-        records = datasets.load_builtin(datasets.BUILTIN[DATASET], local_dir=args.shared_data,
+        samples = args.samples or datasets.PACKAGED_DIR
+        records = datasets.load_builtin(datasets.BUILTIN[DATASET], local_dir=samples,
                                         cache_dir=Path(tmp), records=args.prompts)
         print(f"{len(records)} prompts of {DATASET}, {MODEL_ID}, greedy, {args.max_tokens} new tokens", flush=True)
         port, data_dir = free_port(), Path(tmp) / "data"
         log_path = Path(tmp) / "server.log"
         server = start_server(port, data_dir, cache_dir, log_path, {
-            "OUTCROP_BUILTIN_DATASETS_DIR": str(args.shared_data),
+            "OUTCROP_BUILTIN_DATASETS_DIR": str(samples),
             "OUTCROP_BUILTIN_DATASET_RECORDS": str(args.prompts)})
         try:
             ours_s, ours_answers, ours_accuracy = run_ours(f"http://127.0.0.1:{port}", data_dir, root_key(data_dir),

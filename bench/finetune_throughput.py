@@ -4,7 +4,7 @@
 A random 4-layer Llama (hidden 256) with a byte-level BPE tokenizer of 8192 tokens trained on the records
 the way the tests train theirs (a real vocabulary makes the LM head a real share of the work; `--vocab 0`
 takes the tests' own ~300-token tokenizer), and prompt/completion pairs
-from `shared/data/finetune/instruction-dolly.jsonl`. Both sides train on the same token ids: ours
+from `tests/data/finetune/instruction-dolly.jsonl`. Both sides train on the same token ids: ours
 tokenizes the way TRL does for a prompt/completion dataset (prompt, then prompt + completion + EOS, loss
 on the completion only, cut to `--max-length` keeping the start; records whose prompt fills the length
 are left out, as both trainers do), and the TRL side checks that its own
@@ -50,9 +50,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = next((folder / "data/finetune/instruction-dolly.jsonl" for folder in (ROOT / "shared", ROOT.parent / "shared")
-             if (folder / "data/finetune/instruction-dolly.jsonl").is_file()),
-            ROOT.parent / "shared/data/finetune/instruction-dolly.jsonl")
+DATA = ROOT / "tests" / "data" / "finetune" / "instruction-dolly.jsonl"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

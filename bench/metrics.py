@@ -3,9 +3,10 @@
 
     .venv/bin/python bench/metrics.py [--pairs 10000] [--bertscore-pairs 1000] [--newlines] [--seed 0]
 
-Pairs of about 40 words are drawn (seeded) from a word list built from the texts in
-/work/shared/data/eval/*.jsonl: the reference is a random run of 35-45 words, the prediction a perturbed copy
-(words dropped, replaced, repeated, a stretch shuffled), so n-gram and LCS overlaps are realistic.
+Pairs of about 40 words are drawn (seeded) from a word list built from the texts of the evaluation
+samples that ship with Outcrop (outcrop/evaluation/builtin_datasets/eval): the reference is a random run
+of 35-45 words, the prediction a perturbed copy (words dropped, replaced, repeated, a stretch shuffled),
+so n-gram and LCS overlaps are realistic.
 `--newlines` puts a newline every 8-15 words, so ROUGE-Lsum works on several sentences.
 
 Printed, one line per metric, for scripts to read:
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from outcrop.evaluation.metrics.bleu import Bleu  # noqa: E402
 from outcrop.evaluation.metrics.rouge import Rouge  # noqa: E402
 
-DATA = "/work/shared/data/eval/*.jsonl"
+DATA = str(Path(__file__).resolve().parents[1] / "outcrop" / "evaluation" / "builtin_datasets" / "eval" / "*.jsonl")
 TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
 
 

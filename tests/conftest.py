@@ -163,3 +163,11 @@ def tiny_model(server, tiny_model_dir) -> str:
 @pytest.fixture(scope="session")
 def runtime(server):
     return server.client("bedrock-runtime", read_timeout=300)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every integration test starts a server (Outcrop's, or an S3 one): all are `slow`, so that
+    `pytest -m "not slow"` is the quick loop of unit tests. `make test` runs everything."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)

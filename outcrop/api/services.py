@@ -11,6 +11,7 @@ from outcrop.evaluation.human import HumanReview
 from outcrop.evaluation.service import EvaluationService
 from outcrop.iam import buckets
 from outcrop.iam.credentials import write_credentials
+from outcrop.iam.secrets import KEY_FILE_NAME
 from outcrop.iam.service import IamService
 from outcrop.inference.engine import Engine
 from outcrop.insights.service import InsightsService
@@ -18,6 +19,7 @@ from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import ObjectStore, open_object_store
+from outcrop.platform.pagination import use_secret
 from outcrop.platform.private import private_dir, private_files
 from outcrop.provisioning.service import ProvisioningService
 from outcrop.runtime.invocation_logging import InvocationLogWriter
@@ -52,7 +54,8 @@ class Services:
         private_dir(settings.data_dir)  # made 0700, or tightened when an earlier version made it 0755
         db = Database(settings.resolved_database_url)
         revision = db.migrate()
-        iam = IamService(db, settings.data_dir)
+        iam = IamService(db, settings.data_dir)  # makes <data dir>/secret.key on a first start
+        use_secret(db, (settings.data_dir / KEY_FILE_NAME).read_bytes())  # signs List nextTokens
         root_key = iam.bootstrap(settings.root_access_key_id, settings.root_secret_access_key)
         write_credentials(settings.credentials_file, settings.region, root_key.access_key_id, root_key.secret)
         catalog = Catalog(db, settings.region)

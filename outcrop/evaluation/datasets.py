@@ -4,12 +4,15 @@ A user's dataset is JSONL, one `{"prompt", "referenceResponse"?, "category"?}` p
 1,000 prompts (Bedrock's limit); QA and knowledge records may add `"answers": [...]`, the accepted
 aliases. Errors name the file and the line.
 
-A built-in dataset (`Builtin.BoolQ`, ...) is read, in this order, from
-1. the local source `builtin_datasets_dir` (a folder laid out like `shared/data`: `eval/qa-boolq.jsonl`, ...),
-2. the cache `<data dir>/datasets/builtin/`, which 3. fills on first use,
-3. the Hugging Face hub through the `datasets` library, converted into the same record form.
+A built-in dataset (`Builtin.BoolQ`, ...) is read from one of two sources, chosen by the setting
+`builtin_datasets_dir`:
+- a folder of samples (`eval/qa-boolq.jsonl`, ...): by default `PACKAGED_DIR`, the samples that ship with
+  Outcrop (their licences and attribution are in its SOURCES.md), so every built-in dataset works offline;
+  or a folder of the user's laid out the same way. A dataset the folder lacks comes from the hub.
+- `hub`: the full sets from the Hugging Face hub through the `datasets` library, converted into the same
+  record form and cached in `<data dir>/datasets/builtin/` on first use.
 Then `builtin_dataset_records` records are sampled with a fixed seed, so every job on a built-in
-dataset sees the same prompts in the same order.
+dataset sees the same prompts in the same order. `describe_source` says which source a job used.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from typing import Any
 
 from outcrop.customization.datasets import DatasetError
 from outcrop.platform import jsontext
+
+#: The samples of the built-in datasets that ship inside the package (see SOURCES.md there).
+PACKAGED_DIR = Path(__file__).with_name("builtin_datasets")
+#: The `builtin_datasets_dir` value that means the Hugging Face hub.
+HUB = "hub"
 
 #: Bedrock's limit on a custom prompt dataset.
 MAX_PROMPTS = 1000
@@ -105,7 +113,7 @@ Converter = Callable[[dict[str, Any]], dict[str, Any] | None]
 class BuiltinDataset:
     name: str
     task_types: tuple[str, ...]
-    #: Where the sample lives inside the local source folder (laid out like `shared/data`).
+    #: Where the sample lives inside a folder of samples (PACKAGED_DIR's layout).
     sample_file: str
     hub_id: str
     hub_config: str | None
@@ -257,6 +265,23 @@ def load_builtin(dataset: BuiltinDataset, *, local_dir: Path | None, cache_dir: 
     return parse_records(rows, dataset.name, max_records=records)
 
 
+def samples_dir(setting: str) -> Path | None:
+    """The folder of samples the `builtin_datasets_dir` setting names: the packaged one when empty, None for
+    the hub."""
+    if setting.strip().lower() == HUB:
+        return None
+    return Path(setting).expanduser() if setting else PACKAGED_DIR
+
+
+def describe_source(dataset: BuiltinDataset, local_dir: Path | None) -> str:
+    """Where a job's built-in dataset came from, for its report."""
+    if local_dir is not None and (local_dir / dataset.sample_file).is_file():
+        where = "the sample shipped with Outcrop" if local_dir == PACKAGED_DIR else f"the sample in {local_dir}"
+        return f"{where} ({dataset.sample_file})"
+    split = f"{dataset.hub_config}, {dataset.hub_split}" if dataset.hub_config else dataset.hub_split
+    return f"the Hugging Face hub ({dataset.hub_id}, {split})"
+
+
 def _local_rows(dataset: BuiltinDataset, local_dir: Path) -> list[str] | None:
     path = local_dir / dataset.sample_file
     if not path.is_file():
@@ -282,5 +307,6 @@ def _hub_rows(dataset: BuiltinDataset) -> Iterable[dict[str, Any]]:
     except Exception as exc:  # offline, gated, renamed: the job fails saying what to do
         raise DatasetError(
             f"{dataset.name}: could not load {dataset.hub_id} from the Hugging Face hub ({type(exc).__name__}: "
-            f"{exc}). Set builtin_datasets_dir (OUTCROP_BUILTIN_DATASETS_DIR) to a folder with "
-            f"{dataset.sample_file}, or run once with network access to fill the cache.") from None
+            f"{exc}). Leave builtin_datasets_dir (OUTCROP_BUILTIN_DATASETS_DIR) empty for the samples that ship "
+            f"with Outcrop, set it to a folder with {dataset.sample_file}, or run once with network access to fill "
+            "the cache.") from None

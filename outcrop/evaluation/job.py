@@ -47,6 +47,8 @@ class Dataset:
     name: str
     metric_names: list[str]
     records: list[PromptRecord]
+    #: Where the records came from (an S3 URI, a packaged sample, the hub), as the report says.
+    source: str = ""
 
     def labels(self) -> list[str]:
         return [f"dataset {self.name} line {r.line}" for r in self.records]
@@ -162,7 +164,8 @@ def run(ctx: jobs.JobContext) -> str | None:
                 if ctx.should_stop():
                     raise inference.Stopped()
             summary["tasks"].append({"taskType": dataset.task_type, "dataset": dataset.name,
-                                     "records": len(dataset.records), "metrics": list(entries.values())})
+                                     "datasetSource": dataset.source, "records": len(dataset.records),
+                                     "metrics": list(entries.values())})
             # 4. Bedrock's per-record outputs, one file per model.
             for m, (model, _) in enumerate(models):
                 lines = [{"automatedEvaluationResult": {"scores": per_model_scores[m][i]}, "inputRecord": r.raw,
@@ -200,15 +203,15 @@ def on_failure(db: Database, runner_job_id: str, message: str) -> None:
 def _dataset(config: dict[str, Any], store: ScopedStore, settings: Any) -> Dataset:
     name, task_type = config["dataset"]["name"], config["taskType"]
     if name.startswith("Builtin."):
-        local = Path(settings.builtin_datasets_dir).expanduser() if settings.builtin_datasets_dir else None
-        records = datasets.load_builtin(datasets.builtin(name, task_type), local_dir=local,
-                                        cache_dir=settings.data_dir / "datasets" / "builtin",
+        local, dataset = datasets.samples_dir(settings.builtin_datasets_dir), datasets.builtin(name, task_type)
+        records = datasets.load_builtin(dataset, local_dir=local, cache_dir=settings.data_dir / "datasets" / "builtin",
                                         records=settings.builtin_dataset_records)
+        source = datasets.describe_source(dataset, local)
     else:
-        uri = config["dataset"]["datasetLocation"]["s3Uri"]
-        with store.open_read(uri) as fh:
-            records = datasets.parse_records(fh, uri)
-    return Dataset(task_type, name, list(config["metricNames"]), records)
+        source = config["dataset"]["datasetLocation"]["s3Uri"]
+        with store.open_read(source) as fh:
+            records = datasets.parse_records(fh, source)
+    return Dataset(task_type, name, list(config["metricNames"]), records, source)
 
 
 def _judged_metrics(automated: dict[str, Any]) -> dict[str, tuple[Any, str]]:

@@ -172,7 +172,7 @@ def text_table(summary: dict[str, Any]) -> str:
     for task in summary.get("tasks") or []:
         metrics = task.get("metrics") or []
         out += ["", f"{task.get('taskType', '')} on {task.get('dataset', '')} ({format_count(task.get('records'))} "
-                "records)"]
+                "records)" + (f", from {task['datasetSource']}" if task.get("datasetSource") else "")]
         rows = []
         for metric in metrics:
             best = better_model(metric, models)
@@ -437,7 +437,8 @@ def _task_section(index: int, task: dict[str, Any], models: list[str], chart_num
     metrics = task.get("metrics") or []
     heading = f"{task.get('taskType', '')} on {task.get('dataset', '')}"
     parts = [f'<section aria-labelledby="task-{index}"><h2 id="task-{index}">{escape(heading)}</h2>',
-             f"<p>{format_count(task.get('records'))} records.</p>"]
+             f"<p>{format_count(task.get('records'))} records"
+             + (f", from {escape(task['datasetSource'])}" if task.get("datasetSource") else "") + ".</p>"]
     if not metrics:
         return "".join(parts) + "<p>No metrics.</p></section>"
     parts.append(_metrics_table(metrics, models, f"Scores: {heading}"))

@@ -74,8 +74,9 @@ class Settings:
     insights_period: str = "7d"
     #: Jobs (fine-tuning, evaluation) that run at once; more wait in the queue.
     max_running_jobs: int = 1
-    #: A folder laid out like the repository's `shared/data` holding the built-in evaluation datasets'
-    #: samples (`eval/qa-boolq.jsonl`, ...); empty means the Hugging Face hub, cached in `<data_dir>/datasets`.
+    #: Where the built-in evaluation datasets come from: empty means the samples that ship with Outcrop
+    #: (offline); `hub` the full sets from the Hugging Face hub, cached in `<data_dir>/datasets`; else a
+    #: folder laid out like the packaged one (`eval/qa-boolq.jsonl`, ...).
     builtin_datasets_dir: str = ""
     #: Prompts sampled (with a fixed seed) from a built-in evaluation dataset.
     builtin_dataset_records: int = 100

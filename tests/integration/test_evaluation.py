@@ -16,8 +16,6 @@ import pytest
 from tests.conftest import register_model, start_server, stop_server
 from tests.integration.test_customization import jsonl, outcrop
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 QA = [{"prompt": "What colour is the sky?", "referenceResponse": "blue", "category": "nature",
        "answers": ["blue", "light blue"]},
       {"prompt": "What do cows drink?", "referenceResponse": "water", "category": "animals"},
@@ -33,7 +31,7 @@ SUMMARIES = [{"prompt": "Summarize: the cat sat on the mat all day long.", "refe
 @pytest.fixture(scope="module")
 def evaluation_server(tmp_path_factory):
     server = start_server(tmp_path_factory.mktemp("eval-data"),
-                          {"OUTCROP_BUILTIN_DATASETS_DIR": str(SHARED_DATA), "OUTCROP_BUILTIN_DATASET_RECORDS": "4"})
+                          {"OUTCROP_BUILTIN_DATASET_RECORDS": "4"})  # built-in datasets: the packaged samples
     yield server
     stop_server(server)
 
@@ -320,7 +318,7 @@ def test_stop_and_batch_delete(setup):
 def test_a_job_running_when_the_server_stops_resumes_after_restart(tmp_path, tiny_model_dir):
     """Killed mid-job with its first dataset answered, the job resumes after a restart without asking again."""
     data = tmp_path / "data"
-    env = {"OUTCROP_BUILTIN_DATASETS_DIR": str(SHARED_DATA), "OUTCROP_BUILTIN_DATASET_RECORDS": "40"}
+    env = {"OUTCROP_BUILTIN_DATASET_RECORDS": "40"}
     first = start_server(data, env)
     try:
         model = register_model(first, "tiny", tiny_model_dir)

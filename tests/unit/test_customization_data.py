@@ -19,11 +19,14 @@ from outcrop.customization.datasets import (
     load_examples,
 )
 from outcrop.errors import ValidationException
+from outcrop.evaluation.datasets import PACKAGED_DIR
 from outcrop.runtime.service import render_chat
 from tests.helpers import train_tokenizer
 
 SOURCE = "s3://bucket/train.jsonl"
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "finetune"
+#: The fine-tuning samples of tests/data, and the WikiText-2 sample the package ships for evaluation.
+SAMPLES = [*sorted((Path(__file__).resolve().parents[1] / "data" / "finetune").glob("*.jsonl")),
+           PACKAGED_DIR / "finetune" / "cpt-wikitext2.jsonl"]
 
 
 @pytest.fixture(scope="module")
@@ -335,10 +338,9 @@ def test_too_many_records_stops_reading(tok):
 # -- the sample datasets ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="the shared sample datasets are not here")
-@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.jsonl")) if SAMPLES.is_dir() else [])
-def test_the_sample_datasets_validate(tok, name):
-    path = SAMPLES / name
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_the_sample_datasets_validate(tok, path):
+    name = path.name
     kind = "CONTINUED_PRE_TRAINING" if name.startswith("cpt-") else "FINE_TUNING"
     expected = {"cpt": CONTINUED_TEXT, "chat": CONVERSATION, "instruction": PROMPT_COMPLETION}[name.split("-")[0]]
     with path.open("rb") as fh:

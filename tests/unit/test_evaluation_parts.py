@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,6 @@ from outcrop.evaluation import datasets, scoring
 from outcrop.evaluation.inference import parse_inference_params
 from outcrop.evaluation.metrics.bleu import Bleu
 from outcrop.evaluation.metrics.builtin import qa_f1
-
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def lines(*records) -> list[str]:
@@ -66,14 +63,13 @@ def test_builtin_names_and_task_types():
         datasets.builtin("Builtin.Nope", "Custom")
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data beside the checkout")
 def test_builtin_samples_are_reproducible_and_come_from_the_local_source(tmp_path):
     dataset = datasets.BUILTIN["Builtin.NaturalQuestions"]
-    first = datasets.load_builtin(dataset, local_dir=SHARED_DATA, cache_dir=tmp_path, records=10)
-    again = datasets.load_builtin(dataset, local_dir=SHARED_DATA, cache_dir=tmp_path, records=10)
+    first = datasets.load_builtin(dataset, local_dir=datasets.PACKAGED_DIR, cache_dir=tmp_path, records=10)
+    again = datasets.load_builtin(dataset, local_dir=datasets.PACKAGED_DIR, cache_dir=tmp_path, records=10)
     assert [r.prompt for r in first] == [r.prompt for r in again] and len(first) == 10
     assert len({r.line for r in first}) == 10 and all(r.answers for r in first)
-    wikitext = datasets.load_builtin(datasets.BUILTIN["Builtin.WikiText2"], local_dir=SHARED_DATA,
+    wikitext = datasets.load_builtin(datasets.BUILTIN["Builtin.WikiText2"], local_dir=datasets.PACKAGED_DIR,
                                      cache_dir=tmp_path, records=5)
     assert all(len(r.prompt.split()) == 32 and r.reference for r in wikitext)
 

@@ -12,6 +12,8 @@ from outcrop.evaluation.metrics.bertscore import KEYS, BertScore
 from outcrop.evaluation.metrics.perplexity import Perplexity
 from tests.helpers import make_tiny_llama
 
+pytestmark = pytest.mark.slow  # BERTScore runs a real packaged encoder (MiniLM): seconds per test on CPU
+
 LONG = " ".join(["The quick brown fox jumps over the lazy dog, again and again; numbers 1, 22, 333!"] * 45)
 
 CANDS = [
@@ -126,6 +128,31 @@ def test_bertscore_rescaling(tmp_path) -> None:
         assert other.load_baseline(tmp_path / name) == computed and other.baseline == computed
     (tmp_path / "bs.tsv").write_text("LAYER,P,R,F\n5,0.1,0.2,0.3\n6,0.4,0.5,0.6\n")
     assert BertScore().load_baseline(tmp_path / "bs.tsv") == (0.4, 0.5, 0.6)
+
+
+def test_bertscore_saved_baseline_is_read_by_bert_score_for_a_layer_above_0(minilm: str, tmp_path) -> None:
+    import pandas as pd
+    from bert_score import BERTScorer
+
+    layer, baseline = 3, (0.3123456789012345, 0.2512345678901234, 0.2798765432109876)
+    metric = BertScore(layer=layer, baseline=baseline)
+    path = tmp_path / "mine.tsv"
+    metric.save_baseline(path)
+    # bert-score's own loader (BERTScorer.baseline_vals, `pd.read_csv(path).iloc[num_layers]`) is the oracle.
+    scorer = BERTScorer(model_type=minilm, num_layers=layer, lang="en", baseline_path=str(path),
+                        rescale_with_baseline=True)
+    assert scorer.baseline_vals.tolist() == pytest.approx(baseline, abs=1e-7)  # bert-score keeps float32
+    p, r, f = scorer.score(CANDS[:6], REFS[:6])
+    close(ours(metric.score_items(CANDS[:6], REFS[:6])), list(zip(p.tolist(), r.tolist(), f.tolist(), strict=True)))
+    assert BertScore(layer=layer).load_baseline(path) == baseline  # ours reads the same file exactly
+    # Layers the baseline was not computed for: NaN to bert-score (bert_score/scorer.py, baseline_vals), and
+    # "no baseline" to ours, never another layer's values.
+    for other in range(layer):
+        assert all(math.isnan(v) for v in pd.read_csv(path).iloc[other].to_numpy()[1:].astype(float))
+        with pytest.raises(ValueError, match=f"no baseline for layer {other}"):
+            BertScore(layer=other).load_baseline(path)
+    with pytest.raises(ValueError, match="no baseline for layer 4"):
+        BertScore(layer=4).load_baseline(path)
 
 
 # -- perplexity -------------------------------------------------------------------------------------------------

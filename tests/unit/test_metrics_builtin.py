@@ -12,6 +12,7 @@ import jiwer
 import pytest
 
 from outcrop.cli import main
+from outcrop.evaluation.datasets import PACKAGED_DIR
 from outcrop.evaluation.metrics import toxicity
 from outcrop.evaluation.metrics.base import Metric
 from outcrop.evaluation.metrics.builtin import (
@@ -35,7 +36,7 @@ from outcrop.evaluation.metrics.builtin import (
     wer,
 )
 
-TRIVIAQA = Path("/work/shared/data/eval/qa-triviaqa.jsonl")
+TRIVIAQA = PACKAGED_DIR / "eval" / "qa-triviaqa.jsonl"
 
 PROMPT = ("What is the 2nd largest city in France, and how many people lived there in 1999? "
           "Please answer quickly, The Quick Brown Fox jumps over 13 lazy dogs.")
@@ -108,6 +109,14 @@ def test_wer_against_jiwer_on_random_sentences():
         hyps.append(hyp)
         assert wer(ref, hyp) == pytest.approx(jiwer.wer(ref, hyp), abs=1e-12)
     assert Wer().corpus(hyps, refs)["wer"] == pytest.approx(jiwer.wer(refs, hyps), abs=1e-12)
+
+
+def test_wer_departs_from_jiwer_where_it_must():
+    """Words split on any whitespace (jiwer's default splits on spaces: a newline would join two words), and
+    an empty reference scores 1.0 against any output (jiwer counts the inserted words, 2.0 here)."""
+    assert wer("the cat\nsat", "the cat sat") == 0.0
+    assert jiwer.wer("the cat\nsat", "the cat sat") > 0
+    assert jiwer.wer("", "two words") == 2.0 and wer("", "two words") == 1.0 and wer("", "") == 0.0
 
 
 def test_wer_edge_cases():
@@ -269,7 +278,6 @@ def test_cli_toxicity_without_references(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["toxicity"] < 0.5
 
 
-@pytest.mark.skipif(not TRIVIAQA.exists(), reason="shared TriviaQA sample not present")
 def test_cli_real_triviaqa(tmp_path, capsys):
     records = [json.loads(line) for line in TRIVIAQA.read_text(encoding="utf-8").splitlines() if line.strip()]
     preds = _write(tmp_path / "p.txt", [r["referenceResponse"].replace("\n", " ") for r in records])

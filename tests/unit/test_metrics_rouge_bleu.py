@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 sacrebleu = pytest.importorskip("sacrebleu")
 
+from outcrop.errors import ValidationException  # noqa: E402
+from outcrop.evaluation.datasets import PACKAGED_DIR  # noqa: E402
 from outcrop.evaluation.metrics.bleu import Bleu, reference_streams  # noqa: E402
 from outcrop.evaluation.metrics.rouge import Rouge, lcs_indices, lcs_length  # noqa: E402
 
 TYPES = ["rouge1", "rouge2", "rouge3", "rougeL", "rougeLsum"]
-GIGAWORD = Path("/work/shared/data/eval/summarization-gigaword.jsonl")
+GIGAWORD = PACKAGED_DIR / "eval" / "summarization-gigaword.jsonl"
 
 VOCAB = (
     "the a of cat cats running runs ran dog dogs house houses generously generous 12 3.5 1,000 2024 "
@@ -173,15 +174,35 @@ def test_rouge_signature_and_errors() -> None:
         Rouge(use_stemmer=True).signature()
         == "rouge|types:rouge1,rouge2,rougeL,rougeLsum|stem:yes|tok:default|split:no"
     )
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationException, match="rougeX"):
         Rouge(types=["rougeX"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationException, match="rouge0"):
         Rouge(types=["rouge0"])
     with pytest.raises(ValueError):
         Rouge(tokenizer="spacy")
     with pytest.raises(ValueError):
         Rouge().score("a", [])
     assert Rouge().corpus([], []) == {t: 0.0 for t in ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+
+
+# "rouge1\n": rouge-score's `$` also matches before a final newline; "rouge\u0661": a non-ASCII digit one.
+ROUGE_NAMES = "rouge10 rouge01 rouge0 rouge1 rouge9 rougeL rougeLsum rougeX rouge rouge2 Rouge1 rougel".split()
+ROUGE_NAMES += ["rouge-1", "rouge1\n", "rougeLsum\n", "rouge\u0661"]
+
+
+@pytest.mark.parametrize("name", ROUGE_NAMES)
+def test_rouge_types_accepted_exactly_where_rouge_score_accepts_them(name: str) -> None:
+    # rouge-score is the oracle; it checks the type only when scoring, so score one pair.
+    try:
+        expected = rouge_scorer.RougeScorer([name]).score("a b c d", "a b d c")
+    except ValueError:
+        expected = None
+    if expected is not None:
+        got = Rouge(types=[name]).score("a b d c", "a b c d")
+        assert set(got) == {name} and got[name]["fmeasure"] == expected[name].fmeasure
+    else:
+        with pytest.raises(ValidationException, match="invalid rouge type"):
+            Rouge(types=[name])
 
 
 # ---------------------------------------------------------------------------------------------------------- BLEU

@@ -265,7 +265,12 @@ class BertScore(Metric):
         return self.baseline  # type: ignore[return-value]
 
     def save_baseline(self, path: str | Path) -> None:
-        """JSON (`.json`) or bert-score's own CSV layout (`LAYER,P,R,F`, one row for this layer)."""
+        """JSON (`.json`) or bert-score's own CSV layout (`LAYER,P,R,F`, comma-separated even for `.tsv`).
+
+        bert-score picks its row by position (`pd.read_csv(path).iloc[num_layers]`), not by the LAYER
+        column, so the CSV has one row per layer 0..layer: this layer's values in the last row, and empty
+        fields (NaN to pandas) in the rows of the layers this baseline was not computed for, so that using
+        the file for another layer gives NaN scores rather than another layer's numbers or an IndexError."""
         if self.baseline is None:
             raise ValueError("no baseline to save; compute_baseline() first")
         path = Path(path)
@@ -274,10 +279,14 @@ class BertScore(Metric):
             path.write_text(json.dumps({"model": self.model_name, "layer": self.layer,
                                         "precision": p, "recall": r, "f1": f}, indent=2) + "\n")
         else:
-            path.write_text(f"LAYER,P,R,F\n{self.layer},{p!r},{r!r},{f!r}\n")
+            unknown = "".join(f"{layer},,,\n" for layer in range(self.layer))
+            path.write_text(f"LAYER,P,R,F\n{unknown}{self.layer},{p!r},{r!r},{f!r}\n")
 
     def load_baseline(self, path: str | Path) -> tuple[float, float, float]:
-        """Reads what `save_baseline` wrote, or a bert-score baseline file (the row of this layer)."""
+        """Reads what `save_baseline` wrote, or a bert-score baseline file (the row of this layer).
+
+        The row is found by its LAYER value, which is its position in bert-score's files and in ours (so both
+        readers agree); a one-row file written by older versions still loads. Empty fields mean no baseline."""
         path = Path(path)
         if path.suffix.lower() == ".json":
             data = json.loads(path.read_text())
@@ -286,7 +295,7 @@ class BertScore(Metric):
         text = path.read_text()
         dialect = "excel-tab" if "\t" in text.splitlines()[0] else "excel"
         for row in csv.DictReader(text.splitlines(), dialect=dialect):
-            if int(float(row["LAYER"])) == self.layer:
+            if int(float(row["LAYER"])) == self.layer and all((row[k] or "").strip() for k in "PRF"):
                 self.baseline = (float(row["P"]), float(row["R"]), float(row["F"]))
                 return self.baseline
         raise ValueError(f"{path} has no baseline for layer {self.layer}")

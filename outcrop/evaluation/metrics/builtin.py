@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rapidfuzz.distance import Levenshtein
+
 from outcrop.evaluation.metrics.base import Metric, References, as_list
 
 VERSION = "outcrop-0.1"
@@ -107,26 +109,22 @@ def knowledge_score(prediction: str, answers: str | Sequence[str]) -> float:
 
 
 # -------------------------------------------------------------------------------------------------------- WER
-def _edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference word count), words split on whitespace."""
-    ref, hyp = reference.split(), hypothesis.split()
-    return _edit_distance(ref, hyp), len(ref)
+    """(substitutions + deletions + insertions, reference word count), words split on any whitespace.
+
+    The edit distance is rapidfuzz's (the engine under jiwer) over the word lists; the words are split
+    here rather than by jiwer, whose default splits on spaces only, so that newlines in model outputs
+    separate words too."""
+    ref = reference.split()
+    return Levenshtein.distance(ref, hypothesis.split()), len(ref)
 
 
 def wer(reference: str, hypothesis: str) -> float:
     """Word error rate (S + D + I) / N over whitespace tokens, as `jiwer.wer` computes it.
 
-    jiwer refuses an empty reference; here it gives 0.0 against an empty hypothesis and 1.0 otherwise.
+    With an empty reference WER is undefined: jiwer answers the count of inserted words (2.0 for two);
+    here it is 1.0 (any output where none was expected is wholly wrong), so that a robustness score
+    averaged over records stays a rate.
     """
     errors, n = word_errors(reference, hypothesis)
     if n == 0:

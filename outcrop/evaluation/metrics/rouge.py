@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from outcrop.errors import ValidationException
 from outcrop.evaluation.metrics.base import Metric, References, as_list
 
 DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -29,7 +30,9 @@ _DEFAULT_TOKEN_RE = re.compile(r"[a-z0-9]+")
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
 _UNICODE_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _ASCII_WORD_RE = re.compile(r"[a-z0-9]+")
-_ROUGE_N_RE = re.compile(r"rouge([0-9]+)$")
+# rouge-score's check, `re.match(r"rouge[0-9]$", ...)`: one digit only (rouge10 and rouge01 are invalid
+# there), and `$` also matches before a final newline, so "rouge1\n" is accepted there and here alike.
+_ROUGE_N_RE = re.compile(r"rouge([0-9])$")
 # Sentence ends: . ! ? (and the closing quotes/brackets right after them) followed by white space; CJK full stops
 # need no space after them; newlines always end a sentence.
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d\u2019)\]])\s+|(?<=[\u3002\uff01\uff1f])\s*|\n+")
@@ -183,7 +186,10 @@ class Rouge(Metric):
                 continue
             match = _ROUGE_N_RE.match(rouge_type)
             if not match or int(match.group(1)) <= 0:
-                raise ValueError(f"invalid rouge type: {rouge_type!r} (rouge1..rougeN, rougeL, rougeLsum)")
+                # Rejected exactly where rouge-score's RougeScorer rejects it (it does so only when scoring).
+                raise ValidationException(
+                    f"invalid rouge type: {rouge_type!r}; valid are rouge1 to rouge9, rougeL and rougeLsum"
+                )
             self._orders[rouge_type] = int(match.group(1))
         if tokenizer not in ("default", "unicode"):
             raise ValueError(f"tokenizer must be 'default' or 'unicode', not {tokenizer!r}")
