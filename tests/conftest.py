@@ -169,5 +169,5 @@ def pytest_collection_modifyitems(config, items) -> None:
     """Every integration test starts a server (Outcrop's, or an S3 one): all are `slow`, so that
     `pytest -m "not slow"` is the quick loop of unit tests. `make test` runs everything."""
     for item in items:
-        if "integration" in item.path.parts:
+        if "integration" in item.path.relative_to(config.rootpath).parts:
             item.add_marker(pytest.mark.slow)

@@ -36,7 +36,7 @@ from outcrop.evaluation.metrics.builtin import (
     wer,
 )
 
-TRIVIAQA = PACKAGED_DIR / "eval" / "qa-triviaqa.jsonl"
+NQ_OPEN = PACKAGED_DIR / "eval" / "qa-nq-open.jsonl"
 
 PROMPT = ("What is the 2nd largest city in France, and how many people lived there in 1999? "
           "Please answer quickly, The Quick Brown Fox jumps over 13 lazy dogs.")
@@ -279,10 +279,10 @@ def test_cli_toxicity_without_references(tmp_path, capsys):
 
 
 def test_cli_real_triviaqa(tmp_path, capsys):
-    records = [json.loads(line) for line in TRIVIAQA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [json.loads(line) for line in NQ_OPEN.read_text(encoding="utf-8").splitlines() if line.strip()]
     preds = _write(tmp_path / "p.txt", [r["referenceResponse"].replace("\n", " ") for r in records])
     rc = main(["metrics", "score", "--metric", "qa_f1,knowledge", "--predictions", str(preds),
-               "--references", str(TRIVIAQA), "--json"])
+               "--references", str(NQ_OPEN), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["qa_f1"] == pytest.approx(1.0)

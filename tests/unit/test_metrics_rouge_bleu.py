@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -11,12 +12,11 @@ rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 sacrebleu = pytest.importorskip("sacrebleu")
 
 from outcrop.errors import ValidationException  # noqa: E402
-from outcrop.evaluation.datasets import PACKAGED_DIR  # noqa: E402
 from outcrop.evaluation.metrics.bleu import Bleu, reference_streams  # noqa: E402
 from outcrop.evaluation.metrics.rouge import Rouge, lcs_indices, lcs_length  # noqa: E402
 
 TYPES = ["rouge1", "rouge2", "rouge3", "rougeL", "rougeLsum"]
-GIGAWORD = PACKAGED_DIR / "eval" / "summarization-gigaword.jsonl"
+SCITLDR = Path(__file__).resolve().parents[1] / "data" / "eval" / "summarization-scitldr.jsonl"
 
 VOCAB = (
     "the a of cat cats running runs ran dog dogs house houses generously generous 12 3.5 1,000 2024 "
@@ -109,8 +109,8 @@ def test_rouge_only_lsum_and_rouge_n() -> None:
             _close(ours.score(pred, target), ref.score(target, pred), types)
 
 
-def test_rouge_gigaword_samples() -> None:
-    rows = [json.loads(line) for line in GIGAWORD.read_text().splitlines() if line.strip()][:300]
+def test_rouge_scitldr_samples() -> None:
+    rows = [json.loads(line) for line in SCITLDR.read_text().splitlines() if line.strip()][:300]
     rng = random.Random(1)
     refs = [row["referenceResponse"] for row in rows]
     preds = []
@@ -236,8 +236,8 @@ def test_bleu_sentence_matches_sacrebleu() -> None:
         assert bleu.score(pred, ref)["bleu"] == pytest.approx(sacrebleu.sentence_bleu(pred, ref).score, abs=1e-9)
 
 
-def test_bleu_gigaword_and_non_ascii() -> None:
-    rows = [json.loads(line) for line in GIGAWORD.read_text().splitlines() if line.strip()][:300]
+def test_bleu_scitldr_and_non_ascii() -> None:
+    rows = [json.loads(line) for line in SCITLDR.read_text().splitlines() if line.strip()][:300]
     refs = [row["referenceResponse"] for row in rows]
     preds = [" ".join(reversed(r.split()[:5])) + " " + " ".join(r.split()[5:]) for r in refs]
     assert Bleu().corpus(preds, refs)["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score, abs=1e-9)
