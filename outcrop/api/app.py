@@ -23,7 +23,6 @@ from outcrop.api.auth import authenticate
 from outcrop.api.bedrock import protocol
 from outcrop.api.bedrock.operations import HANDLERS, RequestContext, iam_action, load_handlers
 from outcrop.api.bedrock.resources import resources
-from outcrop.api.services import Services
 from outcrop.errors import (
     BedrockError,
     Cancelled,
@@ -34,7 +33,8 @@ from outcrop.errors import (
 )
 from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.iam.principal import Principal
-from outcrop.runtime.usage import CANCELLED
+from outcrop.runtime.tables import UsageStatus
+from outcrop.services import Services
 
 #: The control planes whose every call goes to the audit trail (data-plane calls have usage records).
 AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", "outcrop-iam"})
@@ -148,7 +148,8 @@ class BedrockApp:
             if service in AUDITED_SERVICES:
                 await anyio.to_thread.run_sync(lambda: record_event(
                     self.services.db, service=service, operation=operation,
-                    result=error.code if error else CANCELLED if status == CLIENT_CLOSED_REQUEST else SUCCESS,
+                    result=(error.code if error else UsageStatus.CANCELLED if status == CLIENT_CLOSED_REQUEST
+                            else SUCCESS),
                     status=status, principal=principal,
                     resource=resource, source_ip=(scope.get("client") or ("", 0))[0], request_id=request_id,
                     user_agent=headers.get("user-agent")))

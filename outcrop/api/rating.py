@@ -1,8 +1,9 @@
 """The raters' web pages for human evaluation, under `/_outcrop/evaluation/rate`.
 
-Plain server-rendered HTML forms: every control is a native radio button or text field with a
-label, so the pages work by keyboard (Tab between questions, arrows within one, Enter submits) and
-without JavaScript; a few lines of inline script add digit shortcuts. A rater signs in with their
+Plain server-rendered HTML forms (outcrop/web/templates/rating*.html): every control is a native
+radio button or text field with a label, so the pages work by keyboard (Tab between questions,
+arrows within one, Enter submits) and without JavaScript; a few lines of inline script
+(web/static/rating.js, allowed by its CSP hash) add digit shortcuts. A rater signs in with their
 Outcrop access key once and gets a session cookie (HMAC-signed with a key derived from the data
 dir's `secret.key`, HttpOnly, SameSite=Lax, a few hours long), which is why these requests skip
 SigV4. Each answer is saved when submitted (Post/Redirect/Get), so closing the tab loses nothing.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import json
 import logging
 import math
@@ -58,6 +58,7 @@ from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.iam.principal import USER
 from outcrop.iam.secrets import KEY_FILE_NAME, SecretBox
 from outcrop.iam.service import IamService
+from outcrop.web import render, static_hash
 
 PREFIX = "/_outcrop/evaluation/rate"
 COOKIE = "outcrop_rater"
@@ -216,7 +217,7 @@ class RatingApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await read_body(receive, MAX_FORM_BYTES)
         if body is None:
-            response = Response(413, _page("Too large", "<p>That form is too large.</p>"))
+            response = Response(413, _page("Too large", "That form is too large."))
         else:
             client = asgi.client_host(scope)
             transport = asgi.transport(self.secure_cookie or asgi.is_tls(scope), client)
@@ -246,7 +247,7 @@ class RatingApp:
         form = {k: v for k, v in urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
         try:
             if method == "POST" and not _same_origin(headers):
-                return Response(403, _page("Refused", "<p>That form was sent from another site.</p>"))
+                return Response(403, _page("Refused", "That form was sent from another site."))
             if rest == "sign-in":
                 if method == "POST":
                     return self._sign_in(form, transport, client, headers.get("user-agent"))
@@ -268,12 +269,12 @@ class RatingApp:
                     return self._submit(rater, job_arn, form)
                 notice = NOTICES.get((query.get("notice") or [""])[0], "")
                 return self._job_page(rater, job_arn, notice=notice)
-            return Response(404, _page("Not found", "<p>There is no such page.</p>", rater))
+            return Response(404, _page("Not found", "There is no such page.", rater))
         except ResourceNotFoundException as exc:  # other teams' jobs too: see HumanReview._job
-            return Response(404, _page("Not available", f"<p>{_e(exc.message)}</p>{_back()}"))
+            return Response(404, _page("Not available", exc.message, back=True))
         except Exception:  # a stack trace helps no rater; the log keeps it
             log.exception("rating page %s %s failed", method, path)
-            return Response(500, _page("Error", "<p>Something went wrong on the server. Please try again.</p>"))
+            return Response(500, _page("Error", "Something went wrong on the server. Please try again."))
 
     def _rater(self, headers: dict[str, str]) -> str | None:
         """The signed-in rater's ARN, while their cookie is valid and their access key still active."""
@@ -410,144 +411,30 @@ def _redirect(location: str, clear_cookie: bool = False) -> Response:
 # -- pages -----------------------------------------------------------------------------------------
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+def _render(template: str, title: str, rater: str | None = None, **context: Any) -> str:
+    """A raters' page from web/templates (rating.html is their layout); the templates escape every value."""
+    return render(template, prefix=PREFIX, title=title, rater=rater, **context)
 
 
-CSS = """
-*{box-sizing:border-box}
-body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}
-header{display:flex;gap:1rem;align-items:center;justify-content:space-between;padding:.6rem 1.2rem;
- background:#1f2937;color:#fff}
-header a{color:#fff}
-header form{margin:0}
-main{max-width:72rem;margin:0 auto;padding:1rem 1.2rem 3rem}
-h1{font-size:1.4rem;margin:.6rem 0}
-h2{font-size:1.1rem;margin:1.2rem 0 .4rem}
-a{color:#1a4fd6}
-:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
-.box{background:#fff;border:1px solid #d0d5dd;border-radius:6px;padding:.8rem 1rem;margin:.5rem 0}
-.box>h2{margin-top:0}
-.text{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font:inherit}
-.responses{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:1rem}
-.notice{background:#e7f5ec;border:1px solid #86c99d;padding:.5rem .8rem;border-radius:6px}
-.error{background:#fdecec;border:1px solid #e08080;padding:.5rem .8rem;border-radius:6px;font-weight:600}
-fieldset{border:1px solid #d0d5dd;border-radius:6px;background:#fff;margin:.8rem 0;padding:.6rem 1rem}
-legend{font-weight:600;padding:0 .3rem}
-.desc{color:#4b5563;margin:0 0 .4rem}
-.row{display:flex;flex-wrap:wrap;gap:.3rem .6rem;align-items:center;margin:.3rem 0}
-.row>span{min-width:7rem;font-weight:600}
-label.opt{display:inline-flex;gap:.35rem;align-items:center;padding:.25rem .6rem;border:1px solid #c5cbd3;
- border-radius:999px;cursor:pointer;background:#fafbfc}
-label.opt:has(input:checked){background:#dbe6ff;border-color:#1a4fd6}
-label.opt:has(input:focus-visible){outline:3px solid #f59e0b;outline-offset:2px}
-kbd{font:12px ui-monospace,monospace;border:1px solid #aab;border-radius:3px;padding:0 .25rem;color:#555}
-textarea,input[type=text],input[type=password]{font:inherit;width:100%;max-width:40rem;padding:.4rem;
- border:1px solid #98a2b3;border-radius:4px}
-button{font:inherit;padding:.45rem 1.1rem;border-radius:5px;border:1px solid #1a4fd6;background:#1a4fd6;
- color:#fff;cursor:pointer}
-header button{background:transparent;border-color:#fff}
-progress{width:16rem;height:1rem;vertical-align:middle}
-table{border-collapse:collapse;background:#fff}
-td,th{border:1px solid #d0d5dd;padding:.4rem .7rem;text-align:left}
-.help{color:#4b5563;font-size:.9rem}
-"""
-
-#: Digits pick the n-th choice of the question in focus and move on to the next question; Enter
-#: (Ctrl+Enter in the comment) submits. Native radio keys (arrows, space, Tab) keep working.
-SCRIPT = """
-const form=document.getElementById('rate');
-if(form){
- const groups=[...new Set([...form.querySelectorAll('input[type=radio]')].map(r=>r.name))];
- form.addEventListener('keydown',e=>{
-  const t=e.target;
-  if(e.key==='Enter'&&(t.tagName!=='TEXTAREA'||e.ctrlKey||e.metaKey)&&t.tagName!=='BUTTON'){
-   e.preventDefault();form.requestSubmit();return;}
-  if(t.type!=='radio'||e.ctrlKey||e.altKey||e.metaKey||!/^[1-9]$/.test(e.key))return;
-  const radios=[...form.querySelectorAll(`input[type=radio][name="${t.name}"]`)];
-  const pick=radios[Number(e.key)-1];
-  if(!pick)return;
-  e.preventDefault();pick.checked=true;
-  const next=groups[groups.indexOf(t.name)+1];
-  const target=next?(form.querySelector(`input[name="${next}"]:checked`)||form.querySelector(`input[name="${next}"]`))
-   :document.getElementById('comment');
-  (target||pick).focus();
- });
-}
-"""
-
-#: The script's CSP hash: the one inline script runs, nothing injected into a page could.
-SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+#: The CSP hash of the pages' one script (web/static/rating.js): it runs, nothing injected into a page could.
+SCRIPT_HASH = static_hash("rating.js")
 
 
-def _page(title: str, content: str, rater: str | None = None) -> str:
-    who = ""
-    if rater:
-        who = (f'<span>Signed in as {_e(rater.rsplit("/", 1)[-1])}</span>'
-               f'<form method="post" action="{PREFIX}/sign-out"><button type="submit">Sign out</button></form>')
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{_e(title)} · Outcrop human evaluation</title><style>{CSS}</style></head>"
-            f'<body><header><a href="{PREFIX}/">Outcrop · Human evaluation</a>{who}</header>'
-            f"<main>{content}</main><script>{SCRIPT}</script></body></html>")
-
-
-def _back() -> str:
-    return f'<p><a href="{PREFIX}/">Back to your evaluation jobs</a></p>'
+def _page(title: str, message: str, rater: str | None = None, back: bool = False) -> str:
+    """A page that says one thing (`message`, plain text), with a link back to the job list if `back`."""
+    return _render("rating_message.html", title, rater, message=message, with_back=back)
 
 
 def _sign_in_page(error: str = "", key_id: str = "", next_path: str = f"{PREFIX}/") -> str:
-    message = f'<p class="error" role="alert">{_e(error)}</p>' if error else ""
-    back = f'<input type="hidden" name="next" value="{_e(next_path)}">' if next_path != f"{PREFIX}/" else ""
-    return _page("Sign in", f"""<h1>Sign in to rate</h1>{message}
-<p class="help">Use the access key of your Outcrop IAM user (from <code>outcrop iam create-access-key</code>).</p>
-<form method="post" action="{PREFIX}/sign-in" class="box">{back}
-<p><label for="kid">Access key ID</label><br><input type="text" id="kid" name="access_key_id" value="{_e(key_id)}"
- autocomplete="username" spellcheck="false" required {'' if key_id else 'autofocus'}></p>
-<p><label for="sec">Secret access key</label><br><input type="password" id="sec" name="secret_access_key"
- autocomplete="current-password" required {'autofocus' if key_id else ''}></p>
-<p><button type="submit">Sign in</button></p></form>""")
-
-
-def _progress(summary: dict[str, Any]) -> str:
-    return (f'<progress max="{summary["needed"] or 1}" value="{summary["ratings"]}" '
-            f'aria-label="job progress"></progress> {summary["ratings"]} of {summary["needed"]} ratings '
-            f'({summary["percent"]:g}%) · you rated {summary["ratedByYou"]}')
-
-
-def _job_link(summary: dict[str, Any]) -> str:
-    return f'{PREFIX}/jobs/{urllib.parse.quote(summary["jobArn"], safe="")}'
+    return _render("rating_sign_in.html", "Sign in", error=error, key_id=key_id, next_path=next_path)
 
 
 def _jobs_page(rater: str, jobs: list[dict[str, Any]]) -> str:
-    if not jobs:
-        content = "<h1>Your evaluation jobs</h1><p>There is nothing for you to rate right now.</p>"
-        return _page("Your jobs", content, rater)
-    rows = "".join(
-        f'<tr><td><a href="{_job_link(j)}"{" autofocus" if i == 0 else ""}>{_e(j["jobName"])}</a></td>'
-        f'<td>{_progress(j)}</td><td>{j["leftForYou"] if j["items"] else "being prepared"}</td></tr>'
-        for i, j in enumerate(jobs))
-    return _page("Your jobs", f"""<h1>Your evaluation jobs</h1>
-<table><thead><tr><th>Job</th><th>Progress</th><th>Items left for you</th></tr></thead><tbody>{rows}</tbody></table>""",
-                 rater)
+    return _render("rating_jobs.html", "Your jobs", rater, jobs=jobs)
 
 
 def _done_page(rater: str, summary: dict[str, Any], notice: str) -> str:
-    if summary["status"] != "InProgress":
-        text = f"This job is {_e(summary['status'])}; it takes no more ratings."
-    elif not summary["items"]:
-        text = "The responses to rate are still being generated. Please come back in a little while."
-    else:
-        text = "You have rated every item that needs you. Thank you!"
-    note = f'<p class="notice" role="status">{_e(notice)}</p>' if notice else ""
-    return _page("Done", f"""{note}<h1>{_e(summary["jobName"])}</h1><p id="done">{text}</p>
-<p>{_progress(summary)}</p><p><a href="{PREFIX}/" autofocus>Back to your evaluation jobs</a></p>""", rater)
-
-
-def _radio(name: str, value: str, label: str, checked: str | None, key: int, autofocus: bool) -> str:
-    return (f'<label class="opt"><input type="radio" name="{name}" value="{_e(value)}"'
-            f'{" checked" if checked == value else ""}{" autofocus" if autofocus else ""} required>'
-            f'{_e(label)} <kbd>{key}</kbd></label>')
+    return _render("rating_done.html", "Done", rater, summary=summary, notice=notice)
 
 
 def _options(metric: Metric, shown_count: int) -> list[tuple[str, str]]:
@@ -564,48 +451,27 @@ def _options(metric: Metric, shown_count: int) -> list[tuple[str, str]]:
     return [("1", "Response 1"), ("2", "Response 2"), (TIE, "They are equally good")]  # CHOICE
 
 
-def _question(i: int, metric: Metric, view: TaskView, form: dict[str, str], first: bool) -> str:
+HINTS = {THUMBS: "Give each response a thumbs up or down.", LIKERT: "Rate each response from 1 to 5.",
+         RANK: "Rank the responses: 1 for the best; give both rank 1 if they are equally good.",
+         COMPARISON_LIKERT: "Compare the two responses.", CHOICE: "Which response is better?"}
+
+
+def _question(i: int, metric: Metric, view: TaskView, form: dict[str, str], first: bool) -> dict[str, Any]:
+    """One metric's fieldset: a radio group per response (m<i>.<n>), or one about the pair (m<i>)."""
     options = _options(metric, len(view.shown))
-    method = metric.rating_method
-    hint = {THUMBS: "Give each response a thumbs up or down.", LIKERT: "Rate each response from 1 to 5.",
-            RANK: "Rank the responses: 1 for the best; give both rank 1 if they are equally good.",
-            COMPARISON_LIKERT: "Compare the two responses.", CHOICE: "Which response is better?"}[method]
-    rows = []
     names = ([(f"m{i}.{n}", s.label) for n, s in enumerate(view.shown, start=1)]
-             if method in PER_RESPONSE_METHODS else [(f"m{i}", "")])
-    for row, (name, label) in enumerate(names):
-        radios = "".join(_radio(name, value, text, form.get(name), k, first and row == 0 and k == 1)
-                         for k, (value, text) in enumerate(options, start=1))
-        head = f"<span>{_e(label)}</span>" if label else ""
-        group_label = f"{metric.name}, {label}" if label else metric.name
-        rows.append(f'<div class="row" role="radiogroup" aria-label="{_e(group_label)}">{head}{radios}</div>')
-    description = f'<p class="desc">{_e(metric.description)}</p>' if metric.description else ""
-    return (f'<fieldset><legend>{_e(metric.name)}</legend>{description}<p class="help">{_e(hint)}</p>'
-            f'{"".join(rows)}</fieldset>')
+             if metric.rating_method in PER_RESPONSE_METHODS else [(f"m{i}", "")])
+    rows = [{"name": name, "label": label, "group_label": f"{metric.name}, {label}" if label else metric.name,
+             "radios": [{"value": value, "text": text, "key": k, "checked": form.get(name) == value,
+                         "autofocus": first and row == 0 and k == 1}
+                        for k, (value, text) in enumerate(options, start=1)]}
+            for row, (name, label) in enumerate(names)]
+    return {"name": metric.name, "description": metric.description, "hint": HINTS[metric.rating_method],
+            "rows": rows}
 
 
 def _task_page(rater: str, summary: dict[str, Any], view: TaskView, notice: str, error: str,
                form: dict[str, str]) -> str:
-    note = f'<p class="notice" role="status">{_e(notice)}</p>' if notice else ""
-    alert = f'<p class="error" role="alert" id="error">{_e(error)}</p>' if error else ""
-    instructions = (f'<details open><summary>Instructions</summary><div class="box"><p class="text">'
-                    f'{_e(summary["instructions"])}</p></div></details>') if summary["instructions"] else ""
-    reference = (f'<h2>Reference response</h2><div class="box"><p class="text">{_e(view.reference)}</p></div>'
-                 if view.reference else "")
-    category = f" · category {_e(view.category)}" if view.category else ""
-    responses = "".join(f'<section class="box" aria-label="{_e(s.label)}"><h2>{_e(s.label)}</h2>'
-                        f'<p class="text">{_e(s.text)}</p></section>' for s in view.shown)
-    questions = "".join(_question(i, m, view, form, i == 0) for i, m in enumerate(view.metrics))
-    return _page(f"Item {view.number}", f"""{note}{alert}
-<h1>{_e(summary["jobName"])}</h1><p>{_progress(summary)}</p>{instructions}
-<p class="help">Item {view.number} of {view.total} · {_e(view.task_type)} · {_e(view.dataset)}{category}</p>
-<h2>Prompt</h2><div class="box"><p class="text">{_e(view.prompt)}</p></div>{reference}
-<div class="responses">{responses}</div>
-<form method="post" id="rate" action="{_e(_job_link(summary))}">
-<input type="hidden" name="task" value="{_e(view.task_id)}">{questions}
-<p><label for="comment">Comment (optional)</label><br>
-<textarea id="comment" name="comment" rows="2" maxlength="2000">{_e(form.get("comment", ""))}</textarea></p>
-<p><button type="submit">Submit rating</button>
-<span class="help">Keys: Tab moves between questions, arrows or digits choose, Enter submits
-(Ctrl+Enter in the comment).</span></p></form>""", rater)
-
+    questions = [_question(i, m, view, form, i == 0) for i, m in enumerate(view.metrics)]
+    return _render("rating_task.html", f"Item {view.number}", rater, summary=summary, view=view, notice=notice,
+                   error=error, questions=questions, comment=form.get("comment", ""))

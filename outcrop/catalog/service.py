@@ -6,7 +6,6 @@ import importlib.util
 import json
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -19,7 +18,7 @@ from outcrop.catalog.cards import (
 )
 from outcrop.catalog.tables import RegisteredModel
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
-from outcrop.platform.database import Database
+from outcrop.platform.database import Database, utc_now
 
 #: Weights status values shown by `outcrop models list` and in the API's `weightsStatus` member.
 AVAILABLE = "AVAILABLE"  # on this machine: loading needs no network
@@ -150,7 +149,7 @@ class Catalog:
                 raise ConflictException(f"A model with id {model_id} is already registered")
             session.add(RegisteredModel(model_id=model_id, name=name, path=str(target),
                                         weights_format=weights_format, output_modality=modality,
-                                        created_at=datetime.now(UTC)))
+                                        created_at=utc_now()))
         return self.get(model_id)
 
     def unregister(self, identifier: str) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.platform.database import Base
+from outcrop.platform.database import Base, UtcDateTime
 
 
 class RegisteredModel(Base):
@@ -18,4 +18,4 @@ class RegisteredModel(Base):
     path: Mapped[str] = mapped_column(String(4096))
     weights_format: Mapped[str] = mapped_column(String(16))  # hf | gguf
     output_modality: Mapped[str] = mapped_column(String(16))  # TEXT | EMBEDDING
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -13,7 +13,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from outcrop.iam.audit import AuditEvent, as_utc, query_events
+from outcrop.iam.audit import query_events
+from outcrop.iam.tables import AuditEvent
+from outcrop.platform.database import as_utc
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -126,7 +126,7 @@ def _feedback(args: argparse.Namespace) -> int:
     from outcrop.errors import ResourceNotFoundException
     from outcrop.iam.principal import Principal
     from outcrop.insights.events import record_feedback
-    from outcrop.runtime.usage import UsageRecord
+    from outcrop.runtime.tables import UsageRecord
 
     settings, db = _open(args)
     try:

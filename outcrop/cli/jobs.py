@@ -61,7 +61,7 @@ def _find(db, job: str):
 def _watch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from outcrop.platform.jobs import JobRow
+    from outcrop.platform.tables import JobRow
 
     db = _db(args)
     bar = None

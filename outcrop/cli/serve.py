@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def run(args: argparse.Namespace) -> int:
     from outcrop.api.app import BedrockApp
     from outcrop.api.bedrock.protocol import SERVICES
-    from outcrop.api.services import Services
+    from outcrop.services import Services
 
     settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port, tls=args.tls)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

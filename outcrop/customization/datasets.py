@@ -13,7 +13,7 @@ records; the first record fixes the format of the whole file. Every problem is a
 ValidationException) that names the file and the line, counted from 1, blank lines included.
 
 Tokenization trains the model the way the runtime will prompt it. The runtime renders a chat with the model's
-own chat template (`outcrop.runtime.service.render_chat`, generation prompt added) and tokenizes that text with
+own chat template (`outcrop.inference.chat.render_chat`, generation prompt added) and tokenizes that text with
 `add_special_tokens=False`; so here:
 
 - The text is rendered as a chain of strings. For each assistant turn i, P_i is `render_chat` of the messages
@@ -60,8 +60,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outcrop.errors import ValidationException
+from outcrop.inference.chat import render_chat
 from outcrop.platform import jsontext
-from outcrop.runtime.service import render_chat
 
 PROMPT_COMPLETION, CONVERSATION, CONTINUED_TEXT = "prompt-completion", "conversation", "continued-pretraining"
 FINE_TUNING, CONTINUED_PRE_TRAINING = "FINE_TUNING", "CONTINUED_PRE_TRAINING"

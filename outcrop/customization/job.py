@@ -17,24 +17,14 @@ import shutil
 from datetime import datetime
 from typing import Any
 
-from outcrop.catalog.service import Catalog
 from outcrop.customization import datasets, hyperparameters, trainer
-from outcrop.customization.service import (
-    COMPLETED,
-    FAILED,
-    IN_PROGRESS,
-    STOPPED,
-    job_output_prefix,
-    now,
-    required_permissions,
-)
-from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
+from outcrop.customization.service import job_output_prefix, required_permissions
+from outcrop.customization.tables import CustomizationJobRow, CustomModelRow, JobStatus
 from outcrop.iam.scoped_store import ScopedStore
-from outcrop.iam.service import IamService
 from outcrop.inference.loader import convert_gguf
 from outcrop.platform import jobs
-from outcrop.platform.database import Database
-from outcrop.platform.objectstore import open_object_store
+from outcrop.platform.database import Database, utc_now
+from outcrop.platform.tables import JobState
 
 #: Bedrock's limits on training data (Titan's: 1 GB, 10 GB for continued pre-training, 100 MB validation).
 MAX_TRAINING_BYTES = {"FINE_TUNING": 1 << 30, "CONTINUED_PRE_TRAINING": 10 << 30}
@@ -51,16 +41,18 @@ def run(ctx: jobs.JobContext) -> str | None:
     job_arn = ctx.spec["jobArn"]
     if ctx.attempt > 1:
         log.info("attempt %d of %s: resuming from the last checkpoint in %s", ctx.attempt, job_arn, ctx.work_dir)
+    from outcrop.services import JobServices  # the composition root: a job's entry point builds its services
+
     db, settings = ctx.db, ctx.settings
-    iam = IamService(db, settings.data_dir)
-    catalog = Catalog(db, settings.region)
+    services = JobServices.open(db, settings)
+    iam, catalog = services.iam, services.catalog
     row = _row(db, job_arn)
     request = row.request
     job_id = request["jobId"]
 
     # 1. Validation: the role may do what the job needs, the files are there, every line is right.
     role = iam.check_role(request["roleArn"], row.account_id, required_permissions(request, job_id))
-    store = ScopedStore(open_object_store(settings), iam, role)
+    store = ScopedStore(services.store, iam, role)
     base = catalog.get(request["baseModelId"])
     weights = catalog.weights_path(base) or catalog.fetch_weights(base)
     base_dir = convert_gguf(weights, settings.models_dir) if weights.suffix.lower() == ".gguf" else weights
@@ -76,11 +68,11 @@ def run(ctx: jobs.JobContext) -> str | None:
         examples, _ = _load(store, validator["s3Uri"], request, tokenizer, values, MAX_VALIDATION_BYTES,
                             MIN_VALIDATION_RECORDS, MAX_VALIDATION_RECORDS)
         validation_examples += examples
-    _stage(db, job_arn, "validationDetails", COMPLETED)
-    _stage(db, job_arn, "dataProcessingDetails", COMPLETED)
+    _stage(db, job_arn, "validationDetails", JobStatus.COMPLETED)
+    _stage(db, job_arn, "dataProcessingDetails", JobStatus.COMPLETED)
 
     # 2. Training, with progress for the API and `outcrop jobs watch`.
-    _stage(db, job_arn, "trainingDetails", IN_PROGRESS)
+    _stage(db, job_arn, "trainingDetails", JobStatus.IN_PROGRESS)
     config = trainer.TrainingConfig.from_hyperparameters(values)
 
     def on_progress(p: trainer.Progress) -> None:
@@ -93,9 +85,9 @@ def run(ctx: jobs.JobContext) -> str | None:
     result = trainer.train(base_dir, train_examples, validation_examples or None, config, ctx.work_dir,
                            on_progress=on_progress, should_stop=ctx.should_stop)
     if result.stopped:
-        _stage(db, job_arn, "trainingDetails", STOPPED)
-        db.update(CustomizationJobRow, job_arn, status=STOPPED, ended_at=now())
-        return jobs.STOPPED
+        _stage(db, job_arn, "trainingDetails", JobStatus.STOPPED)
+        db.update(CustomizationJobRow, job_arn, status=JobStatus.STOPPED, ended_at=utc_now())
+        return JobState.STOPPED
 
     # 3. Outputs in Bedrock's layout, written as the role.
     prefix = job_output_prefix(request, job_id)
@@ -121,9 +113,9 @@ def run(ctx: jobs.JobContext) -> str | None:
         session.add(CustomModelRow(model_arn=model_arn, account_id=row.account_id,
                                    model_name=request["customModelName"], job_arn=job_arn,
                                    base_model_id=base.model_id, method=config.method, weights_path=str(home),
-                                   base_weights_path=str(base_dir), created_at=now()))
-    _stage(db, job_arn, "trainingDetails", COMPLETED)
-    db.update(CustomizationJobRow, job_arn, status=COMPLETED, ended_at=now(), output_model_arn=model_arn,
+                                   base_weights_path=str(base_dir), created_at=utc_now()))
+    _stage(db, job_arn, "trainingDetails", JobStatus.COMPLETED)
+    db.update(CustomizationJobRow, job_arn, status=JobStatus.COMPLETED, ended_at=utc_now(), output_model_arn=model_arn,
               training_loss=result.step_metrics[-1][2] if result.step_metrics else None,
               validation_losses=[loss for _, _, loss in result.validation_metrics] or None)
     shutil.rmtree(ctx.work_dir / "checkpoints", ignore_errors=True)  # the model is kept; the scratch is not
@@ -137,14 +129,14 @@ def on_failure(db: Database, runner_job_id: str, message: str) -> None:
     with db.session() as session:
         row = session.scalars(select(CustomizationJobRow).where(
             CustomizationJobRow.runner_job_id == runner_job_id)).first()
-        if row is None or row.status in (COMPLETED, FAILED, STOPPED):
+        if row is None or row.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED):
             return
         details = json.loads(json.dumps(row.status_details))
         for stage in details.values():
-            if stage["status"] == IN_PROGRESS:
-                stage["status"], stage["lastModifiedTime"] = FAILED, now().isoformat()
-        row.status_details, row.status, row.failure_message = details, FAILED, message
-        row.ended_at = row.updated_at = now()
+            if stage["status"] == JobStatus.IN_PROGRESS:
+                stage["status"], stage["lastModifiedTime"] = JobStatus.FAILED, utc_now().isoformat()
+        row.status_details, row.status, row.failure_message = details, JobStatus.FAILED, message
+        row.ended_at = row.updated_at = utc_now()
 
 
 def _load(store: ScopedStore, uri: str, request: dict[str, Any], tokenizer, values: dict[str, Any],
@@ -167,10 +159,10 @@ def _stage(db: Database, job_arn: str, stage: str, status: str) -> None:
     with db.session() as session:
         row = session.get(CustomizationJobRow, job_arn)
         details = json.loads(json.dumps(row.status_details))  # a new object, so the JSON column is rewritten
-        details[stage]["status"], details[stage]["lastModifiedTime"] = status, now().isoformat()
-        if status == IN_PROGRESS:
+        details[stage]["status"], details[stage]["lastModifiedTime"] = status, utc_now().isoformat()
+        if status == JobStatus.IN_PROGRESS:
             details[stage]["creationTime"] = details[stage]["lastModifiedTime"]
-        row.status_details, row.updated_at = details, now()
+        row.status_details, row.updated_at = details, utc_now()
 
 
 def _csv(header: list[str], rows: list[tuple[int, int, float]]) -> bytes:

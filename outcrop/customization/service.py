@@ -7,8 +7,7 @@ this module only validates, records, and reads back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -17,30 +16,23 @@ from outcrop.catalog.arns import foundation_model_arn
 from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.service import Catalog
 from outcrop.customization import hyperparameters
-from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
+from outcrop.customization.models import CustomModels
+from outcrop.customization.tables import CustomizationJobRow, CustomModelRow, JobStatus
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
 from outcrop.iam.scoped_store import object_arn
 from outcrop.iam.service import IamService
-from outcrop.inference.engine import Engine
-from outcrop.inference.loader import CAUSAL
-from outcrop.inference.sampling import SamplingParams
-from outcrop.platform.database import Database
+from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import S3Uri
 from outcrop.platform.pagination import page
-from outcrop.provisioning.service import ServedModel
-from outcrop.runtime.service import render_chat
 
-IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
 STAGES = ("validationDetails", "dataProcessingDetails", "trainingDetails")
 ENTRY_POINT = "outcrop.customization.job:run"
 FAILURE_HOOK = "outcrop.customization.job:on_failure"
 SUPPORTED_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def job_output_prefix(request: dict[str, Any], job_id: str) -> S3Uri:
@@ -58,16 +50,16 @@ def required_permissions(request: dict[str, Any], job_id: str) -> list[tuple[str
 
 
 class CustomizationService:
-    def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, engine: Engine,
-                 region: str) -> None:
+    def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, models: CustomModels,
+                 in_use: Callable[[str, str], str | None], region: str) -> None:
         self.db = db
         self.catalog = catalog
         self.iam = iam
         self.runner = runner
-        self.engine = engine
+        self.models = models
+        #: (account, model ARN) -> why the custom model may not be deleted now (it is provisioned), or None.
+        self.in_use = in_use
         self.region = region
-        #: Questions other services answer before a custom model may be deleted ("is it provisioned?").
-        self.deletion_checks: list[Callable[[str, str], str | None]] = []
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -104,18 +96,19 @@ class CustomizationService:
             taken = session.scalar(select(func.count()).select_from(CustomModelRow).where(
                 CustomModelRow.account_id == account, CustomModelRow.model_name == params["customModelName"]))
             taken = taken or session.scalar(select(func.count()).select_from(CustomizationJobRow).where(
-                CustomizationJobRow.account_id == account, CustomizationJobRow.status.in_([IN_PROGRESS, STOPPING]),
+                CustomizationJobRow.account_id == account,
+                CustomizationJobRow.status.in_([JobStatus.IN_PROGRESS, JobStatus.STOPPING]),
                 CustomizationJobRow.request["customModelName"].as_string() == params["customModelName"]))
             if taken:
                 raise ConflictException(f"A custom model named {params['customModelName']} already exists "
                                         "or is being created")
-            stamp = now().isoformat()
+            stamp = utc_now().isoformat()
             details = {stage: {"status": "NotStarted", "creationTime": stamp, "lastModifiedTime": stamp}
                        for stage in STAGES}
-            details["validationDetails"]["status"] = IN_PROGRESS
+            details["validationDetails"]["status"] = JobStatus.IN_PROGRESS
             session.add(CustomizationJobRow(
-                job_arn=job_arn, account_id=account, job_name=params["jobName"], status=IN_PROGRESS,
-                request=request, status_details=details, created_at=now(), updated_at=now()))
+                job_arn=job_arn, account_id=account, job_name=params["jobName"], status=JobStatus.IN_PROGRESS,
+                request=request, status_details=details, created_at=utc_now(), updated_at=utc_now()))
         runner_id = self.runner.submit(account, ENTRY_POINT, {"jobArn": job_arn}, failure_hook=FAILURE_HOOK)
         with self.db.session() as session:
             session.get(CustomizationJobRow, job_arn).runner_job_id = runner_id
@@ -170,22 +163,18 @@ class CustomizationService:
 
     def stop_job(self, account: str, identifier: str) -> None:
         row = self._job_row(account, identifier)
-        if row.status != IN_PROGRESS:
+        if row.status != JobStatus.IN_PROGRESS:
             raise ValidationException(f"The job {row.job_name} is {row.status}; only a job in progress can be stopped")
         with self.db.session() as session:
             job = session.get(CustomizationJobRow, row.job_arn)
-            job.status, job.updated_at = STOPPING, now()
+            job.status, job.updated_at = JobStatus.STOPPING, utc_now()
         if row.runner_job_id:
             self.runner.request_stop(row.runner_job_id)
 
     # -- custom models ----------------------------------------------------------------------------
 
     def _model_row(self, account: str, identifier: str) -> CustomModelRow:
-        return self.db.owned(CustomModelRow, CustomModelRow.model_name, account, identifier, "custom model")
-
-    def custom_model(self, account: str, identifier: str) -> CustomModelRow:
-        """The row of one of the account's custom models (weights path included), for other services."""
-        return self._model_row(account, identifier)
+        return self.models.row(account, identifier)
 
     def get_custom_model(self, account: str, identifier: str) -> dict[str, Any]:
         row = self._model_row(account, identifier)
@@ -216,43 +205,13 @@ class CustomizationService:
             summaries.append(self._model_summary(row, request))
         return {"modelSummaries": summaries, "nextToken": token}
 
-    def served_model(self, account: str, identifier: str) -> ServedModel:
-        """The weights behind a custom model of this account, or a foundation model, for serving."""
-        if ":custom-model/" in identifier:
-            try:
-                row = self._model_row(account, identifier)
-            except ResourceNotFoundException:
-                raise ValidationException(f"The model {identifier} does not exist in this account") from None
-            base = Path(row.base_weights_path) if row.method == "lora" else None
-            return ServedModel(row.model_arn, self.catalog.get(row.base_model_id), Path(row.weights_path), base)
-        try:
-            card = self.catalog.get(identifier)
-        except ResourceNotFoundException:
-            raise ValidationException(f"The model {identifier} is neither a custom model nor a foundation model "
-                                      "in this catalog") from None
-        if "PROVISIONED" not in card.inference_types:
-            raise ValidationException(f"The model {card.model_id} does not support provisioned throughput")
-        return ServedModel(card.arn(self.region), card,
-                           self.catalog.weights_path(card) or self.catalog.fetch_weights(card))
-
-    def sample(self, account: str, identifier: str, prompt: str, max_tokens: int = 32) -> str:
-        """Greedy answer of a custom model to one user turn. Internal (tests, tools), not an API route:
-        custom models are served to clients through provisioned throughput."""
-        row = self._model_row(account, identifier)
-        deployment = self.engine.get(Path(row.weights_path), CAUSAL, base=Path(row.base_weights_path))
-        tokenizer = deployment.loaded.tokenizer
-        ids = tokenizer(render_chat(tokenizer, [{"role": "user", "content": prompt}], ""),
-                        add_special_tokens=False)["input_ids"]
-        return deployment.scheduler.submit(ids, SamplingParams(max_tokens=max_tokens, temperature=0)).result().text
-
     def delete_custom_model(self, account: str, identifier: str) -> None:
         import shutil
 
         row = self._model_row(account, identifier)
-        for check in self.deletion_checks:
-            reason = check(account, row.model_arn)
-            if reason:
-                raise ValidationException(f"The custom model {row.model_name} cannot be deleted: {reason}")
+        reason = self.in_use(account, row.model_arn)
+        if reason:
+            raise ValidationException(f"The custom model {row.model_name} cannot be deleted: {reason}")
         with self.db.session() as session:
             session.delete(session.get(CustomModelRow, row.model_arn))
         shutil.rmtree(row.weights_path, ignore_errors=True)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.platform.database import Base
+from outcrop.platform.database import Base, UtcDateTime
+
+
+class JobStatus(StrEnum):
+    """A customization job's status, and each stage's in its status details (Bedrock's values)."""
+
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
 
 
 class CustomizationJobRow(Base):
@@ -20,7 +31,7 @@ class CustomizationJobRow(Base):
     job_name: Mapped[str] = mapped_column(String(63))
     #: The job runner's id for the process that does the work.
     runner_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    status: Mapped[str] = mapped_column(String(16))  # InProgress | Completed | Failed | Stopping | Stopped
+    status: Mapped[str] = mapped_column(String(16))  # a JobStatus
     #: The CreateModelCustomizationJob request as validated (hyperparameters resolved under "resolved").
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     #: {"validationDetails": {...}, "dataProcessingDetails": {...}, "trainingDetails": {...}}.
@@ -29,9 +40,9 @@ class CustomizationJobRow(Base):
     validation_losses: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
     output_model_arn: Mapped[str | None] = mapped_column(String(1011), nullable=True)
     failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class CustomModelRow(Base):
@@ -48,4 +59,4 @@ class CustomModelRow(Base):
     weights_path: Mapped[str] = mapped_column(String(4096))
     #: The HF folder the weights were trained on (a LoRA adapter needs it to load).
     base_weights_path: Mapped[str] = mapped_column(String(4096))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -83,27 +83,6 @@ def _numbers(values: Any, allowed: dict[str, tuple[type, float, float]], where: 
     return out
 
 
-def job_runtime(settings: Any, db: Any) -> Any:
-    """A RuntimeService for a job process: the server's composition, minus what only a server needs."""
-    from outcrop.catalog.prices import PriceTable
-    from outcrop.catalog.service import Catalog
-    from outcrop.customization.service import CustomizationService
-    from outcrop.inference.engine import Engine
-    from outcrop.platform.objectstore import open_object_store
-    from outcrop.provisioning.service import ProvisioningService
-    from outcrop.runtime.invocation_logging import InvocationLogWriter
-    from outcrop.runtime.quotas import Quotas
-    from outcrop.runtime.service import RuntimeService
-
-    catalog = Catalog(db, settings.region)
-    engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences)
-    models = CustomizationService(db, catalog, None, None, engine, settings.region)  # only to look models up
-    provisioning = ProvisioningService(db, engine, models.served_model, settings,
-                                       PriceTable.load(settings.price_table or None))
-    logs = InvocationLogWriter(db, open_object_store(settings), settings.region)
-    return RuntimeService(catalog, engine, db, Quotas(0, 0), logs, settings.region, provisioning)
-
-
 class Generator:
     """Answers many chat prompts with one model, keeping its continuous-batching scheduler full."""
 

@@ -18,21 +18,13 @@ from typing import Any
 from outcrop.errors import ValidationException
 from outcrop.evaluation import datasets, inference, judge, outputs, scoring
 from outcrop.evaluation.datasets import PromptRecord
-from outcrop.evaluation.service import (
-    COMPLETED,
-    FAILED,
-    FINISHED,
-    STOPPED,
-    dataset_configs,
-    now,
-    required_permissions,
-)
-from outcrop.evaluation.tables import EvaluationJobRow
+from outcrop.evaluation.service import FINISHED, dataset_configs, required_permissions
+from outcrop.evaluation.tables import EvaluationJobRow, JobStatus
 from outcrop.iam.scoped_store import ScopedStore
 from outcrop.iam.service import IamService
 from outcrop.platform import jobs
-from outcrop.platform.database import Database
-from outcrop.platform.objectstore import open_object_store
+from outcrop.platform.database import Database, utc_now
+from outcrop.platform.tables import JobState
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +67,16 @@ def run(ctx: jobs.JobContext) -> str | None:
     job_arn = ctx.spec["jobArn"]
     if ctx.attempt > 1:
         log.info("attempt %d of %s: resuming with the answers saved in %s", ctx.attempt, job_arn, ctx.work_dir)
+    from outcrop.services import JobServices  # the composition root: a job's entry point builds its services
+
     db, settings = ctx.db, ctx.settings
+    services = JobServices.open(db, settings)
     row = _row(db, job_arn)
     request = row.request
-    iam = IamService(db, settings.data_dir)
+    iam = services.iam
     role = iam.check_role(request["roleArn"], row.account_id,
                           required_permissions(request, request["jobId"], settings.region))
-    store = ScopedStore(open_object_store(settings), iam, role)
+    store = ScopedStore(services.store, iam, role)
 
     # 1. The datasets, every line checked before any model is asked anything.
     sets = [_dataset(config, store, settings) for config in dataset_configs(request)]
@@ -102,7 +97,7 @@ def run(ctx: jobs.JobContext) -> str | None:
     progress = _Progress(ctx, total)
     progress.publish(force=True)
 
-    runtime = inference.job_runtime(settings, db)
+    runtime = services.runtime()
     generator = inference.Generator(runtime, role, job_arn, settings.max_batch_sequences, ctx.should_stop)
     try:
         # 2. Every model answers every prompt (and its perturbed copies, for robustness).
@@ -175,12 +170,12 @@ def run(ctx: jobs.JobContext) -> str | None:
                                 outputs.jsonl(lines))
         outputs.write_report(store, prefix, summary)
     except inference.Stopped:
-        db.update(EvaluationJobRow, job_arn, status=STOPPED, ended_at=now())
-        return jobs.STOPPED
+        db.update(EvaluationJobRow, job_arn, status=JobStatus.STOPPED, ended_at=utc_now())
+        return JobState.STOPPED
     finally:
         runtime.invocation_log.close()
         runtime.engine.close()
-    db.update(EvaluationJobRow, job_arn, status=COMPLETED, results=summary, ended_at=now())
+    db.update(EvaluationJobRow, job_arn, status=JobStatus.COMPLETED, results=summary, ended_at=utc_now())
     progress.stage = "completed"
     progress.done = progress.total
     progress.publish(force=True)
@@ -195,8 +190,8 @@ def on_failure(db: Database, runner_job_id: str, message: str) -> None:
         row = session.scalars(select(EvaluationJobRow).where(EvaluationJobRow.runner_job_id == runner_job_id)).first()
         if row is None or row.status in FINISHED:
             return
-        row.status, row.failure_messages = FAILED, [message[:2000]]
-        row.ended_at = row.updated_at = now()
+        row.status, row.failure_messages = JobStatus.FAILED, [message[:2000]]
+        row.ended_at = row.updated_at = utc_now()
 
 
 # ------------------------------------------------------------------------------------------------ the pieces

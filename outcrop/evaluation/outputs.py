@@ -17,6 +17,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from outcrop.evaluation.tables import JobStatus
+from outcrop.platform.database import utc_now
 from outcrop.platform.objectstore import S3Uri
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
@@ -67,8 +69,8 @@ def base_summary(row: Any) -> dict[str, Any]:
     """The summary's header, from the job's row."""
     request = row.request
     judges = evaluator_models(request)
-    return {"jobName": row.job_name, "jobArn": row.job_arn, "jobType": row.job_type, "status": "Completed",
-            "createdAt": iso(row.created_at), "completedAt": datetime.now(UTC).isoformat(),
+    return {"jobName": row.job_name, "jobArn": row.job_arn, "jobType": row.job_type, "status": JobStatus.COMPLETED,
+            "createdAt": iso(row.created_at), "completedAt": utc_now().isoformat(),
             "models": [m["bedrockModel"]["modelIdentifier"] for m in request["inferenceConfig"]["models"]],
             "evaluatorModel": judges[0] if judges else None, "tasks": [], "human": None}
 

@@ -2,22 +2,22 @@
 
 The summary is the dict the evaluation job builds (see `validate_summary` for its shape). The HTML page has no
 external assets and no JavaScript, so it can be mailed, archived next to the job's outputs and printed; its charts
-are inline SVG drawn by matplotlib. Every number a chart shows is also in a table: charts are for seeing, tables
+are inline SVG drawn by matplotlib (outcrop.web.charts), the page is web/templates/evaluation_report.html.
+Every number a chart shows is also in a table: charts are for seeing, tables
 for reading (and for screen readers). Model ids, dataset names and categories are user data, so every string from
-the summary is escaped on its way into the page.
+the summary is escaped on its way into the page (the template autoescapes).
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import math
-import os
-import re
 from collections.abc import Callable, Iterator
-from html import escape
 from typing import Any
+
+from outcrop.web import Markup, render
+from outcrop.web.charts import svg
 
 KINDS = {"automatic", "judge", "human"}
 # Okabe-Ito: distinguishable with colour blindness; the hatch keeps the two models apart when printed in grey.
@@ -210,39 +210,19 @@ def text_table(summary: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- charts
 
 
-def _svg(draw: Callable[[Any], None], size: tuple[float, float], title: str, number: int) -> str:
-    """One chart as an inline <svg> element with a <title>; no pyplot, so no global figure state across threads."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
-    from matplotlib.figure import Figure
+#: matplotlib settings of every chart here (math text is off in every chart: see outcrop.web.charts).
+CHART_SETTINGS = {
+    "svg.fonttype": "none",               # text stays text: smaller, selectable, sharp when printed
+    "svg.hashsalt": "outcrop-report",     # hashed ids are stable, so the same summary gives the same page
+    "font.size": 9,
+    "font.family": ["DejaVu Sans", "sans-serif"],
+}
 
-    settings = {
-        "svg.fonttype": "none",               # text stays text: smaller, selectable, sharp when printed
-        "svg.hashsalt": "outcrop-report",     # hashed ids are stable, so the same summary gives the same page
-        "text.parse_math": False,             # a `$` in a model id or category is a dollar, not TeX
-        "font.size": 9,
-        "font.family": ["DejaVu Sans", "sans-serif"],
-    }
-    with matplotlib.rc_context(settings):
-        figure = Figure(figsize=size, layout="constrained")
-        draw(figure.add_subplot())
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    text = text[text.index("<svg"):]  # drop the XML prologue and DOCTYPE: invalid inside HTML
-    # matplotlib numbers its ids per figure (figure_1, patch_1, hatch and clip ids): on one page they would clash,
-    # and a url(#id) would then draw another chart's hatch or clip. Prefix every id and every reference to one.
-    # Only inside tags: a label such as `x id="y"` is text content and stays as written.
-    prefix = f"chart{number}-"
 
-    def prefixed(tag: re.Match[str]) -> str:
-        tag_text = re.sub(r'\sid="', f' id="{prefix}', tag.group())
-        return re.sub(r'(url\(#|href="#)', rf"\g<1>{prefix}", tag_text)
-
-    text = re.sub(r"<[^<>]+>", prefixed, text)
-    head_end = text.index(">") + 1
-    return (text[:4] + f' role="img" aria-label="{escape(title)}"' + text[4:head_end]
-            + f"<title>{escape(title)}</title>" + text[head_end:])
+def _svg(draw: Callable[[Any], None], size: tuple[float, float], title: str, number: int) -> Markup:
+    """One chart (`draw` gets its one axes) as an inline <svg> with a <title>, its ids prefixed `chart<number>-`."""
+    return svg(lambda figure: draw(figure.add_subplot()), size, settings=CHART_SETTINGS, layout="constrained",
+               metadata={"Date": None}, title=title, number=number)
 
 
 def _legend(axes: Any, columns: int) -> None:
@@ -365,159 +345,81 @@ def _distribution_chart(metric: dict[str, Any], models: list[str], number: int) 
     return _svg(draw, (8, 2.8), f"{metric.get('name', '')}: distribution of ratings", number)
 
 
-# ---------------------------------------------------------------- HTML
-
-STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1a1a1a; max-width: 60rem;
-       margin: 0 auto; padding: 1.5rem; }
-h1 { font-size: 1.5rem; margin-bottom: .3rem; } h2 { margin-top: 2.5rem; border-bottom: 2px solid #ccc; }
-h3 { margin-top: 1.8rem; }
-dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
-dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere; }
-table { border-collapse: collapse; margin: .8rem 0; font-variant-numeric: tabular-nums; }
-caption { text-align: left; font-weight: 600; padding-bottom: .3rem; }
-th, td { border: 1px solid #bbb; padding: .3rem .6rem; vertical-align: top; text-align: left; }
-th.model, td.notes { overflow-wrap: anywhere; min-width: 9rem; }  /* ARNs wrap; short words do not */
-thead th { background: #eef2f6; } td.num { text-align: right; white-space: nowrap; }
-td.best { font-weight: 700; background: #eaf4ea; } .desc, .n { display: block; font-size: .8rem; color: #555;
-  font-weight: normal; } .note { color: #8a4b00; } .mark { color: #1b6e1b; }
-figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; } figcaption { font-size: .85rem; color: #444; }
-.instructions { white-space: pre-wrap; }
-@media print { body { max-width: none; padding: 0; font-size: 11pt; } h2 { break-before: auto; }
-  table, figure { break-inside: avoid; } td.best { background: none; } }
-"""
+# ---------------------------------------------------------------- HTML (web/templates/evaluation_report.html)
 
 
-def _figure(svg: str | None, caption: str) -> str:
-    return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>" if svg else ""
+def _metric_row(metric: dict[str, Any], models: list[str]) -> dict[str, Any]:
+    best = better_model(metric, models)
+    cells = []
+    for model in models:
+        count = (metric.get("counts") or {}).get(model)
+        cells.append({"score": format_score((metric.get("scores") or {}).get(model), metric), "best": model == best,
+                      "count": format_count(count) if count is not None else None})
+    return {"name": metric.get("name", ""), "description": metric.get("description") or "",
+            "kind": str(metric.get("kind", "")), "range": format_range(metric),
+            "direction": "higher" if metric.get("higherIsBetter", True) else "lower", "cells": cells,
+            "unparseable": [(model, format_count(n)) for model, n in _unparseable(metric).items()],
+            "rating_method": metric.get("ratingMethod") or ""}
 
 
-def _metrics_table(metrics: list[dict[str, Any]], models: list[str], caption: str) -> str:
-    head = "".join(f'<th scope="col" class="model">{escape(model)}</th>' for model in models)
-    rows = []
-    for metric in metrics:
-        best = better_model(metric, models)
-        name = escape(metric.get("name", ""))
-        description = f'<span class="desc">{escape(metric["description"])}</span>' if metric.get("description") else ""
-        cells = []
-        for model in models:
-            score = format_score((metric.get("scores") or {}).get(model), metric)
-            count = (metric.get("counts") or {}).get(model)
-            count_text = f'<span class="n">n = {format_count(count)}</span>' if count is not None else ""
-            if model == best:
-                cells.append(f'<td class="num best">{score} <span class="mark" aria-label="better">★</span>'
-                             f"{count_text}</td>")
-            else:
-                cells.append(f'<td class="num">{score}{count_text}</td>')
-        notes = []
-        if bad := _unparseable(metric):
-            notes.append('<span class="note">Unparseable judge verdicts (not scored): '
-                         + ", ".join(f"{escape(model)}: {format_count(n)}" for model, n in bad.items()) + "</span>")
-        if metric.get("ratingMethod"):
-            notes.append(f"Rated by {escape(metric['ratingMethod'])}")
-        note_html = "<br>".join(notes)
-        direction = "higher" if metric.get("higherIsBetter", True) else "lower"
-        rows.append(f'<tr><th scope="row">{name}{description}</th><td>{escape(str(metric.get("kind", "")))}</td>'
-                    f'<td class="num">{format_range(metric)}</td><td>{direction}</td>{"".join(cells)}'
-                    f'<td class="notes">{note_html}</td></tr>')
-    return (f"<table><caption>{escape(caption)}</caption><thead><tr><th scope=\"col\">Metric</th>"
-            f'<th scope="col">Kind</th><th scope="col">Range</th><th scope="col">Better</th>{head}'
-            f'<th scope="col">Notes</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
-
-
-def _simple_table(caption: str, corner: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> str:
-    head = f'<th scope="col">{escape(corner)}</th>' + "".join(f'<th scope="col" class="model">{escape(c)}</th>'
-                                                             for c in columns)
-    body = "".join(f'<tr><th scope="row">{escape(label)}</th>'
-                   + "".join(f'<td class="num">{cell}</td>' for cell in cells) + "</tr>" for label, cells in rows)
-    return f"<table><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _task_section(index: int, task: dict[str, Any], models: list[str], chart_numbers: Iterator[int]) -> str:
+def _task_section(index: int, task: dict[str, Any], models: list[str], chart_numbers: Iterator[int]
+                  ) -> dict[str, Any]:
+    """What the template shows of one task; the charts are drawn here, numbered in the order the page has them."""
     metrics = task.get("metrics") or []
-    heading = f"{task.get('taskType', '')} on {task.get('dataset', '')}"
-    parts = [f'<section aria-labelledby="task-{index}"><h2 id="task-{index}">{escape(heading)}</h2>',
-             f"<p>{format_count(task.get('records'))} records"
-             + (f", from {escape(task['datasetSource'])}" if task.get("datasetSource") else "") + ".</p>"]
+    section: dict[str, Any] = {
+        "index": index, "heading": f"{task.get('taskType', '')} on {task.get('dataset', '')}",
+        "records": format_count(task.get("records")), "source": task.get("datasetSource") or "",
+        "metrics": [_metric_row(metric, models) for metric in metrics]}
     if not metrics:
-        return "".join(parts) + "<p>No metrics.</p></section>"
-    parts.append(_metrics_table(metrics, models, f"Scores: {heading}"))
-    if len(models) == 2:
-        parts.append('<p class="desc"><span class="mark">★</span> marks the better of the two models on a row, '
-                     "by the metric's direction; n is the number of records that produced a score.</p>")
+        return section
     unbounded = [m.get("name", "") for m in metrics if _range(m)[1] is None]
     caption = "Each bar is a score scaled to its metric's range, so metrics with different scales share one axis."
     if unbounded:
         caption += " Not drawn (no upper bound): " + ", ".join(unbounded) + "."
-    parts.append(_figure(_overview_chart(metrics, models, next(chart_numbers)), caption))
+    section["overview"] = _overview_chart(metrics, models, next(chart_numbers))
+    section["overview_caption"] = caption
 
+    section["categories"] = []
     for metric in metrics:
-        by_category = metric.get("byCategory") or {}
-        if not by_category:
-            continue
-        name = metric.get("name", "")
-        parts.append(f"<h3>{escape(name)} by category</h3>")
-        parts.append(_simple_table(f"{name} by category", "Category", models, [
-            (str(category), [format_score(scores.get(m), metric) for m in models])
-            for category, scores in by_category.items()]))
-        if len(by_category) >= 2:
-            parts.append(_figure(_category_chart(metric, models, next(chart_numbers)),
-                                 f"{name} per category and model, on the metric's own scale."))
+        if by_category := metric.get("byCategory") or {}:
+            section["categories"].append({
+                "name": metric.get("name", ""),
+                "rows": [(str(category), [format_score(scores.get(m), metric) for m in models])
+                         for category, scores in by_category.items()],
+                "svg": _category_chart(metric, models, next(chart_numbers)) if len(by_category) >= 2 else None})
 
     compared = [m for m in metrics if m.get("winRates")]
-    if compared:
-        parts.append("<h3>Model against model</h3>")
-        parts.append(_simple_table("Win rates", "Metric", [*models, "tie"], [
-            (m.get("name", ""), [format_share(m["winRates"].get(c)) for c in [*models, "tie"]]) for m in compared]))
-        parts.append(_figure(_win_chart(compared, models, next(chart_numbers)),
-                             "Share of comparisons each model won, and ties."))
+    section["compared"] = {
+        "rows": [(m.get("name", ""), [format_share(m["winRates"].get(c)) for c in [*models, "tie"]])
+                 for m in compared],
+        "svg": _win_chart(compared, models, next(chart_numbers))} if compared else None
 
+    section["distributions"] = []
     for metric in metrics:
-        distribution = metric.get("distribution") or {}
-        if not distribution:
-            continue
-        name = metric.get("name", "")
-        parts.append(f"<h3>{escape(name)}: ratings</h3>")
-        parts.append(_simple_table(f"{name}: number of ratings per label", "Rating", models, [
-            (label, [format_count((distribution.get(m) or {}).get(label, 0)) for m in models])
-            for label in _labels(distribution)]))
-        parts.append(_figure(_distribution_chart(metric, models, next(chart_numbers)),
-                             f"How often each rating was given for {name}, per model."))
-    return "".join(parts) + "</section>"
+        if distribution := metric.get("distribution") or {}:
+            section["distributions"].append({
+                "name": metric.get("name", ""),
+                "rows": [(label, [format_count((distribution.get(m) or {}).get(label, 0)) for m in models])
+                         for label in _labels(distribution)],
+                "svg": _distribution_chart(metric, models, next(chart_numbers))})
+    return section
 
 
-def _header(summary: dict[str, Any]) -> str:
-    models = summary.get("models") or []
-    items = [("Job ARN", escape(summary.get("jobArn", ""))),
-             ("Type", escape(summary.get("jobType", ""))),
-             ("Status", escape(summary.get("status", ""))),
-             ("Models" if len(models) > 1 else "Model", "<br>".join(escape(m) for m in models))]
-    if summary.get("evaluatorModel"):
-        items.append(("Judge model", escape(summary["evaluatorModel"])))
-    for label, key in (("Created", "createdAt"), ("Completed", "completedAt")):
-        value = summary.get(key)
-        items.append((label, f'<time datetime="{escape(value)}">{escape(value)}</time>' if value else NA))
+def _header(summary: dict[str, Any]) -> dict[str, Any]:
     human = summary.get("human") or {}
-    if human:
-        items += [("Work flow", escape(human.get("flowDefinitionArn", ""))),
-                  ("Raters", f"{len(human.get('raters') or [])}: "
-                             + ", ".join(escape(r) for r in human.get("raters") or [])),
-                  ("Ratings", format_count(human.get("ratings")))]
-        if human.get("instructions"):
-            items.append(("Instructions", f'<div class="instructions">{escape(human["instructions"])}</div>'))
-    rows = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in items)
-    return (f"<header><h1>Evaluation report: {escape(summary.get('jobName', ''))}</h1>"
-            f'<dl class="meta">{rows}</dl></header>')
+    return {"job_name": summary.get("jobName", ""), "job_arn": summary.get("jobArn", ""),
+            "job_type": summary.get("jobType", ""), "status": summary.get("status", ""),
+            "models": summary.get("models") or [], "evaluator": summary.get("evaluatorModel") or "",
+            "times": [("Created", summary.get("createdAt")), ("Completed", summary.get("completedAt"))],
+            "human": {"flow": human.get("flowDefinitionArn", ""), "raters": human.get("raters") or [],
+                      "ratings": format_count(human.get("ratings")),
+                      "instructions": human.get("instructions") or ""} if human else None}
 
 
 def render_html(summary: dict[str, Any]) -> str:
     """The whole report as one HTML page: header, then per task a table, its charts and their tables."""
     models = [str(m) for m in summary.get("models") or []]
     chart_numbers = itertools.count(1)
-    sections = "".join(_task_section(i, task, models, chart_numbers)
-                       for i, task in enumerate(summary.get("tasks") or [], start=1))
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>Evaluation report: {escape(summary.get('jobName', ''))}</title><style>{STYLE}</style></head>"
-            f"<body>{_header(summary)}<main>{sections or '<p>No tasks.</p>'}</main>"
-            "<footer><p class=\"desc\">Made by Outcrop from the job's report.json.</p></footer></body></html>\n")
+    sections = [_task_section(i, task, models, chart_numbers)
+                for i, task in enumerate(summary.get("tasks") or [], start=1)]
+    return render("evaluation_report.html", header=_header(summary), models=models, sections=sections, na=NA)

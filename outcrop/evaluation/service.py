@@ -8,7 +8,6 @@ in the server.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -19,28 +18,25 @@ from outcrop.catalog.service import Catalog
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
 from outcrop.evaluation import datasets, human, inference, outputs, scoring
 from outcrop.evaluation.human import HumanReview
-from outcrop.evaluation.tables import EvaluationJobRow, HumanRatingRow, HumanTaskRow
+from outcrop.evaluation.tables import EvaluationJobRow, HumanRatingRow, HumanTaskRow, JobStatus
 from outcrop.iam.principal import Principal
 from outcrop.iam.scoped_store import ScopedStore, object_arn
 from outcrop.iam.service import IamService
-from outcrop.platform.database import Database
+from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
-from outcrop.platform.jobs import JobRunner
+from outcrop.platform.jobs import TERMINAL, JobRunner
 from outcrop.platform.objectstore import TEMP_PREFIX, ObjectStore, S3Uri
 from outcrop.platform.pagination import page
+from outcrop.platform.tables import JobState
 from outcrop.provisioning.service import ProvisioningService
 
-IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED, DELETING = (
-    "InProgress", "Completed", "Failed", "Stopping", "Stopped", "Deleting")
-FINISHED = (COMPLETED, FAILED, STOPPED)
+FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
 AUTOMATED, HUMAN = "Automated", "Human"
 ENTRY_POINT = "outcrop.evaluation.job:run"
 FAILURE_HOOK = "outcrop.evaluation.job:on_failure"
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def job_type(request: dict[str, Any]) -> str:
@@ -71,15 +67,16 @@ def required_permissions(request: dict[str, Any], job_id: str, region: str) -> l
 
 class EvaluationService:
     def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, store: ObjectStore,
-                 provisioning: ProvisioningService, human: HumanReview, region: str) -> None:
+                 provisioning: ProvisioningService, region: str) -> None:
         self.db = db
         self.catalog = catalog
         self.iam = iam
         self.runner = runner
         self.store = store
         self.provisioning = provisioning
-        self.human = human
         self.region = region
+        #: Work teams and ratings; the last rating of a human job completes it here (finish_human).
+        self.human = HumanReview(db, iam, region, on_complete=self.finish_human)
 
     # -- create -----------------------------------------------------------------------------------
 
@@ -114,8 +111,8 @@ class EvaluationService:
                         EvaluationJobRow.account_id == account, EvaluationJobRow.job_name == request["jobName"])):
                     raise clash
                 session.add(EvaluationJobRow(job_arn=job_arn, account_id=account, job_name=request["jobName"],
-                                             job_type=job_type(request), status=IN_PROGRESS, request=request,
-                                             created_at=now(), updated_at=now()))
+                                             job_type=job_type(request), status=JobStatus.IN_PROGRESS, request=request,
+                                             created_at=utc_now(), updated_at=utc_now()))
         except IntegrityError:  # the same name created at the same moment by another request
             raise clash from None
         runner_id = self.runner.submit(account, ENTRY_POINT, {"jobArn": job_arn}, failure_hook=FAILURE_HOOK)
@@ -244,15 +241,15 @@ class EvaluationService:
     def _settle(self, row: EvaluationJobRow) -> EvaluationJobRow:
         """A Stopping job whose process has ended (stopped while queued, terminated after the grace period,
         lost in a restart) is Stopped: nothing else would ever say so."""
-        if row.status != STOPPING:
+        if row.status != JobStatus.STOPPING:
             return row
         job = self.runner.get(row.runner_job_id) if row.runner_job_id else None
-        if job is not None and job.state not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        if job is not None and job.state not in TERMINAL:
             return row
         with self.db.session() as session:
             session.execute(update(EvaluationJobRow).where(EvaluationJobRow.job_arn == row.job_arn,
-                                                           EvaluationJobRow.status == STOPPING)
-                            .values(status=STOPPED, ended_at=now(), updated_at=now()))
+                                                           EvaluationJobRow.status == JobStatus.STOPPING)
+                            .values(status=JobStatus.STOPPED, ended_at=utc_now(), updated_at=utc_now()))
             return session.get(EvaluationJobRow, row.job_arn)
 
     def get_job(self, account: str, identifier: str) -> dict[str, Any]:
@@ -268,15 +265,15 @@ class EvaluationService:
         progress = self.progress(row)
         if progress:
             out["progress"] = progress  # Outcrop's own member: boto3 drops it; raw JSON and `outcrop eval` show it
-        if row.status == COMPLETED:
+        if row.status == JobStatus.COMPLETED:
             out["reportUri"] = str(outputs.job_prefix(request, request["jobId"]).join(outputs.REPORT_HTML))
         return out
 
     def progress(self, row: EvaluationJobRow) -> dict[str, Any] | None:
-        if row.status == COMPLETED:
+        if row.status == JobStatus.COMPLETED:
             return {"percent": 100.0, "stage": "completed"}
         job = self.runner.get(row.runner_job_id) if row.runner_job_id else None
-        if row.job_type == HUMAN and job is not None and job.state == "SUCCEEDED":
+        if row.job_type == HUMAN and job is not None and job.state == JobState.SUCCEEDED:
             return {"stage": "awaiting ratings", **self.human.progress(row.job_arn)}
         return dict(job.progress) if job is not None and job.progress else None
 
@@ -315,17 +312,17 @@ class EvaluationService:
 
     def stop_job(self, account: str, identifier: str) -> None:
         row = self._row(account, identifier)
-        if row.status != IN_PROGRESS:
+        if row.status != JobStatus.IN_PROGRESS:
             raise ValidationException(f"The evaluation job {row.job_name} is {row.status}; only a job in progress "
                                       "can be stopped")
         job = self.runner.get(row.runner_job_id) if row.runner_job_id else None
         # A human job whose responses are all generated has no process left: it stops at once.
-        waiting = job is not None and job.state in ("SUCCEEDED", "FAILED", "STOPPED")
-        status = STOPPED if waiting else STOPPING
+        waiting = job is not None and job.state in TERMINAL
+        status = JobStatus.STOPPED if waiting else JobStatus.STOPPING
         with self.db.session() as session:  # only from InProgress: a job that just completed stays Completed
             changed = session.execute(update(EvaluationJobRow).where(
-                EvaluationJobRow.job_arn == row.job_arn, EvaluationJobRow.status == IN_PROGRESS).values(
-                status=status, updated_at=now(), **({"ended_at": now()} if waiting else {}))).rowcount
+                EvaluationJobRow.job_arn == row.job_arn, EvaluationJobRow.status == JobStatus.IN_PROGRESS).values(
+                status=status, updated_at=utc_now(), **({"ended_at": utc_now()} if waiting else {}))).rowcount
         if not changed:
             raise ValidationException(f"The evaluation job {row.job_name} has just ended; only a job in progress "
                                       "can be stopped")
@@ -349,7 +346,7 @@ class EvaluationService:
                 session.execute(delete(HumanRatingRow).where(HumanRatingRow.job_arn == row.job_arn))
                 session.execute(delete(HumanTaskRow).where(HumanTaskRow.job_arn == row.job_arn))
                 session.execute(delete(EvaluationJobRow).where(EvaluationJobRow.job_arn == row.job_arn))
-            deleted.append({"jobIdentifier": identifier, "jobStatus": DELETING})
+            deleted.append({"jobIdentifier": identifier, "jobStatus": JobStatus.DELETING})
         return {"errors": errors, "evaluationJobs": deleted}
 
     # -- human jobs end here ----------------------------------------------------------------------
@@ -358,7 +355,7 @@ class EvaluationService:
         """The last rating arrived: aggregate, write the outputs and the report as the job's role, complete."""
         with self.db.session() as session:
             row = session.get(EvaluationJobRow, job_arn)
-        if row is None or row.status != IN_PROGRESS:
+        if row is None or row.status != JobStatus.IN_PROGRESS:
             return
         request = row.request
         try:
@@ -371,11 +368,11 @@ class EvaluationService:
         except Exception as exc:
             with self.db.session() as session:
                 session.execute(update(EvaluationJobRow).where(
-                    EvaluationJobRow.job_arn == job_arn, EvaluationJobRow.status == IN_PROGRESS).values(
-                    status=FAILED, failure_messages=[f"Writing the results failed: {exc}"], ended_at=now(),
-                    updated_at=now()))
+                    EvaluationJobRow.job_arn == job_arn, EvaluationJobRow.status == JobStatus.IN_PROGRESS).values(
+                    status=JobStatus.FAILED, failure_messages=[f"Writing the results failed: {exc}"],
+                    ended_at=utc_now(), updated_at=utc_now()))
             raise
         with self.db.session() as session:  # only from InProgress: a job stopped meanwhile stays Stopped
             session.execute(update(EvaluationJobRow).where(
-                EvaluationJobRow.job_arn == job_arn, EvaluationJobRow.status == IN_PROGRESS).values(
-                status=COMPLETED, results=summary, ended_at=now(), updated_at=now()))
+                EvaluationJobRow.job_arn == job_arn, EvaluationJobRow.status == JobStatus.IN_PROGRESS).values(
+                status=JobStatus.COMPLETED, results=summary, ended_at=utc_now(), updated_at=utc_now()))

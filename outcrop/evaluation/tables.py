@@ -9,12 +9,24 @@ rater's answers to one item are one `human_ratings` row, saved as soon as they a
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.platform.database import Base
+from outcrop.platform.database import Base, UtcDateTime
+
+
+class JobStatus(StrEnum):
+    """An evaluation job's status (Bedrock's values; Deleting is only ever answered, never stored)."""
+
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    DELETING = "Deleting"
 
 
 class EvaluationJobRow(Base):
@@ -27,15 +39,15 @@ class EvaluationJobRow(Base):
     job_type: Mapped[str] = mapped_column(String(16))  # Automated | Human
     #: The job runner's id for the process that generates the responses and scores them.
     runner_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    status: Mapped[str] = mapped_column(String(16))  # InProgress | Completed | Failed | Stopping | Stopped | Deleting
+    status: Mapped[str] = mapped_column(String(16))  # a JobStatus
     #: The CreateEvaluationJob request as validated, plus "jobId" (the 12-character id in the ARN).
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     #: The report's JSON summary once the job completed (`outcrop.evaluation.report`).
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     failure_messages: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class FlowDefinitionRow(Base):
@@ -50,7 +62,7 @@ class FlowDefinitionRow(Base):
     #: IAM user ARNs of the raters, all in `account_id`.
     members: Mapped[list[str]] = mapped_column(JSON)
     workers_per_item: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class HumanTaskRow(Base):
@@ -84,4 +96,4 @@ class HumanRatingRow(Base):
     #: {metric name: value}; the value's form depends on the metric's ratingMethod.
     values: Mapped[dict[str, Any]] = mapped_column(JSON)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

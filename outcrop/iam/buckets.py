@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -23,7 +22,7 @@ from outcrop.errors import AccessDeniedException, ConflictException, ValidationE
 from outcrop.iam.policy import evaluate_resource_policy, parse_policy
 from outcrop.iam.principal import Principal
 from outcrop.iam.tables import AccountRow, BucketRow
-from outcrop.platform.database import Database
+from outcrop.platform.database import Database, utc_now
 from outcrop.platform.objectstore import BucketNotFound, ObjectStore, S3Uri
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ def create(db: Database, store: ObjectStore, account: str, bucket: str) -> None:
                 raise ConflictException(f"BucketAlreadyExists: the bucket name {bucket} is not available; "
                                         "bucket names are shared by every account of this deployment")
             if row is None:
-                session.add(BucketRow(name=bucket, account_id=account, created_at=datetime.now(UTC)))
+                session.add(BucketRow(name=bucket, account_id=account, created_at=utc_now()))
     except IntegrityError:  # another process recorded the name between our read and our insert
         if owner(db, bucket) != account:
             raise ConflictException(f"BucketAlreadyExists: the bucket name {bucket} is not available") from None
@@ -122,7 +121,7 @@ def adopt(db: Database, store: ObjectStore, account: str) -> list[str]:
             continue
         try:
             with db.session() as session:
-                session.add(BucketRow(name=bucket, account_id=account, created_at=datetime.now(UTC)))
+                session.add(BucketRow(name=bucket, account_id=account, created_at=utc_now()))
             adopted.append(bucket)
         except IntegrityError:  # adopted (or created) by another process meanwhile
             continue

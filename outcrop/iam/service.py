@@ -15,7 +15,6 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from outcrop.iam.policy import Policy, access_denied_message, evaluate, parse_po
 from outcrop.iam.principal import ROLE, ROOT, USER, Principal, principal_arn
 from outcrop.iam.secrets import SecretBox
 from outcrop.iam.tables import AccessKeyRow, AccountRow, PolicyRow, PrincipalRow
-from outcrop.platform.database import Database
+from outcrop.platform.database import Database, utc_now
 
 SIGV4, BEARER = "sigv4", "bearer"
 ACTIVE, INACTIVE = "Active", "Inactive"
@@ -79,10 +78,6 @@ class AccessKey:
     secret: str
     principal_arn: str
     kind: str = SIGV4
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _check_name(name: str, what: str) -> str:
@@ -140,10 +135,10 @@ class IamService:
                 account_id = str(secrets.randbelow(9 * 10**11) + 10**11)
                 if session.get(AccountRow, account_id) is None:
                     break
-            session.add(AccountRow(account_id=account_id, name=name, created_at=_now()))
+            session.add(AccountRow(account_id=account_id, name=name, created_at=utc_now()))
             session.flush()
             session.add(PrincipalRow(arn=principal_arn(account_id, ROOT, ""), account_id=account_id, kind=ROOT,
-                                     name="root", created_at=_now()))
+                                     name="root", created_at=utc_now()))
         root = principal_arn(account_id, ROOT, "")
         return self._add_key(root, SIGV4, key_id, secret) if key_id else self.create_access_key(root)
 
@@ -172,7 +167,7 @@ class IamService:
                 if session.get(AccountRow, account_id) is None:
                     raise ResourceNotFoundException(f"Account {account_id} does not exist")
                 session.add(PrincipalRow(arn=arn, account_id=account_id, kind=kind, name=name,
-                                         trust_policy=trust, created_at=_now()))
+                                         trust_policy=trust, created_at=utc_now()))
         except IntegrityError:
             raise ConflictException(f"A {kind} named {name} already exists in account {account_id}") from None
         return Principal(account_id, arn, "", kind, name)
@@ -225,7 +220,7 @@ class IamService:
         try:
             with self.db.session() as session:
                 session.add(AccessKeyRow(access_key_id=key_id, principal_arn=arn, kind=kind, secret=stored,
-                                         status=ACTIVE, created_at=_now()))
+                                         status=ACTIVE, created_at=utc_now()))
         except IntegrityError:
             raise ConflictException(f"The access key {key_id} already exists") from None
         return AccessKey(key_id, secret, arn, kind)

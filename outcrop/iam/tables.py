@@ -1,13 +1,17 @@
-"""IAM's tables: accounts, principals, access keys, inline policies."""
+"""IAM's tables: accounts, principals, access keys, inline policies, buckets, the audit trail."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.platform.database import Base
+from outcrop.platform.database import Base, UtcDateTime, as_utc
+
+#: Longest user agent an audit event keeps; the rest is cut (agents can be arbitrarily long and are caller-controlled).
+MAX_USER_AGENT = 512
 
 
 class AccountRow(Base):
@@ -15,7 +19,7 @@ class AccountRow(Base):
 
     account_id: Mapped[str] = mapped_column(String(12), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class PrincipalRow(Base):
@@ -28,7 +32,7 @@ class PrincipalRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     #: Roles only: who may assume the role (an IAM trust policy document).
     trust_policy: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class AccessKeyRow(Base):
@@ -41,8 +45,8 @@ class AccessKeyRow(Base):
     #: bearer: a SHA-256 of the token (only ever compared).
     secret: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(8))  # Active | Inactive
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class PolicyRow(Base):
@@ -62,4 +66,55 @@ class BucketRow(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
     #: A bucket policy (a resource policy with Principal elements), or None.
     policy: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_account_time", "account_id", "event_time"),
+        Index("ix_audit_events_time", "event_time"),
+    )
+
+    # BIGINT on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    event_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: Empty for a call that never resolved to a principal (a bad signature, an unknown key).
+    account_id: Mapped[str] = mapped_column(String(12), default="")
+    principal_arn: Mapped[str] = mapped_column(String(2048), default="")
+    #: The access key the request was signed with, when there was one; names the key behind a failed login.
+    access_key_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: The signing name of the service: "bedrock", "bedrock-runtime", "iam", "sts", ...
+    service: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[str] = mapped_column(String(128))
+    #: The ARN acted on, or "*" for calls on no one resource (List*, account settings).
+    resource: Mapped[str] = mapped_column(String(2048), default="*")
+    #: "Success", or the AWS error code the caller received.
+    result: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(MAX_USER_AGENT), nullable=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as plain JSON types, the time as ISO 8601 in UTC (`...Z`)."""
+        return {
+            "id": self.id,
+            "event_time": iso_utc(self.event_time),
+            "account_id": self.account_id,
+            "principal_arn": self.principal_arn,
+            "access_key_id": self.access_key_id,
+            "service": self.service,
+            "operation": self.operation,
+            "resource": self.resource,
+            "result": self.result,
+            "status": self.status,
+            "source_ip": self.source_ip,
+            "request_id": self.request_id,
+            "user_agent": self.user_agent,
+        }
+
+
+def iso_utc(moment: datetime) -> str:
+    return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")

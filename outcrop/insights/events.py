@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
 from outcrop.insights.tables import ConversionRow, FeedbackRow, RevenueRow
-from outcrop.platform.database import Database
-from outcrop.runtime.usage import UsageRecord
+from outcrop.platform.database import Database, utc_now
+from outcrop.runtime.tables import UsageRecord
 
 THUMBS = ("up", "down")
 RATINGS = range(1, 6)
@@ -89,7 +89,7 @@ def record_feedback(db: Database, principal: Principal, request_id: Any, *, thum
     if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or rating not in RATINGS):
         raise ValidationException(f"rating must be a whole number from 1 to 5, got {rating!r}")
     comment = _text(comment, "comment", MAX_COMMENT, allowed="\n\r\t")
-    now = at or datetime.now(UTC)
+    now = at or utc_now()
     given = {name: value for name, value in (("thumbs", thumbs), ("rating", rating), ("comment", comment))
              if value is not None}
     for attempt in range(2):
@@ -141,7 +141,7 @@ def record_conversion(db: Database, principal: Principal, name: Any, *, user_id:
                                       "requestMetadata carries one)")
         row = ConversionRow(account_id=principal.account_id, principal_arn=principal.arn, name=name, user_id=user_id,
                             session_id=session_id, request_id=request_id, value=value,
-                            created_at=at or datetime.now(UTC))
+                            created_at=at or utc_now())
         session.add(row)
         session.flush()
         return {"conversionId": str(row.id), "userId": user_id, "sessionId": session_id}
@@ -154,7 +154,7 @@ def record_revenue(db: Database, principal: Principal, user_id: Any, amount: Any
     amount = _number(amount, "amount", required=True)
     with db.session() as session:
         row = RevenueRow(account_id=principal.account_id, principal_arn=principal.arn, user_id=user_id,
-                         amount=amount, created_at=at or datetime.now(UTC))
+                         amount=amount, created_at=at or utc_now())
         session.add(row)
         session.flush()
         return {"revenueId": str(row.id)}

@@ -1,4 +1,5 @@
-"""The report as one self-contained HTML page: charts as inline SVG (matplotlib), then the tables.
+"""The report as one self-contained HTML page (templates/insights_report.html): charts as inline SVG
+(outcrop.web.charts), then the tables.
 
 Charts: requests and cost over time, satisfaction over time, live satisfaction by domain beside the
 evaluation scores of the same category, latency percentiles and cost by group.
@@ -6,22 +7,12 @@ evaluation scores of the same category, latency percentiles and cost by group.
 
 from __future__ import annotations
 
-import html
-import io
 import math
 from typing import Any
 
 from outcrop.insights.text import render
-
-
-def _svg(figure) -> str:
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
+from outcrop.web import render as render_page
+from outcrop.web.charts import svg
 
 
 def _nan(value: float | None) -> float:
@@ -31,41 +22,34 @@ def _nan(value: float | None) -> float:
 def charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     """(title, inline SVG) for each chart the report has data for.
 
-    Labels are the application's own text (domains, categories, model ids): `$` in them is a dollar sign,
-    not matplotlib's math text, so math text is off while the charts are drawn (and saved)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    with matplotlib.rc_context({"text.parse_math": False}):
-        return _charts(report)
-
-
-def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
-    import matplotlib.pyplot as plt
-
+    Labels are the application's own text (domains, categories, model ids); the chart helper draws a `$` in
+    them as a dollar sign, not as matplotlib's math text."""
     out = []
     trend = report["trend"]
     labels = [t["bucket"] for t in trend]
     step = max(1, len(labels) // 12)
     if trend:
-        fig, ax = plt.subplots(figsize=(9, 3.2))
-        ax.bar(range(len(trend)), [t["requests"] for t in trend], color="#4c78a8", label="requests")
-        ax.set_ylabel("requests")
-        cost_ax = ax.twinx()
-        cost_ax.plot(range(len(trend)), [t["cost"] for t in trend], color="#e45756", marker="o", label="cost")
-        cost_ax.set_ylabel(f"cost ({report['currency']})")
-        ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=30, ha="right", fontsize=8)
-        fig.legend(loc="upper left")
-        out.append((f"Requests and cost per {report['granularity']}", _svg(fig)))
+        def requests_and_cost(fig) -> None:
+            ax = fig.subplots()
+            ax.bar(range(len(trend)), [t["requests"] for t in trend], color="#4c78a8", label="requests")
+            ax.set_ylabel("requests")
+            cost_ax = ax.twinx()
+            cost_ax.plot(range(len(trend)), [t["cost"] for t in trend], color="#e45756", marker="o", label="cost")
+            cost_ax.set_ylabel(f"cost ({report['currency']})")
+            ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=30, ha="right", fontsize=8)
+            fig.legend(loc="upper left")
 
-        fig, ax = plt.subplots(figsize=(9, 3.2))
-        ax.plot(range(len(trend)), [_nan(t["satisfaction"]["thumbsUpRate"]) for t in trend], marker="o",
-                label="thumbs-up rate")
-        ax.plot(range(len(trend)), [_nan(t["satisfaction"]["csat"]) for t in trend], marker="s", label="CSAT")
-        ax.set_ylim(0, 1.05)
-        ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=30, ha="right", fontsize=8)
-        ax.legend()
-        out.append((f"Satisfaction per {report['granularity']}", _svg(fig)))
+        def satisfaction(fig) -> None:
+            ax = fig.subplots()
+            ax.plot(range(len(trend)), [_nan(t["satisfaction"]["thumbsUpRate"]) for t in trend], marker="o",
+                    label="thumbs-up rate")
+            ax.plot(range(len(trend)), [_nan(t["satisfaction"]["csat"]) for t in trend], marker="s", label="CSAT")
+            ax.set_ylim(0, 1.05)
+            ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=30, ha="right", fontsize=8)
+            ax.legend()
+
+        out.append((f"Requests and cost per {report['granularity']}", svg(requests_and_cost, (9, 3.2), tight=True)))
+        out.append((f"Satisfaction per {report['granularity']}", svg(satisfaction, (9, 3.2), tight=True)))
 
     domains = report["crossDomain"]
     if domains:
@@ -75,45 +59,41 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
             # one bar per evaluation metric: its mean over the evaluated models
             series[f"eval {metric}"] = [_nan(sum(d["evaluation"][metric].values()) / len(d["evaluation"][metric])
                                              if d["evaluation"].get(metric) else None) for d in domains]
-        fig, ax = plt.subplots(figsize=(9, 3.5))
-        width = 0.8 / len(series)
-        for i, (name, values) in enumerate(series.items()):
-            ax.bar([x + i * width for x in range(len(domains))], values, width, label=name)
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(domains))],
-                      [d["domain"] or "(no domain)" for d in domains], rotation=20, ha="right")
-        ax.legend(fontsize=8)
-        out.append(("Live satisfaction by domain, evaluation scores by category", _svg(fig)))
+
+        def by_domain(fig) -> None:
+            ax = fig.subplots()
+            width = 0.8 / len(series)
+            for i, (name, values) in enumerate(series.items()):
+                ax.bar([x + i * width for x in range(len(domains))], values, width, label=name)
+            ax.set_xticks([x + 0.4 - width / 2 for x in range(len(domains))],
+                          [d["domain"] or "(no domain)" for d in domains], rotation=20, ha="right")
+            ax.legend(fontsize=8)
+
+        out.append(("Live satisfaction by domain, evaluation scores by category", svg(by_domain, (9, 3.5), tight=True)))
 
     groups = [g for g in report["groups"] if g["requests"]]
     if groups:
         names = [str(g["key"] if g["key"] is not None else "(none)")[-40:] for g in groups]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-        width = 0.27
-        for i, p in enumerate(("p50", "p95", "p99")):
-            left.bar([x + i * width for x in range(len(groups))],
-                     [_nan(g["efficiency"]["latencyMs"][p]) for g in groups], width, label=p)
-        left.set_ylabel("latency (ms)")
-        left.set_xticks([x + width for x in range(len(groups))], names, rotation=20, ha="right", fontsize=8)
-        left.legend()
-        right.bar(range(len(groups)), [g["efficiency"]["cost"] for g in groups], color="#e45756")
-        right.set_ylabel(f"cost ({report['currency']})")
-        right.set_xticks(range(len(groups)), names, rotation=20, ha="right", fontsize=8)
-        out.append((f"Latency and cost by {report['groupBy']}", _svg(fig)))
+
+        def latency_and_cost(fig) -> None:
+            left, right = fig.subplots(1, 2)
+            width = 0.27
+            for i, p in enumerate(("p50", "p95", "p99")):
+                left.bar([x + i * width for x in range(len(groups))],
+                         [_nan(g["efficiency"]["latencyMs"][p]) for g in groups], width, label=p)
+            left.set_ylabel("latency (ms)")
+            left.set_xticks([x + width for x in range(len(groups))], names, rotation=20, ha="right", fontsize=8)
+            left.legend()
+            right.bar(range(len(groups)), [g["efficiency"]["cost"] for g in groups], color="#e45756")
+            right.set_ylabel(f"cost ({report['currency']})")
+            right.set_xticks(range(len(groups)), names, rotation=20, ha="right", fontsize=8)
+
+        out.append((f"Latency and cost by {report['groupBy']}", svg(latency_and_cost, (10, 3.5), tight=True)))
     return out
 
 
 def render_html(reports: list[dict[str, Any]]) -> str:
     """One page for one or more reports (the CLI reports every account with activity)."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Outcrop insights</title>",
-             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-             "pre{font-size:12px;background:#f6f6f6;padding:1em;overflow-x:auto}"
-             "figure{margin:1em 0}</style></head><body>"]
-    for report in reports:
-        parts += [f"<h1>Outcrop insights: account {html.escape(report['accountId'])}</h1>",
-                  f"<p>{html.escape(report['since'])} to {html.escape(report['until'])}, by "
-                  f"{html.escape(report['groupBy'])}</p>"]
-        for chart_title, svg in charts(report):
-            parts.append(f"<figure><figcaption><b>{html.escape(chart_title)}</b></figcaption>{svg}</figure>")
-        parts.append(f"<h2>Numbers</h2><pre>{html.escape(render(report))}</pre>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return render_page("insights_report.html", reports=[
+        {"accountId": report["accountId"], "since": report["since"], "until": report["until"],
+         "groupBy": report["groupBy"], "charts": charts(report), "text": render(report)} for report in reports])

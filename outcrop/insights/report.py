@@ -43,12 +43,11 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     JSON,
-    DateTime,
     String,
     case,
     column,
@@ -66,11 +65,10 @@ from sqlalchemy.sql.operators import custom_op
 from outcrop.catalog.prices import PriceTable
 from outcrop.customization.tables import CustomModelRow
 from outcrop.errors import ValidationException
-from outcrop.iam.audit import as_utc
 from outcrop.insights.tables import ConversionRow, FeedbackRow, RevenueRow
-from outcrop.platform.database import Database
-from outcrop.provisioning.tables import ProvisionedThroughputRow
-from outcrop.runtime.usage import SUCCESS, UsageRecord
+from outcrop.platform.database import Database, UtcDateTime, as_utc, utc_now
+from outcrop.provisioning.tables import ProvisionedThroughputRow, ThroughputStatus
+from outcrop.runtime.tables import UsageRecord, UsageStatus
 
 GROUPINGS = ("model", "domain")
 PERCENTILES = (50, 95, 99)
@@ -78,15 +76,12 @@ PERCENTILES = (50, 95, 99)
 REPORT_THREADS = min(5, os.cpu_count() or 1)
 #: A period up to this long is bucketed by hour in the trend; longer ones by day.
 HOURLY_UP_TO = timedelta(days=2)
-#: a provisioned throughput's status when it never came to serve (outcrop.provisioning.service.FAILED; not
-#: imported: the service module loads the inference engine)
-FAILED = "Failed"
 
 # Evaluation sits above insights: its jobs are read through the table's schema (a lightweight table
-# clause), not by importing its code.
+# clause), not by importing its code (so "Completed" below is evaluation.tables.JobStatus.COMPLETED, spelled out).
 _evaluation_jobs = table("evaluation_jobs", column("account_id", String), column("status", String),
                          column("job_name", String), column("results", JSON),
-                         column("created_at", DateTime(timezone=True)), column("ended_at", DateTime(timezone=True)))
+                         column("created_at", UtcDateTime()), column("ended_at", UtcDateTime()))
 
 
 @dataclass(frozen=True)
@@ -170,7 +165,7 @@ class _Query:
         One grouping, over every record of the period (evaluation jobs' too), for the groups, the bill and the
         trend (each sums these rows its own way)."""
         r = UsageRecord
-        ok = r.status == SUCCESS
+        ok = r.status == UsageStatus.SUCCESS
         keys = [self.g, r.model_id, bucket, r.evaluation_job_arn]
         return self.session.execute(select(
             *keys, func.count(), func.sum(case((ok, 0), else_=1)), func.sum(r.input_tokens),
@@ -210,7 +205,7 @@ class _Query:
         sum those counts over the keys, and a running sum over the counts in value order finds the ranks. A
         record without a first token is not counted for it."""
         r = UsageRecord
-        ok = (*self.where, r.status == SUCCESS)
+        ok = (*self.where, r.status == UsageStatus.SUCCESS)
         counts = union_all(*(
             select(self.g.label("k"), literal_column(str(m)).label("m"), value.label("v"), func.count().label("c"))
             .where(*ok, value.is_not(None)).group_by(self.g, value)
@@ -360,7 +355,7 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
     """The whole report as a JSON-ready dict (the API returns it as is; the CLI and HTML render it)."""
     if by not in GROUPINGS:
         raise ValidationException(f"groupBy must be one of {', '.join(GROUPINGS)}, got {by!r}")
-    now = as_utc(now or datetime.now(UTC))
+    now = as_utc(now or utc_now())
     period = Period(as_utc(since), as_utc(until) if until else now)
     if period.since >= period.until:
         raise ValidationException(f"The period is empty: since {period.since:%Y-%m-%dT%H:%M:%SZ} is not before "
@@ -389,7 +384,7 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
                                    .order_by(ConversionRow.name)).all()
         throughputs = session.scalars(select(ProvisionedThroughputRow).where(
             ProvisionedThroughputRow.account_id == account_id, ProvisionedThroughputRow.created_at < period.until,
-            ProvisionedThroughputRow.status != FAILED,  # it never served: Bedrock does not bill it
+            ProvisionedThroughputRow.status != ThroughputStatus.FAILED,  # it never served: Bedrock does not bill it
             (ProvisionedThroughputRow.deleted_at.is_(None)) | (ProvisionedThroughputRow.deleted_at > period.since),
         ).order_by(ProvisionedThroughputRow.created_at)).all()
         usage_rows, (people, people_total), (ranks, ranks_total) = (
@@ -572,7 +567,7 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
 
 def accounts_with_activity(db: Database, since: datetime, until: datetime | None = None) -> list[str]:
     """Accounts that invoked or recorded events in the period (the CLI reports each of them)."""
-    until = as_utc(until or datetime.now(UTC))
+    until = as_utc(until or utc_now())
     since = as_utc(since)
     found: set[str] = set()
     with db.session() as session:

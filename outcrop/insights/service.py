@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from outcrop.catalog.prices import PriceTable
 from outcrop.errors import ValidationException
-from outcrop.iam.audit import as_utc
 from outcrop.iam.principal import Principal
 from outcrop.insights import events
 from outcrop.insights.report import build_report
 from outcrop.platform.config import Settings
-from outcrop.platform.database import Database
+from outcrop.platform.database import Database, as_utc, utc_now
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -28,7 +27,7 @@ def parse_time(text: Any, field: str = "since", now: datetime | None = None) -> 
     text = text.strip()
     if match := _DURATION.fullmatch(text):
         try:
-            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+            return (now or utc_now()) - timedelta(**{_UNITS[match[2]]: int(match[1])})
         except OverflowError:  # before the year 1, or more days than a timedelta holds
             raise ValidationException(f"{field} {text!r} reaches back before the year 1") from None
     try:
@@ -73,7 +72,7 @@ class InsightsService:
 
     def report(self, account_id: str, since: Any = None, until: Any = None, by: Any = None) -> dict[str, Any]:
         """`since` defaults to the setting `insights_period` back from now, `until` to now."""
-        now = datetime.now(UTC)
+        now = utc_now()
         return build_report(self.db, self.prices, account_id=account_id,
                             since=parse_time(since or self.settings.insights_period, "since", now),
                             until=parse_time(until, "until", now) if until is not None else now,

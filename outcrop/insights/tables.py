@@ -13,8 +13,7 @@ from datetime import datetime
 from sqlalchemy import Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.iam.audit import UtcDateTime
-from outcrop.platform.database import Base
+from outcrop.platform.database import Base, UtcDateTime
 
 
 class FeedbackRow(Base):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -29,6 +30,31 @@ _NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=_NAMING)
+
+
+def utc_now() -> datetime:
+    """Now, as an aware UTC datetime: the one clock every table's timestamps come from."""
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive datetime is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class UtcDateTime(TypeDecorator):
+    """Every table's timestamp column: stored in UTC, always read back as an aware UTC datetime, on SQLite
+    (which keeps no offset) as on PostgreSQL; naive values are taken to be UTC. The DDL is plain
+    `DateTime(timezone=True)`."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -106,14 +132,12 @@ class Database:
 
     def update(self, table: Any, key: Any, **fields: Any) -> None:
         """Set some fields of one row, found by primary key; a row with `updated_at` gets it set too."""
-        from datetime import UTC, datetime
-
         with self.session() as session:
             row = session.get(table, key)
             for name, value in fields.items():
                 setattr(row, name, value)
             if hasattr(row, "updated_at"):
-                row.updated_at = datetime.now(UTC)
+                row.updated_at = utc_now()
 
     def owned(self, table: Any, name_column: Any, account: str, identifier: str, what: str) -> Any:
         """A row of `table` by ARN (its primary key) or by name; another account's row does not exist

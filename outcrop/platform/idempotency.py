@@ -11,26 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, String
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from outcrop.errors import ConflictException
-from outcrop.platform.database import Base, Database
-
-
-class IdempotencyRow(Base):
-    __tablename__ = "idempotency_tokens"
-
-    account_id: Mapped[str] = mapped_column(String(12), primary_key=True)
-    operation: Mapped[str] = mapped_column(String(64), primary_key=True)
-    token: Mapped[str] = mapped_column(String(256), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(64))
-    response: Mapped[Any] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+from outcrop.platform.database import Database, utc_now
+from outcrop.platform.tables import IdempotencyRow
 
 
 def request_hash(params: dict[str, Any], token_member: str) -> str:
@@ -57,7 +44,7 @@ def run_once(db: Database, *, account_id: str, operation: str, token: str | None
     try:
         with db.session() as session:
             session.add(IdempotencyRow(account_id=account_id, operation=operation, token=token,
-                                       request_hash=digest, response=response, created_at=datetime.now(UTC)))
+                                       request_hash=digest, response=response, created_at=utc_now()))
     except IntegrityError:
         # Two requests racing with one token both ran create(); the later one answers as the first did.
         # boto3 retries only after a timeout, so the race needs a create slower than the client's timeout.

@@ -25,47 +25,22 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select
 
 from outcrop.platform.config import Settings
-from outcrop.platform.database import Base, Database
+from outcrop.platform.database import Database, utc_now
+from outcrop.platform.tables import JobRow, JobState
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, STOPPED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"
-TERMINAL = frozenset({SUCCEEDED, FAILED, STOPPED})
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED})
 MAX_ATTEMPTS = 3
 #: Seconds a job has to honour a stop request before it is terminated.
 STOP_GRACE_S = 20.0
 POLL_S = 0.5
-
-
-class JobRow(Base):
-    __tablename__ = "jobs"
-
-    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    account_id: Mapped[str] = mapped_column(String(12))
-    entry_point: Mapped[str] = mapped_column(String(256))
-    failure_hook: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16))
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: The job's own report: {"percent", "step", "epoch", "loss", "etaSeconds", ...}.
-    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _resolve(entry_point: str) -> Callable[..., Any]:
@@ -105,7 +80,7 @@ class JobContext:
         self._last_report = now
         with self.db.session() as session:
             row = session.get(JobRow, self.job_id)
-            row.progress, row.updated_at = progress, _now()
+            row.progress, row.updated_at = progress, utc_now()
 
 
 class JobRunner:
@@ -128,8 +103,8 @@ class JobRunner:
         job_id = uuid.uuid4().hex
         with self.db.session() as session:
             session.add(JobRow(job_id=job_id, account_id=account_id, entry_point=entry_point,
-                               failure_hook=failure_hook, spec=spec, state=QUEUED, attempt=0,
-                               stop_requested=False, created_at=_now(), updated_at=_now()))
+                               failure_hook=failure_hook, spec=spec, state=JobState.QUEUED, attempt=0,
+                               stop_requested=False, created_at=utc_now(), updated_at=utc_now()))
         self._wake.set()
         return job_id
 
@@ -137,7 +112,7 @@ class JobRunner:
         with self.db.session() as session:
             row = session.get(JobRow, job_id)
             if row is not None and row.state not in TERMINAL:
-                row.stop_requested, row.updated_at = True, _now()
+                row.stop_requested, row.updated_at = True, utc_now()
         self._wake.set()
 
     def get(self, job_id: str) -> JobRow | None:
@@ -163,18 +138,18 @@ class JobRunner:
     def recover(self) -> None:
         """Jobs left running by a previous server are requeued (to resume) or failed after MAX_ATTEMPTS."""
         with self.db.session() as session:
-            orphans = session.scalars(select(JobRow).where(JobRow.state == RUNNING)).all()
+            orphans = session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING)).all()
         for row in orphans:
             if row.pid and _is_our_child(row.pid, row.job_id):
                 os.kill(row.pid, signal.SIGTERM)  # a server killed hard leaves its children running
             if row.stop_requested:
-                self._finish(row.job_id, STOPPED, "Stopped while the server restarted")
+                self._finish(row.job_id, JobState.STOPPED, "Stopped while the server restarted")
             elif row.attempt >= MAX_ATTEMPTS:
                 self._fail(row, f"The job was interrupted {row.attempt} times (server restarts) and was given up")
             else:
                 with self.db.session() as session:
                     job = session.get(JobRow, row.job_id)
-                    job.state, job.pid, job.updated_at = QUEUED, None, _now()
+                    job.state, job.pid, job.updated_at = JobState.QUEUED, None, utc_now()
                 log.info("job %s was running when the server stopped; it will resume", row.job_id)
 
     def _loop(self) -> None:
@@ -193,11 +168,11 @@ class JobRunner:
         if room <= 0:
             return
         with self.db.session() as session:
-            queued = session.scalars(select(JobRow).where(JobRow.state == QUEUED)
+            queued = session.scalars(select(JobRow).where(JobRow.state == JobState.QUEUED)
                                      .order_by(JobRow.created_at).limit(room)).all()
             for row in queued:
                 if row.stop_requested:
-                    row.state, row.message, row.updated_at = STOPPED, "Stopped before it started", _now()
+                    row.state, row.message, row.updated_at = JobState.STOPPED, "Stopped before it started", utc_now()
                     continue
                 row.attempt += 1
                 log_path = job_dir(self.settings, row.job_id) / "job.log"
@@ -208,7 +183,7 @@ class JobRunner:
                          "--data-dir", str(self.settings.data_dir)],
                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                         start_new_session=True, env={**os.environ, "OUTCROP_DATA_DIR": str(self.settings.data_dir)})
-                row.state, row.pid, row.updated_at = RUNNING, child.pid, _now()
+                row.state, row.pid, row.updated_at = JobState.RUNNING, child.pid, utc_now()
                 self._children[row.job_id] = child
                 log.info("job %s started (attempt %d, pid %d)", row.job_id, row.attempt, child.pid)
 
@@ -223,7 +198,7 @@ class JobRunner:
             if row is None or row.state in TERMINAL:
                 continue  # the job recorded its own ending
             if row.stop_requested:
-                self._finish(job_id, STOPPED, "Stopped on request")
+                self._finish(job_id, JobState.STOPPED, "Stopped on request")
             else:
                 self._fail(row, f"The job process ended unexpectedly ({_last_line(job_dir(self.settings, job_id))}"
                                 f"; exit status {code})")
@@ -231,7 +206,7 @@ class JobRunner:
     def _enforce_stops(self) -> None:
         with self.db.session() as session:
             stopping = session.scalars(select(JobRow.job_id).where(
-                JobRow.state == RUNNING, JobRow.stop_requested.is_(True))).all()
+                JobRow.state == JobState.RUNNING, JobRow.stop_requested.is_(True))).all()
         now = time.monotonic()
         for job_id in stopping:
             child = self._children.get(job_id)
@@ -245,10 +220,10 @@ class JobRunner:
     def _finish(self, job_id: str, state: str, message: str | None = None) -> None:
         with self.db.session() as session:
             row = session.get(JobRow, job_id)
-            row.state, row.message, row.pid, row.updated_at = state, message, None, _now()
+            row.state, row.message, row.pid, row.updated_at = state, message, None, utc_now()
 
     def _fail(self, row: JobRow, message: str) -> None:
-        self._finish(row.job_id, FAILED, message)
+        self._finish(row.job_id, JobState.FAILED, message)
         if row.failure_hook:
             try:
                 _resolve(row.failure_hook)(self.db, row.job_id, message)
@@ -305,14 +280,14 @@ def run_job(job_id: str, settings: Settings) -> int:
         log.exception("job %s failed", job_id)
         with db.session() as session:
             row = session.get(JobRow, job_id)
-            row.state, row.message, row.pid, row.updated_at = FAILED, message, None, _now()
+            row.state, row.message, row.pid, row.updated_at = JobState.FAILED, message, None, utc_now()
         if failure_hook:
             _resolve(failure_hook)(db, job_id, message)
         return 0
     with db.session() as session:
         row = session.get(JobRow, job_id)
-        row.state = STOPPED if outcome == STOPPED else SUCCEEDED
-        row.pid, row.updated_at = None, _now()
+        row.state = JobState.STOPPED if outcome == JobState.STOPPED else JobState.SUCCEEDED
+        row.pid, row.updated_at = None, utc_now()
     return 0
 
 

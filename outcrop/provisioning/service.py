@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
 from outcrop.catalog.arns import foundation_model_arn
-from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.prices import PriceTable
+from outcrop.catalog.served import ModelLookup, ServedModel
 from outcrop.errors import (
     ModelNotReadyException,
     ResourceNotFoundException,
@@ -31,40 +28,16 @@ from outcrop.inference.engine import Engine
 from outcrop.inference.loader import CAUSAL
 from outcrop.inference.sampling import SamplingParams
 from outcrop.platform.config import Settings
-from outcrop.platform.database import Database
+from outcrop.platform.database import Database, as_utc, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
 from outcrop.platform.pagination import page
 from outcrop.provisioning.capacity import Capacity
-from outcrop.provisioning.tables import ProvisionedThroughputRow
+from outcrop.provisioning.tables import ProvisionedThroughputRow, ThroughputStatus
 
 log = logging.getLogger(__name__)
 
-CREATING, IN_SERVICE, UPDATING, FAILED = "Creating", "InService", "Updating", "Failed"
 COMMITMENT_DAYS = {"OneMonth": 30, "SixMonths": 180}
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """What it takes to serve a model: its base's card (formats, limits) and where its weights are."""
-
-    model_arn: str
-    card: FoundationModel
-    weights: Path
-    #: The base model's folder when `weights` is a LoRA adapter.
-    base: Path | None = None
-
-
-#: (account, model id or ARN) -> the model to serve; raises ValidationException for unknown models.
-ModelLookup = Callable[[str, str], ServedModel]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class ProvisioningService:
@@ -106,8 +79,8 @@ class ProvisioningService:
                 arn=arn, account_id=account, name=name, model_arn=served.model_arn,
                 desired_model_arn=served.model_arn, foundation_model_id=served.card.model_id, model_units=units,
                 commitment=commitment,
-                commitment_expiration=_now() + timedelta(days=COMMITMENT_DAYS[commitment]) if commitment else None,
-                status=CREATING, created_at=_now(), updated_at=_now()))
+                commitment_expiration=utc_now() + timedelta(days=COMMITMENT_DAYS[commitment]) if commitment else None,
+                status=ThroughputStatus.CREATING, created_at=utc_now(), updated_at=utc_now()))
         self._load_in_background(arn, account, served)
         return {"provisionedModelArn": arn}
 
@@ -137,14 +110,15 @@ class ProvisioningService:
             deployment.scheduler.submit(ids, SamplingParams(max_tokens=1, temperature=0)).result()
         except Exception as exc:  # a model that cannot load fails its provisioned throughput, not the server
             log.exception("provisioned throughput %s could not load %s", arn, served.model_arn)
-            self._set(arn, status=FAILED, failure_message=f"The model could not be loaded: {exc}")
+            self._set(arn, status=ThroughputStatus.FAILED, failure_message=f"The model could not be loaded: {exc}")
             return
         with self.db.session() as session:
             row = session.get(ProvisionedThroughputRow, arn)
             if row is None or row.deleted_at is not None:
                 return
             previous = row.model_arn
-            row.model_arn, row.status, row.failure_message, row.updated_at = served.model_arn, IN_SERVICE, None, _now()
+            row.model_arn, row.status, row.failure_message, row.updated_at = (
+                served.model_arn, ThroughputStatus.IN_SERVICE, None, utc_now())
         if previous != served.model_arn:
             self._unload_if_unused(account, previous)
 
@@ -153,7 +127,7 @@ class ProvisioningService:
             row = session.get(ProvisionedThroughputRow, arn)
             for name, value in fields.items():
                 setattr(row, name, value)
-            row.updated_at = _now()
+            row.updated_at = utc_now()
 
     def _row(self, account: str, identifier: str) -> ProvisionedThroughputRow:
         with self.db.session() as session:
@@ -179,8 +153,8 @@ class ProvisioningService:
 
     def cost(self, row: ProvisionedThroughputRow) -> dict[str, Any]:
         """Model-unit hours from creation to now (or deletion) at the commitment term's price."""
-        end = _aware(row.deleted_at) if row.deleted_at else _now()
-        hours = max(0.0, (end - _aware(row.created_at)).total_seconds() / 3600)
+        end = as_utc(row.deleted_at) if row.deleted_at else utc_now()
+        hours = max(0.0, (end - as_utc(row.created_at)).total_seconds() / 3600)
         price = self.prices.mu_hour(row.foundation_model_id, row.commitment)
         mu_hours = row.model_units * hours
         return {"modelUnitHours": round(mu_hours, 6), "pricePerModelUnitHour": price,
@@ -209,7 +183,7 @@ class ProvisioningService:
                     raise ValidationException(f"A provisioned throughput named {new_name} already exists")
             self._set(row.arn, name=new_name)
         if params.get("desiredModelId"):
-            if row.status in (CREATING, UPDATING):
+            if row.status in (ThroughputStatus.CREATING, ThroughputStatus.UPDATING):
                 raise ValidationException(f"The provisioned throughput is {row.status}; wait until it is InService")
             served = self.lookup(account, params["desiredModelId"])
             if served.card.model_id != row.foundation_model_id:
@@ -217,16 +191,16 @@ class ProvisioningService:
                     f"The model {served.model_arn} is based on {served.card.model_id}; this provisioned throughput "
                     f"serves models of {row.foundation_model_id} only")
             if served.model_arn != row.model_arn:
-                self._set(row.arn, status=UPDATING, desired_model_arn=served.model_arn)
+                self._set(row.arn, status=ThroughputStatus.UPDATING, desired_model_arn=served.model_arn)
                 self._load_in_background(row.arn, account, served)  # the old model serves until the swap
 
     def delete(self, account: str, identifier: str, force: bool = False) -> None:
         row = self._row(account, identifier)
-        if row.commitment_expiration and _aware(row.commitment_expiration) > _now() and not force:
+        if row.commitment_expiration and as_utc(row.commitment_expiration) > utc_now() and not force:
             raise ValidationException(
                 f"The provisioned throughput {row.name} has a {row.commitment} commitment until "
                 f"{row.commitment_expiration:%Y-%m-%d}; it cannot be deleted before the term ends")
-        self._set(row.arn, deleted_at=_now())
+        self._set(row.arn, deleted_at=utc_now())
         self._capacity.pop(row.arn, None)
         for model_arn in {row.model_arn, row.desired_model_arn}:
             self._unload_if_unused(account, model_arn)
@@ -260,22 +234,22 @@ class ProvisioningService:
         with self.db.session() as session:
             pending = session.scalars(select(ProvisionedThroughputRow).where(
                 ProvisionedThroughputRow.deleted_at.is_(None),
-                ProvisionedThroughputRow.status.in_([CREATING, UPDATING]))).all()
+                ProvisionedThroughputRow.status.in_([ThroughputStatus.CREATING, ThroughputStatus.UPDATING]))).all()
         for row in pending:
             try:
                 self._load_in_background(row.arn, row.account_id, self.lookup(row.account_id, row.desired_model_arn))
             except ValidationException as exc:
-                self._set(row.arn, status=FAILED, failure_message=str(exc))
+                self._set(row.arn, status=ThroughputStatus.FAILED, failure_message=str(exc))
 
     # -- the data plane -----------------------------------------------------------------------------
 
     def resolve(self, account: str, arn: str) -> tuple[ServedModel, Capacity]:
         """The model behind a provisioned ARN and the capacity its requests share."""
         row = self._row(account, arn)
-        if row.status == CREATING:
+        if row.status == ThroughputStatus.CREATING:
             raise ModelNotReadyException(f"The provisioned throughput {row.name} is still being created; "
                                          "retry when its status is InService")
-        if row.status == FAILED:
+        if row.status == ThroughputStatus.FAILED:
             raise ValidationException(f"The provisioned throughput {row.name} failed: {row.failure_message}")
         with self._lock:
             capacity = self._capacity.get(row.arn)

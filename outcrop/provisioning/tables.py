@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from outcrop.platform.database import Base
+from outcrop.platform.database import Base, UtcDateTime
+
+
+class ThroughputStatus(StrEnum):
+    """A provisioned throughput's status (Bedrock's values)."""
+
+    CREATING = "Creating"
+    IN_SERVICE = "InService"
+    UPDATING = "Updating"
+    FAILED = "Failed"
 
 
 class ProvisionedThroughputRow(Base):
@@ -22,9 +32,9 @@ class ProvisionedThroughputRow(Base):
     foundation_model_id: Mapped[str] = mapped_column(String(140))
     model_units: Mapped[int] = mapped_column(Integer)
     commitment: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    commitment_expiration: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    status: Mapped[str] = mapped_column(String(16))  # Creating | InService | Updating | Failed
+    commitment_expiration: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # a ThroughputStatus
     failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -28,15 +28,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, String, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select
 
 from outcrop.errors import AccessDeniedException, BedrockError, ValidationException
 from outcrop.iam import buckets
-from outcrop.iam.audit import UtcDateTime
 from outcrop.iam.principal import Principal
-from outcrop.platform.database import Base, Database
+from outcrop.platform.database import Database, utc_now
 from outcrop.platform.objectstore import MAX_KEY_BYTES, ObjectStore, S3Uri, _segment_error
+from outcrop.runtime.tables import InvocationLoggingConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +46,6 @@ DELIVERY_FLAGS = ("textDataDeliveryEnabled", "imageDataDeliveryEnabled", "embedd
                   "videoDataDeliveryEnabled", "audioDataDeliveryEnabled")
 #: Room left in a key after the prefix for `AWSLogs/<account>/BedrockModelInvocationLogs/<region>/...`.
 _KEY_TAIL_BYTES = 160
-
-
-class InvocationLoggingConfig(Base):
-    __tablename__ = "invocation_logging_configs"
-
-    account_id: Mapped[str] = mapped_column(String(12), primary_key=True)
-    #: The `loggingConfig` structure exactly as PutModelInvocationLoggingConfiguration received it.
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -138,10 +128,10 @@ def put_config(db: Database, store: ObjectStore, account_id: str, logging_config
     with db.session() as session:
         row = session.get(InvocationLoggingConfig, account_id)
         if row is None:
-            session.add(InvocationLoggingConfig(account_id=account_id, config=config, updated_at=datetime.now(UTC)))
+            session.add(InvocationLoggingConfig(account_id=account_id, config=config, updated_at=utc_now()))
         else:
             row.config = config
-            row.updated_at = datetime.now(UTC)
+            row.updated_at = utc_now()
     return copy.deepcopy(config)
 
 
@@ -182,7 +172,7 @@ def _body_json(body: Any) -> Any:
 
 
 def _timestamp(moment: datetime | None = None) -> str:
-    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    moment = (moment or utc_now()).astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -429,7 +419,7 @@ class InvocationLogWriter:
     def _write(self, config: dict[str, Any], account: str, records: list[dict[str, Any]]) -> None:
         uri = None
         try:
-            uri = log_object_uri(config, account, self.region, datetime.now(UTC))
+            uri = log_object_uri(config, account, self.region, utc_now())
             # Checked again at each write: the bucket may have been deleted and its name taken by another account.
             buckets.check_access(self.db, Principal.account_root(account), "s3:PutObject",
                                  f"arn:aws:s3:::{uri.bucket}/{uri.key}")

@@ -15,21 +15,24 @@ from typing import Any
 import torch
 
 from outcrop.catalog.cards import FoundationModel
+from outcrop.catalog.served import ServedModel
 from outcrop.catalog.service import Catalog
 from outcrop.errors import BedrockError, Cancelled, ValidationException
 from outcrop.iam.principal import Principal
+from outcrop.inference.chat import render_chat
 from outcrop.inference.engine import Deployment, Engine
 from outcrop.inference.loader import CAUSAL, ENCODER
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion, GenerationStream
 from outcrop.platform.database import Database
 from outcrop.provisioning.capacity import Capacity
-from outcrop.provisioning.service import ProvisioningService, ServedModel
+from outcrop.provisioning.service import ProvisioningService
 from outcrop.runtime import formats
 from outcrop.runtime.formats import Invocation, TextRequest, check_alternation
 from outcrop.runtime.invocation_logging import InvocationLogWriter, make_log_record
 from outcrop.runtime.quotas import Quotas
-from outcrop.runtime.usage import CANCELLED, SUCCESS, record_usage
+from outcrop.runtime.tables import UsageStatus
+from outcrop.runtime.usage import record_usage
 
 CONVERSE_STOP_REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence", LENGTH: "max_tokens"}
 #: Keys of Converse's `additionalModelRequestFields` that every text model understands.
@@ -285,7 +288,7 @@ class RuntimeService:
                 region=self.region, operation=operation, model_id=model_id, input_body=_loggable(request),
                 input_content_type=JSON, output_body=response, output_content_type=JSON,
                 input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=latency,
-                error_code=None if status == SUCCESS else status))
+                error_code=None if status == UsageStatus.SUCCESS else status))
 
     def _embed(self, caller: Caller, model: FoundationModel, document: dict[str, Any],
                started: float) -> dict[str, Any]:
@@ -311,7 +314,7 @@ class RuntimeService:
             if request.normalize:
                 vector = torch.nn.functional.normalize(vector, dim=0)
         response = {"embedding": vector.float().cpu().tolist(), "inputTextTokenCount": count}
-        self._meter(caller, "InvokeModel", model.model_id, started, SUCCESS, document, True, response,
+        self._meter(caller, "InvokeModel", model.model_id, started, UsageStatus.SUCCESS, document, True, response,
                     input_tokens=count, output_tokens=0)
         return response
 
@@ -329,11 +332,11 @@ class _MeteredStream:
         self.completion: Completion | None = None
 
     def __iter__(self):
-        status = CANCELLED
+        status = UsageStatus.CANCELLED
         try:
             yield from self._inner
             self.completion = self._inner.completion
-            status = SUCCESS
+            status = UsageStatus.SUCCESS
         except Cancelled:
             raise
         except BedrockError as exc:
@@ -344,7 +347,8 @@ class _MeteredStream:
             raise
         finally:
             # A failed generation keeps its old record of 0 output tokens; a cancelled one counts its tokens.
-            self._finish(self._inner.completion, status, self._inner.produced_tokens if status == CANCELLED else 0)
+            produced = self._inner.produced_tokens if status == UsageStatus.CANCELLED else 0
+            self._finish(self._inner.completion, status, produced)
 
     def result(self) -> Completion:
         for _ in self:
@@ -356,22 +360,6 @@ def _capture(stream: _MeteredStream, invocation: Invocation) -> Iterable[str]:
     """Pass deltas through and hand the completion to the format when the stream ends."""
     yield from stream
     invocation.completion = stream.completion
-
-
-def render_chat(tokenizer: Any, messages: list[dict[str, str]], system: str) -> str:
-    """The chat as the model's own template writes it; a plain transcript for models without one."""
-    chat = ([{"role": "system", "content": system}] if system else []) + messages
-    continue_last = bool(messages) and messages[-1]["role"] == "assistant"
-    if getattr(tokenizer, "chat_template", None):
-        from jinja2 import TemplateError
-
-        try:
-            return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=not continue_last,
-                                                 continue_final_message=continue_last)
-        except TemplateError as exc:
-            raise ValidationException(f"The model's chat template refused this conversation: {exc}") from None
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in chat]
-    return "\n".join(lines) + ("" if continue_last else "\nAssistant:")
 
 
 def _converse_text(content: list[dict[str, Any]], index: int) -> str:

@@ -50,8 +50,8 @@ def site(tmp_path):
     import uvicorn
 
     from outcrop.api.app import BedrockApp
-    from outcrop.api.services import Services
     from outcrop.platform.config import load_settings
+    from outcrop.services import Services
 
     port = free_port()
     services = Services.start(load_settings(data_dir=tmp_path / "data", port=port))
@@ -129,7 +129,7 @@ def test_two_raters_rate_a_comparison_by_keyboard(site):
     flow = human.create_flow_definition(account, "raters", ["alice", "bob"], 2)
     job = _job(services, account, flow)
     fired: list[str] = []
-    human.completion_hooks[:] = [fired.append]  # the evaluation service's own hook is not under test here
+    human.on_complete = fired.append  # the evaluation service's own completion is not under test here
     with services.db.session() as session:
         tasks = list(session.scalars(select(HumanTaskRow).where(HumanTaskRow.job_arn == job)
                                      .order_by(HumanTaskRow.position)))

@@ -15,10 +15,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
 from outcrop.cli import audit as audit_cli
-from outcrop.iam.audit import AuditEvent, query_events, record_event
+from outcrop.iam.audit import query_events, record_event
 from outcrop.iam.principal import Principal
+from outcrop.iam.tables import AuditEvent
 from outcrop.platform.database import MIGRATIONS_DIR, Base, Database
-from outcrop.runtime.invocation_logging import InvocationLoggingConfig
+from outcrop.runtime.tables import InvocationLoggingConfig
 
 ALICE = Principal("111111111111", "arn:aws:iam::111111111111:user/alice", "AKIAALICE")
 BOB = Principal("222222222222", "arn:aws:iam::222222222222:user/bob", "AKIABOB")

@@ -20,7 +20,7 @@ from outcrop.customization.datasets import (
 )
 from outcrop.errors import ValidationException
 from outcrop.evaluation.datasets import PACKAGED_DIR
-from outcrop.runtime.service import render_chat
+from outcrop.inference.chat import render_chat
 from tests.helpers import train_tokenizer
 
 SOURCE = "s3://bucket/train.jsonl"

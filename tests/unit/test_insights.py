@@ -26,7 +26,7 @@ from outcrop.insights import events
 from outcrop.insights.report import build_report
 from outcrop.platform.database import Database
 from outcrop.provisioning.tables import ProvisionedThroughputRow
-from outcrop.runtime.usage import UsageRecord
+from outcrop.runtime.tables import UsageRecord
 
 A, B = "111111111111", "222222222222"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -15,9 +15,9 @@ from outcrop.evaluation.judge import (
     judge,
     summarise,
 )
+from outcrop.inference.chat import render_chat
 from outcrop.inference.engine import Engine
 from outcrop.inference.sampling import SamplingParams
-from outcrop.runtime.service import render_chat
 
 ITEMS = [
     ("What is the capital of France?", "The capital of France is Paris.", "Paris"),

@@ -39,11 +39,14 @@ _PROBE = """
 import json, os, sys
 repo, outside = sys.argv[1], []
 parent = os.path.dirname(repo)
+# What lies beside the checkout now (a ../shared, say); files made later (temp files, when the checkout
+# itself is in /tmp) are the run's own.
+beside = {os.path.join(parent, name) for name in os.listdir(parent)} - {repo}
 
 def hook(event, args):
     if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
         path = os.path.abspath(os.fsdecode(args[0]))
-        if path.startswith(parent + os.sep) and not path.startswith(repo + os.sep) and path != repo:
+        if any(path == b or path.startswith(b + os.sep) for b in beside):
             outside.append(path)
 
 sys.addaudithook(hook)

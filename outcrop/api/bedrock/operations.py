@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outcrop.api.services import Services
 from outcrop.iam.principal import Principal
+from outcrop.services import Services
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from outcrop.api.services import Services
 from outcrop.catalog.arns import model_arn, parse_bedrock_arn
 from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
 from outcrop.errors import ResourceNotFoundException
 from outcrop.evaluation.tables import EvaluationJobRow
 from outcrop.provisioning.tables import ProvisionedThroughputRow
+from outcrop.services import Services
 
 #: "Any resource": what list and create operations without an identifier are authorized against.
 ANY = "*"

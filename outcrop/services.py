@@ -1,4 +1,10 @@
-"""The composition root: one object holding every service a request or command can reach."""
+"""The composition root: the one module that builds the service graph, for the server and for a job process.
+
+Every service gets its dependencies through its constructor, built here in dependency order. The server's
+graph is `Services.start`; a job process (fine-tuning, evaluation) builds the part it needs with
+`JobServices`, from the same pieces, so a model answers a job exactly as it answers a client. API doors,
+the CLI and job entry points (`<capability>/job.py`) import this module; no service does.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from dataclasses import dataclass
 
 from outcrop.catalog.prices import PriceTable
 from outcrop.catalog.service import Catalog
+from outcrop.customization.models import CustomModels
 from outcrop.customization.service import CustomizationService
 from outcrop.evaluation.human import HumanReview
 from outcrop.evaluation.service import EvaluationService
@@ -63,23 +70,21 @@ class Services:
         store = open_object_store(settings)
         buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
         invocation_log = InvocationLogWriter(db, store, settings.region)
-        quotas = Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute)
         jobs = JobRunner(db, settings, settings.max_running_jobs)
         jobs.start()  # recovers jobs a previous server left running
-        customization = CustomizationService(db, catalog, iam, jobs, engine, settings.region)
-        provisioning = ProvisioningService(db, engine, customization.served_model, settings,
-                                           PriceTable.load(settings.price_table or None))
-        customization.deletion_checks.append(provisioning.in_use)
+        models = CustomModels(db, catalog, settings.region)
+        provisioning = _provisioning(db, settings, engine, models)
+        customization = CustomizationService(db, catalog, iam, jobs, models, provisioning.in_use, settings.region)
         provisioning.resume()  # finish loading what a previous server was creating or updating
-        human = HumanReview(db, iam, settings.region)
-        evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, human, settings.region)
-        human.completion_hooks.append(evaluation.finish_human)
-        human.finish_rated_jobs()  # a job whose last rating came just before a restart is finished now
-        return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam, human=human,
-                   invocation_log=invocation_log, jobs=jobs, customization=customization,
+        evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, settings.region)
+        evaluation.human.finish_rated_jobs()  # a job whose last rating came just before a restart is finished now
+        runtime = RuntimeService(catalog, engine, db, Quotas(settings.quota_requests_per_minute,
+                                                             settings.quota_tokens_per_minute),
+                                 invocation_log, settings.region, provisioning)
+        return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
+                   human=evaluation.human, invocation_log=invocation_log, jobs=jobs, customization=customization,
                    provisioning=provisioning, evaluation=evaluation,
-                   insights=InsightsService(db, provisioning.prices, settings),
-                   runtime=RuntimeService(catalog, engine, db, quotas, invocation_log, settings.region, provisioning),
+                   insights=InsightsService(db, provisioning.prices, settings), runtime=runtime,
                    schema_revision=revision)
 
     def close(self) -> None:
@@ -88,3 +93,35 @@ class Services:
         self.engine.close()
         self.db.dispose()
 
+
+
+def _provisioning(db: Database, settings: Settings, engine: Engine, models: CustomModels) -> ProvisioningService:
+    """Provisioned throughput, serving foundation and custom models (looked up through CustomModels)."""
+    return ProvisioningService(db, engine, models.served_model, settings, PriceTable.load(settings.price_table or None))
+
+
+@dataclass
+class JobServices:
+    """What a job process works with: the database, IAM (its role), the catalog and the object store, and a
+    runtime of its own when it asks models (an evaluation) - built like the server's."""
+
+    settings: Settings
+    db: Database
+    iam: IamService
+    catalog: Catalog
+    store: ObjectStore
+
+    @classmethod
+    def open(cls, db: Database, settings: Settings) -> JobServices:
+        return cls(settings, db, IamService(db, settings.data_dir), Catalog(db, settings.region),
+                   open_object_store(settings))
+
+    def runtime(self) -> RuntimeService:
+        """The server's runtime, minus what only a server needs: no quotas (a job is billed, not throttled),
+        and provisioned capacity counted in this process."""
+        settings = self.settings
+        engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences)
+        logs = InvocationLogWriter(self.db, self.store, settings.region)
+        return RuntimeService(self.catalog, engine, self.db, Quotas(0, 0), logs, settings.region,
+                              _provisioning(self.db, settings, engine, CustomModels(self.db, self.catalog,
+                                                                                    settings.region)))
