@@ -94,7 +94,6 @@ class Services:
         self.db.dispose()
 
 
-
 def _provisioning(db: Database, settings: Settings, engine: Engine, models: CustomModels) -> ProvisioningService:
     """Provisioned throughput, serving foundation and custom models (looked up through CustomModels)."""
     return ProvisioningService(db, engine, models.served_model, settings, PriceTable.load(settings.price_table or None))

@@ -37,8 +37,6 @@ ENTRY_POINT = "outcrop.evaluation.job:run"
 FAILURE_HOOK = "outcrop.evaluation.job:on_failure"
 
 
-
-
 def job_type(request: dict[str, Any]) -> str:
     return HUMAN if "human" in request["evaluationConfig"] else AUTOMATED
 

@@ -10,8 +10,6 @@ from outcrop.runtime.tables import UsageRecord, UsageStatus
 
 log = logging.getLogger(__name__)
 
-#: The names api/app.py and runtime/service.py still import the statuses by.
-
 
 def record_usage(db: Database, *, request_id: str, principal: Principal, model_id: str, operation: str,
                  input_tokens: int = 0, output_tokens: int = 0, latency_ms: int = 0,
