@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -37,7 +39,7 @@ from outcrop.runtime.tables import UsageStatus
 from outcrop.services import Services
 
 #: The control planes whose every call goes to the audit trail (data-plane calls have usage records).
-AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", "outcrop-iam"})
+AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", iam_api.SERVICE})
 #: Worker threads for handlers (parsing, database, waiting on a generation).
 THREADS = 256
 #: The access log's status for a request whose client hung up before its answer (nginx's "client closed request").
@@ -45,6 +47,30 @@ CLIENT_CLOSED_REQUEST = 499
 
 log = logging.getLogger("outcrop.api")
 access_log = logging.getLogger("outcrop.access")
+
+
+@dataclass(frozen=True)
+class JsonApi:
+    """One of Outcrop's own JSON APIs: `POST <prefix><Action>`, SigV4-signed, a JSON object in and out."""
+
+    prefix: str
+    service: str
+    action_of: Callable[[str, str], str]
+    #: (services, principal, action, body, policy context) -> the JSON response; authorizes first.
+    handle: Callable[[Services, Principal, str, dict[str, Any], dict[str, Any]], bytes]
+
+
+#: The route table, first match wins: the raters' pages (their own ASGI app, a session cookie rather than
+#: SigV4), Outcrop's JSON APIs, then the four Bedrock services, whose routes come from botocore's models.
+PAGES = rating.PREFIX
+JSON_APIS = (
+    JsonApi(iam_api.PREFIX, iam_api.SERVICE, iam_api.action_of,
+            lambda services, caller, action, body, context: iam_api.handle(
+                services.iam, caller, action, body, context)),
+    JsonApi(insights_api.PREFIX, insights_api.SERVICE, insights_api.action_of,
+            lambda services, caller, action, body, context: insights_api.handle(
+                services.insights, services.iam, caller, action, body, context)),
+)
 
 
 def error_response(error: BedrockError, request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -72,9 +98,10 @@ class BedrockApp:
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
         method, raw_path = scope["method"], _raw_path(scope)
-        if raw_path == rating.PREFIX or raw_path.startswith(rating.PREFIX + "/"):
-            await self.rating(scope, receive, send)  # raters' web pages: a session cookie, not SigV4
+        if raw_path == PAGES or raw_path.startswith(PAGES + "/"):
+            await self.rating(scope, receive, send)
             return
+        api = next((a for a in JSON_APIS if raw_path.startswith(a.prefix)), None)
         service, operation, resource, status = "-", "-", "*", 500
         principal: Principal | None = None
         headers: dict[str, str] = {}
@@ -82,10 +109,8 @@ class BedrockApp:
         response_started = False
         hung_up = threading.Event()  # the client's disconnect, handed to the work as its cancel flag
         try:
-            if raw_path.startswith(iam_api.PREFIX):
-                service, operation = "outcrop-iam", iam_api.action_of(method, raw_path)
-            elif raw_path.startswith(insights_api.PREFIX):
-                service, operation = insights_api.SERVICE, insights_api.action_of(method, raw_path)
+            if api is not None:
+                service, operation = api.service, api.action_of(method, raw_path)
             else:
                 route, labels = self._route(method, raw_path)
                 service, operation = route.service, route.name
@@ -101,12 +126,8 @@ class BedrockApp:
                 principal = authenticate(self.services.iam, auth_enabled=self.services.settings.auth_enabled,
                                          service=service, method=method, raw_path=raw_path, query=query,
                                          headers=headers, body=body, tls=tls, client_ip=client_ip)
-                if service == "outcrop-iam":
-                    answer = iam_api.handle(self.services.iam, principal, operation, iam_api.parse_body(body), context)
-                    return protocol.WireResponse(200, {"Content-Type": "application/json"}, answer)
-                if service == insights_api.SERVICE:
-                    answer = insights_api.handle(self.services.insights, self.services.iam, principal, operation,
-                                                 iam_api.parse_body(body), context)
+                if api is not None:
+                    answer = api.handle(self.services, principal, operation, iam_api.parse_body(body), context)
                     return protocol.WireResponse(200, {"Content-Type": "application/json"}, answer)
                 params = protocol.parse_request(route, labels, query, headers, body)
                 # Resolved before authorizing: a policy sees the canonical ARN, whatever the caller spelled.

@@ -17,6 +17,7 @@ from outcrop.iam.service import BEARER, SIGV4, IamService
 from outcrop.platform import jsontext
 
 PREFIX = "/_outcrop/iam/"
+SERVICE = "outcrop-iam"
 
 
 def _name(body: dict[str, Any], key: str) -> str:
