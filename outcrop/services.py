@@ -14,7 +14,7 @@ from outcrop.catalog.prices import PriceTable
 from outcrop.catalog.service import Catalog
 from outcrop.customization.models import CustomModels
 from outcrop.customization.service import CustomizationService
-from outcrop.evaluation.human import HumanReview
+from outcrop.evaluation.human.service import HumanReview
 from outcrop.evaluation.service import EvaluationService
 from outcrop.iam import buckets
 from outcrop.iam.credentials import write_credentials

@@ -39,21 +39,19 @@ from outcrop.errors import (
     ResourceNotFoundException,
     ValidationException,
 )
-from outcrop.evaluation.human import (
-    ALREADY_RATED,
+from outcrop.evaluation.human.items import TaskView, answers_to_values
+from outcrop.evaluation.human.methods import (
     CHOICE,
     COMPARISON_LIKERT,
-    ITEM_FULL,
     LIKERT,
     PER_RESPONSE_METHODS,
     RANK,
     THUMBS,
     TIE,
-    HumanReview,
     Metric,
-    TaskView,
-    answers_to_values,
 )
+from outcrop.evaluation.human.ratings import ALREADY_RATED, ITEM_FULL
+from outcrop.evaluation.human.service import HumanReview
 from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.iam.principal import USER
 from outcrop.iam.secrets import KEY_FILE_NAME, SecretBox
@@ -270,7 +268,7 @@ class RatingApp:
                 notice = NOTICES.get((query.get("notice") or [""])[0], "")
                 return self._job_page(rater, job_arn, notice=notice)
             return Response(404, _page("Not found", "There is no such page.", rater))
-        except ResourceNotFoundException as exc:  # other teams' jobs too: see HumanReview._job
+        except ResourceNotFoundException as exc:  # other teams' jobs too: see human.teams.job_for_rater
             return Response(404, _page("Not available", exc.message, back=True))
         except Exception:  # a stack trace helps no rater; the log keeps it
             log.exception("rating page %s %s failed", method, path)

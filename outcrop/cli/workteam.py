@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def _human(args: argparse.Namespace):
     from outcrop.cli.iam import _iam
-    from outcrop.evaluation.human import HumanReview
+    from outcrop.evaluation.human.service import HumanReview
     from outcrop.platform.config import load_settings
 
     iam, account = _iam(args)

@@ -327,17 +327,18 @@ def _toxicity() -> Any:
 
 def _store_human_tasks(db: Database, iam: IamService, region: str, row: EvaluationJobRow, sets: list[Dataset],
                        models: list[tuple[str, Any]], answers: dict[tuple[int, int], list[str]]) -> None:
-    from outcrop.evaluation import human
+    from outcrop.evaluation.human.items import create_tasks, task_count
+    from outcrop.evaluation.human.service import HumanReview
 
-    if human.task_count(db, row.job_arn):  # a resumed job stored its items before the restart
+    if task_count(db, row.job_arn):  # a resumed job stored its items before the restart
         return
     workflow = row.request["evaluationConfig"]["human"]["humanWorkflowConfig"]
-    team = human.HumanReview(db, iam, region).resolve_flow_definition(row.account_id, workflow["flowDefinitionArn"])
+    team = HumanReview(db, iam, region).resolve_flow_definition(row.account_id, workflow["flowDefinitionArn"])
     items = [{"taskType": dataset.task_type, "dataset": dataset.name, "record": record.raw,
               "responses": [{"modelIdentifier": model, "response": answers[d, m][i]}
                             for m, (model, _) in enumerate(models)]}
              for d, dataset in enumerate(sets) for i, record in enumerate(dataset.records)]
-    human.create_tasks(db, row.job_arn, items, team.workers_per_item)
+    create_tasks(db, row.job_arn, items, team.workers_per_item)
 
 
 def _row(db: Database, job_arn: str) -> EvaluationJobRow:

@@ -16,8 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from outcrop.catalog.arns import model_arn
 from outcrop.catalog.service import Catalog
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
-from outcrop.evaluation import datasets, human, inference, outputs, scoring
-from outcrop.evaluation.human import HumanReview
+from outcrop.evaluation import datasets, inference, outputs, scoring
+from outcrop.evaluation.human.methods import check_custom_metrics
+from outcrop.evaluation.human.service import HumanReview
 from outcrop.evaluation.tables import EvaluationJobRow, HumanRatingRow, HumanTaskRow, JobStatus
 from outcrop.iam.principal import Principal
 from outcrop.iam.scoped_store import ScopedStore, object_arn
@@ -192,7 +193,7 @@ class EvaluationService:
         metrics = config.get("customMetrics") or []
         if not metrics:
             raise ValidationException("evaluationConfig.human.customMetrics needs at least one metric to rate")
-        human.check_custom_metrics(metrics, model_count)
+        check_custom_metrics(metrics, model_count)
         workflow = config.get("humanWorkflowConfig")
         if not workflow:
             raise ValidationException("evaluationConfig.human.humanWorkflowConfig (the work team) is required")

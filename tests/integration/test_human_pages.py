@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from outcrop.evaluation.human import create_tasks
+from outcrop.evaluation.human.items import create_tasks
 from outcrop.evaluation.tables import EvaluationJobRow, HumanRatingRow, HumanTaskRow
 from tests.conftest import free_port
 

@@ -10,17 +10,9 @@ from datetime import UTC, datetime
 import pytest
 
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
-from outcrop.evaluation.human import (
-    HumanReview,
-    Metric,
-    Shown,
-    TaskView,
-    answers_to_values,
-    check_custom_metrics,
-    check_values,
-    create_tasks,
-    task_count,
-)
+from outcrop.evaluation.human.items import Shown, TaskView, answers_to_values, create_tasks, task_count
+from outcrop.evaluation.human.methods import Metric, check_custom_metrics, check_values
+from outcrop.evaluation.human.service import HumanReview
 from outcrop.evaluation.tables import EvaluationJobRow
 from tests.helpers import call_rating_pages
 

@@ -3,6 +3,8 @@ parser's accept/refuse line, and the accounting of summaries."""
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from outcrop.errors import ValidationException
@@ -10,6 +12,7 @@ from outcrop.evaluation.judge import (
     BUILTIN_RUBRICS,
     DEFAULT_SCALE,
     NO_REFERENCE,
+    RUBRICS_FILE,
     Rubric,
     ScaleItem,
     Verdict,
@@ -18,6 +21,7 @@ from outcrop.evaluation.judge import (
     judge,
     judge_messages,
     parse_verdict,
+    show_value,
     summarise,
 )
 
@@ -60,6 +64,41 @@ def test_rubrics_say_what_they_measure_and_which_use_the_reference():
         assert "{{ground_truth}}" in texts[name]
     assert "{{ground_truth}}" not in texts["Builtin.ProfessionalStyleAndTone"]
     assert len({text for text in texts.values()}) == len(texts)
+
+
+def test_builtin_rubrics_are_the_data_file_and_each_prompt_shows_it_exactly_once():
+    """The prose lives in catalog/judge_rubrics.toml (shipped by the `catalog/*.toml` package-data glob);
+    every built-in's judge prompt carries its task, its inputs and each scale line exactly once."""
+    assert RUBRICS_FILE.parent.name == "catalog" and RUBRICS_FILE.is_file()
+    data = tomllib.loads(RUBRICS_FILE.read_text(encoding="utf-8"))
+    assert [entry["name"] for entry in data["rubric"]] == list(BUILTIN_RUBRICS)
+    assert NO_REFERENCE == data["no_reference"]
+    assert [(item.definition, item.value) for item in DEFAULT_SCALE] == [
+        (item["definition"], float(item["value"])) for item in data["scales"]["default"]]
+    for entry in data["rubric"]:
+        rubric = BUILTIN_RUBRICS[entry["name"]]
+        assert rubric.description == entry["description"]
+        assert rubric.higher_is_better is entry.get("higher_is_better", True)
+        scale = data["scales"][entry["scale"]] if isinstance(entry["scale"], str) else entry["scale"]
+        assert [(item.definition, item.value) for item in rubric.scale] == [
+            (item["definition"], float(item["value"])) for item in scale]
+        for reference in ("The answer is 4.", None):
+            system, user = judge_messages(rubric, "What is 2+2?", "It is 4.", reference)
+            text = user["content"]
+            assert system["role"] == "system" and user["role"] == "user"
+            assert text.startswith(entry["task"].strip() + "\n\n")
+            assert text.count(entry["task"].strip()) == 1
+            assert text.count(data["inputs"]["response"].split("{{")[0]) == 1
+            assert text.count("<prompt>\nWhat is 2+2?\n</prompt>") == 1
+            assert text.count("<response>\nIt is 4.\n</response>") == 1
+            with_reference = entry.get("reference", False)
+            assert text.count("<reference>\n" + (reference or NO_REFERENCE) + "\n</reference>") == with_reference
+            assert "{{" not in text
+            for item in scale:
+                line = f"- {show_value(float(item['value']))} = {item['definition']}"
+                assert text.count(line) == 1 and text.count(item["definition"]) == 1
+            values = ", ".join(show_value(float(item["value"])) for item in scale)
+            assert text.count(f"Allowed values: {values}.") == 1
 
 
 def test_harm_like_metrics_are_lower_is_better():

@@ -14,7 +14,7 @@ from outcrop.api.asgi import HTTPS, LOOPBACK, PLAIN, transport
 from outcrop.api.auth import authenticate
 from outcrop.api.rating import RatingApp, SignInThrottle
 from outcrop.errors import InvalidSignatureException, UnrecognizedClientException
-from outcrop.evaluation.human import HumanReview
+from outcrop.evaluation.human.service import HumanReview
 from outcrop.iam import sigv4
 from outcrop.iam.audit import query_events
 from outcrop.iam.service import BEARER

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from outcrop.api import rating
-from outcrop.evaluation.human import CHOICE, THUMBS, Metric, Shown, TaskView
+from outcrop.evaluation.human.items import Shown, TaskView
+from outcrop.evaluation.human.methods import CHOICE, THUMBS, Metric
 from outcrop.web import static, static_hash
 
 EVIL = "<script>alert('x\"&')</script>"
