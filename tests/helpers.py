@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: Data the tests read: public samples with their licences (tests/data/SOURCES.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
     "after the rains the roads are flooded and wet",

@@ -70,7 +70,7 @@ def _tls_client(tls, service: str, key: tuple[str, str] | None = None):
 # -- bearer keys ------------------------------------------------------------------------------------
 
 def test_a_bearer_key_from_this_machine_over_plain_http_is_accepted(server):
-    """Plain HTTP from loopback passes (the refusal from elsewhere is in tests/unit/test_transport_and_files.py:
+    """Plain HTTP from loopback passes (the refusal from elsewhere is in tests/unit/api/test_transport_and_files.py:
     every test client is on 127.0.0.1); over TLS, see test_bearer_api_key_over_https."""
     token = json.loads(outcrop(server, "iam", "create-access-key", "--bearer").stdout)["ApiKey"]
     status, _, body = server.raw("GET", "/foundation-models", sign=False, headers={"Authorization": f"Bearer {token}"})

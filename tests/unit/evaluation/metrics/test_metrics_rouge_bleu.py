@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +13,10 @@ sacrebleu = pytest.importorskip("sacrebleu")
 from outcrop.errors import ValidationException  # noqa: E402
 from outcrop.evaluation.metrics.bleu import Bleu, reference_streams  # noqa: E402
 from outcrop.evaluation.metrics.rouge import Rouge, lcs_indices, lcs_length  # noqa: E402
+from tests.helpers import TEST_DATA  # noqa: E402
 
 TYPES = ["rouge1", "rouge2", "rouge3", "rougeL", "rougeLsum"]
-SCITLDR = Path(__file__).resolve().parents[1] / "data" / "eval" / "summarization-scitldr.jsonl"
+SCITLDR = TEST_DATA / "eval" / "summarization-scitldr.jsonl"
 
 VOCAB = (
     "the a of cat cats running runs ran dog dogs house houses generously generous 12 3.5 1,000 2024 "

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import register_model, start_server, stop_server
-from tests.integration.test_customization import PAIRS, create, jsonl, outcrop, wait
+from tests.integration.customization.test_customization import PAIRS, create, jsonl, outcrop, wait
 
 QUESTION = [{"role": "user", "content": [{"text": PAIRS[0][0]}]}]
 

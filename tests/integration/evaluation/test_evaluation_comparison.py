@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import register_model, start_server, stop_server
-from tests.integration.test_customization import PAIRS, create, jsonl, outcrop, wait
-from tests.integration.test_human_pages import CHROMIUM, PREFIX, needs_browser
-from tests.integration.test_provisioning import wait_in_service
+from tests.integration.customization.test_customization import PAIRS, create, jsonl, outcrop, wait
+from tests.integration.evaluation.test_human_pages import CHROMIUM, PREFIX, needs_browser
+from tests.integration.provisioning.test_provisioning import wait_in_service
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 
 from tests.conftest import register_model, start_server, stop_server
-from tests.integration.test_customization import jsonl, outcrop
+from tests.integration.customization.test_customization import jsonl, outcrop
 
 QA = [{"prompt": "What colour is the sky?", "referenceResponse": "blue", "category": "nature",
        "answers": ["blue", "light blue"]},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
@@ -21,11 +20,11 @@ from outcrop.customization.datasets import (
 from outcrop.errors import ValidationException
 from outcrop.evaluation.datasets import PACKAGED_DIR
 from outcrop.inference.chat import render_chat
-from tests.helpers import train_tokenizer
+from tests.helpers import TEST_DATA, train_tokenizer
 
 SOURCE = "s3://bucket/train.jsonl"
 #: The fine-tuning samples of tests/data, and the WikiText-2 sample the package ships for evaluation.
-SAMPLES = [*sorted((Path(__file__).resolve().parents[1] / "data" / "finetune").glob("*.jsonl")),
+SAMPLES = [*sorted((TEST_DATA / "finetune").glob("*.jsonl")),
            PACKAGED_DIR / "finetune" / "cpt-wikitext2.jsonl"]
 
 
