@@ -63,9 +63,6 @@ class ScopedStore:
     def head(self, uri: UriLike) -> ObjectInfo:
         return self.store.head(self._allow("s3:GetObject", uri))
 
-    def exists(self, uri: UriLike) -> bool:
-        return self.store.exists(self._allow("s3:GetObject", uri))
-
     def open_read(self, uri: UriLike) -> BinaryIO:
         return self.store.open_read(self._allow("s3:GetObject", uri))
 

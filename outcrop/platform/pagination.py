@@ -23,14 +23,14 @@ import hashlib
 import hmac
 import json
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import ColumnElement, Select, and_, inspect, or_
 
 from outcrop.errors import ValidationException
-from outcrop.platform.database import Database
+from outcrop.platform.database import Database, as_utc
 
 DEFAULT_PAGE_SIZE = 100
 ASCENDING, DESCENDING = "Ascending", "Descending"
@@ -50,9 +50,10 @@ def page(db: Database, query: Select, created_column: Any, params: dict[str, Any
     """One page of `query` (a select of one mapped entity) by the operation's `creationTimeAfter/Before`,
     `sortOrder` (newest first unless Ascending), `maxResults` and `nextToken`."""
     if params.get("creationTimeAfter"):
-        query = query.where(created_column > _utc(params["creationTimeAfter"]))
+        # Bound as UTC: SQLite compares the stored UTC text, and an aware value binds without its offset.
+        query = query.where(created_column > as_utc(params["creationTimeAfter"]))
     if params.get("creationTimeBefore"):
-        query = query.where(created_column < _utc(params["creationTimeBefore"]))
+        query = query.where(created_column < as_utc(params["creationTimeBefore"]))
     order = ASCENDING if params.get("sortOrder") == ASCENDING else DESCENDING
     mapper = inspect(query.column_descriptions[0]["entity"])
     columns = [created_column, *mapper.primary_key]
@@ -68,7 +69,7 @@ def page(db: Database, query: Select, created_column: Any, params: dict[str, Any
     if len(rows) <= size:
         return rows, None
     last = rows[size - 1]
-    created = _utc(getattr(last, created_column.key))
+    created = as_utc(getattr(last, created_column.key))
     token = _make_token(key, {"e": mapper.persist_selectable.name, "o": order, "f": filters,
                               "t": created.isoformat(timespec="microseconds"),
                               "k": list(mapper.primary_key_from_instance(last))})
@@ -84,16 +85,10 @@ def _after(key: list[tuple[Any, Any]], ascending: bool) -> ColumnElement[bool]:
     return or_(*clauses)
 
 
-def _utc(moment: datetime) -> datetime:
-    """An aware UTC datetime. Tables store UTC; SQLite hands it back naive, and compares it as text, so
-    what is bound must be UTC too (an aware value binds as its wall-clock fields, offset dropped)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _filters_digest(params: dict[str, Any]) -> str:
     def plain(value: Any) -> Any:
         if isinstance(value, datetime):
-            return _utc(value).isoformat(timespec="microseconds")
+            return as_utc(value).isoformat(timespec="microseconds")
         return str(value)
 
     filters = {k: v for k, v in params.items() if k not in _NOT_FILTERS and v is not None}
@@ -128,7 +123,7 @@ def _read_token(key: bytes, token: str, table: str, order: str, filters: str) ->
     try:
         payload = json.loads(body)
         made_in, made_for, made_with = payload["e"], payload["o"], payload["f"]
-        after = [_utc(datetime.fromisoformat(payload["t"])), *payload["k"]]
+        after = [as_utc(datetime.fromisoformat(payload["t"])), *payload["k"]]
     except (ValueError, KeyError, TypeError):
         raise invalid from None
     if made_in != table:

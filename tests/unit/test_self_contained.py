@@ -2,7 +2,7 @@
 
 A clone is all a user or a contributor has. Data the tests need lives in tests/data, data the product
 needs ships in the package (outcrop/evaluation/builtin_datasets); a folder beside the checkout (such
-as the `shared/` a development machine may have) must never be reached for.
+as a data folder a development machine may keep there) must never be reached for.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ _PROBE = """
 import json, os, sys
 repo, outside = sys.argv[1], []
 parent = os.path.dirname(repo)
-# What lies beside the checkout now (a ../shared, say); files made later (temp files, when the checkout
+# What lies beside the checkout now (a sibling data folder, say); files made later (temp files, when the checkout
 # itself is in /tmp) are the run's own.
 beside = {os.path.join(parent, name) for name in os.listdir(parent)} - {repo}
 
@@ -60,7 +60,7 @@ sys.exit(code)
 @pytest.mark.slow  # imports every test module, torch included
 def test_collecting_the_suite_opens_nothing_beside_the_checkout():
     """Every test module imported (as collection does) with an audit hook on `open`: nothing outside the
-    checkout but next to it (where ../shared would be) is read, so the suite behaves the same without it."""
+    checkout but next to it (where a sibling data folder would be) is read, so the suite behaves the same without it."""
     result = subprocess.run([sys.executable, "-c", _PROBE, str(REPO)], capture_output=True, text=True,
                             timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
