@@ -24,8 +24,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 serve: install
 	$(BIN)/outcrop serve $(ARGS)
 
-test: install
+# The AWS SDK for JavaScript, for tests/integration/frameworks, when npm exists (without node those tests skip).
+test: install $(if $(shell command -v npm),tests/js/node_modules/.package-lock.json)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 
 lint: install
 	$(BIN)/ruff check outcrop tests bench

@@ -279,6 +279,104 @@ def run_ours(endpoint: str, key: tuple[str, str], server_pid: int, clients: int,
     return side
 
 
+# -- many more clients than places in the batch: latency as a default boto3 client sees it -----------
+
+def wait_until_ready(endpoint: str, timeout: float = 600) -> float:
+    """Seconds until GET /_outcrop/health answers 200: the server preloads its models in the background, and a
+    request sent before that waits at most model_load_wait_seconds (then ModelNotReadyException)."""
+    import urllib.error
+    import urllib.request
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            with urllib.request.urlopen(endpoint + "/_outcrop/health", timeout=10) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    sys.exit(f"the server was not ready within {timeout} s")
+
+
+def run_burst(cache_dir: Path, clients: int, max_tokens: int, queue_wait: str) -> dict:
+    """`clients` boto3 clients send one Converse each, all at once, with boto3's default configuration (60 s
+    read timeout, standard retries: 3 attempts with backoff), so a retried request's latency counts every
+    attempt and its backoff. With max_batch_sequences 16, half of 32 clients wait for a place: with
+    `queue_wait` "0" (no bound, as before) they wait until the first half is done, however long; with a bound
+    they are answered ThrottlingException in time and retry. Printed: p50/p95 latency, the answers, and the
+    share of attempts answered ThrottlingException. Nothing else runs meanwhile but the server and these
+    clients (their CPU use is printed too: on a small machine they compete with the model)."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    with tempfile.TemporaryDirectory(prefix="outcrop-burst-") as tmp:
+        port, data_dir = free_port(), Path(tmp) / "data"
+        log_path = Path(tmp) / "server.log"
+        server = start_server(port, data_dir, cache_dir, log_path, {"OUTCROP_MAX_QUEUE_WAIT_SECONDS": queue_wait})
+        try:
+            endpoint, key = f"http://127.0.0.1:{port}", root_key(data_dir)
+            wait_until_ready(endpoint)
+            attempts: dict[str, int] = {}
+            lock = threading.Lock()
+
+            def count_attempt(response=None, **_) -> None:  # every attempt's answer, retried or not
+                code = "timeout or connection error"
+                if response is not None:
+                    code = response[1].get("Error", {}).get("Code") or "answered"
+                with lock:
+                    attempts[code] = attempts.get(code, 0) + 1
+
+            pool = []
+            for _ in range(clients):  # made here, one per thread: making clients concurrently is not thread-safe
+                client = boto3.client("bedrock-runtime", endpoint_url=endpoint, region_name="us-east-1",
+                                      aws_access_key_id=key[0], aws_secret_access_key=key[1],
+                                      config=Config(retries={"mode": "standard"}))
+                client.meta.events.register("needs-retry.bedrock-runtime.Converse", count_attempt)
+                pool.append(client)
+            outcomes: list[tuple[str, float]] = []
+            barrier = threading.Barrier(clients + 1)
+
+            def ask(i: int) -> None:
+                barrier.wait()
+                started = time.perf_counter()
+                try:
+                    pool[i].converse(modelId=MODEL_ID, messages=[{"role": "user", "content": [{"text": PROMPTS[
+                        i % len(PROMPTS)]}]}], inferenceConfig={"maxTokens": max_tokens, "temperature": TEMPERATURE})
+                    outcome = "answered"
+                except ClientError as exc:
+                    outcome = exc.response["Error"]["Code"]
+                except BotoCoreError as exc:
+                    outcome = type(exc).__name__
+                with lock:
+                    outcomes.append((outcome, time.perf_counter() - started))
+
+            threads = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(clients)]
+            for thread in threads:
+                thread.start()
+            barrier.wait()
+            side, meter, started = Side(f"burst {clients}"), CpuMeter(server.pid), time.perf_counter()
+            for thread in threads:
+                thread.join()
+            side.wall_s = time.perf_counter() - started
+            meter.stop(side)
+        finally:
+            stop_server(server)
+    latencies = [seconds for _, seconds in outcomes]
+    answers = {kind: sum(1 for k, _ in outcomes if k == kind) for kind in sorted({k for k, _ in outcomes})}
+    total_attempts = sum(attempts.values())
+    result = {"clients": clients, "max_queue_wait_seconds": queue_wait, "p50_s": round(percentile(latencies, 50), 2),
+              "p95_s": round(percentile(latencies, 95), 2), "max_s": round(max(latencies), 2), "answers": answers,
+              "attempts": attempts, "throttled_share": round(attempts.get("ThrottlingException", 0)
+                                                             / max(total_attempts, 1), 3)}
+    bound = "no bound" if float(queue_wait) == 0 else f"max_queue_wait_seconds {queue_wait}"
+    print(f"{clients} concurrent Converse clients, {bound}: latency p50 {result['p50_s']:.1f} s, "
+          f"p95 {result['p95_s']:.1f} s, max {result['max_s']:.1f} s; answers {answers}; attempts {attempts} "
+          f"({result['throttled_share']:.0%} ThrottlingException)\n  {side.cpu_report()}", flush=True)
+    return result
+
+
 # -- the baseline: the same model, one `generate` after another, in this process --------------------
 
 def run_sequential(folder: Path, requests: int, max_tokens: int) -> Side:
@@ -354,6 +452,8 @@ def main() -> int:
     parser.add_argument("--model-cache-dir", type=Path, default=Path("~/.cache/outcrop-bench"),
                         help="converted weights, kept between runs (default ~/.cache/outcrop-bench)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the numbers here")
+    parser.add_argument("--burst-clients", type=int, default=32,
+                        help="then this many clients at once, bounded queue wait against none (0: skip; default 32)")
     args = parser.parse_args()
     cache_dir = args.model_cache_dir.expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -369,6 +469,7 @@ def main() -> int:
         server = start_server(port, data_dir, cache_dir, log_path)
         try:
             endpoint, key = f"http://127.0.0.1:{port}", root_key(data_dir)
+            print(f"server ready (preloaded) after {wait_until_ready(endpoint):.1f} s", flush=True)
             started = time.perf_counter()
             stream_once(runtime_client(endpoint, key), "Say hello.", 0, 8)  # loads (and first time converts) the model
             print(f"server warm-up (model load) {time.perf_counter() - started:.1f} s; "
@@ -388,6 +489,11 @@ def main() -> int:
     sequential = run_sequential(folder, args.baseline_requests, args.max_tokens)
     print(sequential.cpu_report(), flush=True)
 
+    from outcrop.platform.config import Settings
+
+    bursts = [run_burst(cache_dir, args.burst_clients, args.max_tokens, wait)  # no bound (as before), the default
+              for wait in ("0", str(Settings().max_queue_wait_seconds))] if args.burst_clients else []
+
     print()
     print_table([ours, sequential])
     ratio = ours.tokens_per_s / sequential.tokens_per_s if sequential.tokens_per_s else float("nan")
@@ -396,7 +502,7 @@ def main() -> int:
                                          "clients": args.clients, "rounds": args.rounds,
                                          "ours": ours.summary(), "sequential": sequential.summary(),
                                          "ours_ttft_s": ours.ttft_s, "sequential_ttft_s": sequential.ttft_s,
-                                         "ratio": round(ratio, 2)}, indent=2) + "\n")
+                                         "bursts": bursts, "ratio": round(ratio, 2)}, indent=2) + "\n")
     print(f"ratio {ratio:.2f}")
     return 0
 

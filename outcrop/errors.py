@@ -69,6 +69,8 @@ class TooManyTagsException(BedrockError):
 
 
 class ThrottlingException(BedrockError):
+    """Retried with backoff by the SDKs (a throttling error in every retry mode)."""
+
     status = 429
 
 
@@ -77,6 +79,9 @@ class ModelTimeoutException(BedrockError):
 
 
 class ModelNotReadyException(BedrockError):
+    """The model is still loading. Modeled as retryable in botocore's bedrock-runtime model, so the SDKs
+    retry it (boto3's standard mode: 3 attempts with backoff; legacy mode retries every 429)."""
+
     status = 429
 
 

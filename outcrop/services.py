@@ -20,7 +20,8 @@ from outcrop.iam import buckets
 from outcrop.iam.credentials import write_credentials
 from outcrop.iam.secrets import KEY_FILE_NAME
 from outcrop.iam.service import IamService
-from outcrop.inference.engine import Engine
+from outcrop.inference.engine import BoundedEngine, Engine, Preload
+from outcrop.inference.loader import CAUSAL, ENCODER
 from outcrop.insights.service import InsightsService
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
@@ -28,6 +29,8 @@ from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import ObjectStore, open_object_store
 from outcrop.platform.pagination import use_secret
 from outcrop.platform.private import private_dir, private_files
+from outcrop.profiles.aliases import model_aliases
+from outcrop.profiles.service import InferenceProfiles
 from outcrop.provisioning.service import ProvisioningService
 from outcrop.runtime.invocation_logging import InvocationLogWriter
 from outcrop.runtime.quotas import Quotas
@@ -51,8 +54,12 @@ class Services:
     human: HumanReview
     evaluation: EvaluationService
     insights: InsightsService
+    #: Inference profiles (system and application) and how every model name resolves, aliases included.
+    profiles: InferenceProfiles
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
+    #: The models loaded in the background when the server starts (the app's lifespan starts it).
+    preload: Preload | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -65,8 +72,10 @@ class Services:
         use_secret(db, (settings.data_dir / KEY_FILE_NAME).read_bytes())  # signs List nextTokens
         root_key = iam.bootstrap(settings.root_access_key_id, settings.root_secret_access_key)
         write_credentials(settings.credentials_file, settings.region, root_key.access_key_id, root_key.secret)
-        catalog = Catalog(db, settings.region)
-        engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences)
+        catalog = Catalog(db, settings.region, model_aliases(settings.model_aliases))
+        profiles = InferenceProfiles(db, catalog, settings.region)
+        engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences,
+                        max_queue_wait_s=settings.max_queue_wait_seconds or None)
         store = open_object_store(settings)
         buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
         invocation_log = InvocationLogWriter(db, store, settings.region)
@@ -76,16 +85,18 @@ class Services:
         provisioning = _provisioning(db, settings, engine, models)
         customization = CustomizationService(db, catalog, iam, jobs, models, provisioning.in_use, settings.region)
         provisioning.resume()  # finish loading what a previous server was creating or updating
-        evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, settings.region)
+        evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, profiles, settings.region)
         evaluation.human.finish_rated_jobs()  # a job whose last rating came just before a restart is finished now
-        runtime = RuntimeService(catalog, engine, db, Quotas(settings.quota_requests_per_minute,
-                                                             settings.quota_tokens_per_minute),
-                                 invocation_log, settings.region, provisioning)
+        # Requests wait a bounded time for a model that is loading (then ModelNotReadyException, retried by
+        # the SDKs); provisioning loads in the background and waits for it, so it gets the engine itself.
+        runtime = RuntimeService(catalog, BoundedEngine(engine, settings.model_load_wait_seconds), db,
+                                 Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
+                                 invocation_log, settings.region, provisioning, profiles)
         return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
                    human=evaluation.human, invocation_log=invocation_log, jobs=jobs, customization=customization,
                    provisioning=provisioning, evaluation=evaluation,
-                   insights=InsightsService(db, provisioning.prices, settings), runtime=runtime,
-                   schema_revision=revision)
+                   insights=InsightsService(db, provisioning.prices, settings), runtime=runtime, profiles=profiles,
+                   schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids))
 
     def close(self) -> None:
         self.jobs.close()
@@ -99,6 +110,18 @@ def _provisioning(db: Database, settings: Settings, engine: Engine, models: Cust
     return ProvisioningService(db, engine, models.served_model, settings, PriceTable.load(settings.price_table or None))
 
 
+def _preload(engine: Engine, catalog: Catalog, model_ids: tuple[str, ...]) -> Preload:
+    """The models to load as the server starts, each resolved (weights fetched if need be) in the preload
+    thread exactly as a request resolves it, so that a request finds the very load the preload started."""
+    def target(model_id: str):
+        def resolve():
+            model = catalog.get(model_id)
+            path = catalog.local_weights(model)
+            return path, ENCODER if "EMBEDDING" in model.output_modalities else CAUSAL
+        return resolve
+    return Preload(engine, {model_id: target(model_id) for model_id in model_ids})
+
+
 @dataclass
 class JobServices:
     """What a job process works with: the database, IAM (its role), the catalog and the object store, and a
@@ -109,11 +132,14 @@ class JobServices:
     iam: IamService
     catalog: Catalog
     store: ObjectStore
+    #: How model names resolve (aliases, profiles), for the runtime and for what the job's role must allow.
+    profiles: InferenceProfiles
 
     @classmethod
     def open(cls, db: Database, settings: Settings) -> JobServices:
-        return cls(settings, db, IamService(db, settings.data_dir), Catalog(db, settings.region),
-                   open_object_store(settings))
+        catalog = Catalog(db, settings.region, model_aliases(settings.model_aliases))
+        return cls(settings, db, IamService(db, settings.data_dir), catalog, open_object_store(settings),
+                   InferenceProfiles(db, catalog, settings.region))
 
     def runtime(self) -> RuntimeService:
         """The server's runtime, minus what only a server needs: no quotas (a job is billed, not throttled),
@@ -123,4 +149,5 @@ class JobServices:
         logs = InvocationLogWriter(self.db, self.store, settings.region)
         return RuntimeService(self.catalog, engine, self.db, Quotas(0, 0), logs, settings.region,
                               _provisioning(self.db, settings, engine, CustomModels(self.db, self.catalog,
-                                                                                    settings.region)))
+                                                                                    settings.region)),
+                              self.profiles)

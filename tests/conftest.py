@@ -105,7 +105,11 @@ class RunningServer:
 def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> RunningServer:
     port = free_port()
     # An empty hub cache, so that "not downloaded" means the same on every machine.
-    env = {**os.environ, "HF_HUB_CACHE": str(data_dir / "hf-hub-cache"), **(extra_env or {})}
+    # No preloading unless a test asks for it: every test server would convert and load SmolLM2. A first
+    # request waits for its model's load as long as the `runtime` client's read timeout allows, since the
+    # tests' clients do not retry ModelNotReadyException (and converting SmolLM2 takes longer than 30 s).
+    env = {**os.environ, "HF_HUB_CACHE": str(data_dir / "hf-hub-cache"), "OUTCROP_PRELOAD_MODELS": "",
+           "OUTCROP_MODEL_LOAD_WAIT_SECONDS": "240", **(extra_env or {})}
     env.pop("OUTCROP_DATA_DIR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "outcrop", "serve", "--port", str(port), "--data-dir", str(data_dir)],

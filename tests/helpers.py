@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: The checkout's root (tests/ is directly under it), for the files a user reads there (README.md).
+REPO = Path(__file__).resolve().parent.parent
 #: Data the tests read: public samples with their licences (tests/data/SOURCES.md).
 TEST_DATA = Path(__file__).resolve().parent / "data"
 

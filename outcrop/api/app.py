@@ -35,6 +35,7 @@ from outcrop.errors import (
 )
 from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.iam.principal import Principal
+from outcrop.inference.engine import READY
 from outcrop.runtime.tables import UsageStatus
 from outcrop.services import Services
 
@@ -44,6 +45,8 @@ AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", iam_api.SERVICE})
 THREADS = 256
 #: The access log's status for a request whose client hung up before its answer (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST = 499
+#: Readiness for load balancers and scripts: unauthenticated, so it says only which preloaded models are ready.
+HEALTH = "/_outcrop/health"
 
 log = logging.getLogger("outcrop.api")
 access_log = logging.getLogger("outcrop.access")
@@ -98,6 +101,9 @@ class BedrockApp:
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
         method, raw_path = scope["method"], _raw_path(scope)
+        if raw_path == HEALTH and method in ("GET", "HEAD"):
+            await self._health(method, send)
+            return
         if raw_path == PAGES or raw_path.startswith(PAGES + "/"):
             await self.rating(scope, receive, send)
             return
@@ -195,6 +201,19 @@ class BedrockApp:
             raise ValidationException(f"The request body exceeds the limit of {limit} bytes")
         return body
 
+    async def _health(self, method: str, send) -> None:
+        """{"status": "loading"|"ready"|"failed", "models": {model id: state}}: 200 when ready, else 503.
+
+        The states are the preloaded models' (`Preload.models`): no paths, no error messages, nothing an
+        anonymous caller should not see. Not in the access log: a load balancer asks every few seconds."""
+        preload = self.services.preload
+        status = preload.status() if preload is not None else READY
+        body = json.dumps({"status": status, "models": preload.models() if preload is not None else {}}).encode()
+        await send({"type": "http.response.start", "status": 200 if status == READY else 503,
+                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
     async def _lifespan(self, receive, send) -> None:
         while True:
             message = await receive()
@@ -202,6 +221,8 @@ class BedrockApp:
                 # Each non-streaming generation holds a worker thread while its batch runs; anyio's
                 # default of 40 threads would cap concurrency below what a batch can take.
                 anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+                if self.services.preload is not None:
+                    self.services.preload.start()  # in the background: the server listens at once
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.services.close()

@@ -30,7 +30,7 @@ HTTPS, LOOPBACK, PLAIN = "https", "loopback", "plain"
 
 
 def is_tls(scope: dict[str, Any]) -> bool:
-    """Whether the ASGI request came over TLS (uvicorn's own, or a trusted proxy's X-Forwarded-Proto)."""
+    """Whether the ASGI request came over TLS (the server's own, or a trusted proxy's X-Forwarded-Proto)."""
     return scope.get("scheme") == "https"
 
 

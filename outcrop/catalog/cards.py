@@ -40,9 +40,17 @@ class FoundationModel:
     source: WeightsSource
     lifecycle: str = "ACTIVE"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: Set on an alias's card (`Catalog.get` of a well-known Bedrock id): the id of the local model that
+    #: serves it. Everything else on the card is that model's; `model_id` is the alias.
+    served_by: str = ""
 
     def arn(self, region: str) -> str:
         return foundation_model_arn(region, self.model_id)
+
+    @property
+    def served_model_id(self) -> str:
+        """The catalog model whose weights answer for this card: itself, or an alias's local model."""
+        return self.served_by or self.model_id
 
     def summary(self, region: str) -> dict[str, Any]:
         """The FoundationModelSummary / FoundationModelDetails members, as Bedrock names them."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
@@ -26,6 +28,9 @@ NOT_DOWNLOADED = "NOT_DOWNLOADED"  # on the hub; fetched and cached on first use
 MISSING = "MISSING"  # should be local but is not (package uninstalled, folder moved)
 
 REGISTERED_PROVIDER = "local"
+#: The extra response member (GetFoundationModel of an alias, inference profiles) naming the local model
+#: that answers; boto3 ignores members its model lacks.
+SERVED_BY_MEMBER = "outcropModelId"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _FULL_ID_RE = re.compile(r"[a-z0-9-]{1,63}\.[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})?(:[a-z0-9-]{1,63}){0,2}")
 
@@ -96,12 +101,34 @@ def _registered_card(row: RegisteredModel) -> FoundationModel:
     )
 
 
-class Catalog:
-    """Built-in cards plus the models registered in the database."""
+class AliasTargetMissing(ResourceNotFoundException):
+    """An alias whose local model is not in the catalog (unregistered, or a typo in outcrop.toml): a missing
+    model to the control plane, and a message worth keeping for the runtime, which otherwise answers
+    Bedrock's bare "invalid model identifier"."""
 
-    def __init__(self, db: Database, region: str) -> None:
+    aws_code = "ResourceNotFoundException"
+
+
+@dataclass(frozen=True)
+class Aliases:
+    """Other names for catalog models: Bedrock model ids an application names, answered by a local model.
+
+    `builtin` entries (the well-known ids, `profiles/aliases.py`) apply only to ids the catalog does not
+    have, so a model that really is here is never shadowed by a default. `configured` entries
+    (`[model_aliases]` in outcrop.toml) win over the catalog: an operator may stand a small model in for a
+    big one the applications name. A target is always a catalog model (aliases do not chain)."""
+
+    builtin: Mapping[str, str] = field(default_factory=dict)
+    configured: Mapping[str, str] = field(default_factory=dict)
+
+
+class Catalog:
+    """Built-in cards plus the models registered in the database, and the aliases that name them."""
+
+    def __init__(self, db: Database, region: str, aliases: Aliases | None = None) -> None:
         self.db = db
         self.region = region
+        self.aliases = aliases or Aliases()
 
     def all(self) -> list[FoundationModel]:
         with self.db.session() as session:
@@ -123,17 +150,39 @@ class Catalog:
         return [m for m in self.all() if keep(m)]
 
     def get(self, identifier: str) -> FoundationModel:
-        """A model by id or foundation-model ARN (percent-encoded or not), in this deployment's region only."""
+        """A model by id or foundation-model ARN (percent-encoded or not), in this deployment's region only.
+
+        An alias answers with its local model's card under the alias's id (`served_by` names the model)."""
         model_id = identifier
         arn = parse_bedrock_arn(identifier, self.region)
         if arn is not None:
             if arn.resource_type != FOUNDATION_MODEL or arn.account:
                 raise ResourceNotFoundException(f"The model {identifier} does not exist.")
             model_id = arn.resource_id
-        for model in self.all():
+        if model_id in self.aliases.configured:
+            return self._alias(model_id, self.aliases.configured[model_id])
+        models = self.all()
+        for model in models:
             if model.model_id == model_id:
                 return model
+        if model_id in self.aliases.builtin:
+            return self._alias(model_id, self.aliases.builtin[model_id], models)
         raise ResourceNotFoundException(f"The model {identifier} does not exist.")
+
+    def _alias(self, alias: str, target: str, models: list[FoundationModel] | None = None) -> FoundationModel:
+        model = next((m for m in models or self.all() if m.model_id == target), None)
+        if model is None:
+            raise AliasTargetMissing(f"The model {alias} is an alias of {target}, which is not in the catalog "
+                                     "(see model_aliases in outcrop.toml).")
+        return dataclasses.replace(model, model_id=alias, served_by=model.model_id)
+
+    def alias_table(self) -> dict[str, str]:
+        """Every alias in force, id -> local model id, sorted: the configured ones, and the built-in ones
+        whose id the catalog does not have."""
+        present = {m.model_id for m in self.all()}
+        table = {k: v for k, v in self.aliases.builtin.items() if k not in present}
+        table.update(self.aliases.configured)
+        return dict(sorted(table.items()))
 
     def register(self, name: str, path: str | Path) -> FoundationModel:
         """Add a user's HF folder or GGUF file to the catalog (the files stay where they are)."""
@@ -191,11 +240,18 @@ class Catalog:
                 f"Hugging Face hub ({source.repo}): {type(exc).__name__}. Download them once while online "
                 f"(huggingface-cli download {source.repo}) or register a local copy.") from None
 
+    def local_weights(self, model: FoundationModel) -> Path:
+        """The weights on this machine, fetched first if they are still on the hub: what serving or
+        training a model starts from."""
+        return self.weights_path(model) or self.fetch_weights(model)
+
     def weights_status(self, model: FoundationModel) -> str:
         if self.weights_path(model) is not None:
             return AVAILABLE
         return NOT_DOWNLOADED if model.source.kind == "hub" else MISSING
 
     def describe(self, models: Iterable[FoundationModel]) -> list[dict]:
-        """Bedrock's summary members plus `weightsStatus` (boto3 ignores it; raw HTTP and the CLI show it)."""
-        return [{**m.summary(self.region), "weightsStatus": self.weights_status(m)} for m in models]
+        """Bedrock's summary members plus `weightsStatus`, and on an alias `outcropModelId`, the local model
+        that answers for it (boto3 ignores both; raw HTTP and the CLI show them)."""
+        return [{**m.summary(self.region), "weightsStatus": self.weights_status(m),
+                 **({SERVED_BY_MEMBER: m.served_by} if m.served_by else {})} for m in models]

@@ -54,7 +54,7 @@ def run(ctx: jobs.JobContext) -> str | None:
     role = iam.check_role(request["roleArn"], row.account_id, required_permissions(request, job_id))
     store = ScopedStore(services.store, iam, role)
     base = catalog.get(request["baseModelId"])
-    weights = catalog.weights_path(base) or catalog.fetch_weights(base)
+    weights = catalog.local_weights(base)
     base_dir = convert_gguf(weights, settings.models_dir) if weights.suffix.lower() == ".gguf" else weights
     values = hyperparameters.resolve(base, request["customizationType"], request.get("hyperParameters"))
     from transformers import AutoTokenizer

@@ -42,4 +42,4 @@ class CustomModels:
         if "PROVISIONED" not in card.inference_types:
             raise ValidationException(f"The model {card.model_id} does not support provisioned throughput")
         return ServedModel(card.arn(self.region), card,
-                           self.catalog.weights_path(card) or self.catalog.fetch_weights(card))
+                           self.catalog.local_weights(card))

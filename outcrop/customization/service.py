@@ -131,6 +131,9 @@ class CustomizationService:
         out = {**self._summary(row), **_training(row), "outputModelName": request["customModelName"],
                "outputModelArn": row.output_model_arn, "roleArn": request["roleArn"],
                "failureMessage": row.failure_message}
+        # Required in GetModelCustomizationJob's output shape (optional in GetCustomModel's): a job
+        # created without validation data answers with no validators, as Bedrock does.
+        out["validationDataConfig"] = out.get("validationDataConfig") or {"validators": []}
         progress = self.progress(row)
         if progress:
             out["progress"] = progress  # Outcrop's own member: boto3 drops it, raw JSON and the CLI show it

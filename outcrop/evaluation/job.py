@@ -8,6 +8,7 @@ the answers are stored as items to rate; the raters finish it (`EvaluationServic
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -75,7 +76,8 @@ def run(ctx: jobs.JobContext) -> str | None:
     request = row.request
     iam = services.iam
     role = iam.check_role(request["roleArn"], row.account_id,
-                          required_permissions(request, request["jobId"], settings.region))
+                          required_permissions(request, request["jobId"],
+                                               functools.partial(services.profiles.invocation_arns, row.account_id)))
     store = ScopedStore(services.store, iam, role)
 
     # 1. The datasets, every line checked before any model is asked anything.

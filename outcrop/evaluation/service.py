@@ -8,12 +8,13 @@ in the server.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from outcrop.catalog.arns import model_arn
 from outcrop.catalog.service import Catalog
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
 from outcrop.evaluation import datasets, inference, outputs, scoring
@@ -30,6 +31,7 @@ from outcrop.platform.jobs import TERMINAL, JobRunner
 from outcrop.platform.objectstore import TEMP_PREFIX, ObjectStore, S3Uri
 from outcrop.platform.pagination import page
 from outcrop.platform.tables import JobState
+from outcrop.profiles.service import InferenceProfiles
 from outcrop.provisioning.service import ProvisioningService
 
 FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
@@ -53,21 +55,24 @@ def invoked_models(request: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys([*models, *outputs.evaluator_models(request)]))
 
 
-def required_permissions(request: dict[str, Any], job_id: str, region: str) -> list[tuple[str, str]]:
+def required_permissions(request: dict[str, Any], job_id: str,
+                         model_arns: Callable[[str], list[str]]) -> list[tuple[str, str]]:
     """What the job's role must allow: read every custom dataset, invoke every model it asks (as on
-    Bedrock, the models are invoked as the role), write the job's outputs."""
+    Bedrock, the models are invoked as the role; `model_arns` gives every ARN a model's name reaches, an
+    alias's or a profile's model included: `InferenceProfiles.invocation_arns`), write the job's outputs."""
     reads = [c["dataset"]["datasetLocation"]["s3Uri"] for c in dataset_configs(request)
              if not c["dataset"]["name"].startswith("Builtin.")]
     report = outputs.job_prefix(request, job_id).join(outputs.REPORT_JSON)
     return [*(("s3:GetObject", object_arn(S3Uri.parse(uri))) for uri in reads),
-            *(("bedrock:InvokeModel", model_arn(m, region)) for m in invoked_models(request)),
+            *(("bedrock:InvokeModel", arn) for m in invoked_models(request) for arn in model_arns(m)),
             ("s3:PutObject", object_arn(report))]
 
 
 class EvaluationService:
     def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, store: ObjectStore,
-                 provisioning: ProvisioningService, region: str) -> None:
+                 provisioning: ProvisioningService, profiles: InferenceProfiles, region: str) -> None:
         self.db = db
+        self.profiles = profiles
         self.catalog = catalog
         self.iam = iam
         self.runner = runner
@@ -102,7 +107,8 @@ class EvaluationService:
         job_arn = f"arn:aws:bedrock:{self.region}:{account}:evaluation-job/{job_id}"
         request["jobId"] = job_id
         # The role is checked now, so that a missing permission is the caller's error, not a failed job later.
-        self.iam.check_role(request["roleArn"], account, required_permissions(request, job_id, self.region))
+        self.iam.check_role(request["roleArn"], account, required_permissions(
+            request, job_id, functools.partial(self.profiles.invocation_arns, account)))
         clash = ConflictException(f"An evaluation job named {request['jobName']} already exists")
         try:
             with self.db.session() as session:
@@ -359,7 +365,8 @@ class EvaluationService:
         request = row.request
         try:
             role = self.iam.check_role(request["roleArn"], row.account_id,
-                                       required_permissions(request, request["jobId"], self.region))
+                                       required_permissions(request, request["jobId"], functools.partial(
+                                           self.profiles.invocation_arns, row.account_id)))
             store = ScopedStore(self.store, self.iam, role)
             ratings = self.human.ratings(job_arn)
             summary = outputs.human_summary(row, self.human.aggregate(job_arn), ratings)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
 from outcrop.errors import InvalidSignatureException, MissingAuthenticationTokenException
@@ -33,6 +33,24 @@ UNSIGNED_PAYLOAD_REFUSED = ("X-Amz-Content-SHA256: UNSIGNED-PAYLOAD is not accep
 _FIELD = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]+)")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+#: HTTP/2's pseudo-header for the host. The JS SDK v3 over HTTP/2 signs it instead of `host`.
+AUTHORITY = ":authority"
+
+
+class _SignedHeadersOnly(SigV4Auth):
+    """botocore's signer, canonicalizing exactly the headers the client listed as signed.
+
+    Its own `headers_to_sign` adds `host` when missing and skips a few names (user-agent, expect): right
+    for a client choosing what to sign, wrong for a server checking what was signed. Over HTTP/2 the JS
+    SDK signs `:authority` and no `host`, so adding `host` would change the canonical request."""
+
+    def headers_to_sign(self, request):
+        signed = HTTPHeaders()
+        for name, value in request.headers.items():
+            signed[name.lower()] = value
+        return signed
 
 
 @dataclass(frozen=True)
@@ -70,8 +88,11 @@ def verify(auth: Authorization, secret: str, *, method: str, raw_path: str, quer
     if auth.service != SIGNING_NAME:
         raise InvalidSignatureException(
             f"Credential should be scoped to correct service: '{SIGNING_NAME}'.")
-    if "host" not in auth.signed_headers:
+    if "host" not in auth.signed_headers and AUTHORITY not in auth.signed_headers:
         raise InvalidSignatureException("'Host' must be a signed header.")
+    if AUTHORITY in auth.signed_headers and AUTHORITY not in headers and "host" in headers:
+        # The HTTP server hands an HTTP/2 request's :authority to the app as its Host header.
+        headers = {**headers, AUTHORITY: headers["host"]}
     amz_date = headers.get("x-amz-date", "")
     try:
         signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
@@ -102,11 +123,12 @@ def verify(auth: Authorization, secret: str, *, method: str, raw_path: str, quer
                      and hmac.compare_digest(content_hash, hashlib.sha256(body).hexdigest())):
         raise InvalidSignatureException("The provided 'x-amz-content-sha256' header does not match what was computed.")
 
-    url = f"http://{headers['host']}{raw_path}" + (f"?{query}" if query else "")
+    host = headers["host"] if "host" in headers else headers[AUTHORITY]
+    url = f"http://{host}{raw_path}" + (f"?{query}" if query else "")
     request = AWSRequest(method=method, url=url, data=body,
                          headers={name: headers[name] for name in auth.signed_headers})
     request.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(auth.access_key_id, secret), auth.service, auth.region)
+    signer = _SignedHeadersOnly(Credentials(auth.access_key_id, secret), auth.service, auth.region)
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
     if not hmac.compare_digest(expected, auth.signature):

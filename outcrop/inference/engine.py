@@ -2,6 +2,11 @@
 
 The engine knows files and tokens only. Callers name a model by the path of its weights (a folder
 or a GGUF file) and its kind; several names for one path share one loaded copy.
+
+A load runs once however many callers ask for it; each caller may bound its wait (`get(wait=...)`),
+leaving the load to finish in the background, so that a client whose request arrives while a model
+loads is told to come back (ModelNotReadyException) before its own read timeout fires. `state` says
+without blocking where a model stands; `Preload` loads a list of models when the server starts.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import gc
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from outcrop.errors import ModelNotReadyException
 from outcrop.inference.loader import (
     CAUSAL,
     ENCODER,
@@ -28,6 +35,14 @@ from outcrop.inference.sampling import SamplingParams
 from outcrop.inference.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+#: What `Engine.state` answers for a model: loaded, being loaded, never asked for (or unloaded since).
+READY = "ready"
+LOADING = "loading"
+NOT_LOADED = "not loaded"
+#: ... or this prefix and the error's type name, when its last load failed (never the message: it may
+#: carry paths, and the health endpoint that shows it is unauthenticated).
+FAILED = "failed"
 
 
 @dataclass
@@ -70,47 +85,103 @@ def adapter_name(path: Path) -> str:
     return "a" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
 
 
+@dataclass(eq=False)
+class _Load:
+    """One load in progress: the callers that asked for it wait on `done`, then read its outcome."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    deployment: Deployment | None = None
+    error: BaseException | None = None
+
+
 class Engine:
-    def __init__(self, cache_dir: Path, memory_budget_bytes: int, max_batch: int = 16) -> None:
+    def __init__(self, cache_dir: Path, memory_budget_bytes: int, max_batch: int = 16,
+                 max_queue_wait_s: float | None = None) -> None:
         self.cache_dir = cache_dir
         self.memory_budget_bytes = memory_budget_bytes
         self.max_batch = max_batch
+        #: Each scheduler's bound on the wait for a place in the batch (None: unbounded, for jobs).
+        self.max_queue_wait_s = max_queue_wait_s
         self._deployments: OrderedDict[tuple[str, str], Deployment] = OrderedDict()
-        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._loading: dict[tuple[str, str], _Load] = {}
+        #: Why the last load of these weights failed (the error's type name), until one succeeds.
+        self._failed: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path, kind: str = CAUSAL, base: Path | None = None) -> Deployment:
+    def get(self, path: Path, kind: str = CAUSAL, base: Path | None = None, wait: float | None = None) -> Deployment:
         """The deployment for these weights, loading them (once, even when asked concurrently).
 
         `base` is the base model's folder when `path` is a LoRA adapter: adapters of one base share one
-        loaded copy of it (multi-LoRA), each request running through its own adapter in the same batch."""
+        loaded copy of it (multi-LoRA), each request running through its own adapter in the same batch.
+
+        `wait` None blocks until the model is loaded (a load this call starts runs in this thread). A
+        number bounds the wait: a load this call starts runs in a background thread, and when it has not
+        finished within `wait` seconds this raises ModelNotReadyException while the load goes on, so a
+        later call finds the model ready. A load that fails raises its error in every caller waiting
+        for it; the next call tries again."""
         if kind == CAUSAL and base is not None and (path / "adapter_config.json").is_file():
-            return self._adapter(path, base)
+            return self._adapter(path, base, wait)
         key = (str(path), kind)
         with self._lock:
             if key in self._deployments:
                 self._deployments.move_to_end(key)
                 return self._deployments[key]
-            loading = self._loading.setdefault(key, threading.Lock())
-        with loading:
-            with self._lock:
-                if key in self._deployments:
-                    return self._deployments[key]
+            load = self._loading.get(key)
+            starting = load is None
+            if starting:
+                load = self._loading[key] = _Load()
+        if starting:
+            if wait is None:
+                self._load(key, path, kind, base, load)
+            else:
+                threading.Thread(target=self._load, args=(key, path, kind, base, load), daemon=True,
+                                 name=f"outcrop-load-{path.name}").start()
+        if not load.done.wait(wait):
+            raise ModelNotReadyException(
+                "The model is not ready to serve inference requests yet: it is still loading. "
+                "Try your request again shortly.")
+        if load.error is not None:
+            raise load.error
+        return load.deployment
+
+    def state(self, path: Path, kind: str = CAUSAL) -> str:
+        """READY, LOADING, NOT_LOADED, or "failed: <error type>" for these weights; never blocks."""
+        key = (str(path), kind)
+        with self._lock:
+            if key in self._deployments:
+                return READY
+            if key in self._loading:
+                return LOADING
+            if key in self._failed:
+                return f"{FAILED}: {self._failed[key]}"
+            return NOT_LOADED
+
+    def _load(self, key: tuple[str, str], path: Path, kind: str, base: Path | None, load: _Load) -> None:
+        """Load the weights and publish the outcome to every caller waiting on `load`."""
+        try:
             if kind == LORA_HOST:
                 loaded = load_lora_host(path)
             else:
                 loaded = load_causal_lm(path, self.cache_dir, base=base) if kind == CAUSAL else load_encoder(path)
             log.info("loaded %s (%s, %.0f MB on %s)", path, kind, loaded.nbytes / 2**20, loaded.device)
-            deployment = Deployment(loaded, Scheduler(loaded, self.max_batch) if kind != ENCODER else None,
-                                    threading.Lock())
+            scheduler = Scheduler(loaded, self.max_batch, self.max_queue_wait_s) if kind != ENCODER else None
+            load.deployment = Deployment(loaded, scheduler, threading.Lock())
             with self._lock:
-                self._deployments[key] = deployment
+                self._deployments[key] = load.deployment
+                self._failed.pop(key, None)
                 self._loading.pop(key, None)
                 self._evict(keep=key)
-            return deployment
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting callers, never lost in a thread
+            log.warning("loading %s (%s) failed: %r", path, kind, exc)
+            load.error = exc
+            with self._lock:
+                self._failed[key] = type(exc).__name__
+                self._loading.pop(key, None)
+        finally:
+            load.done.set()
 
-    def _adapter(self, path: Path, base: Path) -> Deployment:
-        host = self.get(base, LORA_HOST)
+    def _adapter(self, path: Path, base: Path, wait: float | None = None) -> Deployment:
+        host = self.get(base, LORA_HOST, wait=wait)
         name = adapter_name(path)
         with host.scheduler.step_lock:
             if name not in host.loaded.model.peft_config:
@@ -170,3 +241,96 @@ class Engine:
             for deployment in self._deployments.values():
                 deployment.close()
             self._deployments.clear()
+
+
+class BoundedEngine:
+    """The engine as the request path sees it: `get` waits at most `load_wait_s` for a model that is loading,
+    then answers ModelNotReadyException (which the AWS SDKs retry) while the load goes on, instead of
+    holding a client past its read timeout. Everything else is the engine's own.
+
+    Background work (provisioning a throughput, a job's own runtime) uses the engine itself and waits for a
+    load however long it takes."""
+
+    def __init__(self, engine: Engine, load_wait_s: float) -> None:
+        self.engine = engine
+        self.load_wait_s = load_wait_s
+
+    def get(self, path: Path, kind: str = CAUSAL, base: Path | None = None) -> Deployment:
+        return self.engine.get(path, kind, base, wait=self.load_wait_s)
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+
+class Preload:
+    """Models loaded in the background when the server starts, and how far each has got.
+
+    `targets` maps a name (a model id: the engine knows none) to a function giving its weights and kind;
+    it may be slow (fetching weights) or raise (an unknown model). The models load one after another,
+    in order, in one daemon thread, through `Engine.get`: a request that asks for one of them meanwhile
+    waits on that same load instead of starting a second one."""
+
+    def __init__(self, engine: Engine, targets: dict[str, Callable[[], tuple[Path, str]]]) -> None:
+        self.engine = engine
+        self.targets = dict(targets)
+        self._resolved: dict[str, tuple[Path, str] | str] = {}  # name -> (path, kind), or why it failed
+        self._done = threading.Event()
+        self._started = False
+        if not self.targets:
+            self._done.set()
+
+    def start(self) -> Preload:
+        """Start loading in a daemon thread (once; later calls do nothing) and return at once."""
+        if self.targets and not self._started:
+            self._started = True
+            threading.Thread(target=self._run, name="outcrop-preload", daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for name, resolve in self.targets.items():
+                try:
+                    target = resolve()
+                except Exception as exc:  # noqa: BLE001 - an unknown model or missing weights: reported, not fatal
+                    log.warning("preloading %s failed: %r", name, exc)
+                    self._resolved[name] = f"{FAILED}: {type(exc).__name__}"
+                    continue
+                log.info("preloading %s", name)
+                try:
+                    self.engine.get(*target)
+                except Exception:  # noqa: BLE001 - the engine logged it and `state` reports it
+                    pass
+                finally:  # from now on the engine's state is this model's (LOADING until then)
+                    self._resolved[name] = target
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """Every model has been tried (loaded or failed)."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def models(self) -> dict[str, str]:
+        """Each preloaded model's state: READY, LOADING (also while waiting for its turn), "failed: ..." or
+        NOT_LOADED (unloaded since to stay within the memory budget)."""
+        states = {}
+        for name in self.targets:
+            target = self._resolved.get(name)
+            if target is None:
+                states[name] = LOADING
+            elif isinstance(target, str):
+                states[name] = target
+            else:
+                states[name] = self.engine.state(*target)
+        return states
+
+    def status(self) -> str:
+        """LOADING until every model has been tried; then READY, or FAILED if one of them is not loaded
+        because its load failed (a request for it tries again, and a success makes the server ready) or
+        its name could not be resolved (an unknown id, weights not to be had: until a restart)."""
+        if not self.done:
+            return LOADING
+        return FAILED if any(s.startswith(FAILED) for s in self.models().values()) else READY

@@ -9,6 +9,12 @@ the shorter side on the left, leaving trims columns that no remaining sequence u
 
 Tokens reach the caller through a queue as they are produced (`GenerationStream`), with stop
 sequences held back until they can no longer be the start of a stop sequence.
+
+The wait for a place in the batch can be bounded (`max_queue_wait_s`, the server's setting): then
+`submit` returns only once its request is in the batch, and a request that finds no place in time
+leaves the queue and raises ThrottlingException, which the AWS SDKs retry with backoff. So a client
+under load is told to come back while its own read timeout is still far, and it is told before any
+response (even a stream's) has begun.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from outcrop.errors import Cancelled
+from outcrop.errors import Cancelled, ThrottlingException
 from outcrop.inference.loader import LoadedModel
 from outcrop.inference.sampling import SamplingParams, sample_batch
 
@@ -97,12 +103,20 @@ class _Sequence:
     emitted: int = 0  # characters of the decoded text already sent
     first_token_at: float | None = None
     done: bool = False
+    #: Set when the sequence leaves the queue: admitted into the batch, cancelled, or the model unloaded.
+    dequeued: threading.Event = field(default_factory=threading.Event)
+
+
+#: Bedrock's words when it has no room for a request.
+THROTTLED = "Too many requests, please wait before trying again."
 
 
 class Scheduler:
-    def __init__(self, loaded: LoadedModel, max_batch: int = 16) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch: int = 16, max_queue_wait_s: float | None = None) -> None:
         self.loaded = loaded
         self.max_batch = max_batch
+        #: Seconds a request may wait for a place in the batch before ThrottlingException; None: no bound.
+        self.max_queue_wait_s = max_queue_wait_s
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
         self._cache: DynamicCache | None = None
@@ -122,7 +136,11 @@ class Scheduler:
                cancelled: threading.Event | None = None) -> GenerationStream:
         """Queue a generation. `cancelled`, when given, is the caller's own cancel event (set when its
         client hangs up): the sequence leaves the batch at the next step after it is set, and its
-        stream raises Cancelled, so a consumer blocked waiting for the next token wakes up too."""
+        stream raises Cancelled, so a consumer blocked waiting for the next token wakes up too.
+
+        With a bound on the queue (`max_queue_wait_s`), this returns once the request is in the batch (or
+        cancelled: its stream raises Cancelled), and raises ThrottlingException when it found no place
+        within the bound; it has then left the queue and used no compute. Without one it returns at once."""
         if not prompt_ids:
             raise ValueError("a prompt needs at least one token")
         sequence = _Sequence(list(prompt_ids), params, params.generator(self.loaded.device), adapter=adapter,
@@ -132,6 +150,13 @@ class Scheduler:
                 raise RuntimeError("the model was unloaded")
             self._waiting.append(sequence)
             self._wake.notify()
+        if self.max_queue_wait_s is not None and not sequence.dequeued.wait(self.max_queue_wait_s):
+            with self._wake:
+                if sequence in self._waiting:  # still no place: out of the queue, before the worker takes it
+                    self._waiting.remove(sequence)
+                    sequence.done = True
+                    raise ThrottlingException(THROTTLED)
+            sequence.dequeued.wait()  # the worker took it just now (it sets the event under the same lock)
         return GenerationStream(sequence)
 
     @property
@@ -145,6 +170,7 @@ class Scheduler:
         self._thread.join(timeout=30)
         for sequence in [*self._waiting, *self._running]:
             sequence.events.put(RuntimeError("the model was unloaded"))
+            sequence.dequeued.set()
 
     # -- the worker -----------------------------------------------------------------------------
 
@@ -156,6 +182,7 @@ class Scheduler:
                     for sequence in [s for s in self._waiting if s.cancelled.is_set()]:
                         self._waiting.remove(sequence)
                         _leave_cancelled(sequence)
+                        sequence.dequeued.set()
                     if self._closed or self._waiting or self._running:
                         break
                     self._wake.wait()
@@ -165,6 +192,8 @@ class Scheduler:
                 if not self._merge_supported() and self._running:
                     room = 0  # this cache type cannot take newcomers mid-batch: drain first
                 admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                for sequence in admitted:
+                    sequence.dequeued.set()
             try:
                 with self.step_lock, torch.inference_mode():
                     if admitted:

@@ -59,6 +59,16 @@ class Settings:
     model_memory_bytes: int = 8 * 1024**3
     #: Sequences one model generates at once; more requests wait for a free slot.
     max_batch_sequences: int = 16
+    #: Seconds a request may wait for a free slot before ThrottlingException (which the SDKs retry with
+    #: backoff): with the generation after it, within boto3's 60 s read timeout. 0 means no bound.
+    max_queue_wait_seconds: float = 20.0
+    #: Models `outcrop serve` loads in the background as it starts (GGUF conversions are cached in
+    #: model_cache_dir, so only a fresh data dir pays for them); GET /_outcrop/health says how far it has
+    #: got. Comma-separated (or a list in outcrop.toml); empty loads each model on its first request.
+    preload_models: str = "huggingface.smollm2-135m-instruct-v1:0,sentence-transformers.all-minilm-l6-v2-v1:0"
+    #: Seconds a request waits for its model to load before ModelNotReadyException (retried by the SDKs);
+    #: the load goes on. Well under boto3's 60 s read timeout.
+    model_load_wait_seconds: float = 30.0
     #: What one model unit of provisioned throughput buys: sequences generated at once, tokens a minute.
     mu_concurrent_sequences: int = 2
     mu_tokens_per_minute: int = 6000
@@ -85,15 +95,26 @@ class Settings:
     #: Seconds a connection has to send a request's complete headers, from when it opens or its last
     #: response ended; then it is closed (clients that trickle partial headers would hold it forever).
     http_header_timeout_seconds: float = 10.0
-    #: Seconds an idle keep-alive connection is kept after a response (uvicorn's timeout_keep_alive).
+    #: Seconds an idle keep-alive connection (HTTP/1.1 or HTTP/2) is kept after a response; at most
+    #: http_header_timeout_seconds. An idle HTTP/2 connection is closed with a GOAWAY.
     http_keep_alive_seconds: int = 5
-    #: Open connections the server holds; one beyond is closed at once, and a request arriving when all
-    #: are in use is answered 503 (uvicorn's limit_concurrency).
+    #: Open connections the server holds; one beyond is closed at once.
     http_max_connections: int = 1000
-    #: Bytes of a request line plus headers buffered while still incomplete; beyond, the answer is 400
-    #: (h11's max_incomplete_event_size; its default of 16 KiB is tight for long ARNs in paths).
+    #: Bytes of a request line plus headers buffered while still incomplete; beyond, the answer is 431
+    #: (h11's max_incomplete_event_size; its default of 16 KiB is tight for long ARNs in paths). Also
+    #: HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE.
     http_max_header_bytes: int = 64 * 1024
+    #: Requests one HTTP/2 connection may have in progress at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    http2_max_concurrent_streams: int = 100
+    #: Requests one connection may make before the server closes it (HTTP/1.1 `Connection: close`,
+    #: HTTP/2 GOAWAY; clients reconnect): bounds what one connection can open and reset in a loop.
+    http_max_requests_per_connection: int = 1000
     log_level: str = "info"
+    #: Bedrock model ids -> the local model that answers for them, added to or replacing the built-in table
+    #: of well-known ids (outcrop/profiles/aliases.py); an empty value removes a built-in entry. In
+    #: outcrop.toml a `[model_aliases]` table with quoted keys; in OUTCROP_MODEL_ALIASES a JSON object or
+    #: `id=model,id=model`.
+    model_aliases: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def auth_enabled(self) -> bool:
@@ -106,6 +127,10 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'outcrop.db'}"
+
+    @property
+    def preload_model_ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.strip() for m in self.preload_models.split(",") if m.strip()))
 
     @property
     def objects_dir(self) -> Path:
@@ -122,6 +147,8 @@ class Settings:
 
 def _coerce(name: str, raw: Any, target: Any) -> Any:
     """Turn a string from the environment (or a toml value) into the field's type."""
+    if target is dict or target == "dict[str, str]":
+        return _mapping(name, raw)
     if target is Path or target == "Path":
         return Path(str(raw)).expanduser()
     for kind, word in ((int, "an integer"), (float, "a number")):
@@ -130,7 +157,31 @@ def _coerce(name: str, raw: Any, target: Any) -> Any:
                 return kind(raw)
             except (TypeError, ValueError):
                 raise ValueError(f"setting {name} must be {word}, got {raw!r}") from None
+    if isinstance(raw, list | tuple):  # a list in outcrop.toml for a comma-separated setting
+        return ",".join(str(item) for item in raw)
     return str(raw)
+
+
+def _mapping(name: str, raw: Any) -> dict[str, str]:
+    """A toml table, or from the environment a JSON object or `key=value,key=value`."""
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("{"):
+            import json
+
+            try:
+                raw = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"setting {name} is not a JSON object: {exc}") from None
+        else:
+            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ValueError(f"setting {name} must be a JSON object or key=value pairs, got {raw!r}")
+            raw = {key.strip(): value.strip() for key, _, value in pairs}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError(f"setting {name} must map strings to strings (in outcrop.toml, quote keys that have "
+                         f"dots: \"anthropic.claude-3-haiku-20240307-v1:0\" = \"...\"), got {raw!r}")
+    return dict(raw)
 
 
 def load_settings(**overrides: Any) -> Settings:

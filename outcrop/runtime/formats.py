@@ -9,7 +9,9 @@ a caller pins it.
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from outcrop.errors import ValidationException
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion
 from outcrop.platform import jsontext
+from outcrop.runtime.chat_markup import parse_chat_markup
 
 MAX_STOP_SEQUENCES = 2500
 
@@ -67,7 +70,7 @@ def integer_field(body: dict, key: str, low: int, high: int | None, default: int
     return value
 
 
-def _string(body: dict, key: str, where: str = "", required: bool = True) -> str:
+def string_field(body: dict, key: str, where: str = "", required: bool = True) -> str:
     value = body.get(key)
     if value is None and not required:
         return ""
@@ -84,7 +87,7 @@ def _stops(body: dict, key: str, where: str = "") -> tuple[str, ...]:
     return tuple(value)
 
 
-def _only(body: dict, allowed: set[str], fmt: str, where: str = "") -> None:
+def only_keys(body: dict, allowed: set[str], fmt: str, where: str = "") -> None:
     extra = sorted(set(body) - allowed)
     if extra:
         raise ValidationException(
@@ -94,6 +97,18 @@ def _only(body: dict, allowed: set[str], fmt: str, where: str = "") -> None:
 
 def _seed(body: dict, where: str = "") -> int | None:
     return integer_field(body, "seed", 0, 2**63 - 1, None, where)
+
+
+def _prompt_or_chat(prompt: str) -> dict[str, Any]:
+    """A raw prompt's TextRequest fields: the chat its markup writes, or the prompt itself.
+
+    Chat markup of a known family (`[INST]`, Llama 3/4 headers, ChatML; see `chat_markup`) is read
+    back into messages, which the serving model's own template renders, so a Meta- or Mistral-format
+    chat works on any chat model. Any other text is a completion prompt, tokenized as is."""
+    chat = parse_chat_markup(prompt)
+    if chat is None:
+        return {"prompt": prompt}
+    return {"messages": chat.messages, "system": chat.system}
 
 
 # -- the output budget against the context window --------------------------------------------------
@@ -175,10 +190,10 @@ class MetaLlama(TextFormat):
     _REASON = {END_OF_TEXT: "stop", STOP_SEQUENCE: "stop", LENGTH: "length"}
 
     def parse(self, body):
-        _only(body, self.keys, self.label)
+        only_keys(body, self.keys, self.label)
         if body.get("images"):
             raise ValidationException("images are not supported by this model")
-        return TextRequest(prompt=_string(body, "prompt"), params=SamplingParams(
+        return TextRequest(**_prompt_or_chat(string_field(body, "prompt")), params=SamplingParams(
             max_tokens=integer_field(body, "max_gen_len", 1, 8192, DEFAULT_MAX_TOKENS),
             temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
             top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), seed=_seed(body)),
@@ -206,8 +221,8 @@ class Mistral(TextFormat):
     _REASON = {END_OF_TEXT: "stop", STOP_SEQUENCE: "stop", LENGTH: "length"}
 
     def parse(self, body):
-        _only(body, self.keys, self.label)
-        return TextRequest(prompt=_string(body, "prompt"), params=SamplingParams(
+        only_keys(body, self.keys, self.label)
+        return TextRequest(**_prompt_or_chat(string_field(body, "prompt")), params=SamplingParams(
             max_tokens=integer_field(body, "max_tokens", 1, 32768, DEFAULT_MAX_TOKENS),
             temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
             top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), top_k=integer_field(body, "top_k", 0, 200, 0),
@@ -224,7 +239,8 @@ class Mistral(TextFormat):
 
 
 class TitanText(TextFormat):
-    """Amazon Titan Text. On a chat model the `inputText` becomes one user turn of its template."""
+    """Amazon Titan Text. On a chat model the `inputText` becomes one user turn of its template (or, when
+    it is written in another family's chat markup, the chat it writes: `chat_markup`)."""
 
     name, label = "titan-text", "Amazon Titan Text"
     keys = {"inputText", "textGenerationConfig", "seed"}
@@ -232,18 +248,22 @@ class TitanText(TextFormat):
     _REASON = {END_OF_TEXT: "FINISH", STOP_SEQUENCE: "STOP_CRITERIA_MET", LENGTH: "LENGTH"}
 
     def parse(self, body):
-        _only(body, self.keys, self.label)
+        only_keys(body, self.keys, self.label)
         config = body.get("textGenerationConfig", {})
         if not isinstance(config, dict):
             raise ValidationException("textGenerationConfig must be an object")
         where = "textGenerationConfig."
-        _only(config, self._CONFIG, self.label, where)
+        only_keys(config, self._CONFIG, self.label, where)
         params = SamplingParams(
             max_tokens=integer_field(config, "maxTokenCount", 1, 8192, DEFAULT_MAX_TOKENS, where),
             temperature=number_field(config, "temperature", 0, 1, DEFAULT_TEMPERATURE, where),
             top_p=number_field(config, "topP", 0, 1, DEFAULT_TOP_P, where),
             stop=_stops(config, "stopSequences", where), seed=_seed(body))
-        return TextRequest(messages=[{"role": "user", "content": _string(body, "inputText")}], params=params,
+        text = string_field(body, "inputText")
+        chat = parse_chat_markup(text)
+        turns = {"messages": chat.messages, "system": chat.system} if chat else {
+            "messages": [{"role": "user", "content": text}]}
+        return TextRequest(**turns, params=params,
                            check_max_tokens=max_tokens_rule(config, "maxTokenCount", where))
 
     def render(self, inv):
@@ -270,8 +290,8 @@ class AnthropicMessages(TextFormat):
     _REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence", LENGTH: "max_tokens"}
 
     def parse(self, body):
-        _only(body, self.keys, self.label)
-        _string(body, "anthropic_version")
+        only_keys(body, self.keys, self.label)
+        string_field(body, "anthropic_version")
         if "max_tokens" not in body:
             raise ValidationException("max_tokens is required in the Anthropic Messages format")
         messages = body.get("messages")
@@ -365,29 +385,6 @@ def detect_text_format(body: dict[str, Any], native: str) -> TextFormat:
     raise ValidationException(f"The request body fits no format this model accepts. Expected one of {expected}")
 
 
-# -- embeddings ------------------------------------------------------------------------------------
-
-@dataclass
-class EmbeddingRequest:
-    text: str
-    dimensions: int | None
-    normalize: bool
-
-
-def parse_titan_embedding(body: dict[str, Any]) -> EmbeddingRequest:
-    if "inputText" not in body:
-        raise ValidationException("The request body fits no format this model accepts. "
-                                  "Expected Amazon Titan Embeddings: {dimensions, inputText, normalize}")
-    _only(body, {"inputText", "dimensions", "normalize", "embeddingTypes"}, "Amazon Titan Embeddings")
-    normalize = body.get("normalize", True)
-    if not isinstance(normalize, bool):
-        raise ValidationException("normalize must be true or false")
-    text = _string(body, "inputText")
-    if not text.strip():
-        raise ValidationException("inputText must not be empty")
-    return EmbeddingRequest(text, integer_field(body, "dimensions", 1, 8192, None), normalize)
-
-
 def parse_json_body(body: bytes) -> dict[str, Any]:
     try:
         document = jsontext.loads(body)
@@ -402,3 +399,67 @@ def chunk_event(chunk: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A provider-native chunk as InvokeModelWithResponseStream's `chunk` event (bytes: base64 JSON)."""
     return "chunk", {"bytes": json.dumps(chunk).encode()}
 
+
+# -- additionalModelResponseFieldPaths -------------------------------------------------------------
+
+def parse_pointers(paths: Iterable[str] | None) -> list[list[str]] | None:
+    """Converse's `additionalModelResponseFieldPaths` as JSON Pointers (RFC 6901), split into tokens.
+
+    Bedrock refuses an empty or malformed pointer with a 400, so this does, naming it; a well-formed
+    pointer to a field the model's response lacks is ignored, as Bedrock documents (`pick`). None when
+    the caller asked for no fields."""
+    if paths is None:
+        return None
+    pointers = []
+    for path in paths:
+        if not path.startswith("/") or _BAD_ESCAPE.search(path):
+            raise ValidationException(
+                f"additionalModelResponseFieldPaths: {path!r} is not a valid JSON Pointer; each path must "
+                "start with '/' and escape '~' as '~0' and '/' as '~1' (RFC 6901), for example '/stop_sequence'.")
+        pointers.append([t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")])
+    return pointers
+
+
+_BAD_ESCAPE = re.compile("~(?![01])")
+
+
+def pick(document: dict[str, Any], pointers: list[list[str]]) -> dict[str, Any]:
+    """The fields the pointers name in a model's native response, as a JSON object of the same layout.
+
+    `/stop_sequence` gives `{"stop_sequence": ...}`, `/usage/input_tokens` gives
+    `{"usage": {"input_tokens": ...}}` and `/outputs/0/stop_reason` gives `{"outputs": [{"stop_reason": ...}]}`
+    (earlier list positions not asked for are null). A pointer to nothing is skipped."""
+    out: dict[str, Any] = {}
+    for tokens in pointers:
+        chain: list[Any] = [document]
+        for token in tokens:
+            found, value = _step(chain[-1], token)
+            if not found:
+                break
+            chain.append(value)
+        else:
+            target: Any = out
+            for depth, token in enumerate(tokens):
+                key: Any = int(token) if isinstance(chain[depth], list) else token
+                if isinstance(target, list):
+                    target.extend([None] * (key + 1 - len(target)))
+                if depth == len(tokens) - 1:
+                    target[key] = copy.deepcopy(chain[depth + 1])
+                else:
+                    child = chain[depth + 1]
+                    existing = target.get(key) if isinstance(target, dict) else target[key]
+                    if not isinstance(existing, type(child)):
+                        target[key] = existing = [] if isinstance(child, list) else {}
+                    target = existing
+    return out
+
+
+def _step(container: Any, token: str) -> tuple[bool, Any]:
+    if isinstance(container, dict):
+        return (True, container[token]) if token in container else (False, None)
+    if isinstance(container, list) and _INDEX.fullmatch(token) and int(token) < len(container):
+        return True, container[int(token)]
+    return False, None
+
+
+_INDEX = re.compile("0|[1-9][0-9]{0,8}")

@@ -16,8 +16,8 @@ import torch
 
 from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.served import ServedModel
-from outcrop.catalog.service import Catalog
-from outcrop.errors import BedrockError, Cancelled, ValidationException
+from outcrop.catalog.service import AliasTargetMissing, Catalog
+from outcrop.errors import BedrockError, Cancelled, ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
 from outcrop.inference.chat import render_chat
 from outcrop.inference.engine import Deployment, Engine
@@ -25,9 +25,10 @@ from outcrop.inference.loader import CAUSAL, ENCODER
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion, GenerationStream
 from outcrop.platform.database import Database
+from outcrop.profiles.service import InferenceProfiles
 from outcrop.provisioning.capacity import Capacity
 from outcrop.provisioning.service import ProvisioningService
-from outcrop.runtime import formats
+from outcrop.runtime import embeddings, formats
 from outcrop.runtime.formats import Invocation, TextRequest, check_alternation
 from outcrop.runtime.invocation_logging import InvocationLogWriter, make_log_record
 from outcrop.runtime.quotas import Quotas
@@ -38,6 +39,38 @@ CONVERSE_STOP_REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence",
 #: Keys of Converse's `additionalModelRequestFields` that every text model understands.
 ADDITIONAL_FIELDS = {"top_k", "seed"}
 JSON = "application/json"
+#: Bedrock's runtime answer to a model identifier that names nothing it serves (400, not 404).
+INVALID_MODEL_IDENTIFIER = "The provided model identifier is invalid."
+#: The one latency profile and the one service tier this server has: every request runs the same
+#: way, so these are honoured (and echoed), and the others are refused as Bedrock refuses them for a
+#: model that does not offer them (`check_performance`).
+STANDARD_LATENCY = "standard"
+DEFAULT_TIER = "default"
+
+
+def check_performance(model_id: str, latency: str | None, tier: str | None) -> None:
+    """Refuse a latency profile or service tier this server cannot give, in Bedrock's way (400).
+
+    There is no faster path to run "optimized" on and no queue to put "priority" or "flex" in, so
+    answering them as if honoured would mislead a caller who pays for them on Bedrock."""
+    if latency not in (None, STANDARD_LATENCY):
+        raise ValidationException(
+            f"Latency-optimized inference (performanceConfig latency '{latency}') isn't supported for the model "
+            f"{model_id}. Retry with latency '{STANDARD_LATENCY}' or without performanceConfig.")
+    if tier not in (None, DEFAULT_TIER):
+        raise ValidationException(
+            f"The service tier '{tier}' isn't supported for the model {model_id}. "
+            f"Retry with the '{DEFAULT_TIER}' tier or without serviceTier.")
+
+
+@dataclass(frozen=True)
+class Invoked:
+    """InvokeModel's answer: the native body, and the counts the API sends as response headers."""
+
+    body: bytes
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int
 
 
 @dataclass
@@ -67,8 +100,11 @@ class _Prepared:
 
 class RuntimeService:
     def __init__(self, catalog: Catalog, engine: Engine, db: Database, quotas: Quotas,
-                 invocation_log: InvocationLogWriter, region: str, provisioning: ProvisioningService) -> None:
+                 invocation_log: InvocationLogWriter, region: str, provisioning: ProvisioningService,
+                 profiles: InferenceProfiles) -> None:
         self.provisioning = provisioning
+        #: How a model identifier resolves: model ids and aliases, system and application inference profiles.
+        self.profiles = profiles
         self.catalog = catalog
         self.engine = engine
         self.db = db
@@ -80,13 +116,21 @@ class RuntimeService:
 
     def converse(self, caller: Caller, model_id: str, request: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
+        performance = _converse_performance(model_id, request)
+        pointers = formats.parse_pointers(request.get("additionalModelResponseFieldPaths"))
         prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
         completion = self._generate(caller, "Converse", prepared, started, request, _converse_output).result()
-        return {**_converse_output(completion), "metrics": {"latencyMs": _ms(time.perf_counter() - started)}}
+        out = {**_converse_output(completion), "metrics": {"latencyMs": _ms(time.perf_counter() - started)},
+               **performance}
+        if pointers is not None:
+            out["additionalModelResponseFields"] = formats.pick(_native_document(prepared, completion), pointers)
+        return out
 
     def converse_stream(self, caller: Caller, model_id: str, request: dict[str, Any]) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()
         # Errors up to here are HTTP errors; after this, they travel inside the stream.
+        performance = _converse_performance(model_id, request)
+        pointers = formats.parse_pointers(request.get("additionalModelResponseFieldPaths"))
         prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
         stream = self._generate(caller, "ConverseStream", prepared, started, request, _converse_output)
 
@@ -96,9 +140,13 @@ class RuntimeService:
                 yield "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": delta}}
             completion = stream.completion
             yield "contentBlockStop", {"contentBlockIndex": 0}
-            yield "messageStop", {"stopReason": CONVERSE_STOP_REASON[completion.finish_reason]}
+            stop = {"stopReason": CONVERSE_STOP_REASON[completion.finish_reason]}
+            if pointers is not None:
+                stop["additionalModelResponseFields"] = formats.pick(_native_document(prepared, completion),
+                                                                     pointers)
+            yield "messageStop", stop
             yield "metadata", {"usage": _usage(completion),
-                               "metrics": {"latencyMs": _ms(time.perf_counter() - started)}}
+                               "metrics": {"latencyMs": _ms(time.perf_counter() - started)}, **performance}
         return events()
 
     def _prepare_converse(self, account: str, model_id: str, request: dict[str, Any]) -> _Prepared:
@@ -132,22 +180,29 @@ class RuntimeService:
 
     # -- InvokeModel ------------------------------------------------------------------------------
 
-    def invoke(self, caller: Caller, model_id: str, body: bytes) -> bytes:
+    def invoke(self, caller: Caller, model_id: str, body: bytes, *, latency: str | None = None,
+               tier: str | None = None) -> Invoked:
+        """One InvokeModel; `latency` and `tier` are its performance-config and service-tier headers."""
         import json
 
         started = time.perf_counter()
+        check_performance(model_id, latency, tier)
         document = formats.parse_json_body(body)
         model = self.target(caller.principal.account_id, model_id)[0].card
         if "EMBEDDING" in model.output_modalities:
-            return json.dumps(self._embed(caller, model, document, started)).encode()
+            embedded, tokens = self._embed(caller, model_id, model, document, started)
+            return Invoked(json.dumps(embedded).encode(), tokens, 0, _ms(time.perf_counter() - started))
         fmt = formats.detect_text_format(document, model.native_format)
         prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
         render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids))
-        return json.dumps(render(self._generate(caller, "InvokeModel", prepared, started, document, render)
-                                 .result())).encode()
+        completion = self._generate(caller, "InvokeModel", prepared, started, document, render).result()
+        return Invoked(json.dumps(render(completion)).encode(), completion.input_tokens, completion.output_tokens,
+                       _ms(time.perf_counter() - started))
 
-    def invoke_stream(self, caller: Caller, model_id: str, body: bytes) -> Iterator[tuple[str, dict]]:
+    def invoke_stream(self, caller: Caller, model_id: str, body: bytes, *, latency: str | None = None,
+                      tier: str | None = None) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()
+        check_performance(model_id, latency, tier)
         document = formats.parse_json_body(body)
         model = self.target(caller.principal.account_id, model_id)[0].card
         if not model.streaming:
@@ -177,8 +232,9 @@ class RuntimeService:
             document = formats.parse_json_body(request["invokeModel"]["body"])
             model = self.target(account, model_id)[0].card
             if "EMBEDDING" in model.output_modalities:
-                text = formats.parse_titan_embedding(document).text
-                return len(self.engine.get(self._weights(model), ENCODER).loaded.tokenizer(text)["input_ids"])
+                loaded = self.engine.get(self.catalog.local_weights(model), ENCODER).loaded
+                return sum(len(ids) for ids in embeddings.token_ids(loaded.tokenizer, embeddings.parse(document),
+                                                                    loaded.context_length, model.model_id))
             fmt = formats.detect_text_format(document, model.native_format)
             return len(self._prepare(account, model_id, fmt.parse(document), check_room=False).prompt_ids)
         converse = dict(request.get("converse") or {})
@@ -195,22 +251,30 @@ class RuntimeService:
 
     # -- shared -----------------------------------------------------------------------------------
 
-    def _weights(self, model: FoundationModel):
-        path = self.catalog.weights_path(model)
-        if path is None:
-            path = self.catalog.fetch_weights(model)
-        return path
-
     def target(self, account: str, model_id: str) -> tuple[ServedModel, Capacity | None]:
-        """What a model id or ARN names: a provisioned throughput (with its capacity) or a foundation model."""
+        """What a model id or ARN names: a provisioned throughput (with its capacity), or a foundation model
+        named by its id or ARN, an alias, or an inference profile (system or the account's application one).
+
+        An alias's card is its local model's (weights, native format, limits) under the alias's id. A name
+        that resolves to nothing is Bedrock's runtime answer, a ValidationException (400), not a 404."""
         if ":provisioned-model/" in model_id:
             return self.provisioning.resolve(account, model_id)
         if ":custom-model/" in model_id:
             raise ValidationException(
                 f"The model {model_id} is a custom model: invoke it through a provisioned throughput "
                 "(CreateProvisionedModelThroughput) and its provisionedModelArn, as on Bedrock.")
-        model = self.catalog.get(model_id)
-        return ServedModel(model_id, model, self._weights(model)), None
+        try:
+            model = self.profiles.model(account, model_id)
+        except AliasTargetMissing as exc:  # the operator's configuration, named so it can be fixed
+            raise ValidationException(exc.message) from None
+        except ResourceNotFoundException:
+            raise ValidationException(INVALID_MODEL_IDENTIFIER) from None
+        return ServedModel(model_id, model, self.catalog.local_weights(model)), None
+
+    def served_model_id(self, account: str, model_id: str) -> str:
+        """The local model that answers for `model_id` (an alias's or a profile's model; a provisioned ARN as
+        is): what usage records and the bill name, and what a response may report as the answering model."""
+        return self.profiles.served_model_id(account, model_id)
 
     def _prepare(self, account: str, model_id: str, request: TextRequest, check_room: bool = True) -> _Prepared:
         served, capacity = self.target(account, model_id)
@@ -276,7 +340,8 @@ class RuntimeService:
         """Everything an invocation leaves behind: a usage record, quota spent, an invocation log line."""
         latency = _ms(time.perf_counter() - started)
         account = caller.principal.account_id
-        record_usage(self.db, request_id=caller.request_id, principal=caller.principal, model_id=model_id,
+        record_usage(self.db, request_id=caller.request_id, principal=caller.principal,
+                     model_id=self.served_model_id(account, model_id), invoked_model_id=model_id,
                      operation=operation, input_tokens=input_tokens, output_tokens=output_tokens,
                      latency_ms=latency, first_token_ms=first_token_ms, stop_reason=stop_reason, status=status,
                      request_metadata=caller.request_metadata)
@@ -290,33 +355,34 @@ class RuntimeService:
                 input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=latency,
                 error_code=None if status == UsageStatus.SUCCESS else status))
 
-    def _embed(self, caller: Caller, model: FoundationModel, document: dict[str, Any],
-               started: float) -> dict[str, Any]:
-        request = formats.parse_titan_embedding(document)
+    def _embed(self, caller: Caller, invoked: str, model: FoundationModel, document: dict[str, Any],
+               started: float) -> tuple[dict[str, Any], int]:
+        """A Titan or Cohere embedding body for `invoked` (the caller's name for `model`), answered in its own
+        format (runtime/embeddings.py), and the tokens it held (for Cohere, all its texts'): what the usage
+        record and the token-count header say."""
+        request = embeddings.parse(document)
         self.quotas.admit(caller.principal.account_id)
-        deployment = self.engine.get(self._weights(model), ENCODER)
+        deployment = self.engine.get(self.catalog.local_weights(model), ENCODER)
         loaded = deployment.loaded
         dimension = loaded.model.config.hidden_size
         if request.dimensions is not None and request.dimensions != dimension:
             raise ValidationException(f"dimensions must be {dimension} for {model.model_id} (its embedding size)")
-        encoded = loaded.tokenizer(request.text, return_tensors="pt")
-        count = int(encoded["input_ids"].shape[1])
-        if count > loaded.context_length:
-            raise ValidationException(f"Input is too long for requested model: {count} tokens, "
-                                      f"the limit of {model.model_id} is {loaded.context_length}.")
+        ids = embeddings.token_ids(loaded.tokenizer, request, loaded.context_length, model.model_id)
+        encoded = loaded.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         with deployment.lock, torch.inference_mode():
             hidden = loaded.model(**{k: v.to(loaded.device) for k, v in encoded.items()}).last_hidden_state
             if loaded.pooling == "cls":
-                vector = hidden[0, 0]
+                vectors = hidden[:, 0]
             else:
-                mask = encoded["attention_mask"].to(loaded.device)[0].unsqueeze(-1).to(hidden.dtype)
-                vector = (hidden[0] * mask).sum(0) / mask.sum().clamp(min=1)
+                mask = encoded["attention_mask"].to(loaded.device).unsqueeze(-1).to(hidden.dtype)
+                vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             if request.normalize:
-                vector = torch.nn.functional.normalize(vector, dim=0)
-        response = {"embedding": vector.float().cpu().tolist(), "inputTextTokenCount": count}
-        self._meter(caller, "InvokeModel", model.model_id, started, UsageStatus.SUCCESS, document, True, response,
-                    input_tokens=count, output_tokens=0)
-        return response
+                vectors = torch.nn.functional.normalize(vectors, dim=1)
+        counts = [len(i) for i in ids]
+        response = embeddings.render(request, vectors.cpu(), counts)
+        self._meter(caller, "InvokeModel", invoked, started, UsageStatus.SUCCESS, document, True, response,
+                    input_tokens=sum(counts), output_tokens=0)
+        return response, sum(counts)
 
 
 class _MeteredStream:
@@ -377,6 +443,29 @@ def _converse_text(content: list[dict[str, Any]], index: int) -> str:
             raise ValidationException(
                 f"This model doesn't support the {kind} content block that you provided (messages.{index + 1}).")
     return "".join(parts)
+
+
+def _converse_performance(model_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Converse's `performanceConfig` and `serviceTier`, checked; the members its answer echoes."""
+    performance = request.get("performanceConfig")
+    tier = request.get("serviceTier")
+    check_performance(model_id, (performance or {}).get("latency"), (tier or {}).get("type"))
+    echo: dict[str, Any] = {}
+    if performance is not None:
+        echo["performanceConfig"] = {"latency": performance.get("latency") or STANDARD_LATENCY}
+    if tier is not None:
+        echo["serviceTier"] = {"type": tier["type"]}
+    return echo
+
+
+def _native_document(prepared: _Prepared, completion: Completion) -> dict[str, Any]:
+    """What `additionalModelResponseFieldPaths` point into: the model's native InvokeModel body for
+    this very completion, plus the engine's facts that body lacks (`stop_sequence`: the stop
+    sequence that ended the answer, or null)."""
+    fmt = formats.TEXT_FORMATS.get(prepared.model.native_format)
+    document = fmt.render(Invocation(prepared.model.model_id, len(prepared.prompt_ids), completion)) if fmt else {}
+    document.setdefault("stop_sequence", completion.stop_sequence)
+    return document
 
 
 def _converse_output(completion: Completion) -> dict[str, Any]:

@@ -44,7 +44,12 @@ class UsageRecord(Base):
     request_id: Mapped[str] = mapped_column(String(64))
     account_id: Mapped[str] = mapped_column(String(12))
     principal_arn: Mapped[str] = mapped_column(String(2048))
+    #: The model that answered, as it is billed: a catalog model's id (an alias's local model), or a
+    #: provisioned throughput's ARN.
     model_id: Mapped[str] = mapped_column(String(2048))
+    #: What the caller named: the same id, an alias (anthropic.claude-...), a system inference profile id or
+    #: an application inference profile's ARN. None on records made before inference profiles.
+    invoked_model_id: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     operation: Mapped[str] = mapped_column(String(64))
     input_tokens: Mapped[int] = mapped_column(Integer)
     output_tokens: Mapped[int] = mapped_column(Integer)

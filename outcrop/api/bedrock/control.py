@@ -1,11 +1,13 @@
-"""The `bedrock` control-plane service: catalog, customization, provisioned throughput, invocation logging."""
+"""The `bedrock` control-plane service: catalog, customization, provisioned throughput, invocation logging,
+inference profiles and their tags."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
-from outcrop.errors import AccessDeniedException
+from outcrop.catalog.arns import parse_bedrock_arn
+from outcrop.errors import AccessDeniedException, NotImplementedException
 from outcrop.runtime import invocation_logging
 
 
@@ -151,3 +153,49 @@ def stop_evaluation_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str
 @handles("bedrock", "BatchDeleteEvaluationJob")
 def batch_delete_evaluation_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return ctx.services.evaluation.batch_delete(ctx.principal.account_id, params["jobIdentifiers"])
+
+
+@handles("bedrock", "CreateInferenceProfile")
+def create_inference_profile(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.profiles.create(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "GetInferenceProfile")
+def get_inference_profile(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.profiles.get(ctx.principal.account_id, params["inferenceProfileIdentifier"])
+
+
+@handles("bedrock", "ListInferenceProfiles")
+def list_inference_profiles(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.profiles.list(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "DeleteInferenceProfile")
+def delete_inference_profile(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.profiles.delete(ctx.principal.account_id, params["inferenceProfileIdentifier"])
+    return {}
+
+
+def _tagged(ctx: RequestContext, arn: str) -> str:
+    """The resource a tag operation names; only inference profiles keep tags so far (others: 501, as before)."""
+    parsed = parse_bedrock_arn(arn, ctx.services.settings.region)
+    if parsed is None or parsed.resource_type not in ("application-inference-profile", "inference-profile"):
+        raise NotImplementedException("Tags are kept for inference profiles only in Outcrop so far")
+    return arn
+
+
+@handles("bedrock", "TagResource")
+def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.profiles.tag(ctx.principal.account_id, _tagged(ctx, params["resourceARN"]), params["tags"])
+    return {}
+
+
+@handles("bedrock", "UntagResource")
+def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.services.profiles.untag(ctx.principal.account_id, _tagged(ctx, params["resourceARN"]), params["tagKeys"])
+    return {}
+
+
+@handles("bedrock", "ListTagsForResource")
+def list_tags_for_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {"tags": ctx.services.profiles.tags(ctx.principal.account_id, _tagged(ctx, params["resourceARN"]))}

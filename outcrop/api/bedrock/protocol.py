@@ -217,13 +217,36 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+#: The key under which a handler's output carries response headers that the service sends but
+#: botocore's output shape does not model, as a dict of header name -> value: InvokeModel's
+#: X-Amzn-Bedrock-Input-Token-Count, -Output-Token-Count and -Invocation-Latency, which clients such
+#: as LangChain read from the raw response. No botocore member name contains "@", so it cannot collide
+#: with a modelled member. A modelled header is set through its member, never here
+#: (`serialize_response` refuses the clash).
+EXTRA_HEADERS = "@headers"
+
+
+def _document(value: Any) -> Any:
+    """A free-form JSON document goes out as it is: its nulls are data (`"stop_sequence": null`)."""
+    if isinstance(value, dict):
+        return {k: _document(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_document(v) for v in value]
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    return value
+
+
 def to_json(shape: Shape | None, value: Any) -> Any:
-    """Python value -> JSON value by shape: timestamps as ISO-8601, blobs as base64, None dropped."""
+    """Python value -> JSON value by shape: timestamps as ISO-8601, blobs as base64, None dropped
+    (except inside a document, which is sent as it is)."""
     if value is None:
         return None
     kind = shape.type_name if shape is not None else None
     if shape is not None and shape.metadata.get("document"):
-        return to_json(None, value)
+        return _document(value)
     if kind == "structure" and isinstance(value, dict):
         out = {}
         for key, item in value.items():
@@ -288,8 +311,9 @@ def serialize_response(route: Route, output: dict[str, Any] | None) -> WireRespo
     headers: dict[str, str] = {}
     shape = op.output_shape
     output = dict(output or {})
+    extra = output.pop(EXTRA_HEADERS, None) or {}
     if shape is None:
-        return WireResponse(status, {"Content-Type": "application/json"}, b"{}")
+        return WireResponse(status, {"Content-Type": "application/json", **_extra(extra, None)}, b"{}")
     for member, member_shape in shape.members.items():
         location = member_shape.serialization.get("location")
         if location == "statusCode" and member in output:
@@ -302,6 +326,7 @@ def serialize_response(route: Route, output: dict[str, Any] | None) -> WireRespo
             prefix = member_shape.serialization.get("name", member)
             for k, v in (output.pop(member) or {}).items():
                 headers[prefix + k] = str(v)
+    headers.update(_extra(extra, shape))
     payload_member = shape.serialization.get("payload")
     if payload_member:
         payload_shape = shape.members[payload_member]
@@ -318,3 +343,20 @@ def serialize_response(route: Route, output: dict[str, Any] | None) -> WireRespo
         body = to_json(shape, output) or {}
     headers.setdefault("Content-Type", "application/json")
     return WireResponse(status, headers, json.dumps(body, ensure_ascii=False).encode())
+
+
+def _extra(extra: dict[str, Any], shape: StructureShape | None) -> dict[str, str]:
+    """A handler's unmodelled headers (`EXTRA_HEADERS`), checked against the ones its shape models."""
+    taken, prefixes = {"content-type"}, []
+    for member, member_shape in (shape.members.items() if shape is not None else ()):
+        location, wire = member_shape.serialization.get("location"), member_shape.serialization.get("name", member)
+        if location == "header":
+            taken.add(wire.lower())
+        elif location == "headers":
+            prefixes.append(wire.lower())
+    out = {}
+    for name, value in extra.items():
+        if name.lower() in taken or name.lower().startswith(tuple(prefixes)):
+            raise ValueError(f"{name} is a modelled header of this operation: set it through its member")
+        out[name] = _iso(value) if isinstance(value, datetime) else str(value)
+    return out

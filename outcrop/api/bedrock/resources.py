@@ -4,9 +4,12 @@ Authorization must follow resolution, not the caller's spelling: a model or job 
 by name, or by an ARN, and policies are written against ARNs. So before any handler runs, every
 identifier in the request is resolved to the canonical ARN of what it names (a foundation model's
 `arn:aws:bedrock:REGION::foundation-model/ID`, a provisioned throughput's or a job's own ARN),
-and ARNs of another partition or region are refused (catalog/arns.py). This is the only place the
-request path turns identifiers into authorization resources, so a new operation cannot forget it:
-it names its identifier member in `_MEMBERS` below.
+and ARNs of another partition or region are refused (catalog/arns.py). A name that reaches a model
+through another name is authorized against every ARN on the way, as Bedrock does for inference
+profiles: an inference profile's ARN and its model's, and for an alias (anthropic.claude-...) the
+local model's too, so a model a policy denies stays denied whichever name or profile reaches it.
+This is the only place the request path turns identifiers into authorization resources, so a new
+operation cannot forget it: it names its identifier member in `_MEMBERS` below.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from outcrop.services import Services
 #: "Any resource": what list and create operations without an identifier are authorized against.
 ANY = "*"
 
-Resolver = Callable[[Services, str, str], str]
+Resolver = Callable[[Services, str, str], "str | list[str]"]
 
 
-def _model(services: Services, account: str, identifier: str) -> str:
-    """A model id or ARN (foundation, provisioned, custom). A bare name that is no foundation model may be
-    one of the account's custom models (GetCustomModel takes names)."""
+def _model(services: Services, account: str, identifier: str) -> str | list[str]:
+    """A model id or ARN (foundation, alias, inference profile, provisioned, custom). A bare name that is no
+    foundation model may be one of the account's custom models (GetCustomModel takes names)."""
+    chain = services.profiles.authorization_arns(account, identifier)
+    if chain:
+        return chain
     arn = parse_bedrock_arn(identifier, services.settings.region)
     if arn is not None:
         return str(arn)
@@ -40,6 +46,11 @@ def _model(services: Services, account: str, identifier: str) -> str:
     except ResourceNotFoundException:
         row = _owned(services, CustomModelRow, CustomModelRow.model_name, account, identifier)
         return row.model_arn if row is not None else model_arn(identifier, services.settings.region)
+
+
+def _profile(services: Services, account: str, identifier: str) -> str:
+    """An inference profile by id or ARN: a system profile's ARN carries the caller's account, as on Bedrock."""
+    return services.profiles.profile_arn(account, identifier)
 
 
 def _provisioned(services: Services, account: str, identifier: str) -> str:
@@ -86,6 +97,7 @@ _MEMBERS: dict[str, Resolver] = {
     "baseModelIdentifier": _model,
     "desiredModelId": _model,
     "provisionedModelId": _provisioned,
+    "inferenceProfileIdentifier": _profile,
     "resourceARN": _arn,
 }
 #: `jobIdentifier(s)` by the kind of job an operation names (its name's suffix).
@@ -95,8 +107,14 @@ _JOBS: dict[str, Resolver] = {"ModelCustomizationJob": _job(CustomizationJobRow)
 
 def resources(services: Services, account: str, operation: str, params: dict[str, Any]) -> list[str]:
     """The canonical ARNs `operation` acts on (at least one: `*` when it names nothing)."""
-    found = [resolve(services, account, params[member]) for member, resolve in _MEMBERS.items()
-             if isinstance(params.get(member), str) and params[member]]
+    found: list[str] = []
+    for member, resolve in _MEMBERS.items():
+        if isinstance(params.get(member), str) and params[member]:
+            resolved = resolve(services, account, params[member])
+            found += [resolved] if isinstance(resolved, str) else resolved
+    copied = (params.get("modelSource") or {}).get("copyFrom")  # CreateInferenceProfile: what it reaches
+    if isinstance(copied, str) and copied:
+        found += services.profiles.invocation_arns(account, copied)
     jobs = params.get("jobIdentifiers") or ([params["jobIdentifier"]] if params.get("jobIdentifier") else [])
     if jobs:
         resolve = next((r for suffix, r in _JOBS.items() if operation.endswith(suffix)), _job(None))

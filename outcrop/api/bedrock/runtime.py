@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
+from outcrop.api.bedrock.protocol import EXTRA_HEADERS
 from outcrop.errors import ValidationException
 from outcrop.platform import jsontext
 from outcrop.runtime.service import JSON, Caller
@@ -35,28 +36,59 @@ def _check_accept(value: str | None) -> None:
         raise ValidationException(f"accept must be {JSON}; this server answers JSON only, got {value!r}")
 
 
+#: The local model that answered, on every runtime answer: an application naming a Bedrock id (an alias)
+#: or an inference profile learns which model served it. A header, because InvokeModel's body is the
+#: model's own and a stream's headers come first; Converse's JSON also carries it as `outcropModelId`,
+#: the member GetFoundationModel and GetInferenceProfile use (clients ignore members they do not model).
+SERVED_BY = "X-Outcrop-Model-Id"
+
+
+def _served_by(ctx: RequestContext, params: dict[str, Any]) -> dict[str, str]:
+    return {SERVED_BY: ctx.services.runtime.served_model_id(ctx.principal.account_id, params["modelId"])}
+
+
 @handles("bedrock-runtime", "Converse")
 def converse(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return ctx.services.runtime.converse(_caller(ctx, params), params["modelId"], params)
+    answer = ctx.services.runtime.converse(_caller(ctx, params), params["modelId"], params)
+    served_by = _served_by(ctx, params)
+    return {**answer, "outcropModelId": served_by[SERVED_BY], EXTRA_HEADERS: served_by}
 
 
 @handles("bedrock-runtime", "ConverseStream")
 def converse_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return {"stream": ctx.services.runtime.converse_stream(_caller(ctx, params), params["modelId"], params)}
+    stream = ctx.services.runtime.converse_stream(_caller(ctx, params), params["modelId"], params)
+    return {"stream": stream, EXTRA_HEADERS: _served_by(ctx, params)}
+
+
+def _performance(params: dict[str, Any]) -> dict[str, str | None]:
+    """The performance-config and service-tier request headers, as the runtime service takes them."""
+    return {"latency": params.get("performanceConfigLatency"), "tier": params.get("serviceTier")}
+
+
+def _echo(params: dict[str, Any]) -> dict[str, str]:
+    """The same headers answered back (modelled output members): what the request ran with."""
+    return {k: params[k] for k in ("performanceConfigLatency", "serviceTier") if params.get(k) is not None}
 
 
 @handles("bedrock-runtime", "InvokeModel")
 def invoke_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_accept(params.get("accept"))
-    body = ctx.services.runtime.invoke(_caller(ctx, params), params["modelId"], params.get("body") or b"")
-    return {"body": body, "contentType": JSON}
+    answer = ctx.services.runtime.invoke(_caller(ctx, params), params["modelId"], params.get("body") or b"",
+                                         **_performance(params))
+    # Bedrock sends these on every InvokeModel answer although botocore's shape does not model them;
+    # LangChain's ChatBedrock reads its token usage from them.
+    counts = {"X-Amzn-Bedrock-Input-Token-Count": answer.input_tokens,
+              "X-Amzn-Bedrock-Output-Token-Count": answer.output_tokens,
+              "X-Amzn-Bedrock-Invocation-Latency": answer.latency_ms, **_served_by(ctx, params)}
+    return {"body": answer.body, "contentType": JSON, **_echo(params), EXTRA_HEADERS: counts}
 
 
 @handles("bedrock-runtime", "InvokeModelWithResponseStream")
 def invoke_model_with_response_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_accept(params.get("accept"))
-    events = ctx.services.runtime.invoke_stream(_caller(ctx, params), params["modelId"], params.get("body") or b"")
-    return {"body": events, "contentType": JSON}
+    events = ctx.services.runtime.invoke_stream(_caller(ctx, params), params["modelId"], params.get("body") or b"",
+                                                **_performance(params))
+    return {"body": events, "contentType": JSON, **_echo(params), EXTRA_HEADERS: _served_by(ctx, params)}
 
 
 @handles("bedrock-runtime", "CountTokens")

@@ -29,6 +29,13 @@ Bounded work: at most `MAX_ERRORS` violations are collected (the walk stops ther
 the message is the number shown), rendered values are truncated to `MAX_VALUE_CHARS`, nesting is cut
 at `MAX_DEPTH`, and all regular-expression matching in one request shares `PATTERN_BUDGET_S` seconds;
 a pattern that cannot finish in what is left is skipped rather than failing a possibly valid request.
+
+Known-bad patterns: a few patterns in botocore's published models are wrong as written (a typo that,
+read literally, rejects every well-formed value, which the real service plainly accepts). They are
+listed in `PATTERN_OVERRIDES` with the regular expression the service evidently enforces, and the
+corrected one is what is checked and what a violation message quotes. Each entry says where the
+pattern is used and what is wrong with it; an entry that botocore has since fixed is dead but harmless
+(`tests/unit/api/test_botocore_gaps.py` reports it).
 """
 
 from __future__ import annotations
@@ -52,8 +59,10 @@ from outcrop.errors import ValidationException
 __all__ = [
     "MAX_DEPTH",
     "MAX_ERRORS",
+    "PATTERN_OVERRIDES",
     "coerce_scalar",
     "compile_pattern",
+    "effective_pattern",
     "validate_input",
     "validation_error",
 ]
@@ -76,6 +85,29 @@ _INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _NUMERIC = frozenset({"integer", "long", "float", "double"})
 _CONTAINERS = frozenset({"structure", "list", "map"})
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+# bedrock-agent's TaggableResourcesArn (the resourceArn of TagResource, UntagResource and
+# ListTagsForResource): `/d{12}` where the account id `\d{12}` was meant, and `:/d+` for a prompt
+# version's `:\d+`. Read literally, no agent, alias, knowledge base, flow or prompt ARN matches.
+_AGENT_TAGGABLE_ARN = (
+    ".*(^arn:aws:bedrock:[a-zA-Z0-9-]+:/d{12}:(agent|agent-alias|knowledge-base|flow|prompt)/[A-Z0-9]{10}"
+    "(?:/[A-Z0-9]{10})?$|^arn:aws:bedrock:[a-zA-Z0-9-]+:/d{12}:flow/([A-Z0-9]{10})/alias/([A-Z0-9]{10})$"
+    "|^arn:aws:bedrock:[a-zA-Z0-9-]+:/d{12}:prompt/([A-Z0-9]{10})?(?::/d+)?$"
+    "|^arn:aws(-cn|-us-gov|-eusc|-iso(-[b-f])?)?:bedrock:[a-zA-Z0-9-]+:[0-9]{12}:retrieval-instruction/[a-z0-9]{10}$).*"
+)
+
+#: Pattern as botocore's model spells it -> the pattern actually enforced (see the module docstring).
+#: Keyed by the exact pattern text, so the fix applies wherever a model reuses the pattern, and a
+#: pattern botocore corrects (or changes) simply stops matching its entry.
+PATTERN_OVERRIDES: dict[str, str] = {
+    _AGENT_TAGGABLE_ARN: _AGENT_TAGGABLE_ARN.replace(":/d{12}:", r":\d{12}:").replace("(?::/d+)?", r"(?::\d+)?"),
+}
+
+
+def effective_pattern(pattern: str) -> str:
+    """The pattern to enforce for a model's `pattern`: its correction if it is a known-bad one."""
+    return PATTERN_OVERRIDES.get(pattern, pattern)
 
 
 class _Enough(Exception):
@@ -319,6 +351,8 @@ class _Walk:
         if enum and value not in enum:
             found.append(_enum_phrase(enum))
         pattern = meta.get("pattern")
+        if pattern is not None:
+            pattern = effective_pattern(pattern)
         if pattern is not None and not self.matches(pattern, value):
             found.append(f"Member must satisfy regular expression pattern: {pattern}")
         return found
@@ -402,7 +436,7 @@ def _constraint_phrases(shape: Shape) -> list[str]:
     if meta.get("enum"):
         phrases.append(_enum_phrase(meta["enum"]))
     if meta.get("pattern") is not None:
-        phrases.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
+        phrases.append(f"Member must satisfy regular expression pattern: {effective_pattern(meta['pattern'])}")
     return phrases
 
 

@@ -406,8 +406,8 @@ def header_sets(draw, op: Operation) -> dict[str, str]:
     return headers
 
 
-#: Path labels stay under ~64 KB once percent-encoded: longer request heads never reach the app (uvicorn
-#: answers them itself with a plain-text 400), so they would test the HTTP parser, not the operations.
+#: Path labels stay under ~64 KB once percent-encoded: longer request heads never reach the app (the HTTP
+#: server answers them itself with a 431), so they would test the HTTP parser, not the operations.
 label_text = st.one_of(
     st.text(min_size=1, max_size=40),
     st.sampled_from(ODD),

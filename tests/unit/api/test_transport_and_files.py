@@ -92,6 +92,42 @@ def test_botocore_signs_every_bedrock_payload_over_https():
             assert operation.auth_type != "v4-unsigned-body" and not operation.unsigned_payload, (service, name)
 
 
+class _SignsAuthority(SigV4Auth):
+    """Signs as the AWS SDK for JavaScript v3 does over HTTP/2: `:authority` and no `host`."""
+
+    def headers_to_sign(self, request):
+        from botocore.awsrequest import HTTPHeaders
+
+        signed = HTTPHeaders()
+        for name, value in request.headers.items():
+            signed[name.lower()] = value
+        return signed
+
+
+def test_an_http2_request_signed_with_authority_verifies_and_a_changed_authority_does_not():
+    body = b'{"messages": []}'
+    request = AWSRequest(method="POST", url="http://127.0.0.1:8600/model/a.b%3A0/converse", data=body,
+                         headers={":authority": "127.0.0.1:8600", "content-type": "application/json"})
+    _SignsAuthority(Credentials("AKIAEXAMPLE", "s3cr3t"), "bedrock", "us-east-1").add_auth(request)
+    # The HTTP server gives the app the pseudo-header as Host; it never reaches the app by its own name.
+    headers = {k.lower(): v for k, v in request.headers.items() if k != ":authority"}
+    auth = sigv4.parse_authorization(headers["authorization"])
+    assert ":authority" in auth.signed_headers and "host" not in auth.signed_headers
+    check = dict(method="POST", raw_path="/model/a.b%3A0/converse", query="", body=body)
+    sigv4.verify(auth, "s3cr3t", headers={**headers, "host": "127.0.0.1:8600"}, **check)
+    with pytest.raises(InvalidSignatureException, match="does not match"):
+        sigv4.verify(auth, "s3cr3t", headers={**headers, "host": "evil.example:8600"}, **check)
+
+
+def test_a_signature_covering_neither_host_nor_authority_is_refused():
+    request = AWSRequest(method="GET", url="http://127.0.0.1:8600/foundation-models")
+    _SignsAuthority(Credentials("AKIAEXAMPLE", "s3cr3t"), "bedrock", "us-east-1").add_auth(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    with pytest.raises(InvalidSignatureException, match="'Host' must be a signed header"):
+        sigv4.verify(sigv4.parse_authorization(headers["authorization"]), "s3cr3t", method="GET",
+                     raw_path="/foundation-models", query="", headers={**headers, "host": "127.0.0.1:8600"}, body=b"")
+
+
 # -- rater sign-in: backoff and the audit trail -----------------------------------------------------
 
 

@@ -1,16 +1,16 @@
-"""Bounded work without the whole server: cancelling a generation, output budgets, the HTTP protocol."""
+"""Bounded work without the whole server: cancelling a generation, output budgets, the HTTP server."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
 
 import pytest
-import uvicorn
 
-from outcrop.cli.serve import http_protocol
+from outcrop.cli.serve import HttpLimits, HttpServer
 from outcrop.errors import Cancelled, ValidationException
 from outcrop.inference.engine import Engine
 from outcrop.inference.sampling import SamplingParams
@@ -96,7 +96,7 @@ def test_a_budget_left_to_its_default_is_never_refused():
     assert TEXT_FORMATS["titan-text"].parse({"inputText": "hi"}).check_max_tokens is None
 
 
-# -- the HTTP protocol: header timeout and connection cap ------------------------------------------
+# -- the HTTP server: header deadline and connection cap, over HTTP/1.1 and HTTP/2 -----------------
 
 async def _slow_app(scope, receive, send) -> None:
     if scope["type"] != "http":
@@ -106,32 +106,43 @@ async def _slow_app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@pytest.fixture
-def http_server():
+@contextlib.contextmanager
+def _serving(limits: HttpLimits):
+    """`_slow_app` under the HTTP server in a thread, with these limits; yields its port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = uvicorn.Config(_slow_app, host="127.0.0.1", port=port, http=http_protocol(0.5), lifespan="off",
-                            limit_concurrency=3, log_level="warning")
-    server = uvicorn.Server(config)
+    server = HttpServer(_slow_app, "127.0.0.1", port, limits)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
+    assert server.started.wait(10)
+    try:
+        yield port
+    finally:
+        server.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+@pytest.fixture
+def http_server():
+    with _serving(HttpLimits(header_timeout=0.5, max_connections=3)) as port:
+        yield port
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
-    sock.settimeout(seconds)
+    """Whether the server closes `sock` within `seconds` (whatever it sends first, a GOAWAY say)."""
+    deadline = time.monotonic() + seconds
     try:
-        return sock.recv(1024) == b""
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if sock.recv(1024) == b"":
+                return True
     except TimeoutError:
         return False
     except ConnectionResetError:
         return True
+    return False
 
 
 def test_partial_headers_are_cut_off_but_a_slow_answer_is_not(http_server):
@@ -147,6 +158,80 @@ def test_partial_headers_are_cut_off_but_a_slow_answer_is_not(http_server):
                 response += sock.recv(1024)
             assert response.startswith(b"HTTP/1.1 200")
         assert _closed_within(sock, 3)  # then idle, without a new request
+
+
+def _http2_client():
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    return client
+
+
+def test_http2_by_prior_knowledge_has_the_same_deadline(http_server):
+    from hyperframe.frame import HeadersFrame
+
+    with socket.create_connection(("127.0.0.1", http_server)) as sock:
+        sock.sendall(_http2_client().data_to_send())  # the preface, then nothing
+        assert _closed_within(sock, 3)
+    with socket.create_connection(("127.0.0.1", http_server)) as sock:
+        client = _http2_client()
+        sock.sendall(client.data_to_send())
+        partial = HeadersFrame(1, client.encoder.encode([(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                                                         (":authority", "x")]))  # no END_HEADERS: more to come
+        sock.sendall(partial.serialize())
+        assert _closed_within(sock, 3)
+    with socket.create_connection(("127.0.0.1", http_server)) as sock:  # a slow answer is not cut
+        client = _http2_client()
+        client.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")],
+                            end_stream=True)
+        sock.sendall(client.data_to_send())
+        sock.settimeout(5)
+        body, ended, goaway = b"", False, False
+        while not goaway:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in client.receive_data(data):
+                body += getattr(event, "data", None) or b""
+                ended = ended or type(event).__name__ == "StreamEnded"
+                goaway = goaway or type(event).__name__ == "ConnectionTerminated"
+            sock.sendall(client.data_to_send())
+        assert (body, ended) == (b"ok", True)
+        assert goaway  # then idle: closed with a GOAWAY, not a bare hang-up
+
+
+def test_the_http2_request_limit_sends_goaway_and_still_answers_the_streams_in_flight():
+    """At the per-connection request limit the GOAWAY names the streams taken, and each gets its answer."""
+    from hyperframe.frame import GoAwayFrame
+
+    from outcrop.cli.serve import _receive_goaway
+
+    with _serving(HttpLimits(header_timeout=5, max_requests_per_connection=2)) as port:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            client = _http2_client()
+            # h2 as a client closes its state on a GOAWAY too: read the answers after it as a real client does.
+            client._frame_dispatch_table[GoAwayFrame] = _receive_goaway
+            for stream in (1, 3, 5):  # three at once, one past the limit
+                client.send_headers(stream, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                                             (":authority", "x")], end_stream=True)
+            sock.sendall(client.data_to_send())
+            sock.settimeout(10)
+            bodies, ended, last_stream = {}, set(), None
+            while len(ended) < 3:
+                data = sock.recv(65536)
+                assert data, f"closed with streams {sorted({1, 3, 5} - ended)} unanswered"
+                for event in client.receive_data(data):
+                    name = type(event).__name__
+                    if name == "DataReceived":
+                        bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
+                    elif name == "StreamEnded":
+                        ended.add(event.stream_id)
+                    elif name == "ConnectionTerminated":
+                        last_stream = event.last_stream_id
+                sock.sendall(client.data_to_send())
+        assert last_stream == 5 and bodies == {1: b"ok", 3: b"ok", 5: b"ok"}
 
 
 def test_connections_beyond_the_limit_are_closed_at_once(http_server):

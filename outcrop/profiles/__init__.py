@@ -1,0 +1,1 @@
+"""Inference profiles: the account's application profiles, the system profiles, and the model aliases."""
