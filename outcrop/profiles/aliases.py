@@ -65,7 +65,8 @@ DEFAULT_ALIASES: dict[str, str] = {**dict.fromkeys(_CHAT_IDS, CHAT_MODEL),
                                    **dict.fromkeys(_EMBEDDING_IDS, EMBEDDING_MODEL)}
 
 #: The geo prefixes of Bedrock's system inference profiles (`us.`, `eu.`, `apac.`, `global.`).
-GEO_PREFIXES = ("us", "eu", "apac", "global")
+GLOBAL_GEO = "global"
+GEO_PREFIXES = ("us", "eu", "apac", GLOBAL_GEO)
 #: A Bedrock model id: provider.name, optional version parts (the catalog's own ids have the same form).
 _MODEL_ID = re.compile(r"[a-z0-9-]{1,63}\.[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})?(:[a-z0-9-]{1,63}){0,2}")
 

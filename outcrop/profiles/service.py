@@ -39,7 +39,7 @@ from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
 from outcrop.platform.pagination import DEFAULT_PAGE_SIZE, page
-from outcrop.profiles.aliases import geo_prefix, system_profile_model
+from outcrop.profiles.aliases import GLOBAL_GEO, geo_prefix, system_profile_model
 from outcrop.profiles.tables import InferenceProfileRow, InferenceProfileTag, ProfileStatus, ProfileType
 
 SYSTEM = "inference-profile"
@@ -126,13 +126,13 @@ class InferenceProfiles:
                 model_id = system_profile_model(arn.resource_id)
                 if model_id is None or arn.account not in ("", account):
                     raise ResourceNotFoundException(f"The inference profile {identifier} does not exist")
-                return self._system_arn(account, arn.resource_id), model_id
+                return self._system_arn(account, self._offered(arn.resource_id)), model_id
             if arn.resource_type == FOUNDATION_MODEL:
                 return None, identifier
             raise ResourceNotFoundException(f"{identifier} is not a model or an inference profile")
         model_id = system_profile_model(identifier)
         if model_id is not None:
-            return self._system_arn(account, identifier), model_id
+            return self._system_arn(account, self._offered(identifier)), model_id
         if _APPLICATION_ID.fullmatch(identifier):
             row = self._row(account, identifier, deleted=deleted, missing=None)
             if row is not None:
@@ -141,6 +141,15 @@ class InferenceProfiles:
 
     def _system_arn(self, account: str, profile_id: str) -> str:
         return str(BedrockArn(self.region, account, SYSTEM, profile_id))
+
+    def _offered(self, profile_id: str) -> str:
+        """A system profile id this region offers, or ResourceNotFoundException: as on Bedrock, one of
+        another geography (`eu.` in us-east-1) is not, only this region's geo prefix and `global.` are."""
+        if profile_id.split(".", 1)[0] not in (geo_prefix(self.region), GLOBAL_GEO):
+            raise ResourceNotFoundException(
+                f"The inference profile {profile_id} is not offered in {self.region}: use the "
+                f"{geo_prefix(self.region)}. or {GLOBAL_GEO}. profile, or the model id itself")
+        return profile_id
 
     # -- the control plane ---------------------------------------------------------------------------
 
@@ -307,7 +316,7 @@ class InferenceProfiles:
             return models, {}
 
     def _system(self, account: str, profile_id: str) -> dict[str, Any]:
-        model_id = system_profile_model(profile_id)
+        model_id = system_profile_model(self._offered(profile_id))
         try:
             card = self.catalog.get(model_id)
         except ResourceNotFoundException:

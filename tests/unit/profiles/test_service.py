@@ -84,13 +84,13 @@ def test_another_account_neither_sees_nor_uses_nor_tags_a_profile(profiles):
 def test_resolution_of_every_kind_of_name(profiles):
     arn = create(profiles)
     cases = {CLAUDE: CHAT_MODEL, CLAUDE_ARN: CHAT_MODEL, f"us.{CLAUDE}": CHAT_MODEL, f"global.{CLAUDE}": CHAT_MODEL,
-             f"arn:aws:bedrock:{REGION}:{A}:inference-profile/eu.{CLAUDE}": CHAT_MODEL, arn: CHAT_MODEL,
+             f"arn:aws:bedrock:{REGION}:{A}:inference-profile/us.{CLAUDE}": CHAT_MODEL, arn: CHAT_MODEL,
              arn.rsplit("/", 1)[1]: CHAT_MODEL, "amazon.titan-embed-text-v2:0": EMBEDDING_MODEL,
              CHAT_MODEL: CHAT_MODEL}
     for name, served in cases.items():
         assert profiles.model(A, name).served_model_id == served, name
         assert profiles.served_model_id(A, name) == served, name
-    for unknown in ("sonnet", "acme.nothing-v1:0", "us.acme.nothing-v1:0",
+    for unknown in ("sonnet", "acme.nothing-v1:0", "us.acme.nothing-v1:0", f"eu.{CLAUDE}",
                     f"arn:aws:bedrock:{REGION}:{B}:inference-profile/us.{CLAUDE}",
                     f"arn:aws:bedrock:{REGION}:{A}:application-inference-profile/aaaaaaaaaaaa"):
         with pytest.raises(ResourceNotFoundException):
@@ -159,3 +159,10 @@ def test_tags(profiles):
         profiles.tag(A, arn, [{"key": f"k{i}", "value": ""} for i in range(200)])
     with pytest.raises(ValidationException):
         profiles.tags(A, f"arn:aws:bedrock:{REGION}:{A}:inference-profile/us.{CLAUDE}")
+
+
+def test_a_system_profile_of_another_geography_is_not_offered_here(profiles):
+    for identifier in (f"eu.{CLAUDE}", f"apac.{CLAUDE}"):
+        with pytest.raises(ResourceNotFoundException, match="not offered in us-east-1"):
+            profiles.model(A, identifier)
+    assert profiles.model(A, f"global.{CLAUDE}").served_model_id == CHAT_MODEL
