@@ -86,19 +86,20 @@ def run(args: argparse.Namespace) -> int:
 class HttpLimits:
     """What one client can hold of the HTTP server; `outcrop serve` takes them from the http_* settings."""
 
+    # The defaults are the settings' (platform/config.py, the one place for each default).
     #: Seconds to complete a request's headers, from when the connection opens.
-    header_timeout: float = 10.0
+    header_timeout: float = Settings.http_header_timeout_seconds
     #: Seconds an idle connection is kept after a response (never more than `header_timeout`).
-    keep_alive: float = 5.0
+    keep_alive: float = Settings.http_keep_alive_seconds
     #: Open connections; one beyond is closed at once.
-    max_connections: int = 1000
+    max_connections: int = Settings.http_max_connections
     #: Bytes of an HTTP/1.1 request line plus headers, and of an HTTP/2 header list.
-    max_header_bytes: int = 64 * 1024
+    max_header_bytes: int = Settings.http_max_header_bytes
     #: HTTP/2 streams (requests) one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
-    max_streams: int = 100
+    max_streams: int = Settings.http2_max_concurrent_streams
     #: Requests one connection may make; then HTTP/1.1 answers `Connection: close` and HTTP/2 sends GOAWAY
     #: (which also bounds a client that opens and resets HTTP/2 streams in a loop).
-    max_requests_per_connection: int = 1000
+    max_requests_per_connection: int = Settings.http_max_requests_per_connection
     #: Seconds running requests get to finish on SIGTERM before they are cut.
     graceful_timeout: float = 10.0
 

@@ -85,6 +85,9 @@ class Caller:
     #: sequence out of the batch at the next step and wakes a caller blocked waiting for the result.
     #: One Caller per invocation: a dropped stream sets it too, and a set event cancels at submission.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: Set by the runtime once it knows which model answers (before a stream's first event): an alias's or
+    #: a profile's local model, which the API names in a response header.
+    served_model_id: str | None = None
 
 
 @dataclass
@@ -93,9 +96,15 @@ class _Prepared:
     deployment: Deployment
     prompt_ids: list[int]
     params: SamplingParams
-    #: What the caller invoked (a model id, or a provisioned model ARN), as usage records name it.
+    #: What the caller invoked (a model id, alias, profile, or a provisioned model ARN).
     invoked: str
     capacity: Capacity | None = None
+
+    @property
+    def served(self) -> str:
+        """What usage records and the bill name: the local model that answers (an alias's or a profile's),
+        or a provisioned throughput's own ARN (billed by its model units)."""
+        return self.invoked if self.capacity is not None else self.model.served_model_id
 
 
 class RuntimeService:
@@ -271,11 +280,6 @@ class RuntimeService:
             raise ValidationException(INVALID_MODEL_IDENTIFIER) from None
         return ServedModel(model_id, model, self.catalog.local_weights(model)), None
 
-    def served_model_id(self, account: str, model_id: str) -> str:
-        """The local model that answers for `model_id` (an alias's or a profile's model; a provisioned ARN as
-        is): what usage records and the bill name, and what a response may report as the answering model."""
-        return self.profiles.served_model_id(account, model_id)
-
     def _prepare(self, account: str, model_id: str, request: TextRequest, check_room: bool = True) -> _Prepared:
         served, capacity = self.target(account, model_id)
         model = served.card
@@ -309,6 +313,7 @@ class RuntimeService:
 
         On a provisioned throughput the request first takes one of its sequence slots (waiting in line,
         or ThrottlingException), and gives it back when the generation ends."""
+        caller.served_model_id = prepared.served
         capacity = prepared.capacity
         if capacity is not None:
             capacity.acquire()
@@ -326,7 +331,8 @@ class RuntimeService:
             output_tokens = completion.output_tokens if completion else produced
             if capacity is not None:
                 capacity.release(len(prepared.prompt_ids) + output_tokens)
-            self._meter(caller, operation, prepared.invoked, started, status, request, capacity is None,
+            self._meter(caller, operation, prepared.invoked, prepared.served, started, status, request,
+                        capacity is None,
                         render(completion) if completion else None,
                         input_tokens=len(prepared.prompt_ids),
                         output_tokens=output_tokens,
@@ -334,14 +340,15 @@ class RuntimeService:
                         stop_reason=CONVERSE_STOP_REASON[completion.finish_reason] if completion else None)
         return _MeteredStream(stream, finish)
 
-    def _meter(self, caller: Caller, operation: str, model_id: str, started: float, status: str, request: Any,
-               on_demand: bool, response: Any, *, input_tokens: int, output_tokens: int,
+    def _meter(self, caller: Caller, operation: str, model_id: str, served: str, started: float, status: str,
+               request: Any, on_demand: bool, response: Any, *, input_tokens: int, output_tokens: int,
                first_token_ms: int | None = None, stop_reason: str | None = None) -> None:
-        """Everything an invocation leaves behind: a usage record, quota spent, an invocation log line."""
+        """Everything an invocation leaves behind: a usage record (under `served`, the model that answered
+        for `model_id`), quota spent, an invocation log line."""
         latency = _ms(time.perf_counter() - started)
         account = caller.principal.account_id
         record_usage(self.db, request_id=caller.request_id, principal=caller.principal,
-                     model_id=self.served_model_id(account, model_id), invoked_model_id=model_id,
+                     model_id=served, invoked_model_id=model_id,
                      operation=operation, input_tokens=input_tokens, output_tokens=output_tokens,
                      latency_ms=latency, first_token_ms=first_token_ms, stop_reason=stop_reason, status=status,
                      request_metadata=caller.request_metadata)
@@ -380,7 +387,9 @@ class RuntimeService:
                 vectors = torch.nn.functional.normalize(vectors, dim=1)
         counts = [len(i) for i in ids]
         response = embeddings.render(request, vectors.cpu(), counts)
-        self._meter(caller, "InvokeModel", invoked, started, UsageStatus.SUCCESS, document, True, response,
+        caller.served_model_id = model.served_model_id
+        self._meter(caller, "InvokeModel", invoked, model.served_model_id, started, UsageStatus.SUCCESS, document,
+                    True, response,
                     input_tokens=sum(counts), output_tokens=0)
         return response, sum(counts)
 

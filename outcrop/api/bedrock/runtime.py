@@ -43,21 +43,23 @@ def _check_accept(value: str | None) -> None:
 SERVED_BY = "X-Outcrop-Model-Id"
 
 
-def _served_by(ctx: RequestContext, params: dict[str, Any]) -> dict[str, str]:
-    return {SERVED_BY: ctx.services.runtime.served_model_id(ctx.principal.account_id, params["modelId"])}
+def _served_by(caller: Caller) -> dict[str, str]:
+    """The header, from what the runtime resolved for this call (no second lookup)."""
+    return {SERVED_BY: caller.served_model_id} if caller.served_model_id else {}
 
 
 @handles("bedrock-runtime", "Converse")
 def converse(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    answer = ctx.services.runtime.converse(_caller(ctx, params), params["modelId"], params)
-    served_by = _served_by(ctx, params)
-    return {**answer, "outcropModelId": served_by[SERVED_BY], EXTRA_HEADERS: served_by}
+    caller = _caller(ctx, params)
+    answer = ctx.services.runtime.converse(caller, params["modelId"], params)
+    return {**answer, "outcropModelId": caller.served_model_id, EXTRA_HEADERS: _served_by(caller)}
 
 
 @handles("bedrock-runtime", "ConverseStream")
 def converse_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    stream = ctx.services.runtime.converse_stream(_caller(ctx, params), params["modelId"], params)
-    return {"stream": stream, EXTRA_HEADERS: _served_by(ctx, params)}
+    caller = _caller(ctx, params)
+    stream = ctx.services.runtime.converse_stream(caller, params["modelId"], params)
+    return {"stream": stream, EXTRA_HEADERS: _served_by(caller)}
 
 
 def _performance(params: dict[str, Any]) -> dict[str, str | None]:
@@ -73,22 +75,23 @@ def _echo(params: dict[str, Any]) -> dict[str, str]:
 @handles("bedrock-runtime", "InvokeModel")
 def invoke_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_accept(params.get("accept"))
-    answer = ctx.services.runtime.invoke(_caller(ctx, params), params["modelId"], params.get("body") or b"",
-                                         **_performance(params))
+    caller = _caller(ctx, params)
+    answer = ctx.services.runtime.invoke(caller, params["modelId"], params.get("body") or b"", **_performance(params))
     # Bedrock sends these on every InvokeModel answer although botocore's shape does not model them;
     # LangChain's ChatBedrock reads its token usage from them.
     counts = {"X-Amzn-Bedrock-Input-Token-Count": answer.input_tokens,
               "X-Amzn-Bedrock-Output-Token-Count": answer.output_tokens,
-              "X-Amzn-Bedrock-Invocation-Latency": answer.latency_ms, **_served_by(ctx, params)}
+              "X-Amzn-Bedrock-Invocation-Latency": answer.latency_ms, **_served_by(caller)}
     return {"body": answer.body, "contentType": JSON, **_echo(params), EXTRA_HEADERS: counts}
 
 
 @handles("bedrock-runtime", "InvokeModelWithResponseStream")
 def invoke_model_with_response_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_accept(params.get("accept"))
-    events = ctx.services.runtime.invoke_stream(_caller(ctx, params), params["modelId"], params.get("body") or b"",
+    caller = _caller(ctx, params)
+    events = ctx.services.runtime.invoke_stream(caller, params["modelId"], params.get("body") or b"",
                                                 **_performance(params))
-    return {"body": events, "contentType": JSON, **_echo(params), EXTRA_HEADERS: _served_by(ctx, params)}
+    return {"body": events, "contentType": JSON, **_echo(params), EXTRA_HEADERS: _served_by(caller)}
 
 
 @handles("bedrock-runtime", "CountTokens")

@@ -29,7 +29,7 @@ def test_an_alias_is_served_by_its_local_models_weights(db):
     assert (served.card.model_id, served.card.served_by) == (CLAUDE, CHAT_MODEL)
     assert served.weights == local.weights
     assert service.target(A, f"us.{CLAUDE}")[0].weights == local.weights
-    assert service.served_model_id(A, f"us.{CLAUDE}") == CHAT_MODEL
+    assert service.profiles.served_model_id(A, f"us.{CLAUDE}") == CHAT_MODEL
 
 
 @pytest.mark.parametrize("name", ["sonnet", "acme.no-such-v1:0", "us.acme.no-such-v1:0",
