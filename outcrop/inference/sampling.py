@@ -26,6 +26,8 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    #: A grammar the text must follow (inference/grammar.py): tool calls and JSON answers. None: free text.
+    grammar: str | None = None
 
     @property
     def greedy(self) -> bool:

@@ -31,6 +31,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from outcrop.errors import Cancelled, ThrottlingException
+from outcrop.inference.grammar import Grammars
 from outcrop.inference.loader import LoadedModel
 from outcrop.inference.sampling import SamplingParams, sample_batch
 
@@ -105,6 +106,8 @@ class _Sequence:
     done: bool = False
     #: Set when the sequence leaves the queue: admitted into the batch, cancelled, or the model unloaded.
     dequeued: threading.Event = field(default_factory=threading.Event)
+    #: The grammar's matcher when the params carry one (constrained decoding), at the tokens sampled so far.
+    matcher: object | None = None
 
 
 #: Bedrock's words when it has no room for a request.
@@ -117,6 +120,7 @@ class Scheduler:
         self.max_batch = max_batch
         #: Seconds a request may wait for a place in the batch before ThrottlingException; None: no bound.
         self.max_queue_wait_s = max_queue_wait_s
+        self.grammars = Grammars(loaded.tokenizer, getattr(loaded.model.config, "vocab_size", 0) or 0, loaded.eos_ids)
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
         self._cache: DynamicCache | None = None
@@ -144,7 +148,8 @@ class Scheduler:
         if not prompt_ids:
             raise ValueError("a prompt needs at least one token")
         sequence = _Sequence(list(prompt_ids), params, params.generator(self.loaded.device), adapter=adapter,
-                             cancelled=cancelled if cancelled is not None else threading.Event())
+                             cancelled=cancelled if cancelled is not None else threading.Event(),
+                             matcher=self.grammars.matcher(params.grammar) if params.grammar else None)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the model was unloaded")
@@ -241,6 +246,7 @@ class Scheduler:
     def _advance(self, logits: torch.Tensor, start: int) -> None:
         """Sample a token for rows start.. of the batch, emit text, and retire finished sequences."""
         sequences = self._running[start:]
+        self.grammars.mask(logits, [(row, s.matcher) for row, s in enumerate(sequences) if s.matcher is not None])
         tokens = sample_batch(logits, [s.params for s in sequences], [s.generator for s in sequences])
         for sequence, token in zip(sequences, tokens, strict=True):
             if not sequence.cancelled.is_set():  # a token for no one is neither sent nor counted
@@ -264,6 +270,13 @@ class Scheduler:
             finish = END_OF_TEXT
         else:
             sequence.output_ids.append(token)
+            if sequence.matcher is not None:
+                if not sequence.matcher.consume_token(token):  # cannot happen with a mask; never loop on it
+                    sequence.done = True
+                    sequence.events.put(RuntimeError(f"constrained decoding failed: {sequence.matcher.get_error()}"))
+                    return
+                if sequence.matcher.is_stopped():  # the grammar is complete: nothing may follow
+                    finish = END_OF_TEXT
         text = tokenizer.decode(sequence.output_ids, skip_special_tokens=True)
         cut = len(text)
         for stop in params.stop:

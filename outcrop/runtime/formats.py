@@ -22,6 +22,7 @@ from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, 
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion
 from outcrop.platform import jsontext
 from outcrop.runtime.chat_markup import parse_chat_markup
+from outcrop.runtime.tool_use import ToolSet
 
 MAX_STOP_SEQUENCES = 2500
 
@@ -38,6 +39,9 @@ class TextRequest:
     #: tokens, context window) once the model is loaded; None when the caller named no budget (the
     #: default is clamped: generation stops at the window). See `max_tokens_rule`.
     check_max_tokens: Callable[[int, int], None] | None = None
+    #: The tools the model may call (runtime/tool_use.py), and the JSON schema a plain answer must follow.
+    tools: ToolSet | None = None
+    answer_schema: dict[str, Any] | None = None
 
 
 @dataclass

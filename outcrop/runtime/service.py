@@ -5,6 +5,7 @@ Callable from Python without HTTP; the API door, the CLI and later the evaluatio
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -19,7 +20,6 @@ from outcrop.catalog.served import ServedModel
 from outcrop.catalog.service import AliasTargetMissing, Catalog
 from outcrop.errors import BedrockError, Cancelled, ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
-from outcrop.inference.chat import render_chat
 from outcrop.inference.engine import Deployment, Engine
 from outcrop.inference.loader import CAUSAL, ENCODER
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
@@ -28,7 +28,7 @@ from outcrop.platform.database import Database
 from outcrop.profiles.service import InferenceProfiles
 from outcrop.provisioning.capacity import Capacity
 from outcrop.provisioning.service import ProvisioningService
-from outcrop.runtime import embeddings, formats
+from outcrop.runtime import embeddings, formats, tool_use
 from outcrop.runtime.formats import Invocation, TextRequest, check_alternation
 from outcrop.runtime.invocation_logging import InvocationLogWriter, make_log_record
 from outcrop.runtime.quotas import Quotas
@@ -99,6 +99,9 @@ class _Prepared:
     #: What the caller invoked (a model id, alias, profile, or a provisioned model ARN).
     invoked: str
     capacity: Capacity | None = None
+    #: The request's tools, and how this model writes a call (runtime/tool_use.py); None without tools.
+    tools: tool_use.ToolSet | None = None
+    syntax: tool_use.CallSyntax | None = None
 
     @property
     def served(self) -> str:
@@ -128,8 +131,9 @@ class RuntimeService:
         performance = _converse_performance(model_id, request)
         pointers = formats.parse_pointers(request.get("additionalModelResponseFieldPaths"))
         prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
-        completion = self._generate(caller, "Converse", prepared, started, request, _converse_output).result()
-        out = {**_converse_output(completion), "metrics": {"latencyMs": _ms(time.perf_counter() - started)},
+        answer = _ConverseAnswer(prepared)
+        completion = self._generate(caller, "Converse", prepared, started, request, answer.output).result()
+        out = {**answer.output(completion), "metrics": {"latencyMs": _ms(time.perf_counter() - started)},
                **performance}
         if pointers is not None:
             out["additionalModelResponseFields"] = formats.pick(_native_document(prepared, completion), pointers)
@@ -141,15 +145,18 @@ class RuntimeService:
         performance = _converse_performance(model_id, request)
         pointers = formats.parse_pointers(request.get("additionalModelResponseFieldPaths"))
         prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
-        stream = self._generate(caller, "ConverseStream", prepared, started, request, _converse_output)
+        answer = _ConverseAnswer(prepared)
+        stream = self._generate(caller, "ConverseStream", prepared, started, request, answer.output)
 
         def events() -> Iterator[tuple[str, dict]]:
             yield "messageStart", {"role": "assistant"}
+            blocks = _ContentBlocks()
             for delta in stream:
-                yield "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": delta}}
+                yield from blocks.events(answer.feed(delta))
+            yield from blocks.events(answer.finish())
+            yield from blocks.close()
             completion = stream.completion
-            yield "contentBlockStop", {"contentBlockIndex": 0}
-            stop = {"stopReason": CONVERSE_STOP_REASON[completion.finish_reason]}
+            stop = {"stopReason": answer.output(completion)["stopReason"]}
             if pointers is not None:
                 stop["additionalModelResponseFields"] = formats.pick(_native_document(prepared, completion),
                                                                      pointers)
@@ -158,13 +165,13 @@ class RuntimeService:
                                "metrics": {"latencyMs": _ms(time.perf_counter() - started)}, **performance}
         return events()
 
-    def _prepare_converse(self, account: str, model_id: str, request: dict[str, Any]) -> _Prepared:
-        if request.get("toolConfig"):
-            raise ValidationException("This model doesn't support tool use.")
+    def _prepare_converse(self, account: str, model_id: str, request: dict[str, Any],
+                          check_room: bool = True) -> _Prepared:
         if request.get("guardrailConfig"):
             raise ValidationException("Guardrails are not available on this server yet.")
-        messages = [{"role": m["role"], "content": _converse_text(m["content"], i)}
-                    for i, m in enumerate(request.get("messages") or [])]
+        tools = tool_use.converse_tool_set(request.get("toolConfig"))
+        answer_schema = tool_use.answer_schema(request.get("outputConfig"))
+        messages = tool_use.converse_messages(request.get("messages") or [], tools)
         check_alternation([m["role"] for m in messages])
         system = "\n".join(block["text"] for block in request.get("system") or [] if "text" in block)
         config = request.get("inferenceConfig") or {}
@@ -184,8 +191,8 @@ class RuntimeService:
             top_p=config.get("topP", DEFAULT_TOP_P), top_k=top_k, seed=seed,
             stop=tuple(s for s in config.get("stopSequences") or () if s))
         return self._prepare(account, model_id, TextRequest(
-            params=params, messages=messages, system=system,
-            check_max_tokens=formats.converse_max_tokens_rule(config.get("maxTokens"))))
+            params=params, messages=messages, system=system, tools=tools, answer_schema=answer_schema,
+            check_max_tokens=formats.converse_max_tokens_rule(config.get("maxTokens"))), check_room=check_room)
 
     # -- InvokeModel ------------------------------------------------------------------------------
 
@@ -248,15 +255,7 @@ class RuntimeService:
             return len(self._prepare(account, model_id, fmt.parse(document), check_room=False).prompt_ids)
         converse = dict(request.get("converse") or {})
         converse.pop("additionalModelRequestFields", None)
-        return len(self._prepare_converse_tokens(account, model_id, converse))
-
-    def _prepare_converse_tokens(self, account: str, model_id: str, converse: dict[str, Any]) -> list[int]:
-        messages = [{"role": m["role"], "content": _converse_text(m["content"], i)}
-                    for i, m in enumerate(converse.get("messages") or [])]
-        check_alternation([m["role"] for m in messages])
-        system = "\n".join(block["text"] for block in converse.get("system") or [] if "text" in block)
-        request = TextRequest(params=SamplingParams(max_tokens=1), messages=messages, system=system)
-        return self._prepare(account, model_id, request, check_room=False).prompt_ids
+        return len(self._prepare_converse(account, model_id, converse, check_room=False).prompt_ids)
 
     # -- shared -----------------------------------------------------------------------------------
 
@@ -294,7 +293,7 @@ class RuntimeService:
             add_special = not (bos and request.prompt.startswith(bos))
             ids = tokenizer(request.prompt, add_special_tokens=add_special)["input_ids"]
         else:
-            ids = tokenizer(render_chat(tokenizer, request.messages, request.system),
+            ids = tokenizer(tool_use.render(tokenizer, request.messages, request.system, request.tools),
                             add_special_tokens=False)["input_ids"]
         limit = deployment.loaded.context_length
         if check_room and len(ids) >= limit:
@@ -305,7 +304,10 @@ class RuntimeService:
             request.check_max_tokens(len(ids), limit)
         if not ids:
             raise ValidationException("The prompt is empty")
-        return _Prepared(model, deployment, ids, request.params, model_id, capacity)
+        syntax = tool_use.prompting(tokenizer).syntax if request.tools is not None else None
+        grammar = tool_use.grammar(syntax, request.tools, request.answer_schema)
+        params = dataclasses.replace(request.params, grammar=grammar) if grammar else request.params
+        return _Prepared(model, deployment, ids, params, model_id, capacity, request.tools, syntax)
 
     def _generate(self, caller: Caller, operation: str, prepared: _Prepared, started: float,
                   request: Any, render: Callable[[Completion], dict]) -> _MeteredStream:
@@ -437,23 +439,6 @@ def _capture(stream: _MeteredStream, invocation: Invocation) -> Iterable[str]:
     invocation.completion = stream.completion
 
 
-def _converse_text(content: list[dict[str, Any]], index: int) -> str:
-    """Text of a Converse message; other content blocks are refused in Bedrock's words."""
-    parts = []
-    for block in content:
-        if "text" in block:
-            parts.append(block["text"])
-        elif "guardContent" in block:
-            parts.append(block["guardContent"].get("text", {}).get("text", ""))
-        elif "toolUse" in block or "toolResult" in block:
-            raise ValidationException("This model doesn't support tool use.")
-        else:
-            kind = next(iter(block), "unknown")
-            raise ValidationException(
-                f"This model doesn't support the {kind} content block that you provided (messages.{index + 1}).")
-    return "".join(parts)
-
-
 def _converse_performance(model_id: str, request: dict[str, Any]) -> dict[str, Any]:
     """Converse's `performanceConfig` and `serviceTier`, checked; the members its answer echoes."""
     performance = request.get("performanceConfig")
@@ -477,9 +462,79 @@ def _native_document(prepared: _Prepared, completion: Completion) -> dict[str, A
     return document
 
 
-def _converse_output(completion: Completion) -> dict[str, Any]:
-    return {"output": {"message": {"role": "assistant", "content": [{"text": completion.text}]}},
-            "stopReason": CONVERSE_STOP_REASON[completion.finish_reason], "usage": _usage(completion)}
+class _ConverseAnswer:
+    """One Converse answer, read from the generated text once: the response, the stream's events and the
+    invocation log all see the same text and the same tool calls (whose ids are made as they are read)."""
+
+    def __init__(self, prepared: _Prepared) -> None:
+        tools = prepared.tools
+        self._reader = (tool_use.CallReader(prepared.syntax, frozenset(tools.names()))
+                        if tools is not None and tools.choice != tool_use.NONE else None)
+        self._pieces: list[str] = []
+        self._fed = False
+        self._tail: list[tool_use.Read] | None = None
+        self._output: dict[str, Any] | None = None
+
+    def feed(self, delta: str) -> list[tool_use.Read]:
+        self._fed = True
+        reads = list(self._reader.feed(delta)) if self._reader else [tool_use.Read("text", delta)]
+        self._pieces.extend(r.text for r in reads if r.kind == "text")
+        return reads
+
+    def finish(self) -> list[tool_use.Read]:
+        """What the reader held back, once the text has ended (the same list on every call)."""
+        if self._tail is None:
+            self._tail = list(self._reader.finish()) if self._reader else []
+            self._pieces.extend(r.text for r in self._tail if r.kind == "text")
+        return self._tail
+
+    def output(self, completion: Completion) -> dict[str, Any]:
+        """Converse's output, stopReason and usage members."""
+        if self._output is None:
+            if not self._fed:
+                self.feed(completion.text)
+            self.finish()
+            calls = self._reader.calls if self._reader else []
+            stop = CONVERSE_STOP_REASON[completion.finish_reason]
+            if calls and completion.finish_reason == END_OF_TEXT:
+                stop = "tool_use"
+            content = tool_use.converse_content(self._pieces, calls)
+            self._output = {"output": {"message": {"role": "assistant", "content": content}},
+                            "stopReason": stop, "usage": _usage(completion)}
+        return self._output
+
+
+class _ContentBlocks:
+    """ConverseStream's content-block events for what the reader found: text deltas in a text block,
+    then for each tool call contentBlockStart (toolUseId, name), its input in toolUse deltas, and a stop."""
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.open = False
+
+    def events(self, reads: list[tool_use.Read]) -> Iterator[tuple[str, dict]]:
+        for read in reads:
+            if read.kind == "text":
+                self.open = True
+                yield "contentBlockDelta", {"contentBlockIndex": self.index, "delta": {"text": read.text}}
+            elif read.kind == "start":
+                if self.open:
+                    yield from self.close()
+                call = read.call
+                yield "contentBlockStart", {"contentBlockIndex": self.index,
+                                            "start": {"toolUse": {"toolUseId": call.id, "name": call.name}}}
+                self.open = True
+            elif read.kind == "input":
+                yield "contentBlockDelta", {"contentBlockIndex": self.index, "delta": {"toolUse": {"input": read.text}}}
+            else:
+                yield from self.close()
+
+    def close(self) -> Iterator[tuple[str, dict]]:
+        """End the open block; an answer with no block at all still ends its (empty) text block 0."""
+        if self.open or self.index == 0:
+            yield "contentBlockStop", {"contentBlockIndex": self.index}
+            self.index += 1
+            self.open = False
 
 
 def _render(fmt: formats.TextFormat, model_id: str, input_tokens: int, completion: Completion) -> dict[str, Any]:

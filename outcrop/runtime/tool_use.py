@@ -1,0 +1,686 @@
+"""Tool use and structured output: how tools reach a model's prompt, and how its calls come back.
+
+Three steps, shared by Converse, ConverseStream and the Anthropic Messages body of InvokeModel:
+
+1. **Parse** the request's tools (`ToolSet`: each tool's name, description and JSON schema, and the tool
+   choice) and its conversation, whose messages may carry tool calls (assistant) and tool results (user),
+   into one neutral form (`ToolCall`, `ToolResult` on a message dict). Every schema is compiled here, so
+   a bad one is a ValidationException naming its tool before any model loads.
+2. **Prompt** through the model's own chat template where it renders tools (Hermes-style `<tool_call>`
+   templates such as Qwen 2.5's, Llama 3.1's JSON calls, Mistral's `[TOOL_CALLS]`), and otherwise (SmolLM2,
+   the tiny test models) through `FALLBACK_PROMPT` in the system message with calls and results written
+   into the turns as text. `CallSyntax` is how the chosen prompt asks the model to write a call.
+3. **Constrain and read back.** `grammar` builds the decoding grammar (inference/grammar.py): with
+   `toolChoice` auto, free text in which a call, once its trigger is written, must be exactly one of the
+   tools with arguments valid against its schema; with `any` or `tool`, calls from the first token on.
+   `CallReader` reads the generated text, whole or delta by delta, into text and tool calls: the same
+   code answers Converse and streams ConverseStream's `contentBlockStart`/`toolUse` deltas.
+
+A structured answer (Converse `outputConfig.textFormat`) is the same constraint on a plain answer: one
+JSON document valid against the caller's schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from outcrop.errors import ValidationException
+from outcrop.inference.chat import render_chat
+from outcrop.inference.grammar import GrammarError, check_grammar, json_rule, json_schema_grammar
+
+#: The most tools one request may carry, and the largest schema (JSON text) one tool may have. Bedrock
+#: documents neither; these keep one request from compiling an unbounded grammar on the server.
+MAX_TOOLS = 128
+MAX_SCHEMA_BYTES = 64 * 1024
+
+AUTO, ANY, TOOL, NONE = "auto", "any", "tool", "none"
+
+#: Bedrock's words when a conversation carries tool blocks but the request has no tools.
+TOOL_CONFIG_REQUIRED = "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    #: The arguments' JSON schema, as canonical JSON text (hashable, and the cache key of its grammar).
+    schema: str
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return json.loads(self.schema)
+
+
+@dataclass(frozen=True)
+class ToolSet:
+    """The tools a request offers and how the model must use them."""
+
+    tools: tuple[Tool, ...]
+    #: AUTO: the model may answer or call; ANY: it must call one or more; TOOL: it must call `forced`;
+    #: NONE (Anthropic's): tools are described but never called.
+    choice: str = AUTO
+    forced: str | None = None
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.tools]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    id: str
+    #: The result as the model reads it: text, or JSON text for a json block.
+    content: str
+    error: bool = False
+
+
+def new_tool_use_id() -> str:
+    """An id in Bedrock's form (`tooluse_` and 22 letters or digits)."""
+    alphabet = string.ascii_letters + string.digits
+    return "tooluse_" + "".join(secrets.choice(alphabet) for _ in range(22))
+
+
+# -- 1. parse ---------------------------------------------------------------------------------------
+
+def tool(name: Any, description: Any, schema: Any, where: str) -> Tool:
+    """One tool, its schema checked as a JSON schema and compiled, or a ValidationException naming it."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+        raise ValidationException(f"{where}.name must be 1 to 64 letters, digits, underscores or hyphens "
+                                  f"(pattern [a-zA-Z0-9_-]+), got {name!r}")
+    if description is not None and not isinstance(description, str):
+        raise ValidationException(f"{where}.description of tool {name} must be a string")
+    if not isinstance(schema, dict):
+        raise ValidationException(f"The input schema of tool {name} ({where}) must be a JSON object")
+    return Tool(name, description or "", checked_schema(schema, f"The input schema of tool {name}", object_only=True))
+
+
+def checked_schema(schema: dict[str, Any], subject: str, object_only: bool = False) -> str:
+    """`schema` as canonical JSON text, once it is known to be a JSON schema (jsonschema's metaschema
+    check) that fits the size limit and compiles to a grammar; else a ValidationException on `subject`."""
+    text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    size = len(text.encode())
+    if size > MAX_SCHEMA_BYTES:
+        raise ValidationException(f"{subject} is {size} bytes; the limit is {MAX_SCHEMA_BYTES} bytes.")
+    _check_schema(text, subject, object_only)
+    return text
+
+
+@lru_cache(maxsize=512)
+def _check_schema(schema: str, subject: str, object_only: bool) -> None:
+    import jsonschema
+
+    document = json.loads(schema)
+    if object_only and document.get("type", "object") != "object":
+        raise ValidationException(f"{subject} must describe a JSON object (type object).")
+    try:
+        jsonschema.validators.validator_for(document).check_schema(document)
+    except jsonschema.SchemaError as exc:
+        raise ValidationException(f"{subject} is not a valid JSON schema: {exc.message}") from None
+    try:
+        check_grammar(json_schema_grammar(document))
+    except GrammarError as exc:
+        raise ValidationException(f"{subject} cannot be enforced: {exc}") from None
+
+
+def tool_set(tools: list[Tool], choice: str, forced: str | None, where: str) -> ToolSet:
+    if not tools:
+        raise ValidationException(f"{where}.tools must name at least one tool")
+    if len(tools) > MAX_TOOLS:
+        raise ValidationException(f"{where}.tools has {len(tools)} tools; the limit is {MAX_TOOLS}.")
+    names = [t.name for t in tools]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise ValidationException(f"{where}.tools names the tool {duplicate} more than once")
+    if choice == TOOL and forced not in names:
+        raise ValidationException(f"{where}.toolChoice names the tool {forced}, which is not in {where}.tools "
+                                  f"({', '.join(names)})")
+    return ToolSet(tuple(tools), choice, forced if choice == TOOL else None)
+
+
+def converse_tool_set(config: dict[str, Any] | None) -> ToolSet | None:
+    """Converse's `toolConfig`."""
+    if config is None:
+        return None
+    tools = []
+    for i, entry in enumerate(config.get("tools") or []):
+        where = f"toolConfig.tools.{i}"
+        if "toolSpec" not in entry:
+            kind = next(iter(entry), "unknown")
+            raise ValidationException(f"{where}: {kind} is not supported by this server; "
+                                      "only toolSpec tools are (Outcrop has no prompt cache or system tools).")
+        spec = entry["toolSpec"]
+        schema = (spec.get("inputSchema") or {}).get("json")
+        tools.append(tool(spec.get("name"), spec.get("description"), schema, f"{where}.toolSpec"))
+    choice = config.get("toolChoice") or {"auto": {}}
+    kind = next(iter(choice))
+    return tool_set(tools, kind, (choice.get("tool") or {}).get("name"), "toolConfig")
+
+
+def anthropic_tool_set(tools: Any, choice: Any) -> ToolSet | None:
+    """The Anthropic Messages body's `tools` and `tool_choice`."""
+    if tools is None:
+        if choice is not None:
+            raise ValidationException("tool_choice may only be specified while providing tools.")
+        return None
+    if not isinstance(tools, list):
+        raise ValidationException("tools must be a list")
+    parsed = []
+    for i, entry in enumerate(tools):
+        if not isinstance(entry, dict):
+            raise ValidationException(f"tools.{i} must be an object")
+        if entry.get("type") not in (None, "custom"):
+            raise ValidationException(f"tools.{i}: the tool type {entry.get('type')!r} is not supported; "
+                                      "only custom tools with an input_schema are")
+        extra = sorted(set(entry) - {"name", "description", "input_schema", "type"})
+        if extra:
+            raise ValidationException(f"tools.{i}: extraneous key [{', '.join(extra)}] is not permitted")
+        parsed.append(tool(entry.get("name"), entry.get("description"), entry.get("input_schema"), f"tools.{i}"))
+    choice = choice if choice is not None else {"type": AUTO}
+    if not isinstance(choice, dict) or choice.get("type") not in (AUTO, ANY, TOOL, NONE):
+        raise ValidationException("tool_choice.type must be one of auto, any, tool, none")
+    if choice.get("disable_parallel_tool_use"):
+        raise ValidationException("tool_choice.disable_parallel_tool_use is not supported by this server")
+    return tool_set(parsed, choice["type"], choice.get("name"), "tool_choice" if choice.get("name") else "request")
+
+
+def converse_messages(messages: list[dict[str, Any]], tools: ToolSet | None) -> list[dict[str, Any]]:
+    """Converse messages as the neutral chat: {"role", "content": text, "tool_calls", "tool_results"}."""
+    chat = []
+    for i, message in enumerate(messages):
+        texts, calls, results = [], [], []
+        for block in message["content"]:
+            if "text" in block:
+                texts.append(block["text"])
+            elif "guardContent" in block:
+                texts.append(block["guardContent"].get("text", {}).get("text", ""))
+            elif "toolUse" in block:
+                use = block["toolUse"]
+                if not isinstance(use.get("input"), dict):
+                    raise ValidationException(f"messages.{i}: the input of toolUse {use['toolUseId']} "
+                                              "must be a JSON object")
+                calls.append(ToolCall(use["toolUseId"], use["name"], use["input"]))
+            elif "toolResult" in block:
+                result = block["toolResult"]
+                results.append(ToolResult(result["toolUseId"], _converse_result_text(result["content"], i),
+                                          result.get("status") == "error"))
+            else:
+                kind = next(iter(block), "unknown")
+                raise ValidationException(
+                    f"This model doesn't support the {kind} content block that you provided (messages.{i + 1}).")
+        chat.append(_message(message["role"], "".join(texts), calls, results, i))
+    check_tool_turns(chat, tools)
+    return chat
+
+
+def _converse_result_text(content: list[dict[str, Any]], index: int) -> str:
+    parts = []
+    for block in content:
+        if "text" in block:
+            parts.append(block["text"])
+        elif "json" in block:
+            parts.append(json.dumps(block["json"]))
+        else:
+            kind = next(iter(block), "unknown")
+            raise ValidationException(f"messages.{index}: a toolResult's {kind} content is not supported by "
+                                      "this model; send text or json.")
+    return "\n".join(parts)
+
+
+def anthropic_messages(messages: list[dict[str, Any]], tools: ToolSet | None) -> list[dict[str, Any]]:
+    """Anthropic Messages content (a string, or text, tool_use and tool_result blocks) as the neutral chat."""
+    chat = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise ValidationException(f"messages.{i}.role must be 'user' or 'assistant'")
+        content = message.get("content")
+        where = f"messages.{i}.content"
+        if isinstance(content, str):
+            chat.append(_message(message["role"], content, [], [], i))
+            continue
+        if not isinstance(content, list):
+            raise ValidationException(f"{where} must be a string or a list of content blocks")
+        texts, calls, results = [], [], []
+        for j, block in enumerate(content):
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            if kind == "text" and isinstance(block.get("text"), str):
+                texts.append(block["text"])
+            elif kind == "tool_use":
+                if not isinstance(block.get("input"), dict) or not isinstance(block.get("id"), str):
+                    raise ValidationException(f"{where}.{j}: a tool_use block needs an id and an input object")
+                calls.append(ToolCall(block["id"], str(block.get("name")), block["input"]))
+            elif kind == "tool_result":
+                results.append(ToolResult(str(block.get("tool_use_id")),
+                                           _anthropic_result_text(block.get("content", ""), f"{where}.{j}"),
+                                           bool(block.get("is_error"))))
+            else:
+                raise ValidationException(f"{where}: content blocks of type {kind!r} are not supported by this model")
+        chat.append(_message(message["role"], "".join(texts), calls, results, i))
+    check_tool_turns(chat, tools)
+    return chat
+
+
+def _anthropic_result_text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
+        return "\n".join(str(b.get("text", "")) for b in content)
+    raise ValidationException(f"{where}: tool_result content must be a string or a list of text blocks")
+
+
+def _message(role: str, text: str, calls: list[ToolCall], results: list[ToolResult], index: int) -> dict[str, Any]:
+    if calls and role != "assistant":
+        raise ValidationException(f"messages.{index}: toolUse blocks may only appear in assistant messages")
+    if results and role != "user":
+        raise ValidationException(f"messages.{index}: toolResult blocks may only appear in user messages")
+    message: dict[str, Any] = {"role": role, "content": text}
+    if calls:
+        message["tool_calls"] = calls
+    if results:
+        message["tool_results"] = results
+    return message
+
+
+def check_tool_turns(chat: list[dict[str, Any]], tools: ToolSet | None) -> None:
+    """Tool blocks need tools, and every result answers a call made earlier in the conversation."""
+    called: dict[str, str] = {}
+    for i, message in enumerate(chat):
+        if (message.get("tool_calls") or message.get("tool_results")) and tools is None:
+            raise ValidationException(TOOL_CONFIG_REQUIRED)
+        for call in message.get("tool_calls", ()):
+            called[call.id] = call.name
+        for result in message.get("tool_results", ()):
+            if result.id not in called:
+                raise ValidationException(
+                    f"messages.{i}: the toolResult's toolUseId {result.id} matches no toolUse earlier in the "
+                    "conversation. Each toolResult must answer a toolUse of an earlier assistant message.")
+
+
+# -- 2. prompt --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CallSyntax:
+    """How a prompt asks the model to write one tool call: `opening` name `,` "args_key": args `closing`."""
+
+    name: str
+    #: The text that starts a call, and what `toolChoice` auto waits for before constraining.
+    trigger: str
+    opening: str
+    args_key: str
+    closing: str
+
+    @property
+    def separator(self) -> str:
+        """What comes between the tool's name and its arguments."""
+        return f", {json.dumps(self.args_key)}: "
+
+    def head(self, tool_name: str) -> str:
+        return f"{self.opening}{json.dumps(tool_name)}{self.separator}"
+
+    def write(self, call: ToolCall) -> str:
+        return self.head(call.name) + json.dumps(call.input) + self.closing
+
+
+#: Qwen 2.5, Hermes, SmolLM3 and our fallback prompt: <tool_call>{"name": .., "arguments": ..}</tool_call>.
+HERMES = CallSyntax("hermes", "<tool_call>", '<tool_call>\n{"name": ', "arguments", "}\n</tool_call>")
+#: Llama 3.1+ JSON tool calling: {"name": .., "parameters": ..}.
+LLAMA3 = CallSyntax("llama3-json", '{"name": ', '{"name": ', "parameters", "}")
+#: Mistral v3 templates: [TOOL_CALLS][{"name": .., "arguments": ..}].
+MISTRAL = CallSyntax("mistral", "[TOOL_CALLS]", '[TOOL_CALLS][{"name": ', "arguments", "}]")
+
+FALLBACK_PROMPT = """# Tools
+
+You can call the tools below. Each line describes one tool: its name, what it does, and the JSON schema of \
+its arguments.
+{tools}
+
+To call a tool, write exactly this, with the tool's name and its arguments as a JSON object:
+<tool_call>
+{{"name": "tool_name", "arguments": {{"argument": "value"}}}}
+</tool_call>
+{rule}Tool results come back to you inside <tool_response></tool_response> tags."""
+
+_RULES = {AUTO: "Call a tool only when it helps answer; otherwise answer directly.\n",
+          ANY: "You must call at least one tool now.\n", TOOL: "You must call the tool {forced} now.\n",
+          NONE: "Do not call any tool now; answer directly.\n"}
+
+
+@dataclass(frozen=True)
+class Prompting:
+    """How one model is prompted for tools: through its template (`native`) or the fallback, and the syntax."""
+
+    syntax: CallSyntax
+    native: bool
+
+    @property
+    def capability(self) -> str:
+        return f"chat-template ({self.syntax.name})" if self.native else f"prompt ({self.syntax.name})"
+
+
+def prompting(tokenizer: Any) -> Prompting:
+    """Read the model's chat template: does it render tools, and in which call syntax does it ask for them."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # several named templates: the tool-use one, if any
+        template = template.get("tool_use") or template.get("default")
+    if isinstance(template, str) and "tools" in template:
+        if "<tool_call>" in template:
+            return Prompting(HERMES, True)
+        if "[TOOL_CALLS]" in template:
+            return Prompting(MISTRAL, True)
+        if "<|start_header_id|>" in template and '"parameters"' in template:
+            return Prompting(LLAMA3, True)
+    return Prompting(HERMES, False)
+
+
+def render(tokenizer: Any, chat: list[dict[str, Any]], system: str, tools: ToolSet | None) -> str:
+    """The prompt text for a conversation that may carry tools, calls and results."""
+    if tools is None:
+        return render_chat(tokenizer, [{"role": m["role"], "content": m["content"]} for m in chat], system)
+    how = prompting(tokenizer)
+    if how.native:
+        functions = [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                       "parameters": t.parameters}} for t in tools.tools]
+        return render_chat(tokenizer, _template_chat(chat), system, tools=functions)
+    listing = "\n".join(json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters})
+                        for t in tools.tools)
+    rule = _RULES[tools.choice].format(forced=tools.forced)
+    instructions = FALLBACK_PROMPT.format(tools=listing, rule=rule)
+    return render_chat(tokenizer, _fallback_chat(chat, how.syntax), f"{system}\n\n{instructions}" if system
+                       else instructions)
+
+
+def _template_chat(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation in transformers' tool-calling message format, for templates that render tools."""
+    names: dict[str, str] = {}
+    out = []
+    for message in chat:
+        for result in message.get("tool_results", ()):
+            content = f"Error: {result.content}" if result.error else result.content
+            out.append({"role": "tool", "tool_call_id": result.id, "name": names.get(result.id, ""),
+                        "content": content})
+        entry: dict[str, Any] = {"role": message["role"], "content": message["content"]}
+        if message.get("tool_calls"):
+            entry["tool_calls"] = [{"id": c.id, "type": "function",
+                                    "function": {"name": c.name, "arguments": c.input}}
+                                   for c in message["tool_calls"]]
+            names.update({c.id: c.name for c in message["tool_calls"]})
+        if entry["content"] or "tool_calls" in entry or not message.get("tool_results"):
+            out.append(entry)
+    return out
+
+
+def _fallback_chat(chat: list[dict[str, Any]], syntax: CallSyntax) -> list[dict[str, Any]]:
+    """The conversation as plain turns: calls written as the model is asked to write them, results in tags."""
+    names: dict[str, str] = {}
+    out = []
+    for message in chat:
+        parts = []
+        for result in message.get("tool_results", ()):
+            body = {"name": names.get(result.id, ""), "content": result.content}
+            if result.error:
+                body["status"] = "error"
+            parts.append(f"<tool_response>\n{json.dumps(body)}\n</tool_response>")
+        if message["content"]:
+            parts.append(message["content"])
+        for call in message.get("tool_calls", ()):
+            names[call.id] = call.name
+            parts.append(syntax.write(call))
+        out.append({"role": message["role"], "content": "\n".join(parts)})
+    return out
+
+
+# -- 3. constrain and read back ---------------------------------------------------------------------
+
+def grammar(syntax: CallSyntax, tools: ToolSet | None, answer_schema: dict[str, Any] | None) -> str | None:
+    """The decoding grammar for a request's tools and structured answer; None when the text is free."""
+    if tools is None or tools.choice == NONE:
+        return json_schema_grammar(answer_schema) if answer_schema is not None else None
+    return _tools_grammar(syntax, tools, json.dumps(answer_schema) if answer_schema is not None else None)
+
+
+@lru_cache(maxsize=256)
+def _tools_grammar(syntax: CallSyntax, tools: ToolSet, answer_schema: str | None) -> str:
+    """Compiled once per tool set, syntax and answer schema (the grammar text is the matcher cache's key)."""
+    offered = [t for t in tools.tools if tools.choice != TOOL or t.name == tools.forced]
+    lines = ["%llguidance {}"]
+    for i, t in enumerate(offered):
+        lines.append(f"args_{i}: {json_rule(t.parameters)}")
+    calls = " | ".join(f"call_{i}" for i in range(len(offered)))
+    if tools.choice in (ANY, TOOL) or answer_schema is not None:
+        # Calls from the first token (several allowed, one per line), or a JSON answer when one is asked for.
+        for i, t in enumerate(offered):
+            lines.append(f"call_{i}: {json.dumps(syntax.head(t.name))} args_{i} {json.dumps(syntax.closing)}")
+        top = f'({calls}) ("\\n" ({calls}))*'
+        if tools.choice == AUTO:
+            lines.append(f"answer: {json_rule(json.loads(answer_schema))}")
+            top = f"{top} | answer"
+        lines.insert(1, f"start: {top}")
+    else:
+        # Free text, until the trigger is written: from there, exactly one tool's call (llguidance's lazy
+        # lexeme ends the free text at the first trigger, so a call cannot hide inside prose).
+        rest = {t.name: syntax.head(t.name)[len(syntax.trigger):] for t in offered}
+        for i, t in enumerate(offered):
+            lines.append(f"call_{i}: trigger_{i} {json.dumps(rest[t.name])} args_{i} {json.dumps(syntax.closing)}")
+            lines.append(f"trigger_{i}[lazy]: TEXT {json.dumps(syntax.trigger)}")
+        lines.insert(1, f"start: ({calls})* TEXT")
+        lines.append("TEXT: /(.|\\n)*/")
+    text = "\n".join(lines) + "\n"
+    try:
+        check_grammar(text)
+    except GrammarError as exc:
+        raise ValidationException(f"The tools cannot be enforced together: {exc}") from None
+    return text
+
+
+@dataclass
+class Read:
+    """What `CallReader` found in a piece of text: text, a call starting (its id and name), arguments
+    text, or a call ending (with the parsed input)."""
+
+    kind: str  # "text" | "start" | "input" | "stop"
+    text: str = ""
+    call: ToolCall | None = None
+
+
+@dataclass
+class CallReader:
+    """Reads generated text, as deltas arrive, into text and tool calls.
+
+    Text that could be the start of the trigger, and whitespace that would only separate text from a
+    call, is held back until the next delta says what it is. A call is recognised by its head (the
+    trigger, the tool's name, the arguments key); its arguments are passed on as they arrive and end
+    where their JSON object closes (a small scanner that knows strings and escapes), after which the
+    syntax's closing text is expected. Text that only looked like a call's head stays text."""
+
+    syntax: CallSyntax
+    names: frozenset[str]
+    _buffer: str = ""
+    _state: str = "text"  # text | head | args | closing
+    _args: list[str] = field(default_factory=list)
+    _depth: int = 0
+    _in_string: bool = False
+    _escaped: bool = False
+    _call: tuple[str, str] | None = None
+    _space: str = ""  # whitespace before a trigger: dropped before a call, text if it was none
+    calls: list[ToolCall] = field(default_factory=list)
+
+    def feed(self, delta: str) -> Iterator[Read]:
+        self._buffer += delta
+        while True:
+            progressed = yield from self._step()
+            if not progressed:
+                return
+
+    def finish(self) -> Iterator[Read]:
+        """The text has ended: what was held back is text; a call cut off (max tokens) is dropped."""
+        if self._state == "text" and self._buffer:
+            yield Read("text", self._buffer)
+        self._buffer = ""
+
+    def _step(self):
+        syntax = self.syntax
+        if self._state == "text":
+            at = self._buffer.find(syntax.trigger)
+            if at < 0:
+                keep = _partial_suffix(self._buffer, syntax.trigger)
+                safe = self._buffer[:len(self._buffer) - keep]
+                text = safe.rstrip()
+                if text:
+                    yield Read("text", text)
+                self._buffer = safe[len(text):] + self._buffer[len(safe):]
+                return False
+            before = self._buffer[:at]
+            text = before.rstrip()
+            if text:
+                yield Read("text", text)
+            self._space = before[len(text):]
+            self._buffer, self._state = self._buffer[at:], "head"
+            return True
+        if self._state == "head":
+            match = _head_pattern(syntax).match(self._buffer)
+            if match is None:
+                if _could_be_head(syntax, self._buffer):
+                    return False  # still arriving
+                # Not a call after all (only a constraint makes one certain): the trigger is text.
+                yield Read("text", self._space + syntax.trigger)
+                self._buffer, self._state = self._buffer[len(syntax.trigger):], "text"
+                return True
+            name = json.loads(match.group(1))
+            if name not in self.names:
+                yield Read("text", self._space + match.group(0))
+                self._buffer, self._state = self._buffer[match.end():], "text"
+                return True
+            self._call = (new_tool_use_id(), name)
+            self._buffer, self._state = self._buffer[match.end():], "args"
+            self._args, self._depth, self._in_string, self._escaped = [], 0, False, False
+            yield Read("start", call=ToolCall(self._call[0], name, {}))
+            return True
+        if self._state == "args":
+            end = self._scan(self._buffer)
+            piece = self._buffer if end is None else self._buffer[:end]
+            if piece:
+                self._args.append(piece)
+                yield Read("input", piece)
+            self._buffer = "" if end is None else self._buffer[end:]
+            if end is None:
+                return False
+            self._state = "closing"
+            return True
+        # closing: the syntax's closing text (a different ending keeps the call and reads on as text)
+        closing = syntax.closing
+        if len(self._buffer) < len(closing) and closing.startswith(self._buffer):
+            return False
+        if self._buffer.startswith(closing):
+            self._buffer = self._buffer[len(closing):]
+        self._state = "text"
+        try:
+            arguments = json.loads("".join(self._args))
+        except ValueError:
+            arguments = None
+        call = ToolCall(*self._call, arguments if isinstance(arguments, dict) else {})
+        self.calls.append(call)
+        yield Read("stop", call=call)
+        return True
+
+    def _scan(self, text: str) -> int | None:
+        """Where the arguments' JSON value ends in `text` (an index past it), or None if not yet."""
+        for i, ch in enumerate(text):
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif ch == "\\":
+                    self._escaped = True
+                elif ch == '"':
+                    self._in_string = False
+            elif ch == '"':
+                self._in_string = True
+            elif ch in "{[":
+                self._depth += 1
+            elif ch in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    return i + 1
+        return None
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """The length of the longest end of `text` that is a beginning of `marker`."""
+    for size in range(min(len(text), len(marker) - 1), 0, -1):
+        if marker.startswith(text[-size:]):
+            return size
+    return 0
+
+
+_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+@lru_cache(maxsize=16)
+def _head_pattern(syntax: CallSyntax) -> re.Pattern:
+    return re.compile(re.escape(syntax.opening) + f"({_STRING})" + re.escape(syntax.separator))
+
+
+def _could_be_head(syntax: CallSyntax, text: str) -> bool:
+    """Whether `text` is the beginning of a call's head (more deltas may complete it)."""
+    if len(text) <= len(syntax.opening):
+        return syntax.opening.startswith(text)
+    if not text.startswith(syntax.opening):
+        return False
+    rest = text[len(syntax.opening):]
+    name = re.match(_STRING, rest)
+    if name is None:  # the name's string is still open
+        return re.fullmatch(r'"(?:[^"\\]|\\.)*\\?', rest) is not None
+    return syntax.separator.startswith(rest[name.end():])
+
+
+def read_all(syntax: CallSyntax, tools: ToolSet, text: str) -> tuple[list[str], list[ToolCall]]:
+    """A whole answer read at once: its text pieces and its complete tool calls."""
+    reader = CallReader(syntax, frozenset(tools.names()))
+    pieces = [r.text for r in [*reader.feed(text), *reader.finish()] if r.kind == "text"]
+    return pieces, reader.calls
+
+
+def converse_content(pieces: Iterable[str], calls: list[ToolCall]) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = []
+    text = "".join(pieces)
+    if text or not calls:
+        content.append({"text": text})
+    content.extend({"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.input}} for c in calls)
+    return content
+
+
+def answer_schema(output_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Converse's `outputConfig`: the JSON schema a plain answer must follow, or None."""
+    if not output_config:
+        return None
+    if output_config.get("effort") is not None:
+        raise ValidationException("outputConfig.effort is not supported by this server's models")
+    text_format = output_config.get("textFormat")
+    if text_format is None:
+        return None
+    if text_format.get("type") != "json_schema":
+        raise ValidationException(f"outputConfig.textFormat.type {text_format.get('type')!r} is not supported; "
+                                  "use json_schema")
+    definition = (text_format.get("structure") or {}).get("jsonSchema")
+    if definition is None:
+        raise ValidationException("outputConfig.textFormat.structure must hold a jsonSchema")
+    try:
+        schema = json.loads(definition["schema"])
+    except ValueError as exc:
+        raise ValidationException(f"outputConfig.textFormat.structure.jsonSchema.schema is not JSON: {exc}") \
+            from None
+    if not isinstance(schema, dict):
+        raise ValidationException("outputConfig.textFormat.structure.jsonSchema.schema must be a JSON object")
+    checked_schema(schema, "The JSON schema of outputConfig.textFormat")
+    return schema

@@ -1,0 +1,182 @@
+"""Converse tool use and structured output through real boto3, on the tiny random model and on SmolLM2.
+
+A random model writes nothing meaningful, which makes it the hardest test of constrained decoding: left
+alone it never writes a well-formed call, so every call that arrives parses and validates only because
+the grammar made it so."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from botocore.exceptions import ClientError
+
+SMOLLM2 = "huggingface.smollm2-135m-instruct-v1:0"
+
+WEATHER = {"toolSpec": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "inputSchema": {"json": {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 40},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": False}}}}
+ORDER = {"toolSpec": {
+    "name": "place_order", "description": "Order items for a customer.",
+    "inputSchema": {"json": {"type": "object", "properties": {
+        "customer": {"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "tier": {"enum": ["basic", "gold"]}}, "required": ["name", "tier"], "additionalProperties": False},
+        "items": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+            "type": "object", "properties": {"sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"},
+                                             "qty": {"type": "integer", "minimum": 1, "maximum": 9}},
+            "required": ["sku", "qty"], "additionalProperties": False}}},
+        "required": ["customer", "items"], "additionalProperties": False}}}}
+QUESTION = [{"role": "user", "content": [{"text": "What is the weather in Paris?"}]}]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(server, tmp_path_factory):
+    """The tiny random Llama with a context long enough for the tools' prompt (its byte-level vocabulary
+    spends a token on almost every character)."""
+    from tests.conftest import register_model
+    from tests.helpers import make_tiny_llama
+
+    return register_model(server, "tiny-tools", make_tiny_llama(tmp_path_factory.mktemp("tiny-tools"), context=4096))
+
+
+def _schema(tool):
+    return tool["toolSpec"]["inputSchema"]["json"]
+
+
+def _tool_uses(response):
+    return [b["toolUse"] for b in response["output"]["message"]["content"] if "toolUse" in b]
+
+
+def test_any_always_calls_a_tool_with_valid_arguments(runtime, tiny_model):
+    tools = {"tools": [WEATHER, ORDER], "toolChoice": {"any": {}}}
+    for seed in range(4):
+        response = runtime.converse(modelId=tiny_model, messages=QUESTION, toolConfig=tools,
+                                    inferenceConfig={"maxTokens": 300, "temperature": 1},
+                                    additionalModelRequestFields={"seed": seed})
+        uses = _tool_uses(response)
+        assert uses, response
+        # A random model may go on to a second call and run out of tokens in it: then only complete calls
+        # are returned, and the stop reason says why the answer ended.
+        assert response["stopReason"] in ("tool_use", "max_tokens")
+        for use in uses:
+            assert use["toolUseId"].startswith("tooluse_")
+            jsonschema.validate(use["input"], _schema(WEATHER if use["name"] == "get_weather" else ORDER))
+
+
+def test_tool_choice_names_the_tool_that_is_called(runtime, tiny_model):
+    response = runtime.converse(modelId=tiny_model, messages=QUESTION,
+                                toolConfig={"tools": [WEATHER, ORDER], "toolChoice": {"tool": {"name": "place_order"}}},
+                                inferenceConfig={"maxTokens": 200, "temperature": 0})
+    uses = _tool_uses(response)
+    assert uses and all(u["name"] == "place_order" for u in uses)
+    for use in uses:
+        jsonschema.validate(use["input"], _schema(ORDER))
+
+
+def test_stream_tool_deltas_reassemble_to_the_same_call(runtime, tiny_model):
+    kwargs = {"modelId": tiny_model, "messages": QUESTION,
+              "toolConfig": {"tools": [WEATHER], "toolChoice": {"any": {}}},
+              "inferenceConfig": {"maxTokens": 200, "temperature": 1},
+              "additionalModelRequestFields": {"seed": 3}}
+    whole = runtime.converse(**kwargs)
+    events = list(runtime.converse_stream(**kwargs)["stream"])
+    starts = [e["contentBlockStart"] for e in events if "contentBlockStart" in e]
+    assert starts and starts[0]["start"]["toolUse"]["name"] == "get_weather"
+    index = starts[0]["contentBlockIndex"]
+    fragments = [e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events
+                 if "contentBlockDelta" in e and e["contentBlockDelta"]["contentBlockIndex"] == index]
+    assert len(fragments) > 1  # the arguments arrive as they are generated, not at the end
+    assert json.loads("".join(fragments)) == _tool_uses(whole)[0]["input"]
+    stops = [e["contentBlockStop"]["contentBlockIndex"] for e in events if "contentBlockStop" in e]
+    assert index in stops
+    assert next(e for e in events if "messageStop" in e)["messageStop"]["stopReason"] == "tool_use"
+
+
+def test_a_round_trip_of_call_result_and_answer(runtime, tiny_model):
+    tools = {"tools": [WEATHER], "toolChoice": {"any": {}}}
+    first = runtime.converse(modelId=tiny_model, messages=QUESTION, toolConfig=tools,
+                             inferenceConfig={"maxTokens": 300, "temperature": 0})
+    use = _tool_uses(first)[0]
+    conversation = [*QUESTION, first["output"]["message"],
+                    {"role": "user", "content": [{"toolResult": {"toolUseId": use["toolUseId"],
+                                                                 "content": [{"json": {"temperature": 21}}]}}]}]
+    final = runtime.converse(modelId=tiny_model, messages=conversation, toolConfig={"tools": [WEATHER]},
+                             inferenceConfig={"maxTokens": 20, "temperature": 0})
+    assert final["stopReason"] in ("end_turn", "max_tokens", "tool_use")
+    assert final["usage"]["inputTokens"] > first["usage"]["inputTokens"]
+    # An error result is a turn too.
+    conversation[-1]["content"][0]["toolResult"]["status"] = "error"
+    runtime.converse(modelId=tiny_model, messages=conversation, toolConfig={"tools": [WEATHER]},
+                     inferenceConfig={"maxTokens": 5, "temperature": 0})
+
+
+def test_structured_output_follows_the_schema(runtime, tiny_model):
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 30},
+                                               "confidence": {"type": "number"},
+                                               "tags": {"type": "array", "items": {"enum": ["a", "b"]},
+                                                        "maxItems": 3}},
+              "required": ["answer", "confidence", "tags"], "additionalProperties": False}
+    for seed in range(3):
+        response = runtime.converse(
+            modelId=tiny_model, messages=QUESTION, inferenceConfig={"maxTokens": 150, "temperature": 1},
+            additionalModelRequestFields={"seed": seed},
+            outputConfig={"textFormat": {"type": "json_schema",
+                                         "structure": {"jsonSchema": {"schema": json.dumps(schema), "name": "a"}}}})
+        assert response["stopReason"] == "end_turn", response
+        jsonschema.validate(json.loads(response["output"]["message"]["content"][0]["text"]), schema)
+
+
+def test_count_tokens_counts_the_tools(runtime, tiny_model):
+    plain = runtime.count_tokens(modelId=tiny_model, input={"converse": {"messages": QUESTION}})
+    with_tools = runtime.count_tokens(modelId=tiny_model, input={"converse": {
+        "messages": QUESTION, "toolConfig": {"tools": [WEATHER]}}})
+    assert with_tools["inputTokens"] > plain["inputTokens"]
+
+
+def _spec(request):
+    return request["toolConfig"]["tools"][0]["toolSpec"]
+
+
+def _schema_is(schema):
+    return lambda r: _spec(r)["inputSchema"].update(json=schema)
+
+
+def _without_tools_but_with_tool_turns(request):
+    request.pop("toolConfig")
+    request["messages"] += [
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "1"}]}}]}]
+
+
+def _answer_schema_is(text):
+    return lambda r: r.update(outputConfig={"textFormat": {"type": "json_schema",
+                                                           "structure": {"jsonSchema": {"schema": text}}}})
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda r: _spec(r).update(name="bad name!"), "name"),
+    (_schema_is({"type": "object", "properties": {"a": {"type": 7}}}), "get_weather"),
+    (_schema_is({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?<=x)y"}}}), "get_weather"),
+    (_schema_is({"type": "object", "description": "x" * 70000}), "limit"),
+    (lambda r: r["toolConfig"].update(toolChoice={"tool": {"name": "nope"}}), "nope"),
+    (lambda r: r["toolConfig"]["tools"].append(WEATHER), "more than once"),
+    (lambda r: r["messages"].append({"role": "user", "content": [
+        {"toolResult": {"toolUseId": "tooluse_x", "content": [{"text": "1"}]}}]}), "tooluse_x"),
+    (_without_tools_but_with_tool_turns, "toolConfig"),
+    (lambda r: r["messages"].insert(0, {"role": "assistant", "content": [{"text": "hi"}]}), "start with a user"),
+    (_answer_schema_is("{not json"), "outputConfig"),
+], ids=["tool-name", "invalid-schema", "unsupported-regex", "schema-size", "unknown-forced-tool", "duplicate",
+        "unmatched-result", "tool-turns-without-tools", "roles", "answer-schema"])
+def test_bad_tool_requests_are_named_validation_errors(runtime, tiny_model, change, words):
+    request = {"modelId": tiny_model, "messages": [QUESTION[0]],
+               "toolConfig": {"tools": [json.loads(json.dumps(WEATHER))]}}
+    change(request)
+    with pytest.raises(ClientError) as caught:
+        runtime.converse(**request)
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert words in caught.value.response["Error"]["Message"], caught.value.response["Error"]["Message"]
