@@ -43,6 +43,9 @@ class FoundationModel:
     #: Set on an alias's card (`Catalog.get` of a well-known Bedrock id): the id of the local model that
     #: serves it. Everything else on the card is that model's; `model_id` is the alias.
     served_by: str = ""
+    #: How the model is prompted for tool use (`inference.chat.tool_use_capability`), where the card knows
+    #: without reading the weights: the built-in GGUF models, whose template sits inside the GGUF file.
+    tool_use: str = ""
 
     def arn(self, region: str) -> str:
         return foundation_model_arn(region, self.model_id)
@@ -82,6 +85,7 @@ def card_from_dict(entry: dict[str, Any]) -> FoundationModel:
         context_length=int(entry["context_length"]),
         source=WeightsSource(**entry["source"]),
         lifecycle=entry.get("lifecycle", "ACTIVE"),
+        tool_use=entry.get("tool_use", ""),
     )
 
 

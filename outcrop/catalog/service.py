@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import re
@@ -31,6 +32,8 @@ REGISTERED_PROVIDER = "local"
 #: The extra response member (GetFoundationModel of an alias, inference profiles) naming the local model
 #: that answers; boto3 ignores members its model lacks.
 SERVED_BY_MEMBER = "outcropModelId"
+#: The extra member of a text model's card saying how it is prompted for tools (runtime/tool_use.py).
+TOOL_USE_MEMBER = "outcropToolUse"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _FULL_ID_RE = re.compile(r"[a-z0-9-]{1,63}\.[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})?(:[a-z0-9-]{1,63}){0,2}")
 
@@ -49,6 +52,26 @@ def _hub_snapshot(repo: str) -> Path | None:
 
     found = try_to_load_from_cache(repo, "config.json")
     return Path(found).parent if isinstance(found, str) else None
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@functools.lru_cache(maxsize=256)
+def _folder_tool_use(folder: Path, *_mtimes: float) -> str:
+    """A folder's tool-use capability from its chat template (cached until either file changes)."""
+    from outcrop.inference.chat import chat_template, tool_use_capability
+
+    jinja = folder / "chat_template.jinja"
+    template = jinja.read_text(encoding="utf-8") if jinja.exists() else None
+    config = folder / "tokenizer_config.json"
+    if template is None and config.exists():
+        try:
+            template = chat_template(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+        except ValueError:
+            template = None
+    return tool_use_capability(template)
 
 
 def registered_model_id(name: str) -> str:
@@ -253,5 +276,26 @@ class Catalog:
     def describe(self, models: Iterable[FoundationModel]) -> list[dict]:
         """Bedrock's summary members plus `weightsStatus`, and on an alias `outcropModelId`, the local model
         that answers for it (boto3 ignores both; raw HTTP and the CLI show them)."""
-        return [{**m.summary(self.region), "weightsStatus": self.weights_status(m),
-                 **({SERVED_BY_MEMBER: m.served_by} if m.served_by else {})} for m in models]
+        described = []
+        for m in models:
+            entry = {**m.summary(self.region), "weightsStatus": self.weights_status(m)}
+            if m.served_by:
+                entry[SERVED_BY_MEMBER] = m.served_by
+            tool_use = self.tool_use(m)
+            if tool_use:
+                entry[TOOL_USE_MEMBER] = tool_use
+            described.append(entry)
+        return described
+
+    def tool_use(self, model: FoundationModel) -> str:
+        """How a text model is prompted for tools: the card's word, else read from the chat template of
+        weights in a local folder; "" when neither says (a hub model not downloaded, a registered GGUF
+        file, whose template is read only when the model loads)."""
+        if "TEXT" not in model.output_modalities:
+            return ""
+        if model.tool_use:
+            return model.tool_use
+        path = self.weights_path(model)
+        if path is None or not path.is_dir():
+            return ""
+        return _folder_tool_use(path, _mtime(path / "tokenizer_config.json"), _mtime(path / "chat_template.jinja"))

@@ -21,8 +21,9 @@ from outcrop.errors import ValidationException
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion
 from outcrop.platform import jsontext
+from outcrop.runtime import tool_use
 from outcrop.runtime.chat_markup import parse_chat_markup
-from outcrop.runtime.tool_use import ToolSet
+from outcrop.runtime.tool_use import AnswerReader, ToolSet
 
 MAX_STOP_SEQUENCES = 2500
 
@@ -53,6 +54,8 @@ class Invocation:
     completion: Completion | None = None
     #: Milliseconds, as Bedrock's `amazon-bedrock-invocationMetrics` reports them.
     metrics: Callable[[], dict[str, int]] = lambda: {}
+    #: How the answer's text and tool calls are read (once per invocation); None: the text as it is.
+    answer: AnswerReader | None = None
 
 
 # -- field checks ----------------------------------------------------------------------------------
@@ -290,7 +293,7 @@ class TitanText(TextFormat):
 class AnthropicMessages(TextFormat):
     name, label = "anthropic-messages", "Anthropic Messages"
     keys = {"anthropic_version", "max_tokens", "messages", "system", "temperature", "top_p", "top_k",
-            "stop_sequences", "seed", "metadata"}
+            "stop_sequences", "seed", "metadata", "tools", "tool_choice"}
     _REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence", LENGTH: "max_tokens"}
 
     def parse(self, body):
@@ -301,10 +304,10 @@ class AnthropicMessages(TextFormat):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ValidationException("messages must be a non-empty list")
-        chat = [{"role": _role(m, i), "content": _anthropic_text(m.get("content"), f"messages.{i}.content")}
-                for i, m in enumerate(messages)]
+        tools = tool_use.anthropic_tool_set(body.get("tools"), body.get("tool_choice"))
+        chat = tool_use.anthropic_messages(messages, tools)
         check_alternation([m["role"] for m in chat])
-        return TextRequest(messages=chat, system=_anthropic_text(body.get("system", ""), "system"),
+        return TextRequest(messages=chat, system=_anthropic_text(body.get("system", ""), "system"), tools=tools,
                            params=SamplingParams(
                                max_tokens=integer_field(body, "max_tokens", 1, 131072, None),
                                temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
@@ -313,34 +316,80 @@ class AnthropicMessages(TextFormat):
                                stop=_stops(body, "stop_sequences"), seed=_seed(body)),
                            check_max_tokens=anthropic_max_tokens_rule(body["max_tokens"]))
 
-    def _message(self, inv: Invocation, text: str | None) -> dict[str, Any]:
+    def _message(self, inv: Invocation, content: list[dict[str, Any]], stop_reason: str | None) -> dict[str, Any]:
         c = inv.completion
         return {"id": f"msg_bdrk_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-                "model": inv.model_id, "content": [] if text is None else [{"type": "text", "text": text}],
-                "stop_reason": self._REASON[c.finish_reason] if c else None,
+                "model": inv.model_id, "content": content, "stop_reason": stop_reason,
                 "stop_sequence": c.stop_sequence if c else None,
                 "usage": {"input_tokens": inv.input_tokens, "output_tokens": c.output_tokens if c else 0}}
 
+    def _stop_reason(self, inv: Invocation) -> str:
+        c = inv.completion
+        calls = inv.answer.calls if inv.answer else []
+        return "tool_use" if calls and c.finish_reason == END_OF_TEXT else self._REASON[c.finish_reason]
+
     def render(self, inv):
-        return self._message(inv, inv.completion.text)
+        text, calls = inv.answer.read(inv.completion.text) if inv.answer else (inv.completion.text, [])
+        content = [{"type": "text", "text": text}] if text or not calls else []
+        content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in calls]
+        return self._message(inv, content, self._stop_reason(inv))
 
     def stream(self, deltas, inv):
-        yield {"type": "message_start", "message": self._message(inv, None)}
-        yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        yield {"type": "message_start", "message": self._message(inv, [], None)}
+        # With tools, a block starts when its first piece is read (an answer may open with a tool_use
+        # block, as Anthropic's own stream does); without them, the text block opens at once, as before.
+        answer = inv.answer or AnswerReader(None, None)
+        blocks = _AnthropicBlocks(eager=not answer.calling)
+        yield from blocks.opening()
         for delta in deltas:
-            yield {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": delta}}
+            yield from blocks.events(answer.feed(delta))
+        yield from blocks.events(answer.finish())
+        yield from blocks.close()
         c = inv.completion
-        yield {"type": "content_block_stop", "index": 0}
-        yield {"type": "message_delta", "delta": {"stop_reason": self._REASON[c.finish_reason],
+        yield {"type": "message_delta", "delta": {"stop_reason": self._stop_reason(inv),
                                                   "stop_sequence": c.stop_sequence},
                "usage": {"output_tokens": c.output_tokens}}
         yield {"type": "message_stop", "amazon-bedrock-invocationMetrics": inv.metrics()}
 
 
-def _role(message: Any, index: int) -> str:
-    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-        raise ValidationException(f"messages.{index}.role must be 'user' or 'assistant'")
-    return message["role"]
+class _AnthropicBlocks:
+    """The Anthropic stream's content blocks for what an AnswerReader read: a text block's text_delta
+    events, and for each tool call a tool_use block whose input arrives as input_json_delta events."""
+
+    def __init__(self, eager: bool) -> None:
+        self.index = 0
+        self.open: str | None = None
+        self.eager = eager
+
+    def opening(self) -> Iterator[dict[str, Any]]:
+        if self.eager:
+            yield from self._start({"type": "text", "text": ""})
+
+    def _start(self, block: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        self.open = block["type"]
+        yield {"type": "content_block_start", "index": self.index, "content_block": block}
+
+    def events(self, reads: list[tool_use.Read]) -> Iterator[dict[str, Any]]:
+        for read in reads:
+            if read.kind == "text":
+                if self.open != "text":
+                    yield from self._start({"type": "text", "text": ""})
+                yield {"type": "content_block_delta", "index": self.index,
+                       "delta": {"type": "text_delta", "text": read.text}}
+            elif read.kind == "start":
+                yield from self.close()
+                yield from self._start({"type": "tool_use", "id": read.call.id, "name": read.call.name, "input": {}})
+            elif read.kind == "input":
+                yield {"type": "content_block_delta", "index": self.index,
+                       "delta": {"type": "input_json_delta", "partial_json": read.text}}
+            else:
+                yield from self.close()
+
+    def close(self) -> Iterator[dict[str, Any]]:
+        if self.open is not None:
+            yield {"type": "content_block_stop", "index": self.index}
+            self.index += 1
+            self.open = None
 
 
 def _anthropic_text(content: Any, where: str) -> str:

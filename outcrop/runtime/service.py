@@ -21,6 +21,7 @@ from outcrop.catalog.service import AliasTargetMissing, Catalog
 from outcrop.errors import BedrockError, Cancelled, ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
 from outcrop.inference.engine import Deployment, Engine
+from outcrop.inference.grammar import GrammarError
 from outcrop.inference.loader import CAUSAL, ENCODER
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion, GenerationStream
@@ -210,7 +211,8 @@ class RuntimeService:
             return Invoked(json.dumps(embedded).encode(), tokens, 0, _ms(time.perf_counter() - started))
         fmt = formats.detect_text_format(document, model.native_format)
         prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
-        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids))
+        answer = tool_use.AnswerReader(prepared.syntax, prepared.tools)
+        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids), answer)
         completion = self._generate(caller, "InvokeModel", prepared, started, document, render).result()
         return Invoked(json.dumps(render(completion)).encode(), completion.input_tokens, completion.output_tokens,
                        _ms(time.perf_counter() - started))
@@ -225,9 +227,10 @@ class RuntimeService:
             raise ValidationException(f"The model {model.model_id} does not support response streaming.")
         fmt = formats.detect_text_format(document, model.native_format)
         prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
-        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids))
+        answer = tool_use.AnswerReader(prepared.syntax, prepared.tools)
+        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids), answer)
         stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started, document, render)
-        invocation = Invocation(model.model_id, len(prepared.prompt_ids))
+        invocation = Invocation(model.model_id, len(prepared.prompt_ids), answer=answer)
 
         def metrics() -> dict[str, int]:
             c = stream.completion
@@ -324,6 +327,11 @@ class RuntimeService:
         try:
             stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params,
                                                           cancelled=caller.cancelled)
+        except GrammarError as exc:  # checked without a tokenizer before; this model's tokenizer refused it
+            if capacity is not None:
+                capacity.release(0)
+            raise ValidationException(f"The tools or the answer schema cannot be enforced on "
+                                      f"{prepared.model.model_id}: {exc}") from None
         except BaseException:
             if capacity is not None:
                 capacity.release(0)
@@ -462,44 +470,22 @@ def _native_document(prepared: _Prepared, completion: Completion) -> dict[str, A
     return document
 
 
-class _ConverseAnswer:
-    """One Converse answer, read from the generated text once: the response, the stream's events and the
-    invocation log all see the same text and the same tool calls (whose ids are made as they are read)."""
+class _ConverseAnswer(tool_use.AnswerReader):
+    """Converse's answer: text and tool calls read once (tool_use.AnswerReader), as Converse's members."""
 
     def __init__(self, prepared: _Prepared) -> None:
-        tools = prepared.tools
-        self._reader = (tool_use.CallReader(prepared.syntax, frozenset(tools.names()))
-                        if tools is not None and tools.choice != tool_use.NONE else None)
-        self._pieces: list[str] = []
-        self._fed = False
-        self._tail: list[tool_use.Read] | None = None
+        super().__init__(prepared.syntax, prepared.tools)
         self._output: dict[str, Any] | None = None
-
-    def feed(self, delta: str) -> list[tool_use.Read]:
-        self._fed = True
-        reads = list(self._reader.feed(delta)) if self._reader else [tool_use.Read("text", delta)]
-        self._pieces.extend(r.text for r in reads if r.kind == "text")
-        return reads
-
-    def finish(self) -> list[tool_use.Read]:
-        """What the reader held back, once the text has ended (the same list on every call)."""
-        if self._tail is None:
-            self._tail = list(self._reader.finish()) if self._reader else []
-            self._pieces.extend(r.text for r in self._tail if r.kind == "text")
-        return self._tail
 
     def output(self, completion: Completion) -> dict[str, Any]:
         """Converse's output, stopReason and usage members."""
         if self._output is None:
-            if not self._fed:
-                self.feed(completion.text)
-            self.finish()
-            calls = self._reader.calls if self._reader else []
+            text, calls = self.read(completion.text)
             stop = CONVERSE_STOP_REASON[completion.finish_reason]
             if calls and completion.finish_reason == END_OF_TEXT:
                 stop = "tool_use"
-            content = tool_use.converse_content(self._pieces, calls)
-            self._output = {"output": {"message": {"role": "assistant", "content": content}},
+            self._output = {"output": {"message": {"role": "assistant",
+                                                   "content": tool_use.converse_content(text, calls)}},
                             "stopReason": stop, "usage": _usage(completion)}
         return self._output
 
@@ -537,8 +523,9 @@ class _ContentBlocks:
             self.open = False
 
 
-def _render(fmt: formats.TextFormat, model_id: str, input_tokens: int, completion: Completion) -> dict[str, Any]:
-    return fmt.render(Invocation(model_id, input_tokens, completion))
+def _render(fmt: formats.TextFormat, model_id: str, input_tokens: int, answer: tool_use.AnswerReader,
+            completion: Completion) -> dict[str, Any]:
+    return fmt.render(Invocation(model_id, input_tokens, completion, answer=answer))
 
 
 def _loggable(request: Any) -> Any:

@@ -26,13 +26,13 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from outcrop.errors import ValidationException
-from outcrop.inference.chat import render_chat
+from outcrop.inference.chat import FALLBACK_TOOL_SYNTAX, chat_template, render_chat, template_tool_syntax
 from outcrop.inference.grammar import GrammarError, check_grammar, json_rule, json_schema_grammar
 
 #: The most tools one request may carry, and the largest schema (JSON text) one tool may have. Bedrock
@@ -135,17 +135,18 @@ def _check_schema(schema: str, subject: str, object_only: bool) -> None:
         raise ValidationException(f"{subject} cannot be enforced: {exc}") from None
 
 
-def tool_set(tools: list[Tool], choice: str, forced: str | None, where: str) -> ToolSet:
+def tool_set(tools: list[Tool], choice: str, forced: str | None, tools_field: str, choice_field: str) -> ToolSet:
+    """The tools checked together (a name once, a forced tool among them); the fields name the request's."""
     if not tools:
-        raise ValidationException(f"{where}.tools must name at least one tool")
+        raise ValidationException(f"{tools_field} must name at least one tool")
     if len(tools) > MAX_TOOLS:
-        raise ValidationException(f"{where}.tools has {len(tools)} tools; the limit is {MAX_TOOLS}.")
+        raise ValidationException(f"{tools_field} has {len(tools)} tools; the limit is {MAX_TOOLS}.")
     names = [t.name for t in tools]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
-        raise ValidationException(f"{where}.tools names the tool {duplicate} more than once")
+        raise ValidationException(f"{tools_field} names the tool {duplicate} more than once")
     if choice == TOOL and forced not in names:
-        raise ValidationException(f"{where}.toolChoice names the tool {forced}, which is not in {where}.tools "
+        raise ValidationException(f"{choice_field} names the tool {forced}, which is not in {tools_field} "
                                   f"({', '.join(names)})")
     return ToolSet(tuple(tools), choice, forced if choice == TOOL else None)
 
@@ -166,12 +167,12 @@ def converse_tool_set(config: dict[str, Any] | None) -> ToolSet | None:
         tools.append(tool(spec.get("name"), spec.get("description"), schema, f"{where}.toolSpec"))
     choice = config.get("toolChoice") or {"auto": {}}
     kind = next(iter(choice))
-    return tool_set(tools, kind, (choice.get("tool") or {}).get("name"), "toolConfig")
+    return tool_set(tools, kind, (choice.get("tool") or {}).get("name"), "toolConfig.tools", "toolConfig.toolChoice")
 
 
 def anthropic_tool_set(tools: Any, choice: Any) -> ToolSet | None:
     """The Anthropic Messages body's `tools` and `tool_choice`."""
-    if tools is None:
+    if not tools:  # absent, or an empty list: no tools
         if choice is not None:
             raise ValidationException("tool_choice may only be specified while providing tools.")
         return None
@@ -193,7 +194,7 @@ def anthropic_tool_set(tools: Any, choice: Any) -> ToolSet | None:
         raise ValidationException("tool_choice.type must be one of auto, any, tool, none")
     if choice.get("disable_parallel_tool_use"):
         raise ValidationException("tool_choice.disable_parallel_tool_use is not supported by this server")
-    return tool_set(parsed, choice["type"], choice.get("name"), "tool_choice" if choice.get("name") else "request")
+    return tool_set(parsed, choice["type"], choice.get("name"), "tools", "tool_choice")
 
 
 def converse_messages(messages: list[dict[str, Any]], tools: ToolSet | None) -> list[dict[str, Any]]:
@@ -357,6 +358,9 @@ _RULES = {AUTO: "Call a tool only when it helps answer; otherwise answer directl
           NONE: "Do not call any tool now; answer directly.\n"}
 
 
+SYNTAXES = {syntax.name: syntax for syntax in (HERMES, LLAMA3, MISTRAL)}
+
+
 @dataclass(frozen=True)
 class Prompting:
     """How one model is prompted for tools: through its template (`native`) or the fallback, and the syntax."""
@@ -364,24 +368,11 @@ class Prompting:
     syntax: CallSyntax
     native: bool
 
-    @property
-    def capability(self) -> str:
-        return f"chat-template ({self.syntax.name})" if self.native else f"prompt ({self.syntax.name})"
-
 
 def prompting(tokenizer: Any) -> Prompting:
     """Read the model's chat template: does it render tools, and in which call syntax does it ask for them."""
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):  # several named templates: the tool-use one, if any
-        template = template.get("tool_use") or template.get("default")
-    if isinstance(template, str) and "tools" in template:
-        if "<tool_call>" in template:
-            return Prompting(HERMES, True)
-        if "[TOOL_CALLS]" in template:
-            return Prompting(MISTRAL, True)
-        if "<|start_header_id|>" in template and '"parameters"' in template:
-            return Prompting(LLAMA3, True)
-    return Prompting(HERMES, False)
+    name = template_tool_syntax(chat_template(tokenizer))
+    return Prompting(SYNTAXES[name], True) if name else Prompting(SYNTAXES[FALLBACK_TOOL_SYNTAX], False)
 
 
 def render(tokenizer: Any, chat: list[dict[str, Any]], system: str, tools: ToolSet | None) -> str:
@@ -651,9 +642,50 @@ def read_all(syntax: CallSyntax, tools: ToolSet, text: str) -> tuple[list[str], 
     return pieces, reader.calls
 
 
-def converse_content(pieces: Iterable[str], calls: list[ToolCall]) -> list[dict[str, Any]]:
+class AnswerReader:
+    """One answer, read from the generated text once, whether it arrives as deltas (a stream) or whole:
+    the response, a stream's events and the invocation log then all see the same text and the same tool
+    calls, whose ids are made as they are read. Without tools every delta is text, passed on at once."""
+
+    def __init__(self, syntax: CallSyntax | None, tools: ToolSet | None) -> None:
+        calling = tools is not None and tools.choice != NONE and syntax is not None
+        self._reader = CallReader(syntax, frozenset(tools.names())) if calling else None
+        self.pieces: list[str] = []
+        self._fed = False
+        self._tail: list[Read] | None = None
+
+    @property
+    def calling(self) -> bool:
+        """Whether tool calls are read (the request has tools the model may call)."""
+        return self._reader is not None
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return self._reader.calls if self._reader else []
+
+    def feed(self, delta: str) -> list[Read]:
+        self._fed = True
+        reads = list(self._reader.feed(delta)) if self._reader else [Read("text", delta)]
+        self.pieces.extend(r.text for r in reads if r.kind == "text")
+        return reads
+
+    def finish(self) -> list[Read]:
+        """What was held back, once the text has ended (the same list on every call)."""
+        if self._tail is None:
+            self._tail = list(self._reader.finish()) if self._reader else []
+            self.pieces.extend(r.text for r in self._tail if r.kind == "text")
+        return self._tail
+
+    def read(self, text: str) -> tuple[str, list[ToolCall]]:
+        """The answer's text and calls; `text` is the whole generation, read here unless a stream fed it."""
+        if not self._fed:
+            self.feed(text)
+        self.finish()
+        return "".join(self.pieces), self.calls
+
+
+def converse_content(text: str, calls: list[ToolCall]) -> list[dict[str, Any]]:
     content: list[dict[str, Any]] = []
-    text = "".join(pieces)
     if text or not calls:
         content.append({"text": text})
     content.extend({"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.input}} for c in calls)

@@ -180,3 +180,56 @@ def test_bad_tool_requests_are_named_validation_errors(runtime, tiny_model, chan
         runtime.converse(**request)
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert words in caught.value.response["Error"]["Message"], caught.value.response["Error"]["Message"]
+
+
+# -- the Anthropic Messages body of InvokeModel ------------------------------------------------------
+
+def _anthropic(model, messages, **extra):
+    return {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 300, "temperature": 1, "seed": 5,
+            "messages": messages, **extra}
+
+
+ANTHROPIC_WEATHER = {"name": "get_weather", "description": WEATHER["toolSpec"]["description"],
+                     "input_schema": _schema(WEATHER)}
+
+
+def test_anthropic_tools_answer_tool_use_blocks(runtime, tiny_model):
+    body = _anthropic(tiny_model, [{"role": "user", "content": "Weather in Paris?"}],
+                      tools=[ANTHROPIC_WEATHER], tool_choice={"type": "tool", "name": "get_weather"})
+    answer = json.loads(runtime.invoke_model(modelId=tiny_model, body=json.dumps(body))["body"].read())
+    uses = [b for b in answer["content"] if b["type"] == "tool_use"]
+    assert uses and uses[0]["name"] == "get_weather" and uses[0]["id"].startswith("tooluse_")
+    jsonschema.validate(uses[0]["input"], _schema(WEATHER))
+    assert answer["stop_reason"] in ("tool_use", "max_tokens")
+
+    # The stream: a tool_use block whose input_json_delta fragments add up to the same input.
+    events = [json.loads(e["chunk"]["bytes"]) for e in runtime.invoke_model_with_response_stream(
+        modelId=tiny_model, body=json.dumps(body))["body"]]
+    start = next(e for e in events if e["type"] == "content_block_start")
+    assert start["content_block"]["type"] == "tool_use" and start["content_block"]["name"] == "get_weather"
+    fragments = [e["delta"]["partial_json"] for e in events
+                 if e["type"] == "content_block_delta" and e["index"] == start["index"]]
+    assert json.loads("".join(fragments)) == uses[0]["input"]
+    assert any(e["type"] == "content_block_stop" and e["index"] == start["index"] for e in events)
+
+    # The result goes back as a tool_result block; the next answer is generated from it.
+    follow = _anthropic(tiny_model, [{"role": "user", "content": "Weather in Paris?"},
+                                     {"role": "assistant", "content": answer["content"]},
+                                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0]["id"],
+                                                                   "content": "21 degrees"}]}],
+                        tools=[ANTHROPIC_WEATHER], max_tokens=10)
+    runtime.invoke_model(modelId=tiny_model, body=json.dumps(follow))
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"tool_choice": {"type": "any"}}, "tool_choice"),
+    ({"tools": [{**ANTHROPIC_WEATHER, "input_schema": {"type": "object", "properties": {"a": {"type": 7}}}}]},
+     "get_weather"),
+    ({"tools": [ANTHROPIC_WEATHER], "tool_choice": {"type": "tool", "name": "other"}}, "other"),
+])
+def test_anthropic_bad_tools_are_validation_errors(runtime, tiny_model, extra, words):
+    body = _anthropic(tiny_model, [{"role": "user", "content": "hi"}], **extra)
+    with pytest.raises(ClientError) as caught:
+        runtime.invoke_model(modelId=tiny_model, body=json.dumps(body))
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert words in caught.value.response["Error"]["Message"]
