@@ -96,16 +96,17 @@ class Grammars:
     def mask(self, logits: torch.Tensor, rows: list[tuple[int, Any]]) -> None:
         """Set to -inf, in place, every logit a row's matcher does not allow next; `rows` pairs a row of
         `logits` with its matcher. One bitmask for all constrained rows, unpacked with plain tensor ops
-        (llguidance's own helper compiles a kernel with torch.compile, which needs a C compiler at run time)."""
-        import llguidance.torch
+        (llguidance's torch helpers import torch's compiler, seconds on the first constrained step, and
+        apply the mask through torch.compile, which needs a C compiler at run time)."""
+        import llguidance.numpy
 
         if not rows:
             return
-        bitmask = llguidance.torch.allocate_token_bitmask(len(rows), self._vocab_size)
+        bitmask = llguidance.numpy.allocate_token_bitmask(len(rows), self._vocab_size)
         for slot, (_, matcher) in enumerate(rows):
-            llguidance.torch.fill_next_token_bitmask(matcher, bitmask, slot)
+            llguidance.numpy.fill_next_token_bitmask(matcher, bitmask, slot)
         shifts = torch.arange(32, dtype=torch.int32)
-        allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().reshape(len(rows), -1)
+        allowed = ((torch.from_numpy(bitmask).unsqueeze(-1) >> shifts) & 1).bool().reshape(len(rows), -1)
         width = logits.shape[1]
         if allowed.shape[1] < width:  # logits beyond the tokenizer's vocabulary are never allowed
             allowed = torch.nn.functional.pad(allowed, (0, width - allowed.shape[1]))

@@ -28,6 +28,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     #: A grammar the text must follow (inference/grammar.py): tool calls and JSON answers. None: free text.
     grammar: str | None = None
+    #: Special tokens the text keeps instead of dropping (a tool call's marker, such as Mistral's [TOOL_CALLS]).
+    visible_tokens: frozenset[int] = frozenset()
 
     @property
     def greedy(self) -> bool:

@@ -277,7 +277,7 @@ class Scheduler:
                     return
                 if sequence.matcher.is_stopped():  # the grammar is complete: nothing may follow
                     finish = END_OF_TEXT
-        text = tokenizer.decode(sequence.output_ids, skip_special_tokens=True)
+        text = _decode(tokenizer, sequence.output_ids, params.visible_tokens)
         cut = len(text)
         for stop in params.stop:
             index = text.find(stop, max(0, sequence.emitted - len(stop)))
@@ -335,6 +335,21 @@ class Scheduler:
             self._mask = self._mask[:, first:]
             for layer in self._cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+
+def _decode(tokenizer, ids: list[int], visible: frozenset[int]) -> str:
+    """The text of `ids` without special tokens, except the `visible` ones (a tool call's marker token):
+    the runs between them are decoded as usual, and each visible token as its own text."""
+    if not visible or visible.isdisjoint(ids):
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    parts, start = [], 0
+    for i, token in enumerate(ids):
+        if token in visible:
+            parts += [tokenizer.decode(ids[start:i], skip_special_tokens=True),
+                      tokenizer.decode([token], skip_special_tokens=False)]
+            start = i + 1
+    parts.append(tokenizer.decode(ids[start:], skip_special_tokens=True))
+    return "".join(parts)
 
 
 def _leave_cancelled(sequence: _Sequence) -> None:

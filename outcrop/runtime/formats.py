@@ -329,10 +329,10 @@ class AnthropicMessages(TextFormat):
         return "tool_use" if calls and c.finish_reason == END_OF_TEXT else self._REASON[c.finish_reason]
 
     def render(self, inv):
-        text, calls = inv.answer.read(inv.completion.text) if inv.answer else (inv.completion.text, [])
-        content = [{"type": "text", "text": text}] if text or not calls else []
-        content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in calls]
-        return self._message(inv, content, self._stop_reason(inv))
+        blocks = inv.answer.read(inv.completion.text) if inv.answer else [inv.completion.text]
+        content = [{"type": "text", "text": b} if isinstance(b, str) else
+                   {"type": "tool_use", "id": b.id, "name": b.name, "input": b.input} for b in blocks]
+        return self._message(inv, content or [{"type": "text", "text": ""}], self._stop_reason(inv))
 
     def stream(self, deltas, inv):
         yield {"type": "message_start", "message": self._message(inv, [], None)}

@@ -308,8 +308,12 @@ class RuntimeService:
         if not ids:
             raise ValidationException("The prompt is empty")
         syntax = tool_use.prompting(tokenizer).syntax if request.tools is not None else None
-        grammar = tool_use.grammar(syntax, request.tools, request.answer_schema)
-        params = dataclasses.replace(request.params, grammar=grammar) if grammar else request.params
+        markers = tool_use.marker_tokens(tokenizer, syntax) if syntax is not None else ()
+        grammar = tool_use.grammar(syntax, request.tools, request.answer_schema, markers)
+        params = request.params
+        if grammar:
+            params = dataclasses.replace(params, grammar=grammar,
+                                         visible_tokens=frozenset(token for _, token in markers))
         return _Prepared(model, deployment, ids, params, model_id, capacity, request.tools, syntax)
 
     def _generate(self, caller: Caller, operation: str, prepared: _Prepared, started: float,
@@ -480,12 +484,12 @@ class _ConverseAnswer(tool_use.AnswerReader):
     def output(self, completion: Completion) -> dict[str, Any]:
         """Converse's output, stopReason and usage members."""
         if self._output is None:
-            text, calls = self.read(completion.text)
+            blocks = self.read(completion.text)
             stop = CONVERSE_STOP_REASON[completion.finish_reason]
-            if calls and completion.finish_reason == END_OF_TEXT:
+            if self.calls and completion.finish_reason == END_OF_TEXT:
                 stop = "tool_use"
             self._output = {"output": {"message": {"role": "assistant",
-                                                   "content": tool_use.converse_content(text, calls)}},
+                                                   "content": tool_use.converse_content(blocks)}},
                             "stopReason": stop, "usage": _usage(completion)}
         return self._output
 

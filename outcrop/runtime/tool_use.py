@@ -110,7 +110,9 @@ def tool(name: Any, description: Any, schema: Any, where: str) -> Tool:
 def checked_schema(schema: dict[str, Any], subject: str, object_only: bool = False) -> str:
     """`schema` as canonical JSON text, once it is known to be a JSON schema (jsonschema's metaschema
     check) that fits the size limit and compiles to a grammar; else a ValidationException on `subject`."""
-    text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    # Keys keep the caller's order: the grammar writes properties in schema order ("reasoning" before
+    # "answer" is a choice the caller made on purpose).
+    text = json.dumps(schema, separators=(",", ":"))
     size = len(text.encode())
     if size > MAX_SCHEMA_BYTES:
         raise ValidationException(f"{subject} is {size} bytes; the limit is {MAX_SCHEMA_BYTES} bytes.")
@@ -321,6 +323,8 @@ class CallSyntax:
     opening: str
     args_key: str
     closing: str
+    #: Parts of the call that a template's tokenizer may hold as one added token (`marker_tokens`).
+    markers: tuple[str, ...] = ()
 
     @property
     def separator(self) -> str:
@@ -335,11 +339,12 @@ class CallSyntax:
 
 
 #: Qwen 2.5, Hermes, SmolLM3 and our fallback prompt: <tool_call>{"name": .., "arguments": ..}</tool_call>.
-HERMES = CallSyntax("hermes", "<tool_call>", '<tool_call>\n{"name": ', "arguments", "}\n</tool_call>")
+HERMES = CallSyntax("hermes", "<tool_call>", '<tool_call>\n{"name": ', "arguments", "}\n</tool_call>",
+                    ("<tool_call>", "</tool_call>"))
 #: Llama 3.1+ JSON tool calling: {"name": .., "parameters": ..}.
 LLAMA3 = CallSyntax("llama3-json", '{"name": ', '{"name": ', "parameters", "}")
 #: Mistral v3 templates: [TOOL_CALLS][{"name": .., "arguments": ..}].
-MISTRAL = CallSyntax("mistral", "[TOOL_CALLS]", '[TOOL_CALLS][{"name": ', "arguments", "}]")
+MISTRAL = CallSyntax("mistral", "[TOOL_CALLS]", '[TOOL_CALLS][{"name": ', "arguments", "}]", ("[TOOL_CALLS]",))
 
 FALLBACK_PROMPT = """# Tools
 
@@ -373,6 +378,14 @@ def prompting(tokenizer: Any) -> Prompting:
     """Read the model's chat template: does it render tools, and in which call syntax does it ask for them."""
     name = template_tool_syntax(chat_template(tokenizer))
     return Prompting(SYNTAXES[name], True) if name else Prompting(SYNTAXES[FALLBACK_TOOL_SYNTAX], False)
+
+
+def marker_tokens(tokenizer: Any, syntax: CallSyntax) -> tuple[tuple[str, int], ...]:
+    """The syntax's markers that the tokenizer holds as one added token (Qwen 2.5's <tool_call>, Mistral's
+    [TOOL_CALLS]), with their ids. The model writes a marker as that token, and the grammar must allow it
+    there (a grammar's text never matches an added token, which llguidance treats as special)."""
+    added = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    return tuple((marker, added[marker]) for marker in syntax.markers if marker in added)
 
 
 def render(tokenizer: Any, chat: list[dict[str, Any]], system: str, tools: ToolSet | None) -> str:
@@ -434,36 +447,64 @@ def _fallback_chat(chat: list[dict[str, Any]], syntax: CallSyntax) -> list[dict[
 
 # -- 3. constrain and read back ---------------------------------------------------------------------
 
-def grammar(syntax: CallSyntax, tools: ToolSet | None, answer_schema: dict[str, Any] | None) -> str | None:
-    """The decoding grammar for a request's tools and structured answer; None when the text is free."""
+def grammar(syntax: CallSyntax | None, tools: ToolSet | None, answer_schema: dict[str, Any] | None,
+            markers: tuple[tuple[str, int], ...] = ()) -> str | None:
+    """The decoding grammar for a request's tools and structured answer; None when the text is free.
+    `markers` are the syntax's marker tokens in the serving model's tokenizer (`marker_tokens`)."""
     if tools is None or tools.choice == NONE:
         return json_schema_grammar(answer_schema) if answer_schema is not None else None
-    return _tools_grammar(syntax, tools, json.dumps(answer_schema) if answer_schema is not None else None)
+    return _tools_grammar(syntax, tools, json.dumps(answer_schema) if answer_schema is not None else None, markers)
+
+
+def _literal(text: str, markers: tuple[tuple[str, int], ...]) -> str:
+    """`text` as a Lark sequence: quoted strings, with each marker that is one token as that token."""
+    parts = []
+    while text:
+        found = [(text.find(m), m, token) for m, token in markers if m in text]
+        if not found:
+            parts.append(json.dumps(text))
+            break
+        at, marker, token = min(found)
+        if at:
+            parts.append(json.dumps(text[:at]))
+        parts.append(f"<[{token}]>")
+        text = text[at + len(marker):]
+    return " ".join(parts)
 
 
 @lru_cache(maxsize=256)
-def _tools_grammar(syntax: CallSyntax, tools: ToolSet, answer_schema: str | None) -> str:
-    """Compiled once per tool set, syntax and answer schema (the grammar text is the matcher cache's key)."""
+def _tools_grammar(syntax: CallSyntax, tools: ToolSet, answer_schema: str | None,
+                   markers: tuple[tuple[str, int], ...]) -> str:
+    """Compiled once per tool set, syntax, answer schema and marker tokens (the grammar text is then the
+    matcher cache's key)."""
     offered = [t for t in tools.tools if tools.choice != TOOL or t.name == tools.forced]
     lines = ["%llguidance {}"]
     for i, t in enumerate(offered):
         lines.append(f"args_{i}: {json_rule(t.parameters)}")
     calls = " | ".join(f"call_{i}" for i in range(len(offered)))
+    closing = _literal(syntax.closing, markers)
+    trigger_token = dict(markers).get(syntax.trigger)
     if tools.choice in (ANY, TOOL) or answer_schema is not None:
         # Calls from the first token (several allowed, one per line), or a JSON answer when one is asked for.
         for i, t in enumerate(offered):
-            lines.append(f"call_{i}: {json.dumps(syntax.head(t.name))} args_{i} {json.dumps(syntax.closing)}")
+            lines.append(f"call_{i}: {_literal(syntax.head(t.name), markers)} args_{i} {closing}")
         top = f'({calls}) ("\\n" ({calls}))*'
         if tools.choice == AUTO:
             lines.append(f"answer: {json_rule(json.loads(answer_schema))}")
             top = f"{top} | answer"
         lines.insert(1, f"start: {top}")
+    elif trigger_token is not None:
+        # The trigger is one token, which free text can never contain: text, then calls each starting with it.
+        for i, t in enumerate(offered):
+            lines.append(f"call_{i}: {_literal(syntax.head(t.name), markers)} args_{i} {closing}")
+        lines.insert(1, f"start: TEXT (({calls}) TEXT)*")
+        lines.append("TEXT: /(.|\\n)*/")
     else:
         # Free text, until the trigger is written: from there, exactly one tool's call (llguidance's lazy
         # lexeme ends the free text at the first trigger, so a call cannot hide inside prose).
-        rest = {t.name: syntax.head(t.name)[len(syntax.trigger):] for t in offered}
         for i, t in enumerate(offered):
-            lines.append(f"call_{i}: trigger_{i} {json.dumps(rest[t.name])} args_{i} {json.dumps(syntax.closing)}")
+            rest = _literal(syntax.head(t.name)[len(syntax.trigger):], markers)
+            lines.append(f"call_{i}: trigger_{i} {rest} args_{i} {closing}")
             lines.append(f"trigger_{i}[lazy]: TEXT {json.dumps(syntax.trigger)}")
         lines.insert(1, f"start: ({calls})* TEXT")
         lines.append("TEXT: /(.|\\n)*/")
@@ -516,7 +557,7 @@ class CallReader:
 
     def finish(self) -> Iterator[Read]:
         """The text has ended: what was held back is text; a call cut off (max tokens) is dropped."""
-        if self._state == "text" and self._buffer:
+        if self._state == "text" and self._buffer.strip():
             yield Read("text", self._buffer)
         self._buffer = ""
 
@@ -650,7 +691,8 @@ class AnswerReader:
     def __init__(self, syntax: CallSyntax | None, tools: ToolSet | None) -> None:
         calling = tools is not None and tools.choice != NONE and syntax is not None
         self._reader = CallReader(syntax, frozenset(tools.names())) if calling else None
-        self.pieces: list[str] = []
+        #: The answer's blocks in order: text (consecutive pieces joined) and tool calls.
+        self.blocks: list[str | ToolCall] = []
         self._fed = False
         self._tail: list[Read] | None = None
 
@@ -666,30 +708,39 @@ class AnswerReader:
     def feed(self, delta: str) -> list[Read]:
         self._fed = True
         reads = list(self._reader.feed(delta)) if self._reader else [Read("text", delta)]
-        self.pieces.extend(r.text for r in reads if r.kind == "text")
+        self._collect(reads)
         return reads
 
     def finish(self) -> list[Read]:
         """What was held back, once the text has ended (the same list on every call)."""
         if self._tail is None:
             self._tail = list(self._reader.finish()) if self._reader else []
-            self.pieces.extend(r.text for r in self._tail if r.kind == "text")
+            self._collect(self._tail)
         return self._tail
 
-    def read(self, text: str) -> tuple[str, list[ToolCall]]:
-        """The answer's text and calls; `text` is the whole generation, read here unless a stream fed it."""
+    def read(self, text: str) -> list[str | ToolCall]:
+        """The answer's blocks; `text` is the whole generation, read here unless a stream fed it."""
         if not self._fed:
             self.feed(text)
         self.finish()
-        return "".join(self.pieces), self.calls
+        return self.blocks
+
+    def _collect(self, reads: list[Read]) -> None:
+        for read in reads:
+            if read.kind == "text":
+                if self.blocks and isinstance(self.blocks[-1], str):
+                    self.blocks[-1] += read.text
+                else:
+                    self.blocks.append(read.text)
+            elif read.kind == "stop":
+                self.blocks.append(read.call)
 
 
-def converse_content(text: str, calls: list[ToolCall]) -> list[dict[str, Any]]:
-    content: list[dict[str, Any]] = []
-    if text or not calls:
-        content.append({"text": text})
-    content.extend({"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.input}} for c in calls)
-    return content
+def converse_content(blocks: list[str | ToolCall]) -> list[dict[str, Any]]:
+    """Converse's content blocks, in the answer's order; an answer with nothing in it is one empty text."""
+    content = [{"text": b} if isinstance(b, str) else {"toolUse": {"toolUseId": b.id, "name": b.name,
+                                                                   "input": b.input}} for b in blocks]
+    return content or [{"text": ""}]
 
 
 def answer_schema(output_config: dict[str, Any] | None) -> dict[str, Any] | None:
