@@ -233,3 +233,43 @@ def test_anthropic_bad_tools_are_validation_errors(runtime, tiny_model, extra, w
         runtime.invoke_model(modelId=tiny_model, body=json.dumps(body))
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert words in caught.value.response["Error"]["Message"]
+
+
+def test_tool_calls_are_metered_and_logged_like_text(server, runtime, bedrock, tiny_model):
+    """The usage record counts the call's tokens, and the invocation log holds the same toolUse blocks (same
+    ids) as the answer the caller got."""
+    import gzip
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    subprocess.run([sys.executable, "-m", "outcrop", "s3", "mb", "s3://tool-logs", "--data-dir", str(server.data_dir)],
+                   check=True, capture_output=True, timeout=120)
+    bedrock.put_model_invocation_logging_configuration(loggingConfig={
+        "s3Config": {"bucketName": "tool-logs", "keyPrefix": "calls"}, "textDataDeliveryEnabled": True})
+    try:
+        response = runtime.converse(modelId=tiny_model, messages=QUESTION,
+                                    toolConfig={"tools": [WEATHER], "toolChoice": {"any": {}}},
+                                    inferenceConfig={"maxTokens": 300, "temperature": 0})
+        request_id = response["ResponseMetadata"]["RequestId"]
+        folder = server.data_dir / "objects" / "tool-logs"
+        records = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not records:
+            for path in folder.rglob("*.json.gz"):
+                for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+                    record = json.loads(line)
+                    if record["requestId"] == request_id:
+                        records.append(record)
+            time.sleep(0.3)
+    finally:
+        bedrock.delete_model_invocation_logging_configuration()
+    assert records, "no invocation log record for the request"
+    logged = records[0]["output"]["outputBodyJson"]["output"]["message"]["content"]
+    assert logged == response["output"]["message"]["content"]
+    assert records[0]["input"]["inputBodyJson"]["toolConfig"]["tools"][0]["toolSpec"]["name"] == "get_weather"
+    with sqlite3.connect(server.data_dir / "outcrop.db") as db:
+        output_tokens = db.execute("SELECT output_tokens FROM usage_records WHERE request_id = ?",
+                                   (request_id,)).fetchone()[0]
+    assert output_tokens == response["usage"]["outputTokens"] > 0
