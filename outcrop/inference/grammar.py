@@ -52,7 +52,36 @@ def json_rule(schema: dict[str, Any]) -> str:
     """A Lark rule body (`%json {...}`) for one JSON value that validates against `schema`."""
     import json
 
-    return "%json " + json.dumps({**schema, "x-guidance": JSON_SPACING})
+    return "%json " + json.dumps({**closed_objects(schema), "x-guidance": JSON_SPACING})
+
+
+#: Schema keywords whose values are schemas (or maps or lists of them), as opposed to data (enum, const,
+#: default, examples), which `closed_objects` must not touch.
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+
+
+def closed_objects(schema: Any) -> Any:
+    """`schema` with every object that lists its properties but says nothing of others closed to them
+    (`additionalProperties: false`). Whatever the closed schema accepts, the caller's accepts too; it only
+    stops a small model from inventing properties the caller never asked for (LangChain's and most tools'
+    schemas leave objects open), each of which costs tokens and can loop."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed_objects(sub) for name, sub in out[key].items()}
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [closed_objects(sub) for sub in out[key]]
+    for key in _SUBSCHEMAS:
+        if isinstance(out.get(key), dict):
+            out[key] = closed_objects(out[key])
+    if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 def json_schema_grammar(schema: dict[str, Any]) -> str:

@@ -194,8 +194,9 @@ def anthropic_tool_set(tools: Any, choice: Any) -> ToolSet | None:
     choice = choice if choice is not None else {"type": AUTO}
     if not isinstance(choice, dict) or choice.get("type") not in (AUTO, ANY, TOOL, NONE):
         raise ValidationException("tool_choice.type must be one of auto, any, tool, none")
-    if choice.get("disable_parallel_tool_use"):
-        raise ValidationException("tool_choice.disable_parallel_tool_use is not supported by this server")
+    if not isinstance(choice.get("disable_parallel_tool_use", False), bool):
+        raise ValidationException("tool_choice.disable_parallel_tool_use must be a boolean")
+    # disable_parallel_tool_use needs nothing more: this server's models make one call per turn (`grammar`).
     return tool_set(parsed, choice["type"], choice.get("name"), "tools", "tool_choice")
 
 
@@ -356,6 +357,7 @@ To call a tool, write exactly this, with the tool's name and its arguments as a 
 <tool_call>
 {{"name": "tool_name", "arguments": {{"argument": "value"}}}}
 </tool_call>
+A call ends your answer: call one tool at a time.
 {rule}Tool results come back to you inside <tool_response></tool_response> tags."""
 
 _RULES = {AUTO: "Call a tool only when it helps answer; otherwise answer directly.\n",
@@ -484,20 +486,22 @@ def _tools_grammar(syntax: CallSyntax, tools: ToolSet, answer_schema: str | None
     calls = " | ".join(f"call_{i}" for i in range(len(offered)))
     closing = _literal(syntax.closing, markers)
     trigger_token = dict(markers).get(syntax.trigger)
+    # One call per turn, which ends the answer: a small model allowed to go on after its call tends to
+    # repeat the same call until max tokens (greedy SmolLM2 writes it nine times).
     if tools.choice in (ANY, TOOL) or answer_schema is not None:
-        # Calls from the first token (several allowed, one per line), or a JSON answer when one is asked for.
+        # A call from the first token, or a JSON answer when one is asked for.
         for i, t in enumerate(offered):
             lines.append(f"call_{i}: {_literal(syntax.head(t.name), markers)} args_{i} {closing}")
-        top = f'({calls}) ("\\n" ({calls}))*'
+        top = calls
         if tools.choice == AUTO:
             lines.append(f"answer: {json_rule(json.loads(answer_schema))}")
             top = f"{top} | answer"
         lines.insert(1, f"start: {top}")
     elif trigger_token is not None:
-        # The trigger is one token, which free text can never contain: text, then calls each starting with it.
+        # The trigger is one token, which free text can never contain: text, then perhaps a call starting with it.
         for i, t in enumerate(offered):
             lines.append(f"call_{i}: {_literal(syntax.head(t.name), markers)} args_{i} {closing}")
-        lines.insert(1, f"start: TEXT (({calls}) TEXT)*")
+        lines.insert(1, f"start: TEXT ({calls})?")
         lines.append("TEXT: /(.|\\n)*/")
     else:
         # Free text, until the trigger is written: from there, exactly one tool's call (llguidance's lazy
@@ -506,7 +510,7 @@ def _tools_grammar(syntax: CallSyntax, tools: ToolSet, answer_schema: str | None
             rest = _literal(syntax.head(t.name)[len(syntax.trigger):], markers)
             lines.append(f"call_{i}: trigger_{i} {rest} args_{i} {closing}")
             lines.append(f"trigger_{i}[lazy]: TEXT {json.dumps(syntax.trigger)}")
-        lines.insert(1, f"start: ({calls})* TEXT")
+        lines.insert(1, f"start: {calls} | TEXT")
         lines.append("TEXT: /(.|\\n)*/")
     text = "\n".join(lines) + "\n"
     try:

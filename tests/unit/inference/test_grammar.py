@@ -211,3 +211,26 @@ def test_a_visible_special_token_stays_in_the_text(tmp_path):
     assert marker in ids
     assert _decode(tokenizer, ids, frozenset()) == tokenizer.decode(ids, skip_special_tokens=True) == "hello[1]"
     assert _decode(tokenizer, ids, frozenset({marker})) == "hello[TOOL_CALLS][1]"
+
+
+def test_closed_objects_only_narrows_and_leaves_data_alone():
+    from outcrop.inference.grammar import closed_objects
+
+    schema = {"type": "object", "properties": {
+        "a": {"type": "object", "properties": {"b": {"type": "string"}}},
+        "open": {"type": "object", "properties": {"c": {"type": "string"}}, "additionalProperties": True},
+        "list": {"type": "array", "items": {"anyOf": [{"type": "object", "properties": {"d": {"type": "integer"}}},
+                                                       {"type": "null"}]}},
+        "data": {"enum": [{"properties": {"x": 1}}], "default": {"properties": {}}}}}
+    closed = closed_objects(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["a"]["additionalProperties"] is False
+    assert closed["properties"]["open"]["additionalProperties"] is True  # the caller said so
+    assert closed["properties"]["list"]["items"]["anyOf"][0]["additionalProperties"] is False
+    assert closed["properties"]["data"] == schema["properties"]["data"]  # enum and default values are data
+    assert "additionalProperties" not in schema  # the caller's schema is not changed
+    document = {"a": {"b": "x"}, "open": {"c": "y", "extra": 1}, "list": [{"d": 1}, None]}
+    jsonschema.validate(document, closed)
+    jsonschema.validate(document, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"a": {"b": "x", "invented": 1}}, closed)
