@@ -23,7 +23,7 @@ ENDPOINT = "http://127.0.0.1:8600"
 
 #: The section's snippets in order: (name, fence language, whether it ends by printing an embedding's size).
 SNIPPETS = [("langchain", "python", True), ("llamaindex", "python", True), ("javascript", "js", True),
-            ("aws-cli", "sh", False)]
+            ("aws-cli", "sh", False), ("langchain-tools", "python", False)]
 
 
 def snippets() -> list[tuple[str, str]]:
