@@ -40,7 +40,12 @@ def check_grammar(grammar: str) -> None:
 
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if is_error:
-        raise GrammarError(messages[0] if messages else "the grammar does not compile")
+        raise GrammarError(_first_line(messages[0] if messages else "the grammar does not compile"))
+
+
+def _first_line(message: str) -> str:
+    """llguidance's errors go on to quote the whole grammar (schemas a caller may consider sensitive)."""
+    return message.strip().splitlines()[0] if message.strip() else message
 
 
 #: How a constrained JSON value is spaced: as json.dumps writes it, the spacing models saw most in
@@ -48,11 +53,18 @@ def check_grammar(grammar: str) -> None:
 JSON_SPACING = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-def json_rule(schema: dict[str, Any]) -> str:
-    """A Lark rule body (`%json {...}`) for one JSON value that validates against `schema`."""
+#: What lenient compiling adds: keywords the grammar cannot enforce are left to the model instead of
+#: refused, and oneOf is read as anyOf.
+LENIENT = {"lenient": True, "coerce_one_of": True}
+
+
+def json_rule(schema: dict[str, Any], lenient: bool = False) -> str:
+    """A Lark rule body (`%json {...}`) for one JSON value that validates against `schema` (with `lenient`,
+    against what of it a grammar can enforce)."""
     import json
 
-    return "%json " + json.dumps({**closed_objects(schema), "x-guidance": JSON_SPACING})
+    options = {**JSON_SPACING, **(LENIENT if lenient else {})}
+    return "%json " + json.dumps({**closed_objects(schema), "x-guidance": options})
 
 
 #: Schema keywords whose values are schemas (or maps or lists of them), as opposed to data (enum, const,
@@ -62,11 +74,17 @@ _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
 
 
-def closed_objects(schema: Any) -> Any:
+#: Keywords that combine or extend an object's schema: an object next to one of them, or inside one of their
+#: branches, is left as written (closing it could refuse properties another branch allows).
+_COMBINED = ("allOf", "anyOf", "oneOf", "$ref", "if", "then", "else", "dependentSchemas", "unevaluatedProperties")
+
+
+def closed_objects(schema: Any, closable: bool = True) -> Any:
     """`schema` with every object that lists its properties but says nothing of others closed to them
     (`additionalProperties: false`). Whatever the closed schema accepts, the caller's accepts too; it only
     stops a small model from inventing properties the caller never asked for (LangChain's and most tools'
-    schemas leave objects open), each of which costs tokens and can loop."""
+    schemas leave objects open), each of which costs tokens and can loop. Objects combined with others
+    (allOf, anyOf, $ref...) and objects that require a property they do not list stay open."""
     if not isinstance(schema, dict):
         return schema
     out = dict(schema)
@@ -75,18 +93,21 @@ def closed_objects(schema: Any) -> Any:
             out[key] = {name: closed_objects(sub) for name, sub in out[key].items()}
     for key in _SUBSCHEMA_LISTS:
         if isinstance(out.get(key), list):
-            out[key] = [closed_objects(sub) for sub in out[key]]
+            out[key] = [closed_objects(sub, closable=False) for sub in out[key]]
     for key in _SUBSCHEMAS:
         if isinstance(out.get(key), dict):
-            out[key] = closed_objects(out[key])
-    if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
+            out[key] = closed_objects(out[key], closable=key not in ("if", "then", "else", "not"))
+    listed = out.get("properties")
+    if (closable and isinstance(listed, dict) and "additionalProperties" not in out
+            and "patternProperties" not in out and not any(k in out for k in _COMBINED)
+            and set(out.get("required") or ()) <= set(listed)):
         out["additionalProperties"] = False
     return out
 
 
-def json_schema_grammar(schema: dict[str, Any]) -> str:
+def json_schema_grammar(schema: dict[str, Any], lenient: bool = False) -> str:
     """The grammar of an answer that is one JSON document valid against `schema`."""
-    return "%llguidance {}\nstart: " + json_rule(schema)
+    return "%llguidance {}\nstart: " + json_rule(schema, lenient)
 
 
 class Grammars:
@@ -107,13 +128,16 @@ class Grammars:
 
         with self._lock:
             if self._tokenizer is None:
-                self._tokenizer = llguidance.hf.from_tokenizer(self._hf_tokenizer, n_vocab=self._vocab_size,
-                                                               eos_token=self._eos)
+                try:
+                    self._tokenizer = llguidance.hf.from_tokenizer(self._hf_tokenizer, n_vocab=self._vocab_size,
+                                                                   eos_token=self._eos)
+                except ValueError as exc:  # a slow (Python) tokenizer: llguidance reads fast ones only
+                    raise GrammarError(f"this model's tokenizer cannot be constrained: {exc}") from None
             pristine = self._pristine.get(grammar)
             if pristine is None:
                 pristine = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
                 if pristine.is_error():
-                    raise GrammarError(pristine.get_error())
+                    raise GrammarError(_first_line(pristine.get_error()))
                 self._pristine[grammar] = pristine
                 while len(self._pristine) > CACHED_GRAMMARS:
                     self._pristine.popitem(last=False)

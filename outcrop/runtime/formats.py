@@ -43,6 +43,8 @@ class TextRequest:
     #: The tools the model may call (runtime/tool_use.py), and the JSON schema a plain answer must follow.
     tools: ToolSet | None = None
     answer_schema: dict[str, Any] | None = None
+    #: What the system turn tells the model of that answer (`tool_use.answer_instructions`).
+    answer_prompt: str = ""
 
 
 @dataclass
@@ -338,7 +340,7 @@ class AnthropicMessages(TextFormat):
         yield {"type": "message_start", "message": self._message(inv, [], None)}
         # With tools, a block starts when its first piece is read (an answer may open with a tool_use
         # block, as Anthropic's own stream does); without them, the text block opens at once, as before.
-        answer = inv.answer or AnswerReader(None, None)
+        answer = inv.answer
         blocks = _AnthropicBlocks(eager=not answer.calling)
         yield from blocks.opening()
         for delta in deltas:

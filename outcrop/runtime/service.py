@@ -133,7 +133,8 @@ class RuntimeService:
         pointers = formats.parse_pointers(request.get("additionalModelResponseFieldPaths"))
         prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
         answer = _ConverseAnswer(prepared)
-        completion = self._generate(caller, "Converse", prepared, started, request, answer.output).result()
+        completion = self._generate(caller, "Converse", prepared, started, request, answer.output,
+                                    answer).result()
         out = {**answer.output(completion), "metrics": {"latencyMs": _ms(time.perf_counter() - started)},
                **performance}
         if pointers is not None:
@@ -147,7 +148,7 @@ class RuntimeService:
         pointers = formats.parse_pointers(request.get("additionalModelResponseFieldPaths"))
         prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
         answer = _ConverseAnswer(prepared)
-        stream = self._generate(caller, "ConverseStream", prepared, started, request, answer.output)
+        stream = self._generate(caller, "ConverseStream", prepared, started, request, answer.output, answer)
 
         def events() -> Iterator[tuple[str, dict]]:
             yield "messageStart", {"role": "assistant"}
@@ -172,6 +173,7 @@ class RuntimeService:
             raise ValidationException("Guardrails are not available on this server yet.")
         tools = tool_use.converse_tool_set(request.get("toolConfig"))
         answer_schema = tool_use.answer_schema(request.get("outputConfig"))
+        answer_prompt = tool_use.answer_instructions(request.get("outputConfig"))
         messages = tool_use.converse_messages(request.get("messages") or [], tools)
         check_alternation([m["role"] for m in messages])
         system = "\n".join(block["text"] for block in request.get("system") or [] if "text" in block)
@@ -193,6 +195,7 @@ class RuntimeService:
             stop=tuple(s for s in config.get("stopSequences") or () if s))
         return self._prepare(account, model_id, TextRequest(
             params=params, messages=messages, system=system, tools=tools, answer_schema=answer_schema,
+            answer_prompt=answer_prompt,
             check_max_tokens=formats.converse_max_tokens_rule(config.get("maxTokens"))), check_room=check_room)
 
     # -- InvokeModel ------------------------------------------------------------------------------
@@ -213,7 +216,7 @@ class RuntimeService:
         prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
         answer = tool_use.AnswerReader(prepared.syntax, prepared.tools)
         render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids), answer)
-        completion = self._generate(caller, "InvokeModel", prepared, started, document, render).result()
+        completion = self._generate(caller, "InvokeModel", prepared, started, document, render, answer).result()
         return Invoked(json.dumps(render(completion)).encode(), completion.input_tokens, completion.output_tokens,
                        _ms(time.perf_counter() - started))
 
@@ -229,7 +232,8 @@ class RuntimeService:
         prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
         answer = tool_use.AnswerReader(prepared.syntax, prepared.tools)
         render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids), answer)
-        stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started, document, render)
+        stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started, document, render,
+                                answer)
         invocation = Invocation(model.model_id, len(prepared.prompt_ids), answer=answer)
 
         def metrics() -> dict[str, int]:
@@ -296,8 +300,8 @@ class RuntimeService:
             add_special = not (bos and request.prompt.startswith(bos))
             ids = tokenizer(request.prompt, add_special_tokens=add_special)["input_ids"]
         else:
-            ids = tokenizer(tool_use.render(tokenizer, request.messages, request.system, request.tools),
-                            add_special_tokens=False)["input_ids"]
+            ids = tokenizer(tool_use.render(tokenizer, request.messages, request.system, request.tools,
+                                            request.answer_prompt), add_special_tokens=False)["input_ids"]
         limit = deployment.loaded.context_length
         if check_room and len(ids) >= limit:
             raise ValidationException(
@@ -311,13 +315,19 @@ class RuntimeService:
         markers = tool_use.marker_tokens(tokenizer, syntax) if syntax is not None else ()
         grammar = tool_use.grammar(syntax, request.tools, request.answer_schema, markers)
         params = request.params
+        forced = request.answer_schema is not None or (request.tools is not None and request.tools.choice in (
+            tool_use.ANY, tool_use.TOOL))
+        if forced and params.stop:
+            raise ValidationException("Stop sequences cannot be combined with toolChoice any or tool, or with a "
+                                      "structured answer (outputConfig): they would cut the call or the JSON "
+                                      "document the request asks for.")
         if grammar:
             params = dataclasses.replace(params, grammar=grammar,
                                          visible_tokens=frozenset(token for _, token in markers))
         return _Prepared(model, deployment, ids, params, model_id, capacity, request.tools, syntax)
 
     def _generate(self, caller: Caller, operation: str, prepared: _Prepared, started: float,
-                  request: Any, render: Callable[[Completion], dict]) -> _MeteredStream:
+                  request: Any, render: Callable[[Completion], dict], answer: tool_use.AnswerReader) -> _MeteredStream:
         """Submit to the model's scheduler; metering happens once, when the stream ends.
 
         On a provisioned throughput the request first takes one of its sequence slots (waiting in line,
@@ -351,7 +361,7 @@ class RuntimeService:
                         input_tokens=len(prepared.prompt_ids),
                         output_tokens=output_tokens,
                         first_token_ms=_ms(completion.first_token_s) if completion else None,
-                        stop_reason=CONVERSE_STOP_REASON[completion.finish_reason] if completion else None)
+                        stop_reason=stop_reason(completion, answer) if completion else None)
         return _MeteredStream(stream, finish)
 
     def _meter(self, caller: Caller, operation: str, model_id: str, served: str, started: float, status: str,
@@ -474,6 +484,16 @@ def _native_document(prepared: _Prepared, completion: Completion) -> dict[str, A
     return document
 
 
+def stop_reason(completion: Completion, answer: tool_use.AnswerReader) -> str:
+    """Converse's stopReason (and the usage record's): `tool_use` when the answer ends with its call."""
+    if completion.finish_reason == END_OF_TEXT:
+        if answer.calls:
+            return "tool_use"
+        if answer.malformed:
+            return "malformed_tool_use"
+    return CONVERSE_STOP_REASON[completion.finish_reason]
+
+
 class _ConverseAnswer(tool_use.AnswerReader):
     """Converse's answer: text and tool calls read once (tool_use.AnswerReader), as Converse's members."""
 
@@ -485,12 +505,9 @@ class _ConverseAnswer(tool_use.AnswerReader):
         """Converse's output, stopReason and usage members."""
         if self._output is None:
             blocks = self.read(completion.text)
-            stop = CONVERSE_STOP_REASON[completion.finish_reason]
-            if self.calls and completion.finish_reason == END_OF_TEXT:
-                stop = "tool_use"
             self._output = {"output": {"message": {"role": "assistant",
                                                    "content": tool_use.converse_content(blocks)}},
-                            "stopReason": stop, "usage": _usage(completion)}
+                            "stopReason": stop_reason(completion, self), "usage": _usage(completion)}
         return self._output
 
 

@@ -39,6 +39,8 @@ from outcrop.inference.grammar import GrammarError, check_grammar, json_rule, js
 #: documents neither; these keep one request from compiling an unbounded grammar on the server.
 MAX_TOOLS = 128
 MAX_SCHEMA_BYTES = 64 * 1024
+#: All of one request's schemas together: compiling them costs CPU on the request's thread.
+MAX_TOTAL_SCHEMA_BYTES = 256 * 1024
 
 AUTO, ANY, TOOL, NONE = "auto", "any", "tool", "none"
 
@@ -52,6 +54,8 @@ class Tool:
     description: str
     #: The arguments' JSON schema, as canonical JSON text (hashable, and the cache key of its grammar).
     schema: str
+    #: Refuse what the grammar cannot enforce (toolSpec.strict), instead of leaving it to the model.
+    strict: bool = False
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -95,8 +99,14 @@ def new_tool_use_id() -> str:
 
 # -- 1. parse ---------------------------------------------------------------------------------------
 
-def tool(name: Any, description: Any, schema: Any, where: str) -> Tool:
-    """One tool, its schema checked as a JSON schema and compiled, or a ValidationException naming it."""
+def tool(name: Any, description: Any, schema: Any, where: str, strict: Any = False) -> Tool:
+    """One tool, its schema checked as a JSON schema and compiled, or a ValidationException naming it.
+
+    A schema names an object whether or not it says `"type": "object"` (Bedrock's and Anthropic's
+    reading), and is compiled as one, so the arguments are always an object. With `strict`, a keyword
+    the grammar cannot enforce (uniqueItems, not, if/then/else...) is refused; without it, the grammar
+    enforces the rest and leaves that keyword to the model (llguidance's lenient mode), so the schemas
+    pydantic and LangChain write for sets and unions still work."""
     if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
         raise ValidationException(f"{where}.name must be 1 to 64 letters, digits, underscores or hyphens "
                                   f"(pattern [a-zA-Z0-9_-]+), got {name!r}")
@@ -104,10 +114,15 @@ def tool(name: Any, description: Any, schema: Any, where: str) -> Tool:
         raise ValidationException(f"{where}.description of tool {name} must be a string")
     if not isinstance(schema, dict):
         raise ValidationException(f"The input schema of tool {name} ({where}) must be a JSON object")
-    return Tool(name, description or "", checked_schema(schema, f"The input schema of tool {name}", object_only=True))
+    if not isinstance(strict, bool):
+        raise ValidationException(f"{where}.strict of tool {name} must be a boolean")
+    if schema.get("type", "object") != "object":
+        raise ValidationException(f"The input schema of tool {name} must describe a JSON object (type object).")
+    schema = {"type": "object", **schema}
+    return Tool(name, description or "", checked_schema(schema, f"The input schema of tool {name}", strict), strict)
 
 
-def checked_schema(schema: dict[str, Any], subject: str, object_only: bool = False) -> str:
+def checked_schema(schema: dict[str, Any], subject: str, strict: bool) -> str:
     """`schema` as canonical JSON text, once it is known to be a JSON schema (jsonschema's metaschema
     check) that fits the size limit and compiles to a grammar; else a ValidationException on `subject`."""
     # Keys keep the caller's order: the grammar writes properties in schema order ("reasoning" before
@@ -116,23 +131,21 @@ def checked_schema(schema: dict[str, Any], subject: str, object_only: bool = Fal
     size = len(text.encode())
     if size > MAX_SCHEMA_BYTES:
         raise ValidationException(f"{subject} is {size} bytes; the limit is {MAX_SCHEMA_BYTES} bytes.")
-    _check_schema(text, subject, object_only)
+    _check_schema(text, subject, strict)
     return text
 
 
 @lru_cache(maxsize=512)
-def _check_schema(schema: str, subject: str, object_only: bool) -> None:
+def _check_schema(schema: str, subject: str, strict: bool) -> None:
     import jsonschema
 
     document = json.loads(schema)
-    if object_only and document.get("type", "object") != "object":
-        raise ValidationException(f"{subject} must describe a JSON object (type object).")
     try:
         jsonschema.validators.validator_for(document).check_schema(document)
     except jsonschema.SchemaError as exc:
         raise ValidationException(f"{subject} is not a valid JSON schema: {exc.message}") from None
     try:
-        check_grammar(json_schema_grammar(document))
+        check_grammar(json_schema_grammar(document, lenient=not strict))
     except GrammarError as exc:
         raise ValidationException(f"{subject} cannot be enforced: {exc}") from None
 
@@ -143,6 +156,10 @@ def tool_set(tools: list[Tool], choice: str, forced: str | None, tools_field: st
         raise ValidationException(f"{tools_field} must name at least one tool")
     if len(tools) > MAX_TOOLS:
         raise ValidationException(f"{tools_field} has {len(tools)} tools; the limit is {MAX_TOOLS}.")
+    total = sum(len(t.schema.encode()) for t in tools)
+    if total > MAX_TOTAL_SCHEMA_BYTES:
+        raise ValidationException(f"The schemas of {tools_field} are {total} bytes together; the limit is "
+                                  f"{MAX_TOTAL_SCHEMA_BYTES} bytes.")
     names = [t.name for t in tools]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
@@ -166,9 +183,14 @@ def converse_tool_set(config: dict[str, Any] | None) -> ToolSet | None:
                                       "only toolSpec tools are (Outcrop has no prompt cache or system tools).")
         spec = entry["toolSpec"]
         schema = (spec.get("inputSchema") or {}).get("json")
-        tools.append(tool(spec.get("name"), spec.get("description"), schema, f"{where}.toolSpec"))
+        tools.append(tool(spec.get("name"), spec.get("description"), schema, f"{where}.toolSpec",
+                          spec.get("strict", False)))
     choice = config.get("toolChoice") or {"auto": {}}
-    kind = next(iter(choice))
+    kinds = [k for k in choice if k in (AUTO, ANY, TOOL)]
+    if len(kinds) != 1 or len(choice) != 1:
+        raise ValidationException(f"toolConfig.toolChoice must hold exactly one of auto, any or tool; "
+                                  f"got {', '.join(choice) or 'none'}")
+    kind = kinds[0]
     return tool_set(tools, kind, (choice.get("tool") or {}).get("name"), "toolConfig.tools", "toolConfig.toolChoice")
 
 
@@ -194,6 +216,11 @@ def anthropic_tool_set(tools: Any, choice: Any) -> ToolSet | None:
     choice = choice if choice is not None else {"type": AUTO}
     if not isinstance(choice, dict) or choice.get("type") not in (AUTO, ANY, TOOL, NONE):
         raise ValidationException("tool_choice.type must be one of auto, any, tool, none")
+    allowed = {"type", "disable_parallel_tool_use"} | ({"name"} if choice["type"] == TOOL else set())
+    extra = sorted(set(choice) - allowed)
+    if extra:
+        raise ValidationException(f"tool_choice: extraneous key [{', '.join(extra)}] is not permitted "
+                                  f"for type {choice['type']}")
     if not isinstance(choice.get("disable_parallel_tool_use", False), bool):
         raise ValidationException("tool_choice.disable_parallel_tool_use must be a boolean")
     # disable_parallel_tool_use needs nothing more: this server's models make one call per turn (`grammar`).
@@ -212,18 +239,24 @@ def converse_messages(messages: list[dict[str, Any]], tools: ToolSet | None) -> 
                 texts.append(block["guardContent"].get("text", {}).get("text", ""))
             elif "toolUse" in block:
                 use = block["toolUse"]
+                if use.get("type") is not None:
+                    raise ValidationException(f"messages.{i}: toolUse type {use['type']!r} is not supported; "
+                                              "this server runs no server-side tools")
                 if not isinstance(use.get("input"), dict):
                     raise ValidationException(f"messages.{i}: the input of toolUse {use['toolUseId']} "
                                               "must be a JSON object")
                 calls.append(ToolCall(use["toolUseId"], use["name"], use["input"]))
             elif "toolResult" in block:
                 result = block["toolResult"]
+                if result.get("type") is not None:
+                    raise ValidationException(f"messages.{i}: toolResult type {result['type']!r} is not "
+                                              "supported; this server runs no server-side tools")
                 results.append(ToolResult(result["toolUseId"], _converse_result_text(result["content"], i),
                                           result.get("status") == "error"))
             else:
                 kind = next(iter(block), "unknown")
                 raise ValidationException(
-                    f"This model doesn't support the {kind} content block that you provided (messages.{i + 1}).")
+                    f"This model doesn't support the {kind} content block that you provided (messages.{i}).")
         chat.append(_message(message["role"], "".join(texts), calls, results, i))
     check_tool_turns(chat, tools)
     return chat
@@ -259,12 +292,17 @@ def anthropic_messages(messages: list[dict[str, Any]], tools: ToolSet | None) ->
         texts, calls, results = [], [], []
         for j, block in enumerate(content):
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            if isinstance(block, dict) and "cache_control" in block:
+                raise ValidationException(f"{where}.{j}: cache_control is not supported: this server has no "
+                                          "prompt cache")
             if kind == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
             elif kind == "tool_use":
-                if not isinstance(block.get("input"), dict) or not isinstance(block.get("id"), str):
-                    raise ValidationException(f"{where}.{j}: a tool_use block needs an id and an input object")
-                calls.append(ToolCall(block["id"], str(block.get("name")), block["input"]))
+                if not isinstance(block.get("input"), dict) or not isinstance(block.get("id"), str) \
+                        or not isinstance(block.get("name"), str):
+                    raise ValidationException(f"{where}.{j}: a tool_use block needs an id, a name and an input "
+                                              "object")
+                calls.append(ToolCall(block["id"], block["name"], block["input"]))
             elif kind == "tool_result":
                 results.append(ToolResult(str(block.get("tool_use_id")),
                                            _anthropic_result_text(block.get("content", ""), f"{where}.{j}"),
@@ -298,18 +336,35 @@ def _message(role: str, text: str, calls: list[ToolCall], results: list[ToolResu
 
 
 def check_tool_turns(chat: list[dict[str, Any]], tools: ToolSet | None) -> None:
-    """Tool blocks need tools, and every result answers a call made earlier in the conversation."""
-    called: dict[str, str] = {}
+    """Tool blocks need tools; each assistant message's calls are answered, one result per call, by the user
+    message right after it (when there is one), and by no other; a toolUseId is used once."""
+    seen: set[str] = set()
+    pending: dict[str, str] = {}
     for i, message in enumerate(chat):
-        if (message.get("tool_calls") or message.get("tool_results")) and tools is None:
+        calls, results = message.get("tool_calls", ()), message.get("tool_results", ())
+        if (calls or results) and tools is None:
             raise ValidationException(TOOL_CONFIG_REQUIRED)
-        for call in message.get("tool_calls", ()):
-            called[call.id] = call.name
-        for result in message.get("tool_results", ()):
-            if result.id not in called:
-                raise ValidationException(
-                    f"messages.{i}: the toolResult's toolUseId {result.id} matches no toolUse earlier in the "
-                    "conversation. Each toolResult must answer a toolUse of an earlier assistant message.")
+        if message["role"] == "user":
+            answered = [r.id for r in results]
+            for result_id in answered:
+                if result_id not in pending:
+                    raise ValidationException(
+                        f"messages.{i}: the toolResult's toolUseId {result_id} matches no toolUse of the "
+                        "assistant message before it. Each toolResult must answer a toolUse of the previous "
+                        "assistant message.")
+            if len(set(answered)) != len(answered):
+                raise ValidationException(f"messages.{i}: more than one toolResult answers the same toolUseId")
+            missing = sorted(set(pending) - set(answered))
+            if missing:
+                raise ValidationException(f"messages.{i}: expected toolResult blocks for the toolUse ids "
+                                          f"{', '.join(missing)} of the previous assistant message")
+            pending = {}
+        else:
+            for call in calls:
+                if call.id in seen:
+                    raise ValidationException(f"messages.{i}: the toolUseId {call.id} is used more than once")
+                seen.add(call.id)
+            pending = {call.id: call.name for call in calls}
 
 
 # -- 2. prompt --------------------------------------------------------------------------------------
@@ -390,8 +445,11 @@ def marker_tokens(tokenizer: Any, syntax: CallSyntax) -> tuple[tuple[str, int], 
     return tuple((marker, added[marker]) for marker in syntax.markers if marker in added)
 
 
-def render(tokenizer: Any, chat: list[dict[str, Any]], system: str, tools: ToolSet | None) -> str:
-    """The prompt text for a conversation that may carry tools, calls and results."""
+def render(tokenizer: Any, chat: list[dict[str, Any]], system: str, tools: ToolSet | None,
+           answer_prompt: str = "") -> str:
+    """The prompt text for a conversation that may carry tools, calls and results, and a structured answer's
+    instructions (`answer_instructions`) for the system turn."""
+    system = "\n\n".join(part for part in (system, answer_prompt) if part)
     if tools is None:
         return render_chat(tokenizer, [{"role": m["role"], "content": m["content"]} for m in chat], system)
     how = prompting(tokenizer)
@@ -407,6 +465,16 @@ def render(tokenizer: Any, chat: list[dict[str, Any]], system: str, tools: ToolS
                        else instructions)
 
 
+def template_call_id(tool_use_id: str) -> str:
+    """A toolUseId as a template sees it: 9 letters and digits, derived from the id (Mistral's templates
+    refuse any other shape; the others take any string). The same id gives the same alias in every turn."""
+    import hashlib
+
+    digest = int.from_bytes(hashlib.sha256(tool_use_id.encode()).digest()[:8], "big")
+    alphabet = string.ascii_letters + string.digits
+    return "".join(alphabet[(digest // len(alphabet) ** k) % len(alphabet)] for k in range(9))
+
+
 def _template_chat(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conversation in transformers' tool-calling message format, for templates that render tools."""
     names: dict[str, str] = {}
@@ -414,11 +482,11 @@ def _template_chat(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for message in chat:
         for result in message.get("tool_results", ()):
             content = f"Error: {result.content}" if result.error else result.content
-            out.append({"role": "tool", "tool_call_id": result.id, "name": names.get(result.id, ""),
-                        "content": content})
+            out.append({"role": "tool", "tool_call_id": template_call_id(result.id),
+                        "name": names.get(result.id, ""), "content": content})
         entry: dict[str, Any] = {"role": message["role"], "content": message["content"]}
         if message.get("tool_calls"):
-            entry["tool_calls"] = [{"id": c.id, "type": "function",
+            entry["tool_calls"] = [{"id": template_call_id(c.id), "type": "function",
                                     "function": {"name": c.name, "arguments": c.input}}
                                    for c in message["tool_calls"]]
             names.update({c.id: c.name for c in message["tool_calls"]})
@@ -454,7 +522,7 @@ def grammar(syntax: CallSyntax | None, tools: ToolSet | None, answer_schema: dic
     """The decoding grammar for a request's tools and structured answer; None when the text is free.
     `markers` are the syntax's marker tokens in the serving model's tokenizer (`marker_tokens`)."""
     if tools is None or tools.choice == NONE:
-        return json_schema_grammar(answer_schema) if answer_schema is not None else None
+        return json_schema_grammar(answer_schema, lenient=True) if answer_schema is not None else None
     return _tools_grammar(syntax, tools, json.dumps(answer_schema) if answer_schema is not None else None, markers)
 
 
@@ -482,7 +550,7 @@ def _tools_grammar(syntax: CallSyntax, tools: ToolSet, answer_schema: str | None
     offered = [t for t in tools.tools if tools.choice != TOOL or t.name == tools.forced]
     lines = ["%llguidance {}"]
     for i, t in enumerate(offered):
-        lines.append(f"args_{i}: {json_rule(t.parameters)}")
+        lines.append(f"args_{i}: {json_rule(t.parameters, lenient=not t.strict)}")
     calls = " | ".join(f"call_{i}" for i in range(len(offered)))
     closing = _literal(syntax.closing, markers)
     trigger_token = dict(markers).get(syntax.trigger)
@@ -494,7 +562,7 @@ def _tools_grammar(syntax: CallSyntax, tools: ToolSet, answer_schema: str | None
             lines.append(f"call_{i}: {_literal(syntax.head(t.name), markers)} args_{i} {closing}")
         top = calls
         if tools.choice == AUTO:
-            lines.append(f"answer: {json_rule(json.loads(answer_schema))}")
+            lines.append(f"answer: {json_rule(json.loads(answer_schema), lenient=True)}")
             top = f"{top} | answer"
         lines.insert(1, f"start: {top}")
     elif trigger_token is not None:
@@ -502,7 +570,8 @@ def _tools_grammar(syntax: CallSyntax, tools: ToolSet, answer_schema: str | None
         for i, t in enumerate(offered):
             lines.append(f"call_{i}: {_literal(syntax.head(t.name), markers)} args_{i} {closing}")
         lines.insert(1, f"start: TEXT ({calls})?")
-        lines.append("TEXT: /(.|\\n)*/")
+        # ...nor spell the marker out in pieces, which would start a call no grammar constrains.
+        lines.append(f"TEXT: /(.|\\n)*/ & ~/(?s:.*){re.escape(syntax.trigger)}(?s:.*)/")
     else:
         # Free text, until the trigger is written: from there, exactly one tool's call (llguidance's lazy
         # lexeme ends the free text at the first trigger, so a call cannot hide inside prose).
@@ -550,6 +619,8 @@ class CallReader:
     _escaped: bool = False
     _call: tuple[str, str] | None = None
     _space: str = ""  # whitespace before a trigger: dropped before a call, text if it was none
+    #: A call whose arguments were not a JSON object (Converse answers stopReason malformed_tool_use).
+    malformed: bool = False
     calls: list[ToolCall] = field(default_factory=list)
 
     def feed(self, delta: str) -> Iterator[Read]:
@@ -626,7 +697,10 @@ class CallReader:
         except ValueError:
             arguments = None
         call = ToolCall(*self._call, arguments if isinstance(arguments, dict) else {})
-        self.calls.append(call)
+        if isinstance(arguments, dict):
+            self.calls.append(call)
+        else:  # only a call no grammar constrained can be malformed: it is not passed on as a call
+            self.malformed = True
         yield Read("stop", call=call)
         return True
 
@@ -709,6 +783,10 @@ class AnswerReader:
     def calls(self) -> list[ToolCall]:
         return self._reader.calls if self._reader else []
 
+    @property
+    def malformed(self) -> bool:
+        return self._reader.malformed if self._reader else False
+
     def feed(self, delta: str) -> list[Read]:
         self._fed = True
         reads = list(self._reader.feed(delta)) if self._reader else [Read("text", delta)]
@@ -736,7 +814,7 @@ class AnswerReader:
                     self.blocks[-1] += read.text
                 else:
                     self.blocks.append(read.text)
-            elif read.kind == "stop":
+            elif read.kind == "stop" and read.call in self.calls:  # not a malformed one
                 self.blocks.append(read.call)
 
 
@@ -769,5 +847,22 @@ def answer_schema(output_config: dict[str, Any] | None) -> dict[str, Any] | None
             from None
     if not isinstance(schema, dict):
         raise ValidationException("outputConfig.textFormat.structure.jsonSchema.schema must be a JSON object")
-    checked_schema(schema, "The JSON schema of outputConfig.textFormat")
+    checked_schema(schema, "The JSON schema of outputConfig.textFormat", strict=False)
     return schema
+
+
+ANSWER_PROMPT = ("Answer with one JSON document and nothing else{what}. It must be valid against this JSON "
+                 "schema:\n{schema}")
+
+
+def answer_instructions(output_config: dict[str, Any] | None) -> str:
+    """The system-turn text that tells the model what the structured answer is (the grammar enforces it; the
+    model should know what it writes): the definition's name and description, and the schema."""
+    schema = answer_schema(output_config)
+    if schema is None:
+        return ""
+    definition = output_config["textFormat"]["structure"]["jsonSchema"]
+    name, description = definition.get("name"), definition.get("description")
+    what = f" ({name}{': ' + description if description else ''})" if name else (
+        f" ({description})" if description else "")
+    return ANSWER_PROMPT.format(what=what, schema=json.dumps(schema))

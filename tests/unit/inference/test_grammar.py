@@ -226,10 +226,16 @@ def test_closed_objects_only_narrows_and_leaves_data_alone():
     assert closed["additionalProperties"] is False
     assert closed["properties"]["a"]["additionalProperties"] is False
     assert closed["properties"]["open"]["additionalProperties"] is True  # the caller said so
-    assert closed["properties"]["list"]["items"]["anyOf"][0]["additionalProperties"] is False
+    # A branch of anyOf/allOf stays open: closing it could refuse what another branch or its parent allows.
+    assert "additionalProperties" not in closed["properties"]["list"]["items"]["anyOf"][0]
+    combined = {"type": "object", "allOf": [{"properties": {"a": {"type": "string"}}, "required": ["a"]},
+                                            {"properties": {"b": {"type": "string"}}, "required": ["b"]}]}
+    assert closed_objects(combined) == combined
+    unlisted = {"type": "object", "properties": {"a": {}}, "required": ["a", "b"]}  # requires what it lists not
+    assert closed_objects(unlisted) == unlisted
     assert closed["properties"]["data"] == schema["properties"]["data"]  # enum and default values are data
     assert "additionalProperties" not in schema  # the caller's schema is not changed
-    document = {"a": {"b": "x"}, "open": {"c": "y", "extra": 1}, "list": [{"d": 1}, None]}
+    document = {"a": {"b": "x"}, "open": {"c": "y", "extra": 1}, "list": [{"d": 1, "e": 2}, None]}
     jsonschema.validate(document, closed)
     jsonschema.validate(document, schema)
     with pytest.raises(jsonschema.ValidationError):

@@ -272,6 +272,9 @@ def conversation():
 
 
 def test_a_native_template_renders_tools_calls_and_results_itself(templated):
+    # Templates see each toolUseId as a 9-character alias (Mistral's refuse any other shape).
+    alias = tool_use.template_call_id
+    assert len(alias("tooluse_1")) == 9 and alias("tooluse_1").isalnum() and alias("tooluse_1") != alias("tooluse_2")
     tokenizer = templated(QWEN25)
     prompt = tool_use.render(tokenizer, conversation(), "Be brief.", TOOLS)
     # The oracle: the template applied to the same conversation written by hand in transformers' format.
@@ -280,12 +283,12 @@ def test_a_native_template_renders_tools_calls_and_results_itself(templated):
     by_hand = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "Let me look.", "tool_calls": [{"id": "tooluse_1", "type": "function",
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [{"id": alias("tooluse_1"), "type": "function",
          "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}}]},
-        {"role": "tool", "tool_call_id": "tooluse_1", "name": "get_weather", "content": '{"temp": 21}'},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "tooluse_2", "type": "function",
+        {"role": "tool", "tool_call_id": alias("tooluse_1"), "name": "get_weather", "content": '{"temp": 21}'},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": alias("tooluse_2"), "type": "function",
                                                              "function": {"name": "ping", "arguments": {}}}]},
-        {"role": "tool", "tool_call_id": "tooluse_2", "name": "ping", "content": "Error: no route"},
+        {"role": "tool", "tool_call_id": alias("tooluse_2"), "name": "ping", "content": "Error: no route"},
         {"role": "user", "content": "And now?"},
     ]
     assert prompt == tokenizer.apply_chat_template(by_hand, tools=functions, tokenize=False,
@@ -402,7 +405,7 @@ RESULT = {"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": "up"}]}}
     ([user({"text": "hi"}), assistant(USE, RESULT)], TOOLS, ["messages.1", "user messages"]),
     ([user({"text": "hi"}), assistant(USE), user({"toolResult": {**RESULT["toolResult"], "toolUseId": "tooluse_9"}})],
      TOOLS, ["messages.2", "tooluse_9"]),
-    ([user(RESULT), assistant(USE)], TOOLS, ["tooluse_1", "earlier"]),  # a result before its call
+    ([user(RESULT), assistant(USE)], TOOLS, ["tooluse_1", "previous"]),  # a result before its call
     ([user({"text": "hi"}), assistant(USE), user(RESULT)], None, [tool_use.TOOL_CONFIG_REQUIRED]),
     ([user({"text": "hi"}), assistant({"toolUse": {**USE["toolUse"], "input": [1]}})], TOOLS, ["JSON object"]),
     ([user({"text": "hi"}), assistant(USE), user({"toolResult": {**RESULT["toolResult"],
@@ -623,3 +626,20 @@ def test_arguments_are_written_in_the_schemas_property_order(oracle, tokenizer):
     tools = tool_use.converse_tool_set({"tools": [spec("solve", schema)], "toolChoice": {"any": {}}})
     grammar = tool_use.grammar(HERMES, tools, None)
     assert accepts(oracle, tokenizer, grammar, call(HERMES, "solve", {"reasoning": "6 times 7", "answer": 42}))
+
+
+def test_what_a_grammar_cannot_enforce_is_left_to_the_model_unless_strict():
+    """pydantic writes uniqueItems for a set: LangChain's tools must work, so a non-strict schema compiles
+    leniently (the rest is enforced); toolSpec.strict refuses it instead of enforcing less than it says."""
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"},
+                                                        "uniqueItems": True}}, "required": ["tags"]}
+    lenient = tool_use.converse_tool_set({"tools": [spec("tag", schema)], "toolChoice": {"any": {}}})
+    assert '"lenient": true' in tool_use.grammar(HERMES, lenient, None)
+    strict = {"toolSpec": {**spec("tag", schema)["toolSpec"], "strict": True}}
+    with pytest.raises(ValidationException, match="uniqueItems"):
+        tool_use.converse_tool_set({"tools": [strict]})
+    # A schema without "type" is an object's (Bedrock's reading), and compiled as one.
+    untyped = tool_use.converse_tool_set({"tools": [spec("t", {"properties": {"a": {"type": "string"}}})]})
+    assert json.loads(untyped.tools[0].schema)["type"] == "object"
+    with pytest.raises(ValidationException, match="exactly one"):
+        tool_use.converse_tool_set({"tools": [spec("t", schema)], "toolChoice": {"auto": {}, "any": {}}})
