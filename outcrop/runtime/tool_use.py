@@ -631,9 +631,14 @@ class CallReader:
                 return
 
     def finish(self) -> Iterator[Read]:
-        """The text has ended: what was held back is text; a call cut off (max tokens) is dropped."""
-        if self._state == "text" and self._buffer.strip():
+        """The text has ended (its end of text, max tokens or a stop sequence). What was held back is text,
+        unless it is the start of a trigger; a call whose arguments are complete is a call even if its
+        closing text was cut off; a call cut off before that is dropped."""
+        if self._state == "text" and self._buffer.strip() and not self.syntax.trigger.startswith(self._buffer.strip()):
             yield Read("text", self._buffer)
+        elif self._state == "closing":
+            self._buffer = self.syntax.closing
+            yield from self._step()
         self._buffer = ""
 
     def _step(self):

@@ -85,11 +85,12 @@ def generated_texts(syntax):
         (call(syntax, "get_weather", TRICKY), "", [("get_weather", TRICKY)]),
         # Text that only starts like a call stays text, held back no longer than the end.
         ("a <tool b <tool_ [TOOL x {\"name\" y", "a <tool b <tool_ [TOOL x {\"name\" y", []),
-        ("ends with <tool", "ends with <tool", []),
-        # A call cut off (max tokens) in its arguments, or just before its closing, is dropped with the space
-        # before it.
+        # ...except the start of a trigger at the very end: the call that did not come.
+        ("ends with <tool", "ends with" if syntax.trigger.startswith("<tool") else "ends with <tool", []),
+        # A call cut off (max tokens) in its arguments is dropped with the space before it; one whose arguments
+        # are complete is a call even if its closing was cut off.
         ("Sure.\n" + weather[:weather.index("Paris")], "Sure.", []),
-        ("Sure.\n" + weather[:-1], "Sure.", []),
+        ("Sure.\n" + weather[:-1], "Sure.", [("get_weather", {"city": "Paris", "unit": "celsius"})]),
         # A tool that is not offered: not a call, so the text reads exactly as written.
         ("Now: " + unknown, "Now: " + unknown, []),
     ]
