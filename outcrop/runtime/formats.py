@@ -23,7 +23,6 @@ from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Comp
 from outcrop.platform import jsontext
 from outcrop.runtime import tool_use
 from outcrop.runtime.chat_markup import parse_chat_markup
-from outcrop.runtime.tool_use import AnswerReader, ToolSet
 
 MAX_STOP_SEQUENCES = 2500
 
@@ -41,7 +40,7 @@ class TextRequest:
     #: default is clamped: generation stops at the window). See `max_tokens_rule`.
     check_max_tokens: Callable[[int, int], None] | None = None
     #: The tools the model may call (runtime/tool_use.py), and the JSON schema a plain answer must follow.
-    tools: ToolSet | None = None
+    tools: tool_use.ToolSet | None = None
     answer_schema: dict[str, Any] | None = None
     #: What the system turn tells the model of that answer (`tool_use.answer_instructions`).
     answer_prompt: str = ""
@@ -57,7 +56,7 @@ class Invocation:
     #: Milliseconds, as Bedrock's `amazon-bedrock-invocationMetrics` reports them.
     metrics: Callable[[], dict[str, int]] = lambda: {}
     #: How the answer's text and tool calls are read (once per invocation); None: the text as it is.
-    answer: AnswerReader | None = None
+    answer: tool_use.AnswerReader | None = None
 
 
 # -- field checks ----------------------------------------------------------------------------------
@@ -347,6 +346,9 @@ class AnthropicMessages(TextFormat):
             yield from blocks.events(answer.feed(delta))
         yield from blocks.events(answer.finish())
         yield from blocks.close()
+        if blocks.index == 0:  # nothing was said: one empty text block, as the whole answer has
+            yield from blocks.events([tool_use.Read("text", "")])
+            yield from blocks.close()
         c = inv.completion
         yield {"type": "message_delta", "delta": {"stop_reason": self._stop_reason(inv),
                                                   "stop_sequence": c.stop_sequence},

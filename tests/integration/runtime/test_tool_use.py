@@ -108,8 +108,10 @@ def test_a_round_trip_of_call_result_and_answer(runtime, tiny_model):
     assert final["usage"]["inputTokens"] > first["usage"]["inputTokens"]
     # An error result is a turn too.
     conversation[-1]["content"][0]["toolResult"]["status"] = "error"
-    runtime.converse(modelId=tiny_model, messages=conversation, toolConfig={"tools": [WEATHER]},
-                     inferenceConfig={"maxTokens": 5, "temperature": 0})
+    failed = runtime.converse(modelId=tiny_model, messages=conversation, toolConfig={"tools": [WEATHER]},
+                              inferenceConfig={"maxTokens": 5, "temperature": 0})
+    # The error is in the prompt the model reads (the fallback writes it into the tool response).
+    assert failed["usage"]["inputTokens"] > final["usage"]["inputTokens"]
 
 
 def test_structured_output_follows_the_schema(runtime, tiny_model):
