@@ -173,7 +173,7 @@ class RuntimeService:
             raise ValidationException("Guardrails are not available on this server yet.")
         tools = tool_use.converse_tool_set(request.get("toolConfig"))
         answer_schema = tool_use.answer_schema(request.get("outputConfig"))
-        answer_prompt = tool_use.answer_instructions(request.get("outputConfig"))
+        answer_prompt = tool_use.answer_instructions(request.get("outputConfig"), answer_schema)
         messages = tool_use.converse_messages(request.get("messages") or [], tools)
         check_alternation([m["role"] for m in messages])
         system = "\n".join(block["text"] for block in request.get("system") or [] if "text" in block)

@@ -449,20 +449,24 @@ def render(tokenizer: Any, chat: list[dict[str, Any]], system: str, tools: ToolS
            answer_prompt: str = "") -> str:
     """The prompt text for a conversation that may carry tools, calls and results, and a structured answer's
     instructions (`answer_instructions`) for the system turn."""
-    system = "\n\n".join(part for part in (system, answer_prompt) if part)
     if tools is None:
-        return render_chat(tokenizer, [{"role": m["role"], "content": m["content"]} for m in chat], system)
+        return render_chat(tokenizer, [{"role": m["role"], "content": m["content"]} for m in chat],
+                           _joined(system, answer_prompt))
     how = prompting(tokenizer)
     if how.native:
         functions = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                        "parameters": t.parameters}} for t in tools.tools]
-        return render_chat(tokenizer, _template_chat(chat), system, tools=functions)
+        return render_chat(tokenizer, _template_chat(chat), _joined(system, answer_prompt), tools=functions)
     listing = "\n".join(json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters})
                         for t in tools.tools)
     rule = _RULES[tools.choice].format(forced=tools.forced)
     instructions = FALLBACK_PROMPT.format(tools=listing, rule=rule)
-    return render_chat(tokenizer, _fallback_chat(chat, how.syntax), f"{system}\n\n{instructions}" if system
-                       else instructions)
+    return render_chat(tokenizer, _fallback_chat(chat, how.syntax), _joined(system, answer_prompt, instructions))
+
+
+def _joined(*parts: str) -> str:
+    """System-turn parts, a blank line apart (the empty ones left out)."""
+    return "\n\n".join(part for part in parts if part)
 
 
 def template_call_id(tool_use_id: str) -> str:
@@ -760,10 +764,9 @@ def _could_be_head(syntax: CallSyntax, text: str) -> bool:
 
 
 def read_all(syntax: CallSyntax, tools: ToolSet, text: str) -> tuple[list[str], list[ToolCall]]:
-    """A whole answer read at once: its text pieces and its complete tool calls."""
-    reader = CallReader(syntax, frozenset(tools.names()))
-    pieces = [r.text for r in [*reader.feed(text), *reader.finish()] if r.kind == "text"]
-    return pieces, reader.calls
+    """A whole answer read at once (`AnswerReader.read`): its text pieces and its complete tool calls."""
+    reader = AnswerReader(syntax, tools)
+    return [b for b in reader.read(text) if isinstance(b, str)], reader.calls
 
 
 class AnswerReader:
@@ -860,10 +863,10 @@ ANSWER_PROMPT = ("Answer with one JSON document and nothing else{what}. It must 
                  "schema:\n{schema}")
 
 
-def answer_instructions(output_config: dict[str, Any] | None) -> str:
+def answer_instructions(output_config: dict[str, Any] | None, schema: dict[str, Any] | None) -> str:
     """The system-turn text that tells the model what the structured answer is (the grammar enforces it; the
-    model should know what it writes): the definition's name and description, and the schema."""
-    schema = answer_schema(output_config)
+    model should know what it writes): the definition's name and description, and `schema`, what
+    `answer_schema` read from the same `output_config`."""
     if schema is None:
         return ""
     definition = output_config["textFormat"]["structure"]["jsonSchema"]
