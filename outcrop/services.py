@@ -23,6 +23,8 @@ from outcrop.iam.service import IamService
 from outcrop.inference.engine import BoundedEngine, Engine, Preload
 from outcrop.inference.loader import CAUSAL, ENCODER
 from outcrop.insights.service import InsightsService
+from outcrop.knowledge.retrieval import Retrieval
+from outcrop.knowledge.service import KnowledgeBases
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
@@ -56,6 +58,9 @@ class Services:
     insights: InsightsService
     #: Inference profiles (system and application) and how every model name resolves, aliases included.
     profiles: InferenceProfiles
+    #: Knowledge bases: the control plane (bedrock-agent) and retrieval (bedrock-agent-runtime).
+    knowledge: KnowledgeBases
+    retrieval: Retrieval
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
     #: The models loaded in the background when the server starts (the app's lifespan starts it).
@@ -92,10 +97,12 @@ class Services:
         runtime = RuntimeService(catalog, BoundedEngine(engine, settings.model_load_wait_seconds), db,
                                  Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
                                  invocation_log, settings.region, provisioning, profiles)
+        knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
         return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
                    human=evaluation.human, invocation_log=invocation_log, jobs=jobs, customization=customization,
                    provisioning=provisioning, evaluation=evaluation,
                    insights=InsightsService(db, provisioning.prices, settings), runtime=runtime, profiles=profiles,
+                   knowledge=knowledge, retrieval=Retrieval(knowledge, runtime),
                    schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids))
 
     def close(self) -> None:

@@ -76,13 +76,19 @@ JSON_APIS = (
 )
 
 
-def error_response(error: BedrockError, request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+#: Services whose ConflictException is 409 (botocore's models say so; bedrock's own is 400).
+_CONFLICT_409 = ("bedrock-agent", "bedrock-agent-runtime")
+
+
+def error_response(error: BedrockError, request_id: str, service: str = "") -> tuple[int, list[tuple[bytes, bytes]],
+                                                                                     bytes]:
     """Bedrock's error shape: the code in `x-amzn-ErrorType` and again as `__type` in the body."""
     body = json.dumps({"__type": error.code, "message": error.message}).encode()
     headers = [(b"content-type", b"application/json"),
                (b"x-amzn-errortype", error.code.encode()),
                (b"x-amzn-requestid", request_id.encode())]
-    return error.status, headers, body
+    status = 409 if error.code == "ConflictException" and service in _CONFLICT_409 else error.status
+    return status, headers, body
 
 
 class BedrockApp:
@@ -166,7 +172,7 @@ class BedrockApp:
                 log.warning("request %s (%s:%s) ended after its response began: %s", request_id, service,
                             operation, exc.code)
             else:
-                status, error_headers, error_body = error_response(exc, request_id)
+                status, error_headers, error_body = error_response(exc, request_id, service)
                 await send({"type": "http.response.start", "status": status, "headers": error_headers})
                 await send({"type": "http.response.body", "body": error_body})
         finally:

@@ -19,6 +19,10 @@ ENV_PREFIX = "OUTCROP_"
 CONFIG_FILE_NAME = "outcrop.toml"
 
 
+#: The bucket knowledge bases use on an S3 endpoint unless knowledge_store_uri names another place.
+VECTOR_BUCKET = "outcrop-vectors"
+
+
 def _default_data_dir() -> Path:
     return Path("~/.outcrop").expanduser()
 
@@ -109,6 +113,15 @@ class Settings:
     #: Requests one connection may make before the server closes it (HTTP/1.1 `Connection: close`,
     #: HTTP/2 GOAWAY; clients reconnect): bounds what one connection can open and reset in a loop.
     http_max_requests_per_connection: int = 1000
+    #: Where knowledge bases keep their vectors and full-text indexes (LanceDB): empty means the folder
+    #: `<data_dir>/vectors`, or the bucket `outcrop-vectors` when s3_endpoint is set (made on first use);
+    #: else a folder or an `s3://bucket/prefix` on that S3 endpoint.
+    knowledge_store_uri: str = ""
+    #: Chunks in a knowledge base before its vectors get an approximate-nearest-neighbour index (below
+    #: it, exact search is fast enough and exact).
+    knowledge_ann_threshold: int = 20_000
+    #: Seconds a RetrieveAndGenerate session (`sessionId`) is kept after its last turn (Bedrock: 24 h).
+    knowledge_session_seconds: int = 24 * 3600
     log_level: str = "info"
     #: Bedrock model ids -> the local model that answers for them, added to or replacing the built-in table
     #: of well-known ids (outcrop/profiles/aliases.py); an empty value removes a built-in entry. In
@@ -135,6 +148,24 @@ class Settings:
     @property
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
+
+    @property
+    def vectors_uri(self) -> str:
+        if self.knowledge_store_uri:
+            return self.knowledge_store_uri
+        return f"s3://{VECTOR_BUCKET}" if self.s3_endpoint else str(self.data_dir / "vectors")
+
+    @property
+    def vectors_storage_options(self) -> dict[str, str]:
+        """LanceDB's options for reaching the S3 endpoint with the object store's credentials."""
+        if not self.vectors_uri.startswith("s3://"):
+            return {}
+        options = {"region": self.s3_region}
+        if self.s3_endpoint:
+            options |= {"endpoint": self.s3_endpoint, "allow_http": str(self.s3_endpoint.startswith("http:")).lower()}
+        if self.s3_access_key_id:
+            options |= {"aws_access_key_id": self.s3_access_key_id, "aws_secret_access_key": self.s3_secret_access_key}
+        return options
 
     @property
     def models_dir(self) -> Path:

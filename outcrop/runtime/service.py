@@ -386,6 +386,36 @@ class RuntimeService:
                 input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=latency,
                 error_code=None if status == UsageStatus.SUCCESS else status))
 
+    def encoder(self, account: str, model_id: str) -> tuple[FoundationModel, Deployment]:
+        """An embedding model by any of its names (id, ARN, alias), loaded: its tokenizer chunks documents
+        in its own tokens, and `embed_texts` embeds them (knowledge bases)."""
+        model = self.target(account, model_id)[0].card
+        if "EMBEDDING" not in model.output_modalities:
+            raise ValidationException(f"The model {model.model_id} is not an embedding model; "
+                                      f"its output is {', '.join(model.output_modalities)}.")
+        return model, self.engine.get(self.catalog.local_weights(model), ENCODER)
+
+    def embed_texts(self, caller: Caller, model_id: str, texts: list[str], operation: str,
+                    batch_size: int = 32) -> torch.Tensor:
+        """Unit vectors for many texts, in batches of similar length (little padding), as one metered call
+        named `operation` (Retrieve, an ingestion job): documents and queries are embedded exactly as
+        InvokeModel embeds them. Texts longer than the model's window are cut at the end."""
+        started = time.perf_counter()
+        model, deployment = self.encoder(caller.principal.account_id, model_id)
+        loaded = deployment.loaded
+        request = embeddings.EmbeddingRequest(embeddings.TITAN, tuple(texts), None, True, ("float",), "END")
+        ids = embeddings.token_ids(loaded.tokenizer, request, loaded.context_length, model.model_id)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        vectors = torch.empty((len(ids), loaded.model.config.hidden_size))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            vectors[rows] = _pool(deployment, [ids[i] for i in rows], True)
+        caller.served_model_id = model.served_model_id
+        tokens = sum(len(i) for i in ids)
+        self._meter(caller, operation, model_id, model.served_model_id, started, UsageStatus.SUCCESS,
+                    {"texts": len(texts)}, True, None, input_tokens=tokens, output_tokens=0)
+        return vectors
+
     def _embed(self, caller: Caller, invoked: str, model: FoundationModel, document: dict[str, Any],
                started: float) -> tuple[dict[str, Any], int]:
         """A Titan or Cohere embedding body for `invoked` (the caller's name for `model`), answered in its own
@@ -399,23 +429,31 @@ class RuntimeService:
         if request.dimensions is not None and request.dimensions != dimension:
             raise ValidationException(f"dimensions must be {dimension} for {model.model_id} (its embedding size)")
         ids = embeddings.token_ids(loaded.tokenizer, request, loaded.context_length, model.model_id)
-        encoded = loaded.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-        with deployment.lock, torch.inference_mode():
-            hidden = loaded.model(**{k: v.to(loaded.device) for k, v in encoded.items()}).last_hidden_state
-            if loaded.pooling == "cls":
-                vectors = hidden[:, 0]
-            else:
-                mask = encoded["attention_mask"].to(loaded.device).unsqueeze(-1).to(hidden.dtype)
-                vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            if request.normalize:
-                vectors = torch.nn.functional.normalize(vectors, dim=1)
+        vectors = _pool(deployment, ids, request.normalize)
         counts = [len(i) for i in ids]
-        response = embeddings.render(request, vectors.cpu(), counts)
+        response = embeddings.render(request, vectors, counts)
         caller.served_model_id = model.served_model_id
         self._meter(caller, "InvokeModel", invoked, model.served_model_id, started, UsageStatus.SUCCESS, document,
                     True, response,
                     input_tokens=sum(counts), output_tokens=0)
         return response, sum(counts)
+
+
+def _pool(deployment: Deployment, ids: list[list[int]], normalize: bool) -> torch.Tensor:
+    """One vector per token-id list: the encoder's hidden states pooled as the model was trained (CLS or
+    mean over real tokens), on the CPU."""
+    loaded = deployment.loaded
+    encoded = loaded.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+    with deployment.lock, torch.inference_mode():
+        hidden = loaded.model(**{k: v.to(loaded.device) for k, v in encoded.items()}).last_hidden_state
+        if loaded.pooling == "cls":
+            vectors = hidden[:, 0]
+        else:
+            mask = encoded["attention_mask"].to(loaded.device).unsqueeze(-1).to(hidden.dtype)
+            vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        if normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=1)
+    return vectors.float().cpu()
 
 
 class _MeteredStream:

@@ -39,7 +39,8 @@ def handles(service: str, operation: str) -> Callable[[Handler], Handler]:
 
 
 #: Operations that IAM authorizes under another operation's action, as AWS does.
-_IAM_ACTIONS = {"Converse": "InvokeModel", "ConverseStream": "InvokeModelWithResponseStream"}
+_IAM_ACTIONS = {"Converse": "InvokeModel", "ConverseStream": "InvokeModelWithResponseStream",
+                "RetrieveAndGenerateStream": "RetrieveAndGenerate"}
 
 
 def iam_action(operation: str) -> str:
@@ -49,4 +50,4 @@ def iam_action(operation: str) -> str:
 
 def load_handlers() -> None:
     """Import the modules whose decorators fill HANDLERS (kept explicit: no import magic)."""
-    from outcrop.api.bedrock import control, runtime  # noqa: F401
+    from outcrop.api.bedrock import agent, agent_runtime, control, runtime  # noqa: F401

@@ -23,6 +23,7 @@ from outcrop.catalog.arns import model_arn, parse_bedrock_arn
 from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
 from outcrop.errors import ResourceNotFoundException
 from outcrop.evaluation.tables import EvaluationJobRow
+from outcrop.knowledge.service import knowledge_base_arn
 from outcrop.provisioning.tables import ProvisionedThroughputRow
 from outcrop.services import Services
 
@@ -46,6 +47,18 @@ def _model(services: Services, account: str, identifier: str) -> str | list[str]
     except ResourceNotFoundException:
         row = _owned(services, CustomModelRow, CustomModelRow.model_name, account, identifier)
         return row.model_arn if row is not None else model_arn(identifier, services.settings.region)
+
+
+def model_arns(services: Services, account: str, identifier: str) -> list[str]:
+    """Every ARN a model identifier reaches, for a request that names its model inside a structure
+    (RetrieveAndGenerate's modelArn) and authorizes bedrock:InvokeModel on it itself."""
+    resolved = _model(services, account, identifier)
+    return [resolved] if isinstance(resolved, str) else resolved
+
+
+def _knowledge_base(services: Services, account: str, identifier: str) -> str:
+    """A knowledge base by its id (in the caller's account: another account's answers ResourceNotFound)."""
+    return knowledge_base_arn(services.settings.region, account, identifier)
 
 
 def _profile(services: Services, account: str, identifier: str) -> str:
@@ -99,6 +112,7 @@ _MEMBERS: dict[str, Resolver] = {
     "provisionedModelId": _provisioned,
     "inferenceProfileIdentifier": _profile,
     "resourceARN": _arn,
+    "knowledgeBaseId": _knowledge_base,
 }
 #: `jobIdentifier(s)` by the kind of job an operation names (its name's suffix).
 _JOBS: dict[str, Resolver] = {"ModelCustomizationJob": _job(CustomizationJobRow),

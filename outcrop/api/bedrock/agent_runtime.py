@@ -1,0 +1,46 @@
+"""The `bedrock-agent-runtime` service: Retrieve, RetrieveAndGenerate and its stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from outcrop.api.bedrock.operations import RequestContext, handles
+from outcrop.api.bedrock.resources import model_arns
+from outcrop.knowledge.service import knowledge_base_arn
+from outcrop.runtime.service import Caller
+
+
+def _caller(ctx: RequestContext) -> Caller:
+    return Caller(ctx.request_id, ctx.principal, cancelled=ctx.cancelled)
+
+
+def _authorize_generation(ctx: RequestContext, params: dict[str, Any]) -> None:
+    """RetrieveAndGenerate searches a knowledge base and invokes a model, both named inside its configuration:
+    the caller needs bedrock:Retrieve on the one and bedrock:InvokeModel on the other (every ARN the model's
+    name reaches, as for Converse), as on Bedrock."""
+    services, account = ctx.services, ctx.principal.account_id
+    config = (params.get("retrieveAndGenerateConfiguration") or {}).get("knowledgeBaseConfiguration") or {}
+    if config.get("knowledgeBaseId"):
+        services.iam.authorize(ctx.principal, "bedrock:Retrieve",
+                               knowledge_base_arn(services.settings.region, account, config["knowledgeBaseId"]))
+    if config.get("modelArn"):
+        for arn in model_arns(services, account, config["modelArn"]):
+            services.iam.authorize(ctx.principal, "bedrock:InvokeModel", arn)
+
+
+@handles("bedrock-agent-runtime", "Retrieve")
+def retrieve(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.retrieval.retrieve(_caller(ctx), params)
+
+
+@handles("bedrock-agent-runtime", "RetrieveAndGenerate")
+def retrieve_and_generate(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _authorize_generation(ctx, params)
+    return ctx.services.retrieval.retrieve_and_generate(_caller(ctx), params)
+
+
+@handles("bedrock-agent-runtime", "RetrieveAndGenerateStream")
+def retrieve_and_generate_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _authorize_generation(ctx, params)
+    session_id, stream = ctx.services.retrieval.retrieve_and_generate_stream(_caller(ctx), params)
+    return {"sessionId": session_id, "stream": stream}

@@ -1,0 +1,240 @@
+"""Knowledge bases, the runtime (bedrock-agent-runtime): Retrieve, RetrieveAndGenerate and its stream.
+
+A question is embedded by the knowledge base's own embedding model and searched in its store (vectors, or
+vectors and BM25 together for HYBRID), with Bedrock's metadata filters. RetrieveAndGenerate puts the
+numbered results into the generation prompt and asks the model through the runtime's Converse, so a
+provisioned throughput, an inference profile or an alias answers exactly as it does for Converse (and is
+metered the same way).
+
+Citations are found after the fact: each sentence of the answer is attributed to the retrieved passages
+whose words it shares (`cite`). Asking a model to write its own source markers works for large models and
+not for the small ones this server often runs; attribution by overlap works for both, and a sentence that
+shares too little with every passage is left uncited rather than cited wrongly.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from outcrop.errors import ValidationException
+from outcrop.knowledge import filters
+from outcrop.knowledge.service import KnowledgeBases, store_for
+from outcrop.knowledge.store import Hit
+from outcrop.knowledge.tables import RagSessionRow
+from outcrop.platform.database import utc_now
+from outcrop.runtime.service import Caller, RuntimeService
+
+DEFAULT_RESULTS = 5
+SEARCH_TYPES = ("SEMANTIC", "HYBRID")
+#: What a search does when the request does not say (overrideSearchType). Chosen by bench/knowledge.py.
+DEFAULT_SEARCH_TYPE = "SEMANTIC"
+SEARCH_RESULTS = "$search_results$"
+#: The generation prompt when the request gives none: Bedrock's placeholders, Outcrop's wording.
+DEFAULT_PROMPT = (
+    "You answer questions using only the search results below. If they do not contain the answer, say that "
+    "you could not find it. Answer briefly, in your own sentences, with the facts the results give.\n\n"
+    "Search results:\n$search_results$\n\n$output_format_instructions$")
+OUTPUT_FORMAT = "Write the answer as plain sentences."
+#: Turns of a session kept in the prompt (the oldest go first).
+SESSION_TURNS = 5
+#: Share of a sentence's words that must appear in a passage for the passage to be cited for it.
+CITATION_OVERLAP = 0.5
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+_STOPWORDS = frozenset("a an the of to in on at for and or but is are was were be been it its this that with as by "
+                       "from not no yes do does did which who what when where how".split())
+
+
+class Retrieval:
+    def __init__(self, knowledge: KnowledgeBases, runtime: RuntimeService) -> None:
+        self.knowledge = knowledge
+        self.runtime = runtime
+        self.settings = knowledge.settings
+
+    # -- Retrieve ---------------------------------------------------------------------------------
+
+    def retrieve(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        _refuse(params, {"guardrailConfiguration": "guardrails", "userContext": "user context (access filters)"})
+        if params.get("nextToken"):
+            raise ValidationException("nextToken is not a token this server gave out: Retrieve answers every result "
+                                      "at once (numberOfResults up to 100)")
+        hits = self.search(caller, params["knowledgeBaseId"], params["retrievalQuery"]["text"],
+                           params.get("retrievalConfiguration"), "retrievalConfiguration")
+        return {"retrievalResults": [_result(hit) for hit in hits]}
+
+    def search(self, caller: Caller, kb_id: str, query: str, configuration: dict[str, Any] | None,
+               path: str) -> list[Hit]:
+        kb = self.knowledge.row(caller.principal.account_id, kb_id)
+        configuration = configuration or {}
+        if configuration.get("managedSearchConfiguration"):
+            raise ValidationException(f"{path}.managedSearchConfiguration is for MANAGED knowledge bases; this one "
+                                      "is a VECTOR knowledge base")
+        vector = configuration.get("vectorSearchConfiguration") or {}
+        _refuse(vector, {"rerankingConfiguration": "reranking during retrieval (call Rerank on the results)",
+                         "implicitFilterConfiguration": "implicit filters"}, f"{path}.vectorSearchConfiguration")
+        count = vector.get("numberOfResults") or DEFAULT_RESULTS
+        search_type = vector.get("overrideSearchType") or DEFAULT_SEARCH_TYPE
+        where = filters.to_sql(vector["filter"], path=f"{path}.vectorSearchConfiguration.filter") \
+            if vector.get("filter") else None
+        if not query.strip():
+            raise ValidationException(f"The query text is empty ({path})")
+        embedded = self.runtime.embed_texts(caller, kb.embedding_model_id, [query], "Retrieve")[0].tolist()
+        store = store_for(kb, self.settings)
+        # Hierarchical chunks answer with their parent: children of one parent count once.
+        hits, seen = [], set()
+        for hit in store.search(embedded, query, count * 3, search_type, where):
+            if hit.context not in seen:
+                seen.add(hit.context)
+                hits.append(hit)
+        return hits[:count]
+
+    # -- RetrieveAndGenerate ----------------------------------------------------------------------
+
+    def retrieve_and_generate(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        question, session_id, turns, hits, request = self._prepare(caller, params)
+        answer = self.runtime.converse(caller, request["modelId"], request)
+        text = "".join(block.get("text", "") for block in answer["output"]["message"]["content"])
+        self._remember(caller, session_id, turns, question, text)
+        return {"output": {"text": text}, "citations": cite(text, hits), "sessionId": session_id}
+
+    def retrieve_and_generate_stream(self, caller: Caller, params: dict[str, Any]) -> tuple[str, Iterator]:
+        question, session_id, turns, hits, request = self._prepare(caller, params)
+        events = self.runtime.converse_stream(caller, request["modelId"], request)
+
+        def stream() -> Iterator[tuple[str, dict]]:
+            parts = []
+            for name, event in events:
+                text = (event.get("delta") or {}).get("text") if name == "contentBlockDelta" else None
+                if text:
+                    parts.append(text)
+                    yield "output", {"text": text}
+            answer = "".join(parts)
+            for citation in cite(answer, hits):
+                yield "citation", {"citation": citation, **citation}
+            self._remember(caller, session_id, turns, question, answer)
+        return session_id, stream()
+
+    def _prepare(self, caller: Caller, params: dict[str, Any]):
+        if params.get("sessionConfiguration"):
+            raise ValidationException("sessionConfiguration (a KMS key for sessions) is not supported on this server")
+        configuration = params.get("retrieveAndGenerateConfiguration")
+        if not configuration:
+            raise ValidationException("retrieveAndGenerateConfiguration is required")
+        if configuration["type"] != "KNOWLEDGE_BASE":
+            raise ValidationException(f"retrieveAndGenerateConfiguration.type {configuration['type']} is not "
+                                      "available on this server; use KNOWLEDGE_BASE")
+        path = "retrieveAndGenerateConfiguration.knowledgeBaseConfiguration"
+        kb_config = configuration.get("knowledgeBaseConfiguration")
+        if not kb_config:
+            raise ValidationException(f"{path} is required when type is KNOWLEDGE_BASE")
+        orchestration = kb_config.get("orchestrationConfiguration") or {}
+        if orchestration:
+            raise ValidationException(f"{path}.orchestrationConfiguration (query rewriting) is not supported on this "
+                                      "server; the question is searched as asked")
+        generation = kb_config.get("generationConfiguration") or {}
+        _refuse(generation, {"guardrailConfiguration": "guardrails"}, f"{path}.generationConfiguration")
+        session_id = params.get("sessionId")
+        turns = self._turns(caller, session_id) if session_id else []
+        question = params["input"]["text"]
+        hits = self.search(caller, kb_config["knowledgeBaseId"], question, kb_config.get("retrievalConfiguration"),
+                           f"{path}.retrievalConfiguration")
+        template = (generation.get("promptTemplate") or {}).get("textPromptTemplate") or DEFAULT_PROMPT
+        if SEARCH_RESULTS not in template:
+            raise ValidationException(f"{path}.generationConfiguration.promptTemplate.textPromptTemplate must "
+                                      f"contain {SEARCH_RESULTS}")
+        system = (template.replace(SEARCH_RESULTS, _numbered(hits))
+                  .replace("$output_format_instructions$", OUTPUT_FORMAT).replace("$query$", question))
+        messages = []
+        for turn in turns[-SESSION_TURNS:]:
+            messages += [{"role": "user", "content": [{"text": turn["question"]}]},
+                         {"role": "assistant", "content": [{"text": turn["answer"] or "-"}]}]
+        messages.append({"role": "user", "content": [{"text": question}]})
+        request: dict[str, Any] = {"modelId": kb_config["modelArn"], "messages": messages, "system": [{"text": system}]}
+        inference = (generation.get("inferenceConfig") or {}).get("textInferenceConfig")
+        if inference:
+            request["inferenceConfig"] = inference
+        for member in ("additionalModelRequestFields", "performanceConfig"):
+            if generation.get(member):
+                request[member] = generation[member]
+        return question, session_id or str(uuid.uuid4()), turns, hits, request
+
+    def _turns(self, caller: Caller, session_id: str) -> list[dict[str, str]]:
+        db = self.knowledge.db
+        with db.session() as session:
+            row = session.get(RagSessionRow, session_id)
+        expired = row is not None and utc_now() - row.updated_at > timedelta(
+            seconds=self.settings.knowledge_session_seconds)
+        if row is None or row.account_id != caller.principal.account_id or expired:
+            raise ValidationException(f"Session with Id {session_id} is not valid. Please check and try again.")
+        return list(row.turns)
+
+    def _remember(self, caller: Caller, session_id: str, turns: list[dict[str, str]], question: str,
+                  answer: str) -> None:
+        turns = [*turns, {"question": question, "answer": answer}][-SESSION_TURNS:]
+        now = utc_now()
+        with self.knowledge.db.session() as session:
+            row = session.get(RagSessionRow, session_id)
+            if row is None:
+                session.add(RagSessionRow(session_id=session_id, account_id=caller.principal.account_id, turns=turns,
+                                          created_at=now, updated_at=now))
+            else:
+                row.turns, row.updated_at = turns, now
+
+
+def cite(answer: str, hits: list[Hit]) -> list[dict[str, Any]]:
+    """Bedrock's citations for `answer`: its sentences in order, consecutive ones citing the same passages
+    grouped into one part, each part with the passages it draws on (none when it shares too little)."""
+    passages = [_words(hit.context) for hit in hits]
+    parts: list[tuple[int, int, tuple[int, ...]]] = []
+    for match in _SENTENCE.finditer(answer):
+        sentence = match.group().strip()
+        if not sentence:
+            continue
+        start = match.start() + match.group().index(sentence)
+        words = _words(sentence)
+        sources = tuple(i for i, passage in enumerate(passages)
+                        if words and len(words & passage) / len(words) >= CITATION_OVERLAP)
+        if parts and parts[-1][2] == sources:
+            parts[-1] = (parts[-1][0], start + len(sentence), sources)
+        else:
+            parts.append((start, start + len(sentence), sources))
+    return [{"generatedResponsePart": {"textResponsePart": {"text": answer[start:end],
+                                                            "span": {"start": start, "end": end - 1}}},
+             "retrievedReferences": [_reference(hits[i]) for i in sources]} for start, end, sources in parts]
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def _numbered(hits: list[Hit]) -> str:
+    if not hits:
+        return "(no results)"
+    return "\n\n".join(f"[{i}] {hit.context}" for i, hit in enumerate(hits, 1))
+
+
+def _location(hit: Hit) -> dict[str, Any]:
+    if hit.source_uri.startswith("s3://"):
+        return {"type": "S3", "s3Location": {"uri": hit.source_uri}}
+    return {"type": "CUSTOM", "customDocumentLocation": {"id": hit.source_uri}}
+
+
+def _result(hit: Hit) -> dict[str, Any]:
+    return {"content": {"text": hit.context, "type": "TEXT"}, "location": _location(hit), "score": hit.score,
+            "metadata": hit.metadata}
+
+
+def _reference(hit: Hit) -> dict[str, Any]:
+    return {"content": {"text": hit.context, "type": "TEXT"}, "location": _location(hit), "metadata": hit.metadata}
+
+
+def _refuse(params: dict[str, Any], members: dict[str, str], path: str = "") -> None:
+    """Members this server cannot honour are refused by name, never ignored."""
+    for member, what in members.items():
+        if params.get(member):
+            name = f"{path}.{member}" if path else member
+            raise ValidationException(f"{name} ({what}) is not supported on this server")
