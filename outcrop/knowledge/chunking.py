@@ -42,6 +42,25 @@ DEFAULT_CHUNKING = {"chunkingStrategy": "FIXED_SIZE",
                     "fixedSizeChunkingConfiguration": {"maxTokens": 300, "overlapPercentage": 20}}
 
 STRATEGIES = ("FIXED_SIZE", "NONE", "HIERARCHICAL", "SEMANTIC")
+
+
+def default_for(window: int) -> dict:
+    """Bedrock's default chunking, its chunks cut to fit an embedding model whose window is smaller than
+    300 tokens (MiniLM's is 256): a chunk is embedded whole or its tail is never found."""
+    size = min(DEFAULT_CHUNKING["fixedSizeChunkingConfiguration"]["maxTokens"], window)
+    return {"chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {"maxTokens": size,
+                                                                                 "overlapPercentage": 20}}
+
+
+def embedded_tokens(config: dict | None) -> int | None:
+    """The most tokens one embedded chunk holds under `config` (a hierarchical chunk's child is what is
+    embedded), or None for NONE, whose chunk is the whole document."""
+    strategy = (config or DEFAULT_CHUNKING)["chunkingStrategy"]
+    if strategy == "NONE":
+        return None
+    if strategy == "HIERARCHICAL":
+        return config["hierarchicalChunkingConfiguration"]["levelConfigurations"][-1]["maxTokens"]
+    return (config or DEFAULT_CHUNKING)[_MEMBERS[strategy]]["maxTokens"]
 #: The member each strategy requires; the others' members are refused with it.
 _MEMBERS = {"FIXED_SIZE": "fixedSizeChunkingConfiguration", "HIERARCHICAL": "hierarchicalChunkingConfiguration",
             "SEMANTIC": "semanticChunkingConfiguration"}

@@ -104,7 +104,8 @@ def run(ctx: jobs.JobContext) -> str | None:
     model_id = kb.embedding_model_id
     _, deployment = runtime.encoder(kb.account_id, model_id)
     tokenizer = deployment.loaded.tokenizer
-    config = (source.ingestion or {}).get("chunkingConfiguration")
+    config = (source.ingestion or {}).get("chunkingConfiguration") or chunking.default_for(
+        deployment.loaded.context_length - 2)
 
     def embed(texts: list[str]):
         return runtime.embed_texts(caller, model_id, texts, "IngestionJob").numpy()

@@ -253,6 +253,12 @@ class KnowledgeBases:
         _check_source(configuration, account)
         ingestion = params.get("vectorIngestionConfiguration")
         _check_ingestion(ingestion)
+        chunk_tokens = chunking.embedded_tokens((ingestion or {}).get("chunkingConfiguration"))
+        window = self.window(kb)
+        if chunk_tokens is not None and chunk_tokens > window and (ingestion or {}).get("chunkingConfiguration"):
+            raise ValidationException(
+                f"vectorIngestionConfiguration.chunkingConfiguration: chunks of {chunk_tokens} tokens do not fit "
+                f"the embedding model {kb.embedding_model_id}, which embeds at most {window} tokens at once")
         if params.get("serverSideEncryptionConfiguration"):
             raise ValidationException("serverSideEncryptionConfiguration (a KMS key) is not supported on this server")
         ds_id, now = new_id(), utc_now()
@@ -269,6 +275,11 @@ class KnowledgeBases:
                                         f"{kb.knowledge_base_id}")
             session.add(row)
         return {"dataSourceId": ds_id}
+
+    def window(self, kb: KnowledgeBaseRow) -> int:
+        """The most tokens of text the knowledge base's embedding model embeds at once (its window, less the
+        two special tokens around a text)."""
+        return self.profiles.catalog.get(kb.embedding_model_id).context_length - 2
 
     def data_source(self, account: str, kb_id: str, ds_id: str) -> DataSourceRow:
         self.row(account, kb_id)
@@ -434,7 +445,8 @@ class KnowledgeBases:
         kind = source.configuration["type"]
         identifiers = [_identifier(d, kind, f"documentIdentifiers[{i}]")
                        for i, d in enumerate(params["documentIdentifiers"])]
-        self._no_running_job(kb_id, "delete documents")
+        # No wait for a running job: LanceDB commits concurrent writes in turn (a document the job is
+        # indexing this very moment may come back; Bedrock says as much of its own direct ingestion).
         store_for(kb, self.settings).delete_documents([f"{ds_id}:{i}" for i in identifiers])
         details = self._details(kb_id, ds_id, identifiers, kind, DocumentStatus.DELETING)
         with self.db.session() as session:

@@ -207,6 +207,36 @@ def test_unsupported_storage_is_refused_by_name(server, kb):
     assert (code, status) == ("ValidationException", 400) and "PINECONE" in message and "S3_VECTORS" in message
 
 
+def test_documents_ingested_directly_are_found_and_deleted(server, kb):
+    agent = server.client("bedrock-agent")
+    source = agent.create_data_source(knowledgeBaseId=kb["id"], name="direct", dataSourceConfiguration={
+        "type": "CUSTOM"})["dataSource"]["dataSourceId"]
+    identifier = {"dataSourceType": "CUSTOM", "custom": {"id": "note-1"}}
+    details = agent.ingest_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=source, documents=[{
+        "content": {"dataSourceType": "CUSTOM", "custom": {
+            "customDocumentIdentifier": {"id": "note-1"}, "sourceType": "IN_LINE",
+            "inlineContent": {"type": "TEXT", "textContent": {"data": "The office dog is a beagle named Waffles."}}}},
+        "metadata": {"type": "IN_LINE_ATTRIBUTE", "inlineAttributes": [
+            {"key": "team", "value": {"type": "STRING", "stringValue": "platform"}}]}}])["documentDetails"]
+    assert details[0]["status"] == "STARTING" and details[0]["identifier"] == identifier
+    deadline = time.monotonic() + 120
+    while details[0]["status"] != "INDEXED":
+        assert time.monotonic() < deadline and details[0]["status"] in ("STARTING", "IN_PROGRESS"), details
+        time.sleep(0.5)
+        details = agent.get_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=source,
+                                                     documentIdentifiers=[identifier])["documentDetails"]
+    listed = agent.list_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=source)["documentDetails"]
+    assert [d["identifier"] for d in listed] == [identifier]
+    top = _retrieve(server, kb, "What is the office dog called?", filter={
+        "equals": {"key": "team", "value": "platform"}})
+    assert [r["location"] for r in top] == [{"type": "CUSTOM", "customDocumentLocation": {"id": "note-1"}}]
+    deleted = agent.delete_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=source,
+                                                    documentIdentifiers=[identifier])["documentDetails"]
+    assert deleted[0]["status"] == "DELETING"
+    assert _retrieve(server, kb, "What is the office dog called?", filter={
+        "equals": {"key": "team", "value": "platform"}}) == []
+
+
 def test_zz_a_resync_takes_in_changes_and_deletions(server, kb):
     """Last in the module: it changes the bucket the other tests read."""
     folder = kb["folder"]

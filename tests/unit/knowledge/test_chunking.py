@@ -16,7 +16,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from outcrop.errors import ValidationException
-from outcrop.knowledge.chunking import DEFAULT_CHUNKING, Chunk, check_config, split
+from outcrop.knowledge.chunking import DEFAULT_CHUNKING, Chunk, check_config, default_for, embedded_tokens, split
 
 #: Words that are one token each in MiniLM's vocabulary, so token positions are word positions.
 WORDS = "apple river stone cloud house green water light music table".split()
@@ -311,3 +311,11 @@ def test_invalid_configurations_name_the_member(config, message):
 def test_split_checks_its_configuration(tokenizer):
     with pytest.raises(ValidationException, match="overlapPercentage"):
         split("some text", _fixed(300, 0), tokenizer)
+
+
+def test_the_default_fits_a_small_embedding_window_and_embedded_sizes_are_known():
+    assert default_for(254)["fixedSizeChunkingConfiguration"] == {"maxTokens": 254, "overlapPercentage": 20}
+    assert default_for(8190) == DEFAULT_CHUNKING
+    assert embedded_tokens(None) == 300 and embedded_tokens({"chunkingStrategy": "NONE"}) is None
+    assert embedded_tokens({"chunkingStrategy": "HIERARCHICAL", "hierarchicalChunkingConfiguration": {
+        "levelConfigurations": [{"maxTokens": 1500}, {"maxTokens": 200}], "overlapTokens": 60}}) == 200
