@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from outcrop.catalog.prices import PriceTable
-from outcrop.catalog.service import Catalog
+from outcrop.catalog.service import RERANK_FORMAT, Catalog
 from outcrop.customization.models import CustomModels
 from outcrop.customization.service import CustomizationService
 from outcrop.evaluation.human.service import HumanReview
@@ -21,7 +21,7 @@ from outcrop.iam.credentials import write_credentials
 from outcrop.iam.secrets import KEY_FILE_NAME
 from outcrop.iam.service import IamService
 from outcrop.inference.engine import BoundedEngine, Engine, Preload
-from outcrop.inference.loader import CAUSAL, ENCODER
+from outcrop.inference.loader import CAUSAL, ENCODER, RERANKER
 from outcrop.insights.service import InsightsService
 from outcrop.knowledge.retrieval import Retrieval
 from outcrop.knowledge.service import KnowledgeBases
@@ -124,6 +124,8 @@ def _preload(engine: Engine, catalog: Catalog, model_ids: tuple[str, ...]) -> Pr
         def resolve():
             model = catalog.get(model_id)
             path = catalog.local_weights(model)
+            if model.native_format == RERANK_FORMAT:
+                return path, RERANKER
             return path, ENCODER if "EMBEDDING" in model.output_modalities else CAUSAL
         return resolve
     return Preload(engine, {model_id: target(model_id) for model_id in model_ids})

@@ -74,6 +74,11 @@ def _folder_tool_use(folder: Path, *_mtimes: float) -> str:
     return tool_use_capability(template)
 
 
+#: A registered cross-encoder's output modality in its row, and every reranker's native format.
+RERANK = "RERANK"
+RERANK_FORMAT = "rerank"
+
+
 def registered_model_id(name: str) -> str:
     """`NAME` -> `local.NAME-v1:0`; a name that already is a full Bedrock-style id is kept."""
     if _FULL_ID_RE.fullmatch(name):
@@ -99,6 +104,8 @@ def inspect_weights(path: Path) -> tuple[str, str]:
         raise ValidationException(f"{config} is not readable JSON: {exc}") from None
     if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures):
         return "hf", "TEXT"
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "hf", RERANK  # a cross-encoder
     if (path / "sentence_bert_config.json").is_file() or any(
             a.endswith(("Model", "ForMaskedLM")) for a in architectures):
         return "hf", "EMBEDDING"
@@ -108,16 +115,18 @@ def inspect_weights(path: Path) -> tuple[str, str]:
 
 def _registered_card(row: RegisteredModel) -> FoundationModel:
     text = row.output_modality == "TEXT"
+    rerank = row.output_modality == RERANK
     return FoundationModel(
         model_id=row.model_id,
         name=row.name[:20],
         provider=REGISTERED_PROVIDER,
         input_modalities=("TEXT",),
-        output_modalities=(row.output_modality,),
+        # Bedrock lists its rerankers' output as TEXT; their native format says what they do.
+        output_modalities=("TEXT",) if rerank else (row.output_modality,),
         streaming=text,
         customizations=("FINE_TUNING", "CONTINUED_PRE_TRAINING") if text else (),
         inference_types=("ON_DEMAND", "PROVISIONED") if text else ("ON_DEMAND",),
-        native_format="meta-llama" if text else "titan-embed",
+        native_format="meta-llama" if text else RERANK_FORMAT if rerank else "titan-embed",
         context_length=0,  # read from the model's own config when it loads
         source=WeightsSource(kind=f"local-{'gguf' if row.weights_format == 'gguf' else 'folder'}",
                              path=row.path),

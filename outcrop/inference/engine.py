@@ -24,12 +24,13 @@ import torch
 from outcrop.errors import ModelNotReadyException
 from outcrop.inference.loader import (
     CAUSAL,
-    ENCODER,
     LORA_HOST,
+    RERANKER,
     LoadedModel,
     load_causal_lm,
     load_encoder,
     load_lora_host,
+    load_reranker,
 )
 from outcrop.inference.sampling import SamplingParams
 from outcrop.inference.scheduler import Scheduler
@@ -161,10 +162,14 @@ class Engine:
         try:
             if kind == LORA_HOST:
                 loaded = load_lora_host(path)
+            elif kind == CAUSAL:
+                loaded = load_causal_lm(path, self.cache_dir, base=base)
             else:
-                loaded = load_causal_lm(path, self.cache_dir, base=base) if kind == CAUSAL else load_encoder(path)
+                loaded = load_reranker(path) if kind == RERANKER else load_encoder(path)
             log.info("loaded %s (%s, %.0f MB on %s)", path, kind, loaded.nbytes / 2**20, loaded.device)
-            scheduler = Scheduler(loaded, self.max_batch, self.max_queue_wait_s) if kind != ENCODER else None
+            # Encoders and rerankers run one forward pass under the deployment's lock; only generation batches.
+            scheduler = Scheduler(loaded, self.max_batch, self.max_queue_wait_s) if kind in (CAUSAL, LORA_HOST) \
+                else None
             load.deployment = Deployment(loaded, scheduler, threading.Lock())
             with self._lock:
                 self._deployments[key] = load.deployment

@@ -24,6 +24,8 @@ CAUSAL = "causal"
 ENCODER = "encoder"
 #: A base causal LM prepared to host LoRA adapters that share it (multi-LoRA).
 LORA_HOST = "lora-host"
+#: A cross-encoder: a (query, passage) pair in, one relevance logit out (Rerank).
+RERANKER = "reranker"
 
 
 @dataclass
@@ -135,6 +137,20 @@ def load_lora_host(base: Path, device: torch.device | None = None) -> LoadedMode
     loaded.model = get_peft_model(loaded.model, LoraConfig(r=1, target_modules=["lm_head"]),
                                   adapter_name="host-placeholder").eval()
     return loaded
+
+
+def load_reranker(path: Path, device: torch.device | None = None) -> LoadedModel:
+    """A cross-encoder (a sequence-classification head over a pair of texts), as sentence-transformers'
+    CrossEncoder loads one."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    device = device or default_device()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=_dtype(device)).to(device).eval()
+    limit = tokenizer.model_max_length if 0 < tokenizer.model_max_length < 10**8 else None
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return LoadedModel(RERANKER, model, tokenizer, device, limit or _context_length(model.config, tokenizer),
+                       nbytes=nbytes)
 
 
 def load_encoder(path: Path, device: torch.device | None = None) -> LoadedModel:

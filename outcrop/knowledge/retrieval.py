@@ -1,4 +1,4 @@
-"""Knowledge bases, the runtime (bedrock-agent-runtime): Retrieve, RetrieveAndGenerate and its stream.
+"""Knowledge bases, the runtime (bedrock-agent-runtime): Retrieve, RetrieveAndGenerate and its stream, Rerank.
 
 A question is embedded by the knowledge base's own embedding model and searched in its store (vectors, or
 vectors and BM25 together for HYBRID), with Bedrock's metadata filters. RetrieveAndGenerate puts the
@@ -14,6 +14,7 @@ shares too little with every passage is left uncited rather than cited wrongly.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -91,6 +92,32 @@ class Retrieval:
                 seen.add(hit.context)
                 hits.append(hit)
         return hits[:count]
+
+    # -- Rerank -----------------------------------------------------------------------------------
+
+    def rerank(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        """Rerank: the sources ordered by a cross-encoder's relevance to the query, most relevant first."""
+        if params.get("nextToken"):
+            raise ValidationException("nextToken is not a token this server gave out: Rerank answers every result "
+                                      "at once")
+        bedrock = params["rerankingConfiguration"]["bedrockRerankingConfiguration"]
+        model = bedrock["modelConfiguration"]
+        _refuse(model, {"additionalModelRequestFields": "model request fields"},
+                "rerankingConfiguration.bedrockRerankingConfiguration.modelConfiguration")
+        query = params["queries"][0]["textQuery"]["text"]
+        sources = [source["inlineDocumentSource"] for source in params["sources"]]
+        texts = []
+        for i, document in enumerate(sources):
+            if document["type"] == "TEXT":
+                text = (document.get("textDocument") or {}).get("text")
+            else:  # JSON documents are read as their JSON text, as Bedrock's rerankers read them
+                text = None if document.get("jsonDocument") is None else json.dumps(document["jsonDocument"])
+            if not text:
+                raise ValidationException(f"sources[{i}].inlineDocumentSource has no {document['type']} document")
+            texts.append(text)
+        scores = self.runtime.rerank(caller, model["modelArn"], query, texts)
+        order = sorted(range(len(texts)), key=lambda i: -scores[i])[:bedrock.get("numberOfResults") or len(texts)]
+        return {"results": [{"index": i, "relevanceScore": scores[i], "document": sources[i]} for i in order]}
 
     # -- RetrieveAndGenerate ----------------------------------------------------------------------
 

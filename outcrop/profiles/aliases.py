@@ -61,8 +61,12 @@ _EMBEDDING_IDS = (
     "cohere.embed-english-v3",
     "cohere.embed-multilingual-v3",
 )
+RERANK_MODEL = "cross-encoder.ms-marco-minilm-l6-v2-v1:0"
+#: Bedrock's reranking models, answered by the catalog's cross-encoder.
+_RERANK_IDS = ("amazon.rerank-v1:0", "cohere.rerank-v3-5:0")
 DEFAULT_ALIASES: dict[str, str] = {**dict.fromkeys(_CHAT_IDS, CHAT_MODEL),
-                                   **dict.fromkeys(_EMBEDDING_IDS, EMBEDDING_MODEL)}
+                                   **dict.fromkeys(_EMBEDDING_IDS, EMBEDDING_MODEL),
+                                   **dict.fromkeys(_RERANK_IDS, RERANK_MODEL)}
 
 #: The geo prefixes of Bedrock's system inference profiles (`us.`, `eu.`, `apac.`, `global.`).
 GLOBAL_GEO = "global"

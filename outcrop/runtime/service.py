@@ -17,12 +17,12 @@ import torch
 
 from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.served import ServedModel
-from outcrop.catalog.service import AliasTargetMissing, Catalog
+from outcrop.catalog.service import RERANK_FORMAT, AliasTargetMissing, Catalog
 from outcrop.errors import BedrockError, Cancelled, ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
 from outcrop.inference.engine import Deployment, Engine
 from outcrop.inference.grammar import GrammarError
-from outcrop.inference.loader import CAUSAL, ENCODER
+from outcrop.inference.loader import CAUSAL, ENCODER, RERANKER
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion, GenerationStream
 from outcrop.platform.database import Database
@@ -289,6 +289,9 @@ class RuntimeService:
     def _prepare(self, account: str, model_id: str, request: TextRequest, check_room: bool = True) -> _Prepared:
         served, capacity = self.target(account, model_id)
         model = served.card
+        if model.native_format == RERANK_FORMAT:
+            raise ValidationException(f"The model {model.model_id} is a reranking model: it scores passages "
+                                      "through Rerank (bedrock-agent-runtime), it does not generate text.")
         if "TEXT" not in model.output_modalities:
             raise ValidationException(f"The model {model.model_id} does not generate text; "
                                       f"its output is {', '.join(model.output_modalities)}.")
@@ -415,6 +418,34 @@ class RuntimeService:
         self._meter(caller, operation, model_id, model.served_model_id, started, UsageStatus.SUCCESS,
                     {"texts": len(texts)}, True, None, input_tokens=tokens, output_tokens=0)
         return vectors
+
+    def rerank(self, caller: Caller, model_id: str, query: str, passages: list[str],
+               batch_size: int = 32) -> list[float]:
+        """How relevant each passage is to `query`, in [0, 1], by a cross-encoder reading both together
+        (one metered call, named Rerank). Pairs longer than the model's window lose the passage's end."""
+        started = time.perf_counter()
+        model = self.target(caller.principal.account_id, model_id)[0].card
+        if model.native_format != RERANK_FORMAT:
+            raise ValidationException(f"The model {model.model_id} is not a reranking model")
+        self.quotas.admit(caller.principal.account_id)
+        deployment = self.engine.get(self.catalog.local_weights(model), RERANKER)
+        loaded = deployment.loaded
+        scores: list[float] = []
+        tokens = 0
+        for start in range(0, len(passages), batch_size):
+            batch = passages[start:start + batch_size]
+            encoded = loaded.tokenizer([query] * len(batch), batch, padding=True, truncation="only_second",
+                                       max_length=loaded.context_length, return_tensors="pt")
+            tokens += int(encoded["attention_mask"].sum())
+            with deployment.lock, torch.inference_mode():
+                logits = loaded.model(**{k: v.to(loaded.device) for k, v in encoded.items()}).logits.float()
+            # One logit (ms-marco, bge): a sigmoid; two classes: the probability of "relevant".
+            probabilities = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(-1)[:, 1]
+            scores += probabilities.cpu().tolist()
+        caller.served_model_id = model.served_model_id
+        self._meter(caller, "Rerank", model_id, model.served_model_id, started, UsageStatus.SUCCESS,
+                    {"passages": len(passages)}, True, None, input_tokens=tokens, output_tokens=0)
+        return scores
 
     def _embed(self, caller: Caller, invoked: str, model: FoundationModel, document: dict[str, Any],
                started: float) -> tuple[dict[str, Any], int]:

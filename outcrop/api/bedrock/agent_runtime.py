@@ -1,4 +1,4 @@
-"""The `bedrock-agent-runtime` service: Retrieve, RetrieveAndGenerate and its stream."""
+"""The `bedrock-agent-runtime` service: Retrieve, RetrieveAndGenerate and its stream, Rerank."""
 
 from __future__ import annotations
 
@@ -44,3 +44,12 @@ def retrieve_and_generate_stream(ctx: RequestContext, params: dict[str, Any]) ->
     _authorize_generation(ctx, params)
     session_id, stream = ctx.services.retrieval.retrieve_and_generate_stream(_caller(ctx), params)
     return {"sessionId": session_id, "stream": stream}
+
+
+@handles("bedrock-agent-runtime", "Rerank")
+def rerank(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Needs bedrock:Rerank and, as on Bedrock, bedrock:InvokeModel on the reranking model."""
+    model = params["rerankingConfiguration"]["bedrockRerankingConfiguration"]["modelConfiguration"]["modelArn"]
+    for arn in model_arns(ctx.services, ctx.principal.account_id, model):
+        ctx.services.iam.authorize(ctx.principal, "bedrock:InvokeModel", arn)
+    return ctx.services.retrieval.rerank(_caller(ctx), params)
