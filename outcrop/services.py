@@ -8,6 +8,7 @@ the CLI and job entry points (`<capability>/job.py`) import this module; no serv
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from outcrop.catalog.prices import PriceTable
@@ -25,7 +26,7 @@ from outcrop.inference.loader import CAUSAL, ENCODER, RERANKER
 from outcrop.insights.service import InsightsService
 from outcrop.knowledge.retrieval import Retrieval
 from outcrop.knowledge.service import KnowledgeBases
-from outcrop.platform.config import Settings
+from outcrop.platform.config import VECTOR_BUCKET, Settings
 from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import ObjectStore, open_object_store
@@ -37,6 +38,8 @@ from outcrop.provisioning.service import ProvisioningService
 from outcrop.runtime.invocation_logging import InvocationLogWriter
 from outcrop.runtime.quotas import Quotas
 from outcrop.runtime.service import RuntimeService
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Services:
                         max_queue_wait_s=settings.max_queue_wait_seconds or None)
         store = open_object_store(settings)
         buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
+        _vectors_bucket(store, settings)
         invocation_log = InvocationLogWriter(db, store, settings.region)
         jobs = JobRunner(db, settings, settings.max_running_jobs)
         jobs.start()  # recovers jobs a previous server left running
@@ -110,6 +114,19 @@ class Services:
         self.invocation_log.close()
         self.engine.close()
         self.db.dispose()
+
+
+def _vectors_bucket(store: ObjectStore, settings: Settings) -> None:
+    """On an S3 endpoint, knowledge bases keep their LanceDB tables in Outcrop's own bucket (no account may
+    claim it: iam/buckets.py); it is made here, so that the first ingestion finds it."""
+    if settings.vectors_uri != f"s3://{VECTOR_BUCKET}":
+        return
+    try:
+        if not store.bucket_exists(VECTOR_BUCKET):
+            store.create_bucket(VECTOR_BUCKET)
+    except Exception as exc:  # an S3 endpoint that is down must not keep the server from starting
+        log.warning("could not make the bucket %s for knowledge bases (%s); ingestion will fail until it exists",
+                    VECTOR_BUCKET, exc)
 
 
 def _provisioning(db: Database, settings: Settings, engine: Engine, models: CustomModels) -> ProvisioningService:

@@ -22,6 +22,7 @@ from outcrop.errors import AccessDeniedException, ConflictException, ValidationE
 from outcrop.iam.policy import evaluate_resource_policy, parse_policy
 from outcrop.iam.principal import Principal
 from outcrop.iam.tables import AccountRow, BucketRow
+from outcrop.platform.config import VECTOR_BUCKET
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.objectstore import BucketNotFound, ObjectStore, S3Uri
 
@@ -78,11 +79,18 @@ def check_access(db: Database, principal: Principal, action: str, resource: str,
                                 "bucket policy grants it")
 
 
+#: Buckets no account may own: Outcrop's own, on an S3 endpoint it shares with the accounts' buckets.
+RESERVED_BUCKETS = frozenset({VECTOR_BUCKET})
+
+
 def create(db: Database, store: ObjectStore, account: str, bucket: str) -> None:
     """Create a bucket owned by `account`. Creating one's own bucket again is no error (as S3's
     BucketAlreadyOwnedByYou in us-east-1); a name another account holds is BucketAlreadyExists. A bucket
     that exists in the store with no owner (made outside Outcrop) becomes the account's."""
     S3Uri(bucket)  # the name's rules, before anything is recorded
+    if bucket in RESERVED_BUCKETS:
+        raise ConflictException(f"BucketAlreadyExists: the bucket name {bucket} is not available; Outcrop keeps "
+                                "the knowledge bases' vectors there")
     try:
         with db.session() as session:
             if session.get(AccountRow, account) is None:
@@ -117,7 +125,7 @@ def adopt(db: Database, store: ObjectStore, account: str) -> list[str]:
         known = set(session.scalars(select(BucketRow.name)))
     adopted = []
     for bucket in store.list_buckets():
-        if bucket in known:
+        if bucket in known or bucket in RESERVED_BUCKETS:
             continue
         try:
             with db.session() as session:

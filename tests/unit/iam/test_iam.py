@@ -20,6 +20,7 @@ from outcrop.errors import (
 from outcrop.iam import buckets, sigv4
 from outcrop.iam.principal import Principal
 from outcrop.iam.service import BEARER, IamService, s3_access_policy
+from outcrop.platform.config import VECTOR_BUCKET
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.objectstore import LocalObjectStore
 
@@ -188,6 +189,11 @@ def test_buckets_made_before_owners_were_recorded_go_to_the_first_account(iam, t
     assert buckets.adopt_after_upgrade(iam.db, store, lambda: first) == ["legacy"]
     assert buckets.owner(iam.db, "legacy") == first
     assert buckets.adopt(iam.db, store, first) == []
+    # Outcrop's own bucket for knowledge bases' vectors (on an S3 endpoint) is nobody's, adopted or claimed.
+    store.create_bucket(VECTOR_BUCKET)
+    assert buckets.adopt(iam.db, store, first) == [] and buckets.owner(iam.db, VECTOR_BUCKET) is None
+    with pytest.raises(ConflictException, match="BucketAlreadyExists"):
+        buckets.create(iam.db, store, first, VECTOR_BUCKET)
     # A bucket policy's Deny binds the owner's own principals too, and its conditions see who is asking.
     buckets.create(iam.db, store, first, "guarded")
     reader = iam.create_role(first, "reader")
