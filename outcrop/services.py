@@ -29,7 +29,7 @@ from outcrop.knowledge.service import KnowledgeBases
 from outcrop.platform.config import VECTOR_BUCKET, Settings
 from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
-from outcrop.platform.objectstore import ObjectStore, open_object_store
+from outcrop.platform.objectstore import ObjectStore, S3Uri, open_object_store
 from outcrop.platform.pagination import use_secret
 from outcrop.platform.private import private_dir, private_files
 from outcrop.profiles.aliases import model_aliases
@@ -86,7 +86,7 @@ class Services:
                         max_queue_wait_s=settings.max_queue_wait_seconds or None)
         store = open_object_store(settings)
         buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
-        _vectors_bucket(store, settings)
+        _vectors_bucket(db, store, settings)
         invocation_log = InvocationLogWriter(db, store, settings.region)
         jobs = JobRunner(db, settings, settings.max_running_jobs)
         jobs.start()  # recovers jobs a previous server left running
@@ -116,10 +116,18 @@ class Services:
         self.db.dispose()
 
 
-def _vectors_bucket(store: ObjectStore, settings: Settings) -> None:
+def _vectors_bucket(db: Database, store: ObjectStore, settings: Settings) -> None:
     """On an S3 endpoint, knowledge bases keep their LanceDB tables in Outcrop's own bucket (no account may
-    claim it: iam/buckets.py); it is made here, so that the first ingestion finds it."""
-    if settings.vectors_uri != f"s3://{VECTOR_BUCKET}":
+    claim the default one: iam/buckets.py); it is made here, so that the first ingestion finds it. A bucket
+    an account already owns would hand it every account's vectors: the server refuses to start on it."""
+    if not settings.vectors_uri.startswith("s3://"):
+        return
+    bucket = S3Uri.parse(settings.vectors_uri).bucket
+    holder = buckets.owner(db, bucket)
+    if holder is not None:
+        raise RuntimeError(f"The bucket {bucket} belongs to account {holder}: knowledge bases cannot keep their "
+                           "vectors there. Set knowledge_store_uri to a bucket no account uses.")
+    if bucket != VECTOR_BUCKET:
         return
     try:
         if not store.bucket_exists(VECTOR_BUCKET):

@@ -148,7 +148,8 @@ class BedrockApp:
                 for target in targets:
                     self.services.iam.authorize(principal, iam_action(operation), target, context)
                 ctx = RequestContext(request_id=request_id, principal=principal, services=self.services,
-                                     source_ip=client_ip, headers=headers, cancelled=hung_up)
+                                     source_ip=client_ip, headers=headers, cancelled=hung_up,
+                                     conditions=context)
                 return protocol.serialize_response(route, HANDLERS[(service, operation)](ctx, params))
 
             wire = await _run_watching(call, receive, hung_up)

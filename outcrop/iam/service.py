@@ -352,11 +352,14 @@ class IamService:
         if not decision.allowed:
             raise AccessDeniedException(access_denied_message(principal.arn, action, resource, decision))
 
-    def check_role(self, role_arn: str, account_id: str, needs: list[tuple[str, str]]) -> Principal:
+    def check_role(self, role_arn: str, account_id: str,
+                   needs: list[tuple[str, str]] | list[tuple[str, str, dict[str, Any]]]) -> Principal:
         """Before a job starts: the role exists in the account, trusts Bedrock, and allows every need.
 
-        `needs` are (action, resource) pairs such as ("s3:GetObject", "arn:aws:s3:::bucket/data.jsonl");
-        the first one missing is an AccessDeniedException naming the action and the resource."""
+        `needs` are (action, resource) pairs such as ("s3:GetObject", "arn:aws:s3:::bucket/data.jsonl"), or
+        triples with the request's condition keys (`s3:ListBucket` under a prefix carries `s3:prefix`, as the
+        listing itself will); the first one missing is an AccessDeniedException naming the action and the
+        resource."""
         match = _ROLE_ARN.fullmatch(role_arn or "")
         if match is None:
             raise ValidationException(f"roleArn '{role_arn}' is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
@@ -371,8 +374,8 @@ class IamService:
             raise AccessDeniedException(f"The role {role_arn} does not trust {BEDROCK_SERVICE} to assume it "
                                         "(its trust policy must allow sts:AssumeRole for that service)")
         role = Principal(row.account_id, row.arn, "", ROLE, row.name)
-        for action, resource in needs:
-            self.authorize(role, action, resource)
+        for action, resource, *context in needs:
+            self.authorize(role, action, resource, context[0] if context else None)
         return role
 
 

@@ -98,8 +98,14 @@ def decode_metadata(stored: str | bytes | Mapping[str, Any] | None) -> dict[str,
 
 
 def _stored_number(key: str, value: int | float) -> int | float:
-    if isinstance(value, float) and not math.isfinite(value):
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf
+    if not math.isfinite(as_float):
         raise ValueError(f"metadata {key!r}: {value} is not a finite number")
+    if isinstance(value, int) and not -(2 ** 63) <= value < 2 ** 64:
+        return as_float  # past JSONB's integers; filters compare numbers as float64 anyway
     # -0.0 would be stored as such, and Arrow orders -0.0 before 0.0 (total order): keep the one zero.
     return 0.0 if value == 0 and isinstance(value, float) else value
 

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from outcrop.iam.scoped_store import ScopedStore
 from outcrop.knowledge import chunking, parsing
-from outcrop.knowledge.service import read_permissions, source_prefixes, store_for
+from outcrop.knowledge.service import abandon_documents, read_permissions, source_prefixes, store_for
 from outcrop.knowledge.store import ChunkRecord, VectorStore
 from outcrop.knowledge.tables import (
     DataSourceRow,
@@ -76,7 +76,9 @@ def run(ctx: jobs.JobContext) -> str | None:
     services = JobServices.open(db, settings)
     job, source, kb = _rows(db, job_id)
     _update(db, job_id, status=IngestionJobStatus.IN_PROGRESS)
-    statistics = dict(job.statistics) if ctx.attempt == 1 else {k: 0 for k in job.statistics}
+    # A resumed job keeps what its earlier attempt counted (those documents are skipped or gone now) and
+    # scans the source again.
+    statistics = {**job.statistics, "numberOfDocumentsScanned": 0, "numberOfMetadataDocumentsScanned": 0}
     reasons: list[str] = []
 
     # 1. The role may read the data source; what it holds, against what the index has.
@@ -114,6 +116,9 @@ def run(ctx: jobs.JobContext) -> str | None:
     for start in range(0, len(pending), BATCH_DOCUMENTS):
         if ctx.should_stop():
             _finish(db, job_id, IngestionJobStatus.STOPPED, statistics, reasons)
+            if job.documents is not None:
+                with db.session() as session:
+                    abandon_documents(session, source.data_source_id, "The ingestion job was stopped")
             return JobState.STOPPED
         batch = pending[start:start + BATCH_DOCUMENTS]
         _index(batch, source, kb, store, tokenizer, config, embed, db, statistics, reasons)
@@ -136,10 +141,7 @@ def on_failure(db: Database, runner_job_id: str, message: str) -> None:
         row.status, row.updated_at = IngestionJobStatus.FAILED, utc_now()
         row.failure_reasons = [*(row.failure_reasons or []), message][-MAX_REASONS:]
         if row.documents is not None:  # directly ingested documents that never got there failed with the job
-            for doc in session.scalars(select(DocumentRow).where(
-                    DocumentRow.data_source_id == row.data_source_id,
-                    DocumentRow.status.in_([DocumentStatus.STARTING, DocumentStatus.IN_PROGRESS]))):
-                doc.status, doc.status_reason, doc.updated_at = DocumentStatus.FAILED, message, utc_now()
+            abandon_documents(session, row.data_source_id, message)
 
 
 # -- what to do ------------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ def _plan_documents(objects: ScopedStore, source: DataSourceRow, documents: list
     for doc in documents:
         content = doc["content"]
         if content["dataSourceType"] == "S3":
-            identifier = str(S3Uri.parse(content["s3"]["uri"]))
+            identifier = str(S3Uri.parse(content["s3"]["s3Location"]["uri"]))
             read = _reader(objects, identifier)
         else:
             custom = content["custom"]

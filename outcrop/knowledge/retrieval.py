@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import delete
+
 from outcrop.errors import ValidationException
 from outcrop.knowledge import filters
 from outcrop.knowledge.service import KnowledgeBases, store_for
@@ -63,8 +65,12 @@ class Retrieval:
         if params.get("nextToken"):
             raise ValidationException("nextToken is not a token this server gave out: Retrieve answers every result "
                                       "at once (numberOfResults up to 100)")
-        hits = self.search(caller, params["knowledgeBaseId"], params["retrievalQuery"]["text"],
-                           params.get("retrievalConfiguration"), "retrievalConfiguration")
+        query = params["retrievalQuery"]
+        if query.get("type", "TEXT") != "TEXT" or query.get("image") or not query.get("text"):
+            raise ValidationException("retrievalQuery must be a TEXT query with text (image queries are not supported "
+                                      "on this server)")
+        hits = self.search(caller, params["knowledgeBaseId"], query["text"], params.get("retrievalConfiguration"),
+                           "retrievalConfiguration")
         return {"retrievalResults": [_result(hit) for hit in hits]}
 
     def search(self, caller: Caller, kb_id: str, query: str, configuration: dict[str, Any] | None,
@@ -104,7 +110,9 @@ class Retrieval:
         model = bedrock["modelConfiguration"]
         _refuse(model, {"additionalModelRequestFields": "model request fields"},
                 "rerankingConfiguration.bedrockRerankingConfiguration.modelConfiguration")
-        query = params["queries"][0]["textQuery"]["text"]
+        query = params["queries"][0]["textQuery"].get("text")
+        if not query:
+            raise ValidationException("queries[0].textQuery.text is required")
         sources = [source["inlineDocumentSource"] for source in params["sources"]]
         texts = []
         for i, document in enumerate(sources):
@@ -146,8 +154,8 @@ class Retrieval:
         return session_id, stream()
 
     def _prepare(self, caller: Caller, params: dict[str, Any]):
-        if params.get("sessionConfiguration"):
-            raise ValidationException("sessionConfiguration (a KMS key for sessions) is not supported on this server")
+        _refuse(params, {"sessionConfiguration": "a KMS key for sessions",
+                         "userContext": "user context (access filters)"})
         configuration = params.get("retrieveAndGenerateConfiguration")
         if not configuration:
             raise ValidationException("retrieveAndGenerateConfiguration is required")
@@ -205,7 +213,9 @@ class Retrieval:
         now = utc_now()
         with self.knowledge.db.session() as session:
             row = session.get(RagSessionRow, session_id)
-            if row is None:
+            if row is None:  # a new session: the expired ones go now (nothing else reads them)
+                session.execute(delete(RagSessionRow).where(RagSessionRow.updated_at < now - timedelta(
+                    seconds=self.settings.knowledge_session_seconds)))
                 session.add(RagSessionRow(session_id=session_id, account_id=caller.principal.account_id, turns=turns,
                                           created_at=now, updated_at=now))
             else:

@@ -39,6 +39,7 @@ from outcrop.platform.idempotency import run_once
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import S3Uri
 from outcrop.platform.pagination import page
+from outcrop.platform.tables import JobState
 from outcrop.profiles.service import InferenceProfiles
 
 ENTRY_POINT = "outcrop.knowledge.job:run"
@@ -74,11 +75,13 @@ def source_prefixes(data_source: DataSourceRow) -> list[S3Uri]:
     return [S3Uri(bucket, prefix) for prefix in (s3.get("inclusionPrefixes") or [""])]
 
 
-def read_permissions(data_source: DataSourceRow) -> list[tuple[str, str]]:
-    """What the knowledge base's role must allow for a sync: list the bucket, read under each prefix."""
+def read_permissions(data_source: DataSourceRow) -> list[tuple[str, str, dict[str, str]]]:
+    """What the knowledge base's role must allow for a sync: list the bucket under each prefix (the listing
+    sends s3:prefix, so a role scoped to the prefix passes), read under each prefix."""
     needs = []
     for prefix in source_prefixes(data_source):
-        needs += [("s3:ListBucket", bucket_arn(prefix.bucket)), ("s3:GetObject", object_arn(prefix) + "*")]
+        needs += [("s3:ListBucket", bucket_arn(prefix.bucket), {"s3:prefix": prefix.key}),
+                  ("s3:GetObject", object_arn(prefix) + "*", {})]
     return needs
 
 
@@ -106,6 +109,8 @@ class KnowledgeBases:
         return self.get(principal.account_id, created["knowledgeBaseId"])
 
     def _create(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("tags"):
+            raise ValidationException("tags are not kept for knowledge bases on this server")
         configuration = params["knowledgeBaseConfiguration"]
         model, dimension = self._embedding_model(account, configuration)
         self.iam.check_role(params["roleArn"], account, [])
@@ -152,6 +157,10 @@ class KnowledgeBases:
         if bedrock.get("dimensions") not in (None, dimension):
             raise ValidationException(f"embeddingModelConfiguration.bedrockEmbeddingModelConfiguration.dimensions "
                                       f"must be {dimension} for {model.model_id} (its embedding size)")
+        for member in ("audio", "video", "modelConfiguration"):
+            if bedrock.get(member):
+                raise ValidationException(f"bedrockEmbeddingModelConfiguration.{member} is not supported on this "
+                                          "server (text knowledge bases only)")
         if bedrock.get("embeddingDataType", "FLOAT32") != "FLOAT32":
             raise ValidationException("embeddingDataType BINARY is not supported on this server; use FLOAT32")
         return model, dimension
@@ -170,6 +179,12 @@ class KnowledgeBases:
         match = _S3_VECTORS_INDEX.fullmatch(config.get("indexArn") or "")
         bucket_match = match or _S3_VECTORS_BUCKET.fullmatch(config.get("vectorBucketArn") or "")
         index = match.group("index") if match else config.get("indexName")
+        named = _S3_VECTORS_BUCKET.fullmatch(config.get("vectorBucketArn") or "")
+        if match and config.get("vectorBucketArn") and (named is None or named.group(0) != match.group(0).split(
+                "/index/")[0]):
+            raise ValidationException("s3VectorsConfiguration.vectorBucketArn names another bucket than indexArn")
+        if match and config.get("indexName") not in (None, match.group("index")):
+            raise ValidationException("s3VectorsConfiguration.indexName names another index than indexArn")
         if bucket_match is None or not index:
             raise ValidationException("storageConfiguration.s3VectorsConfiguration needs an indexArn, or a "
                                       "vectorBucketArn (arn:aws:s3vectors:REGION:ACCOUNT:bucket/NAME) and an indexName")
@@ -207,6 +222,13 @@ class KnowledgeBases:
 
     def update(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
         row = self.row(account, params["knowledgeBaseId"])
+        if params.get("metadataConfigurations"):
+            raise ValidationException("metadataConfigurations are not supported on this server")
+        with self.db.session() as session:
+            if session.scalar(select(func.count()).select_from(KnowledgeBaseRow).where(
+                    KnowledgeBaseRow.account_id == account, KnowledgeBaseRow.name == params["name"],
+                    KnowledgeBaseRow.arn != row.arn)):
+                raise ConflictException(f"A knowledge base named {params['name']} already exists")
         configuration = params["knowledgeBaseConfiguration"]
         model, dimension = self._embedding_model(account, configuration)
         if (model.model_id, dimension) != (row.embedding_model_id, row.dimension):
@@ -223,18 +245,18 @@ class KnowledgeBases:
         """Gone at once, data sources and vectors with it (Bedrock answers DELETING and finishes later)."""
         row = self.row(account, kb_id)
         self._no_running_job(kb_id, "delete the knowledge base")
+        store_for(row, self.settings).drop()  # first: if it fails, the knowledge base is still there to retry
         with self.db.session() as session:
             for table in (DocumentRow, IngestionJobRow, DataSourceRow):
                 session.execute(delete(table).where(table.knowledge_base_id == kb_id))
             session.delete(session.get(KnowledgeBaseRow, row.arn))
-        store_for(row, self.settings).drop()
         return {"knowledgeBaseId": kb_id, "knowledgeBaseArn": row.arn, "status": KnowledgeBaseStatus.DELETING}
 
     def _no_running_job(self, kb_id: str, doing: str) -> None:
         with self.db.session() as session:
             running = session.scalars(select(IngestionJobRow).where(
                 IngestionJobRow.knowledge_base_id == kb_id, IngestionJobRow.status.in_(RUNNING))).first()
-        if running is not None:
+        if running is not None and self._settle(running).status in RUNNING:
             raise ConflictException(f"Cannot {doing} while the ingestion job {running.ingestion_job_id} is "
                                     f"{running.status}")
 
@@ -315,7 +337,14 @@ class KnowledgeBases:
         _check_source(configuration, account)
         if configuration["type"] != row.configuration["type"]:
             raise ValidationException("dataSourceConfiguration.type of a data source cannot change")
+        with self.db.session() as session:
+            if session.scalar(select(func.count()).select_from(DataSourceRow).where(
+                    DataSourceRow.knowledge_base_id == kb_id, DataSourceRow.name == params["name"],
+                    DataSourceRow.data_source_id != ds_id)):
+                raise ConflictException(f"A data source named {params['name']} already exists in knowledge base "
+                                        f"{kb_id}")
         ingestion = params.get("vectorIngestionConfiguration")
+        _check_ingestion(ingestion)
         if ingestion is not None and (ingestion or {}).get("chunkingConfiguration") != (
                 row.ingestion or {}).get("chunkingConfiguration"):
             raise ValidationException("vectorIngestionConfiguration.chunkingConfiguration cannot change after a data "
@@ -378,7 +407,29 @@ class KnowledgeBases:
             row = session.get(IngestionJobRow, job_id)
         if row is None or row.data_source_id != ds_id or row.documents is not None:
             raise ResourceNotFoundException(f"Ingestion job {job_id} does not exist")
-        return row
+        return self._settle(row)
+
+    def _settle(self, row: IngestionJobRow) -> IngestionJobRow:
+        """A job the runner ended without the job saying how (stopped while queued, killed after the stop's
+        grace, given up after restarts) is written down as the runner left it, so that it never holds the
+        knowledge base as running."""
+        if row.status not in RUNNING or not row.runner_job_id:
+            return row
+        runner = self.runner.get(row.runner_job_id)
+        outcome = {JobState.STOPPED: IngestionJobStatus.STOPPED, JobState.FAILED: IngestionJobStatus.FAILED,
+                   JobState.SUCCEEDED: IngestionJobStatus.FAILED}.get(runner.state if runner else JobState.FAILED)
+        if outcome is None:
+            return row
+        with self.db.session() as session:
+            fresh = session.get(IngestionJobRow, row.ingestion_job_id)
+            if fresh.status in RUNNING:  # the job itself may have finished in between
+                fresh.status, fresh.updated_at = outcome, utc_now()
+                if outcome == IngestionJobStatus.FAILED:
+                    reason = (runner.message if runner else None) or "The job ended without reporting its outcome"
+                    fresh.failure_reasons = [*(fresh.failure_reasons or []), reason]
+                if fresh.documents is not None:
+                    abandon_documents(session, fresh.data_source_id, f"The ingestion job was {outcome.lower()}")
+            return fresh
 
     def get_ingestion_job(self, account: str, kb_id: str, ds_id: str, job_id: str) -> dict[str, Any]:
         row = self._job_row(account, kb_id, ds_id, job_id)
@@ -431,12 +482,19 @@ class KnowledgeBases:
         a sync is, so that a big document never holds a request open."""
         account, kb_id, ds_id = principal.account_id, params["knowledgeBaseId"], params["dataSourceId"]
         source = self.data_source(account, kb_id, ds_id)
-        documents = params["documents"]
-        identifiers = [_check_document(doc, source, i) for i, doc in enumerate(documents)]
+        documents = [_storable(doc) for doc in params["documents"]]
+        identifiers = [_check_document(doc, source, i, account) for i, doc in enumerate(documents)]
         if len(set(identifiers)) != len(identifiers):
             raise ValidationException("documents names the same document twice")
-        self._start(account, kb_id, ds_id, None, documents)
-        self._mark(account, kb_id, ds_id, source.configuration["type"], identifiers, DocumentStatus.STARTING)
+
+        def ingest() -> dict[str, Any]:
+            self._no_running_job(kb_id, "ingest documents")
+            self._mark(account, kb_id, ds_id, source.configuration["type"], identifiers, DocumentStatus.STARTING)
+            self._start(account, kb_id, ds_id, None, documents)
+            return {"identifiers": identifiers}
+        run_once(self.db, account_id=account, operation="IngestKnowledgeBaseDocuments",
+                 token=params.get("clientToken"), params={**params, "documents": documents},
+                 token_member="clientToken", create=ingest)
         return {"documentDetails": self._details(kb_id, ds_id, identifiers, source.configuration["type"])}
 
     def delete_documents(self, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
@@ -522,13 +580,14 @@ def _identifier(document: dict[str, Any], kind: str, path: str) -> str:
     return identifier
 
 
-def _check_document(document: dict[str, Any], source: DataSourceRow, index: int) -> str:
+def _check_document(document: dict[str, Any], source: DataSourceRow, index: int, account: str) -> str:
     path = f"documents[{index}]"
     content = document["content"]
     kind = source.configuration["type"]
+    _check_metadata(document.get("metadata"), f"{path}.metadata", account)
     if kind == "S3":
-        identifier = _identifier({"dataSourceType": content["dataSourceType"], "s3": content.get("s3")}, kind,
-                                 f"{path}.content")
+        identifier = _identifier({"dataSourceType": content["dataSourceType"],
+                                  "s3": (content.get("s3") or {}).get("s3Location")}, kind, f"{path}.content")
         prefixes = [str(p) for p in source_prefixes(source)]
         if not any(identifier.startswith(p) for p in prefixes):
             raise ValidationException(f"{path}.content.s3.uri {identifier} is outside the data source's "
@@ -547,19 +606,60 @@ def _check_document(document: dict[str, Any], source: DataSourceRow, index: int)
         if inline.get("type") not in ("TEXT", "BYTE"):
             raise ValidationException(f"{path}.content.custom.inlineContent.type must be TEXT or BYTE")
     elif source_type == "S3_LOCATION":
-        if not (custom.get("s3Location") or {}).get("uri"):
-            raise ValidationException(f"{path}.content.custom.s3Location.uri is required")
+        _check_location(custom.get("s3Location"), f"{path}.content.custom.s3Location", account)
     else:
         raise ValidationException(f"{path}.content.custom.sourceType must be IN_LINE or S3_LOCATION")
-    metadata = document.get("metadata") or {}
-    if metadata and metadata.get("type") not in ("IN_LINE_ATTRIBUTE", "S3_LOCATION"):
-        raise ValidationException(f"{path}.metadata.type must be IN_LINE_ATTRIBUTE or S3_LOCATION")
     return identifier
+
+
+def _check_metadata(metadata: dict[str, Any] | None, path: str, account: str) -> None:
+    if not metadata:
+        return
+    if metadata.get("accessControlList"):
+        raise ValidationException(f"{path}.accessControlList (per-document access control) is not supported on "
+                                  "this server: every principal who may Retrieve sees every document")
+    if metadata["type"] == "S3_LOCATION":
+        _check_location(metadata.get("s3Location"), f"{path}.s3Location", account)
+    elif metadata["type"] != "IN_LINE_ATTRIBUTE":
+        raise ValidationException(f"{path}.type must be IN_LINE_ATTRIBUTE or S3_LOCATION")
+
+
+def _check_location(location: dict[str, Any] | None, path: str, account: str) -> None:
+    if not (location or {}).get("uri"):
+        raise ValidationException(f"{path}.uri is required")
+    S3Uri.parse(location["uri"])
+    if location.get("bucketOwnerAccountId") not in (None, account):
+        raise ValidationException(f"{path}.bucketOwnerAccountId: the bucket must be one of the caller's account")
+
+
+def _storable(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as JSON can hold it (it waits in the job's row): inline bytes as base64 text."""
+    inline = ((document.get("content") or {}).get("custom") or {}).get("inlineContent") or {}
+    data = (inline.get("byteContent") or {}).get("data")
+    if not isinstance(data, bytes):
+        return document
+    import base64
+    import copy
+
+    document = copy.deepcopy(document)
+    document["content"]["custom"]["inlineContent"]["byteContent"]["data"] = base64.b64encode(data).decode()
+    return document
+
+
+def abandon_documents(session: Any, ds_id: str, reason: str) -> None:
+    """Directly ingested documents still waiting when their job ended without them: FAILED, with why."""
+    for doc in session.scalars(select(DocumentRow).where(
+            DocumentRow.data_source_id == ds_id,
+            DocumentRow.status.in_([DocumentStatus.STARTING, DocumentStatus.IN_PROGRESS]))):
+        doc.status, doc.status_reason, doc.updated_at = DocumentStatus.FAILED, reason, utc_now()
 
 
 def _check_source(configuration: dict[str, Any], account: str) -> None:
     kind = configuration["type"]
     if kind == "CUSTOM":
+        if configuration.get("s3Configuration"):
+            raise ValidationException("dataSourceConfiguration.s3Configuration is for S3 data sources; a CUSTOM one "
+                                      "takes its documents from IngestKnowledgeBaseDocuments")
         return
     if kind != "S3":
         raise ValidationException(f"dataSourceConfiguration.type {kind} is not available on this server; use S3 "

@@ -110,7 +110,8 @@ class IngestionJobRow(Base):
     statistics: Mapped[dict[str, int]] = mapped_column(JSON)
     failure_reasons: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     #: Direct ingestion (IngestKnowledgeBaseDocuments) runs as a job too: the documents it was given.
-    documents: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    #: SQL NULL for a sync (none_as_null): the lists of jobs select syncs by it.
+    documents: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     runner_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

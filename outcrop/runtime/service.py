@@ -405,6 +405,7 @@ class RuntimeService:
         InvokeModel embeds them. Texts longer than the model's window are cut at the end."""
         started = time.perf_counter()
         model, deployment = self.encoder(caller.principal.account_id, model_id)
+        self.quotas.admit(caller.principal.account_id)
         loaded = deployment.loaded
         request = embeddings.EmbeddingRequest(embeddings.TITAN, tuple(texts), None, True, ("float",), "END")
         ids = embeddings.token_ids(loaded.tokenizer, request, loaded.context_length, model.model_id)
@@ -434,7 +435,8 @@ class RuntimeService:
         tokens = 0
         for start in range(0, len(passages), batch_size):
             batch = passages[start:start + batch_size]
-            encoded = loaded.tokenizer([query] * len(batch), batch, padding=True, truncation="only_second",
+            # The longer of the two loses its end first: a long query is cut too, not refused by the tokenizer.
+            encoded = loaded.tokenizer([query] * len(batch), batch, padding=True, truncation="longest_first",
                                        max_length=loaded.context_length, return_tensors="pt")
             tokens += int(encoded["attention_mask"].sum())
             with deployment.lock, torch.inference_mode():

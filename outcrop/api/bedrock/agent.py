@@ -9,7 +9,7 @@ from outcrop.api.bedrock.operations import RequestContext, handles
 
 def _pass_role(ctx: RequestContext, params: dict[str, Any]) -> None:
     """A knowledge base reads the user's bucket as its role: naming one needs iam:PassRole on it, as on AWS."""
-    ctx.services.iam.authorize(ctx.principal, "iam:PassRole", params["roleArn"])
+    ctx.authorize("iam:PassRole", params["roleArn"])
 
 
 @handles("bedrock-agent", "CreateKnowledgeBase")

@@ -21,11 +21,11 @@ def _authorize_generation(ctx: RequestContext, params: dict[str, Any]) -> None:
     services, account = ctx.services, ctx.principal.account_id
     config = (params.get("retrieveAndGenerateConfiguration") or {}).get("knowledgeBaseConfiguration") or {}
     if config.get("knowledgeBaseId"):
-        services.iam.authorize(ctx.principal, "bedrock:Retrieve",
-                               knowledge_base_arn(services.settings.region, account, config["knowledgeBaseId"]))
+        ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account,
+                                                             config["knowledgeBaseId"]))
     if config.get("modelArn"):
         for arn in model_arns(services, account, config["modelArn"]):
-            services.iam.authorize(ctx.principal, "bedrock:InvokeModel", arn)
+            ctx.authorize("bedrock:InvokeModel", arn)
 
 
 @handles("bedrock-agent-runtime", "Retrieve")
@@ -51,5 +51,5 @@ def rerank(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     """Needs bedrock:Rerank and, as on Bedrock, bedrock:InvokeModel on the reranking model."""
     model = params["rerankingConfiguration"]["bedrockRerankingConfiguration"]["modelConfiguration"]["modelArn"]
     for arn in model_arns(ctx.services, ctx.principal.account_id, model):
-        ctx.services.iam.authorize(ctx.principal, "bedrock:InvokeModel", arn)
+        ctx.authorize("bedrock:InvokeModel", arn)
     return ctx.services.retrieval.rerank(_caller(ctx), params)

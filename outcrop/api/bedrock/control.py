@@ -53,7 +53,7 @@ def delete_model_invocation_logging_configuration(ctx: RequestContext, params: d
 def _pass_role(ctx: RequestContext, role_arn: str) -> None:
     """A job acts as its service role, so naming a role needs iam:PassRole on it, as on AWS: without this,
     anyone who may create jobs could borrow any role that trusts Bedrock."""
-    ctx.services.iam.authorize(ctx.principal, "iam:PassRole", role_arn)
+    ctx.authorize("iam:PassRole", role_arn)
 
 
 @handles("bedrock", "CreateModelCustomizationJob")

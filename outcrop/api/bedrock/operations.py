@@ -21,6 +21,13 @@ class RequestContext:
     #: Set by the app when the client hangs up before the answer is sent; a handler whose work can be
     #: called off (a generation) hands it on, see `runtime.service.Caller.cancelled`.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: The request's condition keys (aws:SourceIp, aws:SecureTransport): a handler that authorizes more than
+    #: the operation's own resources (a nested model, a passed role) passes them on, as the app does.
+    conditions: dict[str, Any] = field(default_factory=dict)
+
+    def authorize(self, action: str, resource: str) -> None:
+        """Authorize a further action of this request, with the request's conditions."""
+        self.services.iam.authorize(self.principal, action, resource, self.conditions)
 
 
 Handler = Callable[[RequestContext, dict[str, Any]], Any]

@@ -212,21 +212,22 @@ def test_documents_ingested_directly_are_found_and_deleted(server, kb):
     source = agent.create_data_source(knowledgeBaseId=kb["id"], name="direct", dataSourceConfiguration={
         "type": "CUSTOM"})["dataSource"]["dataSourceId"]
     identifier = {"dataSourceType": "CUSTOM", "custom": {"id": "note-1"}}
+    page = b"<html><body><p>The office cat is a tabby called Biscuit.</p></body></html>"
     details = agent.ingest_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=source, documents=[{
         "content": {"dataSourceType": "CUSTOM", "custom": {
             "customDocumentIdentifier": {"id": "note-1"}, "sourceType": "IN_LINE",
             "inlineContent": {"type": "TEXT", "textContent": {"data": "The office dog is a beagle named Waffles."}}}},
         "metadata": {"type": "IN_LINE_ATTRIBUTE", "inlineAttributes": [
-            {"key": "team", "value": {"type": "STRING", "stringValue": "platform"}}]}}])["documentDetails"]
-    assert details[0]["status"] == "STARTING" and details[0]["identifier"] == identifier
-    deadline = time.monotonic() + 120
-    while details[0]["status"] != "INDEXED":
-        assert time.monotonic() < deadline and details[0]["status"] in ("STARTING", "IN_PROGRESS"), details
-        time.sleep(0.5)
-        details = agent.get_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=source,
-                                                     documentIdentifiers=[identifier])["documentDetails"]
+            {"key": "team", "value": {"type": "STRING", "stringValue": "platform"}}]}}, {
+        "content": {"dataSourceType": "CUSTOM", "custom": {
+            "customDocumentIdentifier": {"id": "page-2"}, "sourceType": "IN_LINE",
+            "inlineContent": {"type": "BYTE", "byteContent": {"mimeType": "text/html", "data": page}}}}},
+    ])["documentDetails"]
+    assert [d["status"] for d in details] == ["STARTING"] * 2 and details[0]["identifier"] == identifier
+    _wait_indexed(agent, kb["id"], source, [d["identifier"] for d in details])
     listed = agent.list_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=source)["documentDetails"]
-    assert [d["identifier"] for d in listed] == [identifier]
+    assert sorted(d["identifier"]["custom"]["id"] for d in listed) == ["note-1", "page-2"]
+    assert "Biscuit" in _retrieve(server, kb, "What is the office cat called?")[0]["content"]["text"]
     top = _retrieve(server, kb, "What is the office dog called?", filter={
         "equals": {"key": "team", "value": "platform"}})
     assert [r["location"] for r in top] == [{"type": "CUSTOM", "customDocumentLocation": {"id": "note-1"}}]
@@ -235,6 +236,37 @@ def test_documents_ingested_directly_are_found_and_deleted(server, kb):
     assert deleted[0]["status"] == "DELETING"
     assert _retrieve(server, kb, "What is the office dog called?", filter={
         "equals": {"key": "team", "value": "platform"}}) == []
+    agent.delete_data_source(knowledgeBaseId=kb["id"], dataSourceId=source)  # DELETE policy: its chunks go
+    assert not any("Biscuit" in r["content"]["text"] for r in _retrieve(server, kb, "What is the office cat called?"))
+
+
+def _wait_indexed(agent, kb_id: str, source: str, identifiers: list[dict]) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        details = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=source,
+                                                     documentIdentifiers=identifiers)["documentDetails"]
+        if all(d["status"] == "INDEXED" for d in details):
+            return
+        assert time.monotonic() < deadline and all(d["status"] in ("STARTING", "INDEXED") for d in details), details
+        time.sleep(0.5)
+
+
+def test_a_stopped_sync_lets_the_next_one_start(server, kb):
+    agent = server.client("bedrock-agent")
+    job = agent.start_ingestion_job(knowledgeBaseId=kb["id"], dataSourceId=kb["source"])["ingestionJob"]
+    stopped = agent.stop_ingestion_job(knowledgeBaseId=kb["id"], dataSourceId=kb["source"],
+                                       ingestionJobId=job["ingestionJobId"])["ingestionJob"]
+    assert stopped["status"] == "STOPPING"
+    deadline = time.monotonic() + 120
+    while stopped["status"] == "STOPPING":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+        stopped = agent.get_ingestion_job(knowledgeBaseId=kb["id"], dataSourceId=kb["source"],
+                                          ingestionJobId=job["ingestionJobId"])["ingestionJob"]
+    assert stopped["status"] == "STOPPED"
+    listed = agent.list_ingestion_jobs(knowledgeBaseId=kb["id"], dataSourceId=kb["source"], filters=[
+        {"attribute": "STATUS", "operator": "EQ", "values": ["STOPPED"]}])["ingestionJobSummaries"]
+    assert [j["ingestionJobId"] for j in listed] == [job["ingestionJobId"]]
 
 
 def test_zz_a_resync_takes_in_changes_and_deletions(server, kb):
@@ -251,3 +283,20 @@ def test_zz_a_resync_takes_in_changes_and_deletions(server, kb):
     assert statistics["numberOfNewDocumentsIndexed"] == 0 and statistics["numberOfDocumentsFailed"] == 1
     assert "volcano.html" not in _names(_retrieve(server, kb, "Which city did Mount Vesuvius bury?"))
     assert "steamed" in _retrieve(server, kb, "How is green tea made?")[0]["content"]["text"]
+
+
+def test_zzz_an_s3_document_ingested_directly(server, kb):
+    agent = server.client("bedrock-agent")
+    identifier = {"dataSourceType": "S3", "s3": {"uri": f"s3://{BUCKET}/docs/eiffel.txt"}}
+    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=kb["source"], documents=[{
+        "content": {"dataSourceType": "S3", "s3": {"s3Location": {"uri": f"s3://{BUCKET}/docs/eiffel.txt"}}},
+        "metadata": {"type": "IN_LINE_ATTRIBUTE", "inlineAttributes": [
+            {"key": "topic", "value": {"type": "STRING", "stringValue": "landmark"}}]}}])
+    _wait_indexed(agent, kb["id"], kb["source"], [identifier])
+    top = _retrieve(server, kb, "How tall is the Eiffel Tower?", filter={
+        "equals": {"key": "topic", "value": "landmark"}})
+    assert _names(top) == ["eiffel.txt"]
+    code, _, message = error_code(lambda: agent.ingest_knowledge_base_documents(
+        knowledgeBaseId=kb["id"], dataSourceId=kb["source"], documents=[{
+            "content": {"dataSourceType": "S3", "s3": {"s3Location": {"uri": "s3://elsewhere/a.txt"}}}}]))
+    assert code == "ValidationException" and "outside" in message

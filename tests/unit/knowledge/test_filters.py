@@ -145,9 +145,17 @@ def _expected(f: dict) -> set[str]:
 
 # -- generated filters --------------------------------------------------------------------------
 
+def _present(kind) -> list:
+    """The values of `kind` the table holds (list members too), so that filters often hit."""
+    found = {v for metadata in ROWS for value in metadata.values()
+             for v in (value if isinstance(value, list) else [value]) if kind(v)}
+    return sorted(found, key=repr)
+
+
 _keys = st.sampled_from([*KEYS, "absent"])
-_strings = st.one_of(st.sampled_from(STRINGS), st.text(max_size=4))
-_numbers = st.one_of(st.sampled_from(NUMBERS), st.integers(-5, 2030),
+_strings = st.one_of(st.sampled_from(_present(lambda v: isinstance(v, str))), st.sampled_from(STRINGS),
+                     st.text(max_size=4))
+_numbers = st.one_of(st.sampled_from(_present(_is_number)), st.sampled_from(NUMBERS), st.integers(-5, 2030),
                      st.floats(allow_nan=False, allow_infinity=False, width=32))
 _scalars = st.one_of(_strings, _numbers, st.booleans())
 
@@ -156,7 +164,36 @@ def _attribute(name: str, values) -> st.SearchStrategy:
     return st.builds(lambda key, value: {name: {"key": key, "value": value}}, _keys, values)
 
 
+def _anchored_on(key, value) -> st.SearchStrategy:
+    """Filters built from a value some row holds under `key`, so that they keep some rows and drop others."""
+    options = []
+    if isinstance(value, list):
+        options += [_attribute_of(name, key, st.sampled_from(value)) for name in ("listContains", "stringContains")
+                    if value]
+    elif isinstance(value, str):
+        options += [_attribute_of("startsWith", key, st.integers(0, len(value)).map(lambda n: value[:n])),
+                    _attribute_of("stringContains", key, st.tuples(st.integers(0, len(value)), st.integers(0, 3))
+                                  .map(lambda ij: value[ij[0]:ij[0] + ij[1]]))]
+    else:
+        options += [_attribute_of(name, key, st.just(value)) for name in ("equals", "notEquals")]
+        if _is_number(value):
+            options += [_attribute_of(name, key, st.sampled_from([value, value - 1, value + 0.5]))
+                        for name in ("greaterThan", "greaterThanOrEquals", "lessThan", "lessThanOrEquals")]
+    if not isinstance(value, list):
+        options += [_attribute_of(name, key, st.lists(_scalars, max_size=2).map(lambda vs: [value, *vs]))
+                    for name in ("in", "notIn")]
+    return st.one_of(options)
+
+
+def _attribute_of(name: str, key: str, values) -> st.SearchStrategy:
+    return values.map(lambda value: {name: {"key": key, "value": value}})
+
+
+_PAIRS = sorted({(key, repr(value)): (key, value) for metadata in ROWS for key, value in metadata.items()}.values(),
+                key=repr)
+
 _leaf = st.one_of(
+    st.sampled_from(_PAIRS).flatmap(lambda pair: _anchored_on(*pair)),
     *(_attribute(name, _scalars) for name in ("equals", "notEquals")),
     *(_attribute(name, _numbers) for name in ("greaterThan", "greaterThanOrEquals", "lessThan", "lessThanOrEquals")),
     *(_attribute(name, st.lists(_scalars, max_size=4)) for name in ("in", "notIn")),
@@ -164,16 +201,22 @@ _leaf = st.one_of(
 )
 
 
-def _filters(level: int = 1) -> st.SearchStrategy:
-    if level >= filters.MAX_DEPTH:
-        return _leaf
-    members = st.lists(st.deferred(lambda: _filters(level + 1)), min_size=2, max_size=filters.MAX_MEMBERS)
-    groups = st.builds(lambda name, ms: {name: ms}, st.sampled_from(["andAll", "orAll"]), members)
-    return st.one_of(_leaf, _leaf, groups)
+def _depth(f: dict) -> int:
+    ((name, argument),) = f.items()
+    return 1 + max(map(_depth, argument)) if name in ("andAll", "orAll") else 1
+
+
+def _group(children: st.SearchStrategy) -> st.SearchStrategy:
+    members = st.lists(children, min_size=2, max_size=filters.MAX_MEMBERS)
+    return st.builds(lambda name, ms: {name: ms}, st.sampled_from(["andAll", "orAll"]), members)
+
+
+# Groups have 2 members or more, so 5 leaves nest at most 5 levels (the filter below keeps it explicit).
+_filters = st.recursive(_leaf, _group, max_leaves=filters.MAX_DEPTH).filter(lambda f: _depth(f) <= filters.MAX_DEPTH)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(f=_filters())
+@given(f=_filters)
 def test_lance_keeps_what_bedrock_keeps(store, f):
     assert _kept(store, f) == _expected(f)
 
