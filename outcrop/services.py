@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from outcrop.agents.orchestration import AgentRuntime
+from outcrop.agents.service import Agents
 from outcrop.catalog.prices import PriceTable
 from outcrop.catalog.service import RERANK_FORMAT, Catalog
 from outcrop.customization.models import CustomModels
 from outcrop.customization.service import CustomizationService
 from outcrop.evaluation.human.service import HumanReview
 from outcrop.evaluation.service import EvaluationService
+from outcrop.functions.service import Functions
 from outcrop.iam import buckets
 from outcrop.iam.credentials import write_credentials
 from outcrop.iam.secrets import KEY_FILE_NAME
@@ -64,6 +67,10 @@ class Services:
     #: Knowledge bases: the control plane (bedrock-agent) and retrieval (bedrock-agent-runtime).
     knowledge: KnowledgeBases
     retrieval: Retrieval
+    #: Functions (where Bedrock has Lambda), agents (bedrock-agent) and InvokeAgent.
+    functions: Functions
+    agents: Agents
+    agent_runtime: AgentRuntime
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
     #: The models loaded in the background when the server starts (the app's lifespan starts it).
@@ -102,11 +109,15 @@ class Services:
                                  Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
                                  invocation_log, settings.region, provisioning, profiles)
         knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
+        retrieval = Retrieval(knowledge, runtime)
+        functions = Functions(db, settings.region)
+        agents = Agents(db, profiles, knowledge, functions, settings.region)
         return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
                    human=evaluation.human, invocation_log=invocation_log, jobs=jobs, customization=customization,
                    provisioning=provisioning, evaluation=evaluation,
                    insights=InsightsService(db, provisioning.prices, settings), runtime=runtime, profiles=profiles,
-                   knowledge=knowledge, retrieval=Retrieval(knowledge, runtime),
+                   knowledge=knowledge, retrieval=retrieval, functions=functions, agents=agents,
+                   agent_runtime=AgentRuntime(agents, retrieval, runtime, functions, db, settings.agent_max_steps),
                    schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids))
 
     def close(self) -> None:

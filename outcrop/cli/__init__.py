@@ -18,13 +18,29 @@ def _common_parser() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from outcrop.cli import audit, chat, evaluation, iam, insights, jobs, kb, metrics, models, s3, serve, workteam
+    from outcrop.cli import (
+        agent,
+        audit,
+        chat,
+        evaluation,
+        functions,
+        iam,
+        insights,
+        jobs,
+        kb,
+        metrics,
+        models,
+        s3,
+        serve,
+        workteam,
+    )
 
     parser = argparse.ArgumentParser(prog="outcrop", description=__doc__)
     parser.add_argument("--version", action="version", version=f"outcrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_parser()
-    for module in (serve, models, s3, chat, iam, jobs, evaluation, kb, audit, metrics, workteam, insights):
+    for module in (serve, models, s3, chat, iam, jobs, evaluation, kb, functions, agent, audit, metrics, workteam,
+                   insights):
         module.register(sub, common)
     return parser
 

@@ -122,6 +122,8 @@ class Settings:
     knowledge_ann_threshold: int = 20_000
     #: Seconds a RetrieveAndGenerate session (`sessionId`) is kept after its last turn (Bedrock: 24 h).
     knowledge_session_seconds: int = 24 * 3600
+    #: Reason-act steps one InvokeAgent turn may take before it answers that it could not finish.
+    agent_max_steps: int = 6
     log_level: str = "info"
     #: Bedrock model ids -> the local model that answers for them, added to or replacing the built-in table
     #: of well-known ids (outcrop/profiles/aliases.py); an empty value removes a built-in entry. In

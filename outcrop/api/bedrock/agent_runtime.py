@@ -1,4 +1,4 @@
-"""The `bedrock-agent-runtime` service: Retrieve, RetrieveAndGenerate and its stream, Rerank."""
+"""The `bedrock-agent-runtime` service: Retrieve, RetrieveAndGenerate and its stream, Rerank, InvokeAgent."""
 
 from __future__ import annotations
 
@@ -53,3 +53,9 @@ def rerank(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     for arn in model_arns(ctx.services, ctx.principal.account_id, model):
         ctx.authorize("bedrock:InvokeModel", arn)
     return ctx.services.retrieval.rerank(_caller(ctx), params)
+
+
+@handles("bedrock-agent-runtime", "InvokeAgent")
+def invoke_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    session_id, events = ctx.services.agent_runtime.invoke(_caller(ctx), params)
+    return {"sessionId": session_id, "contentType": "application/json", "completion": events}

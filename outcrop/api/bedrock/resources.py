@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from outcrop.agents.service import agent_arn, alias_arn
 from outcrop.catalog.arns import model_arn, parse_bedrock_arn
 from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
 from outcrop.errors import ResourceNotFoundException
@@ -114,6 +115,7 @@ _MEMBERS: dict[str, Resolver] = {
     "resourceARN": _arn,
     "knowledgeBaseId": _knowledge_base,
 }
+
 #: `jobIdentifier(s)` by the kind of job an operation names (its name's suffix).
 _JOBS: dict[str, Resolver] = {"ModelCustomizationJob": _job(CustomizationJobRow),
                               "EvaluationJob": _job(EvaluationJobRow)}
@@ -126,6 +128,11 @@ def resources(services: Services, account: str, operation: str, params: dict[str
         if isinstance(params.get(member), str) and params[member]:
             resolved = resolve(services, account, params[member])
             found += [resolved] if isinstance(resolved, str) else resolved
+    if isinstance(params.get("agentId"), str) and params["agentId"]:  # the agent, or the alias InvokeAgent calls
+        region = services.settings.region
+        found.append(alias_arn(region, account, params["agentId"], params["agentAliasId"])
+                     if isinstance(params.get("agentAliasId"), str) and params["agentAliasId"]
+                     else agent_arn(region, account, params["agentId"]))
     copied = (params.get("modelSource") or {}).get("copyFrom")  # CreateInferenceProfile: what it reaches
     if isinstance(copied, str) and copied:
         found += services.profiles.invocation_arns(account, copied)

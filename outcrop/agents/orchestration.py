@@ -1,0 +1,330 @@
+"""InvokeAgent: the reason-act loop, top to bottom.
+
+Each step asks the agent's model through Converse with every action it may take as a tool, plus one more
+tool, `final_answer`, and `toolChoice` any: the constrained decoding of tool use ([12]) makes the model's
+every step one well-formed call, a small model included, so the loop never has to parse free text. A call
+is then carried out:
+- an action of a RETURN_CONTROL group ends the stream with a `returnControl` event; the caller runs it and
+  calls InvokeAgent again with `sessionState.returnControlInvocationResults`, and the loop goes on;
+- an action whose executor is a function (`outcrop functions`, where Bedrock has a Lambda ARN) gets
+  Bedrock's Lambda event; its response, or its failure (a timeout, an error), is what the model sees next;
+- a knowledge base is searched (Retrieve) and its passages are the result; the final answer cites them;
+- `final_answer` ends the turn: its text is the `chunk` event.
+A call the turn has already made with the same input is not made again: the next step must be the final
+answer (small models, given an action's result, often ask for it once more). After `max_steps` steps
+without an answer the turn ends with a message that says so. With `enableTrace`,
+every step is reported as Bedrock's orchestration trace (model input, invocation input, observation).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from outcrop.agents.service import Agents, Tool, tools
+from outcrop.agents.tables import AgentRow, AgentSessionRow
+from outcrop.errors import ValidationException
+from outcrop.functions.service import FunctionError, Functions
+from outcrop.knowledge.retrieval import Retrieval, cite
+from outcrop.platform.database import Database, utc_now
+from outcrop.runtime.service import Caller, RuntimeService
+
+FINAL_ANSWER = "final_answer"
+SEARCH = "search_knowledge_base"
+#: Tokens one step may write: a call, or the final answer. Steps are greedy, as Bedrock's orchestration
+#: is by default (temperature 0): an agent's choice of action should not be a roll of the dice.
+MAX_TOKENS = 300
+#: How the agent is told to work, after its own instruction.
+GUIDE = ("Work step by step. Call one of the tools when you need an action or information. When you can answer "
+         f"the user, call {FINAL_ANSWER} with the answer.")
+_REFUSED = {"bedrockModelConfigurations": "model configurations", "promptCreationConfigurations": "prompt creation",
+            "sourceArn": "source ARNs", "memoryId": "memory"}
+_STATE_REFUSED = {"files": "files", "knowledgeBaseConfigurations": "knowledge base overrides",
+                  "conversationHistory": "conversation history"}
+
+
+class AgentRuntime:
+    def __init__(self, agents: Agents, retrieval: Retrieval, runtime: RuntimeService, functions: Functions,
+                 db: Database, max_steps: int) -> None:
+        self.agents = agents
+        self.retrieval = retrieval
+        self.runtime = runtime
+        self.functions = functions
+        self.db = db
+        self.max_steps = max_steps
+
+    def invoke(self, caller: Caller, params: dict[str, Any]) -> tuple[str, Iterator[tuple[str, dict]]]:
+        for member, what in _REFUSED.items():
+            if params.get(member):
+                raise ValidationException(f"{member} ({what}) is not supported on this server")
+        state = params.get("sessionState") or {}
+        for member, what in _STATE_REFUSED.items():
+            if state.get(member):
+                raise ValidationException(f"sessionState.{member} ({what}) is not supported on this server")
+        account = caller.principal.account_id
+        agent, version, document = self.agents.runnable(account, params["agentId"], params["agentAliasId"])
+        turn = _Turn(self, caller, agent, version, document, params)
+        turn.begin(state)
+        return params["sessionId"], turn.run()
+
+
+class _Turn:
+    """One InvokeAgent call: its session, its tools, and the loop."""
+
+    def __init__(self, owner: AgentRuntime, caller: Caller, agent: AgentRow, version: str, document: dict[str, Any],
+                 params: dict[str, Any]) -> None:
+        self.owner, self.caller, self.agent, self.version, self.document = owner, caller, agent, version, document
+        self.params = params
+        self.session_id = params["sessionId"]
+        self.trace_on = bool(params.get("enableTrace"))
+        self.tools: dict[str, Tool] = {}
+        for group in document["actionGroups"].values():
+            for tool in tools(group, owner.agents._read_s3):
+                self.tools[tool.name] = tool
+        self.knowledge_bases = [kb for kb in document["knowledgeBases"].values()
+                                if kb["knowledgeBaseState"] == "ENABLED"]
+        self.hits: list = []
+
+    # -- the session ------------------------------------------------------------------------------
+
+    def begin(self, state: dict[str, Any]) -> None:
+        """Load (or start) the session, and take in this call's input: text, or the results of the actions
+        the caller was given control of."""
+        ttl = timedelta(seconds=self.document["agent"].get("idleSessionTTLInSeconds") or 600)
+        with self.owner.db.session() as session:
+            row = session.get(AgentSessionRow, (self.agent.agent_id, self.session_id))
+        if row is not None and (row.account_id != self.caller.principal.account_id or utc_now() - row.updated_at > ttl):
+            row = None  # idle past the agent's TTL: a new conversation (another account's id is never reused)
+        self.messages = list(row.messages) if row else []
+        self.attributes = {**(row.session_attributes if row else {}), **(state.get("sessionAttributes") or {})}
+        self.prompt_attributes = {**(row.prompt_attributes if row else {}),
+                                  **(state.get("promptSessionAttributes") or {})}
+        pending = row.pending if row else None
+        results = state.get("returnControlInvocationResults")
+        if results:
+            if not pending or state.get("invocationId") not in (None, pending["invocationId"]):
+                raise ValidationException("sessionState.returnControlInvocationResults answer no invocation this "
+                                          "session is waiting for (check invocationId and sessionId)")
+            self.messages.append({"role": "user", "content": self._results(results, pending)})
+        else:
+            if pending:
+                raise ValidationException(f"The session is waiting for the results of invocation "
+                                          f"{pending['invocationId']} (sessionState.returnControlInvocationResults)")
+            text = self.params.get("inputText")
+            if not text:
+                raise ValidationException("inputText is required (or sessionState.returnControlInvocationResults)")
+            self.messages.append({"role": "user", "content": [{"text": text}]})
+        self.input_text = next((block["text"] for message in reversed(self.messages) if message["role"] == "user"
+                                for block in message["content"] if "text" in block), "")
+
+    def _results(self, results: list[dict[str, Any]], pending: dict[str, Any]) -> list[dict[str, Any]]:
+        uses = list(pending["toolUses"])
+        if len(results) != len(uses):
+            raise ValidationException(f"returnControlInvocationResults has {len(results)} results for "
+                                      f"{len(uses)} invocations")
+        blocks = []
+        for result, use in zip(results, uses, strict=True):
+            answered = result.get("functionResult") or result.get("apiResult") or {}
+            body = answered.get("responseBody") or {}
+            text = next((part.get("body", "") for part in body.values()), "")
+            failed = answered.get("responseState") in ("FAILURE", "REPROMPT")
+            blocks.append({"toolResult": {"toolUseId": use["toolUseId"], "content": [{"text": text or "(empty)"}],
+                                          **({"status": "error"} if failed else {})}})
+        return blocks
+
+    def _save(self, pending: dict[str, Any] | None) -> None:
+        ends = bool(self.params.get("endSession")) and pending is None
+        with self.owner.db.session() as session:
+            row = session.get(AgentSessionRow, (self.agent.agent_id, self.session_id))
+            if ends:
+                if row is not None:
+                    session.delete(row)
+                return
+            if row is None:
+                row = AgentSessionRow(agent_id=self.agent.agent_id, session_id=self.session_id,
+                                      account_id=self.caller.principal.account_id)
+                session.add(row)
+            row.messages, row.session_attributes, row.prompt_attributes = self.messages, self.attributes, \
+                self.prompt_attributes
+            row.pending, row.updated_at = pending, utc_now()
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> Iterator[tuple[str, dict]]:
+        must_answer = False
+        for step in range(self.owner.max_steps):
+            request = self._request(must_answer)
+            yield from self._trace({"modelInvocationInput": {
+                "type": "ORCHESTRATION", "text": json.dumps(request["system"][0]["text"] + "\n" + self.input_text),
+                "foundationModel": self.document["agent"]["foundationModel"], "traceId": f"{self.session_id}-{step}"}})
+            answer = self.owner.runtime.converse(self.caller, self.document["agent"]["foundationModel"], request)
+            message = answer["output"]["message"]
+            use = next((block["toolUse"] for block in message["content"] if "toolUse" in block), None)
+            if use is None:  # the grammar forces a call; a cut-off one (max tokens) ends the turn as text
+                yield from self._finish("".join(block.get("text", "") for block in message["content"]))
+                return
+            if use["name"] == FINAL_ANSWER:
+                yield from self._finish(str(use["input"].get("answer", "")))
+                return
+            if (use["name"], json.dumps(use["input"], sort_keys=True)) in self._calls_this_turn():
+                must_answer = True  # asked again for what it already has: it answers next
+                continue
+            self.messages.append({"role": "assistant", "content": [{"toolUse": use}]})
+            tool = self.tools.get(use["name"])
+            if use["name"].startswith(SEARCH):
+                yield from self._search(use)
+            elif tool is not None and tool.group["actionGroupExecutor"].get("customControl") == "RETURN_CONTROL":
+                yield from self._return_control(use, tool)
+                return
+            elif tool is not None:
+                yield from self._call_function(use, tool)
+            else:  # not reachable through the grammar; said plainly to the model if it ever is
+                self._observe(use, f"There is no tool called {use['name']}", failed=True)
+        yield from self._finish(f"I could not finish this request within {self.owner.max_steps} steps.")
+
+    def _calls_this_turn(self) -> set[tuple[str, str]]:
+        """The (tool, input) pairs called since the user's last text (across returns of control)."""
+        start = max((i for i, m in enumerate(self.messages) if m["role"] == "user"
+                     and any("text" in block for block in m["content"])), default=0)
+        return {(block["toolUse"]["name"], json.dumps(block["toolUse"]["input"], sort_keys=True))
+                for message in self.messages[start:] for block in message["content"] if "toolUse" in block}
+
+    def _request(self, must_answer: bool = False) -> dict[str, Any]:
+        specs = [tool.spec() for tool in self.tools.values()]
+        for kb in self.knowledge_bases:
+            specs.append({"toolSpec": {"name": _search_name(kb["knowledgeBaseId"], self.knowledge_bases),
+                                       "description": f"Search the knowledge base: {kb['description']}",
+                                       "inputSchema": {"json": {"type": "object", "properties": {
+                                           "query": {"type": "string"}}, "required": ["query"]}}}})
+        specs.append({"toolSpec": {"name": FINAL_ANSWER, "description": "Answer the user and end the turn.",
+                                   "inputSchema": {"json": {"type": "object", "properties": {
+                                       "answer": {"type": "string"}}, "required": ["answer"]}}}})
+        system = self.document["agent"]["instruction"] + "\n\n" + GUIDE
+        if self.prompt_attributes:
+            system += "\n\n" + "\n".join(f"{k}: {v}" for k, v in sorted(self.prompt_attributes.items()))
+        choice = {"tool": {"name": FINAL_ANSWER}} if must_answer else {"any": {}}
+        return {"messages": self.messages, "system": [{"text": system}],
+                "toolConfig": {"tools": specs, "toolChoice": choice},
+                "inferenceConfig": {"maxTokens": MAX_TOKENS, "temperature": 0}}
+
+    def _finish(self, text: str) -> Iterator[tuple[str, dict]]:
+        self.messages.append({"role": "assistant", "content": [{"text": text or "-"}]})
+        yield from self._trace({"observation": {"type": "FINISH", "finalResponse": {"text": text}}})
+        self._save(None)
+        chunk: dict[str, Any] = {"bytes": text.encode()}
+        if self.hits:
+            chunk["attribution"] = {"citations": cite(text, self.hits)}
+        yield "chunk", chunk
+
+    def _search(self, use: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+        kb_id = next(kb["knowledgeBaseId"] for kb in self.knowledge_bases
+                     if _search_name(kb["knowledgeBaseId"], self.knowledge_bases) == use["name"])
+        query = str(use["input"].get("query") or self.input_text)
+        yield from self._trace({"invocationInput": {"invocationType": "KNOWLEDGE_BASE", "knowledgeBaseLookupInput": {
+            "knowledgeBaseId": kb_id, "text": query}}})
+        hits = self.owner.retrieval.search(self.caller, kb_id, query, None, "knowledgeBase")
+        self.hits += hits
+        references = [{"content": {"text": h.context}, "location": {"type": "S3", "s3Location": {"uri": h.source_uri}}
+                       if h.source_uri.startswith("s3://") else {"type": "CUSTOM", "customDocumentLocation": {
+                           "id": h.source_uri}}, "metadata": h.metadata} for h in hits]
+        yield from self._trace({"observation": {"type": "KNOWLEDGE_BASE", "knowledgeBaseLookupOutput": {
+            "retrievedReferences": references}}})
+        text = "\n\n".join(f"[{i}] {h.context}" for i, h in enumerate(hits, 1)) or "No results."
+        self._observe(use, text)
+
+    def _return_control(self, use: dict[str, Any], tool: Tool) -> Iterator[tuple[str, dict]]:
+        invocation_id = str(uuid.uuid4())
+        yield from self._trace({"invocationInput": {"invocationType": "ACTION_GROUP", "actionGroupInvocationInput": {
+            **self._action_input(use, tool), "executionType": "RETURN_CONTROL", "invocationId": invocation_id}}})
+        self._save({"invocationId": invocation_id, "toolUses": [{"toolUseId": use["toolUseId"], "name": tool.name}]})
+        if tool.function:
+            member = {"functionInvocationInput": {"actionGroup": tool.group["actionGroupName"],
+                                                  "function": tool.function, "parameters": _parameters(use),
+                                                  "actionInvocationType": "RESULT", "agentId": self.agent.agent_id}}
+        else:
+            member = {"apiInvocationInput": {"actionGroup": tool.group["actionGroupName"], "apiPath": tool.api_path,
+                                             "httpMethod": tool.method, "actionInvocationType": "RESULT",
+                                             "agentId": self.agent.agent_id, **_api_arguments(use, tool)}}
+        yield "returnControl", {"invocationId": invocation_id, "invocationInputs": [member]}
+
+    def _call_function(self, use: dict[str, Any], tool: Tool) -> Iterator[tuple[str, dict]]:
+        """Bedrock's Lambda event for agents, sent to the group's function; its answer is the observation."""
+        yield from self._trace({"invocationInput": {"invocationType": "ACTION_GROUP", "actionGroupInvocationInput": {
+            **self._action_input(use, tool), "executionType": "LAMBDA"}}})
+        event: dict[str, Any] = {
+            "messageVersion": "1.0", "inputText": self.input_text, "sessionId": self.session_id,
+            "agent": {"name": self.agent.name, "id": self.agent.agent_id, "alias": self.params["agentAliasId"],
+                      "version": self.version},
+            "actionGroup": tool.group["actionGroupName"], "sessionAttributes": self.attributes,
+            "promptSessionAttributes": self.prompt_attributes}
+        if tool.function:
+            event |= {"function": tool.function, "parameters": _parameters(use)}
+        else:
+            event |= {"apiPath": tool.api_path, "httpMethod": tool.method, **_api_arguments(use, tool)}
+        try:
+            response = self.owner.functions.invoke(self.caller.principal.account_id,
+                                                   tool.group["actionGroupExecutor"]["lambda"], event)
+            text, failed = _function_output(response)
+            self.attributes = {**self.attributes, **(response.get("sessionAttributes") or {})}
+            self.prompt_attributes = {**self.prompt_attributes, **(response.get("promptSessionAttributes") or {})}
+        except FunctionError as exc:
+            text, failed = f"The action failed ({exc.kind}): {exc}", True
+        yield from self._trace({"observation": {"type": "ACTION_GROUP", "actionGroupInvocationOutput": {
+            "text": text}}})
+        self._observe(use, text, failed)
+
+    def _action_input(self, use: dict[str, Any], tool: Tool) -> dict[str, Any]:
+        out = {"actionGroupName": tool.group["actionGroupName"], "parameters": _parameters(use)}
+        if tool.function:
+            out["function"] = tool.function
+        else:
+            out |= {"apiPath": tool.api_path, "verb": tool.method}
+        return out
+
+    def _observe(self, use: dict[str, Any], text: str, failed: bool = False) -> None:
+        self.messages.append({"role": "user", "content": [{"toolResult": {
+            "toolUseId": use["toolUseId"], "content": [{"text": text or "(empty)"}],
+            **({"status": "error"} if failed else {})}}]})
+
+    def _trace(self, orchestration: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+        if self.trace_on:
+            yield "trace", {"agentId": self.agent.agent_id, "agentAliasId": self.params["agentAliasId"],
+                            "agentVersion": self.version, "sessionId": self.session_id, "eventTime": utc_now(),
+                            "trace": {"orchestrationTrace": orchestration}}
+
+
+def _search_name(kb_id: str, knowledge_bases: list[dict[str, Any]]) -> str:
+    return SEARCH if len(knowledge_bases) == 1 else f"{SEARCH}_{kb_id.lower()}"
+
+
+def _parameters(use: dict[str, Any]) -> list[dict[str, str]]:
+    """Bedrock's parameters list: every value as text, with its JSON type."""
+    out = []
+    for name, value in use["input"].items():
+        kind = {bool: "boolean", int: "integer", float: "number", list: "array"}.get(type(value), "string")
+        out.append({"name": name, "type": kind, "value": json.dumps(value) if kind == "array" else str(value)})
+    return out
+
+
+def _api_arguments(use: dict[str, Any], tool: Tool) -> dict[str, Any]:
+    body = [p for p in _parameters(use) if p["name"] in tool.body_params]
+    out: dict[str, Any] = {"parameters": [p for p in _parameters(use) if p["name"] not in tool.body_params]}
+    if body:
+        out["requestBody"] = {"content": {"application/json": {"properties": body}}}
+    return out
+
+
+def _function_output(response: dict[str, Any]) -> tuple[str, bool]:
+    """The text of a function's answer in Bedrock's agent Lambda response shape, and whether it failed."""
+    answer = response.get("response") or {}
+    if "functionResponse" in answer:
+        answer = answer["functionResponse"]
+    body = answer.get("responseBody") or {}
+    text = next((part.get("body", "") for part in body.values() if isinstance(part, dict)), None)
+    if text is None:
+        return f"The action answered without a responseBody: {json.dumps(response)[:500]}", True
+    return str(text), answer.get("responseState") in ("FAILURE", "REPROMPT")
+

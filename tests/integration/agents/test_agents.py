@@ -1,0 +1,89 @@
+"""Agents through boto3 against a real server: the control plane (action groups, knowledge bases, prepare,
+versions and aliases), InvokeAgent's event stream as botocore reads it, and isolation between accounts.
+
+InvokeAgent runs here on the tiny random model: its steps are valid calls (the tool-use grammar) but its
+choices are arbitrary, so this file checks the protocol; what each choice does is tests/unit/agents'.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import register_model
+from tests.helpers import make_tiny_llama
+from tests.integration.security.helpers import error_code, outcrop
+
+WEATHER = {"functions": [{"name": "get_weather", "description": "The weather now in a city",
+                          "parameters": {"city": {"type": "string", "description": "the city", "required": True}}}]}
+OPENAPI = {"openapi": "3.0.0", "info": {"title": "orders", "version": "1"}, "paths": {"/orders/{orderId}": {"get": {
+    "operationId": "get_order", "description": "The status of an order",
+    "parameters": [{"name": "orderId", "in": "path", "required": True, "schema": {"type": "string"}}]}}}}
+
+
+@pytest.fixture(scope="module")
+def tiny_agent_model(server, tmp_path_factory) -> str:
+    """The tiny random Llama with room for an agent's prompt (its tools' schemas and the conversation)."""
+    return register_model(server, "tiny-agent-llama", make_tiny_llama(tmp_path_factory.mktemp("tiny"), context=4096))
+
+
+def test_an_agent_is_built_prepared_versioned_and_invoked(server, tiny_agent_model):
+    agent = server.client("bedrock-agent")
+    agent_id = agent.create_agent(agentName="helper", foundationModel=tiny_agent_model,
+                                  instruction="Help the user with the weather and with orders.",
+                                  idleSessionTTLInSeconds=300)["agent"]["agentId"]
+    assert agent.get_agent(agentId=agent_id)["agent"]["agentStatus"] == "NOT_PREPARED"
+    group = agent.create_agent_action_group(agentId=agent_id, agentVersion="DRAFT", actionGroupName="weather",
+                                            actionGroupExecutor={"customControl": "RETURN_CONTROL"},
+                                            functionSchema=WEATHER)["agentActionGroup"]
+    function = outcrop(server, "functions", "register", "orders", "--url", "http://127.0.0.1:9/orders").stdout.strip()
+    agent.create_agent_action_group(agentId=agent_id, agentVersion="DRAFT", actionGroupName="orders",
+                                    actionGroupExecutor={"lambda": function},
+                                    apiSchema={"payload": json.dumps(OPENAPI)})
+    assert {g["actionGroupName"] for g in agent.list_agent_action_groups(
+        agentId=agent_id, agentVersion="DRAFT")["actionGroupSummaries"]} == {"weather", "orders"}
+    code, _, message = error_code(lambda: agent.create_agent_action_group(
+        agentId=agent_id, agentVersion="DRAFT", actionGroupName="broken",
+        actionGroupExecutor={"lambda": "arn:aws:lambda:us-east-1:123456789012:function:nothing"},
+        functionSchema=WEATHER))
+    assert code == "ResourceNotFoundException"
+    runtime = server.client("bedrock-agent-runtime", read_timeout=300)
+    code, _, message = error_code(lambda: runtime.invoke_agent(agentId=agent_id, agentAliasId="TSTALIASID",
+                                                               sessionId="s0", inputText="hi"))
+    assert code == "ValidationException" and "PrepareAgent" in message
+    assert agent.prepare_agent(agentId=agent_id)["agentStatus"] == "PREPARED"
+    # An alias without routing makes version 1 from the prepared DRAFT.
+    alias = agent.create_agent_alias(agentId=agent_id, agentAliasName="live")["agentAlias"]
+    assert alias["routingConfiguration"] == [{"agentVersion": "1"}] and alias["agentAliasStatus"] == "PREPARED"
+    versions = agent.list_agent_versions(agentId=agent_id)["agentVersionSummaries"]
+    assert [v["agentVersion"] for v in versions] == ["DRAFT", "1"]
+    agent.delete_agent_action_group(agentId=agent_id, agentVersion="DRAFT", actionGroupId=group["actionGroupId"])
+    assert agent.get_agent_version(agentId=agent_id, agentVersion="1")["agentVersion"]["agentStatus"] == "PREPARED"
+    assert agent.get_agent(agentId=agent_id)["agent"]["agentStatus"] == "NOT_PREPARED"  # the DRAFT changed
+    # The stream, as botocore reads it: traces, then an answer or a return of control, on version 1.
+    answer = runtime.invoke_agent(agentId=agent_id, agentAliasId=alias["agentAliasId"], sessionId="s1",
+                                  inputText="What is the weather in Paris?", enableTrace=True)
+    assert answer["sessionId"] == "s1"
+    events = list(answer["completion"])
+    assert "trace" in events[0] and events[0]["trace"]["agentVersion"] == "1"
+    assert "modelInvocationInput" in events[0]["trace"]["trace"]["orchestrationTrace"]
+    assert "chunk" in events[-1] or "returnControl" in events[-1], events[-1]
+    code, _, _ = error_code(lambda: agent.delete_agent(agentId=agent_id))
+    assert code == "ConflictException"  # it has an alias
+    agent.delete_agent_alias(agentId=agent_id, agentAliasId=alias["agentAliasId"])
+    assert agent.delete_agent(agentId=agent_id)["agentStatus"] == "DELETING"
+
+
+def test_another_account_sees_no_agent(server, tiny_model):
+    created = json.loads(outcrop(server, "iam", "create-account", "--name", "agent-outsider").stdout)
+    key = (created["AccessKeyId"], created["SecretAccessKey"])
+    agent_id = server.client("bedrock-agent").create_agent(
+        agentName="private", foundationModel=tiny_model,
+        instruction="You are a private agent of the first account.")["agent"]["agentId"]
+    assert server.client("bedrock-agent", key=key).list_agents()["agentSummaries"] == []
+    code, status, _ = error_code(lambda: server.client("bedrock-agent", key=key).get_agent(agentId=agent_id))
+    assert (code, status) == ("ResourceNotFoundException", 404)
+    code, _, _ = error_code(lambda: server.client("bedrock-agent-runtime", key=key).invoke_agent(
+        agentId=agent_id, agentAliasId="TSTALIASID", sessionId="x0", inputText="hi"))
+    assert code == "ResourceNotFoundException"

@@ -1,0 +1,215 @@
+"""The InvokeAgent loop, step by step, with the model's steps scripted: what each kind of call does (return of
+control and its resumption, a function through Bedrock's Lambda contract, a timeout, a knowledge-base search),
+the loop breaker, the step limit, and the session's lifetime. The model's side (that every step is a valid call)
+is the tool-use grammar's, tested in tests/unit/inference; here the loop is the subject."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from outcrop.agents.orchestration import FINAL_ANSWER, SEARCH, AgentRuntime
+from outcrop.agents.tables import AgentRow, AgentSessionRow
+from outcrop.errors import ValidationException
+from outcrop.functions.service import Functions
+from outcrop.iam.principal import Principal
+from outcrop.knowledge.store import Hit
+from outcrop.platform.database import Database, utc_now
+from outcrop.runtime.service import Caller
+
+ACCOUNT = "111111111111"
+WEATHER = {"functions": [{"name": "get_weather", "parameters": {"city": {"type": "string", "required": True}}}]}
+
+
+class ScriptedModel:
+    """Stands in for RuntimeService.converse: each call answers the next scripted tool call."""
+
+    def __init__(self, *calls: tuple[str, dict]) -> None:
+        self.calls = list(calls)
+        self.requests: list[dict] = []
+
+    def converse(self, caller, model_id, request):
+        self.requests.append(json.loads(json.dumps(request)))
+        name, arguments = self.calls.pop(0)
+        return {"output": {"message": {"role": "assistant", "content": [
+            {"toolUse": {"toolUseId": f"tooluse_{len(self.requests)}", "name": name, "input": arguments}}]}}}
+
+
+class Agents:
+    def __init__(self, document: dict) -> None:
+        self.document = document
+
+    def runnable(self, account, agent_id, alias_id):
+        return AgentRow(agent_id="AGENT00001", account_id=ACCOUNT, name="helper"), "DRAFT", self.document
+
+    def _read_s3(self, location):
+        raise AssertionError("no S3 schema here")
+
+
+class Retrieval:
+    def search(self, caller, kb_id, query, configuration, path):
+        return [Hit(chunk_id="c1", document_id="d", data_source_id="ds", source_uri="s3://kb/eiffel.txt",
+                    text="The Eiffel Tower is 330 metres tall.", context="The Eiffel Tower is 330 metres tall.",
+                    metadata={}, score=0.9)]
+
+
+def _document(groups: dict | None = None, knowledge_bases: dict | None = None) -> dict:
+    return {"agent": {"instruction": "Help the user.", "foundationModel": "m", "idleSessionTTLInSeconds": 600},
+            "actionGroups": groups or {}, "knowledgeBases": knowledge_bases or {}}
+
+
+def _group(name: str, executor: dict, **schema) -> dict:
+    return {"actionGroupId": name.upper(), "actionGroupName": name, "actionGroupExecutor": executor,
+            "actionGroupState": "ENABLED", **schema}
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'outcrop.db'}")
+    database.migrate()
+    return database
+
+
+def _runtime(db, document, model, max_steps=6):
+    return AgentRuntime(Agents(document), Retrieval(), model, Functions(db, "us-east-1"), db, max_steps)
+
+
+def _invoke(runtime, session="s1", text=None, **extra):
+    caller = Caller("r", Principal.account_root(ACCOUNT))
+    params = {"agentId": "AGENT00001", "agentAliasId": "TSTALIASID", "sessionId": session, "enableTrace": True,
+              **({"inputText": text} if text else {}), **extra}
+    return list(runtime.invoke(caller, params)[1])
+
+
+def _answer(events) -> str:
+    return "".join(e["bytes"].decode() for name, e in events if name == "chunk")
+
+
+def test_return_of_control_ends_the_stream_and_the_results_resume_the_loop(db):
+    model = ScriptedModel(("get_weather", {"city": "Paris"}), (FINAL_ANSWER, {"answer": "Sunny in Paris."}))
+    runtime = _runtime(db, _document({"W": _group("weather", {"customControl": "RETURN_CONTROL"},
+                                                  functionSchema=WEATHER)}), model)
+    events = _invoke(runtime, text="Weather in Paris?")
+    name, control = events[-1]
+    assert name == "returnControl"
+    call = control["invocationInputs"][0]["functionInvocationInput"]
+    assert (call["actionGroup"], call["function"], call["parameters"]) == (
+        "weather", "get_weather", [{"name": "city", "type": "string", "value": "Paris"}])
+    tools = [t["toolSpec"]["name"] for t in model.requests[0]["toolConfig"]["tools"]]
+    assert tools == ["get_weather", FINAL_ANSWER] and model.requests[0]["toolConfig"]["toolChoice"] == {"any": {}}
+    with pytest.raises(ValidationException, match="waiting for the results"):
+        _invoke(runtime, text="Hello again")
+    events = _invoke(runtime, sessionState={"invocationId": control["invocationId"],
+                                            "returnControlInvocationResults": [{"functionResult": {
+                                                "actionGroup": "weather", "function": "get_weather",
+                                                "responseBody": {"TEXT": {"body": "Sunny, 24 C"}}}}]})
+    assert _answer(events) == "Sunny in Paris."
+    result = model.requests[1]["messages"][-1]["content"][0]["toolResult"]
+    assert result["content"] == [{"text": "Sunny, 24 C"}] and result["toolUseId"] == "tooluse_1"
+    # The next turn sees the whole conversation.
+    model.calls.append((FINAL_ANSWER, {"answer": "You are welcome."}))
+    _invoke(runtime, text="Thanks")
+    assert [m["role"] for m in model.requests[-1]["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+
+
+@pytest.fixture
+def orders_url():
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(event)
+            if self.path == "/slow":
+                time.sleep(2)
+            body = json.dumps({"messageVersion": "1.0", "response": {
+                "actionGroup": event["actionGroup"], "apiPath": event["apiPath"], "httpMethod": event["httpMethod"],
+                "httpStatusCode": 200, "responseBody": {"application/json": {"body": '{"status": "shipped"}'}}},
+                "sessionAttributes": {"customer": "c-9"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    httpd.shutdown()
+
+
+OPENAPI = json.dumps({"openapi": "3.0.0", "paths": {"/orders/{orderId}": {"get": {
+    "operationId": "get_order", "parameters": [{"name": "orderId", "in": "path", "required": True,
+                                                "schema": {"type": "string"}}]}}}})
+
+
+def test_a_function_gets_bedrocks_lambda_event_and_its_failures_are_observations(db, orders_url):
+    url, seen = orders_url
+    functions = Functions(db, "us-east-1")
+    fast = functions.register(ACCOUNT, "orders", url=url + "/orders").arn
+    slow = functions.register(ACCOUNT, "slow", url=url + "/slow", timeout_seconds=1).arn
+    model = ScriptedModel(("get_order", {"orderId": "42"}), (FINAL_ANSWER, {"answer": "It shipped."}))
+    runtime = _runtime(db, _document({"O": _group("orders", {"lambda": fast}, apiSchema={"payload": OPENAPI})}),
+                       model)
+    events = _invoke(runtime, text="Where is order 42?")
+    assert _answer(events) == "It shipped."
+    assert seen[0]["apiPath"] == "/orders/{orderId}" and seen[0]["httpMethod"] == "GET"
+    assert seen[0]["parameters"] == [{"name": "orderId", "type": "string", "value": "42"}]
+    assert seen[0]["agent"] == {"name": "helper", "id": "AGENT00001", "alias": "TSTALIASID", "version": "DRAFT"}
+    observation = [e["trace"]["orchestrationTrace"]["observation"] for name, e in events if name == "trace"
+                   and "observation" in e["trace"]["orchestrationTrace"]][0]
+    assert json.loads(observation["actionGroupInvocationOutput"]["text"]) == {"status": "shipped"}
+    with db.session() as session:
+        assert session.get(AgentSessionRow, ("AGENT00001", "s1")).session_attributes == {"customer": "c-9"}
+    model = ScriptedModel(("get_order", {"orderId": "7"}), (FINAL_ANSWER, {"answer": "Try later."}))
+    runtime = _runtime(db, _document({"O": _group("orders", {"lambda": slow}, apiSchema={"payload": OPENAPI})}),
+                       model)
+    assert _answer(_invoke(runtime, session="s2", text="Where is order 7?")) == "Try later."
+    failed = model.requests[1]["messages"][-1]["content"][0]["toolResult"]
+    assert failed["status"] == "error" and "Timeout" in failed["content"][0]["text"]
+
+
+def test_a_knowledge_base_is_searched_and_the_answer_cites_it(db):
+    model = ScriptedModel((SEARCH, {"query": "Eiffel height"}),
+                          (FINAL_ANSWER, {"answer": "The Eiffel Tower is 330 metres tall."}))
+    runtime = _runtime(db, _document(knowledge_bases={"KB": {"knowledgeBaseId": "KB", "description": "landmarks",
+                                                             "knowledgeBaseState": "ENABLED"}}), model)
+    events = _invoke(runtime, text="How tall is the Eiffel Tower?")
+    chunk = [e for name, e in events if name == "chunk"][0]
+    [citation] = chunk["attribution"]["citations"]
+    assert citation["retrievedReferences"][0]["location"]["s3Location"]["uri"] == "s3://kb/eiffel.txt"
+    assert "[1] The Eiffel Tower" in model.requests[1]["messages"][-1]["content"][0]["toolResult"]["content"][0]["text"]
+
+
+def test_a_repeated_call_forces_the_answer_and_the_steps_are_bounded(db):
+    group = {"W": _group("weather", {"customControl": "RETURN_CONTROL"}, functionSchema=WEATHER)}
+    model = ScriptedModel(("get_weather", {"city": "Oslo"}), (FINAL_ANSWER, {"answer": "Cold."}))
+    runtime = _runtime(db, _document(group), model)
+    control = _invoke(runtime, text="Oslo?")[-1][1]
+    model.calls = [("get_weather", {"city": "Oslo"}), (FINAL_ANSWER, {"answer": "Cold."})]
+    events = _invoke(runtime, sessionState={"returnControlInvocationResults": [{"functionResult": {
+        "actionGroup": "weather", "function": "get_weather", "responseBody": {"TEXT": {"body": "-5 C"}}}}],
+        "invocationId": control["invocationId"]})
+    assert _answer(events) == "Cold."
+    assert model.requests[-1]["toolConfig"]["toolChoice"] == {"tool": {"name": FINAL_ANSWER}}
+    looping = ScriptedModel(*[(SEARCH, {"query": f"q{i}"}) for i in range(3)])
+    runtime = _runtime(db, _document(knowledge_bases={"KB": {"knowledgeBaseId": "KB", "description": "d",
+                                                             "knowledgeBaseState": "ENABLED"}}), looping, max_steps=3)
+    assert "within 3 steps" in _answer(_invoke(runtime, session="s3", text="?"))
+
+
+def test_an_idle_session_starts_over(db):
+    model = ScriptedModel((FINAL_ANSWER, {"answer": "Hi."}), (FINAL_ANSWER, {"answer": "Hi again."}))
+    runtime = _runtime(db, _document(), model)
+    _invoke(runtime, text="Hello")
+    with db.session() as session:
+        session.get(AgentSessionRow, ("AGENT00001", "s1")).updated_at = utc_now() - timedelta(seconds=601)
+    _invoke(runtime, text="Hello?")
+    assert len(model.requests[-1]["messages"]) == 1
