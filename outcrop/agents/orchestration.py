@@ -26,7 +26,7 @@ from typing import Any
 
 from outcrop.agents.service import Agents, Tool, tools
 from outcrop.agents.tables import AgentRow, AgentSessionRow
-from outcrop.errors import ValidationException
+from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.functions.service import FunctionError, Functions
 from outcrop.knowledge.retrieval import Retrieval, cite
 from outcrop.platform.database import Database, utc_now
@@ -41,7 +41,9 @@ MAX_TOKENS = 300
 GUIDE = ("Work step by step. Call one of the tools when you need an action or information. When you can answer "
          f"the user, call {FINAL_ANSWER} with the answer.")
 _REFUSED = {"bedrockModelConfigurations": "model configurations", "promptCreationConfigurations": "prompt creation",
-            "sourceArn": "source ARNs", "memoryId": "memory"}
+            "sourceArn": "source ARNs", "memoryId": "memory", "streamingConfigurations": "streaming configurations"}
+#: User turns of a session kept in the prompt (the oldest go first), so a long session never outgrows the window.
+SESSION_TURNS = 10
 _STATE_REFUSED = {"files": "files", "knowledgeBaseConfigurations": "knowledge base overrides",
                   "conversationHistory": "conversation history"}
 
@@ -67,8 +69,20 @@ class AgentRuntime:
         account = caller.principal.account_id
         agent, version, document = self.agents.runnable(account, params["agentId"], params["agentAliasId"])
         turn = _Turn(self, caller, agent, version, document, params)
+        if params.get("endSession") and not params.get("inputText") and not state.get(
+                "returnControlInvocationResults"):
+            turn.end()  # ending alone: the session goes, whatever it was waiting for
+            return params["sessionId"], iter(())
         turn.begin(state)
         return params["sessionId"], turn.run()
+
+    def authorization(self, account: str, params: dict[str, Any]) -> tuple[str, list[str]]:
+        """What the agent behind this call will use, for the caller's authorization: its model and its
+        knowledge bases."""
+        _, _, document = self.agents.runnable(account, params["agentId"], params["agentAliasId"])
+        return document["agent"]["foundationModel"], [kb["knowledgeBaseId"]
+                                                      for kb in document["knowledgeBases"].values()
+                                                      if kb["knowledgeBaseState"] == "ENABLED"]
 
 
 class _Turn:
@@ -86,6 +100,8 @@ class _Turn:
                 self.tools[tool.name] = tool
         self.knowledge_bases = [kb for kb in document["knowledgeBases"].values()
                                 if kb["knowledgeBaseState"] == "ENABLED"]
+        self.searches = {_search_name(kb["knowledgeBaseId"], self.knowledge_bases): kb["knowledgeBaseId"]
+                         for kb in self.knowledge_bases}
         self.hits: list = []
 
     # -- the session ------------------------------------------------------------------------------
@@ -98,7 +114,7 @@ class _Turn:
             row = session.get(AgentSessionRow, (self.agent.agent_id, self.session_id))
         if row is not None and (row.account_id != self.caller.principal.account_id or utc_now() - row.updated_at > ttl):
             row = None  # idle past the agent's TTL: a new conversation (another account's id is never reused)
-        self.messages = list(row.messages) if row else []
+        self.messages = _recent(list(row.messages)) if row else []
         self.attributes = {**(row.session_attributes if row else {}), **(state.get("sessionAttributes") or {})}
         self.prompt_attributes = {**(row.prompt_attributes if row else {}),
                                   **(state.get("promptSessionAttributes") or {})}
@@ -130,10 +146,17 @@ class _Turn:
             answered = result.get("functionResult") or result.get("apiResult") or {}
             body = answered.get("responseBody") or {}
             text = next((part.get("body", "") for part in body.values()), "")
-            failed = answered.get("responseState") in ("FAILURE", "REPROMPT")
+            failed = answered.get("responseState") in ("FAILURE", "REPROMPT") or (
+                answered.get("httpStatusCode") or 200) >= 400
             blocks.append({"toolResult": {"toolUseId": use["toolUseId"], "content": [{"text": text or "(empty)"}],
                                           **({"status": "error"} if failed else {})}})
         return blocks
+
+    def end(self) -> None:
+        with self.owner.db.session() as session:
+            row = session.get(AgentSessionRow, (self.agent.agent_id, self.session_id))
+            if row is not None and row.account_id == self.caller.principal.account_id:
+                session.delete(row)
 
     def _save(self, pending: dict[str, Any] | None) -> None:
         ends = bool(self.params.get("endSession")) and pending is None
@@ -155,11 +178,11 @@ class _Turn:
 
     def run(self) -> Iterator[tuple[str, dict]]:
         must_answer = False
-        for step in range(self.owner.max_steps):
+        for _ in range(self.owner.max_steps):
             request = self._request(must_answer)
             yield from self._trace({"modelInvocationInput": {
                 "type": "ORCHESTRATION", "text": json.dumps(request["system"][0]["text"] + "\n" + self.input_text),
-                "foundationModel": self.document["agent"]["foundationModel"], "traceId": f"{self.session_id}-{step}"}})
+                "foundationModel": self.document["agent"]["foundationModel"], "traceId": uuid.uuid4().hex[:16]}})
             answer = self.owner.runtime.converse(self.caller, self.document["agent"]["foundationModel"], request)
             message = answer["output"]["message"]
             use = next((block["toolUse"] for block in message["content"] if "toolUse" in block), None)
@@ -174,7 +197,7 @@ class _Turn:
                 continue
             self.messages.append({"role": "assistant", "content": [{"toolUse": use}]})
             tool = self.tools.get(use["name"])
-            if use["name"].startswith(SEARCH):
+            if use["name"] in self.searches:
                 yield from self._search(use)
             elif tool is not None and tool.group["actionGroupExecutor"].get("customControl") == "RETURN_CONTROL":
                 yield from self._return_control(use, tool)
@@ -220,8 +243,7 @@ class _Turn:
         yield "chunk", chunk
 
     def _search(self, use: dict[str, Any]) -> Iterator[tuple[str, dict]]:
-        kb_id = next(kb["knowledgeBaseId"] for kb in self.knowledge_bases
-                     if _search_name(kb["knowledgeBaseId"], self.knowledge_bases) == use["name"])
+        kb_id = self.searches[use["name"]]
         query = str(use["input"].get("query") or self.input_text)
         yield from self._trace({"invocationInput": {"invocationType": "KNOWLEDGE_BASE", "knowledgeBaseLookupInput": {
             "knowledgeBaseId": kb_id, "text": query}}})
@@ -268,10 +290,12 @@ class _Turn:
             response = self.owner.functions.invoke(self.caller.principal.account_id,
                                                    tool.group["actionGroupExecutor"]["lambda"], event)
             text, failed = _function_output(response)
-            self.attributes = {**self.attributes, **(response.get("sessionAttributes") or {})}
-            self.prompt_attributes = {**self.prompt_attributes, **(response.get("promptSessionAttributes") or {})}
+            self.attributes = {**self.attributes, **_strings(response.get("sessionAttributes"))}
+            self.prompt_attributes = {**self.prompt_attributes, **_strings(response.get("promptSessionAttributes"))}
         except FunctionError as exc:
             text, failed = f"The action failed ({exc.kind}): {exc}", True
+        except ResourceNotFoundException as exc:  # the function was deleted after the agent was prepared
+            text, failed = f"The action failed: {exc.message}", True
         yield from self._trace({"observation": {"type": "ACTION_GROUP", "actionGroupInvocationOutput": {
             "text": text}}})
         self._observe(use, text, failed)
@@ -305,7 +329,7 @@ def _parameters(use: dict[str, Any]) -> list[dict[str, str]]:
     out = []
     for name, value in use["input"].items():
         kind = {bool: "boolean", int: "integer", float: "number", list: "array"}.get(type(value), "string")
-        out.append({"name": name, "type": kind, "value": json.dumps(value) if kind == "array" else str(value)})
+        out.append({"name": name, "type": kind, "value": value if isinstance(value, str) else json.dumps(value)})
     return out
 
 
@@ -318,13 +342,30 @@ def _api_arguments(use: dict[str, Any], tool: Tool) -> dict[str, Any]:
 
 
 def _function_output(response: dict[str, Any]) -> tuple[str, bool]:
-    """The text of a function's answer in Bedrock's agent Lambda response shape, and whether it failed."""
-    answer = response.get("response") or {}
-    if "functionResponse" in answer:
+    """The text of a function's answer in Bedrock's agent Lambda response shape, and whether it failed; a
+    function that answers in another shape has failed, and the model is told how."""
+    answer = response.get("response")
+    if isinstance(answer, dict) and isinstance(answer.get("functionResponse"), dict):
         answer = answer["functionResponse"]
-    body = answer.get("responseBody") or {}
-    text = next((part.get("body", "") for part in body.values() if isinstance(part, dict)), None)
+    body = answer.get("responseBody") if isinstance(answer, dict) else None
+    text = next((part.get("body") for part in body.values() if isinstance(part, dict)), None) \
+        if isinstance(body, dict) else None
     if text is None:
         return f"The action answered without a responseBody: {json.dumps(response)[:500]}", True
-    return str(text), answer.get("responseState") in ("FAILURE", "REPROMPT")
+    failed = answer.get("responseState") in ("FAILURE", "REPROMPT") or (
+        isinstance(answer.get("httpStatusCode"), int) and answer["httpStatusCode"] >= 400)
+    return str(text), failed
+
+
+def _strings(attributes: Any) -> dict[str, str]:
+    """Session attributes from a function's answer: strings to strings, anything else left out."""
+    if not isinstance(attributes, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in attributes.items()}
+
+
+def _recent(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The session's last SESSION_TURNS user turns (a turn starts at a user message with text)."""
+    starts = [i for i, m in enumerate(messages) if m["role"] == "user" and any("text" in b for b in m["content"])]
+    return messages[starts[-SESSION_TURNS]:] if len(starts) > SESSION_TURNS else messages
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,8 @@ _REFUSED = {"customerEncryptionKeyArn": "a KMS key", "promptOverrideConfiguratio
             "guardrailConfiguration": "guardrails", "agentCollaboration": "multi-agent collaboration",
             "customOrchestration": "custom orchestration (Lambda)", "tags": "tags"}
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+#: The tools InvokeAgent adds itself (orchestration.py): an action may not take their names.
+RESERVED_TOOLS = ("final_answer", "search_knowledge_base")
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 
 
@@ -53,6 +56,9 @@ def alias_arn(region: str, account: str, agent_id: str, alias_id: str) -> str:
 class Agents:
     def __init__(self, db: Database, profiles: InferenceProfiles, knowledge: KnowledgeBases, functions: Functions,
                  region: str) -> None:
+        #: An agent's DRAFT is one document, edited read-modify-write: edits (and prepare, and new versions) take
+        #: turns, in this process by this lock and across servers by the row lock of `_locked`.
+        self._lock = threading.Lock()
         self.db = db
         self.profiles = profiles
         self.knowledge = knowledge
@@ -80,7 +86,7 @@ class Agents:
 
     def _agent_fields(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
         for member, what in _REFUSED.items():
-            if params.get(member):
+            if params.get(member) and not (member == "agentCollaboration" and params[member] == "DISABLED"):
                 raise ValidationException(f"{member} ({what}) is not supported on this server")
         if params.get("orchestrationType", "DEFAULT") != "DEFAULT":
             raise ValidationException("orchestrationType CUSTOM_ORCHESTRATION is not supported on this server")
@@ -169,8 +175,8 @@ class Agents:
         if version != DRAFT:
             raise ValidationException(f"agentVersion must be {DRAFT}: numbered versions cannot change")
         self.row(account, agent_id)
-        with self.db.session() as session:
-            agent = session.get(AgentRow, agent_id)
+        with self._lock, self.db.session() as session:
+            agent = _locked(session, agent_id)
             draft = copy.deepcopy(agent.draft)
             result = change(draft)
             agent.draft, agent.status, agent.updated_at = draft, AgentStatus.NOT_PREPARED, utc_now()
@@ -201,7 +207,7 @@ class Agents:
         return self.get_action_group(account, params["agentId"], DRAFT, group_id)
 
     def _action_group(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
-        if params.get("parentActionGroupSignature"):
+        if params.get("parentActionGroupSignature") or params.get("parentActionGroupSignatureParams"):
             raise ValidationException("parentActionGroupSignature (user input, code interpreter) is not supported "
                                       "on this server")
         executor = params.get("actionGroupExecutor") or {}
@@ -245,6 +251,9 @@ class Agents:
             old = draft["actionGroups"].get(params["actionGroupId"])
             if old is None:
                 raise ResourceNotFoundException(f"Action group {params['actionGroupId']} does not exist")
+            if any(g["actionGroupName"] == group["actionGroupName"] for i, g in draft["actionGroups"].items()
+                   if i != params["actionGroupId"]):
+                raise ConflictException(f"An action group named {group['actionGroupName']} already exists")
             draft["actionGroups"][params["actionGroupId"]] = {**group, "actionGroupId": old["actionGroupId"],
                                                               "createdAt": old["createdAt"],
                                                               "updatedAt": utc_now().isoformat()}
@@ -265,8 +274,9 @@ class Agents:
             now = utc_now().isoformat()
             old = draft["knowledgeBases"].get(params["knowledgeBaseId"], {})
             draft["knowledgeBases"][params["knowledgeBaseId"]] = {
-                "knowledgeBaseId": params["knowledgeBaseId"], "description": params["description"],
-                "knowledgeBaseState": params.get("knowledgeBaseState") or "ENABLED",
+                "knowledgeBaseId": params["knowledgeBaseId"],
+                "description": params.get("description") or old.get("description", ""),
+                "knowledgeBaseState": params.get("knowledgeBaseState") or old.get("knowledgeBaseState", "ENABLED"),
                 "createdAt": old.get("createdAt", now), "updatedAt": now}
         self._edit(account, params["agentId"], params["agentVersion"], change)
         return self.get_knowledge_base(account, params["agentId"], DRAFT, params["knowledgeBaseId"])
@@ -295,6 +305,10 @@ class Agents:
 
     def prepare(self, account: str, agent_id: str) -> dict[str, Any]:
         """Check the DRAFT as InvokeAgent will use it, then freeze it for the test alias."""
+        with self._lock:
+            return self._prepare(account, agent_id)
+
+    def _prepare(self, account: str, agent_id: str) -> dict[str, Any]:
         row = self.row(account, agent_id)
         draft = row.draft
         if not draft["agent"].get("foundationModel"):
@@ -315,7 +329,9 @@ class Agents:
             self.knowledge.row(account, kb_id)
         now = utc_now()
         with self.db.session() as session:
-            agent = session.get(AgentRow, agent_id)
+            agent = _locked(session, agent_id)
+            if agent.draft != draft:
+                raise ConflictException(f"Agent {agent_id} changed while it was being prepared; prepare it again")
             agent.prepared, agent.prepared_at, agent.status = copy.deepcopy(draft), now, AgentStatus.PREPARED
         return {"agentId": agent_id, "agentStatus": AgentStatus.PREPARED, "agentVersion": DRAFT, "preparedAt": now}
 
@@ -341,14 +357,16 @@ class Agents:
         out.pop("orchestrationType", None)
         return {"agentVersion": out}
 
-    def delete_version(self, account: str, agent_id: str, version: str) -> dict[str, Any]:
+    def delete_version(self, account: str, agent_id: str, version: str,
+                       skip_in_use_check: bool = False) -> dict[str, Any]:
         self._document(account, agent_id, version)
         if version == DRAFT:
             raise ValidationException("The DRAFT version cannot be deleted; delete the agent")
         with self.db.session() as session:
-            if session.scalar(select(func.count()).select_from(AgentAliasRow).where(
+            if not skip_in_use_check and session.scalar(select(func.count()).select_from(AgentAliasRow).where(
                     AgentAliasRow.agent_id == agent_id, AgentAliasRow.version == version)):
-                raise ConflictException(f"Version {version} is in use by an alias")
+                raise ConflictException(f"Version {version} is in use by an alias (skipResourceInUseCheck "
+                                        "deletes it anyway)")
             session.execute(delete(AgentVersionRow).where(AgentVersionRow.agent_id == agent_id,
                                                           AgentVersionRow.version == version))
         return {"agentId": agent_id, "agentVersion": version, "agentStatus": AgentStatus.DELETING}
@@ -363,18 +381,26 @@ class Agents:
         if params.get("tags"):
             raise ValidationException("tags are not kept for agent aliases on this server")
         agent_id = params["agentId"]
+        self.row(account, agent_id)
+        self._free_alias_name(agent_id, params["agentAliasName"])  # before a version is made for it
         version = self._routed_version(account, agent_id, params.get("routingConfiguration"))
         alias_id, now = new_id(), utc_now()
         with self.db.session() as session:
-            if session.scalar(select(func.count()).select_from(AgentAliasRow).where(
-                    AgentAliasRow.agent_id == agent_id, AgentAliasRow.name == params["agentAliasName"])):
-                raise ConflictException(f"An alias named {params['agentAliasName']} already exists")
             session.add(AgentAliasRow(agent_alias_id=alias_id, agent_id=agent_id, account_id=account,
                                       name=params["agentAliasName"], description=params.get("description"),
                                       version=version, status=AgentAliasStatus.PREPARED,
                                       history=[{"routingConfiguration": [{"agentVersion": version}],
                                                 "startDate": now.isoformat()}], created_at=now, updated_at=now))
         return {"agentAliasId": alias_id}
+
+    def _free_alias_name(self, agent_id: str, name: str, alias_id: str | None = None) -> None:
+        with self.db.session() as session:
+            query = select(func.count()).select_from(AgentAliasRow).where(AgentAliasRow.agent_id == agent_id,
+                                                                          AgentAliasRow.name == name)
+            if alias_id:
+                query = query.where(AgentAliasRow.agent_alias_id != alias_id)
+            if session.scalar(query):
+                raise ConflictException(f"An alias named {name} already exists")
 
     def _routed_version(self, account: str, agent_id: str, routing: list[dict[str, Any]] | None) -> str:
         """The version an alias routes to: the one named, or a new version made from the prepared DRAFT."""
@@ -392,8 +418,8 @@ class Agents:
         if row.prepared is None or row.status != AgentStatus.PREPARED:
             raise ValidationException(f"Agent {agent_id} has changes that are not prepared: PrepareAgent first")
         now = utc_now()
-        with self.db.session() as session:
-            agent = session.get(AgentRow, agent_id)
+        with self._lock, self.db.session() as session:
+            agent = _locked(session, agent_id)
             agent.latest_version += 1
             version = str(agent.latest_version)
             session.add(AgentVersionRow(agent_id=agent_id, version=version, snapshot=copy.deepcopy(agent.prepared),
@@ -431,7 +457,10 @@ class Agents:
 
     def update_alias(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
         row = self.alias_row(account, params["agentId"], params["agentAliasId"])
-        version = self._routed_version(account, params["agentId"], params.get("routingConfiguration"))
+        self._free_alias_name(params["agentId"], params["agentAliasName"], row.agent_alias_id)
+        # Without a routing configuration the alias keeps its version (a rename makes no new version).
+        version = self._routed_version(account, params["agentId"], params["routingConfiguration"]) \
+            if params.get("routingConfiguration") else row.version
         now = utc_now().isoformat()
         with self.db.session() as session:
             alias = session.get(AgentAliasRow, row.agent_alias_id)
@@ -470,6 +499,9 @@ class Tool:
                  body_params: tuple[str, ...] = ()) -> None:
         if not _TOOL_NAME.fullmatch(name):
             raise ValidationException(f"The action {name!r} must be 1-64 letters, digits, _ or -")
+        if name in RESERVED_TOOLS or name.startswith(RESERVED_TOOLS[1]):
+            raise ValidationException(f"The action name {name!r} is the agent's own ({', '.join(RESERVED_TOOLS)}); "
+                                      "choose another")
         self.name, self.description, self.schema, self.group = name, description, schema, group
         self.function, self.api_path, self.method, self.body_params = function, api_path, method, body_params
 
@@ -510,16 +542,34 @@ def _function_tool(group: dict[str, Any], function: dict[str, Any]) -> Tool:
 def _openapi(text: str | bytes) -> dict[str, Any]:
     try:
         document = json.loads(text)
+    except RecursionError:
+        raise ValidationException("apiSchema is nested too deeply") from None
     except ValueError:
-        import yaml
-
         try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValidationException(f"apiSchema is neither JSON nor YAML: {exc}") from None
+            document = _load_yaml(text)
+        except RecursionError:
+            raise ValidationException("apiSchema is nested too deeply") from None
+    if "$ref" in json.dumps(document):
+        raise ValidationException("apiSchema uses $ref, which this server does not resolve: write the schemas "
+                                  "inline")
     if not isinstance(document, dict) or not str(document.get("openapi", "")).startswith("3"):
         raise ValidationException("apiSchema must be an OpenAPI 3 document (openapi: 3.x)")
     return document
+
+
+def _load_yaml(text: str | bytes) -> Any:
+    """YAML without anchors and aliases: a few hundred bytes of nested aliases expand to gigabytes."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError("YAML aliases (*name) are not accepted in an API schema")
+            return super().compose_node(parent, index)
+    try:
+        return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ValidationException(f"apiSchema is neither JSON nor YAML: {exc}") from None
 
 
 def _api_tools(group: dict[str, Any], document: dict[str, Any]) -> list[Tool]:
@@ -539,7 +589,7 @@ def _api_tools(group: dict[str, Any], document: dict[str, Any]) -> list[Tool]:
             body_params = tuple((body_schema.get("properties") or {}).keys())
             properties.update(body_schema.get("properties") or {})
             required += list(body_schema.get("required") or [])
-            name = operation.get("operationId") or f"{method}_{path.strip('/').replace('/', '_')}"
+            name = operation.get("operationId") or re.sub(r"[^a-zA-Z0-9_-]", "_", f"{method}_{path.strip('/')}")[:64]
             schema = {"type": "object", "properties": properties, "required": required}
             out.append(Tool(name, operation.get("description") or operation.get("summary") or "", schema, group,
                             api_path=path, method=method.upper(), body_params=body_params))
@@ -557,3 +607,8 @@ def _group_out(group: dict[str, Any], agent_id: str, version: str) -> dict[str, 
 def _kb_out(kb: dict[str, Any], agent_id: str, version: str) -> dict[str, Any]:
     return {**kb, "agentId": agent_id, "agentVersion": version, "createdAt": datetime.fromisoformat(kb["createdAt"]),
             "updatedAt": datetime.fromisoformat(kb["updatedAt"])}
+
+
+def _locked(session: Any, agent_id: str) -> AgentRow:
+    """The agent's row, locked for this transaction where the database can (PostgreSQL's FOR UPDATE)."""
+    return session.scalars(select(AgentRow).where(AgentRow.agent_id == agent_id).with_for_update()).one()

@@ -212,7 +212,8 @@ def get_agent_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 
 @handles("bedrock-agent", "DeleteAgentVersion")
 def delete_agent_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return ctx.services.agents.delete_version(ctx.principal.account_id, params["agentId"], params["agentVersion"])
+    return ctx.services.agents.delete_version(ctx.principal.account_id, params["agentId"], params["agentVersion"],
+                                              bool(params.get("skipResourceInUseCheck")))
 
 
 @handles("bedrock-agent", "CreateAgentAlias")

@@ -57,5 +57,14 @@ def rerank(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 @handles("bedrock-agent-runtime", "InvokeAgent")
 def invoke_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The agent acts for its caller: the caller needs bedrock:InvokeModel on its model and bedrock:Retrieve on
+    its knowledge bases, as for Converse and RetrieveAndGenerate (a policy that denies a model stays in force
+    through an agent)."""
+    services, account = ctx.services, ctx.principal.account_id
+    model, knowledge_bases = services.agent_runtime.authorization(account, params)
+    for arn in model_arns(services, account, model):
+        ctx.authorize("bedrock:InvokeModel", arn)
+    for kb_id in knowledge_bases:
+        ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account, kb_id))
     session_id, events = ctx.services.agent_runtime.invoke(_caller(ctx), params)
     return {"sessionId": session_id, "contentType": "application/json", "completion": events}

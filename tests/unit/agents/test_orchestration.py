@@ -213,3 +213,45 @@ def test_an_idle_session_starts_over(db):
         session.get(AgentSessionRow, ("AGENT00001", "s1")).updated_at = utc_now() - timedelta(seconds=601)
     _invoke(runtime, text="Hello?")
     assert len(model.requests[-1]["messages"]) == 1
+
+
+def test_action_schemas_are_checked_before_they_reach_a_model():
+    from outcrop.agents.service import tools
+
+    def group(**schema):
+        return _group("g", {"customControl": "RETURN_CONTROL"}, **schema)
+
+    for reserved in ("final_answer", "search_knowledge_base", "search_knowledge_base_x"):
+        with pytest.raises(ValidationException, match="the agent's own"):
+            tools(group(functionSchema={"functions": [{"name": reserved}]}), None)
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\nopenapi: '3.0.0'\n"
+    with pytest.raises(ValidationException, match="aliases"):
+        tools(group(apiSchema={"payload": bomb}), None)
+    referenced = json.dumps({"openapi": "3.0.0", "paths": {"/a": {"get": {"parameters": [
+        {"$ref": "#/components/parameters/id"}]}}}})
+    with pytest.raises(ValidationException, match=r"\$ref"):
+        tools(group(apiSchema={"payload": referenced}), None)
+    with pytest.raises(ValidationException, match="nested too deeply"):
+        tools(group(apiSchema={"payload": "[" * 100_000}), None)
+    unnamed = json.dumps({"openapi": "3.0.0", "paths": {"/orders/{orderId}": {"get": {"parameters": []}}}})
+    assert [t.name for t in tools(group(apiSchema={"payload": unnamed}), None)] == ["get_orders__orderId_"]
+
+
+def test_a_function_answering_in_another_shape_is_a_failed_action(db, orders_url):
+    from outcrop.agents.orchestration import _function_output
+
+    assert _function_output({"response": "ok"})[1] is True
+    assert _function_output({"response": {"functionResponse": {"responseBody": {"TEXT": {"body": "fine"}}}}}) == (
+        "fine", False)
+    assert _function_output({"response": {"httpStatusCode": 500, "responseBody": {
+        "application/json": {"body": "down"}}}}) == ("down", True)
+
+
+def test_end_session_alone_ends_even_a_session_waiting_for_results(db):
+    model = ScriptedModel(("get_weather", {"city": "Rome"}))
+    runtime = _runtime(db, _document({"W": _group("weather", {"customControl": "RETURN_CONTROL"},
+                                                  functionSchema=WEATHER)}), model)
+    assert _invoke(runtime, text="Rome?")[-1][0] == "returnControl"
+    assert _invoke(runtime, endSession=True) == []
+    with db.session() as session:
+        assert session.get(AgentSessionRow, ("AGENT00001", "s1")) is None
