@@ -34,6 +34,9 @@ from outcrop.runtime.service import Caller, RuntimeService
 
 FINAL_ANSWER = "final_answer"
 SEARCH = "search_knowledge_base"
+#: The longest final answer: a greedy small model may repeat itself inside the answer's string until the step's
+#: tokens run out, and the grammar then closes it here instead (the answer is not lost to the cut).
+ANSWER_CHARACTERS = 800
 #: Tokens one step may write: a call, or the final answer. Steps are greedy, as Bedrock's orchestration
 #: is by default (temperature 0): an agent's choice of action should not be a roll of the dice.
 MAX_TOKENS = 300
@@ -186,8 +189,9 @@ class _Turn:
             answer = self.owner.runtime.converse(self.caller, self.document["agent"]["foundationModel"], request)
             message = answer["output"]["message"]
             use = next((block["toolUse"] for block in message["content"] if "toolUse" in block), None)
-            if use is None:  # the grammar forces a call; a cut-off one (max tokens) ends the turn as text
-                yield from self._finish("".join(block.get("text", "") for block in message["content"]))
+            if use is None:  # the grammar forces a call: only one cut off at MAX_TOKENS gets here
+                text = "".join(block.get("text", "") for block in message["content"])
+                yield from self._finish(text or f"I could not finish this step within {MAX_TOKENS} tokens.")
                 return
             if use["name"] == FINAL_ANSWER:
                 yield from self._finish(str(use["input"].get("answer", "")))
@@ -224,7 +228,8 @@ class _Turn:
                                            "query": {"type": "string"}}, "required": ["query"]}}}})
         specs.append({"toolSpec": {"name": FINAL_ANSWER, "description": "Answer the user and end the turn.",
                                    "inputSchema": {"json": {"type": "object", "properties": {
-                                       "answer": {"type": "string"}}, "required": ["answer"]}}}})
+                                       "answer": {"type": "string", "maxLength": ANSWER_CHARACTERS}},
+                                       "required": ["answer"]}}}})
         system = self.document["agent"]["instruction"] + "\n\n" + GUIDE
         if self.prompt_attributes:
             system += "\n\n" + "\n".join(f"{k}: {v}" for k, v in sorted(self.prompt_attributes.items()))

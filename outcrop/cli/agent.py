@@ -249,7 +249,7 @@ def _list(args: argparse.Namespace) -> int:
     for page in agent.get_paginator("list_agents").paginate():
         for summary in page["agentSummaries"]:
             print(f"{summary['agentId']}  {summary['agentName']:<30}  {summary['agentStatus']:<14}  "
-                  f"v{summary.get('latestAgentVersion') or '-':<6}  "
+                  f"{summary.get('latestAgentVersion') or '-':<6}  "
                   f"{summary['updatedAt'].astimezone():%Y-%m-%d %H:%M:%S}")
     return 0
 
@@ -420,8 +420,7 @@ class Tracer:
         if "modelInvocationInput" in trace:
             self.flush()
             self.step += 1
-            self.line(f"step {self.step}", "model input " + _model_text(trace["modelInvocationInput"].get("text")),
-                      tail=True)
+            self.line(f"step {self.step}", _model_text(trace["modelInvocationInput"].get("text")))
         if "modelInvocationOutput" in trace:
             usage = ((trace["modelInvocationOutput"].get("metadata") or {}).get("usage") or {})
             raw = (trace["modelInvocationOutput"].get("rawResponse") or {}).get("content") or ""
@@ -471,18 +470,17 @@ class Tracer:
             self.line("knowledge base", f"{search.get('knowledgeBaseId', '?')}: {search.get('text', '?')!r}")
 
     @staticmethod
-    def line(label: str, text: Any, tail: bool = False) -> None:
-        flat = " ".join(str(text if text is not None else "").split())
-        if tail and len(flat) > TRACE_WIDTH:
-            flat = "..." + flat[3 - TRACE_WIDTH:].lstrip()
-        _note(f"[{label}] {snippet(flat, TRACE_WIDTH)}")
+    def line(label: str, text: Any) -> None:
+        _note(f"[{label}] {snippet(str(text if text is not None else ''), TRACE_WIDTH)}")
 
 
 def _model_text(text: str | None) -> str:
     """The prompt of a step, often a JSON string itself: shown as the text it stands for. Its end is what
-    is new at this step (the instruction comes first and is the same every time), so a line shows the end."""
+    is new at this step (the instruction comes first and is the same every time), so the line shows the end."""
     if text and text.startswith('"'):
         with contextlib.suppress(ValueError):
             text = json.loads(text)
-    text = text or ""
-    return f"({len(text)} chars) {text}"
+    flat = " ".join((text or "").split())
+    prefix = f"model input ({len(flat)} chars): "
+    room = TRACE_WIDTH - len(prefix) - 3  # the line is cut at TRACE_WIDTH: the tail must fit after the prefix
+    return prefix + (flat if len(flat) <= room + 3 else "..." + flat[-room:].lstrip())

@@ -1,18 +1,13 @@
 """Agents through boto3 against a real server: the control plane (action groups, knowledge bases, prepare,
 versions and aliases), InvokeAgent's event stream as botocore reads it, and isolation between accounts.
 
-InvokeAgent runs here on the tiny random model: its steps are valid calls (the tool-use grammar) but its
-choices are arbitrary, so this file checks the protocol; what each choice does is tests/unit/agents'.
+InvokeAgent runs here on the tiny random model (conftest.py says why).
 """
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
-from tests.conftest import register_model
-from tests.helpers import make_tiny_llama
 from tests.integration.security.helpers import error_code, outcrop
 
 WEATHER = {"functions": [{"name": "get_weather", "description": "The weather now in a city",
@@ -20,12 +15,6 @@ WEATHER = {"functions": [{"name": "get_weather", "description": "The weather now
 OPENAPI = {"openapi": "3.0.0", "info": {"title": "orders", "version": "1"}, "paths": {"/orders/{orderId}": {"get": {
     "operationId": "get_order", "description": "The status of an order",
     "parameters": [{"name": "orderId", "in": "path", "required": True, "schema": {"type": "string"}}]}}}}
-
-
-@pytest.fixture(scope="module")
-def tiny_agent_model(server, tmp_path_factory) -> str:
-    """The tiny random Llama with room for an agent's prompt (its tools' schemas and the conversation)."""
-    return register_model(server, "tiny-agent-llama", make_tiny_llama(tmp_path_factory.mktemp("tiny"), context=4096))
 
 
 def test_an_agent_is_built_prepared_versioned_and_invoked(server, tiny_agent_model):
