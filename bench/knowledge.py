@@ -14,46 +14,49 @@ its SOURCES.md), one document per file, 2,000 by default (`--documents`, at most
 Ingestion, the same files, the same model (all-MiniLM-L6-v2, packaged), the same machine:
 
 * Outcrop: a real `outcrop serve` (a temporary data dir); the files are put in a bucket of its object store
-  with `outcrop s3 cp` (not timed), then CreateKnowledgeBase, CreateDataSource (S3, FIXED_SIZE chunks of
-  250 tokens, 20% overlap: MiniLM embeds at most 254 tokens, and the server refuses larger chunks) and
-  StartIngestionJob; timed from StartIngestionJob until GetIngestionJob says
-  COMPLETE (polled every 0.2 s; the job's own startedAt..updatedAt is printed too). The job runs in its own
-  process and loads the embedding model there, so model loading is inside the time.
+  with `outcrop s3 cp` (not timed), then CreateKnowledgeBase, CreateDataSource (S3, FIXED_SIZE chunks of 250
+  tokens, 20% overlap: MiniLM embeds at most 254 tokens, and the server refuses larger chunks) and
+  StartIngestionJob, timed until GetIngestionJob says COMPLETE (polled every 0.2 s; the job's own
+  startedAt..updatedAt is printed too). The job runs in a process of its own and loads the embedding model
+  there, so the process start and the model load are inside the time.
 * LangChain, the way its documentation writes it: `DirectoryLoader` + `TextLoader`, a
-  `RecursiveCharacterTextSplitter.from_huggingface_tokenizer` of 250 tokens with 50 overlapping (the
-  model's own tokenizer), `HuggingFaceEmbeddings` and `langchain_community.vectorstores.LanceDB` on a
-  local folder; timed from the loader to the stored table, model loading included (printed apart too).
+  `RecursiveCharacterTextSplitter.from_huggingface_tokenizer` of 250 tokens with 50 overlapping (the model's
+  own tokenizer), `HuggingFaceEmbeddings` and `langchain_community.vectorstores.LanceDB` on a local folder,
+  in a process of its own; timed from the imports to the stored table, model load included (the parts are
+  printed too).
 
-The ratio is Outcrop's documents/s over LangChain's (goal >= 1.5); chunks/s are printed as well (the
-two chunkers cut a little differently).
+The ratio is Outcrop's documents/s over LangChain's (goal >= 1.5); chunks/s are printed as well (the two
+chunkers cut a little differently).
 
 Retrieval quality: every held question is sent to Retrieve (numberOfResults 5) with overrideSearchType
-SEMANTIC and HYBRID; recall@5 is the share whose answer document's S3 URI is among the five results
-(goal: hybrid >= semantic). The LangChain store's `similarity_search(k=5)` is scored the same way, as a
-reference.
+SEMANTIC and HYBRID; recall@5 is the share whose answer document's S3 URI is among the five results (goal:
+hybrid >= semantic; the questions missed are in --json). The LangChain store's `similarity_search(k=5)` is
+scored the same way, as a reference.
 
-Latency (k=5, SEMANTIC, one client, one request at a time, after 10 warm-up queries; `--queries` queries,
+Latency (k=5, SEMANTIC, one client, one request at a time, after 10 warm-up queries; `--queries` queries:
 the held questions, then NQ-open and T-REx questions): the knowledge base's table is grown synthetically to
-about 10,000 and then 100,000 chunks, because embedding 100,000 chunks through the API would take hours on
-a small CPU: copies of the real chunks (their vectors with Gaussian noise of sigma 0.02 per dimension,
-renormalized, their text, fresh ids, their document's URI) are added through the store's own interface
-(`outcrop.knowledge.store.open_store`), and the store's `optimize()` runs after each growth (it builds the
-ANN index once the table passes `knowledge_ann_threshold`). Two numbers at each size:
+10,000 and then 100,000 chunks (`--sizes`), because embedding 100,000 chunks through the API would take
+about an hour on a small CPU: copies of the real chunks (their vectors with Gaussian noise of sigma 0.02 per
+dimension, renormalized; their text; fresh ids; their document's URI) are written through the store's own
+interface (`outcrop.knowledge.store.open_store`), and the store's `optimize()` runs after each growth (it
+builds the ANN index once the table passes `knowledge_ann_threshold`, 20,000 by default). Two numbers at
+each size:
 
 * end-to-end: Retrieve through boto3 against the server (HTTP, SigV4, the query's embedding, the search,
   the response), as a client sees it;
-* store only: the store's vector search in this process with vectors embedded beforehand, which is the
-  part that grows with the table.
+* store alone: the store's vector search in this process, for vectors embedded beforehand, asked for 15
+  results as Retrieve asks it (numberOfResults x 3): the part that grows with the table.
 
-At 100,000 chunks the ANN results are also compared with an exact search (numpy over the same vectors):
-the share of the exact top 5 the store returned.
+At each size the store's top 5 is also compared with an exact search (numpy over the same vectors): the
+share of the exact top 5 it returned, 1.0 until the ANN index exists.
 
     .venv/bin/python bench/knowledge.py [--documents 2000] [--queries 400] [--sizes 10000,100000] [--quick]
                                         [--skip-langchain] [--skip-outcrop] [--json out.json]
 
-`--quick` is for trying it: 300 documents, 50 questions and queries, no 100,000-chunk step. Printed: the
-load and the busiest processes before the run, a table per part (with the CPU time other processes took
-while it ran), the README rows proposed, and last `ratio <Outcrop / LangChain documents/s>`.
+`--quick` is for trying it: 300 documents, 50 questions and queries, sizes 10000 only. Printed: the load and
+the busiest processes before the run, each part with the CPU time other processes took while it ran (a
+warning when it is noticeable), a summary table, the README rows proposed, and last `ratio <Outcrop /
+LangChain documents/s>`. About 5 minutes on 2 cores (the 100,000-chunk step is about 1 of them).
 """
 
 from __future__ import annotations
@@ -675,7 +678,8 @@ def run_outcrop(args, tmp_path: Path, corpus_dir: Path, corpus: Corpus, queries:
         print(f"  {len(corpus.docs):,} documents -> {ours['chunks']:,} chunks in {ours['seconds']:.1f} s "
               f"(the job's own startedAt..updatedAt: {ours['job_s']:.1f} s): "
               f"{len(corpus.docs) / ours['seconds']:.1f} documents/s, {ours['chunks'] / ours['seconds']:.1f} chunks/s\n"
-              f"  (upload with outcrop s3 cp, not timed: {ours['upload_s']:.1f} s); statistics {ours['statistics']}")
+              f"  (upload with outcrop s3 cp, not timed: {ours['upload_s']:.1f} s); the job's statistics: "
+              + ", ".join(f"{k} {v}" for k, v in ours["statistics"].items() if v))
         if ours["failure_reasons"]:
             print(f"  failure reasons: {ours['failure_reasons'][:5]}")
         print(ours["cpu"], flush=True)

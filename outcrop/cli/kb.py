@@ -91,6 +91,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ask.add_argument("--session", default=None, metavar="ID",
                      help="continue a conversation (the id `ask` printed on stderr)")
     ask.add_argument("--max-tokens", type=int, default=None, metavar="N", help="most tokens in the answer")
+    ask.add_argument("--temperature", type=float, default=None, help="sampling temperature (0: greedy)")
 
     command("list", _list, "knowledge bases: id, name, status, last update")
 
@@ -368,9 +369,10 @@ def _ask(args: argparse.Namespace) -> int:
     configuration: dict[str, Any] = {"knowledgeBaseId": kb["knowledgeBaseId"],
                                      "modelArn": model_arn(runtime.meta.region_name, args.model),
                                      "retrievalConfiguration": retrieval_configuration(args)}
-    if args.max_tokens is not None:
-        configuration["generationConfiguration"] = {"inferenceConfig": {"textInferenceConfig": {
-            "maxTokens": args.max_tokens}}}
+    inference = {k: v for k, v in (("maxTokens", args.max_tokens), ("temperature", args.temperature))
+                 if v is not None}
+    if inference:
+        configuration["generationConfiguration"] = {"inferenceConfig": {"textInferenceConfig": inference}}
     request: dict[str, Any] = {"input": {"text": args.question}, "retrieveAndGenerateConfiguration": {
         "type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": configuration}}
     if args.session:

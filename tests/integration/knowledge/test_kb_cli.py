@@ -54,7 +54,9 @@ def test_sync_a_folder_then_retrieve_and_ask_with_sources(server, tmp_path):
     assert first.startswith("1. ") and first.endswith("s3://kb-cli/docs/saturn.txt"), found.stdout
     assert "ice and rock" in found.stdout
 
-    asked = kb(server, "ask", "docs", "What are the rings of Saturn made of?", "--max-tokens", "30")
+    # Greedy: a sampled answer may wander off the passage, and a sentence that shares too little is not cited.
+    asked = kb(server, "ask", "docs", "What are the rings of Saturn made of?", "--max-tokens", "30",
+               "--temperature", "0")
     assert asked.returncode == 0, asked.stderr
     answer, _, sources = asked.stdout.partition("\n[1] ")
     assert answer.strip(), asked.stdout
