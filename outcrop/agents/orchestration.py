@@ -28,7 +28,7 @@ from outcrop.agents.service import Agents, Tool, tools
 from outcrop.agents.tables import AgentRow, AgentSessionRow
 from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.functions.service import FunctionError, Functions
-from outcrop.knowledge.retrieval import Retrieval, cite
+from outcrop.knowledge.retrieval import Retrieval, cite, reference
 from outcrop.platform.database import Database, utc_now
 from outcrop.runtime.service import Caller, RuntimeService
 
@@ -254,9 +254,7 @@ class _Turn:
             "knowledgeBaseId": kb_id, "text": query}}})
         hits = self.owner.retrieval.search(self.caller, kb_id, query, None, "knowledgeBase")
         self.hits += hits
-        references = [{"content": {"text": h.context}, "location": {"type": "S3", "s3Location": {"uri": h.source_uri}}
-                       if h.source_uri.startswith("s3://") else {"type": "CUSTOM", "customDocumentLocation": {
-                           "id": h.source_uri}}, "metadata": h.metadata} for h in hits]
+        references = [reference(h) for h in hits]
         yield from self._trace({"observation": {"type": "KNOWLEDGE_BASE", "knowledgeBaseLookupOutput": {
             "retrievedReferences": references}}})
         text = "\n\n".join(f"[{i}] {h.context}" for i, h in enumerate(hits, 1)) or "No results."

@@ -18,7 +18,14 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from outcrop.agents.tables import AgentAliasRow, AgentAliasStatus, AgentRow, AgentStatus, AgentVersionRow
+from outcrop.agents.tables import (
+    AgentAliasRow,
+    AgentAliasStatus,
+    AgentRow,
+    AgentSessionRow,
+    AgentStatus,
+    AgentVersionRow,
+)
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
 from outcrop.functions.service import Functions
 from outcrop.iam.principal import Principal
@@ -161,8 +168,6 @@ class Agents:
             if aliases and not skip_in_use_check:
                 raise ConflictException(f"Agent {agent_id} has {aliases} aliases; delete them first, or set "
                                         "skipResourceInUseCheck")
-            from outcrop.agents.tables import AgentSessionRow
-
             for table in (AgentAliasRow, AgentVersionRow, AgentSessionRow):
                 session.execute(delete(table).where(table.agent_id == agent_id))
             session.delete(session.get(AgentRow, agent_id))

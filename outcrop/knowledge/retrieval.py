@@ -241,7 +241,7 @@ def cite(answer: str, hits: list[Hit]) -> list[dict[str, Any]]:
             parts.append((start, start + len(sentence), sources))
     return [{"generatedResponsePart": {"textResponsePart": {"text": answer[start:end],
                                                             "span": {"start": start, "end": end - 1}}},
-             "retrievedReferences": [_reference(hits[i]) for i in sources]} for start, end, sources in parts]
+             "retrievedReferences": [reference(hits[i]) for i in sources]} for start, end, sources in parts]
 
 
 def _words(text: str) -> set[str]:
@@ -265,7 +265,8 @@ def _result(hit: Hit) -> dict[str, Any]:
             "metadata": hit.metadata}
 
 
-def _reference(hit: Hit) -> dict[str, Any]:
+def reference(hit: Hit) -> dict[str, Any]:
+    """A passage as Bedrock cites it (RetrieveAndGenerate's citations, an agent's knowledge-base trace)."""
     return {"content": {"text": hit.context, "type": "TEXT"}, "location": _location(hit), "metadata": hit.metadata}
 
 

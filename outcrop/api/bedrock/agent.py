@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
+from outcrop.errors import ValidationException
 
 
 def _pass_role(ctx: RequestContext, params: dict[str, Any]) -> None:
@@ -147,8 +148,7 @@ def prepare_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
 
 @handles("bedrock-agent", "CreateAgentActionGroup")
 def create_agent_action_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return {"agentActionGroup": ctx.services.agents.create_action_group(ctx.principal.account_id, params)[
-        "agentActionGroup"]}
+    return ctx.services.agents.create_action_group(ctx.principal.account_id, params)
 
 
 @handles("bedrock-agent", "GetAgentActionGroup")
@@ -234,8 +234,6 @@ def list_agent_aliases(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
 @handles("bedrock-agent", "UpdateAgentAlias")
 def update_agent_alias(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("aliasInvocationState") not in (None, "ACCEPT_INVOCATIONS"):
-        from outcrop.errors import ValidationException
-
         raise ValidationException("aliasInvocationState REJECT_INVOCATIONS is not supported on this server")
     return ctx.services.agents.update_alias(ctx.principal.account_id, params)
 
