@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from outcrop.agents.memory import SessionMemory
 from outcrop.agents.orchestration import AgentRuntime
 from outcrop.agents.service import Agents
 from outcrop.catalog.prices import PriceTable
@@ -111,13 +112,14 @@ class Services:
         knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
         retrieval = Retrieval(knowledge, runtime)
         functions = Functions(db, settings.region)
-        agents = Agents(db, profiles, knowledge, functions, settings.region)
+        agents = Agents(db, profiles, knowledge, functions, iam, store, settings.region)
         return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
                    human=evaluation.human, invocation_log=invocation_log, jobs=jobs, customization=customization,
                    provisioning=provisioning, evaluation=evaluation,
                    insights=InsightsService(db, provisioning.prices, settings), runtime=runtime, profiles=profiles,
                    knowledge=knowledge, retrieval=retrieval, functions=functions, agents=agents,
-                   agent_runtime=AgentRuntime(agents, retrieval, runtime, functions, db, settings.agent_max_steps),
+                   agent_runtime=AgentRuntime(agents, retrieval, runtime, functions, SessionMemory(db, runtime), db,
+                                                               settings.agent_max_steps),
                    schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids))
 
     def close(self) -> None:

@@ -19,13 +19,17 @@ every step is reported as Bedrock's orchestration trace (model input, invocation
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from outcrop.agents.service import Agents, Tool, tools
-from outcrop.agents.tables import AgentRow, AgentSessionRow
+from outcrop.agents.memory import SessionMemory
+from outcrop.agents.memory import configuration as memory_configuration
+from outcrop.agents.service import DEFAULT_IDLE_TTL, DRAFT, Agents, Tool, tools
+from outcrop.agents.tables import AgentSessionRow
 from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.functions.service import FunctionError, Functions
 from outcrop.knowledge.retrieval import Retrieval, cite, reference
@@ -44,40 +48,72 @@ MAX_TOKENS = 300
 GUIDE = ("Work step by step. Call one of the tools when you need an action or information. When you can answer "
          f"the user, call {FINAL_ANSWER} with the answer.")
 _REFUSED = {"bedrockModelConfigurations": "model configurations", "promptCreationConfigurations": "prompt creation",
-            "sourceArn": "source ARNs", "memoryId": "memory", "streamingConfigurations": "streaming configurations"}
+            "sourceArn": "source ARNs", "streamingConfigurations": "streaming configurations"}
+#: InvokeInlineAgent's members beyond those CreateAgent refuses too (Agents._agent_fields).
+_INLINE_REFUSED = {**_REFUSED, "collaborators": "multi-agent collaboration",
+                   "collaboratorConfigurations": "multi-agent collaboration"}
 #: User turns of a session kept in the prompt (the oldest go first), so a long session never outgrows the window.
 SESSION_TURNS = 10
 _STATE_REFUSED = {"files": "files", "knowledgeBaseConfigurations": "knowledge base overrides",
                   "conversationHistory": "conversation history"}
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who runs a turn: an agent's id, name, alias and version; an inline agent has no alias, and an id of its
+    account's own (inline_agent_id), under which its sessions are kept."""
+
+    agent_id: str
+    name: str
+    alias_id: str | None
+    version: str
+
+
+def inline_agent_id(account: str) -> str:
+    """The id an account's inline agents keep their sessions under: 10 characters like an agent's, a different
+    one for each account (its 12 digits written in base 36), so one account's session ids never meet another's,
+    and never an id that new_id makes (those have no lower-case letter)."""
+    digits, number = "0123456789abcdefghijklmnopqrstuvwxyz", int(account)
+    out = ""
+    for _ in range(8):
+        number, digit = divmod(number, 36)
+        out = digits[digit] + out
+    return "il" + out
+
+
 class AgentRuntime:
     def __init__(self, agents: Agents, retrieval: Retrieval, runtime: RuntimeService, functions: Functions,
-                 db: Database, max_steps: int) -> None:
+                 memory: SessionMemory, db: Database, max_steps: int) -> None:
         self.agents = agents
         self.retrieval = retrieval
         self.runtime = runtime
         self.functions = functions
+        self.memory = memory
         self.db = db
         self.max_steps = max_steps
 
     def invoke(self, caller: Caller, params: dict[str, Any]) -> tuple[str, Iterator[tuple[str, dict]]]:
-        for member, what in _REFUSED.items():
-            if params.get(member):
-                raise ValidationException(f"{member} ({what}) is not supported on this server")
-        state = params.get("sessionState") or {}
-        for member, what in _STATE_REFUSED.items():
-            if state.get(member):
-                raise ValidationException(f"sessionState.{member} ({what}) is not supported on this server")
+        state = _accepted(params, _REFUSED, "sessionState")
+        agent, version, document = self.agents.runnable(caller.principal.account_id, params["agentId"],
+                                                        params["agentAliasId"])
+        who = Identity(agent.agent_id, agent.name, params["agentAliasId"], version)
+        return params["sessionId"], self._start(_Turn(self, caller, who, document, params), state)
+
+    def invoke_inline(self, caller: Caller, params: dict[str, Any]) -> tuple[str, Iterator[tuple[str, dict]]]:
+        """InvokeInlineAgent: the agent is the request's; its sessions are kept as an agent's are."""
+        state = _accepted(params, _INLINE_REFUSED, "inlineSessionState")
         account = caller.principal.account_id
-        agent, version, document = self.agents.runnable(account, params["agentId"], params["agentAliasId"])
-        turn = _Turn(self, caller, agent, version, document, params)
-        if params.get("endSession") and not params.get("inputText") and not state.get(
+        document = self.agents.inline(account, params)
+        who = Identity(inline_agent_id(account), document["agent"]["agentName"], None, DRAFT)
+        return params["sessionId"], self._start(_Turn(self, caller, who, document, params), state)
+
+    def _start(self, turn: _Turn, state: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+        if turn.params.get("endSession") and not turn.params.get("inputText") and not state.get(
                 "returnControlInvocationResults"):
             turn.end()  # ending alone: the session goes, whatever it was waiting for
-            return params["sessionId"], iter(())
-        turn.begin(state)
-        return params["sessionId"], turn.run()
+            return iter(())
+        turn.begin(state)  # before the stream: what is wrong with the input is a ValidationException
+        return turn.run()
 
     def authorization(self, account: str, params: dict[str, Any]) -> tuple[str, list[str]]:
         """What the agent behind this call will use, for the caller's authorization: its model and its
@@ -88,35 +124,67 @@ class AgentRuntime:
                                                       if kb["knowledgeBaseState"] == "ENABLED"]
 
 
+def _accepted(params: dict[str, Any], refused: dict[str, str], state_member: str) -> dict[str, Any]:
+    """The call's session state, once every member this server cannot honour is refused by name."""
+    for member, what in refused.items():
+        if params.get(member):
+            raise ValidationException(f"{member} ({what}) is not supported on this server")
+    state = params.get(state_member) or {}
+    for member, what in _STATE_REFUSED.items():
+        if state.get(member):
+            raise ValidationException(f"{state_member}.{member} ({what}) is not supported on this server")
+    return state
+
+
 class _Turn:
     """One InvokeAgent call: its session, its tools, and the loop."""
 
-    def __init__(self, owner: AgentRuntime, caller: Caller, agent: AgentRow, version: str, document: dict[str, Any],
+    def __init__(self, owner: AgentRuntime, caller: Caller, who: Identity, document: dict[str, Any],
                  params: dict[str, Any]) -> None:
-        self.owner, self.caller, self.agent, self.version, self.document = owner, caller, agent, version, document
-        self.params = params
+        self.owner, self.caller, self.who, self.document, self.params = owner, caller, who, document, params
         self.session_id = params["sessionId"]
+        self.model = document["agent"]["foundationModel"]
         self.trace_on = bool(params.get("enableTrace"))
         self.tools: dict[str, Tool] = {}
         for group in document["actionGroups"].values():
-            for tool in tools(group, owner.agents._read_s3):
+            for tool in tools(group, _unread):
                 self.tools[tool.name] = tool
         self.knowledge_bases = [kb for kb in document["knowledgeBases"].values()
                                 if kb["knowledgeBaseState"] == "ENABLED"]
-        self.searches = {_search_name(kb["knowledgeBaseId"], self.knowledge_bases): kb["knowledgeBaseId"]
+        self.searches = {_search_name(kb["knowledgeBaseId"], self.knowledge_bases): kb
                          for kb in self.knowledge_bases}
         self.hits: list = []
+        self.memory = memory_configuration(document["agent"])
+        self.memory_id = params.get("memoryId")
+        if self.memory_id and self.memory is None:
+            raise ValidationException(f"memoryId was given, but agent {who.agent_id} has no memoryConfiguration "
+                                      "(UpdateAgent with one, then PrepareAgent)")
+        self.recalled: list[str] = []
 
     # -- the session ------------------------------------------------------------------------------
 
     def begin(self, state: dict[str, Any]) -> None:
         """Load (or start) the session, and take in this call's input: text, or the results of the actions
-        the caller was given control of."""
-        ttl = timedelta(seconds=self.document["agent"].get("idleSessionTTLInSeconds") or 600)
+        the caller was given control of. A session that idled past the agent's TTL is over: it is summarized
+        into memory (when it has a memoryId) and a new one begins."""
+        ttl = timedelta(seconds=self.document["agent"].get("idleSessionTTLInSeconds") or DEFAULT_IDLE_TTL)
         with self.owner.db.session() as session:
-            row = session.get(AgentSessionRow, (self.agent.agent_id, self.session_id))
-        if row is not None and (row.account_id != self.caller.principal.account_id or utc_now() - row.updated_at > ttl):
-            row = None  # idle past the agent's TTL: a new conversation (another account's id is never reused)
+            row = session.get(AgentSessionRow, (self.who.agent_id, self.session_id))
+        if row is not None and row.account_id != self.caller.principal.account_id:
+            raise ResourceNotFoundException(f"Session {self.session_id} does not exist")  # unreachable by design
+        if row is not None and utc_now() - row.updated_at > ttl:
+            self._close(row)
+            row = None
+        if row is not None:
+            if self.memory_id and row.memory_id != self.memory_id:
+                raise ValidationException(f"Session {self.session_id} began with memoryId {row.memory_id}; a "
+                                          "session keeps the memoryId it began with")
+            self.memory_id = row.memory_id
+        if self.memory_id and self.memory:
+            self.owner.memory.settle(self.caller, self.model, self.who.agent_id, self.memory_id, ttl, self.memory)
+            self.recalled = self.owner.memory.recall(self.caller.principal.account_id, self.who.agent_id,
+                                                     self.who.alias_id or "", self.memory_id, self.memory)
+        self.fresh = row is None
         self.messages = _recent(list(row.messages)) if row else []
         self.attributes = {**(row.session_attributes if row else {}), **(state.get("sessionAttributes") or {})}
         self.prompt_attributes = {**(row.prompt_attributes if row else {}),
@@ -157,25 +225,35 @@ class _Turn:
 
     def end(self) -> None:
         with self.owner.db.session() as session:
-            row = session.get(AgentSessionRow, (self.agent.agent_id, self.session_id))
-            if row is not None and row.account_id == self.caller.principal.account_id:
-                session.delete(row)
+            row = session.get(AgentSessionRow, (self.who.agent_id, self.session_id))
+        if row is not None and row.account_id == self.caller.principal.account_id:
+            self._close(row)
+
+    def _close(self, row: AgentSessionRow) -> None:
+        """The session is over: kept as a summary under its memoryId (when the agent has memory), and gone."""
+        if row.memory_id and self.memory:
+            self.owner.memory.keep(self.caller, self.model, row, self.memory)
+            return
+        with self.owner.db.session() as session:
+            stale = session.get(AgentSessionRow, (row.agent_id, row.session_id))
+            if stale is not None:
+                session.delete(stale)
 
     def _save(self, pending: dict[str, Any] | None) -> None:
-        ends = bool(self.params.get("endSession")) and pending is None
         with self.owner.db.session() as session:
-            row = session.get(AgentSessionRow, (self.agent.agent_id, self.session_id))
-            if ends:
-                if row is not None:
-                    session.delete(row)
-                return
+            row = session.get(AgentSessionRow, (self.who.agent_id, self.session_id))
             if row is None:
-                row = AgentSessionRow(agent_id=self.agent.agent_id, session_id=self.session_id,
+                row = AgentSessionRow(agent_id=self.who.agent_id, session_id=self.session_id,
                                       account_id=self.caller.principal.account_id)
                 session.add(row)
+            if self.fresh:
+                row.memory_id, row.alias_id, row.started_at = self.memory_id, self.who.alias_id, utc_now()
+                self.fresh = False
             row.messages, row.session_attributes, row.prompt_attributes = self.messages, self.attributes, \
                 self.prompt_attributes
             row.pending, row.updated_at = pending, utc_now()
+        if self.params.get("endSession") and pending is None:
+            self.end()
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -185,13 +263,10 @@ class _Turn:
             request = self._request(must_answer)
             yield from self._trace({"modelInvocationInput": {
                 "type": "ORCHESTRATION", "text": json.dumps(request["system"][0]["text"] + "\n" + self.input_text),
-                "foundationModel": self.document["agent"]["foundationModel"], "traceId": uuid.uuid4().hex[:16]}})
-            answer = self.owner.runtime.converse(self.caller, self.document["agent"]["foundationModel"], request)
-            message = answer["output"]["message"]
-            use = next((block["toolUse"] for block in message["content"] if "toolUse" in block), None)
+                "foundationModel": self.model, "traceId": uuid.uuid4().hex[:16]}})
+            use, cut = self._ask(request)
             if use is None:  # the grammar forces a call: only one cut off at MAX_TOKENS gets here
-                text = "".join(block.get("text", "") for block in message["content"])
-                yield from self._finish(text or f"I could not finish this step within {MAX_TOKENS} tokens.")
+                yield from self._finish(cut or f"I could not finish this step within {MAX_TOKENS} tokens.")
                 return
             if use["name"] == FINAL_ANSWER:
                 yield from self._finish(str(use["input"].get("answer", "")))
@@ -212,6 +287,25 @@ class _Turn:
                 self._observe(use, f"There is no tool called {use['name']}", failed=True)
         yield from self._finish(f"I could not finish this request within {self.owner.max_steps} steps.")
 
+    def _ask(self, request: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """One step, through ConverseStream: the call the model made; or, when the step's tokens ran out first,
+        none and what can be kept of a final answer it was writing (a small greedy model may repeat a
+        sentence until the limit: the answer up to the first repeat is still its answer)."""
+        use: dict[str, Any] | None = None
+        fragments: list[str] = []
+        stop = ""
+        for name, event in self.owner.runtime.converse_stream(self.caller, self.model, request):
+            if name == "contentBlockStart" and "toolUse" in event["start"]:
+                use = dict(event["start"]["toolUse"])
+            elif name == "contentBlockDelta" and "toolUse" in event["delta"]:
+                fragments.append(event["delta"]["toolUse"]["input"])
+            elif name == "messageStop":
+                stop = event["stopReason"]
+        if use is not None and stop == "tool_use":
+            use["input"] = json.loads("".join(fragments) or "{}")
+            return use, ""
+        return None, _cut_answer("".join(fragments)) if use and use["name"] == FINAL_ANSWER else ""
+
     def _calls_this_turn(self) -> set[tuple[str, str]]:
         """The (tool, input) pairs called since the user's last text (across returns of control)."""
         start = max((i for i, m in enumerate(self.messages) if m["role"] == "user"
@@ -231,6 +325,9 @@ class _Turn:
                                        "answer": {"type": "string", "maxLength": ANSWER_CHARACTERS}},
                                        "required": ["answer"]}}}})
         system = self.document["agent"]["instruction"] + "\n\n" + GUIDE
+        if self.recalled:
+            system += "\n\nSummaries of your earlier sessions with this user, oldest first:\n" + "\n".join(
+                f"- {summary}" for summary in self.recalled)
         if self.prompt_attributes:
             system += "\n\n" + "\n".join(f"{k}: {v}" for k, v in sorted(self.prompt_attributes.items()))
         choice = {"tool": {"name": FINAL_ANSWER}} if must_answer else {"any": {}}
@@ -248,11 +345,13 @@ class _Turn:
         yield "chunk", chunk
 
     def _search(self, use: dict[str, Any]) -> Iterator[tuple[str, dict]]:
-        kb_id = self.searches[use["name"]]
+        kb = self.searches[use["name"]]
+        kb_id = kb["knowledgeBaseId"]
         query = str(use["input"].get("query") or self.input_text)
         yield from self._trace({"invocationInput": {"invocationType": "KNOWLEDGE_BASE", "knowledgeBaseLookupInput": {
             "knowledgeBaseId": kb_id, "text": query}}})
-        hits = self.owner.retrieval.search(self.caller, kb_id, query, None, "knowledgeBase")
+        hits = self.owner.retrieval.search(self.caller, kb_id, query, kb.get("retrievalConfiguration"),
+                                           "knowledgeBase")
         self.hits += hits
         references = [reference(h) for h in hits]
         yield from self._trace({"observation": {"type": "KNOWLEDGE_BASE", "knowledgeBaseLookupOutput": {
@@ -268,11 +367,11 @@ class _Turn:
         if tool.function:
             member = {"functionInvocationInput": {"actionGroup": tool.group["actionGroupName"],
                                                   "function": tool.function, "parameters": _parameters(use),
-                                                  "actionInvocationType": "RESULT", "agentId": self.agent.agent_id}}
+                                                  "actionInvocationType": "RESULT", "agentId": self.who.agent_id}}
         else:
             member = {"apiInvocationInput": {"actionGroup": tool.group["actionGroupName"], "apiPath": tool.api_path,
                                              "httpMethod": tool.method, "actionInvocationType": "RESULT",
-                                             "agentId": self.agent.agent_id, **_api_arguments(use, tool)}}
+                                             "agentId": self.who.agent_id, **_api_arguments(use, tool)}}
         yield "returnControl", {"invocationId": invocation_id, "invocationInputs": [member]}
 
     def _call_function(self, use: dict[str, Any], tool: Tool) -> Iterator[tuple[str, dict]]:
@@ -281,8 +380,8 @@ class _Turn:
             **self._action_input(use, tool), "executionType": "LAMBDA"}}})
         event: dict[str, Any] = {
             "messageVersion": "1.0", "inputText": self.input_text, "sessionId": self.session_id,
-            "agent": {"name": self.agent.name, "id": self.agent.agent_id, "alias": self.params["agentAliasId"],
-                      "version": self.version},
+            "agent": {"name": self.who.name, "id": self.who.agent_id, "alias": self.who.alias_id or "",
+                      "version": self.who.version},
             "actionGroup": tool.group["actionGroupName"], "sessionAttributes": self.attributes,
             "promptSessionAttributes": self.prompt_attributes}
         if tool.function:
@@ -318,9 +417,33 @@ class _Turn:
 
     def _trace(self, orchestration: dict[str, Any]) -> Iterator[tuple[str, dict]]:
         if self.trace_on:
-            yield "trace", {"agentId": self.agent.agent_id, "agentAliasId": self.params["agentAliasId"],
-                            "agentVersion": self.version, "sessionId": self.session_id, "eventTime": utc_now(),
+            agent = {"agentId": self.who.agent_id, "agentAliasId": self.who.alias_id,
+                     "agentVersion": self.who.version} if self.who.alias_id else {}  # an inline trace has none
+            yield "trace", {**agent, "sessionId": self.session_id, "eventTime": utc_now(),
                             "trace": {"orchestrationTrace": orchestration}}
+
+
+def _cut_answer(partial: str) -> str:
+    """The text of a final answer whose call was cut off: the JSON string so far, its sentences up to the first
+    one said twice."""
+    match = re.match(r'\s*\{\s*"answer"\s*:\s*"((?:[^"\\]|\\.)*)', partial)
+    if not match:
+        return ""
+    try:
+        text = json.loads(f'"{match.group(1)}"')
+    except json.JSONDecodeError:  # cut inside an escape
+        text = json.loads(f'"{match.group(1).rsplit(chr(92), 1)[0]}"')
+    kept: list[str] = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+        if sentence in kept:
+            break
+        kept.append(sentence)
+    return " ".join(kept)
+
+
+def _unread(location: dict[str, Any]) -> bytes:
+    """A running agent's OpenAPI documents were read from S3 when it was prepared (service.SCHEMA_TEXT)."""
+    raise ValidationException("The agent's apiSchema in S3 was not read when it was prepared: prepare it again")
 
 
 def _search_name(kb_id: str, knowledge_bases: list[dict[str, Any]]) -> str:

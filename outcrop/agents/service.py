@@ -13,14 +13,18 @@ import copy
 import json
 import re
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from outcrop.agents.memory import check_configuration as check_memory
+from outcrop.agents.memory import configuration as memory_configuration
 from outcrop.agents.tables import (
     AgentAliasRow,
     AgentAliasStatus,
+    AgentMemoryRow,
     AgentRow,
     AgentSessionRow,
     AgentStatus,
@@ -29,9 +33,12 @@ from outcrop.agents.tables import (
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
 from outcrop.functions.service import Functions
 from outcrop.iam.principal import Principal
+from outcrop.iam.scoped_store import object_arn
+from outcrop.iam.service import IamService
 from outcrop.knowledge.service import KnowledgeBases, new_id
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
+from outcrop.platform.objectstore import ObjectStore, S3Uri
 from outcrop.platform.pagination import page
 from outcrop.profiles.service import InferenceProfiles
 
@@ -39,17 +46,23 @@ DRAFT = "DRAFT"
 #: Bedrock's built-in alias of every agent: it runs the prepared DRAFT.
 TEST_ALIAS = "TSTALIASID"
 DEFAULT_IDLE_TTL = 600
+#: The name an inline agent goes by when the request gives none (its traces and its functions' events show it).
+INLINE_NAME = "inline-agent"
 #: The members of CreateAgent/UpdateAgent this server honours; the rest are refused by name.
 _AGENT_MEMBERS = ("agentName", "instruction", "foundationModel", "description", "idleSessionTTLInSeconds",
-                  "agentResourceRoleArn")
+                  "agentResourceRoleArn", "memoryConfiguration")
 _REFUSED = {"customerEncryptionKeyArn": "a KMS key", "promptOverrideConfiguration": "prompt overrides",
-            "memoryConfiguration": "memory across sessions",
             "guardrailConfiguration": "guardrails", "agentCollaboration": "multi-agent collaboration",
             "customOrchestration": "custom orchestration (Lambda)", "tags": "tags"}
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: The tools InvokeAgent adds itself (orchestration.py): an action may not take their names.
 RESERVED_TOOLS = ("final_answer", "search_knowledge_base")
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+#: The largest OpenAPI document an action group may read from S3 (Bedrock's inline payload is as large).
+MAX_SCHEMA_BYTES = 100_000
+#: Where a prepared agent keeps the OpenAPI text it read from S3: a version runs on what was read when it was
+#: prepared, as on Bedrock, and never reads the bucket again. Private: not part of any response.
+SCHEMA_TEXT = "_apiSchemaText"
 
 
 def agent_arn(region: str, account: str, agent_id: str) -> str:
@@ -62,7 +75,7 @@ def alias_arn(region: str, account: str, agent_id: str, alias_id: str) -> str:
 
 class Agents:
     def __init__(self, db: Database, profiles: InferenceProfiles, knowledge: KnowledgeBases, functions: Functions,
-                 region: str) -> None:
+                 iam: IamService, store: ObjectStore, region: str) -> None:
         #: An agent's DRAFT is one document, edited read-modify-write: edits (and prepare, and new versions) take
         #: turns, in this process by this lock and across servers by the row lock of `_locked`.
         self._lock = threading.Lock()
@@ -70,6 +83,8 @@ class Agents:
         self.profiles = profiles
         self.knowledge = knowledge
         self.functions = functions
+        self.iam = iam
+        self.store = store
         self.region = region
 
     # -- agents -----------------------------------------------------------------------------------
@@ -99,6 +114,9 @@ class Agents:
             raise ValidationException("orchestrationType CUSTOM_ORCHESTRATION is not supported on this server")
         fields = {k: params[k] for k in _AGENT_MEMBERS if params.get(k) is not None}
         fields.setdefault("idleSessionTTLInSeconds", DEFAULT_IDLE_TTL)
+        check_memory(fields.get("memoryConfiguration"))
+        if fields.get("memoryConfiguration"):
+            fields["memoryConfiguration"] = memory_configuration(fields)
         if fields.get("foundationModel"):
             self._text_model(account, fields["foundationModel"])
         return fields
@@ -168,7 +186,7 @@ class Agents:
             if aliases and not skip_in_use_check:
                 raise ConflictException(f"Agent {agent_id} has {aliases} aliases; delete them first, or set "
                                         "skipResourceInUseCheck")
-            for table in (AgentAliasRow, AgentVersionRow, AgentSessionRow):
+            for table in (AgentAliasRow, AgentVersionRow, AgentSessionRow, AgentMemoryRow):
                 session.execute(delete(table).where(table.agent_id == agent_id))
             session.delete(session.get(AgentRow, agent_id))
         return {"agentId": agent_id, "agentStatus": AgentStatus.DELETING}
@@ -199,7 +217,7 @@ class Agents:
         return snapshot.snapshot
 
     def create_action_group(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
-        group = self._action_group(account, params)
+        group = self._action_group(account, params, self._schema_reader(account, params["agentId"]))
 
         def change(draft: dict[str, Any]) -> str:
             if any(g["actionGroupName"] == group["actionGroupName"] for g in draft["actionGroups"].values()):
@@ -211,7 +229,7 @@ class Agents:
         group_id = self._edit(account, params["agentId"], params["agentVersion"], change)
         return self.get_action_group(account, params["agentId"], DRAFT, group_id)
 
-    def _action_group(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _action_group(self, account: str, params: dict[str, Any], read_s3: SchemaReader) -> dict[str, Any]:
         if params.get("parentActionGroupSignature") or params.get("parentActionGroupSignatureParams"):
             raise ValidationException("parentActionGroupSignature (user input, code interpreter) is not supported "
                                       "on this server")
@@ -229,12 +247,27 @@ class Agents:
         for function in (params.get("functionSchema") or {}).get("functions") or []:
             if function.get("requireConfirmation") == "ENABLED":
                 raise ValidationException("requireConfirmation is not supported on this server")
-        tools(group, self._read_s3)  # the schema is checked (and names made) now, not at the first call
+        tools(group, read_s3)  # the schema is checked (and names made) now, not at the first call
         return group
 
-    def _read_s3(self, uri: dict[str, Any]) -> bytes:
-        raise ValidationException("apiSchema.s3 is not supported on this server yet: give the OpenAPI document "
-                                  "inline as apiSchema.payload")
+    def _schema_reader(self, account: str, agent_id: str) -> SchemaReader:
+        role = self.row(account, agent_id).draft["agent"].get("agentResourceRoleArn")
+        return lambda location: self.read_schema(account, role, location)
+
+    def read_schema(self, account: str, role_arn: str | None, location: dict[str, Any], inline: bool = False) -> bytes:
+        """An OpenAPI document in S3 (apiSchema.s3), read as the agent's role, which must allow s3:GetObject on
+        it (Bedrock reads it with the agent's service role too). `inline`: the agent of InvokeInlineAgent, which
+        has no role; its caller was authorized for the read (api/bedrock/agent_runtime.py)."""
+        uri = S3Uri(location.get("s3BucketName") or "", location.get("s3ObjectKey") or "")
+        if not inline:
+            if not role_arn:
+                raise ValidationException("apiSchema.s3 is read with the agent's role: give the agent an "
+                                          "agentResourceRoleArn that allows s3:GetObject on it, or give the OpenAPI "
+                                          "document inline as apiSchema.payload")
+            self.iam.check_role(role_arn, account, [("s3:GetObject", object_arn(uri), {})])
+        if self.store.head(uri).size > MAX_SCHEMA_BYTES:  # ObjectNotFound names the object
+            raise ValidationException(f"apiSchema {uri} is larger than {MAX_SCHEMA_BYTES} bytes")
+        return self.store.get_bytes(uri)
 
     def get_action_group(self, account: str, agent_id: str, version: str, group_id: str) -> dict[str, Any]:
         group = self._document(account, agent_id, version)["actionGroups"].get(group_id)
@@ -250,7 +283,7 @@ class Agents:
              "updatedAt": datetime.fromisoformat(g["updatedAt"])} for g in groups]}
 
     def update_action_group(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
-        group = self._action_group(account, params)
+        group = self._action_group(account, params, self._schema_reader(account, params["agentId"]))
 
         def change(draft: dict[str, Any]) -> None:
             old = draft["actionGroups"].get(params["actionGroupId"])
@@ -321,24 +354,50 @@ class Agents:
         if not draft["agent"].get("instruction"):
             raise ValidationException("The agent has no instruction: UpdateAgent with one, then prepare it")
         self._text_model(account, draft["agent"]["foundationModel"])
-        names: set[str] = set()
-        for group in draft["actionGroups"].values():
-            executor = group["actionGroupExecutor"]
-            if executor.get("lambda"):
-                self.functions.get(account, executor["lambda"])
-            for tool in tools(group, self._read_s3):
-                if tool.name in names:
-                    raise ValidationException(f"Two actions are both called {tool.name}")
-                names.add(tool.name)
-        for kb_id in draft["knowledgeBases"]:
-            self.knowledge.row(account, kb_id)
+        frozen = copy.deepcopy(draft)
+        self._freeze(account, frozen, self._schema_reader(account, agent_id))
         now = utc_now()
         with self.db.session() as session:
             agent = _locked(session, agent_id)
             if agent.draft != draft:
                 raise ConflictException(f"Agent {agent_id} changed while it was being prepared; prepare it again")
-            agent.prepared, agent.prepared_at, agent.status = copy.deepcopy(draft), now, AgentStatus.PREPARED
+            agent.prepared, agent.prepared_at, agent.status = frozen, now, AgentStatus.PREPARED
         return {"agentId": agent_id, "agentStatus": AgentStatus.PREPARED, "agentVersion": DRAFT, "preparedAt": now}
+
+    def _freeze(self, account: str, document: dict[str, Any], read_s3: SchemaReader) -> None:
+        """Check an agent's document as InvokeAgent will run it (its functions and knowledge bases exist, its
+        actions have distinct names), and keep the text of its OpenAPI documents in S3 inside it."""
+        names: set[str] = set()
+        for group in document["actionGroups"].values():
+            executor = group["actionGroupExecutor"]
+            if executor.get("lambda"):
+                self.functions.get(account, executor["lambda"])
+            if (group.get("apiSchema") or {}).get("s3"):
+                group[SCHEMA_TEXT] = read_s3(group["apiSchema"]["s3"]).decode("utf-8", "replace")
+            for tool in tools(group, read_s3):
+                if tool.name in names:
+                    raise ValidationException(f"Two actions are both called {tool.name}")
+                names.add(tool.name)
+        for kb_id in document["knowledgeBases"]:
+            self.knowledge.row(account, kb_id)
+
+    def inline(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        """InvokeInlineAgent's agent, as a prepared document: the same checks as CreateAgent, its action groups
+        and PrepareAgent, on what the request defines."""
+        fields = {"agentName": INLINE_NAME, **self._agent_fields(account, params)}
+        read_s3: SchemaReader = lambda location: self.read_schema(account, None, location, inline=True)  # noqa: E731
+        groups = {}
+        for i, group in enumerate(params.get("actionGroups") or []):
+            groups[str(i)] = {**self._action_group(account, group, read_s3), "actionGroupId": str(i)}
+        kbs = {}
+        for kb in params.get("knowledgeBases") or []:
+            kbs[kb["knowledgeBaseId"]] = {"knowledgeBaseId": kb["knowledgeBaseId"], "description": kb["description"],
+                                          "knowledgeBaseState": "ENABLED",
+                                          **({"retrievalConfiguration": kb["retrievalConfiguration"]}
+                                             if kb.get("retrievalConfiguration") else {})}
+        document = {"agent": fields, "actionGroups": groups, "knowledgeBases": kbs}
+        self._freeze(account, document, read_s3)
+        return document
 
     def list_versions(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
         row = self.row(account, params["agentId"])
@@ -480,6 +539,8 @@ class Agents:
         self.alias_row(account, agent_id, alias_id)
         with self.db.session() as session:
             session.execute(delete(AgentAliasRow).where(AgentAliasRow.agent_alias_id == alias_id))
+            session.execute(delete(AgentMemoryRow).where(AgentMemoryRow.agent_id == agent_id,
+                                                         AgentMemoryRow.alias_id == alias_id))
         return {"agentId": agent_id, "agentAliasId": alias_id, "agentAliasStatus": AgentAliasStatus.DELETING}
 
     def runnable(self, account: str, agent_id: str, alias_id: str) -> tuple[AgentRow, str, dict[str, Any]]:
@@ -518,14 +579,18 @@ class Tool:
 _TYPES = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean", "array": "array"}
 
 
-def tools(group: dict[str, Any], read_s3) -> list[Tool]:
+#: Reads an apiSchema.s3 location ({"s3BucketName", "s3ObjectKey"}) into the document's bytes.
+SchemaReader = Callable[[dict[str, Any]], bytes]
+
+
+def tools(group: dict[str, Any], read_s3: SchemaReader) -> list[Tool]:
     """The tools an action group offers (none when it is DISABLED)."""
     if group.get("actionGroupState") == "DISABLED":
         return []
     if group.get("functionSchema"):
         return [_function_tool(group, f) for f in group["functionSchema"].get("functions") or []]
     schema = group["apiSchema"]
-    text = schema.get("payload") if schema.get("payload") else read_s3(schema.get("s3"))
+    text = group.get(SCHEMA_TEXT) or schema.get("payload") or read_s3(schema.get("s3") or {})
     return _api_tools(group, _openapi(text))
 
 
@@ -604,7 +669,8 @@ def _api_tools(group: dict[str, Any], document: dict[str, Any]) -> list[Tool]:
 
 
 def _group_out(group: dict[str, Any], agent_id: str, version: str) -> dict[str, Any]:
-    return {**{k: v for k, v in group.items() if k not in ("createdAt", "updatedAt")}, "agentId": agent_id,
+    return {**{k: v for k, v in group.items() if k not in ("createdAt", "updatedAt", SCHEMA_TEXT)},
+            "agentId": agent_id,
             "agentVersion": version, "createdAt": datetime.fromisoformat(group["createdAt"]),
             "updatedAt": datetime.fromisoformat(group["updatedAt"])}
 

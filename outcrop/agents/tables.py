@@ -1,5 +1,5 @@
 """Agents: the agent and its DRAFT (action groups and knowledge bases kept inside it), its frozen versions,
-its aliases, and the sessions of InvokeAgent.
+its aliases, the sessions of InvokeAgent, and the summaries of ended sessions (memory).
 
 A DRAFT is one JSON document rather than three tables: Bedrock's versions are snapshots of the whole agent,
 so a version is a copy of the prepared document, and InvokeAgent reads one document per call.
@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, String, UniqueConstraint
+from sqlalchemy import JSON, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outcrop.platform.database import Base, UtcDateTime
@@ -92,3 +92,26 @@ class AgentSessionRow(Base):
     #: Set while the caller holds control: {"invocationId", "toolUses": [...], "step": n}.
     pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: The caller's memoryId, when the agent has memory: the session's summary is kept under it when it ends.
+    memory_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    #: The alias the session began on (memory is kept per alias, as GetAgentMemory asks for it).
+    alias_id: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class AgentMemoryRow(Base):
+    """One ended session, summarized (memory type SESSION_SUMMARY), kept under its memoryId until it expires."""
+
+    __tablename__ = "agent_memories"
+
+    agent_id: Mapped[str] = mapped_column(String(10), primary_key=True)
+    alias_id: Mapped[str] = mapped_column(String(10), primary_key=True)
+    memory_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    summary: Mapped[str] = mapped_column(Text)
+    session_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: When the summary ended (the session's end): the order of recall.
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: The end of its storage (the agent's storageDays after the session ended).
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,4 +1,5 @@
-"""The `bedrock-agent-runtime` service: Retrieve, RetrieveAndGenerate and its stream, Rerank, InvokeAgent."""
+"""The `bedrock-agent-runtime` service: Retrieve, RetrieveAndGenerate and its stream, Rerank, InvokeAgent and
+InvokeInlineAgent, and agent memory."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
 from outcrop.api.bedrock.resources import model_arns
+from outcrop.iam.scoped_store import object_arn
 from outcrop.knowledge.service import knowledge_base_arn
+from outcrop.platform.objectstore import S3Uri
 from outcrop.runtime.service import Caller
 
 
@@ -68,3 +71,35 @@ def invoke_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account, kb_id))
     session_id, events = ctx.services.agent_runtime.invoke(_caller(ctx), params)
     return {"sessionId": session_id, "contentType": "application/json", "completion": events}
+
+
+@handles("bedrock-agent-runtime", "InvokeInlineAgent")
+def invoke_inline_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The agent is the request's: the caller needs bedrock:InvokeModel on its model, bedrock:Retrieve on its
+    knowledge bases and s3:GetObject on its OpenAPI documents in S3 (an inline agent has no role of its own)."""
+    services, account = ctx.services, ctx.principal.account_id
+    for arn in model_arns(services, account, params["foundationModel"]):
+        ctx.authorize("bedrock:InvokeModel", arn)
+    for kb in params.get("knowledgeBases") or []:
+        ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account, kb["knowledgeBaseId"]))
+    for group in params.get("actionGroups") or []:
+        location = (group.get("apiSchema") or {}).get("s3")
+        if location:
+            ctx.authorize("s3:GetObject", object_arn(S3Uri(location.get("s3BucketName") or "",
+                                                           location.get("s3ObjectKey") or "")))
+    session_id, events = services.agent_runtime.invoke_inline(_caller(ctx), params)
+    return {"sessionId": session_id, "contentType": "application/json", "completion": events}
+
+
+@handles("bedrock-agent-runtime", "GetAgentMemory")
+def get_agent_memory(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    account = ctx.principal.account_id
+    ctx.services.agents.runnable(account, params["agentId"], params["agentAliasId"])  # the account's own alias
+    return ctx.services.agent_runtime.memory.get(account, params["agentId"], params["agentAliasId"], params)
+
+
+@handles("bedrock-agent-runtime", "DeleteAgentMemory")
+def delete_agent_memory(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    account = ctx.principal.account_id
+    ctx.services.agents.runnable(account, params["agentId"], params["agentAliasId"])
+    return ctx.services.agent_runtime.memory.delete(account, params["agentId"], params["agentAliasId"], params)

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from outcrop.agents.memory import SessionMemory
 from outcrop.agents.orchestration import FINAL_ANSWER, SEARCH, AgentRuntime
 from outcrop.agents.tables import AgentRow, AgentSessionRow
 from outcrop.errors import ValidationException
@@ -36,8 +37,19 @@ class ScriptedModel:
     def converse(self, caller, model_id, request):
         self.requests.append(json.loads(json.dumps(request)))
         name, arguments = self.calls.pop(0)
+        if name is None:  # a plain answer (a session's summary)
+            return {"output": {"message": {"role": "assistant", "content": [{"text": arguments}]}}}
         return {"output": {"message": {"role": "assistant", "content": [
             {"toolUse": {"toolUseId": f"tooluse_{len(self.requests)}", "name": name, "input": arguments}}]}}}
+
+    def converse_stream(self, caller, model_id, request):
+        """The same answer as ConverseStream's events; a call given as text (a str) is one cut off there."""
+        [block] = self.converse(caller, model_id, request)["output"]["message"]["content"]
+        use = block["toolUse"]
+        yield "contentBlockStart", {"start": {"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}}
+        text = use["input"] if isinstance(use["input"], str) else json.dumps(use["input"])
+        yield "contentBlockDelta", {"delta": {"toolUse": {"input": text}}}
+        yield "messageStop", {"stopReason": "max_tokens" if isinstance(use["input"], str) else "tool_use"}
 
 
 class Agents:
@@ -46,9 +58,6 @@ class Agents:
 
     def runnable(self, account, agent_id, alias_id):
         return AgentRow(agent_id="AGENT00001", account_id=ACCOUNT, name="helper"), "DRAFT", self.document
-
-    def _read_s3(self, location):
-        raise AssertionError("no S3 schema here")
 
 
 class Retrieval:
@@ -76,7 +85,8 @@ def db(tmp_path):
 
 
 def _runtime(db, document, model, max_steps=6):
-    return AgentRuntime(Agents(document), Retrieval(), model, Functions(db, "us-east-1"), db, max_steps)
+    return AgentRuntime(Agents(document), Retrieval(), model, Functions(db, "us-east-1"), SessionMemory(db, model), db,
+                        max_steps)
 
 
 def _invoke(runtime, session="s1", text=None, **extra):
@@ -255,3 +265,52 @@ def test_end_session_alone_ends_even_a_session_waiting_for_results(db):
     assert _invoke(runtime, endSession=True) == []
     with db.session() as session:
         assert session.get(AgentSessionRow, ("AGENT00001", "s1")) is None
+
+
+def test_memory_summarizes_an_ended_session_and_the_next_sessions_recall_it(db):
+    memory = {"enabledMemoryTypes": ["SESSION_SUMMARY"], "storageDays": 7,
+              "sessionSummaryConfiguration": {"maxRecentSessions": 2}}
+    document = _document()
+    document["agent"]["memoryConfiguration"] = memory
+    model = ScriptedModel((FINAL_ANSWER, {"answer": "Noted: you like trains."}),
+                          (None, "The user likes trains."))
+    runtime = _runtime(db, document, model)
+    _invoke(runtime, text="I like trains.", memoryId="user-1", endSession=True)
+    summary = model.requests[-1]
+    assert "toolConfig" not in summary and "User: I like trains." in summary["messages"][0]["content"][0]["text"]
+    got = runtime.memory.get(ACCOUNT, "AGENT00001", "TSTALIASID", {"memoryId": "user-1",
+                                                                   "memoryType": "SESSION_SUMMARY"})
+    [kept] = [m["sessionSummary"] for m in got["memoryContents"]]
+    assert (kept["sessionId"], kept["summaryText"]) == ("s1", "The user likes trains.")
+    assert timedelta(days=6) < kept["sessionExpiryTime"] - utc_now() <= timedelta(days=7)
+    # A new session under the same memoryId has it in its prompt; one under another memoryId does not.
+    model.calls = [(FINAL_ANSWER, {"answer": "Trains, then."})]
+    _invoke(runtime, session="s2", text="What do I like?", memoryId="user-1")
+    assert "- The user likes trains." in model.requests[-1]["system"][0]["text"]
+    with pytest.raises(ValidationException, match="keeps the memoryId"):
+        _invoke(runtime, session="s2", text="Hm?", memoryId="user-2")
+    # s2 idles out; the next session of user-1 summarizes it first (no timer does).
+    with db.session() as session:
+        session.get(AgentSessionRow, ("AGENT00001", "s2")).updated_at = utc_now() - timedelta(seconds=601)
+    model.calls = [(None, "The user asked what they like."), (FINAL_ANSWER, {"answer": "Yes."})]
+    _invoke(runtime, session="s3", text="Anything else?", memoryId="user-1")
+    assert model.requests[-1]["system"][0]["text"].count("\n- ") == 2  # maxRecentSessions 2, oldest first
+    assert model.requests[-1]["system"][0]["text"].index("trains.") < model.requests[-1]["system"][0]["text"].index(
+        "asked what")
+    runtime.memory.delete(ACCOUNT, "AGENT00001", "TSTALIASID", {"memoryId": "user-1", "sessionId": "s1"})
+    left = runtime.memory.get(ACCOUNT, "AGENT00001", "TSTALIASID", {"memoryId": "user-1",
+                                                                    "memoryType": "SESSION_SUMMARY"})
+    assert [m["sessionSummary"]["sessionId"] for m in left["memoryContents"]] == ["s2"]
+    # Without memory on the agent, a memoryId is refused, not ignored.
+    with pytest.raises(ValidationException, match="no memoryConfiguration"):
+        _invoke(_runtime(db, _document(), model), session="s4", text="Hi", memoryId="user-1")
+
+
+def test_a_final_answer_cut_off_by_the_step_limit_keeps_what_was_said_once(db):
+    partial = '{"answer": "Paris is sunny. It is \\"warm\\". Paris is sunny. It is \\"wa'
+    runtime = _runtime(db, _document(), ScriptedModel((FINAL_ANSWER, partial)))
+    assert _answer(_invoke(runtime, text="Paris?")) == 'Paris is sunny. It is "warm".'
+    runtime = _runtime(db, _document(), ScriptedModel((FINAL_ANSWER, '{"answer": "Hot \\')))
+    assert _answer(_invoke(runtime, session="s2", text="Paris?")) == "Hot"
+    runtime = _runtime(db, _document(), ScriptedModel((FINAL_ANSWER, '{"ans')))
+    assert "within 300 tokens" in _answer(_invoke(runtime, session="s3", text="Paris?"))
