@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from tests.integration.security.helpers import error_code, outcrop
 
 WEATHER = {"functions": [{"name": "get_weather", "description": "The weather now in a city",
@@ -76,3 +78,39 @@ def test_another_account_sees_no_agent(server, tiny_model):
     code, _, _ = error_code(lambda: server.client("bedrock-agent-runtime", key=key).invoke_agent(
         agentId=agent_id, agentAliasId="TSTALIASID", sessionId="x0", inputText="hi"))
     assert code == "ResourceNotFoundException"
+
+
+def test_an_openapi_schema_in_s3_is_read_with_the_agents_role(server, tiny_agent_model, tmp_path):
+    schema = tmp_path / "orders.yaml"
+    schema.write_text(yaml.safe_dump(OPENAPI))
+    outcrop(server, "s3", "mb", "s3://agent-schemas")
+    outcrop(server, "s3", "cp", str(schema), "s3://agent-schemas/orders.yaml")
+    agent = server.client("bedrock-agent")
+    agent_id = agent.create_agent(agentName="s3-schema", foundationModel=tiny_agent_model,
+                                  instruction="Help the user with their orders, always.")["agent"]["agentId"]
+    group = {"agentId": agent_id, "agentVersion": "DRAFT", "actionGroupName": "orders",
+             "actionGroupExecutor": {"customControl": "RETURN_CONTROL"},
+             "apiSchema": {"s3": {"s3BucketName": "agent-schemas", "s3ObjectKey": "orders.yaml"}}}
+    code, _, message = error_code(lambda: agent.create_agent_action_group(**group))
+    assert code == "ValidationException" and "agentResourceRoleArn" in message
+    blind = outcrop(server, "iam", "create-role", "--name", "agent-blind", "--s3-access", "agent-schemas/other/",
+                    "--read-only").stdout.strip()
+    agent.update_agent(agentId=agent_id, agentName="s3-schema", foundationModel=tiny_agent_model,
+                       instruction="Help the user with their orders, always.", agentResourceRoleArn=blind)
+    code, _, message = error_code(lambda: agent.create_agent_action_group(**group))
+    assert code == "AccessDeniedException" and "s3:GetObject" in message
+    reader = outcrop(server, "iam", "create-role", "--name", "agent-reader", "--s3-access", "agent-schemas",
+                     "--read-only").stdout.strip()
+    agent.update_agent(agentId=agent_id, agentName="s3-schema", foundationModel=tiny_agent_model,
+                       instruction="Help the user with their orders, always.", agentResourceRoleArn=reader)
+    created = agent.create_agent_action_group(**group)["agentActionGroup"]
+    assert created["apiSchema"] == group["apiSchema"]
+    assert agent.prepare_agent(agentId=agent_id)["agentStatus"] == "PREPARED"
+    # The prepared agent runs on the document as it was read: a later change in the bucket needs a prepare.
+    schema.write_text("not: [an, openapi, document")
+    outcrop(server, "s3", "cp", str(schema), "s3://agent-schemas/orders.yaml")
+    events = list(server.client("bedrock-agent-runtime", read_timeout=300).invoke_agent(
+        agentId=agent_id, agentAliasId="TSTALIASID", sessionId="s3-1", inputText="Where is order 7?")["completion"])
+    assert "chunk" in events[-1] or "returnControl" in events[-1]
+    code, _, message = error_code(lambda: agent.prepare_agent(agentId=agent_id))
+    assert code == "ValidationException" and "apiSchema" in message
