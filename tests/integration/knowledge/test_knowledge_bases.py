@@ -184,6 +184,32 @@ def test_langchain_retriever(server, kb):
     assert documents[0].metadata["location"]["s3Location"]["uri"].endswith("volcano.html")
 
 
+def test_an_agent_searches_it_and_its_answer_cites_the_passages(server, kb):
+    """Through InvokeAgent on SmolLM2 (greedy): a question that asks for the search gets one (a 135M model
+    rarely searches unasked), and the answer's attribution cites passages of the bucket's documents."""
+    agent = server.client("bedrock-agent")
+    agent_id = agent.create_agent(agentName="librarian", foundationModel=SMOLLM2.rsplit("/", 1)[1], instruction=(
+        "You are a librarian. To answer any question, search the knowledge base with the question."))["agent"][
+        "agentId"]
+    agent.associate_agent_knowledge_base(agentId=agent_id, agentVersion="DRAFT", knowledgeBaseId=kb["id"],
+                                         description="documents about landmarks, food, volcanoes, planets, "
+                                                     "penguins and bees")
+    agent.prepare_agent(agentId=agent_id)
+    events = list(server.client("bedrock-agent-runtime", read_timeout=600).invoke_agent(
+        agentId=agent_id, agentAliasId="TSTALIASID", sessionId="library-1", enableTrace=True,
+        inputText="Search the knowledge base: which planet has bright rings of ice?")["completion"])
+    steps = [e["trace"]["trace"]["orchestrationTrace"] for e in events if "trace" in e]
+    [lookup] = [s["invocationInput"]["knowledgeBaseLookupInput"] for s in steps if "invocationInput" in s]
+    assert lookup["knowledgeBaseId"] == kb["id"] and lookup["text"]
+    [found] = [s["observation"]["knowledgeBaseLookupOutput"] for s in steps if "observation" in s
+               and s["observation"]["type"] == "KNOWLEDGE_BASE"]
+    assert found["retrievedReferences"]
+    [chunk] = [e["chunk"] for e in events if "chunk" in e]
+    cited = [r["location"]["s3Location"]["uri"] for c in chunk["attribution"]["citations"]
+             for r in c["retrievedReferences"]]
+    assert cited and all(uri.startswith(f"s3://{BUCKET}/docs/") for uri in cited)
+
+
 def test_another_account_cannot_see_or_search_it(server, kb):
     created = json.loads(outcrop(server, "iam", "create-account", "--name", "kb-outsider").stdout)
     key = (created["AccessKeyId"], created["SecretAccessKey"])
