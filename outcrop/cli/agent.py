@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                           help="the actions are carried out by the caller (`agent invoke` asks for the results)")
     executor.add_argument("--function", metavar="ARN|NAME",
                           help="the function that carries out the actions (`outcrop functions register`)")
+    create.add_argument("--memory-days", type=int, default=None, metavar="DAYS",
+                        help="remember ended sessions as summaries for DAYS (1-365; invoke with --memory-id)")
     create.add_argument("--knowledge-base", metavar="KB", help="a knowledge base (id or name) the agent may search")
     create.add_argument("--kb-description", metavar="TEXT",
                         help="when the agent should search it (required with --knowledge-base)")
@@ -91,6 +93,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         help=f"the alias's id or name (default {TEST_ALIAS}: the prepared DRAFT)")
     invoke.add_argument("--session", default=None, metavar="ID",
                         help="continue a conversation (the id printed on stderr; default: a new one)")
+    invoke.add_argument("--memory-id", default=None, metavar="ID",
+                        help="whose memory the session joins (the agent was created with --memory-days)")
     invoke.add_argument("--trace", action="store_true", help="print each step of the agent on stderr")
     invoke.add_argument("--end-session", action="store_true", help="end the session after this answer")
     invoke.add_argument("--result", action="append", default=[], metavar="TEXT",
@@ -153,6 +157,8 @@ def _create(args: argparse.Namespace) -> int:
         request["description"] = args.description
     if args.idle_ttl is not None:
         request["idleSessionTTLInSeconds"] = args.idle_ttl
+    if args.memory_days is not None:
+        request["memoryConfiguration"] = {"enabledMemoryTypes": ["SESSION_SUMMARY"], "storageDays": args.memory_days}
     created = agent.create_agent(**request)["agent"]
     agent_id = created["agentId"]
     try:
@@ -265,6 +271,8 @@ def _invoke(args: argparse.Namespace) -> int:
     _note(f"session: {session}")
     request: dict[str, Any] = {"agentId": agent_id, "agentAliasId": alias_id, "sessionId": session,
                                "inputText": args.text, "enableTrace": args.trace, "endSession": args.end_session}
+    if args.memory_id:
+        request["memoryId"] = args.memory_id
     results = Results(args.result)
     tracer = Tracer() if args.trace else None
     handbacks = 0

@@ -28,7 +28,7 @@ def test_create_from_a_function_schema_then_invoke_with_return_of_control_and_tr
     # Not `weather`: agent names are unique in an account, and the boto3 tests of agents use that one.
     created = agent(server, "create", "weather-cli", "--model", tiny_agent_model, "--instruction",
                     "You answer questions about the weather. Always call get_weather first.",
-                    "--functions", str(schema), "--return-control")
+                    "--functions", str(schema), "--return-control", "--memory-days", "2")
     assert created.returncode == 0, created.stderr
     agent_id = created.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"[0-9A-Z]{10}", agent_id), created.stdout
@@ -38,7 +38,7 @@ def test_create_from_a_function_schema_then_invoke_with_return_of_control_and_tr
                                                 re.MULTILINE), listed.stdout + listed.stderr
 
     asked = agent(server, "invoke", "weather-cli", "What is the weather in Paris?", "--trace",
-                  "--result", "Sunny, 24 degrees")
+                  "--result", "Sunny, 24 degrees", "--memory-id", "cli-user", "--end-session")
     assert asked.returncode == 0, asked.stderr
     assert re.search(r"^session: \S+$", asked.stderr, re.MULTILINE), asked.stderr
     assert re.search(r"^\[step 1\] model input ", asked.stderr, re.MULTILINE), asked.stderr
@@ -46,3 +46,7 @@ def test_create_from_a_function_schema_then_invoke_with_return_of_control_and_tr
     # Whichever it chose first: a call handed back is shown, carried out with --result, and the turn goes on.
     if "[return control]" in asked.stderr:
         assert re.search(r"^\[return control\] actions\.get_weather\(city=", asked.stderr, re.MULTILINE)
+    # The session ended: its summary is in the memory of cli-user.
+    memory = server.client("bedrock-agent-runtime").get_agent_memory(
+        agentId=agent_id, agentAliasId="TSTALIASID", memoryId="cli-user", memoryType="SESSION_SUMMARY")
+    assert [m["sessionSummary"]["memoryId"] for m in memory["memoryContents"]] == ["cli-user"]
