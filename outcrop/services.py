@@ -21,6 +21,7 @@ from outcrop.customization.service import CustomizationService
 from outcrop.evaluation.human.service import HumanReview
 from outcrop.evaluation.service import EvaluationService
 from outcrop.functions.service import Functions
+from outcrop.guardrails.service import Guardrails
 from outcrop.iam import buckets
 from outcrop.iam.credentials import write_credentials
 from outcrop.iam.secrets import KEY_FILE_NAME
@@ -72,6 +73,8 @@ class Services:
     functions: Functions
     agents: Agents
     agent_runtime: AgentRuntime
+    #: Guardrails: the control plane (bedrock) and the policies ApplyGuardrail enforces.
+    guardrails: Guardrails
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
     #: The models loaded in the background when the server starts (the app's lifespan starts it).
@@ -118,6 +121,7 @@ class Services:
                    provisioning=provisioning, evaluation=evaluation,
                    insights=InsightsService(db, provisioning.prices, settings), runtime=runtime, profiles=profiles,
                    knowledge=knowledge, retrieval=retrieval, functions=functions, agents=agents,
+                   guardrails=Guardrails(db, settings.region),
                    agent_runtime=AgentRuntime(agents, retrieval, runtime, functions, SessionMemory(db, runtime), db,
                                                                settings.agent_max_steps),
                    schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids))

@@ -170,7 +170,8 @@ class RuntimeService:
     def _prepare_converse(self, account: str, model_id: str, request: dict[str, Any],
                           check_room: bool = True) -> _Prepared:
         if request.get("guardrailConfig"):
-            raise ValidationException("Guardrails are not available on this server yet.")
+            raise ValidationException("guardrailConfig (guardrails inside Converse) is not supported on this server "
+                                      "yet: check the input and the answer with ApplyGuardrail")
         tools = tool_use.converse_tool_set(request.get("toolConfig"))
         answer_schema = tool_use.answer_schema(request.get("outputConfig"))
         answer_prompt = tool_use.answer_instructions(request.get("outputConfig"), answer_schema)

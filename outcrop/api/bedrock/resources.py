@@ -24,6 +24,7 @@ from outcrop.catalog.arns import model_arn, parse_bedrock_arn
 from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
 from outcrop.errors import ResourceNotFoundException
 from outcrop.evaluation.tables import EvaluationJobRow
+from outcrop.guardrails.service import guardrail_arn, parse_identifier
 from outcrop.knowledge.service import knowledge_base_arn
 from outcrop.provisioning.tables import ProvisionedThroughputRow
 from outcrop.services import Services
@@ -60,6 +61,10 @@ def model_arns(services: Services, account: str, identifier: str) -> list[str]:
 def _knowledge_base(services: Services, account: str, identifier: str) -> str:
     """A knowledge base by its id (in the caller's account: another account's answers ResourceNotFound)."""
     return knowledge_base_arn(services.settings.region, account, identifier)
+
+
+def _guardrail(services: Services, account: str, identifier: str) -> str:
+    return guardrail_arn(services.settings.region, account, parse_identifier(account, identifier))
 
 
 def _profile(services: Services, account: str, identifier: str) -> str:
@@ -114,6 +119,7 @@ _MEMBERS: dict[str, Resolver] = {
     "inferenceProfileIdentifier": _profile,
     "resourceARN": _arn,
     "knowledgeBaseId": _knowledge_base,
+    "guardrailIdentifier": _guardrail,
 }
 
 #: `jobIdentifier(s)` by the kind of job an operation names (its name's suffix).

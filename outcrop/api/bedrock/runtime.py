@@ -31,6 +31,15 @@ def request_metadata(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _no_guardrail(params: dict[str, Any]) -> None:
+    """InvokeModel's guardrail headers: refused until guardrails run inside InvokeModel (ApplyGuardrail does
+    now), never accepted and ignored."""
+    if params.get("guardrailIdentifier") or params.get("guardrailVersion") or params.get("trace") in (
+            "ENABLED", "ENABLED_FULL"):
+        raise ValidationException("X-Amzn-Bedrock-GuardrailIdentifier (guardrails inside InvokeModel) is not "
+                                  "supported on this server yet: check the input and the answer with ApplyGuardrail")
+
+
 def _check_accept(value: str | None) -> None:
     if value not in _ACCEPTABLE:
         raise ValidationException(f"accept must be {JSON}; this server answers JSON only, got {value!r}")
@@ -75,6 +84,7 @@ def _echo(params: dict[str, Any]) -> dict[str, str]:
 @handles("bedrock-runtime", "InvokeModel")
 def invoke_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_accept(params.get("accept"))
+    _no_guardrail(params)
     caller = _caller(ctx, params)
     answer = ctx.services.runtime.invoke(caller, params["modelId"], params.get("body") or b"", **_performance(params))
     # Bedrock sends these on every InvokeModel answer although botocore's shape does not model them;
@@ -88,6 +98,7 @@ def invoke_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 @handles("bedrock-runtime", "InvokeModelWithResponseStream")
 def invoke_model_with_response_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_accept(params.get("accept"))
+    _no_guardrail(params)
     caller = _caller(ctx, params)
     events = ctx.services.runtime.invoke_stream(caller, params["modelId"], params.get("body") or b"",
                                                 **_performance(params))

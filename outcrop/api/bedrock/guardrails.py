@@ -1,0 +1,48 @@
+"""Guardrails: the control plane (`bedrock`: CreateGuardrail ... CreateGuardrailVersion) and ApplyGuardrail
+(`bedrock-runtime`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from outcrop.api.bedrock.operations import RequestContext, handles
+from outcrop.guardrails.assessment import apply
+
+
+@handles("bedrock", "CreateGuardrail")
+def create_guardrail(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.guardrails.create(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "GetGuardrail")
+def get_guardrail(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.guardrails.get(ctx.principal.account_id, params["guardrailIdentifier"],
+                                       params.get("guardrailVersion"))
+
+
+@handles("bedrock", "ListGuardrails")
+def list_guardrails(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.guardrails.list(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "UpdateGuardrail")
+def update_guardrail(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.guardrails.update(ctx.principal.account_id, params)
+
+
+@handles("bedrock", "DeleteGuardrail")
+def delete_guardrail(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.guardrails.delete(ctx.principal.account_id, params["guardrailIdentifier"],
+                                          params.get("guardrailVersion"))
+
+
+@handles("bedrock", "CreateGuardrailVersion")
+def create_guardrail_version(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    return ctx.services.guardrails.create_version(ctx.principal.account_id, params)
+
+
+@handles("bedrock-runtime", "ApplyGuardrail")
+def apply_guardrail(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    _, _, document = ctx.services.guardrails.document(ctx.principal.account_id, params["guardrailIdentifier"],
+                                                      params["guardrailVersion"])
+    return apply(document, params["source"], params["content"], full=params.get("outputScope") == "FULL")

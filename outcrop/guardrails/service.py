@@ -1,0 +1,233 @@
+"""Guardrails, the control plane (bedrock): CreateGuardrail, Get, List, Update, Delete, CreateGuardrailVersion.
+
+A guardrail is edited as its DRAFT; CreateGuardrailVersion snapshots the DRAFT as the next numbered version,
+which never changes. Policies are kept as GetGuardrail returns them (`wordPolicy.words`, ...), with every
+action and switch filled in, so enforcement (assessment.py) reads one plain document.
+
+What is honoured: word filters (custom words and PROFANITY), sensitive information (the PII types
+sensitive.py detects, and custom regexes), blocked messages. What is not yet (content filters, denied topics,
+contextual grounding, automated reasoning, the PII types that need named-entity recognition) is refused by
+name, never accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import secrets
+import string
+from typing import Any
+
+import regex
+from sqlalchemy import delete, func, select
+
+from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
+from outcrop.guardrails.sensitive import NOT_DETECTED
+from outcrop.guardrails.tables import GuardrailRow, GuardrailStatus, GuardrailVersionRow
+from outcrop.platform.database import Database, utc_now
+from outcrop.platform.idempotency import run_once
+from outcrop.platform.pagination import page
+
+DRAFT = "DRAFT"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_ARN = re.compile(r"arn:aws(?:-[^:]+)?:bedrock:[a-z0-9-]{1,20}:(?P<account>\d{12}):guardrail/(?P<id>[a-z0-9]+)")
+_REFUSED = {"contentPolicyConfig": "content filters", "topicPolicyConfig": "denied topics",
+            "contextualGroundingPolicyConfig": "contextual grounding checks",
+            "automatedReasoningPolicyConfig": "automated reasoning", "crossRegionConfig": "cross-Region inference",
+            "kmsKeyId": "a KMS key", "tags": "tags"}
+#: The members of CreateGuardrail kept as they are.
+_PLAIN = ("name", "description", "blockedInputMessaging", "blockedOutputsMessaging")
+
+
+def guardrail_arn(region: str, account: str, guardrail_id: str) -> str:
+    return f"arn:aws:bedrock:{region}:{account}:guardrail/{guardrail_id}"
+
+
+def parse_identifier(account: str, identifier: str) -> str:
+    """A guardrail's id from its id or ARN (an ARN of another account names nothing of this one)."""
+    match = _ARN.fullmatch(identifier)
+    if match is None:
+        return identifier
+    if match.group("account") != account:
+        raise ResourceNotFoundException(f"Guardrail {identifier} does not exist")
+    return match.group("id")
+
+
+class Guardrails:
+    def __init__(self, db: Database, region: str) -> None:
+        self.db = db
+        self.region = region
+
+    # -- create, update ---------------------------------------------------------------------------
+
+    def create(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        created = run_once(self.db, account_id=account, operation="CreateGuardrail",
+                           token=params.get("clientRequestToken"), params=params, token_member="clientRequestToken",
+                           create=lambda: self._create(account, params))
+        row = self._row(account, created["guardrailId"])
+        return {"guardrailId": row.guardrail_id, "guardrailArn": self._arn(row), "version": DRAFT,
+                "createdAt": row.created_at}
+
+    def _create(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        document = policies(params)
+        guardrail_id, now = "".join(secrets.choice(_ID_ALPHABET) for _ in range(12)), utc_now()
+        with self.db.session() as session:
+            self._unique_name(session, account, params["name"])
+            session.add(GuardrailRow(guardrail_id=guardrail_id, account_id=account, name=params["name"],
+                                     status=GuardrailStatus.READY, draft=document, latest_version=0,
+                                     created_at=now, updated_at=now))
+        return {"guardrailId": guardrail_id}
+
+    def update(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        guardrail_id = parse_identifier(account, params["guardrailIdentifier"])
+        self._row(account, guardrail_id)
+        document = policies(params)
+        with self.db.session() as session:
+            self._unique_name(session, account, params["name"], guardrail_id)
+            row = session.get(GuardrailRow, guardrail_id)
+            row.draft, row.name, row.updated_at = document, params["name"], utc_now()
+        row = self._row(account, guardrail_id)
+        return {"guardrailId": guardrail_id, "guardrailArn": self._arn(row), "version": DRAFT,
+                "updatedAt": row.updated_at}
+
+    def _unique_name(self, session: Any, account: str, name: str, guardrail_id: str | None = None) -> None:
+        query = select(func.count()).select_from(GuardrailRow).where(GuardrailRow.account_id == account,
+                                                                     GuardrailRow.name == name)
+        if guardrail_id:
+            query = query.where(GuardrailRow.guardrail_id != guardrail_id)
+        if session.scalar(query):
+            raise ConflictException(f"A guardrail named {name} already exists")
+
+    # -- versions ---------------------------------------------------------------------------------
+
+    def create_version(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        guardrail_id = parse_identifier(account, params["guardrailIdentifier"])
+        self._row(account, guardrail_id)
+        created = run_once(self.db, account_id=account, operation="CreateGuardrailVersion",
+                           token=params.get("clientRequestToken"), params=params, token_member="clientRequestToken",
+                           create=lambda: self._create_version(guardrail_id, params.get("description")))
+        return {"guardrailId": guardrail_id, "version": created["version"]}
+
+    def _create_version(self, guardrail_id: str, description: str | None) -> dict[str, Any]:
+        with self.db.session() as session:
+            row = session.scalars(select(GuardrailRow).where(GuardrailRow.guardrail_id == guardrail_id)
+                                  .with_for_update()).one()
+            row.latest_version += 1
+            version = str(row.latest_version)
+            snapshot = copy.deepcopy(row.draft)
+            if description is not None:
+                snapshot["description"] = description
+            snapshot["name"] = row.name
+            session.add(GuardrailVersionRow(guardrail_id=guardrail_id, version=version, snapshot=snapshot,
+                                            created_at=utc_now()))
+        return {"version": version}
+
+    # -- read, delete -----------------------------------------------------------------------------
+
+    def _row(self, account: str, guardrail_id: str) -> GuardrailRow:
+        with self.db.session() as session:
+            row = session.get(GuardrailRow, guardrail_id)
+        if row is None or row.account_id != account:
+            raise ResourceNotFoundException(f"Guardrail {guardrail_id} does not exist")
+        return row
+
+    def _arn(self, row: GuardrailRow) -> str:
+        return guardrail_arn(self.region, row.account_id, row.guardrail_id)
+
+    def document(self, account: str, identifier: str, version: str | None) -> tuple[str, str, dict[str, Any]]:
+        """(id, version, the policies) of a guardrail's DRAFT or numbered version: what enforcement reads."""
+        guardrail_id = parse_identifier(account, identifier)
+        row = self._row(account, guardrail_id)
+        if version in (None, DRAFT):
+            return guardrail_id, DRAFT, {**row.draft, "name": row.name}
+        with self.db.session() as session:
+            snapshot = session.get(GuardrailVersionRow, (guardrail_id, str(version)))
+        if snapshot is None:
+            raise ResourceNotFoundException(f"Version {version} of guardrail {guardrail_id} does not exist")
+        return guardrail_id, str(version), snapshot.snapshot
+
+    def get(self, account: str, identifier: str, version: str | None) -> dict[str, Any]:
+        guardrail_id, version, document = self.document(account, identifier, version)
+        row = self._row(account, guardrail_id)
+        return {**document, "guardrailId": guardrail_id, "guardrailArn": self._arn(row), "version": version,
+                "status": row.status, "createdAt": row.created_at, "updatedAt": row.updated_at}
+
+    def list(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Every guardrail's DRAFT, or (with guardrailIdentifier) that guardrail's DRAFT and versions."""
+        if params.get("guardrailIdentifier"):
+            guardrail_id = parse_identifier(account, params["guardrailIdentifier"])
+            row = self._row(account, guardrail_id)
+            with self.db.session() as session:
+                versions = session.scalars(select(GuardrailVersionRow).where(
+                    GuardrailVersionRow.guardrail_id == guardrail_id)).all()
+            summaries = [self._summary(row, DRAFT, row.draft, row.updated_at)] + [
+                self._summary(row, v.version, v.snapshot, v.created_at)
+                for v in sorted(versions, key=lambda v: int(v.version))]
+            return {"guardrails": summaries}
+        rows, token = page(self.db, select(GuardrailRow).where(GuardrailRow.account_id == account),
+                           GuardrailRow.created_at, params)
+        return {"guardrails": [self._summary(r, DRAFT, r.draft, r.updated_at) for r in rows], "nextToken": token}
+
+    def _summary(self, row: GuardrailRow, version: str, document: dict[str, Any], updated: Any) -> dict[str, Any]:
+        return {"id": row.guardrail_id, "arn": self._arn(row), "status": row.status,
+                "name": document.get("name", row.name), "description": document.get("description"),
+                "version": version, "createdAt": row.created_at, "updatedAt": updated}
+
+    def delete(self, account: str, identifier: str, version: str | None) -> dict[str, Any]:
+        """One numbered version, or (no version, or DRAFT) the guardrail with all its versions."""
+        guardrail_id = parse_identifier(account, identifier)
+        self._row(account, guardrail_id)
+        with self.db.session() as session:
+            if version not in (None, DRAFT):
+                if session.get(GuardrailVersionRow, (guardrail_id, str(version))) is None:
+                    raise ResourceNotFoundException(f"Version {version} of guardrail {guardrail_id} does not exist")
+                session.execute(delete(GuardrailVersionRow).where(GuardrailVersionRow.guardrail_id == guardrail_id,
+                                                                  GuardrailVersionRow.version == str(version)))
+                return {}
+            session.execute(delete(GuardrailVersionRow).where(GuardrailVersionRow.guardrail_id == guardrail_id))
+            session.execute(delete(GuardrailRow).where(GuardrailRow.guardrail_id == guardrail_id))
+        return {}
+
+
+# -- the policies, from CreateGuardrail's configuration to GetGuardrail's shape -------------------------
+
+def policies(params: dict[str, Any]) -> dict[str, Any]:
+    """The guardrail's document from CreateGuardrail/UpdateGuardrail's members: each policy checked, every
+    per-direction action and switch filled in (inputAction defaults to the entry's action, or BLOCK)."""
+    for member, what in _REFUSED.items():
+        if params.get(member):
+            raise ValidationException(f"{member} ({what}) is not supported on this server yet")
+    document: dict[str, Any] = {k: params[k] for k in _PLAIN if params.get(k) is not None}
+    words = params.get("wordPolicyConfig") or {}
+    if words.get("wordsConfig") or words.get("managedWordListsConfig"):
+        document["wordPolicy"] = {
+            "words": [_directions(w, "BLOCK") | {"text": w["text"]} for w in words.get("wordsConfig") or []],
+            "managedWordLists": [_directions(m, "BLOCK") | {"type": m["type"]}
+                                 for m in words.get("managedWordListsConfig") or []]}
+    sensitive = params.get("sensitiveInformationPolicyConfig") or {}
+    if sensitive.get("piiEntitiesConfig") or sensitive.get("regexesConfig"):
+        for i, entity in enumerate(sensitive.get("piiEntitiesConfig") or []):
+            if entity["type"] in NOT_DETECTED:
+                raise ValidationException(
+                    f"sensitiveInformationPolicyConfig.piiEntitiesConfig[{i}].type {entity['type']} is not supported "
+                    f"on this server yet (it needs named-entity recognition); the types it detects are the others "
+                    f"of Bedrock's list")
+        for i, entry in enumerate(sensitive.get("regexesConfig") or []):
+            try:
+                regex.compile(entry["pattern"])
+            except regex.error as exc:
+                raise ValidationException(f"sensitiveInformationPolicyConfig.regexesConfig[{i}].pattern does not "
+                                          f"compile: {exc}") from None
+        document["sensitiveInformationPolicy"] = {
+            "piiEntities": [_directions(e, e["action"]) | {"type": e["type"], "action": e["action"]}
+                            for e in sensitive.get("piiEntitiesConfig") or []],
+            "regexes": [_directions(r, r["action"]) | {k: r[k] for k in ("name", "description", "pattern", "action")
+                                                       if r.get(k) is not None}
+                        for r in sensitive.get("regexesConfig") or []]}
+    return document
+
+
+def _directions(entry: dict[str, Any], default_action: str) -> dict[str, Any]:
+    return {"inputAction": entry.get("inputAction") or default_action,
+            "outputAction": entry.get("outputAction") or default_action,
+            "inputEnabled": entry.get("inputEnabled", True), "outputEnabled": entry.get("outputEnabled", True)}
