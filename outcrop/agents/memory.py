@@ -10,7 +10,9 @@ the agent's `storageDays`, and `maxRecentSessions` of them are recalled, oldest 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import logging
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -21,12 +23,17 @@ from outcrop.platform.database import Database, utc_now
 from outcrop.platform.pagination import ASCENDING, page
 from outcrop.runtime.service import Caller, RuntimeService
 
+log = logging.getLogger(__name__)
+
 SESSION_SUMMARY = "SESSION_SUMMARY"
 #: Bedrock's defaults for memoryConfiguration.
 DEFAULT_STORAGE_DAYS = 30
 DEFAULT_RECENT_SESSIONS = 20
 #: A summary's length: a few sentences.
 SUMMARY_TOKENS = 200
+#: The end of a session's transcript that is summarized (characters): a long session must still fit the prompt
+#: of a small model (a byte-level tokenizer spends a token per character).
+TRANSCRIPT_CHARACTERS = 3000
 #: Idle sessions of one memoryId summarized on one call; any more wait for the next (a call never stalls long).
 SETTLE_AT_ONCE = 4
 SUMMARIZE = ("You keep an assistant's memory of its sessions with a user. Summarize the conversation below in at "
@@ -71,33 +78,48 @@ class SessionMemory:
 
     def settle(self, caller: Caller, model: str, agent_id: str, memory_id: str, ttl: timedelta,
                config: dict[str, Any]) -> None:
-        """Summarize the sessions of this memoryId that idled past the TTL (and drop them: they are over)."""
-        with self.db.session() as session:
-            idle = session.scalars(select(AgentSessionRow).where(
-                AgentSessionRow.account_id == caller.principal.account_id, AgentSessionRow.agent_id == agent_id,
-                AgentSessionRow.memory_id == memory_id, AgentSessionRow.updated_at < utc_now() - ttl)
-                .order_by(AgentSessionRow.updated_at).limit(SETTLE_AT_ONCE)).all()
-        for row in idle:
-            self.keep(caller, model, row, config)
-
-    def keep(self, caller: Caller, model: str, row: AgentSessionRow, config: dict[str, Any]) -> None:
-        """Summarize an ended session under its memoryId, then delete the session. If the model fails, the
-        exception goes to the caller and the session stays, to be summarized next time: nothing is lost."""
-        summary = self._summarize(caller, model, row.messages) if row.messages else ""
+        """Summarize the sessions of this memoryId that idled past the TTL (they are over), and forget the
+        agent's summaries past their storage. A session the model fails to summarize stays, for a later call:
+        a new session is not refused for an old one's sake."""
         now = utc_now()
         with self.db.session() as session:
-            if summary:
-                session.merge(AgentMemoryRow(
-                    agent_id=row.agent_id, alias_id=row.alias_id or "", memory_id=row.memory_id,
-                    session_id=row.session_id, account_id=row.account_id, summary=summary,
-                    session_start=row.started_at or row.updated_at, created_at=now,
-                    expires_at=now + timedelta(days=config["storageDays"])))
-            session.execute(delete(AgentSessionRow).where(AgentSessionRow.agent_id == row.agent_id,
-                                                          AgentSessionRow.session_id == row.session_id))
+            session.execute(delete(AgentMemoryRow).where(AgentMemoryRow.agent_id == agent_id,
+                                                         AgentMemoryRow.expires_at <= now))
+            idle = session.scalars(select(AgentSessionRow).where(
+                AgentSessionRow.account_id == caller.principal.account_id, AgentSessionRow.agent_id == agent_id,
+                AgentSessionRow.memory_id == memory_id, AgentSessionRow.updated_at < now - ttl)
+                .order_by(AgentSessionRow.updated_at).limit(SETTLE_AT_ONCE)).all()
+        for row in idle:
+            try:
+                self.keep(caller, model, row, config, ended=row.updated_at + ttl)
+            except Exception:  # noqa: BLE001 - the turn goes on; the session waits for the next call
+                log.warning("could not summarize idle session %s of agent %s", row.session_id, agent_id,
+                            exc_info=True)
+
+    def keep(self, caller: Caller, model: str, row: AgentSessionRow, config: dict[str, Any],
+             ended: datetime | None = None) -> None:
+        """Summarize an ended session under its memoryId, then delete the session (only as it was read: a call
+        that went on with the session meanwhile keeps it). If the model fails, the exception goes to the caller
+        and the session stays. A session whose storage would already be over is dropped unsummarized."""
+        ended = ended or utc_now()
+        expires = ended + timedelta(days=config["storageDays"])
+        summary = self._summarize(caller, model, row.messages) if row.messages and expires > utc_now() else ""
+        with self.db.session() as session:
+            gone = session.execute(delete(AgentSessionRow).where(
+                AgentSessionRow.agent_id == row.agent_id, AgentSessionRow.session_id == row.session_id,
+                AgentSessionRow.updated_at == row.updated_at))
+            if summary and gone.rowcount:
+                session.add(AgentMemoryRow(
+                    summary_id=uuid.uuid4().hex, agent_id=row.agent_id, alias_id=row.alias_id or "",
+                    memory_id=row.memory_id, session_id=row.session_id, account_id=row.account_id,
+                    summary=summary, session_start=row.started_at or row.updated_at, created_at=ended,
+                    expires_at=expires))
 
     def _summarize(self, caller: Caller, model: str, messages: list[dict[str, Any]]) -> str:
-        request = {"system": [{"text": SUMMARIZE}],
-                   "messages": [{"role": "user", "content": [{"text": transcript(messages)}]}],
+        text = transcript(messages)
+        if len(text) > TRANSCRIPT_CHARACTERS:  # the latest part: a long session still fits a small model
+            text = "..." + text[-TRANSCRIPT_CHARACTERS:]
+        request = {"system": [{"text": SUMMARIZE}], "messages": [{"role": "user", "content": [{"text": text}]}],
                    "inferenceConfig": {"maxTokens": SUMMARY_TOKENS, "temperature": 0}}
         answer = self.runtime.converse(caller, model, request)
         return "".join(block.get("text", "") for block in answer["output"]["message"]["content"]).strip()

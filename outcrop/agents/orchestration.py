@@ -19,12 +19,15 @@ every step is reported as Bedrock's orchestration trace (model input, invocation
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy import delete
 
 from outcrop.agents.memory import SessionMemory
 from outcrop.agents.memory import configuration as memory_configuration
@@ -35,6 +38,8 @@ from outcrop.functions.service import FunctionError, Functions
 from outcrop.knowledge.retrieval import Retrieval, cite, reference
 from outcrop.platform.database import Database, utc_now
 from outcrop.runtime.service import Caller, RuntimeService
+
+log = logging.getLogger(__name__)
 
 FINAL_ANSWER = "final_answer"
 SEARCH = "search_knowledge_base"
@@ -169,11 +174,16 @@ class _Turn:
         into memory (when it has a memoryId) and a new one begins."""
         ttl = timedelta(seconds=self.document["agent"].get("idleSessionTTLInSeconds") or DEFAULT_IDLE_TTL)
         with self.owner.db.session() as session:
+            # Sessions of this agent idle past the TTL with nothing to remember are over: they go now (an inline
+            # agent's, or a deleted alias's, have no other moment to).
+            session.execute(delete(AgentSessionRow).where(
+                AgentSessionRow.agent_id == self.who.agent_id, AgentSessionRow.memory_id.is_(None),
+                AgentSessionRow.updated_at < utc_now() - ttl, AgentSessionRow.session_id != self.session_id))
             row = session.get(AgentSessionRow, (self.who.agent_id, self.session_id))
         if row is not None and row.account_id != self.caller.principal.account_id:
             raise ResourceNotFoundException(f"Session {self.session_id} does not exist")  # unreachable by design
         if row is not None and utc_now() - row.updated_at > ttl:
-            self._close(row)
+            self._close(row, row.updated_at + ttl)
             row = None
         if row is not None:
             if self.memory_id and row.memory_id != self.memory_id:
@@ -229,10 +239,11 @@ class _Turn:
         if row is not None and row.account_id == self.caller.principal.account_id:
             self._close(row)
 
-    def _close(self, row: AgentSessionRow) -> None:
-        """The session is over: kept as a summary under its memoryId (when the agent has memory), and gone."""
+    def _close(self, row: AgentSessionRow, ended: datetime | None = None) -> None:
+        """The session is over (at `ended`, now by default): kept as a summary under its memoryId (when the
+        agent has memory), and gone."""
         if row.memory_id and self.memory:
-            self.owner.memory.keep(self.caller, self.model, row, self.memory)
+            self.owner.memory.keep(self.caller, self.model, row, self.memory, ended)
             return
         with self.owner.db.session() as session:
             stale = session.get(AgentSessionRow, (row.agent_id, row.session_id))
@@ -252,8 +263,6 @@ class _Turn:
             row.messages, row.session_attributes, row.prompt_attributes = self.messages, self.attributes, \
                 self.prompt_attributes
             row.pending, row.updated_at = pending, utc_now()
-        if self.params.get("endSession") and pending is None:
-            self.end()
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -301,9 +310,14 @@ class _Turn:
                 fragments.append(event["delta"]["toolUse"]["input"])
             elif name == "messageStop":
                 stop = event["stopReason"]
-        if use is not None and stop == "tool_use":
-            use["input"] = json.loads("".join(fragments) or "{}")
-            return use, ""
+        if use is not None:
+            try:  # a call whose arguments are complete counts, even if the tokens ran out just after them
+                arguments = json.loads("".join(fragments) or "{}")
+            except json.JSONDecodeError:
+                arguments = None
+            if isinstance(arguments, dict) and (stop == "tool_use" or use["name"] != FINAL_ANSWER
+                                                or "answer" in arguments):
+                return {**use, "input": arguments}, ""
         return None, _cut_answer("".join(fragments)) if use and use["name"] == FINAL_ANSWER else ""
 
     def _calls_this_turn(self) -> set[tuple[str, str]]:
@@ -343,6 +357,12 @@ class _Turn:
         if self.hits:
             chunk["attribution"] = {"citations": cite(text, self.hits)}
         yield "chunk", chunk
+        if self.params.get("endSession"):  # after the answer: a failed summary must not take the answer with it
+            try:
+                self.end()
+            except Exception:  # noqa: BLE001 - the session stays; it idles out and is summarized then
+                log.warning("could not close session %s of agent %s", self.session_id, self.who.agent_id,
+                            exc_info=True)
 
     def _search(self, use: dict[str, Any]) -> Iterator[tuple[str, dict]]:
         kb = self.searches[use["name"]]

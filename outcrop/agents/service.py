@@ -35,6 +35,7 @@ from outcrop.functions.service import Functions
 from outcrop.iam.principal import Principal
 from outcrop.iam.scoped_store import object_arn
 from outcrop.iam.service import IamService
+from outcrop.knowledge.retrieval import search_plan
 from outcrop.knowledge.service import KnowledgeBases, new_id
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
@@ -390,7 +391,8 @@ class Agents:
         for i, group in enumerate(params.get("actionGroups") or []):
             groups[str(i)] = {**self._action_group(account, group, read_s3), "actionGroupId": str(i)}
         kbs = {}
-        for kb in params.get("knowledgeBases") or []:
+        for i, kb in enumerate(params.get("knowledgeBases") or []):
+            search_plan(kb.get("retrievalConfiguration"), f"knowledgeBases[{i}].retrievalConfiguration")
             kbs[kb["knowledgeBaseId"]] = {"knowledgeBaseId": kb["knowledgeBaseId"], "description": kb["description"],
                                           "knowledgeBaseState": "ENABLED",
                                           **({"retrievalConfiguration": kb["retrievalConfiguration"]}

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outcrop.platform.database import Base, UtcDateTime
@@ -103,15 +103,18 @@ class AgentMemoryRow(Base):
     """One ended session, summarized (memory type SESSION_SUMMARY), kept under its memoryId until it expires."""
 
     __tablename__ = "agent_memories"
+    __table_args__ = (Index("ix_agent_memories_memory", "agent_id", "alias_id", "memory_id"),)
 
-    agent_id: Mapped[str] = mapped_column(String(10), primary_key=True)
-    alias_id: Mapped[str] = mapped_column(String(10), primary_key=True)
-    memory_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    #: One per summarized conversation: a session id reused after its session ended is another conversation.
+    summary_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(10))
+    alias_id: Mapped[str] = mapped_column(String(10))
+    memory_id: Mapped[str] = mapped_column(String(100))
+    session_id: Mapped[str] = mapped_column(String(100))
     account_id: Mapped[str] = mapped_column(String(12))
     summary: Mapped[str] = mapped_column(Text)
     session_start: Mapped[datetime] = mapped_column(UtcDateTime())
-    #: When the summary ended (the session's end): the order of recall.
+    #: When the session ended (its last call, plus the idle TTL when it idled out): the order of recall.
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     #: The end of its storage (the agent's storageDays after the session ended).
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())

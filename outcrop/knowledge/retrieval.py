@@ -52,6 +52,22 @@ _STOPWORDS = frozenset("a an the of to in on at for and or but is are was were b
                        "from not no yes do does did which who what when where how".split())
 
 
+def search_plan(configuration: dict[str, Any] | None, path: str) -> tuple[int, str, str | None]:
+    """A retrievalConfiguration checked (what this server cannot honour refused under `path`), as (number of
+    results, search type, SQL filter): callers that search later check it before they start (inline agents)."""
+    configuration = configuration or {}
+    if configuration.get("managedSearchConfiguration"):
+        raise ValidationException(f"{path}.managedSearchConfiguration is for MANAGED knowledge bases; this one "
+                                  "is a VECTOR knowledge base")
+    vector = configuration.get("vectorSearchConfiguration") or {}
+    _refuse(vector, {"rerankingConfiguration": "reranking during retrieval (call Rerank on the results)",
+                     "implicitFilterConfiguration": "implicit filters"}, f"{path}.vectorSearchConfiguration")
+    where = filters.to_sql(vector["filter"], path=f"{path}.vectorSearchConfiguration.filter") \
+        if vector.get("filter") else None
+    return vector.get("numberOfResults") or DEFAULT_RESULTS, vector.get("overrideSearchType") or \
+        DEFAULT_SEARCH_TYPE, where
+
+
 class Retrieval:
     def __init__(self, knowledge: KnowledgeBases, runtime: RuntimeService) -> None:
         self.knowledge = knowledge
@@ -76,17 +92,7 @@ class Retrieval:
     def search(self, caller: Caller, kb_id: str, query: str, configuration: dict[str, Any] | None,
                path: str) -> list[Hit]:
         kb = self.knowledge.row(caller.principal.account_id, kb_id)
-        configuration = configuration or {}
-        if configuration.get("managedSearchConfiguration"):
-            raise ValidationException(f"{path}.managedSearchConfiguration is for MANAGED knowledge bases; this one "
-                                      "is a VECTOR knowledge base")
-        vector = configuration.get("vectorSearchConfiguration") or {}
-        _refuse(vector, {"rerankingConfiguration": "reranking during retrieval (call Rerank on the results)",
-                         "implicitFilterConfiguration": "implicit filters"}, f"{path}.vectorSearchConfiguration")
-        count = vector.get("numberOfResults") or DEFAULT_RESULTS
-        search_type = vector.get("overrideSearchType") or DEFAULT_SEARCH_TYPE
-        where = filters.to_sql(vector["filter"], path=f"{path}.vectorSearchConfiguration.filter") \
-            if vector.get("filter") else None
+        count, search_type, where = search_plan(configuration, path)
         if not query.strip():
             raise ValidationException(f"The query text is empty ({path})")
         embedded = self.runtime.embed_texts(caller, kb.embedding_model_id, [query], "Retrieve")[0].tolist()

@@ -70,19 +70,24 @@ def invoke_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     for kb_id in knowledge_bases:
         ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account, kb_id))
     session_id, events = ctx.services.agent_runtime.invoke(_caller(ctx), params)
-    return {"sessionId": session_id, "contentType": "application/json", "completion": events}
+    return {"sessionId": session_id, "contentType": "application/json", "completion": events,
+            **({"memoryId": params["memoryId"]} if params.get("memoryId") else {})}
 
 
 @handles("bedrock-agent-runtime", "InvokeInlineAgent")
 def invoke_inline_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     """The agent is the request's: the caller needs bedrock:InvokeModel on its model, bedrock:Retrieve on its
-    knowledge bases and s3:GetObject on its OpenAPI documents in S3 (an inline agent has no role of its own)."""
+    knowledge bases, s3:GetObject on its OpenAPI documents in S3 (an inline agent has no role of its own) and
+    lambda:InvokeFunction on the functions its actions run (an agent's need CreateAgentActionGroup instead)."""
     services, account = ctx.services, ctx.principal.account_id
     for arn in model_arns(services, account, params["foundationModel"]):
         ctx.authorize("bedrock:InvokeModel", arn)
     for kb in params.get("knowledgeBases") or []:
         ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account, kb["knowledgeBaseId"]))
     for group in params.get("actionGroups") or []:
+        function = (group.get("actionGroupExecutor") or {}).get("lambda")
+        if function:
+            ctx.authorize("lambda:InvokeFunction", function)
         location = (group.get("apiSchema") or {}).get("s3")
         if location:
             ctx.authorize("s3:GetObject", object_arn(S3Uri(location.get("s3BucketName") or "",

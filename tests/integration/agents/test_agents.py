@@ -78,6 +78,9 @@ def test_another_account_sees_no_agent(server, tiny_model):
     code, _, _ = error_code(lambda: server.client("bedrock-agent-runtime", key=key).invoke_agent(
         agentId=agent_id, agentAliasId="TSTALIASID", sessionId="x0", inputText="hi"))
     assert code == "ResourceNotFoundException"
+    code, _, _ = error_code(lambda: server.client("bedrock-agent-runtime", key=key).get_agent_memory(
+        agentId=agent_id, agentAliasId="TSTALIASID", memoryId="anyone", memoryType="SESSION_SUMMARY"))
+    assert code == "ResourceNotFoundException"
 
 
 def test_an_openapi_schema_in_s3_is_read_with_the_agents_role(server, tiny_agent_model, tmp_path):

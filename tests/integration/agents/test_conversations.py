@@ -170,7 +170,7 @@ def test_an_inline_agent_hands_back_an_action_and_keeps_its_session(server):
     response = runtime.invoke_inline_agent(sessionId="inline-1", inputText=RAIN, **agent)
     assert response["sessionId"] == "inline-1"
     traces, [handed] = _events(response["completion"])
-    assert traces and "agentId" not in json.dumps(traces[0])  # an inline trace names no agent
+    assert traces  # (what an inline trace part carries is tests/unit/agents')
     control = handed["returnControl"]
     assert control["invocationInputs"][0]["functionInvocationInput"]["function"] == "get_weather"
     traces, [answer] = _events(runtime.invoke_inline_agent(sessionId="inline-1", **agent, inlineSessionState={

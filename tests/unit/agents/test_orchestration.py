@@ -12,10 +12,11 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from sqlalchemy import select
 
 from outcrop.agents.memory import SessionMemory
 from outcrop.agents.orchestration import FINAL_ANSWER, SEARCH, AgentRuntime
-from outcrop.agents.tables import AgentRow, AgentSessionRow
+from outcrop.agents.tables import AgentMemoryRow, AgentRow, AgentSessionRow
 from outcrop.errors import ValidationException
 from outcrop.functions.service import Functions
 from outcrop.iam.principal import Principal
@@ -37,6 +38,8 @@ class ScriptedModel:
     def converse(self, caller, model_id, request):
         self.requests.append(json.loads(json.dumps(request)))
         name, arguments = self.calls.pop(0)
+        if isinstance(arguments, Exception):
+            raise arguments
         if name is None:  # a plain answer (a session's summary)
             return {"output": {"message": {"role": "assistant", "content": [{"text": arguments}]}}}
         return {"output": {"message": {"role": "assistant", "content": [
@@ -289,18 +292,23 @@ def test_memory_summarizes_an_ended_session_and_the_next_sessions_recall_it(db):
     assert "- The user likes trains." in model.requests[-1]["system"][0]["text"]
     with pytest.raises(ValidationException, match="keeps the memoryId"):
         _invoke(runtime, session="s2", text="Hm?", memoryId="user-2")
-    # s2 idles out; the next session of user-1 summarizes it first (no timer does).
+    # s1's summary is a day old; s2 idles out (it ended when its TTL ran out, 1 s ago), and the next session of
+    # user-1 summarizes it first (no timer does); s3 ends now. s4 recalls the latest two, oldest first.
     with db.session() as session:
+        session.scalars(select(AgentMemoryRow)).one().created_at = utc_now() - timedelta(days=1)
         session.get(AgentSessionRow, ("AGENT00001", "s2")).updated_at = utc_now() - timedelta(seconds=601)
-    model.calls = [(None, "The user asked what they like."), (FINAL_ANSWER, {"answer": "Yes."})]
-    _invoke(runtime, session="s3", text="Anything else?", memoryId="user-1")
-    assert model.requests[-1]["system"][0]["text"].count("\n- ") == 2  # maxRecentSessions 2, oldest first
-    assert model.requests[-1]["system"][0]["text"].index("trains.") < model.requests[-1]["system"][0]["text"].index(
-        "asked what")
+    model.calls = [(None, "The user asked what they like."), (FINAL_ANSWER, {"answer": "Yes."}),
+                   (None, "The user said yes."), (FINAL_ANSWER, {"answer": "Hello again."})]
+    _invoke(runtime, session="s3", text="Anything else?", memoryId="user-1", endSession=True)
+    _invoke(runtime, session="s4", text="Hi", memoryId="user-1")
+    prompt = model.requests[-1]["system"][0]["text"]
+    assert prompt.endswith("oldest first:\n- The user asked what they like.\n- The user said yes.")
     runtime.memory.delete(ACCOUNT, "AGENT00001", "TSTALIASID", {"memoryId": "user-1", "sessionId": "s1"})
     left = runtime.memory.get(ACCOUNT, "AGENT00001", "TSTALIASID", {"memoryId": "user-1",
                                                                     "memoryType": "SESSION_SUMMARY"})
-    assert [m["sessionSummary"]["sessionId"] for m in left["memoryContents"]] == ["s2"]
+    assert [m["sessionSummary"]["sessionId"] for m in left["memoryContents"]] == ["s2", "s3"]
+    assert runtime.memory.get("222222222222", "AGENT00001", "TSTALIASID", {
+        "memoryId": "user-1", "memoryType": "SESSION_SUMMARY"})["memoryContents"] == []  # another account's
     # Without memory on the agent, a memoryId is refused, not ignored.
     with pytest.raises(ValidationException, match="no memoryConfiguration"):
         _invoke(_runtime(db, _document(), model), session="s4", text="Hi", memoryId="user-1")
@@ -312,5 +320,37 @@ def test_a_final_answer_cut_off_by_the_step_limit_keeps_what_was_said_once(db):
     assert _answer(_invoke(runtime, text="Paris?")) == 'Paris is sunny. It is "warm".'
     runtime = _runtime(db, _document(), ScriptedModel((FINAL_ANSWER, '{"answer": "Hot \\')))
     assert _answer(_invoke(runtime, session="s2", text="Paris?")) == "Hot"
+    runtime = _runtime(db, _document(), ScriptedModel((FINAL_ANSWER, '{"answer": "Hot \\u00')))
+    assert _answer(_invoke(runtime, session="s4", text="Paris?")) == "Hot"
     runtime = _runtime(db, _document(), ScriptedModel((FINAL_ANSWER, '{"ans')))
     assert "within 300 tokens" in _answer(_invoke(runtime, session="s3", text="Paris?"))
+
+
+def test_an_answer_survives_a_summary_that_fails_and_the_session_stays(db):
+    document = _document()
+    document["agent"]["memoryConfiguration"] = {"enabledMemoryTypes": ["SESSION_SUMMARY"]}
+    model = ScriptedModel((FINAL_ANSWER, {"answer": "Bye."}), (None, RuntimeError("the model is throttled")))
+    runtime = _runtime(db, document, model)
+    assert _answer(_invoke(runtime, text="Bye", memoryId="user-9", endSession=True)) == "Bye."
+    with db.session() as session:
+        assert session.get(AgentSessionRow, ("AGENT00001", "s1")).memory_id == "user-9"
+
+
+def test_an_inline_agent_keeps_its_session_under_its_accounts_id_and_its_traces_name_no_agent(db):
+    from outcrop.agents.orchestration import inline_agent_id
+
+    class InlineAgents(Agents):
+        def inline(self, account, params):
+            return {**self.document, "agent": {**self.document["agent"], "agentName": "inline-agent"}}
+
+    model = ScriptedModel((FINAL_ANSWER, {"answer": "Hi."}))
+    runtime = AgentRuntime(InlineAgents(_document()), Retrieval(), model, Functions(db, "us-east-1"),
+                           SessionMemory(db, model), db, 6)
+    caller = Caller("r", Principal.account_root(ACCOUNT))
+    _, events = runtime.invoke_inline(caller, {"sessionId": "in-1", "inputText": "Hello", "enableTrace": True,
+                                               "foundationModel": "m", "instruction": "Help."})
+    traces = [e for name, e in events if name == "trace"]
+    assert traces and all(set(t) == {"sessionId", "eventTime", "trace"} for t in traces)
+    assert inline_agent_id(ACCOUNT) != inline_agent_id("222222222222") and len(inline_agent_id(ACCOUNT)) == 10
+    with db.session() as session:
+        assert session.get(AgentSessionRow, (inline_agent_id(ACCOUNT), "in-1")) is not None

@@ -20,19 +20,22 @@ def upgrade() -> None:
         batch.add_column(sa.Column("started_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "agent_memories",
-        sa.Column("agent_id", sa.String(10), primary_key=True),
-        sa.Column("alias_id", sa.String(10), primary_key=True),
-        sa.Column("memory_id", sa.String(100), primary_key=True),
-        sa.Column("session_id", sa.String(100), primary_key=True),
+        sa.Column("summary_id", sa.String(32), primary_key=True),
+        sa.Column("agent_id", sa.String(10), nullable=False),
+        sa.Column("alias_id", sa.String(10), nullable=False),
+        sa.Column("memory_id", sa.String(100), nullable=False),
+        sa.Column("session_id", sa.String(100), nullable=False),
         sa.Column("account_id", sa.String(12), nullable=False),
         sa.Column("summary", sa.Text, nullable=False),
         sa.Column("session_start", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_index("ix_agent_memories_memory", "agent_memories", ["agent_id", "alias_id", "memory_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_agent_memories_memory", "agent_memories")
     op.drop_table("agent_memories")
     with op.batch_alter_table("agent_sessions") as batch:
         batch.drop_column("started_at")
