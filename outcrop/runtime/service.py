@@ -170,8 +170,9 @@ class RuntimeService:
     def _prepare_converse(self, account: str, model_id: str, request: dict[str, Any],
                           check_room: bool = True) -> _Prepared:
         if request.get("guardrailConfig"):
-            raise ValidationException("guardrailConfig (guardrails inside Converse) is not supported on this server "
-                                      "yet: check the input and the answer with ApplyGuardrail")
+            # Converse's handler runs guarded calls through guardrails/enforcement.py, which takes the member
+            # out; one reaching here was sent by a path that does not enforce it.
+            raise ValidationException("guardrailConfig is not supported on this call")
         tools = tool_use.converse_tool_set(request.get("toolConfig"))
         answer_schema = tool_use.answer_schema(request.get("outputConfig"))
         answer_prompt = tool_use.answer_instructions(request.get("outputConfig"), answer_schema)

@@ -7,6 +7,8 @@ from typing import Any
 from outcrop.api.bedrock.operations import RequestContext, handles
 from outcrop.api.bedrock.protocol import EXTRA_HEADERS
 from outcrop.errors import ValidationException
+from outcrop.guardrails import enforcement
+from outcrop.guardrails.service import guardrail_arn, parse_identifier
 from outcrop.platform import jsontext
 from outcrop.runtime.service import JSON, Caller
 
@@ -57,17 +59,37 @@ def _served_by(caller: Caller) -> dict[str, str]:
     return {SERVED_BY: caller.served_model_id} if caller.served_model_id else {}
 
 
+def _guarded(ctx: RequestContext, params: dict[str, Any]) -> bool:
+    """Whether the call runs under a guardrail; using one needs bedrock:ApplyGuardrail on it, as on Bedrock."""
+    config = params.get("guardrailConfig")
+    if not config:
+        return False
+    account = ctx.principal.account_id
+    ctx.authorize("bedrock:ApplyGuardrail", guardrail_arn(ctx.services.settings.region, account,
+                                                          parse_identifier(account, config["guardrailIdentifier"])))
+    return True
+
+
 @handles("bedrock-runtime", "Converse")
 def converse(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     caller = _caller(ctx, params)
-    answer = ctx.services.runtime.converse(caller, params["modelId"], params)
+    services = ctx.services
+    if _guarded(ctx, params):
+        answer = enforcement.converse(services.guardrails, services.runtime, caller, params["modelId"], params)
+    else:
+        answer = services.runtime.converse(caller, params["modelId"], params)
     return {**answer, "outcropModelId": caller.served_model_id, EXTRA_HEADERS: _served_by(caller)}
 
 
 @handles("bedrock-runtime", "ConverseStream")
 def converse_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     caller = _caller(ctx, params)
-    stream = ctx.services.runtime.converse_stream(caller, params["modelId"], params)
+    services = ctx.services
+    if _guarded(ctx, params):
+        stream = enforcement.converse_stream(services.guardrails, services.runtime, caller, params["modelId"],
+                                             params)
+    else:
+        stream = services.runtime.converse_stream(caller, params["modelId"], params)
     return {"stream": stream, EXTRA_HEADERS: _served_by(caller)}
 
 

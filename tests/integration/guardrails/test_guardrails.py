@@ -123,13 +123,44 @@ def test_another_account_sees_no_guardrail(server, guardrail):
     assert (code, status) == ("ResourceNotFoundException", 404)
 
 
-def test_guardrails_inside_model_calls_are_refused_until_they_run_there(server, guardrail):
-    runtime = server.client("bedrock-runtime")
-    model = "huggingface.smollm2-135m-instruct-v1:0"
-    code, _, message = error_code(lambda: runtime.invoke_model(
-        modelId=model, body=b"{}", guardrailIdentifier=guardrail["guardrailId"], guardrailVersion="DRAFT"))
-    assert code == "ValidationException" and "ApplyGuardrail" in message
-    code, _, message = error_code(lambda: runtime.converse(
-        modelId=model, messages=[{"role": "user", "content": [{"text": "hi"}]}],
-        guardrailConfig={"guardrailIdentifier": guardrail["guardrailId"], "guardrailVersion": "DRAFT"}))
+def test_converse_checks_the_input_before_the_model_and_the_answer_after(server, guardrail, tiny_model):
+    runtime = server.client("bedrock-runtime", read_timeout=300)
+    config = {"guardrailIdentifier": guardrail["guardrailId"], "guardrailVersion": "DRAFT", "trace": "enabled"}
+    asked = runtime.converse(modelId=tiny_model, guardrailConfig=config, messages=[
+        {"role": "user", "content": [{"text": "Is 123-45-6789 a valid SSN?"}]}])
+    assert asked["stopReason"] == "guardrail_intervened" and asked["usage"]["outputTokens"] == 0
+    assert asked["output"]["message"]["content"] == [{"text": BLOCKED_INPUT}]
+    [assessment] = asked["trace"]["guardrail"]["inputAssessment"].values()
+    assert assessment["sensitiveInformationPolicy"]["piiEntities"][0]["action"] == "BLOCKED"
+    # Only the guardContent block is checked when there is one: the number outside it passes.
+    passed = runtime.converse(modelId=tiny_model, guardrailConfig=config, inferenceConfig={"maxTokens": 8},
+                              messages=[{"role": "user", "content": [
+                                  {"text": "About 123-45-6789: "}, {"guardContent": {"text": {"text": "hello"}}}]}])
+    assert passed["stopReason"] != "guardrail_intervened" and passed["usage"]["outputTokens"] > 0
+    # The answer is checked: a guardrail that masks every word of an answer masks the tiny model's.
+    masking = server.client("bedrock").create_guardrail(
+        name="mask-answers", blockedInputMessaging="no", blockedOutputsMessaging="no",
+        sensitiveInformationPolicyConfig={"regexesConfig": [
+            {"name": "WORD", "pattern": r"\S+", "action": "ANONYMIZE", "inputEnabled": False}]})
+    config = {"guardrailIdentifier": masking["guardrailArn"], "guardrailVersion": "DRAFT"}
+    question = [{"role": "user", "content": [{"text": "Say something."}]}]
+    answer = runtime.converse(modelId=tiny_model, guardrailConfig=config, messages=question,
+                              inferenceConfig={"maxTokens": 12})
+    text = answer["output"]["message"]["content"][0]["text"]
+    assert answer["stopReason"] == "guardrail_intervened" and set(text.split()) == {"{WORD}"}
+    assert "trace" not in answer  # trace was not asked for
+    events = list(runtime.converse_stream(modelId=tiny_model, guardrailConfig=config, messages=question,
+                                          inferenceConfig={"maxTokens": 12})["stream"])
+    deltas = [e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e]
+    assert len(deltas) == 1 and set(deltas[0].split()) == {"{WORD}"}
+    assert [e["messageStop"]["stopReason"] for e in events if "messageStop" in e] == ["guardrail_intervened"]
+    code, _, message = error_code(lambda: runtime.converse_stream(
+        modelId=tiny_model, messages=question, guardrailConfig={**config, "streamProcessingMode": "async"}))
+    assert code == "ValidationException" and "async" in message
+
+
+def test_guardrails_inside_invoke_model_are_refused_until_they_run_there(server, guardrail):
+    code, _, message = error_code(lambda: server.client("bedrock-runtime").invoke_model(
+        modelId="huggingface.smollm2-135m-instruct-v1:0", body=b"{}", guardrailIdentifier=guardrail["guardrailId"],
+        guardrailVersion="DRAFT"))
     assert code == "ValidationException" and "ApplyGuardrail" in message
