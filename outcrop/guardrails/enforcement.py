@@ -30,6 +30,7 @@ class _Guard:
         if config.get("streamProcessingMode") == "async":
             raise ValidationException("guardrailConfig.streamProcessingMode async is not supported on this server: "
                                       "use sync (the answer is checked before it is sent)")
+        self.guardrails, self.caller = guardrails, caller
         self.id, self.version, self.document = guardrails.document(
             caller.principal.account_id, config["guardrailIdentifier"], config["guardrailVersion"])
         self.trace_on = config.get("trace") in ("enabled", "enabled_full")
@@ -46,6 +47,7 @@ class _Guard:
                        for b in m["content"] if "text" in b]
         result = apply(self.document, INPUT, [{"text": {"text": holder["text"]}} for _, _, holder in guarded])
         self.trace["inputAssessment"] = {self.id: result["assessments"][0]}
+        self.guardrails.record(self.caller.principal, self.caller.request_id, self.id, self.version, INPUT, result)
         if result["action"] != INTERVENED:
             return request, None
         if result["actionReason"] == "Guardrail blocked.":
@@ -60,6 +62,7 @@ class _Guard:
             return text, False
         result = apply(self.document, OUTPUT, [{"text": {"text": text}}])
         self.trace["outputAssessments"] = {self.id: result["assessments"]}
+        self.guardrails.record(self.caller.principal, self.caller.request_id, self.id, self.version, OUTPUT, result)
         if result["action"] != INTERVENED:
             return text, False
         return result["outputs"][0]["text"], True

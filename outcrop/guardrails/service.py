@@ -24,6 +24,8 @@ from sqlalchemy import delete, func, select
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
 from outcrop.guardrails.sensitive import NOT_DETECTED
 from outcrop.guardrails.tables import GuardrailRow, GuardrailStatus, GuardrailVersionRow
+from outcrop.iam.audit import record_event
+from outcrop.iam.principal import Principal
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.pagination import page
@@ -172,6 +174,21 @@ class Guardrails:
         return {"id": row.guardrail_id, "arn": self._arn(row), "status": row.status,
                 "name": document.get("name", row.name), "description": document.get("description"),
                 "version": version, "createdAt": row.created_at, "updatedAt": updated}
+
+    def record(self, principal: Principal, request_id: str, guardrail_id: str, version: str, source: str,
+               result: dict[str, Any]) -> None:
+        """An intervention goes to the audit trail (`outcrop audit --operation GuardrailIntervention`): who, which
+        guardrail and version, which direction, which policies, and what they did."""
+        if result["action"] != "GUARDRAIL_INTERVENED":
+            return
+        policies = sorted({policy.removesuffix("Policy") for assessment in result["assessments"]
+                           for policy, findings in assessment.items() if policy != "invocationMetrics"
+                           and any(f.get("action") not in (None, "NONE") for group in findings.values()
+                                   if isinstance(group, list) for f in group)})
+        record_event(self.db, service="bedrock", operation="GuardrailIntervention", principal=principal,
+                     resource=f"{guardrail_arn(self.region, principal.account_id, guardrail_id)}:{version}",
+                     result=f"{source} {'BLOCKED' if 'blocked' in result.get('actionReason', '') else 'MASKED'} "
+                            f"{','.join(policies)}", request_id=request_id)
 
     def delete(self, account: str, identifier: str, version: str | None) -> dict[str, Any]:
         """One numbered version, or (no version, or DRAFT) the guardrail with all its versions."""

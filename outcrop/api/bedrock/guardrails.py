@@ -43,6 +43,9 @@ def create_guardrail_version(ctx: RequestContext, params: dict[str, Any]) -> dic
 
 @handles("bedrock-runtime", "ApplyGuardrail")
 def apply_guardrail(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    _, _, document = ctx.services.guardrails.document(ctx.principal.account_id, params["guardrailIdentifier"],
-                                                      params["guardrailVersion"])
-    return apply(document, params["source"], params["content"], full=params.get("outputScope") == "FULL")
+    guardrails = ctx.services.guardrails
+    guardrail_id, version, document = guardrails.document(ctx.principal.account_id, params["guardrailIdentifier"],
+                                                          params["guardrailVersion"])
+    result = apply(document, params["source"], params["content"], full=params.get("outputScope") == "FULL")
+    guardrails.record(ctx.principal, ctx.request_id, guardrail_id, version, params["source"], result)
+    return result

@@ -68,6 +68,11 @@ def test_words_and_blocked_entities_answer_with_the_blocked_message(server, guar
     leaked = _apply(server, guardrail, "Her SSN is 123-45-6789.")
     assert leaked["outputs"] == [{"text": BLOCKED_OUTPUT}]
     assert leaked["assessments"][0]["sensitiveInformationPolicy"]["piiEntities"][0]["action"] == "BLOCKED"
+    # Each intervention is in the audit trail: the guardrail, the direction, what it did, and why.
+    audited = [json.loads(line) for line in outcrop(server, "audit", "--operation", "GuardrailIntervention",
+                                                    "--json").stdout.splitlines()]
+    results = {e["result"] for e in audited if e["resource"] == guardrail["guardrailArn"] + ":DRAFT"}
+    assert {"INPUT BLOCKED word", "OUTPUT BLOCKED sensitiveInformation"} <= results
 
 
 def test_clean_text_passes_unchanged(server, guardrail):
