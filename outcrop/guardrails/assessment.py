@@ -144,10 +144,16 @@ def _sensitive_policy(policy: dict[str, Any] | None, direction: str, texts: list
 
 
 def _mask(text: str, masks: list[tuple[int, int, str]]) -> str:
-    out, at = [], 0
+    """The text with every masked span replaced by its label; overlapping spans are masked as their union
+    (under the label of the one that starts first), so no part of either shows."""
+    merged: list[list[Any]] = []
     for start, end, label in sorted(masks):
-        if start < at:
-            continue  # overlaps a span already masked
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end, label])
+    out, at = [], 0
+    for start, end, label in merged:
         out += [text[at:start], label]
         at = end
     return "".join(out) + text[at:]

@@ -13,6 +13,7 @@ then sent; `async` (send first, check behind) is refused by name, since it would
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,38 +35,55 @@ class _Guard:
         self.id, self.version, self.document = guardrails.document(
             caller.principal.account_id, config["guardrailIdentifier"], config["guardrailVersion"])
         self.trace_on = config.get("trace") in ("enabled", "enabled_full")
+        self.full = config.get("trace") == "enabled_full"  # findings with action NONE too
         self.trace: dict[str, Any] = {}
 
     def check_input(self, request: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """(the request the model gets, with ANONYMIZE findings masked; or the blocked message)."""
         request = copy.deepcopy(request)
         request.pop("guardrailConfig", None)
-        guarded = [(m, b, b["guardContent"]["text"]) for m in request.get("messages") or []
-                   for b in m["content"] if "text" in (b.get("guardContent") or {})]
+        blocks = [b for m in request.get("messages") or [] for b in m["content"]] + list(request.get("system") or [])
+        for block in blocks:
+            guard = block.get("guardContent")
+            if guard is None:
+                continue
+            if "text" not in guard:
+                raise ValidationException("guardContent image blocks are not supported by guardrails on this "
+                                          "server yet")
+            if guard["text"].get("qualifiers"):
+                raise ValidationException("guardContent qualifiers (grounding_source, query) are for contextual "
+                                          "grounding checks, which this server does not support yet")
+        guarded = [b["guardContent"]["text"] for b in blocks if "guardContent" in b]
         if not guarded:
-            guarded = [(m, b, b) for m in request.get("messages") or [] if m["role"] == "user"
-                       for b in m["content"] if "text" in b]
-        result = apply(self.document, INPUT, [{"text": {"text": holder["text"]}} for _, _, holder in guarded])
+            guarded = [b for m in request.get("messages") or [] if m["role"] == "user" for b in m["content"]
+                       if "text" in b]
+        result = apply(self.document, INPUT, [{"text": {"text": holder["text"]}} for holder in guarded],
+                       full=self.full)
         self.trace["inputAssessment"] = {self.id: result["assessments"][0]}
         self.guardrails.record(self.caller.principal, self.caller.request_id, self.id, self.version, INPUT, result)
         if result["action"] != INTERVENED:
             return request, None
         if result["actionReason"] == "Guardrail blocked.":
             return request, result["outputs"][0]["text"]
-        for (_, _, holder), output in zip(guarded, result["outputs"], strict=True):
+        for holder, output in zip(guarded, result["outputs"], strict=True):
             holder["text"] = output["text"]
         return request, None
 
-    def check_output(self, text: str) -> tuple[str, bool]:
-        """(the answer's text as it may be sent, whether the guardrail intervened)."""
-        if not text:
-            return text, False
-        result = apply(self.document, OUTPUT, [{"text": {"text": text}}])
+    def check_output(self, texts: list[str], tool_inputs: list[str]) -> tuple[list[str], str | None]:
+        """The answer's text blocks as they may be sent, or (a BLOCK) the blocked message that replaces the
+        whole answer. Tool calls' inputs are checked too: a BLOCK there withholds them; they are not masked
+        (a masked argument would be a different call)."""
+        checked = texts + tool_inputs
+        if not any(checked):
+            return texts, None
+        result = apply(self.document, OUTPUT, [{"text": {"text": t}} for t in checked], full=self.full)
         self.trace["outputAssessments"] = {self.id: result["assessments"]}
         self.guardrails.record(self.caller.principal, self.caller.request_id, self.id, self.version, OUTPUT, result)
         if result["action"] != INTERVENED:
-            return text, False
-        return result["outputs"][0]["text"], True
+            return texts, None
+        if result["actionReason"] == "Guardrail blocked.":
+            return [], result["outputs"][0]["text"]
+        return [o["text"] for o in result["outputs"][:len(texts)]], None
 
     def traced(self) -> dict[str, Any]:
         return {"trace": {"guardrail": self.trace}} if self.trace_on else {}
@@ -82,9 +100,15 @@ def converse(guardrails: Guardrails, runtime: RuntimeService, caller: Caller, mo
                 "metrics": {"latencyMs": round((time.perf_counter() - started) * 1000)}, **guard.traced()}
     answer = runtime.converse(caller, model_id, checked)
     content = answer["output"]["message"]["content"]
-    text, intervened = guard.check_output("".join(block.get("text", "") for block in content))
-    if intervened:
-        answer["output"]["message"]["content"] = [{"text": text}] + [b for b in content if "text" not in b]
+    texts = [b["text"] for b in content if "text" in b]
+    kept, blocked = guard.check_output(texts, [json.dumps(b["toolUse"]["input"]) for b in content if "toolUse" in b])
+    if blocked is not None:
+        answer["output"]["message"]["content"] = [{"text": blocked}]
+        answer["stopReason"] = INTERVENED_STOP
+    elif kept != texts:
+        replacements = iter(kept)
+        answer["output"]["message"]["content"] = [{"text": next(replacements)} if "text" in b else b
+                                                  for b in content]
         answer["stopReason"] = INTERVENED_STOP
     return {**answer, **guard.traced()}
 
@@ -110,15 +134,34 @@ def _blocked_stream(text: str, guard: _Guard) -> list[tuple[str, dict]]:
 
 def _held(events: Iterator[tuple[str, dict]], guard: _Guard) -> Iterator[tuple[str, dict]]:
     held = list(events)  # sync mode: nothing leaves before the answer is checked
-    text_blocks = {e["contentBlockIndex"] for name, e in held if name == "contentBlockDelta" and "text" in e["delta"]}
-    text = "".join(e["delta"]["text"] for name, e in held if name == "contentBlockDelta" and "text" in e["delta"])
-    checked, intervened = guard.check_output(text)
-    first = min(text_blocks) if text_blocks else None
+    texts: dict[int, str] = {}
+    tools: dict[int, str] = {}
     for name, event in held:
-        if intervened and name == "contentBlockDelta" and event["contentBlockIndex"] in text_blocks:
-            if event["contentBlockIndex"] == first and checked is not None:
-                yield name, {"contentBlockIndex": first, "delta": {"text": checked}}
-                checked = None  # the replacement goes out once, in the first text block
+        if name == "contentBlockDelta":
+            delta, index = event["delta"], event["contentBlockIndex"]
+            if "text" in delta:
+                texts[index] = texts.get(index, "") + delta["text"]
+            elif "toolUse" in delta:
+                tools[index] = tools.get(index, "") + delta["toolUse"]["input"]
+    kept, blocked = guard.check_output(list(texts.values()), list(tools.values()))
+    if blocked is not None:  # the whole answer is the blocked message: no text, no tool call goes out
+        stop = next(e for name, e in held if name == "messageStop")
+        metadata = next((e for name, e in held if name == "metadata"), {})
+        yield "messageStart", {"role": "assistant"}
+        yield "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": blocked}}
+        yield "contentBlockStop", {"contentBlockIndex": 0}
+        yield "messageStop", {**stop, "stopReason": INTERVENED_STOP}
+        yield "metadata", {**metadata, **guard.traced()}
+        return
+    replaced = dict(zip(texts, kept, strict=True))
+    intervened = replaced != texts
+    sent: set[int] = set()
+    for name, event in held:
+        if intervened and name == "contentBlockDelta" and event["contentBlockIndex"] in replaced:
+            index = event["contentBlockIndex"]
+            if index not in sent:  # each text block goes out once, as checked
+                sent.add(index)
+                yield name, {"contentBlockIndex": index, "delta": {"text": replaced[index]}}
             continue
         if intervened and name == "messageStop":
             event = {**event, "stopReason": INTERVENED_STOP}

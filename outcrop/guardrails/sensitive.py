@@ -53,11 +53,22 @@ def _ssn(match: str) -> bool:
 
 
 def _ip(match: str) -> bool:
+    if not any(c.isalnum() for c in match):  # "::" is an address, but in text it is punctuation
+        return False
     try:
         ipaddress.ip_address(match)
     except ValueError:
         return False
     return True
+
+
+def _aba(match: str) -> bool:
+    d = [int(c) for c in match]
+    return (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + d[2] + d[5] + d[8]) % 10 == 0
+
+
+def _phone_digits(match: str) -> bool:
+    return 10 <= sum(c.isdigit() for c in match) <= 15
 
 
 _VIN_VALUES = {**{str(d): d for d in range(10)}, **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
@@ -85,17 +96,23 @@ def _p(pattern: str, flags: int = 0) -> re.Pattern[str]:
 
 
 DETECTORS: dict[str, Detector] = {
-    "EMAIL": Detector(_p(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
-    "PHONE": Detector(_p(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}"
-                         r"(?!\w)")),
+    # Bounded runs, starting only where a run of local-part characters starts: the unbounded form rescans the
+    # rest of a long run from every position in it (quadratic on text like "a.a.a.a...").
+    "EMAIL": Detector(_p(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})"
+                         r"{0,8}\.[A-Za-z]{2,24}\b")),
+    # An international number (+ country code, 7-14 more digits in groups), or a North American one (3-3-4, with
+    # separators or a parenthesized area code, optionally 1- before it): digit runs of other shapes (ranges,
+    # ids, 3-3-3) are not phones.
+    "PHONE": Detector(_p(r"(?<![\w+])(?:\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?=[\s.-]?\d)[\s.-]?\d{2,4}"
+                         r"|(?:1[\s.-])?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4})(?![\w-])"), _phone_digits),
     "CREDIT_DEBIT_CARD_NUMBER": Detector(_p(r"\b(?:\d[ -]?){12,18}\d\b"), _card),
-    "CREDIT_DEBIT_CARD_CVV": Detector(_p(r"\b\d{3,4}\b"), context=("cvv", "cvc", "cvv2", "security code")),
+    "CREDIT_DEBIT_CARD_CVV": Detector(_p(r"(?i:\b(?:cvv2?|cvc|security code)\b)\D{0,12}\b(?P<value>\d{3,4})\b")),
     "CREDIT_DEBIT_CARD_EXPIRY": Detector(_p(r"\b(?:0[1-9]|1[0-2])\s?/\s?(?:\d{2}|20\d{2})\b"),
                                          context=("exp", "expiry", "expires", "expiration", "valid thru")),
     "US_SOCIAL_SECURITY_NUMBER": Detector(_p(r"\b\d{3}-\d{2}-\d{4}\b"), _ssn),
     "US_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER": Detector(
         _p(r"\b9\d{2}-(?:5\d|6[0-5]|7\d|8[0-8]|9[0-2]|9[4-9])-\d{4}\b")),
-    "US_BANK_ROUTING_NUMBER": Detector(_p(r"\b\d{9}\b"), context=("routing", "aba", "rtn")),
+    "US_BANK_ROUTING_NUMBER": Detector(_p(r"\b\d{9}\b"), _aba, context=("routing", "aba", "rtn")),
     "CA_SOCIAL_INSURANCE_NUMBER": Detector(_p(r"\b\d{3}[ -]\d{3}[ -]\d{3}\b"), _luhn,
                                            context=("sin", "social insurance")),
     "UK_NATIONAL_INSURANCE_NUMBER": Detector(_p(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
@@ -120,7 +137,8 @@ NOT_DETECTED = frozenset({"ADDRESS", "AGE", "NAME", "USERNAME", "DRIVER_ID", "LI
 
 
 def find(text: str, types: list[str]) -> list[Finding]:
-    """The PII of `types` in `text`, in order, overlaps resolved in favour of the earlier, then longer, match."""
+    """The PII of `types` in `text`, in order of position. Findings of different types may overlap (a URL
+    holding an email): each is reported and acted on; masking covers their union (assessment._mask)."""
     found: list[Finding] = []
     lowered = text.lower()
     for kind in types:
@@ -128,21 +146,13 @@ def find(text: str, types: list[str]) -> list[Finding]:
         for m in detector.pattern.finditer(text):
             if detector.valid is not None and not detector.valid(m.group(0)):
                 continue
-            if detector.context and not any(word in lowered[max(0, m.start() - CONTEXT_WINDOW):m.start()]
-                                            for word in detector.context):
+            if detector.context and not _near(lowered[max(0, m.start() - CONTEXT_WINDOW):m.start()], detector):
                 continue
-            found.append(Finding(kind, m.start(), m.end(), m.group(0)))
-    return _without_overlaps(found)
+            start, end = m.span("value") if "value" in m.re.groupindex else m.span()
+            found.append(Finding(kind, start, end, text[start:end]))
+    return sorted(found, key=lambda f: (f.start, f.end))
 
 
-def find_custom(text: str, regexes: list[tuple[str, re.Pattern[str]]]) -> list[Finding]:
-    return _without_overlaps([Finding(name, m.start(), m.end(), m.group(0)) for name, pattern in regexes
-                              for m in pattern.finditer(text) if m.end() > m.start()])
-
-
-def _without_overlaps(found: list[Finding]) -> list[Finding]:
-    kept: list[Finding] = []
-    for finding in sorted(found, key=lambda f: (f.start, -(f.end - f.start))):
-        if not kept or finding.start >= kept[-1].end:
-            kept.append(finding)
-    return kept
+def _near(before: str, detector: Detector) -> bool:
+    """Whether one of the detector's words, as a word (not "sin" in "using"), stands in the text before."""
+    return any(re.search(r"(?<![a-z])" + re.escape(word) + r"(?![a-z])", before) for word in detector.context)

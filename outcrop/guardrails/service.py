@@ -32,7 +32,8 @@ from outcrop.platform.pagination import page
 
 DRAFT = "DRAFT"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-_ARN = re.compile(r"arn:aws(?:-[^:]+)?:bedrock:[a-z0-9-]{1,20}:(?P<account>\d{12}):guardrail/(?P<id>[a-z0-9]+)")
+_ARN = re.compile(r"arn:aws(?:-[^:]+)?:bedrock:(?P<region>[a-z0-9-]{1,20}):(?P<account>\d{12}):guardrail/"
+                  r"(?P<id>[a-z0-9]+)")
 _REFUSED = {"contentPolicyConfig": "content filters", "topicPolicyConfig": "denied topics",
             "contextualGroundingPolicyConfig": "contextual grounding checks",
             "automatedReasoningPolicyConfig": "automated reasoning", "crossRegionConfig": "cross-Region inference",
@@ -45,12 +46,12 @@ def guardrail_arn(region: str, account: str, guardrail_id: str) -> str:
     return f"arn:aws:bedrock:{region}:{account}:guardrail/{guardrail_id}"
 
 
-def parse_identifier(account: str, identifier: str) -> str:
-    """A guardrail's id from its id or ARN (an ARN of another account names nothing of this one)."""
+def parse_identifier(account: str, identifier: str, region: str | None = None) -> str:
+    """A guardrail's id from its id or ARN (an ARN of another account, or Region, names nothing here)."""
     match = _ARN.fullmatch(identifier)
     if match is None:
         return identifier
-    if match.group("account") != account:
+    if match.group("account") != account or (region is not None and match.group("region") != region):
         raise ResourceNotFoundException(f"Guardrail {identifier} does not exist")
     return match.group("id")
 
@@ -81,7 +82,7 @@ class Guardrails:
         return {"guardrailId": guardrail_id}
 
     def update(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
-        guardrail_id = parse_identifier(account, params["guardrailIdentifier"])
+        guardrail_id = parse_identifier(account, params["guardrailIdentifier"], self.region)
         self._row(account, guardrail_id)
         document = policies(params)
         with self.db.session() as session:
@@ -103,7 +104,7 @@ class Guardrails:
     # -- versions ---------------------------------------------------------------------------------
 
     def create_version(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
-        guardrail_id = parse_identifier(account, params["guardrailIdentifier"])
+        guardrail_id = parse_identifier(account, params["guardrailIdentifier"], self.region)
         self._row(account, guardrail_id)
         created = run_once(self.db, account_id=account, operation="CreateGuardrailVersion",
                            token=params.get("clientRequestToken"), params=params, token_member="clientRequestToken",
@@ -138,7 +139,7 @@ class Guardrails:
 
     def document(self, account: str, identifier: str, version: str | None) -> tuple[str, str, dict[str, Any]]:
         """(id, version, the policies) of a guardrail's DRAFT or numbered version: what enforcement reads."""
-        guardrail_id = parse_identifier(account, identifier)
+        guardrail_id = parse_identifier(account, identifier, self.region)
         row = self._row(account, guardrail_id)
         if version in (None, DRAFT):
             return guardrail_id, DRAFT, {**row.draft, "name": row.name}
@@ -151,21 +152,24 @@ class Guardrails:
     def get(self, account: str, identifier: str, version: str | None) -> dict[str, Any]:
         guardrail_id, version, document = self.document(account, identifier, version)
         row = self._row(account, guardrail_id)
+        updated = row.updated_at
+        if version != DRAFT:  # a version was last changed when it was made
+            with self.db.session() as session:
+                updated = session.get(GuardrailVersionRow, (guardrail_id, version)).created_at
         return {**document, "guardrailId": guardrail_id, "guardrailArn": self._arn(row), "version": version,
-                "status": row.status, "createdAt": row.created_at, "updatedAt": row.updated_at}
+                "status": row.status, "createdAt": row.created_at, "updatedAt": updated}
 
     def list(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
         """Every guardrail's DRAFT, or (with guardrailIdentifier) that guardrail's DRAFT and versions."""
         if params.get("guardrailIdentifier"):
-            guardrail_id = parse_identifier(account, params["guardrailIdentifier"])
+            guardrail_id = parse_identifier(account, params["guardrailIdentifier"], self.region)
             row = self._row(account, guardrail_id)
-            with self.db.session() as session:
-                versions = session.scalars(select(GuardrailVersionRow).where(
-                    GuardrailVersionRow.guardrail_id == guardrail_id)).all()
-            summaries = [self._summary(row, DRAFT, row.draft, row.updated_at)] + [
-                self._summary(row, v.version, v.snapshot, v.created_at)
-                for v in sorted(versions, key=lambda v: int(v.version))]
-            return {"guardrails": summaries}
+            versions, token = page(self.db, select(GuardrailVersionRow).where(
+                GuardrailVersionRow.guardrail_id == guardrail_id), GuardrailVersionRow.created_at,
+                {**params, "sortOrder": "Ascending"})
+            draft = [] if params.get("nextToken") else [self._summary(row, DRAFT, row.draft, row.updated_at)]
+            return {"guardrails": draft + [self._summary(row, v.version, v.snapshot, v.created_at)
+                                           for v in versions], "nextToken": token}
         rows, token = page(self.db, select(GuardrailRow).where(GuardrailRow.account_id == account),
                            GuardrailRow.created_at, params)
         return {"guardrails": [self._summary(r, DRAFT, r.draft, r.updated_at) for r in rows], "nextToken": token}
@@ -192,7 +196,7 @@ class Guardrails:
 
     def delete(self, account: str, identifier: str, version: str | None) -> dict[str, Any]:
         """One numbered version, or (no version, or DRAFT) the guardrail with all its versions."""
-        guardrail_id = parse_identifier(account, identifier)
+        guardrail_id = parse_identifier(account, identifier, self.region)
         self._row(account, guardrail_id)
         with self.db.session() as session:
             if version not in (None, DRAFT):
@@ -216,6 +220,8 @@ def policies(params: dict[str, Any]) -> dict[str, Any]:
             raise ValidationException(f"{member} ({what}) is not supported on this server yet")
     document: dict[str, Any] = {k: params[k] for k in _PLAIN if params.get(k) is not None}
     words = params.get("wordPolicyConfig") or {}
+    _unique([" ".join(w["text"].lower().split()) for w in words.get("wordsConfig") or []], "wordsConfig", "text")
+    _unique([m["type"] for m in words.get("managedWordListsConfig") or []], "managedWordListsConfig", "type")
     if words.get("wordsConfig") or words.get("managedWordListsConfig"):
         document["wordPolicy"] = {
             "words": [_directions(w, "BLOCK") | {"text": w["text"]} for w in words.get("wordsConfig") or []],
@@ -229,6 +235,8 @@ def policies(params: dict[str, Any]) -> dict[str, Any]:
                     f"sensitiveInformationPolicyConfig.piiEntitiesConfig[{i}].type {entity['type']} is not supported "
                     f"on this server yet (it needs named-entity recognition); the types it detects are the others "
                     f"of Bedrock's list")
+        _unique([e["type"] for e in sensitive.get("piiEntitiesConfig") or []], "piiEntitiesConfig", "type")
+        _unique([r["name"] for r in sensitive.get("regexesConfig") or []], "regexesConfig", "name")
         for i, entry in enumerate(sensitive.get("regexesConfig") or []):
             try:
                 regex.compile(entry["pattern"])
@@ -242,6 +250,14 @@ def policies(params: dict[str, Any]) -> dict[str, Any]:
                                                        if r.get(k) is not None}
                         for r in sensitive.get("regexesConfig") or []]}
     return document
+
+
+def _unique(values: list[str], member: str, key: str) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValidationException(f"{member}[{i}].{key} {value!r} appears twice: give each one action")
+        seen.add(value)
 
 
 def _directions(entry: dict[str, Any], default_action: str) -> dict[str, Any]:

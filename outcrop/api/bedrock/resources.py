@@ -64,7 +64,8 @@ def _knowledge_base(services: Services, account: str, identifier: str) -> str:
 
 
 def _guardrail(services: Services, account: str, identifier: str) -> str:
-    return guardrail_arn(services.settings.region, account, parse_identifier(account, identifier))
+    region = services.settings.region
+    return guardrail_arn(region, account, parse_identifier(account, identifier, region))
 
 
 def _profile(services: Services, account: str, identifier: str) -> str:

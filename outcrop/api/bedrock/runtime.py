@@ -64,9 +64,12 @@ def _guarded(ctx: RequestContext, params: dict[str, Any]) -> bool:
     config = params.get("guardrailConfig")
     if not config:
         return False
-    account = ctx.principal.account_id
-    ctx.authorize("bedrock:ApplyGuardrail", guardrail_arn(ctx.services.settings.region, account,
-                                                          parse_identifier(account, config["guardrailIdentifier"])))
+    for member in ("guardrailIdentifier", "guardrailVersion"):
+        if not config.get(member):
+            raise ValidationException(f"guardrailConfig.{member} is required")
+    account, region = ctx.principal.account_id, ctx.services.settings.region
+    ctx.authorize("bedrock:ApplyGuardrail", guardrail_arn(region, account, parse_identifier(
+        account, config["guardrailIdentifier"], region)))
     return True
 
 

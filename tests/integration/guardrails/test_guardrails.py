@@ -169,3 +169,10 @@ def test_guardrails_inside_invoke_model_are_refused_until_they_run_there(server,
         modelId="huggingface.smollm2-135m-instruct-v1:0", body=b"{}", guardrailIdentifier=guardrail["guardrailId"],
         guardrailVersion="DRAFT"))
     assert code == "ValidationException" and "ApplyGuardrail" in message
+
+
+def test_a_guardrail_config_without_its_identifier_is_named(server, tiny_model):
+    code, _, message = error_code(lambda: server.client("bedrock-runtime").converse(
+        modelId=tiny_model, messages=[{"role": "user", "content": [{"text": "hi"}]}],
+        guardrailConfig={"trace": "enabled"}))
+    assert code == "ValidationException" and "guardrailConfig.guardrailIdentifier" in message

@@ -11,7 +11,7 @@ from outcrop.guardrails.assessment import apply
 
 FOUND = {
     "EMAIL": ("Mail ana.lima+news@mail.example.org today.", "ana.lima+news@mail.example.org"),
-    "PHONE": ("Call +1 415-555-0132 now.", "+1 415-555-0132"),
+    "PHONE": ("Call +1 415-555-0132, +14155550132 or 1-800-555-0199 now.", "1-800-555-0199"),
     "CREDIT_DEBIT_CARD_NUMBER": ("Card 5500-0000-0000-0004 on file.", "5500-0000-0000-0004"),
     "CREDIT_DEBIT_CARD_CVV": ("The CVV: 737 is printed on the back.", "737"),
     "CREDIT_DEBIT_CARD_EXPIRY": ("It expires 09/28 as far as I know.", "09/28"),
@@ -22,7 +22,7 @@ FOUND = {
     "UK_NATIONAL_INSURANCE_NUMBER": ("NI number AB 12 34 56 C.", "AB 12 34 56 C"),
     "INTERNATIONAL_BANK_ACCOUNT_NUMBER": ("Pay GB82 WEST 1234 5698 7654 32 please.", "GB82 WEST 1234 5698 7654 32"),
     "VEHICLE_IDENTIFICATION_NUMBER": ("VIN 1M8GDM9AXKP042788.", "1M8GDM9AXKP042788"),
-    "IP_ADDRESS": ("Hosts 192.168.1.20 and 2001:db8::8a2e:370:7334.", "192.168.1.20"),
+    "IP_ADDRESS": ("Hosts 192.168.1.20 and 2001:db8::8a2e:370:7334.", "2001:db8::8a2e:370:7334"),
     "MAC_ADDRESS": ("Its MAC is 00:1A:2B:3C:4D:5E.", "00:1A:2B:3C:4D:5E"),
     "URL": ("See https://example.com/a?b=c, then stop.", "https://example.com/a?b=c"),
     "AWS_ACCESS_KEY": ("key AKIAIOSFODNN7EXAMPLE here", "AKIAIOSFODNN7EXAMPLE"),
@@ -38,7 +38,14 @@ MISSED = {
     "VEHICLE_IDENTIFICATION_NUMBER": "VIN 1M8GDM9AYKP042788.",  # check digit fails
     "IP_ADDRESS": "Version 300.1.2.3 shipped.",
     "US_BANK_ROUTING_NUMBER": "Order 021000021 shipped.",
+    # Context words count as words, not inside others.
+    "CA_SOCIAL_INSURANCE_NUMBER": "Built using 046 454 286 parts.",
+    "CREDIT_DEBIT_CARD_EXPIRY": "We export 12/25 rows.",
+    "PHONE": "Range 2000-3000-4000, ids 123-456-789 and 100 200 300.",
 }
+MORE_MISSED = {"US_BANK_ROUTING_NUMBER": "The routing number 021000022 fails its checksum.",
+               "IP_ADDRESS": "In Haskell, x :: Int is a type.",
+               "CREDIT_DEBIT_CARD_CVV": "CVV: 737 and the year 2024."}
 
 
 @pytest.mark.parametrize("kind", sorted(FOUND))
@@ -50,6 +57,42 @@ def test_each_type_is_found(kind):
 @pytest.mark.parametrize("kind", sorted(MISSED))
 def test_near_misses_are_not(kind):
     assert sensitive.find(MISSED[kind], [kind]) == []
+
+
+def test_more_near_misses():
+    assert sensitive.find(MORE_MISSED["US_BANK_ROUTING_NUMBER"], ["US_BANK_ROUTING_NUMBER"]) == []
+    assert sensitive.find(MORE_MISSED["IP_ADDRESS"], ["IP_ADDRESS"]) == []
+    assert [f.match for f in sensitive.find(MORE_MISSED["CREDIT_DEBIT_CARD_CVV"], ["CREDIT_DEBIT_CARD_CVV"])] == [
+        "737"]
+    phones = [f.match for f in sensitive.find(FOUND["PHONE"][0], ["PHONE"])]
+    assert phones == ["+1 415-555-0132", "+14155550132", "1-800-555-0199"]
+
+
+def test_every_detector_is_linear_on_long_adversarial_text():
+    import time
+
+    for text in ("a." * 50_000, "1-" * 50_000, "1:" * 50_000, "http://" + "." * 100_000, "9" * 100_000):
+        started = time.perf_counter()
+        sensitive.find(text, list(sensitive.DETECTORS))
+        assert time.perf_counter() - started < 2, text[:10]
+
+
+def _policy(*entries, regexes=()):
+    def directions(entry):
+        return {**entry, "inputAction": entry["action"], "outputAction": entry["action"], "inputEnabled": True,
+                "outputEnabled": True}
+    return {"blockedInputMessaging": "blocked", "blockedOutputsMessaging": "blocked", "sensitiveInformationPolicy": {
+        "piiEntities": [directions(e) for e in entries], "regexes": [directions(r) for r in regexes]}}
+
+
+def test_overlapping_findings_each_act_and_masks_cover_their_union():
+    blocked = apply(_policy({"type": "URL", "action": "ANONYMIZE"}, {"type": "EMAIL", "action": "BLOCK"}), "OUTPUT",
+                    [{"text": {"text": "See https://x.org/?u=bob@corp.io today"}}])
+    assert blocked["outputs"] == [{"text": "blocked"}]
+    masked = apply(_policy({"type": "EMAIL", "action": "ANONYMIZE"},
+                           regexes=[{"name": "USER", "pattern": "jane", "action": "ANONYMIZE"}]), "OUTPUT",
+                   [{"text": {"text": "mail jane.doe@example.com now"}}])
+    assert masked["outputs"] == [{"text": "mail {USER} now"}]
 
 
 def test_every_bedrock_type_is_detected_or_refused():
