@@ -59,6 +59,8 @@ _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: The tools InvokeAgent adds itself (orchestration.py): an action may not take their names.
 RESERVED_TOOLS = ("final_answer", "search_knowledge_base")
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+#: The longest string argument of an action whose schema sets none (Tool.spec).
+ARGUMENT_CHARACTERS = 200
 #: The largest OpenAPI document an action group may read from S3 (Bedrock's inline payload is as large).
 MAX_SCHEMA_BYTES = 100_000
 #: Where a prepared agent keeps the OpenAPI text it read from S3: a version runs on what was read when it was
@@ -574,8 +576,13 @@ class Tool:
         self.function, self.api_path, self.method, self.body_params = function, api_path, method, body_params
 
     def spec(self) -> dict[str, Any]:
+        """The Converse tool. A string argument without a maxLength gets ARGUMENT_CHARACTERS: a small model can
+        otherwise write one until the step's tokens run out, and the call is lost with them."""
+        properties = {name: {**schema, "maxLength": ARGUMENT_CHARACTERS}
+                      if schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema
+                      else schema for name, schema in (self.schema.get("properties") or {}).items()}
         return {"toolSpec": {"name": self.name, "description": self.description or self.name,
-                             "inputSchema": {"json": self.schema}}}
+                             "inputSchema": {"json": {**self.schema, "properties": properties}}}}
 
 
 _TYPES = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean", "array": "array"}

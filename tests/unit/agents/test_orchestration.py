@@ -115,6 +115,8 @@ def test_return_of_control_ends_the_stream_and_the_results_resume_the_loop(db):
         "weather", "get_weather", [{"name": "city", "type": "string", "value": "Paris"}])
     tools = [t["toolSpec"]["name"] for t in model.requests[0]["toolConfig"]["tools"]]
     assert tools == ["get_weather", FINAL_ANSWER] and model.requests[0]["toolConfig"]["toolChoice"] == {"any": {}}
+    city = model.requests[0]["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["properties"]["city"]
+    assert city["maxLength"] == 200  # bounded, so a small model's argument cannot eat the step's tokens
     with pytest.raises(ValidationException, match="waiting for the results"):
         _invoke(runtime, text="Hello again")
     events = _invoke(runtime, sessionState={"invocationId": control["invocationId"],
