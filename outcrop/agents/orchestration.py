@@ -367,7 +367,7 @@ class _Turn:
     def _search(self, use: dict[str, Any]) -> Iterator[tuple[str, dict]]:
         kb = self.searches[use["name"]]
         kb_id = kb["knowledgeBaseId"]
-        query = str(use["input"].get("query") or self.input_text)
+        query = str(use["input"].get("query") or "").strip() or self.input_text  # a blank query asks the question
         yield from self._trace({"invocationInput": {"invocationType": "KNOWLEDGE_BASE", "knowledgeBaseLookupInput": {
             "knowledgeBaseId": kb_id, "text": query}}})
         hits = self.owner.retrieval.search(self.caller, kb_id, query, kb.get("retrievalConfiguration"),
