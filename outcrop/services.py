@@ -123,7 +123,7 @@ class Services:
                    knowledge=knowledge, retrieval=retrieval, functions=functions, agents=agents,
                    guardrails=Guardrails(db, settings.region),
                    agent_runtime=AgentRuntime(agents, retrieval, runtime, functions, SessionMemory(db, runtime), db,
-                                                               settings.agent_max_steps),
+                                                               settings.agent_max_steps, settings.agent_step_tokens),
                    schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids))
 
     def close(self) -> None:

@@ -109,7 +109,10 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Run
     # request waits for its model's load as long as the `runtime` client's read timeout allows, since the
     # tests' clients do not retry ModelNotReadyException (and converting SmolLM2 takes longer than 30 s).
     env = {**os.environ, "HF_HUB_CACHE": str(data_dir / "hf-hub-cache"), "OUTCROP_PRELOAD_MODELS": "",
-           "OUTCROP_MODEL_LOAD_WAIT_SECONDS": "240", **(extra_env or {})}
+           "OUTCROP_MODEL_LOAD_WAIT_SECONDS": "240",
+           # Agents' steps: SmolLM2 may ramble in a final answer to the limit; the tests check the platform, and
+           # 120 tokens hold any call they make (the limit's own behaviour is tests/unit/agents').
+           "OUTCROP_AGENT_STEP_TOKENS": "120", **(extra_env or {})}
     env.pop("OUTCROP_DATA_DIR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "outcrop", "serve", "--port", str(port), "--data-dir", str(data_dir)],

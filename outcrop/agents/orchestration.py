@@ -46,8 +46,9 @@ SEARCH = "search_knowledge_base"
 #: The longest final answer: a greedy small model may repeat itself inside the answer's string until the step's
 #: tokens run out, and the grammar then closes it here instead (the answer is not lost to the cut).
 ANSWER_CHARACTERS = 800
-#: Tokens one step may write: a call, or the final answer. Steps are greedy, as Bedrock's orchestration
-#: is by default (temperature 0): an agent's choice of action should not be a roll of the dice.
+#: Tokens one step may write by default (config.agent_step_tokens): a call, or the final answer. Steps are
+#: greedy, as Bedrock's orchestration is by default (temperature 0): an agent's choice of action should not be
+#: a roll of the dice.
 MAX_TOKENS = 300
 #: How the agent is told to work, after its own instruction.
 GUIDE = ("Work step by step. Call one of the tools when you need an action or information. When you can answer "
@@ -88,7 +89,7 @@ def inline_agent_id(account: str) -> str:
 
 class AgentRuntime:
     def __init__(self, agents: Agents, retrieval: Retrieval, runtime: RuntimeService, functions: Functions,
-                 memory: SessionMemory, db: Database, max_steps: int) -> None:
+                 memory: SessionMemory, db: Database, max_steps: int, step_tokens: int = MAX_TOKENS) -> None:
         self.agents = agents
         self.retrieval = retrieval
         self.runtime = runtime
@@ -96,6 +97,7 @@ class AgentRuntime:
         self.memory = memory
         self.db = db
         self.max_steps = max_steps
+        self.step_tokens = step_tokens
 
     def invoke(self, caller: Caller, params: dict[str, Any]) -> tuple[str, Iterator[tuple[str, dict]]]:
         state = _accepted(params, _REFUSED, "sessionState")
@@ -275,7 +277,8 @@ class _Turn:
                 "foundationModel": self.model, "traceId": uuid.uuid4().hex[:16]}})
             use, cut = self._ask(request)
             if use is None:  # the grammar forces a call: only one cut off at MAX_TOKENS gets here
-                yield from self._finish(cut or f"I could not finish this step within {MAX_TOKENS} tokens.")
+                yield from self._finish(cut or f"I could not finish this step within {self.owner.step_tokens} "
+                                              "tokens.")
                 return
             if use["name"] == FINAL_ANSWER:
                 yield from self._finish(str(use["input"].get("answer", "")))
@@ -347,7 +350,7 @@ class _Turn:
         choice = {"tool": {"name": FINAL_ANSWER}} if must_answer else {"any": {}}
         return {"messages": self.messages, "system": [{"text": system}],
                 "toolConfig": {"tools": specs, "toolChoice": choice},
-                "inferenceConfig": {"maxTokens": MAX_TOKENS, "temperature": 0}}
+                "inferenceConfig": {"maxTokens": self.owner.step_tokens, "temperature": 0}}
 
     def _finish(self, text: str) -> Iterator[tuple[str, dict]]:
         self.messages.append({"role": "assistant", "content": [{"text": text or "-"}]})

@@ -124,6 +124,9 @@ class Settings:
     knowledge_session_seconds: int = 24 * 3600
     #: Reason-act steps one InvokeAgent turn may take before it answers that it could not finish.
     agent_max_steps: int = 6
+    #: Tokens one reason-act step may write (a call, or the final answer); steps are greedy. A final answer cut
+    #: off here is kept up to its first repeated sentence.
+    agent_step_tokens: int = 300
     log_level: str = "info"
     #: Bedrock model ids -> the local model that answers for them, added to or replacing the built-in table
     #: of well-known ids (outcrop/profiles/aliases.py); an empty value removes a built-in entry. In

@@ -28,7 +28,8 @@ BODIES = {
                            "messages": [{"role": "user", "content": "hello"}]},
 }
 #: The operations this file calls: a bedrock-runtime handler added later must be added here too.
-COVERED = {"Converse", "ConverseStream", "InvokeModel", "InvokeModelWithResponseStream", "CountTokens"}
+COVERED = {"Converse", "ConverseStream", "InvokeModel", "InvokeModelWithResponseStream", "CountTokens",
+           "ApplyGuardrail"}
 
 
 def missing_members(shape, value: Any, path: str = "") -> list[str]:
@@ -244,3 +245,18 @@ def test_count_tokens_shape(runtime, tiny_model):
         response = runtime.count_tokens(modelId=tiny_model, input=request)
         check_response("CountTokens", response)
         assert response["inputTokens"] > 0
+
+
+# -- ApplyGuardrail ----------------------------------------------------------------------------------
+
+def test_apply_guardrail_shape(server, runtime):
+    guardrail = server.client("bedrock").create_guardrail(
+        name="shapes", blockedInputMessaging="no", blockedOutputsMessaging="no",
+        wordPolicyConfig={"wordsConfig": [{"text": "forbidden"}], "managedWordListsConfig": [{"type": "PROFANITY"}]},
+        sensitiveInformationPolicyConfig={"piiEntitiesConfig": [{"type": "EMAIL", "action": "ANONYMIZE"}],
+                                          "regexesConfig": [{"name": "ID", "pattern": "id-[0-9]+",
+                                                             "action": "BLOCK"}]})
+    for text in ("a forbidden word", "mail a@b.example or id-7", "nothing here"):
+        response = runtime.apply_guardrail(guardrailIdentifier=guardrail["guardrailId"], guardrailVersion="DRAFT",
+                                           source="OUTPUT", content=[{"text": {"text": text}}], outputScope="FULL")
+        check_response("ApplyGuardrail", response)
