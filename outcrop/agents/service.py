@@ -135,12 +135,7 @@ class Agents:
             raise ValidationException(f"foundationModel {identifier} does not generate text")
 
     def _unique_name(self, session: Any, account: str, name: str, agent_id: str | None = None) -> None:
-        query = select(func.count()).select_from(AgentRow).where(AgentRow.account_id == account,
-                                                                 AgentRow.name == name)
-        if agent_id:
-            query = query.where(AgentRow.agent_id != agent_id)
-        if session.scalar(query):
-            raise ConflictException(f"An agent named {name} already exists")
+        self.db.check_name_free(session, AgentRow, account, name, agent_id, "An agent")
 
     def row(self, account: str, agent_id: str) -> AgentRow:
         with self.db.session() as session:

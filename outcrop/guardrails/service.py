@@ -19,9 +19,9 @@ import string
 from typing import Any
 
 import regex
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
-from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
+from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.guardrails.sensitive import NOT_DETECTED
 from outcrop.guardrails.tables import GuardrailRow, GuardrailStatus, GuardrailVersionRow
 from outcrop.iam.audit import record_event
@@ -94,12 +94,7 @@ class Guardrails:
                 "updatedAt": row.updated_at}
 
     def _unique_name(self, session: Any, account: str, name: str, guardrail_id: str | None = None) -> None:
-        query = select(func.count()).select_from(GuardrailRow).where(GuardrailRow.account_id == account,
-                                                                     GuardrailRow.name == name)
-        if guardrail_id:
-            query = query.where(GuardrailRow.guardrail_id != guardrail_id)
-        if session.scalar(query):
-            raise ConflictException(f"A guardrail named {name} already exists")
+        self.db.check_name_free(session, GuardrailRow, account, name, guardrail_id, "A guardrail")
 
     # -- versions ---------------------------------------------------------------------------------
 

@@ -139,6 +139,21 @@ class Database:
             if hasattr(row, "updated_at"):
                 row.updated_at = utc_now()
 
+    @staticmethod
+    def check_name_free(session: Session, table: Any, account: str, name: str, key: Any = None,
+                        what: str = "A resource") -> None:
+        """ConflictException if another row of `table` (`account_id`, `name`) in the account has the name;
+        `key`: the primary key of the row being renamed, which may keep its own."""
+        from sqlalchemy import func, inspect, select
+
+        from outcrop.errors import ConflictException
+
+        query = select(func.count()).select_from(table).where(table.account_id == account, table.name == name)
+        if key is not None:
+            query = query.where(inspect(table).primary_key[0] != key)
+        if session.scalar(query):
+            raise ConflictException(f"{what} named {name} already exists")
+
     def owned(self, table: Any, name_column: Any, account: str, identifier: str, what: str) -> Any:
         """A row of `table` by ARN (its primary key) or by name; another account's row does not exist
         for this caller, so both answer the same ResourceNotFoundException."""
