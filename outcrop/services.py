@@ -113,7 +113,8 @@ class Services:
                                  Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
                                  invocation_log, settings.region, provisioning, profiles)
         knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
-        retrieval = Retrieval(knowledge, runtime)
+        guardrails = Guardrails(db, settings.region, runtime, settings.guardrail_embedding_model)
+        retrieval = Retrieval(knowledge, runtime, guardrails)
         functions = Functions(db, settings.region)
         agents = Agents(db, profiles, knowledge, functions, iam, store, settings.region)
         return cls(settings=settings, db=db, store=store, catalog=catalog, engine=engine, iam=iam,
@@ -121,9 +122,10 @@ class Services:
                    provisioning=provisioning, evaluation=evaluation,
                    insights=InsightsService(db, provisioning.prices, settings), runtime=runtime, profiles=profiles,
                    knowledge=knowledge, retrieval=retrieval, functions=functions, agents=agents,
-                   guardrails=Guardrails(db, settings.region),
+                   guardrails=guardrails,
                    agent_runtime=AgentRuntime(agents, retrieval, runtime, functions, SessionMemory(db, runtime), db,
-                                                               settings.agent_max_steps, settings.agent_step_tokens),
+                                                               settings.agent_max_steps, settings.agent_step_tokens,
+                                                               guardrails),
                    schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids))
 
     def close(self) -> None:

@@ -35,6 +35,9 @@ from outcrop.agents.service import DEFAULT_IDLE_TTL, DRAFT, Agents, Tool, tools
 from outcrop.agents.tables import AgentSessionRow
 from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.functions.service import FunctionError, Functions
+from outcrop.guardrails.assessment import INPUT, INTERVENED, OUTPUT
+from outcrop.guardrails.enforcement import Guard
+from outcrop.guardrails.service import Guardrails
 from outcrop.knowledge.retrieval import Retrieval, cite, reference
 from outcrop.platform.database import Database, utc_now
 from outcrop.runtime.service import Caller, RuntimeService
@@ -89,7 +92,9 @@ def inline_agent_id(account: str) -> str:
 
 class AgentRuntime:
     def __init__(self, agents: Agents, retrieval: Retrieval, runtime: RuntimeService, functions: Functions,
-                 memory: SessionMemory, db: Database, max_steps: int, step_tokens: int = MAX_TOKENS) -> None:
+                 memory: SessionMemory, db: Database, max_steps: int, step_tokens: int = MAX_TOKENS,
+                 guardrails: Guardrails | None = None) -> None:
+        self.guardrails = guardrails
         self.agents = agents
         self.retrieval = retrieval
         self.runtime = runtime
@@ -167,6 +172,7 @@ class _Turn:
             raise ValidationException(f"memoryId was given, but agent {who.agent_id} has no memoryConfiguration "
                                       "(UpdateAgent with one, then PrepareAgent)")
         self.recalled: list[str] = []
+        self.guard: Guard | None = None
 
     # -- the session ------------------------------------------------------------------------------
 
@@ -269,6 +275,19 @@ class _Turn:
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> Iterator[tuple[str, dict]]:
+        guardrail = self.document["agent"].get("guardrailConfiguration")
+        self.guard = None if not guardrail else Guard(self.owner.guardrails, self.caller, {
+            "guardrailIdentifier": guardrail["guardrailIdentifier"], "guardrailVersion": guardrail["guardrailVersion"]})
+        if self.guard is not None and self.params.get("inputText"):
+            # The user's words are checked before the model reads them: a BLOCK answers the blocked message.
+            checked = self.guard.run(INPUT, [self.input_text])
+            yield from self._guardrail_trace(checked)
+            if checked["action"] == INTERVENED:
+                if checked["actionReason"] == "Guardrail blocked.":
+                    yield from self._finish(checked["outputs"][0]["text"], checked=True)
+                    return
+                self.input_text = checked["outputs"][0]["text"]
+                self.messages[-1] = {"role": "user", "content": [{"text": self.input_text}]}
         must_answer = False
         for _ in range(self.owner.max_steps):
             request = self._request(must_answer)
@@ -352,7 +371,12 @@ class _Turn:
                 "toolConfig": {"tools": specs, "toolChoice": choice},
                 "inferenceConfig": {"maxTokens": self.owner.step_tokens, "temperature": 0}}
 
-    def _finish(self, text: str) -> Iterator[tuple[str, dict]]:
+    def _finish(self, text: str, checked: bool = False) -> Iterator[tuple[str, dict]]:
+        if self.guard is not None and not checked and text:
+            result = self.guard.run(OUTPUT, [text])
+            yield from self._guardrail_trace(result)
+            if result["action"] == INTERVENED:
+                text = result["outputs"][0]["text"]
         self.messages.append({"role": "assistant", "content": [{"text": text or "-"}]})
         yield from self._trace({"observation": {"type": "FINISH", "finalResponse": {"text": text}}})
         self._save(None)
@@ -438,12 +462,19 @@ class _Turn:
             "toolUseId": use["toolUseId"], "content": [{"text": text or "(empty)"}],
             **({"status": "error"} if failed else {})}}]})
 
-    def _trace(self, orchestration: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+    def _trace(self, orchestration: dict[str, Any], kind: str = "orchestrationTrace") -> Iterator[tuple[str, dict]]:
         if self.trace_on:
             agent = {"agentId": self.who.agent_id, "agentAliasId": self.who.alias_id,
                      "agentVersion": self.who.version} if self.who.alias_id else {}  # an inline trace has none
             yield "trace", {**agent, "sessionId": self.session_id, "eventTime": utc_now(),
-                            "trace": {"orchestrationTrace": orchestration}}
+                            "trace": {kind: orchestration}}
+
+    def _guardrail_trace(self, result: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+        """Bedrock's guardrailTrace: what the guardrail did (its assessments are ApplyGuardrail's, in the
+        audit trail and through ApplyGuardrail; agent-runtime's assessment shapes differ, so they are not
+        repeated here)."""
+        yield from self._trace({"action": "INTERVENED" if result["action"] == INTERVENED else "NONE",
+                                "traceId": uuid.uuid4().hex[:16]}, "guardrailTrace")
 
 
 def _cut_answer(partial: str) -> str:

@@ -51,9 +51,9 @@ DEFAULT_IDLE_TTL = 600
 INLINE_NAME = "inline-agent"
 #: The members of CreateAgent/UpdateAgent this server honours; the rest are refused by name.
 _AGENT_MEMBERS = ("agentName", "instruction", "foundationModel", "description", "idleSessionTTLInSeconds",
-                  "agentResourceRoleArn", "memoryConfiguration")
+                  "agentResourceRoleArn", "memoryConfiguration", "guardrailConfiguration")
 _REFUSED = {"customerEncryptionKeyArn": "a KMS key", "promptOverrideConfiguration": "prompt overrides",
-            "guardrailConfiguration": "guardrails", "agentCollaboration": "multi-agent collaboration",
+            "agentCollaboration": "multi-agent collaboration",
             "customOrchestration": "custom orchestration (Lambda)", "tags": "tags"}
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: The tools InvokeAgent adds itself (orchestration.py): an action may not take their names.

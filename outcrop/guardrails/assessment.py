@@ -3,8 +3,11 @@
 Each text block is checked by the policies enabled for its direction (INPUT: what a user sends; OUTPUT: what
 a model answered). A finding whose action is BLOCK replaces the whole answer with the guardrail's blocked
 message; ANONYMIZE masks the match as `{TYPE}` (or `{regex name}`) and the masked text is the output; NONE
-reports without acting (detect mode). Text qualified as `grounding_source` or `query` is a source for
-contextual grounding, not content to filter, and is left alone, as on Bedrock.
+reports without acting (detect mode). Text qualified as `grounding_source` or `query` is what contextual
+grounding judges an answer against, not content to filter, as on Bedrock.
+
+The meaning-based policies (denied topics: topics.py; content filters: content.py; contextual grounding:
+grounding.py) read one embedding of the checked text's sentences (semantic.py).
 
 Custom regexes are the user's, run with a time limit per block (the `regex` module's `timeout`): a pattern
 that backtracks catastrophically fails the call with a ValidationException instead of holding a server thread.
@@ -19,7 +22,8 @@ from typing import Any
 import regex
 
 from outcrop.errors import ValidationException
-from outcrop.guardrails import sensitive
+from outcrop.guardrails import content, grounding, sensitive, topics
+from outcrop.guardrails.semantic import Embedder, sentences
 from outcrop.guardrails.words import compile_words, profanity
 
 INPUT, OUTPUT = "INPUT", "OUTPUT"
@@ -28,30 +32,39 @@ INTERVENED, NONE = "GUARDRAIL_INTERVENED", "NONE"
 UNIT_CHARACTERS = 1000
 #: Seconds one custom regex may spend on one text block.
 REGEX_SECONDS = 0.25
-_NOT_CHECKED = {"grounding_source", "query"}
+#: Content filters' confidences and strengths, in order.
+LEVELS = ("NONE", "LOW", "MEDIUM", "HIGH")
 _PAST = {"BLOCK": "BLOCKED", "ANONYMIZE": "ANONYMIZED", "NONE": "NONE"}
 
 
-def apply(document: dict[str, Any], source: str, content: list[dict[str, Any]], full: bool = False
-          ) -> dict[str, Any]:
-    """ApplyGuardrail's answer for `content` (its text blocks) under the guardrail `document`."""
+def apply(document: dict[str, Any], source: str, content: list[dict[str, Any]], full: bool = False,
+          embedder: Embedder | None = None) -> dict[str, Any]:
+    """ApplyGuardrail's answer for `content` (its text blocks) under the guardrail `document`. `embedder` gives
+    the meaning-based policies (denied topics, content filters, contextual grounding) their vectors."""
     started = time.perf_counter()
     direction = "input" if source == INPUT else "output"
-    texts = []
+    texts, sources, queries = [], [], []
     for i, block in enumerate(content):
         if "image" in block:
             raise ValidationException(f"content[{i}].image: image content is not supported by guardrails on this "
                                       "server yet")
-        qualifiers = set(block["text"].get("qualifiers") or [])
-        if not qualifiers & _NOT_CHECKED:
-            texts.append(block["text"]["text"])
+        qualifiers = block["text"].get("qualifiers") or []
+        text = block["text"]["text"]
+        if "grounding_source" in qualifiers:
+            sources.append(text)
+        elif "query" in qualifiers:
+            queries.append(text)
+        else:
+            texts.append(text)
     words, word_findings = _word_policy(document.get("wordPolicy"), direction, texts)
     pii, masked = _sensitive_policy(document.get("sensitiveInformationPolicy"), direction, texts)
-    actions = [f["action"] for f in word_findings["customWords"] + word_findings["managedWordLists"]
-               + pii["piiEntities"] + pii["regexes"]]
+    semantic = _Semantic(document, direction, texts, sources, queries, embedder)
     characters = sum(len(t) for t in texts)
-    units = math.ceil(characters / UNIT_CHARACTERS) if characters else 0
-    usage = {"topicPolicyUnits": 0, "contentPolicyUnits": 0, "contextualGroundingPolicyUnits": 0,
+    units = _units(characters)
+    usage = {"topicPolicyUnits": units if semantic.topics else 0,
+             "contentPolicyUnits": units if semantic.filters else 0,
+             "contextualGroundingPolicyUnits": _units(characters + sum(map(len, sources + queries)))
+             if semantic.grounding else 0,
              "wordPolicyUnits": units if words else 0,
              "sensitiveInformationPolicyUnits": units if (document.get("sensitiveInformationPolicy") or {}).get(
                  "piiEntities") else 0,
@@ -59,10 +72,17 @@ def apply(document: dict[str, Any], source: str, content: list[dict[str, Any]], 
                  "regexes") else 0}
     assessment: dict[str, Any] = {}
     shown = (lambda f: True) if full else (lambda f: f["action"] != "NONE")
+    if semantic.topics:
+        assessment["topicPolicy"] = {"topics": [f for f in semantic.topic_findings() if shown(f)]}
+    if semantic.filters:
+        assessment["contentPolicy"] = {"filters": [f for f in semantic.content_findings() if shown(f)]}
     if words:
         assessment["wordPolicy"] = {k: [f for f in v if shown(f)] for k, v in word_findings.items()}
     if document.get("sensitiveInformationPolicy"):
         assessment["sensitiveInformationPolicy"] = {k: [f for f in v if shown(f)] for k, v in pii.items()}
+    if semantic.grounding:  # scores are what a user tunes thresholds by: always shown
+        assessment["contextualGroundingPolicy"] = {"filters": semantic.grounding_findings()}
+    actions = [f["action"] for policy in assessment.values() for group in policy.values() for f in group]
     coverage = {"textCharacters": {"guarded": characters,
                                    "total": sum(len(b["text"]["text"]) for b in content if "text" in b)}}
     assessment["invocationMetrics"] = {"guardrailProcessingLatency": round((time.perf_counter() - started) * 1000),
@@ -73,6 +93,74 @@ def apply(document: dict[str, Any], source: str, content: list[dict[str, Any]], 
     if "ANONYMIZED" in actions:
         return _answer(INTERVENED, "Guardrail masked.", [{"text": t} for t in masked], assessment, usage, coverage)
     return _answer(NONE, None, [], assessment, usage, coverage)
+
+
+def _units(characters: int) -> int:
+    return math.ceil(characters / UNIT_CHARACTERS) if characters else 0
+
+
+class _Semantic:
+    """The meaning-based policies enabled for this direction, judged on one embedding of every sentence
+    checked (and of the grounding sources and queries), made only when one of them is on."""
+
+    def __init__(self, document: dict[str, Any], direction: str, texts: list[str], sources: list[str],
+                 queries: list[str], embedder: Embedder | None) -> None:
+        self.direction = direction
+        self.topics = [t for t in (document.get("topicPolicy") or {}).get("topics", []) if _enabled(t, direction)]
+        self.filters = [f for f in (document.get("contentPolicy") or {}).get("filters", [])
+                        if _enabled(f, direction) and f[f"{direction}Strength"] != "NONE"]
+        # Grounding judges an answer against its sources: model output (Bedrock's rule) that came with a source.
+        self.grounding = [f for f in (document.get("contextualGroundingPolicy") or {}).get("filters", [])
+                          if f.get("enabled", True) and direction == "output" and sources
+                          and (f["type"] == "GROUNDING" or queries)]
+        if not (self.topics or self.filters or self.grounding):
+            return
+        if embedder is None:
+            raise RuntimeError("a guardrail with meaning-based policies needs an embedder")
+        self.embedder = embedder
+        self.sentences = [s for t in texts for s in sentences(t)]
+        self.source_sentences = [s for t in sources for s in sentences(t)] if self.grounding else []
+        query = [" ".join(queries)] if self.grounding and queries else []
+        vectors = embedder(self.sentences + self.source_sentences + query)
+        n, m = len(self.sentences), len(self.source_sentences)
+        self.vectors, self.source_vectors, self.query_vectors = vectors[:n], vectors[n:n + m], vectors[n + m:]
+
+    def topic_findings(self) -> list[dict[str, Any]]:
+        found = []
+        for topic, similarity in zip(self.topics, topics.similarities(self.embedder, self.topics, self.vectors),
+                                     strict=True):
+            if similarity >= topics.TOPIC_SIMILARITY:
+                found.append({"name": topic["name"], "type": topic.get("type", "DENY"), "detected": True,
+                              "action": _PAST[topic[f"{self.direction}Action"]]})
+        return found
+
+    def content_findings(self) -> list[dict[str, Any]]:
+        levels = content.confidences(self.vectors, self.sentences)
+        found = []
+        for entry in self.filters:
+            confidence = max((row[entry["type"]] for row in levels), key=LEVELS.index, default="NONE")
+            if confidence == "NONE":
+                continue
+            strength = entry[f"{self.direction}Strength"]
+            # Strength is how little confidence it takes to act: HIGH acts on LOW confidence, LOW on HIGH only.
+            detected = LEVELS.index(confidence) >= 4 - LEVELS.index(strength)
+            found.append({"type": entry["type"], "confidence": confidence, "filterStrength": strength,
+                          "detected": detected,
+                          "action": _PAST[entry[f"{self.direction}Action"]] if detected else "NONE"})
+        return found
+
+    def grounding_findings(self) -> list[dict[str, Any]]:
+        found = []
+        for entry in self.grounding:
+            if entry["type"] == "GROUNDING":
+                score = grounding.grounding(self.sentences, self.vectors, self.source_sentences,
+                                            self.source_vectors)
+            else:
+                score = grounding.relevance(self.vectors, self.query_vectors)
+            detected = score < entry["threshold"]
+            found.append({"type": entry["type"], "threshold": entry["threshold"], "score": score,
+                          "detected": detected, "action": _PAST[entry.get("action", "BLOCK")] if detected else "NONE"})
+        return found
 
 
 def _answer(action: str, reason: str | None, outputs: list[dict[str, Any]], assessment: dict[str, Any],

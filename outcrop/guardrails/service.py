@@ -4,10 +4,10 @@ A guardrail is edited as its DRAFT; CreateGuardrailVersion snapshots the DRAFT a
 which never changes. Policies are kept as GetGuardrail returns them (`wordPolicy.words`, ...), with every
 action and switch filled in, so enforcement (assessment.py) reads one plain document.
 
-What is honoured: word filters (custom words and PROFANITY), sensitive information (the PII types
-sensitive.py detects, and custom regexes), blocked messages. What is not yet (content filters, denied topics,
-contextual grounding, automated reasoning, the PII types that need named-entity recognition) is refused by
-name, never accepted and ignored.
+Every policy of Bedrock's but automated reasoning is honoured: content filters (content.py), denied topics
+(topics.py), word filters, sensitive information (sensitive.py), contextual grounding (grounding.py), blocked
+messages. What is not (automated reasoning, image modalities, the STANDARD tier's languages, cross-Region
+profiles, KMS keys) is refused by name, never accepted and ignored.
 """
 
 from __future__ import annotations
@@ -22,21 +22,23 @@ import regex
 from sqlalchemy import delete, select
 
 from outcrop.errors import ResourceNotFoundException, ValidationException
+from outcrop.guardrails.assessment import apply
+from outcrop.guardrails.content import UNSUPPORTED
+from outcrop.guardrails.semantic import Embedder
 from outcrop.guardrails.sensitive import NOT_DETECTED
-from outcrop.guardrails.tables import GuardrailRow, GuardrailStatus, GuardrailVersionRow
+from outcrop.guardrails.tables import GuardrailCheckRow, GuardrailRow, GuardrailStatus, GuardrailVersionRow
 from outcrop.iam.audit import record_event
 from outcrop.iam.principal import Principal
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.pagination import page
+from outcrop.runtime.service import RuntimeService
 
 DRAFT = "DRAFT"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ARN = re.compile(r"arn:aws(?:-[^:]+)?:bedrock:(?P<region>[a-z0-9-]{1,20}):(?P<account>\d{12}):guardrail/"
                   r"(?P<id>[a-z0-9]+)")
-_REFUSED = {"contentPolicyConfig": "content filters", "topicPolicyConfig": "denied topics",
-            "contextualGroundingPolicyConfig": "contextual grounding checks",
-            "automatedReasoningPolicyConfig": "automated reasoning", "crossRegionConfig": "cross-Region inference",
+_REFUSED = {"automatedReasoningPolicyConfig": "automated reasoning", "crossRegionConfig": "cross-Region inference",
             "kmsKeyId": "a KMS key", "tags": "tags"}
 #: The members of CreateGuardrail kept as they are.
 _PLAIN = ("name", "description", "blockedInputMessaging", "blockedOutputsMessaging")
@@ -57,9 +59,20 @@ def parse_identifier(account: str, identifier: str, region: str | None = None) -
 
 
 class Guardrails:
-    def __init__(self, db: Database, region: str) -> None:
+    def __init__(self, db: Database, region: str, runtime: RuntimeService, embedding_model: str) -> None:
         self.db = db
         self.region = region
+        self.runtime = runtime
+        self.embedding_model = embedding_model
+        self._embedder = Embedder(lambda texts: [])  # holds the reference vectors' cache for every caller
+
+    def check(self, account: str, document: dict[str, Any], source: str, content: list[dict[str, Any]],
+              full: bool = False) -> dict[str, Any]:
+        """ApplyGuardrail's answer (assessment.apply), the meaning-based policies embedding with the catalog's
+        embedding model as `account` sees it (not metered: guardrails are billed in their own units)."""
+        def embed(texts: list[str]) -> Any:
+            return self.runtime.vectors(account, self.embedding_model, texts)[2].numpy()
+        return apply(document, source, content, full, Embedder(embed, self._embedder))
 
     # -- create, update ---------------------------------------------------------------------------
 
@@ -175,10 +188,18 @@ class Guardrails:
                 "version": version, "createdAt": row.created_at, "updatedAt": updated}
 
     def record(self, principal: Principal, request_id: str, guardrail_id: str, version: str, source: str,
-               result: dict[str, Any]) -> None:
-        """An intervention goes to the audit trail (`outcrop audit --operation GuardrailIntervention`): who, which
-        guardrail and version, which direction, which policies, and what they did."""
-        if result["action"] != "GUARDRAIL_INTERVENED":
+               result: dict[str, Any], domain: str | None = None) -> None:
+        """Every check is counted (with the call's requestMetadata.domain, for the insights report's
+        intervention rate); an intervention also goes to the audit trail (`outcrop audit --operation
+        GuardrailIntervention`): who, which guardrail and version, which direction, which policies, and
+        what they did."""
+        intervened = result["action"] == "GUARDRAIL_INTERVENED"
+        with self.db.session() as session:
+            session.add(GuardrailCheckRow(account_id=principal.account_id, guardrail_id=guardrail_id,
+                                          version=version, source=source, intervened=intervened,
+                                          domain=(domain or None) and domain[:256], request_id=request_id[:64],
+                                          checked_at=utc_now()))
+        if not intervened:
             return
         policies = sorted({policy.removesuffix("Policy") for assessment in result["assessments"]
                            for policy, findings in assessment.items() if policy != "invocationMetrics"
@@ -214,6 +235,9 @@ def policies(params: dict[str, Any]) -> dict[str, Any]:
         if params.get(member):
             raise ValidationException(f"{member} ({what}) is not supported on this server yet")
     document: dict[str, Any] = {k: params[k] for k in _PLAIN if params.get(k) is not None}
+    document.update(_content_policy(params.get("contentPolicyConfig")))
+    document.update(_topic_policy(params.get("topicPolicyConfig")))
+    document.update(_grounding_policy(params.get("contextualGroundingPolicyConfig")))
     words = params.get("wordPolicyConfig") or {}
     _unique([" ".join(w["text"].lower().split()) for w in words.get("wordsConfig") or []], "wordsConfig", "text")
     _unique([m["type"] for m in words.get("managedWordListsConfig") or []], "managedWordListsConfig", "type")
@@ -245,6 +269,65 @@ def policies(params: dict[str, Any]) -> dict[str, Any]:
                                                        if r.get(k) is not None}
                         for r in sensitive.get("regexesConfig") or []]}
     return document
+
+
+def _content_policy(config: dict[str, Any] | None) -> dict[str, Any]:
+    if not config:
+        return {}
+    filters = config["filtersConfig"]
+    member = "contentPolicyConfig.filtersConfig"
+    _unique([f["type"] for f in filters], member, "type")
+    for i, entry in enumerate(filters):
+        if entry["type"] in UNSUPPORTED:
+            raise ValidationException(f"{member}[{i}].type {entry['type']} is not supported on this server: no "
+                                      "labelled data to train its classifier installs offline (see "
+                                      "outcrop/guardrails/CONTENT_FILTERS.md)")
+        if entry["type"] == "PROMPT_ATTACK" and entry["outputStrength"] != "NONE":
+            raise ValidationException(f"{member}[{i}].outputStrength must be NONE for PROMPT_ATTACK: prompt attacks "
+                                      "are checked in input only")
+        for key in ("inputModalities", "outputModalities"):
+            if set(entry.get(key) or ["TEXT"]) != {"TEXT"}:
+                raise ValidationException(f"{member}[{i}].{key}: only TEXT is supported on this server (no image "
+                                          "classifier installs offline)")
+    return {"contentPolicy": {
+        "filters": [_directions(f, "BLOCK") | {k: f[k] for k in ("type", "inputStrength", "outputStrength")}
+                    | {"inputModalities": ["TEXT"], "outputModalities": ["TEXT"]} for f in filters],
+        "tier": _tier(config, "contentPolicyConfig")}}
+
+
+def _topic_policy(config: dict[str, Any] | None) -> dict[str, Any]:
+    if not config:
+        return {}
+    topics = config["topicsConfig"]
+    _unique([t["name"].lower() for t in topics], "topicPolicyConfig.topicsConfig", "name")
+    return {"topicPolicy": {
+        "topics": [_directions(t, "BLOCK") | {"name": t["name"], "definition": t["definition"],
+                                              "examples": list(t.get("examples") or []), "type": t["type"]}
+                   for t in topics],
+        "tier": _tier(config, "topicPolicyConfig")}}
+
+
+def _grounding_policy(config: dict[str, Any] | None) -> dict[str, Any]:
+    if not config:
+        return {}
+    filters = config["filtersConfig"]
+    _unique([f["type"] for f in filters], "contextualGroundingPolicyConfig.filtersConfig", "type")
+    for i, entry in enumerate(filters):
+        if not 0 <= entry["threshold"] <= 0.99:
+            raise ValidationException(f"contextualGroundingPolicyConfig.filtersConfig[{i}].threshold must be between "
+                                      f"0 and 0.99, not {entry['threshold']}")
+    return {"contextualGroundingPolicy": {
+        "filters": [{"type": f["type"], "threshold": f["threshold"], "action": f.get("action") or "BLOCK",
+                     "enabled": f.get("enabled", True)} for f in filters]}}
+
+
+def _tier(config: dict[str, Any], member: str) -> dict[str, str]:
+    """The CLASSIC tier (English; the one these classifiers are). STANDARD's languages are not here."""
+    tier = (config.get("tierConfig") or {}).get("tierName", "CLASSIC")
+    if tier != "CLASSIC":
+        raise ValidationException(f"{member}.tierConfig.tierName {tier} is not supported on this server: only "
+                                  "CLASSIC (English)")
+    return {"tierName": tier}
 
 
 def _unique(values: list[str], member: str, key: str) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outcrop.platform.database import Base, UtcDateTime
@@ -44,3 +44,24 @@ class GuardrailVersionRow(Base):
     version: Mapped[str] = mapped_column(String(8), primary_key=True)
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class GuardrailCheckRow(Base):
+    """One check of text by a guardrail on a call (Converse, InvokeModel, an agent, RetrieveAndGenerate,
+    ApplyGuardrail), intervening or not: the insights report's intervention rate per domain is interventions
+    over checks. The audit trail holds the interventions' details."""
+
+    __tablename__ = "guardrail_checks"
+    __table_args__ = (Index("ix_guardrail_checks_account_time", "account_id", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    guardrail_id: Mapped[str] = mapped_column(String(12))
+    version: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(8))  # INPUT or OUTPUT
+    intervened: Mapped[bool] = mapped_column(Boolean)
+    #: The call's requestMetadata.domain (Converse, InvokeModel), or None.
+    domain: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -65,6 +65,7 @@ from sqlalchemy.sql.operators import custom_op
 from outcrop.catalog.prices import PriceTable
 from outcrop.customization.tables import CustomModelRow
 from outcrop.errors import ValidationException
+from outcrop.guardrails.tables import GuardrailCheckRow
 from outcrop.insights.tables import ConversionRow, FeedbackRow, RevenueRow
 from outcrop.platform.database import Database, UtcDateTime, as_utc, utc_now
 from outcrop.provisioning.tables import ProvisionedThroughputRow, ThroughputStatus
@@ -349,6 +350,18 @@ def _evaluation_scores(db: Database, account_id: str, until: datetime) -> dict[s
     return scores
 
 
+def _guardrail_rates(db: Database, account_id: str, period: Period) -> list[dict[str, Any]]:
+    """Guardrail checks and interventions by requestMetadata.domain (None: calls without one, ApplyGuardrail)."""
+    check = GuardrailCheckRow
+    with db.session() as session:
+        rows = session.execute(select(check.domain, func.count(), func.sum(case((check.intervened, 1), else_=0)))
+                               .where(check.account_id == account_id, check.checked_at >= period.since,
+                                      check.checked_at < period.until).group_by(check.domain)).all()
+    return [{"domain": domain, "checks": checks, "interventions": int(interventions or 0),
+             "interventionRate": _ratio(int(interventions or 0), checks)}
+            for domain, checks, interventions in sorted(rows, key=lambda r: (r[0] is None, str(r[0])))]
+
+
 def build_report(db: Database, prices: PriceTable, *, account_id: str, since: datetime,
                  until: datetime | None = None, by: str = "model", mu_tokens_per_minute: int,
                  now: datetime | None = None) -> dict[str, Any]:
@@ -559,6 +572,7 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
         "conversions": [{"name": name, "count": count, "value": float(value) if value is not None else None}
                         for name, count, value in outcomes],
         "crossDomain": cross,
+        "guardrails": _guardrail_rates(db, account_id, period),
         "bill": {"onDemand": on_demand, "provisioned": provisioned, "total": bill_total, "currency": prices.currency,
                  "evaluationJobs": evaluation_jobs, "evaluationCost": evaluation_cost},
         "trend": trend,

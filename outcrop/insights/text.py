@@ -83,6 +83,11 @@ def render(report: dict[str, Any]) -> str:
             for d in report["crossDomain"]]))
     else:
         out.append("  (no feedback and no evaluation scores)")
+    if report.get("guardrails"):
+        out += ["", "Guardrails (texts checked, and how often a guardrail intervened, by requestMetadata.domain)",
+                table(("DOMAIN", "CHECKS", "INTERVENTIONS", "RATE"), [
+                    (_group_label(g["domain"], "domain"), _int(g["checks"]), _int(g["interventions"]),
+                     _pct(g["interventionRate"])) for g in report["guardrails"]])]
     bill = report["bill"]
     out += ["", f"Bill ({cur})"]
     if bill["onDemand"]:

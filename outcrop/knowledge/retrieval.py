@@ -24,6 +24,9 @@ from typing import Any
 from sqlalchemy import delete
 
 from outcrop.errors import ValidationException
+from outcrop.guardrails.assessment import INPUT, INTERVENED, OUTPUT
+from outcrop.guardrails.enforcement import Guard
+from outcrop.guardrails.service import Guardrails
 from outcrop.knowledge import filters
 from outcrop.knowledge.service import KnowledgeBases, store_for
 from outcrop.knowledge.store import Hit
@@ -69,9 +72,10 @@ def search_plan(configuration: dict[str, Any] | None, path: str) -> tuple[int, s
 
 
 class Retrieval:
-    def __init__(self, knowledge: KnowledgeBases, runtime: RuntimeService) -> None:
+    def __init__(self, knowledge: KnowledgeBases, runtime: RuntimeService, guardrails: Guardrails) -> None:
         self.knowledge = knowledge
         self.runtime = runtime
+        self.guardrails = guardrails
         self.settings = knowledge.settings
 
     # -- Retrieve ---------------------------------------------------------------------------------
@@ -136,14 +140,16 @@ class Retrieval:
     # -- RetrieveAndGenerate ----------------------------------------------------------------------
 
     def retrieve_and_generate(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-        question, session_id, turns, hits, request = self._prepare(caller, params)
-        answer = self.runtime.converse(caller, request["modelId"], request)
-        text = "".join(block.get("text", "") for block in answer["output"]["message"]["content"])
+        question, session_id, turns, hits, request, guard = self._prepare(caller, params)
+        text, action = self._generate(caller, question, hits, request, guard)
         self._remember(caller, session_id, turns, question, text)
-        return {"output": {"text": text}, "citations": cite(text, hits), "sessionId": session_id}
+        out = {"output": {"text": text}, "citations": cite(text, hits), "sessionId": session_id}
+        return out | ({"guardrailAction": action} if action else {})
 
     def retrieve_and_generate_stream(self, caller: Caller, params: dict[str, Any]) -> tuple[str, Iterator]:
-        question, session_id, turns, hits, request = self._prepare(caller, params)
+        question, session_id, turns, hits, request, guard = self._prepare(caller, params)
+        if guard is not None:  # sync: the answer is checked before any of it is sent
+            return session_id, self._guarded_stream(caller, session_id, turns, question, hits, request, guard)
         events = self.runtime.converse_stream(caller, request["modelId"], request)
 
         def stream() -> Iterator[tuple[str, dict]]:
@@ -158,6 +164,15 @@ class Retrieval:
                 yield "citation", {"citation": citation, **citation}
             self._remember(caller, session_id, turns, question, answer)
         return session_id, stream()
+
+    def _guarded_stream(self, caller: Caller, session_id: str, turns: list[dict[str, str]], question: str,
+                        hits: list[Hit], request: dict[str, Any], guard: Guard) -> Iterator[tuple[str, dict]]:
+        text, action = self._generate(caller, question, hits, request, guard)
+        yield "output", {"text": text}
+        for citation in cite(text, hits):
+            yield "citation", {"citation": citation, **citation}
+        yield "guardrail", {"action": action}
+        self._remember(caller, session_id, turns, question, text)
 
     def _prepare(self, caller: Caller, params: dict[str, Any]):
         _refuse(params, {"sessionConfiguration": "a KMS key for sessions",
@@ -177,7 +192,6 @@ class Retrieval:
             raise ValidationException(f"{path}.orchestrationConfiguration (query rewriting) is not supported on this "
                                       "server; the question is searched as asked")
         generation = kb_config.get("generationConfiguration") or {}
-        _refuse(generation, {"guardrailConfiguration": "guardrails"}, f"{path}.generationConfiguration")
         session_id = params.get("sessionId")
         turns = self._turns(caller, session_id) if session_id else []
         question = params["input"]["text"]
@@ -201,7 +215,35 @@ class Retrieval:
         for member in ("additionalModelRequestFields", "performanceConfig"):
             if generation.get(member):
                 request[member] = generation[member]
-        return question, session_id or str(uuid.uuid4()), turns, hits, request
+        guard = self._guard(caller, generation.get("guardrailConfiguration"))
+        return question, session_id or str(uuid.uuid4()), turns, hits, request, guard
+
+    def _guard(self, caller: Caller, configuration: dict[str, Any] | None) -> Guard | None:
+        if not configuration:
+            return None
+        return Guard(self.guardrails, caller, {"guardrailIdentifier": configuration["guardrailId"],
+                                               "guardrailVersion": configuration["guardrailVersion"]})
+
+    def _generate(self, caller: Caller, question: str, hits: list[Hit], request: dict[str, Any],
+                  guard: Guard | None) -> tuple[str, str | None]:
+        """(the answer, and under a guardrail its action): the question checked before the model runs (a
+        BLOCK answers the blocked message; masked text is what the model reads), the answer after, its
+        contextual grounding judged against the passages found and the question."""
+        if guard is None:
+            answer = self.runtime.converse(caller, request["modelId"], request)
+            return "".join(block.get("text", "") for block in answer["output"]["message"]["content"]), None
+        checked = guard.run(INPUT, [question])
+        if checked["action"] == INTERVENED:
+            if checked["actionReason"] == "Guardrail blocked.":
+                return checked["outputs"][0]["text"], "INTERVENED"
+            request["messages"][-1]["content"] = [{"text": checked["outputs"][0]["text"]}]
+        answer = self.runtime.converse(caller, request["modelId"], request)
+        text = "".join(block.get("text", "") for block in answer["output"]["message"]["content"])
+        context = [{"text": {"text": hit.context, "qualifiers": ["grounding_source"]}} for hit in hits]
+        result = guard.run(OUTPUT, [text], context + [{"text": {"text": question, "qualifiers": ["query"]}}])
+        if result["action"] == INTERVENED:
+            return result["outputs"][0]["text"], "INTERVENED"
+        return text, "INTERVENED" if checked["action"] == INTERVENED else "NONE"
 
     def _turns(self, caller: Caller, session_id: str) -> list[dict[str, str]]:
         db = self.knowledge.db

@@ -70,6 +70,9 @@ class Settings:
     #: model_cache_dir, so only a fresh data dir pays for them); GET /_outcrop/health says how far it has
     #: got. Comma-separated (or a list in outcrop.toml); empty loads each model on its first request.
     preload_models: str = "huggingface.smollm2-135m-instruct-v1:0,sentence-transformers.all-minilm-l6-v2-v1:0"
+    #: The embedding model guardrails' denied topics, content filters and grounding checks read text with
+    #: (their thresholds and classifiers were calibrated on its vectors: another model needs new ones).
+    guardrail_embedding_model: str = "sentence-transformers.all-minilm-l6-v2-v1:0"
     #: Seconds a request waits for its model to load before ModelNotReadyException (retried by the SDKs);
     #: the load goes on. Well under boto3's 60 s read timeout.
     model_load_wait_seconds: float = 30.0

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -63,6 +63,19 @@ def check_performance(model_id: str, latency: str | None, tier: str | None) -> N
             f"The service tier '{tier}' isn't supported for the model {model_id}. "
             f"Retry with the '{DEFAULT_TIER}' tier or without serviceTier.")
 
+
+
+class TextGuard(Protocol):
+    """A guardrail around one InvokeModel, from its headers (guardrails/enforcement.py InvokeGuard)."""
+
+    def check_prompt(self, request: TextRequest) -> str | None:
+        """The blocked input message, or None (ANONYMIZE findings masked in `request`)."""
+
+    def check_answer(self, text: str) -> str:
+        """The answer as it may be sent."""
+
+    def members(self) -> dict[str, Any]:
+        """What the answer's body gains (amazon-bedrock-guardrailAction, its trace)."""
 
 @dataclass(frozen=True)
 class Invoked:
@@ -203,8 +216,9 @@ class RuntimeService:
     # -- InvokeModel ------------------------------------------------------------------------------
 
     def invoke(self, caller: Caller, model_id: str, body: bytes, *, latency: str | None = None,
-               tier: str | None = None) -> Invoked:
-        """One InvokeModel; `latency` and `tier` are its performance-config and service-tier headers."""
+               tier: str | None = None, guard: TextGuard | None = None) -> Invoked:
+        """One InvokeModel; `latency` and `tier` are its performance-config and service-tier headers, `guard`
+        the guardrail its headers name (the prompt is checked before the model runs, the answer after)."""
         import json
 
         started = time.perf_counter()
@@ -212,18 +226,38 @@ class RuntimeService:
         document = formats.parse_json_body(body)
         model = self.target(caller.principal.account_id, model_id)[0].card
         if "EMBEDDING" in model.output_modalities:
+            if guard is not None:
+                raise ValidationException("Guardrails apply to text generation, not to embedding models")
             embedded, tokens = self._embed(caller, model_id, model, document, started)
             return Invoked(json.dumps(embedded).encode(), tokens, 0, _ms(time.perf_counter() - started))
         fmt = formats.detect_text_format(document, model.native_format)
-        prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
-        answer = tool_use.AnswerReader(prepared.syntax, prepared.tools)
-        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids), answer)
-        completion = self._generate(caller, "InvokeModel", prepared, started, document, render, answer).result()
-        return Invoked(json.dumps(render(completion)).encode(), completion.input_tokens, completion.output_tokens,
+        prepared, answer, render, blocked = self._guarded_prepare(caller, model_id, model, fmt, document, guard)
+        if blocked is not None:
+            completion = blocked
+        else:
+            completion = self._generate(caller, "InvokeModel", prepared, started, document, render, answer).result()
+            if guard is not None:
+                completion = dataclasses.replace(completion, text=guard.check_answer(completion.text))
+        rendered = render(completion) | (guard.members() if guard is not None else {})
+        return Invoked(json.dumps(rendered).encode(), completion.input_tokens, completion.output_tokens,
                        _ms(time.perf_counter() - started))
 
+    def _guarded_prepare(self, caller: Caller, model_id: str, model: FoundationModel, fmt: formats.TextFormat,
+                         document: dict[str, Any], guard: TextGuard | None) -> tuple[Any, ...]:
+        """(prepared, answer reader, renderer, the blocked answer or None): the request parsed, checked by
+        the guard (masked, or blocked: then the model does not run) and made ready for the model."""
+        request = fmt.parse(document)
+        message = guard.check_prompt(request) if guard is not None else None
+        prepared = self._prepare(caller.principal.account_id, model_id, request)
+        answer = tool_use.AnswerReader(prepared.syntax, prepared.tools)
+        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids), answer)
+        blocked = None if message is None else Completion(message, 0, 0, END_OF_TEXT, None, 0.0, 0.0)
+        return prepared, answer, render, blocked
+
     def invoke_stream(self, caller: Caller, model_id: str, body: bytes, *, latency: str | None = None,
-                      tier: str | None = None) -> Iterator[tuple[str, dict]]:
+                      tier: str | None = None, guard: TextGuard | None = None) -> Iterator[tuple[str, dict]]:
+        """InvokeModelWithResponseStream; under a `guard` the answer is held until it is checked (Bedrock's
+        sync mode), then sent as one chunk, with the guardrail's members on the last one."""
         started = time.perf_counter()
         check_performance(model_id, latency, tier)
         document = formats.parse_json_body(body)
@@ -231,23 +265,33 @@ class RuntimeService:
         if not model.streaming:
             raise ValidationException(f"The model {model.model_id} does not support response streaming.")
         fmt = formats.detect_text_format(document, model.native_format)
-        prepared = self._prepare(caller.principal.account_id, model_id, fmt.parse(document))
-        answer = tool_use.AnswerReader(prepared.syntax, prepared.tools)
-        render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids), answer)
-        stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started, document, render,
-                                answer)
+        prepared, answer, render, blocked = self._guarded_prepare(caller, model_id, model, fmt, document, guard)
         invocation = Invocation(model.model_id, len(prepared.prompt_ids), answer=answer)
+        stream = None
+        if blocked is None:
+            stream = self._generate(caller, "InvokeModelWithResponseStream", prepared, started, document, render,
+                                    answer)
 
         def metrics() -> dict[str, int]:
-            c = stream.completion
+            c = invocation.completion
             return {"inputTokenCount": c.input_tokens, "outputTokenCount": c.output_tokens,
                     "invocationLatency": _ms(time.perf_counter() - started),
                     "firstByteLatency": _ms(c.first_token_s)}
         invocation.metrics = metrics
 
         def chunks() -> Iterator[dict]:
-            deltas = _capture(stream, invocation)
-            yield from fmt.stream(deltas, invocation)
+            if guard is None:
+                yield from fmt.stream(_capture(stream, invocation), invocation)
+                return
+            if stream is not None:
+                text = "".join(stream)
+                blocked_or_checked = dataclasses.replace(stream.completion, text=guard.check_answer(text))
+            else:
+                blocked_or_checked = blocked
+            invocation.completion = blocked_or_checked
+            out = list(fmt.stream(iter([blocked_or_checked.text] if blocked_or_checked.text else []), invocation))
+            out[-1] = out[-1] | guard.members()
+            yield from out
         return (formats.chunk_event(chunk) for chunk in chunks())
 
     # -- CountTokens ------------------------------------------------------------------------------
@@ -406,8 +450,18 @@ class RuntimeService:
         named `operation` (Retrieve, an ingestion job): documents and queries are embedded exactly as
         InvokeModel embeds them. Texts longer than the model's window are cut at the end."""
         started = time.perf_counter()
-        model, deployment = self.encoder(caller.principal.account_id, model_id)
         self.quotas.admit(caller.principal.account_id)
+        model, tokens, vectors = self.vectors(caller.principal.account_id, model_id, texts, batch_size)
+        caller.served_model_id = model.served_model_id
+        self._meter(caller, operation, model_id, model.served_model_id, started, UsageStatus.SUCCESS,
+                    {"texts": len(texts)}, True, None, input_tokens=tokens, output_tokens=0)
+        return vectors
+
+    def vectors(self, account: str, model_id: str, texts: list[str], batch_size: int = 32
+                ) -> tuple[FoundationModel, int, torch.Tensor]:
+        """(the model, the tokens read, unit vectors) for `texts`, unmetered: for work billed in its own
+        units (a guardrail's policies embed what they check) and for `embed_texts`."""
+        model, deployment = self.encoder(account, model_id)
         loaded = deployment.loaded
         request = embeddings.EmbeddingRequest(embeddings.TITAN, tuple(texts), None, True, ("float",), "END")
         ids = embeddings.token_ids(loaded.tokenizer, request, loaded.context_length, model.model_id)
@@ -416,11 +470,7 @@ class RuntimeService:
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             vectors[rows] = _pool(deployment, [ids[i] for i in rows], True)
-        caller.served_model_id = model.served_model_id
-        tokens = sum(len(i) for i in ids)
-        self._meter(caller, operation, model_id, model.served_model_id, started, UsageStatus.SUCCESS,
-                    {"texts": len(texts)}, True, None, input_tokens=tokens, output_tokens=0)
-        return vectors
+        return model, sum(len(i) for i in ids), vectors
 
     def rerank(self, caller: Caller, model_id: str, query: str, passages: list[str],
                batch_size: int = 32) -> list[float]:

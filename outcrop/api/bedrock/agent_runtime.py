@@ -7,6 +7,7 @@ from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
 from outcrop.api.bedrock.resources import model_arns
+from outcrop.guardrails.service import guardrail_arn, parse_identifier
 from outcrop.iam.scoped_store import object_arn
 from outcrop.knowledge.service import knowledge_base_arn
 from outcrop.platform.objectstore import S3Uri
@@ -29,6 +30,10 @@ def _authorize_generation(ctx: RequestContext, params: dict[str, Any]) -> None:
     if config.get("modelArn"):
         for arn in model_arns(services, account, config["modelArn"]):
             ctx.authorize("bedrock:InvokeModel", arn)
+    guardrail = (config.get("generationConfiguration") or {}).get("guardrailConfiguration") or {}
+    if guardrail.get("guardrailId"):
+        ctx.authorize("bedrock:ApplyGuardrail", guardrail_arn(services.settings.region, account, parse_identifier(
+            account, guardrail["guardrailId"], services.settings.region)))
 
 
 @handles("bedrock-agent-runtime", "Retrieve")

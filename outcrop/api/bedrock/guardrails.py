@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
-from outcrop.guardrails.assessment import apply
 
 
 @handles("bedrock", "CreateGuardrail")
@@ -46,6 +45,7 @@ def apply_guardrail(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
     guardrails = ctx.services.guardrails
     guardrail_id, version, document = guardrails.document(ctx.principal.account_id, params["guardrailIdentifier"],
                                                           params["guardrailVersion"])
-    result = apply(document, params["source"], params["content"], full=params.get("outputScope") == "FULL")
+    result = guardrails.check(ctx.principal.account_id, document, params["source"], params["content"],
+                              full=params.get("outputScope") == "FULL")
     guardrails.record(ctx.principal, ctx.request_id, guardrail_id, version, params["source"], result)
     return result

@@ -33,13 +33,19 @@ def request_metadata(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _no_guardrail(params: dict[str, Any]) -> None:
-    """InvokeModel's guardrail headers: refused until guardrails run inside InvokeModel (ApplyGuardrail does
-    now), never accepted and ignored."""
-    if params.get("guardrailIdentifier") or params.get("guardrailVersion") or params.get("trace") in (
-            "ENABLED", "ENABLED_FULL"):
-        raise ValidationException("X-Amzn-Bedrock-GuardrailIdentifier (guardrails inside InvokeModel) is not "
-                                  "supported on this server yet: check the input and the answer with ApplyGuardrail")
+def _invoke_guard(ctx: RequestContext, params: dict[str, Any], caller: Caller) -> enforcement.InvokeGuard | None:
+    """The guardrail InvokeModel's headers name (X-Amzn-Bedrock-GuardrailIdentifier, -Version, -Trace)."""
+    identifier, version = params.get("guardrailIdentifier"), params.get("guardrailVersion")
+    if not identifier and not version:
+        if params.get("trace") in ("ENABLED", "ENABLED_FULL"):
+            raise ValidationException("X-Amzn-Bedrock-Trace traces a guardrail: name one with "
+                                      "X-Amzn-Bedrock-GuardrailIdentifier and X-Amzn-Bedrock-GuardrailVersion")
+        return None
+    for header, value in (("GuardrailIdentifier", identifier), ("GuardrailVersion", version)):
+        if not value:
+            raise ValidationException(f"X-Amzn-Bedrock-{header} is required when a guardrail is named")
+    _authorize_guardrail(ctx, identifier)
+    return enforcement.InvokeGuard(ctx.services.guardrails, caller, identifier, version, params.get("trace"))
 
 
 def _check_accept(value: str | None) -> None:
@@ -60,17 +66,22 @@ def _served_by(caller: Caller) -> dict[str, str]:
 
 
 def _guarded(ctx: RequestContext, params: dict[str, Any]) -> bool:
-    """Whether the call runs under a guardrail; using one needs bedrock:ApplyGuardrail on it, as on Bedrock."""
+    """Whether the call runs under a guardrail (authorized)."""
     config = params.get("guardrailConfig")
     if not config:
         return False
     for member in ("guardrailIdentifier", "guardrailVersion"):
         if not config.get(member):
             raise ValidationException(f"guardrailConfig.{member} is required")
-    account, region = ctx.principal.account_id, ctx.services.settings.region
-    ctx.authorize("bedrock:ApplyGuardrail", guardrail_arn(region, account, parse_identifier(
-        account, config["guardrailIdentifier"], region)))
+    _authorize_guardrail(ctx, config["guardrailIdentifier"])
     return True
+
+
+def _authorize_guardrail(ctx: RequestContext, identifier: str) -> None:
+    """Using a guardrail needs bedrock:ApplyGuardrail on it, as on Bedrock."""
+    account, region = ctx.principal.account_id, ctx.services.settings.region
+    ctx.authorize("bedrock:ApplyGuardrail", guardrail_arn(region, account, parse_identifier(account, identifier,
+                                                                                             region)))
 
 
 @handles("bedrock-runtime", "Converse")
@@ -109,9 +120,9 @@ def _echo(params: dict[str, Any]) -> dict[str, str]:
 @handles("bedrock-runtime", "InvokeModel")
 def invoke_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_accept(params.get("accept"))
-    _no_guardrail(params)
     caller = _caller(ctx, params)
-    answer = ctx.services.runtime.invoke(caller, params["modelId"], params.get("body") or b"", **_performance(params))
+    answer = ctx.services.runtime.invoke(caller, params["modelId"], params.get("body") or b"", **_performance(params),
+                                         guard=_invoke_guard(ctx, params, caller))
     # Bedrock sends these on every InvokeModel answer although botocore's shape does not model them;
     # LangChain's ChatBedrock reads its token usage from them.
     counts = {"X-Amzn-Bedrock-Input-Token-Count": answer.input_tokens,
@@ -123,10 +134,9 @@ def invoke_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 @handles("bedrock-runtime", "InvokeModelWithResponseStream")
 def invoke_model_with_response_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_accept(params.get("accept"))
-    _no_guardrail(params)
     caller = _caller(ctx, params)
     events = ctx.services.runtime.invoke_stream(caller, params["modelId"], params.get("body") or b"",
-                                                **_performance(params))
+                                                **_performance(params), guard=_invoke_guard(ctx, params, caller))
     return {"body": events, "contentType": JSON, **_echo(params), EXTRA_HEADERS: _served_by(caller)}
 
 

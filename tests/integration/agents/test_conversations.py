@@ -189,3 +189,27 @@ def test_an_inline_agent_answers_and_keeps_its_session(server, tiny_agent_model)
         sessionId="inline-2", inputText="hi", collaborators=[{"foundationModel": tiny_agent_model,
                                                              "instruction": WEATHER_INSTRUCTION}], **agent))
     assert code == "ValidationException" and "collaborators" in message
+
+
+def test_an_agent_under_a_guardrail_answers_its_blocked_message(server, tiny_agent_model):
+    """The user's words are checked before the model reads them, the agent's answer before it is sent."""
+    guardrail = server.client("bedrock").create_guardrail(
+        name="agent-guard", blockedInputMessaging="I cannot discuss that.", blockedOutputsMessaging="Withheld.",
+        wordPolicyConfig={"wordsConfig": [{"text": "password"}]})
+    runtime = server.client("bedrock-agent-runtime", read_timeout=600)
+    agent = {"foundationModel": tiny_agent_model, "instruction": WEATHER_INSTRUCTION, "enableTrace": True,
+             "guardrailConfiguration": {"guardrailIdentifier": guardrail["guardrailArn"],
+                                        "guardrailVersion": "DRAFT"}}
+    events = list(runtime.invoke_inline_agent(sessionId="guarded-1", inputText="Tell me the wifi password.",
+                                              **agent)["completion"])
+    assert [e["chunk"]["bytes"] for e in events if "chunk" in e] == [b"I cannot discuss that."]
+    assert [e["trace"]["trace"]["guardrailTrace"]["action"] for e in events
+            if "guardrailTrace" in e.get("trace", {}).get("trace", {})] == ["INTERVENED"]
+    assert not [e for e in events if "orchestrationTrace" in e.get("trace", {}).get("trace", {})
+                and "modelInvocationInput" in e["trace"]["trace"]["orchestrationTrace"]]  # the model never ran
+    bedrock_agent = server.client("bedrock-agent")
+    agent_id = bedrock_agent.create_agent(agentName="guarded", foundationModel=tiny_agent_model,
+                                          instruction=WEATHER_INSTRUCTION,
+                                          guardrailConfiguration=agent["guardrailConfiguration"])["agent"]["agentId"]
+    assert bedrock_agent.get_agent(agentId=agent_id)["agent"]["guardrailConfiguration"] == \
+        agent["guardrailConfiguration"]

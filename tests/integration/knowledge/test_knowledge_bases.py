@@ -173,6 +173,28 @@ def test_retrieve_and_generate_cites_the_file_it_used(server, kb):
     assert code == "ValidationException"
 
 
+def test_retrieve_and_generate_under_a_guardrail(server, kb):
+    guardrail = server.client("bedrock").create_guardrail(
+        name="kb-guard", blockedInputMessaging="Not about that.", blockedOutputsMessaging="Cannot say.",
+        wordPolicyConfig={"wordsConfig": [{"text": "password"}]},
+        contextualGroundingPolicyConfig={"filtersConfig": [{"type": "GROUNDING", "threshold": 0.1,
+                                                            "action": "NONE"}]})
+    runtime = server.client("bedrock-agent-runtime")
+    configuration = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+        "knowledgeBaseId": kb["id"], "modelArn": SMOLLM2, "generationConfiguration": {
+            "guardrailConfiguration": {"guardrailId": guardrail["guardrailId"], "guardrailVersion": "DRAFT"},
+            "inferenceConfig": {"textInferenceConfig": {"maxTokens": 24, "temperature": 0}}}}}
+    blocked = runtime.retrieve_and_generate(input={"text": "What is the admin password of the tower?"},
+                                            retrieveAndGenerateConfiguration=configuration)
+    assert (blocked["output"]["text"], blocked["guardrailAction"]) == ("Not about that.", "INTERVENED")
+    events = list(runtime.retrieve_and_generate_stream(input={"text": "Tell me the password."},
+                                                       retrieveAndGenerateConfiguration=configuration)["stream"])
+    assert events[0] == {"output": {"text": "Not about that."}} and {"guardrail": {"action": "INTERVENED"}} in events
+    passed = runtime.retrieve_and_generate(input={"text": "When was the Eiffel Tower completed?"},
+                                           retrieveAndGenerateConfiguration=configuration)
+    assert passed["guardrailAction"] == "NONE" and passed["output"]["text"]
+
+
 def test_langchain_retriever(server, kb):
     from langchain_aws.retrievers import AmazonKnowledgeBasesRetriever
 
