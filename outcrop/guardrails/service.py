@@ -25,7 +25,7 @@ from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.guardrails.assessment import apply
 from outcrop.guardrails.content import UNSUPPORTED
 from outcrop.guardrails.semantic import Embedder
-from outcrop.guardrails.sensitive import NOT_DETECTED
+from outcrop.guardrails.sensitive import SUPPORTED
 from outcrop.guardrails.tables import GuardrailCheckRow, GuardrailRow, GuardrailStatus, GuardrailVersionRow
 from outcrop.iam.audit import record_event
 from outcrop.iam.principal import Principal
@@ -249,11 +249,10 @@ def policies(params: dict[str, Any]) -> dict[str, Any]:
     sensitive = params.get("sensitiveInformationPolicyConfig") or {}
     if sensitive.get("piiEntitiesConfig") or sensitive.get("regexesConfig"):
         for i, entity in enumerate(sensitive.get("piiEntitiesConfig") or []):
-            if entity["type"] in NOT_DETECTED:
+            if entity["type"] not in SUPPORTED:
                 raise ValidationException(
                     f"sensitiveInformationPolicyConfig.piiEntitiesConfig[{i}].type {entity['type']} is not supported "
-                    f"on this server yet (it needs named-entity recognition); the types it detects are the others "
-                    f"of Bedrock's list")
+                    f"on this server yet")
         _unique([e["type"] for e in sensitive.get("piiEntitiesConfig") or []], "piiEntitiesConfig", "type")
         _unique([r["name"] for r in sensitive.get("regexesConfig") or []], "regexesConfig", "name")
         for i, entry in enumerate(sensitive.get("regexesConfig") or []):
