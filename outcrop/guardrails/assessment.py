@@ -135,6 +135,8 @@ class _Semantic:
         return found
 
     def content_findings(self) -> list[dict[str, Any]]:
+        if not self.sentences:  # nothing but punctuation: nothing to classify
+            return []
         levels = content.confidences(self.vectors, self.sentences)
         found = []
         for entry in self.filters:
