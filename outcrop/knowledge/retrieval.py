@@ -18,6 +18,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -69,6 +70,25 @@ def search_plan(configuration: dict[str, Any] | None, path: str) -> tuple[int, s
         if vector.get("filter") else None
     return vector.get("numberOfResults") or DEFAULT_RESULTS, vector.get("overrideSearchType") or \
         DEFAULT_SEARCH_TYPE, where
+
+
+#: What a session remembers of a question the guardrail blocked (it is neither searched nor replayed).
+BLOCKED_QUESTION = "(a question the guardrail blocked)"
+
+
+@dataclass
+class _Asked:
+    """A RetrieveAndGenerate call made ready: the question as the model reads it (masked under a guardrail),
+    its session, what the search found, and the Converse request (None when the guardrail blocked it)."""
+
+    question: str
+    session_id: str
+    turns: list[dict[str, str]]
+    hits: list[Hit]
+    request: dict[str, Any] | None
+    guard: Guard | None
+    blocked: str | None = None  # the blocked input message
+    masked: bool = False
 
 
 class Retrieval:
@@ -140,17 +160,17 @@ class Retrieval:
     # -- RetrieveAndGenerate ----------------------------------------------------------------------
 
     def retrieve_and_generate(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-        question, session_id, turns, hits, request, guard = self._prepare(caller, params)
-        text, action = self._generate(caller, question, hits, request, guard)
-        self._remember(caller, session_id, turns, question, text)
-        out = {"output": {"text": text}, "citations": cite(text, hits), "sessionId": session_id}
+        asked = self._prepare(caller, params)
+        text, action = self._generate(caller, asked)
+        self._remember(caller, asked.session_id, asked.turns, asked.question, text)
+        out = {"output": {"text": text}, "citations": cite(text, asked.hits), "sessionId": asked.session_id}
         return out | ({"guardrailAction": action} if action else {})
 
     def retrieve_and_generate_stream(self, caller: Caller, params: dict[str, Any]) -> tuple[str, Iterator]:
-        question, session_id, turns, hits, request, guard = self._prepare(caller, params)
-        if guard is not None:  # sync: the answer is checked before any of it is sent
-            return session_id, self._guarded_stream(caller, session_id, turns, question, hits, request, guard)
-        events = self.runtime.converse_stream(caller, request["modelId"], request)
+        asked = self._prepare(caller, params)
+        if asked.guard is not None:  # sync: the answer is checked before any of it is sent
+            return asked.session_id, self._guarded_stream(caller, asked)
+        events = self.runtime.converse_stream(caller, asked.request["modelId"], asked.request)
 
         def stream() -> Iterator[tuple[str, dict]]:
             parts = []
@@ -160,21 +180,20 @@ class Retrieval:
                     parts.append(text)
                     yield "output", {"text": text}
             answer = "".join(parts)
-            for citation in cite(answer, hits):
+            for citation in cite(answer, asked.hits):
                 yield "citation", {"citation": citation, **citation}
-            self._remember(caller, session_id, turns, question, answer)
-        return session_id, stream()
+            self._remember(caller, asked.session_id, asked.turns, asked.question, answer)
+        return asked.session_id, stream()
 
-    def _guarded_stream(self, caller: Caller, session_id: str, turns: list[dict[str, str]], question: str,
-                        hits: list[Hit], request: dict[str, Any], guard: Guard) -> Iterator[tuple[str, dict]]:
-        text, action = self._generate(caller, question, hits, request, guard)
+    def _guarded_stream(self, caller: Caller, asked: _Asked) -> Iterator[tuple[str, dict]]:
+        text, action = self._generate(caller, asked)
         yield "output", {"text": text}
-        for citation in cite(text, hits):
+        for citation in cite(text, asked.hits):
             yield "citation", {"citation": citation, **citation}
         yield "guardrail", {"action": action}
-        self._remember(caller, session_id, turns, question, text)
+        self._remember(caller, asked.session_id, asked.turns, asked.question, text)
 
-    def _prepare(self, caller: Caller, params: dict[str, Any]):
+    def _prepare(self, caller: Caller, params: dict[str, Any]) -> _Asked:
         _refuse(params, {"sessionConfiguration": "a KMS key for sessions",
                          "userContext": "user context (access filters)"})
         configuration = params.get("retrieveAndGenerateConfiguration")
@@ -192,15 +211,25 @@ class Retrieval:
             raise ValidationException(f"{path}.orchestrationConfiguration (query rewriting) is not supported on this "
                                       "server; the question is searched as asked")
         generation = kb_config.get("generationConfiguration") or {}
-        session_id = params.get("sessionId")
-        turns = self._turns(caller, session_id) if session_id else []
-        question = params["input"]["text"]
-        hits = self.search(caller, kb_config["knowledgeBaseId"], question, kb_config.get("retrievalConfiguration"),
-                           f"{path}.retrievalConfiguration")
         template = (generation.get("promptTemplate") or {}).get("textPromptTemplate") or DEFAULT_PROMPT
         if SEARCH_RESULTS not in template:
             raise ValidationException(f"{path}.generationConfiguration.promptTemplate.textPromptTemplate must "
                                       f"contain {SEARCH_RESULTS}")
+        session_id = params.get("sessionId")
+        turns = self._turns(caller, session_id) if session_id else []
+        question = params["input"]["text"]
+        session_id = session_id or str(uuid.uuid4())
+        guard = self._guard(caller, generation.get("guardrailConfiguration"))
+        masked = False
+        if guard is not None:  # before the search: a blocked question is not searched, a masked one searched masked
+            checked = guard.run(INPUT, [question])
+            if checked["action"] == INTERVENED:
+                if checked["actionReason"] == "Guardrail blocked.":
+                    return _Asked(BLOCKED_QUESTION, session_id, turns, [], None, guard,
+                                  blocked=checked["outputs"][0]["text"])
+                question, masked = checked["outputs"][0]["text"], True
+        hits = self.search(caller, kb_config["knowledgeBaseId"], question, kb_config.get("retrievalConfiguration"),
+                           f"{path}.retrievalConfiguration")
         system = (template.replace(SEARCH_RESULTS, _numbered(hits))
                   .replace("$output_format_instructions$", OUTPUT_FORMAT).replace("$query$", question))
         messages = []
@@ -215,8 +244,7 @@ class Retrieval:
         for member in ("additionalModelRequestFields", "performanceConfig"):
             if generation.get(member):
                 request[member] = generation[member]
-        guard = self._guard(caller, generation.get("guardrailConfiguration"))
-        return question, session_id or str(uuid.uuid4()), turns, hits, request, guard
+        return _Asked(question, session_id, turns, hits, request, guard, masked=masked)
 
     def _guard(self, caller: Caller, configuration: dict[str, Any] | None) -> Guard | None:
         if not configuration:
@@ -224,26 +252,21 @@ class Retrieval:
         return Guard(self.guardrails, caller, {"guardrailIdentifier": configuration["guardrailId"],
                                                "guardrailVersion": configuration["guardrailVersion"]})
 
-    def _generate(self, caller: Caller, question: str, hits: list[Hit], request: dict[str, Any],
-                  guard: Guard | None) -> tuple[str, str | None]:
-        """(the answer, and under a guardrail its action): the question checked before the model runs (a
-        BLOCK answers the blocked message; masked text is what the model reads), the answer after, its
-        contextual grounding judged against the passages found and the question."""
-        if guard is None:
-            answer = self.runtime.converse(caller, request["modelId"], request)
-            return "".join(block.get("text", "") for block in answer["output"]["message"]["content"]), None
-        checked = guard.run(INPUT, [question])
-        if checked["action"] == INTERVENED:
-            if checked["actionReason"] == "Guardrail blocked.":
-                return checked["outputs"][0]["text"], "INTERVENED"
-            request["messages"][-1]["content"] = [{"text": checked["outputs"][0]["text"]}]
-        answer = self.runtime.converse(caller, request["modelId"], request)
+    def _generate(self, caller: Caller, asked: _Asked) -> tuple[str, str | None]:
+        """(the answer, and under a guardrail its action). The question was checked in `_prepare`; the answer
+        is checked here, its contextual grounding judged against the passages found and the question."""
+        if asked.blocked is not None:
+            return asked.blocked, "INTERVENED"
+        answer = self.runtime.converse(caller, asked.request["modelId"], asked.request)
         text = "".join(block.get("text", "") for block in answer["output"]["message"]["content"])
-        context = [{"text": {"text": hit.context, "qualifiers": ["grounding_source"]}} for hit in hits]
-        result = guard.run(OUTPUT, [text], context + [{"text": {"text": question, "qualifiers": ["query"]}}])
+        if asked.guard is None:
+            return text, None
+        context = [{"text": {"text": hit.context, "qualifiers": ["grounding_source"]}} for hit in asked.hits]
+        result = asked.guard.run(OUTPUT, [text], context + [{"text": {"text": asked.question,
+                                                                      "qualifiers": ["query"]}}])
         if result["action"] == INTERVENED:
             return result["outputs"][0]["text"], "INTERVENED"
-        return text, "INTERVENED" if checked["action"] == INTERVENED else "NONE"
+        return text, "INTERVENED" if asked.masked else "NONE"
 
     def _turns(self, caller: Caller, session_id: str) -> list[dict[str, str]]:
         db = self.knowledge.db

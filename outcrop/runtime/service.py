@@ -238,6 +238,9 @@ class RuntimeService:
             completion = self._generate(caller, "InvokeModel", prepared, started, document, render, answer).result()
             if guard is not None:
                 completion = dataclasses.replace(completion, text=guard.check_answer(completion.text))
+        if guard is not None:  # the answer as checked, read afresh (a reader reads one text, once: metering read it)
+            render = functools.partial(_render, fmt, model.model_id, len(prepared.prompt_ids),
+                                       tool_use.AnswerReader(prepared.syntax, prepared.tools))
         rendered = render(completion) | (guard.members() if guard is not None else {})
         return Invoked(json.dumps(rendered).encode(), completion.input_tokens, completion.output_tokens,
                        _ms(time.perf_counter() - started))
@@ -289,6 +292,7 @@ class RuntimeService:
             else:
                 blocked_or_checked = blocked
             invocation.completion = blocked_or_checked
+            invocation.answer = tool_use.AnswerReader(prepared.syntax, prepared.tools)  # read the checked text
             out = list(fmt.stream(iter([blocked_or_checked.text] if blocked_or_checked.text else []), invocation))
             out[-1] = out[-1] | guard.members()
             yield from out

@@ -32,8 +32,15 @@ def _authorize_generation(ctx: RequestContext, params: dict[str, Any]) -> None:
             ctx.authorize("bedrock:InvokeModel", arn)
     guardrail = (config.get("generationConfiguration") or {}).get("guardrailConfiguration") or {}
     if guardrail.get("guardrailId"):
-        ctx.authorize("bedrock:ApplyGuardrail", guardrail_arn(services.settings.region, account, parse_identifier(
-            account, guardrail["guardrailId"], services.settings.region)))
+        _authorize_guardrail(ctx, {"guardrailIdentifier": guardrail["guardrailId"]})
+
+
+def _authorize_guardrail(ctx: RequestContext, configuration: dict[str, Any] | None) -> None:
+    """Running under a guardrail needs bedrock:ApplyGuardrail on it, as on Bedrock."""
+    if configuration and configuration.get("guardrailIdentifier"):
+        account, region = ctx.principal.account_id, ctx.services.settings.region
+        ctx.authorize("bedrock:ApplyGuardrail", guardrail_arn(region, account, parse_identifier(
+            account, configuration["guardrailIdentifier"], region)))
 
 
 @handles("bedrock-agent-runtime", "Retrieve")
@@ -69,11 +76,12 @@ def invoke_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     its knowledge bases, as for Converse and RetrieveAndGenerate (a policy that denies a model stays in force
     through an agent)."""
     services, account = ctx.services, ctx.principal.account_id
-    model, knowledge_bases = services.agent_runtime.authorization(account, params)
+    model, knowledge_bases, guardrail = services.agent_runtime.authorization(account, params)
     for arn in model_arns(services, account, model):
         ctx.authorize("bedrock:InvokeModel", arn)
     for kb_id in knowledge_bases:
         ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account, kb_id))
+    _authorize_guardrail(ctx, guardrail)
     session_id, events = ctx.services.agent_runtime.invoke(_caller(ctx), params)
     return {"sessionId": session_id, "contentType": "application/json", "completion": events,
             **({"memoryId": params["memoryId"]} if params.get("memoryId") else {})}
@@ -97,6 +105,7 @@ def invoke_inline_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         if location:
             ctx.authorize("s3:GetObject", object_arn(S3Uri(location.get("s3BucketName") or "",
                                                            location.get("s3ObjectKey") or "")))
+    _authorize_guardrail(ctx, params.get("guardrailConfiguration"))
     session_id, events = services.agent_runtime.invoke_inline(_caller(ctx), params)
     return {"sessionId": session_id, "contentType": "application/json", "completion": events}
 

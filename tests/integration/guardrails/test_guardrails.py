@@ -158,6 +158,13 @@ def test_converse_checks_the_input_before_the_model_and_the_answer_after(server,
     text = answer["output"]["message"]["content"][0]["text"]
     assert answer["stopReason"] == "guardrail_intervened" and set(text.split()) == {"{WORD}"}
     assert "trace" not in answer  # trace was not asked for
+    # InvokeModel's answer is masked too, in the format that reads its text into blocks (Anthropic Messages).
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 12,
+            "messages": [{"role": "user", "content": "Say something."}]}
+    native = json.loads(runtime.invoke_model(modelId=tiny_model, guardrailIdentifier=masking["guardrailId"],
+                                             guardrailVersion="DRAFT", body=json.dumps(body))["body"].read())
+    assert set(native["content"][0]["text"].split()) == {"{WORD}"}
+    assert native["amazon-bedrock-guardrailAction"] == "INTERVENED"
     events = list(runtime.converse_stream(modelId=tiny_model, guardrailConfig=config, messages=question,
                                           inferenceConfig={"maxTokens": 12})["stream"])
     deltas = [e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e]
