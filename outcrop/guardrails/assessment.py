@@ -32,6 +32,9 @@ INTERVENED, NONE = "GUARDRAIL_INTERVENED", "NONE"
 UNIT_CHARACTERS = 1000
 #: Seconds one custom regex may spend on one text block.
 REGEX_SECONDS = 0.25
+#: The most characters one check embeds for the meaning-based policies (every sentence is embedded: without a
+#: bound, one request could hold the embedding model for minutes).
+SEMANTIC_CHARACTERS = 100_000
 #: Content filters' confidences and strengths, in order.
 LEVELS = ("NONE", "LOW", "MEDIUM", "HIGH")
 _PAST = {"BLOCK": "BLOCKED", "ANONYMIZE": "ANONYMIZED", "NONE": "NONE"}
@@ -117,6 +120,10 @@ class _Semantic:
             return
         if embedder is None:
             raise RuntimeError("a guardrail with meaning-based policies needs an embedder")
+        checked = sum(map(len, texts)) + (sum(map(len, sources + queries)) if self.grounding else 0)
+        if checked > SEMANTIC_CHARACTERS:
+            raise ValidationException(f"The guardrail's content filters, denied topics and grounding checks read at "
+                                      f"most {SEMANTIC_CHARACTERS} characters per call; this one has {checked}")
         self.embedder = embedder
         self.sentences = [s for t in texts for s in sentences(t)]
         self.source_sentences = [s for t in sources for s in sentences(t)] if self.grounding else []

@@ -65,3 +65,8 @@ def test_grounding_judges_only_answers_with_sources():
 def test_sentences_are_bounded():
     assert sentences("One. Two!  Three?\nfour") == ["One.", "Two!", "Three?", "four"]
     assert [len(s.split()) for s in sentences("word " * 100)] == [48, 48, 4]
+
+
+def test_the_text_a_check_embeds_is_bounded():
+    with pytest.raises(assessment.ValidationException, match="at most"):
+        assessment.apply(_document(), "INPUT", [{"text": {"text": "word. " * 20_000}}], True, _embedder())
