@@ -76,3 +76,9 @@ def confidences(vectors: np.ndarray, texts: list[str] | None = None) -> list[dic
     probs = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
     level = (probs[:, :, None] >= cuts[None, :, :]).sum(axis=2)  # thresholds are non-decreasing
     return [{c: LEVELS[int(v)] for c, v in zip(cats, row, strict=True)} for row in level]
+
+
+def reachable(category: str, level: str) -> bool:
+    """Whether `category`'s classifier can report `level` confidence (its threshold for it was reached in
+    training; a level without one is never reported)."""
+    return load()["heads"].get(category, {}).get("thresholds", {}).get(level) is not None

@@ -22,7 +22,8 @@ import regex
 from sqlalchemy import delete, select
 
 from outcrop.errors import ResourceNotFoundException, ValidationException
-from outcrop.guardrails.assessment import apply
+from outcrop.guardrails import content
+from outcrop.guardrails.assessment import LEVELS, apply
 from outcrop.guardrails.content import UNSUPPORTED
 from outcrop.guardrails.semantic import Embedder
 from outcrop.guardrails.sensitive import SUPPORTED
@@ -284,6 +285,13 @@ def _content_policy(config: dict[str, Any] | None) -> dict[str, Any]:
         if entry["type"] == "PROMPT_ATTACK" and entry["outputStrength"] != "NONE":
             raise ValidationException(f"{member}[{i}].outputStrength must be NONE for PROMPT_ATTACK: prompt attacks "
                                       "are checked in input only")
+        for key in ("inputStrength", "outputStrength"):
+            # A strength acts from one confidence up (HIGH from LOW ... LOW from HIGH only); a classifier whose
+            # training data never reached that confidence would make the setting a silent no-op.
+            if entry[key] != "NONE" and not content.reachable(entry["type"], LEVELS[4 - LEVELS.index(entry[key])]):
+                raise ValidationException(f"{member}[{i}].{key} {entry[key]} cannot act on this server: the "
+                                          f"{entry['type']} classifier never reaches the confidence it needs "
+                                          "(see outcrop/guardrails/CONTENT_FILTERS.md)")
         for key in ("inputModalities", "outputModalities"):
             if set(entry.get(key) or ["TEXT"]) != {"TEXT"}:
                 raise ValidationException(f"{member}[{i}].{key}: only TEXT is supported on this server (no image "

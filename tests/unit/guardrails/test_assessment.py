@@ -70,3 +70,10 @@ def test_sentences_are_bounded():
 def test_the_text_a_check_embeds_is_bounded():
     with pytest.raises(assessment.ValidationException, match="at most"):
         assessment.apply(_document(), "INPUT", [{"text": {"text": "word. " * 20_000}}], True, _embedder())
+
+
+def test_a_strength_no_classifier_confidence_reaches_is_refused(monkeypatch):
+    monkeypatch.setattr(content, "reachable", lambda category, level: level != "HIGH")
+    with pytest.raises(assessment.ValidationException, match=r"filtersConfig\[0\].inputStrength LOW"):
+        _document("LOW")
+    _document("MEDIUM")
