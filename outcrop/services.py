@@ -36,6 +36,7 @@ from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
 from outcrop.platform.objectstore import ObjectStore, S3Uri, open_object_store
 from outcrop.platform.pagination import use_secret
+from outcrop.platform.presence import Presence
 from outcrop.platform.private import private_dir, private_files
 from outcrop.profiles.aliases import model_aliases
 from outcrop.profiles.service import InferenceProfiles
@@ -79,6 +80,8 @@ class Services:
     schema_revision: str = ""
     #: The models loaded in the background when the server starts (the app's lifespan starts it).
     preload: Preload | None = None
+    #: This server's row among the servers on the database (platform/presence.py).
+    presence: Presence | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -102,7 +105,9 @@ class Services:
         jobs = JobRunner(db, settings, settings.max_running_jobs)
         jobs.start()  # recovers jobs a previous server left running
         models = CustomModels(db, catalog, settings.region)
-        provisioning = _provisioning(db, settings, engine, models)
+        presence = Presence(db)  # this server, as the others on the database see it (shared capacity)
+        presence.start()
+        provisioning = _provisioning(db, settings, engine, models, presence)
         customization = CustomizationService(db, catalog, iam, jobs, models, provisioning.in_use, settings.region)
         provisioning.resume()  # finish loading what a previous server was creating or updating
         evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, profiles, settings.region)
@@ -110,7 +115,7 @@ class Services:
         # Requests wait a bounded time for a model that is loading (then ModelNotReadyException, retried by
         # the SDKs); provisioning loads in the background and waits for it, so it gets the engine itself.
         runtime = RuntimeService(catalog, BoundedEngine(engine, settings.model_load_wait_seconds), db,
-                                 Quotas(settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
+                                 Quotas(db, settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
                                  invocation_log, settings.region, provisioning, profiles)
         knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
         guardrails = Guardrails(db, settings.region, runtime, settings.guardrail_embedding_model)
@@ -126,9 +131,12 @@ class Services:
                    agent_runtime=AgentRuntime(agents, retrieval, runtime, functions, SessionMemory(db, runtime), db,
                                                                settings.agent_max_steps, settings.agent_step_tokens,
                                                                guardrails),
-                   schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids))
+                   schema_revision=revision, preload=_preload(engine, catalog, settings.preload_model_ids),
+                   presence=presence)
 
     def close(self) -> None:
+        if self.presence is not None:
+            self.presence.close()
         self.jobs.close()
         self.invocation_log.close()
         self.engine.close()
@@ -156,9 +164,11 @@ def _vectors_bucket(db: Database, store: ObjectStore, settings: Settings) -> Non
                     VECTOR_BUCKET, exc)
 
 
-def _provisioning(db: Database, settings: Settings, engine: Engine, models: CustomModels) -> ProvisioningService:
+def _provisioning(db: Database, settings: Settings, engine: Engine, models: CustomModels,
+                  presence: Presence | None = None) -> ProvisioningService:
     """Provisioned throughput, serving foundation and custom models (looked up through CustomModels)."""
-    return ProvisioningService(db, engine, models.served_model, settings, PriceTable.load(settings.price_table or None))
+    return ProvisioningService(db, engine, models.served_model, settings, PriceTable.load(settings.price_table or None),
+                               presence)
 
 
 def _preload(engine: Engine, catalog: Catalog, model_ids: tuple[str, ...]) -> Preload:
@@ -200,7 +210,7 @@ class JobServices:
         settings = self.settings
         engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences)
         logs = InvocationLogWriter(self.db, self.store, settings.region)
-        return RuntimeService(self.catalog, engine, self.db, Quotas(0, 0), logs, settings.region,
+        return RuntimeService(self.catalog, engine, self.db, Quotas(None, 0, 0), logs, settings.region,
                               _provisioning(self.db, settings, engine, CustomModels(self.db, self.catalog,
                                                                                     settings.region)),
                               self.profiles)

@@ -20,6 +20,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests import backends
+
 # No test may reach the network: the hub is off for every model load in this process and children.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -113,6 +115,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Run
            # Agents' steps: SmolLM2 may ramble in a final answer to the limit; the tests check the platform, and
            # 120 tokens hold any call they make (the limit's own behaviour is tests/unit/agents').
            "OUTCROP_AGENT_STEP_TOKENS": "120", **(extra_env or {})}
+    backends.configure(data_dir, _postgres)
     env.pop("OUTCROP_DATA_DIR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "outcrop", "serve", "--port", str(port), "--data-dir", str(data_dir)],
@@ -131,6 +134,23 @@ def stop_server(server: RunningServer) -> int:
     except subprocess.TimeoutExpired:
         server.process.kill()
         raise
+
+
+#: The PostgreSQL server every test server runs on, with OUTCROP_TEST_DATABASE=postgresql (tests/backends.py).
+_postgres: backends.PostgresServer | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database() -> Iterator[None]:
+    global _postgres
+    if not backends.wanted():
+        yield
+        return
+    _postgres = backends.PostgresServer(free_port())
+    try:
+        yield
+    finally:
+        _postgres.stop()
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,8 @@ from outcrop.platform.database import Database, as_utc, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
 from outcrop.platform.pagination import page
-from outcrop.provisioning.capacity import Capacity
+from outcrop.platform.presence import Presence
+from outcrop.provisioning.capacity import Capacity, SharedCapacity
 from outcrop.provisioning.tables import ProvisionedThroughputRow, ThroughputStatus
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,16 @@ COMMITMENT_DAYS = {"OneMonth": 30, "SixMonths": 180}
 
 class ProvisioningService:
     def __init__(self, db: Database, engine: Engine, lookup: ModelLookup, settings: Settings,
-                 prices: PriceTable) -> None:
+                 prices: PriceTable, presence: Presence | None = None) -> None:
+        #: A server's presence on the database: its throughputs' capacity is then shared with every other
+        #: server there (SharedCapacity); without one (a job's process), it is counted in this process.
+        self.presence = presence
         self.db = db
         self.engine = engine
         self.lookup = lookup
         self.settings = settings
         self.prices = prices
-        self._capacity: dict[str, Capacity] = {}
+        self._capacity: dict[str, Capacity | SharedCapacity] = {}
         self._lock = threading.Lock()
         #: Serializes the model-unit quota check with the insert it allows (two creates could both fit).
         self._units_lock = threading.Lock()
@@ -243,7 +247,7 @@ class ProvisioningService:
 
     # -- the data plane -----------------------------------------------------------------------------
 
-    def resolve(self, account: str, arn: str) -> tuple[ServedModel, Capacity]:
+    def resolve(self, account: str, arn: str) -> tuple[ServedModel, Capacity | SharedCapacity]:
         """The model behind a provisioned ARN and the capacity its requests share."""
         row = self._row(account, arn)
         if row.status == ThroughputStatus.CREATING:
@@ -253,8 +257,10 @@ class ProvisioningService:
             raise ValidationException(f"The provisioned throughput {row.name} failed: {row.failure_message}")
         with self._lock:
             capacity = self._capacity.get(row.arn)
-            if capacity is None:
-                capacity = self._capacity[row.arn] = Capacity(
-                    row.model_units, self.settings.mu_concurrent_sequences, self.settings.mu_tokens_per_minute,
-                    self.settings.provisioned_queue_seconds)
+            if capacity is None or capacity.slots != row.model_units * self.settings.mu_concurrent_sequences:
+                units = (row.model_units, self.settings.mu_concurrent_sequences, self.settings.mu_tokens_per_minute,
+                         self.settings.provisioned_queue_seconds)
+                capacity = self._capacity[row.arn] = (
+                    SharedCapacity(self.db, self.presence, row.arn, *units) if self.presence is not None
+                    else Capacity(*units))
         return self.lookup(account, row.model_arn), capacity

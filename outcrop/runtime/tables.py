@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String
+from sqlalchemy import JSON, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from outcrop.platform.database import Base, UtcDateTime
@@ -83,3 +83,39 @@ class InvocationLoggingConfig(Base):
     #: The `loggingConfig` structure exactly as PutModelInvocationLoggingConfiguration received it.
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class QuotaBucketRow(Base):
+    """One allowance (quotas.py): an account's on-demand requests or tokens a minute, or a provisioned
+    throughput's tokens a minute; a token bucket every server process draws from, so that N servers on one
+    database grant it once, not N times."""
+
+    __tablename__ = "quota_buckets"
+
+    #: An account id, or a provisioned throughput's ARN.
+    owner: Mapped[str] = mapped_column(String(1011), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # requests or tokens
+    level: Mapped[float] = mapped_column(Float)
+    #: When `level` was last brought up to date, in seconds since the epoch (servers share no monotonic clock).
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class ServerRow(Base):
+    """A running `outcrop serve` process, seen alive at `seen_at` (it writes that every few seconds): what a
+    provisioned throughput's leases held by a server that died stop counting by."""
+
+    __tablename__ = "servers"
+
+    server_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[float] = mapped_column(Float)
+
+
+class CapacityLeaseRow(Base):
+    """One sequence slot of a provisioned throughput, held by a request on one server while it generates."""
+
+    __tablename__ = "capacity_leases"
+
+    lease_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    throughput_arn: Mapped[str] = mapped_column(String(1011), index=True)
+    server_id: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[float] = mapped_column(Float)

@@ -25,8 +25,13 @@ _endpoint: str | None = None
 def moto_endpoint_url() -> str:
     """Start moto once per test process (unit and integration tests share it) and return its URL."""
     global _endpoint
-    if _endpoint is not None:
-        return _endpoint
+    if _endpoint is None:
+        _endpoint = start_moto()
+    return _endpoint
+
+
+def start_moto() -> str:
+    """A moto server of its own, stopped when the test process ends: its URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -45,7 +50,6 @@ def moto_endpoint_url() -> str:
             if time.monotonic() > deadline:
                 raise TimeoutError("moto server did not answer within 30 s") from None
             time.sleep(0.05)
-    _endpoint = url
     return url
 
 

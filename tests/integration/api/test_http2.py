@@ -12,7 +12,6 @@ import base64
 import json
 import signal
 import socket
-import sqlite3
 import ssl
 import time
 import urllib.parse
@@ -30,6 +29,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 from hyperframe.frame import GoAwayFrame
 
+from tests.backends import query
 from tests.conftest import register_model, start_server, stop_server
 from tests.helpers import make_endless_llama
 
@@ -258,9 +258,8 @@ def test_a_reset_stream_stops_its_generation(server, tmp_path_factory):
         client.flush()
         row, deadline = None, time.monotonic() + 10
         while row is None and time.monotonic() < deadline:
-            with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-                row = db.execute("SELECT status, output_tokens FROM usage_records WHERE session_id = ?",
-                                 (session_id,)).fetchone()
+            row = next(iter(query(server.data_dir, "SELECT status, output_tokens FROM usage_records "
+                                  "WHERE session_id = ?", session_id)), None)
             time.sleep(0.1)
         assert row is not None, "the generation went on after its stream was reset"
         assert row[0] == "Cancelled" and 0 < row[1] < 16_000, row

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from urllib.parse import quote
 import pytest
 import torch
 
+from tests.backends import query
 from tests.conftest import register_model, start_server, stop_server
 
 PAIRS = [("What colour is the sky?", "blue sky"), ("What do cows drink?", "fresh water"),
@@ -272,8 +272,7 @@ def test_a_job_running_when_the_server_stops_resumes_after_restart(tmp_path, tin
         # The hardest stop, as when the machine dies: server and job process killed, no shutdown code runs.
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(timeout=30)
-    with sqlite3.connect(data / "outcrop.db") as db:
-        (pid,) = db.execute("SELECT pid FROM jobs WHERE state = 'RUNNING'").fetchone()
+    [(pid,)] = query(data, "SELECT pid FROM jobs WHERE state = 'RUNNING'")
     os.kill(pid, signal.SIGKILL)
     second = start_server(data)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
+from tests.backends import query
 from tests.conftest import register_model, start_server, stop_server
 from tests.integration.customization.test_customization import jsonl, outcrop
 
@@ -288,10 +288,9 @@ def test_a_job_stopped_while_queued_ends_stopped(setup):
     bedrock.stop_evaluation_job(jobIdentifier=busy)
     assert wait(bedrock, queued)["status"] == "Stopped"
     assert wait(bedrock, busy)["status"] == "Stopped"
-    with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-        runner_job = db.execute("SELECT runner_job_id FROM evaluation_jobs WHERE job_arn = ?", (queued,)).fetchone()
-        assert db.execute("SELECT message FROM jobs WHERE job_id = ?", runner_job).fetchone() == (
-            "Stopped before it started",)
+    [(runner_job,)] = query(server.data_dir, "SELECT runner_job_id FROM evaluation_jobs WHERE job_arn = ?", queued)
+    assert query(server.data_dir, "SELECT message FROM jobs WHERE job_id = ?", runner_job) == [
+        ("Stopped before it started",)]
 
 
 def test_stop_and_batch_delete(setup):
@@ -338,8 +337,7 @@ def test_a_job_running_when_the_server_stops_resumes_after_restart(tmp_path, tin
     finally:
         first.process.send_signal(signal.SIGKILL)  # as when the machine dies: no shutdown code runs
         first.process.wait(timeout=30)
-    with sqlite3.connect(data / "outcrop.db") as db:
-        (pid,) = db.execute("SELECT pid FROM jobs WHERE state = 'RUNNING'").fetchone()
+    [(pid,)] = query(data, "SELECT pid FROM jobs WHERE state = 'RUNNING'")
     os.kill(pid, signal.SIGKILL)
     second = start_server(data, env)
     try:

@@ -5,10 +5,9 @@ Every client here gets the root key, region and endpoint explicitly, so nothing 
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
+from tests.backends import query
 from tests.integration.frameworks.shared import QUESTION
 
 
@@ -33,9 +32,8 @@ def count_tokens(runtime):
 def usage_record(server):
     """The usage record the server wrote for one request id: (model_id, operation, input, output tokens)."""
     def record(request_id: str) -> tuple[str, str, int, int]:
-        with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-            row = db.execute("SELECT model_id, operation, input_tokens, output_tokens FROM usage_records "
-                             "WHERE request_id = ?", (request_id,)).fetchone()
+        row = next(iter(query(server.data_dir, "SELECT model_id, operation, input_tokens, output_tokens "
+                              "FROM usage_records WHERE request_id = ?", request_id)), None)
         assert row is not None, f"no usage record for request {request_id}"
         return row
     return record

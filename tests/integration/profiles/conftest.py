@@ -4,10 +4,10 @@ defaults stay in force for the other well-known ids (SmolLM2 and all-MiniLM answ
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
+from tests.backends import query
 from tests.conftest import register_model, start_server, stop_server
 from tests.integration.security.helpers import outcrop
 
@@ -48,9 +48,8 @@ def other_account(profile_server):
 def usage(profile_server):
     """(model_id, invoked_model_id, operation, input tokens, output tokens) of one request's usage record."""
     def record(request_id: str) -> tuple[str, str, str, int, int]:
-        with sqlite3.connect(profile_server.data_dir / "outcrop.db") as db:
-            row = db.execute("SELECT model_id, invoked_model_id, operation, input_tokens, output_tokens "
-                             "FROM usage_records WHERE request_id = ?", (request_id,)).fetchone()
+        row = next(iter(query(profile_server.data_dir, "SELECT model_id, invoked_model_id, operation, input_tokens, "
+                              "output_tokens FROM usage_records WHERE request_id = ?", request_id)), None)
         assert row is not None, f"no usage record for {request_id}"
         return row
     return record

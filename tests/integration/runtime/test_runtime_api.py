@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 
 import pytest
 from botocore.exceptions import ClientError
+
+from tests.backends import query
 
 QUESTION = [{"role": "user", "content": [{"text": "hello world, this is a test"}]}]
 
@@ -207,10 +208,9 @@ def test_usage_records_are_written(runtime, tiny_model, server):
     response = runtime.converse(modelId=tiny_model, messages=QUESTION, inferenceConfig={"maxTokens": 3},
                                 requestMetadata={"userId": "u-42", "domain": "tests"})
     request_id = response["ResponseMetadata"]["RequestId"]
-    with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-        row = db.execute("SELECT account_id, principal_arn, model_id, operation, input_tokens, output_tokens, "
-                         "stop_reason, status, request_metadata, latency_ms FROM usage_records "
-                         "WHERE request_id = ?", (request_id,)).fetchone()
+    row = next(iter(query(server.data_dir, "SELECT account_id, principal_arn, model_id, operation, input_tokens, "
+                          "output_tokens, stop_reason, status, request_metadata, latency_ms FROM usage_records "
+                          "WHERE request_id = ?", request_id)), None)
     assert row is not None
     account, principal, model, operation, tokens_in, tokens_out, stop, status, metadata, latency = row
     assert (model, operation, status) == (tiny_model, "Converse", "Success")
@@ -283,9 +283,8 @@ def test_a_client_that_hangs_up_stops_its_generation(runtime, tiny_model, server
     row = None
     while row is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-            row = db.execute("SELECT status, output_tokens FROM usage_records WHERE request_id = ?",
-                             (request_id,)).fetchone()
+        row = next(iter(query(server.data_dir, "SELECT status, output_tokens FROM usage_records WHERE request_id = ?",
+                              request_id)), None)
     assert row is not None, "the abandoned stream never ended"
     status, tokens = row
     assert status == "Cancelled" and tokens < 250

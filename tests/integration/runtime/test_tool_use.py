@@ -12,6 +12,8 @@ import jsonschema
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.backends import query
+
 SMOLLM2 = "huggingface.smollm2-135m-instruct-v1:0"
 
 WEATHER = {"toolSpec": {
@@ -247,7 +249,6 @@ def test_tool_calls_are_metered_and_logged_like_text(server, runtime, bedrock, t
     """The usage record counts the call's tokens, and the invocation log holds the same toolUse blocks (same
     ids) as the answer the caller got."""
     import gzip
-    import sqlite3
     import subprocess
     import sys
     import time
@@ -277,7 +278,6 @@ def test_tool_calls_are_metered_and_logged_like_text(server, runtime, bedrock, t
     logged = records[0]["output"]["outputBodyJson"]["output"]["message"]["content"]
     assert logged == response["output"]["message"]["content"]
     assert records[0]["input"]["inputBodyJson"]["toolConfig"]["tools"][0]["toolSpec"]["name"] == "get_weather"
-    with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-        output_tokens = db.execute("SELECT output_tokens FROM usage_records WHERE request_id = ?",
-                                   (request_id,)).fetchone()[0]
+    [(output_tokens,)] = query(server.data_dir, "SELECT output_tokens FROM usage_records WHERE request_id = ?",
+                               request_id)
     assert output_tokens == response["usage"]["outputTokens"] > 0

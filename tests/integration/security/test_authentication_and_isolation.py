@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests.backends import query
 from tests.conftest import start_server, stop_server
 from tests.integration.security.helpers import QUESTION, error_code, outcrop
 
@@ -80,8 +80,7 @@ def test_bearer_api_key_over_https(tmp_path, monkeypatch):
 
 def test_secrets_are_stored_encrypted_and_never_logged(server):
     key_id, secret = server.root_key()
-    with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-        stored = db.execute("SELECT secret FROM access_keys WHERE access_key_id = ?", (key_id,)).fetchone()[0]
+    [(stored,)] = query(server.data_dir, "SELECT secret FROM access_keys WHERE access_key_id = ?", key_id)
     assert secret not in stored
     assert not any(secret in line for line in server.output)
 
@@ -167,9 +166,8 @@ def test_usage_and_audit_belong_to_the_caller_account(server, tiny_model, second
     account_b, key_b = second_account
     response = server.client("bedrock-runtime", key=key_b).converse(
         modelId=tiny_model, messages=QUESTION, inferenceConfig={"maxTokens": 2})
-    with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-        (account,) = db.execute("SELECT account_id FROM usage_records WHERE request_id = ?",
-                                (response["ResponseMetadata"]["RequestId"],)).fetchone()
+    [(account,)] = query(server.data_dir, "SELECT account_id FROM usage_records WHERE request_id = ?",
+                         response["ResponseMetadata"]["RequestId"])
     assert account == account_b
     server.client("bedrock", key=key_b).list_foundation_models()
     events = [json.loads(line) for line in

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 import urllib.parse
 import uuid
@@ -20,6 +19,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.backends import query
 from tests.conftest import register_model, start_server, stop_server
 from tests.helpers import make_endless_llama
 from tests.integration.security.helpers import QUESTION, error_code
@@ -58,9 +58,8 @@ def usage_row(server, session_id: str, timeout: float) -> tuple[str, int] | None
     """(status, output tokens) of the usage record tagged with this sessionId, once there is one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(server.data_dir / "outcrop.db") as db:
-            row = db.execute("SELECT status, output_tokens FROM usage_records WHERE session_id = ?",
-                             (session_id,)).fetchone()
+        row = next(iter(query(server.data_dir, "SELECT status, output_tokens FROM usage_records WHERE session_id = ?",
+                              session_id)), None)
         if row is not None:
             return row
         time.sleep(0.1)
