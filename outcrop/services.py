@@ -102,11 +102,11 @@ class Services:
         buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
         _vectors_bucket(db, store, settings)
         invocation_log = InvocationLogWriter(db, store, settings.region)
-        jobs = JobRunner(db, settings, settings.max_running_jobs)
+        presence = Presence(db)  # this server, as the others on the database see it (jobs, shared capacity)
+        presence.start()
+        jobs = JobRunner(db, settings, settings.max_running_jobs, presence)
         jobs.start()  # recovers jobs a previous server left running
         models = CustomModels(db, catalog, settings.region)
-        presence = Presence(db)  # this server, as the others on the database see it (shared capacity)
-        presence.start()
         provisioning = _provisioning(db, settings, engine, models, presence)
         customization = CustomizationService(db, catalog, iam, jobs, models, provisioning.in_use, settings.region)
         provisioning.resume()  # finish loading what a previous server was creating or updating
@@ -135,9 +135,9 @@ class Services:
                    presence=presence)
 
     def close(self) -> None:
+        self.jobs.close()  # its children stopped first: once this server is gone, another may requeue them
         if self.presence is not None:
             self.presence.close()
-        self.jobs.close()
         self.invocation_log.close()
         self.engine.close()
         self.db.dispose()

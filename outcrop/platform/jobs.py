@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database, utc_now
+from outcrop.platform.presence import Presence
 from outcrop.platform.tables import JobRow, JobState
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ MAX_ATTEMPTS = 3
 #: Seconds a job has to honour a stop request before it is terminated.
 STOP_GRACE_S = 20.0
 POLL_S = 0.5
+#: Seconds between looks for jobs whose server died (with other servers on the database).
+RECOVER_SECONDS = 10.0
 
 
 def _resolve(entry_point: str) -> Callable[..., Any]:
@@ -86,7 +89,12 @@ class JobContext:
 class JobRunner:
     """Starts queued jobs as child processes, watches them, stops them, recovers them after restarts."""
 
-    def __init__(self, db: Database, settings: Settings, max_running: int = 1) -> None:
+    def __init__(self, db: Database, settings: Settings, max_running: int = 1,
+                 presence: Presence | None = None) -> None:
+        #: This server among those on the database: a job it claims carries its id, and the jobs of servers
+        #: that died are requeued (recover). None: the only server.
+        self.presence = presence
+        self._recovered = time.monotonic()
         self.db = db
         self.settings = settings
         self.max_running = max_running
@@ -136,9 +144,13 @@ class JobRunner:
             _terminate(child)
 
     def recover(self) -> None:
-        """Jobs left running by a previous server are requeued (to resume) or failed after MAX_ATTEMPTS."""
+        """Jobs left running by a server that is gone (this one before a restart, or another server on the
+        database that died) are requeued, to resume, or failed after MAX_ATTEMPTS. Jobs of live servers are
+        theirs."""
         with self.db.session() as session:
-            orphans = session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING)).all()
+            live = self.presence.live(session) if self.presence is not None else set()
+            orphans = [row for row in session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING))
+                       if row.server_id not in live]
         for row in orphans:
             if row.pid and _is_our_child(row.pid, row.job_id):
                 os.kill(row.pid, signal.SIGTERM)  # a server killed hard leaves its children running
@@ -148,15 +160,19 @@ class JobRunner:
                 self._fail(row, f"The job was interrupted {row.attempt} times (server restarts) and was given up")
             else:
                 with self.db.session() as session:
-                    job = session.get(JobRow, row.job_id)
-                    job.state, job.pid, job.updated_at = JobState.QUEUED, None, utc_now()
-                log.info("job %s was running when the server stopped; it will resume", row.job_id)
+                    session.execute(update(JobRow).where(JobRow.job_id == row.job_id,
+                                                         JobRow.state == JobState.RUNNING)
+                                    .values(state=JobState.QUEUED, pid=None, server_id=None, updated_at=utc_now()))
+                log.info("job %s was running on a server that stopped; it will resume", row.job_id)
 
     def _loop(self) -> None:
         while not self._closed.is_set():
             try:
                 self._reap()
                 self._enforce_stops()
+                if self.presence is not None and time.monotonic() - self._recovered > RECOVER_SECONDS:
+                    self._recovered = time.monotonic()
+                    self.recover()  # another server may have died with jobs running
                 self._launch()
             except Exception:  # the loop must outlive any one job's trouble
                 log.exception("job runner step failed")
@@ -170,22 +186,38 @@ class JobRunner:
         with self.db.session() as session:
             queued = session.scalars(select(JobRow).where(JobRow.state == JobState.QUEUED)
                                      .order_by(JobRow.created_at).limit(room)).all()
-            for row in queued:
-                if row.stop_requested:
-                    row.state, row.message, row.updated_at = JobState.STOPPED, "Stopped before it started", utc_now()
-                    continue
-                row.attempt += 1
-                log_path = job_dir(self.settings, row.job_id) / "job.log"
-                log_path.parent.mkdir(parents=True, exist_ok=True)
+        for row in queued:
+            if not self._claim(row):
+                continue
+            log_path = job_dir(self.settings, row.job_id) / "job.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
                 with log_path.open("ab") as log_file:  # the child keeps its own handle
                     child = subprocess.Popen(
                         [sys.executable, "-m", "outcrop.platform.job_process", row.job_id,
                          "--data-dir", str(self.settings.data_dir)],
                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                         start_new_session=True, env={**os.environ, "OUTCROP_DATA_DIR": str(self.settings.data_dir)})
-                row.state, row.pid, row.updated_at = JobState.RUNNING, child.pid, utc_now()
-                self._children[row.job_id] = child
-                log.info("job %s started (attempt %d, pid %d)", row.job_id, row.attempt, child.pid)
+            except OSError as exc:  # claimed but not started: it must not stay RUNNING on no process
+                self._fail(row, f"The job process could not start: {exc}")
+                continue
+            with self.db.session() as session:
+                session.execute(update(JobRow).where(JobRow.job_id == row.job_id).values(pid=child.pid))
+            self._children[row.job_id] = child
+            log.info("job %s started (attempt %d, pid %d)", row.job_id, row.attempt + 1, child.pid)
+
+    def _claim(self, row: JobRow) -> bool:
+        """Take a queued job for this server by one conditional update: of servers racing for it, one wins (a
+        job stopped while queued ends STOPPED instead)."""
+        queued = (JobRow.job_id == row.job_id, JobRow.state == JobState.QUEUED)
+        with self.db.session() as session:
+            if row.stop_requested:
+                session.execute(update(JobRow).where(*queued).values(
+                    state=JobState.STOPPED, message="Stopped before it started", updated_at=utc_now()))
+                return False
+            return bool(session.execute(update(JobRow).where(*queued).values(
+                state=JobState.RUNNING, attempt=row.attempt + 1, updated_at=utc_now(),
+                server_id=self.presence.server_id if self.presence is not None else None)).rowcount)
 
     def _reap(self) -> None:
         for job_id, child in list(self._children.items()):

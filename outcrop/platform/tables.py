@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outcrop.platform.database import Base, UtcDateTime
@@ -33,6 +33,8 @@ class JobRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The server (platform/presence.py) that claimed it; another requeues it when that server is dead.
+    server_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     #: The job's own report: {"percent", "step", "epoch", "loss", "etaSeconds", ...}.
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -50,3 +52,17 @@ class IdempotencyRow(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     response: Mapped[Any] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ServerRow(Base):
+    """A running `outcrop serve` process, seen alive at `seen_at` (platform/presence.py writes that every few
+    seconds): what the jobs and the provisioned throughputs' slots a server held are given back by when it dies."""
+
+    __tablename__ = "servers"
+
+    server_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[float] = mapped_column(Float)
+    #: Where it runs: a server on this host whose process is gone is dead at once, not after STALE_SECONDS.
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+

@@ -18,9 +18,9 @@ from sqlalchemy import delete, func, insert, literal, select
 from outcrop.errors import ThrottlingException
 from outcrop.platform.database import Database
 from outcrop.platform.presence import STALE_SECONDS, Presence
-from outcrop.provisioning.tables import ProvisionedThroughputRow
+from outcrop.platform.tables import ServerRow
+from outcrop.provisioning.tables import CapacityLeaseRow, ProvisionedThroughputRow
 from outcrop.runtime.quotas import TOKENS, Buckets
-from outcrop.runtime.tables import CapacityLeaseRow, ServerRow
 
 
 class Capacity:

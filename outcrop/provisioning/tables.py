@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outcrop.platform.database import Base, UtcDateTime
@@ -38,3 +38,14 @@ class ProvisionedThroughputRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+class CapacityLeaseRow(Base):
+    """One sequence slot of a provisioned throughput, held by a request on one server while it generates."""
+
+    __tablename__ = "capacity_leases"
+
+    lease_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    throughput_arn: Mapped[str] = mapped_column(String(1011), index=True)
+    server_id: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[float] = mapped_column(Float)
+

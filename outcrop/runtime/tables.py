@@ -98,24 +98,3 @@ class QuotaBucketRow(Base):
     level: Mapped[float] = mapped_column(Float)
     #: When `level` was last brought up to date, in seconds since the epoch (servers share no monotonic clock).
     updated: Mapped[float] = mapped_column(Float)
-
-
-class ServerRow(Base):
-    """A running `outcrop serve` process, seen alive at `seen_at` (it writes that every few seconds): what a
-    provisioned throughput's leases held by a server that died stop counting by."""
-
-    __tablename__ = "servers"
-
-    server_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seen_at: Mapped[float] = mapped_column(Float)
-
-
-class CapacityLeaseRow(Base):
-    """One sequence slot of a provisioned throughput, held by a request on one server while it generates."""
-
-    __tablename__ = "capacity_leases"
-
-    lease_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    throughput_arn: Mapped[str] = mapped_column(String(1011), index=True)
-    server_id: Mapped[str] = mapped_column(String(64))
-    acquired_at: Mapped[float] = mapped_column(Float)

@@ -10,8 +10,8 @@ from sqlalchemy import update
 
 from outcrop.errors import ThrottlingException
 from outcrop.platform.presence import STALE_SECONDS, Presence
+from outcrop.platform.tables import ServerRow
 from outcrop.provisioning.capacity import SharedCapacity
-from outcrop.runtime.tables import ServerRow
 
 ARN = "arn:aws:bedrock:us-east-1:111111111111:provisioned-model/abc123"
 

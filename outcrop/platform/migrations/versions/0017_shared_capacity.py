@@ -1,6 +1,7 @@
-"""Shared capacity: quota buckets (accounts' on-demand allowances, provisioned throughputs' tokens a minute),
-the servers running on this database, and the sequence slots of provisioned throughputs they hold, so that
-every server process on one database grants each allowance once.
+"""Many servers, one platform: quota buckets (accounts' on-demand allowances, provisioned throughputs' tokens
+a minute), the servers running on this database, the sequence slots of provisioned throughputs they hold, and
+the server running each job, so that every server process on one database grants each allowance once and
+picks up the jobs of a server that died.
 
 Revision ID: 0017
 Revises: 0016
@@ -27,7 +28,11 @@ def upgrade() -> None:
         "servers",
         sa.Column("server_id", sa.String(64), primary_key=True),
         sa.Column("seen_at", sa.Float, nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
     )
+    with op.batch_alter_table("jobs") as batch:  # the server running a job: another picks it up if it dies
+        batch.add_column(sa.Column("server_id", sa.String(64), nullable=True))
     op.create_table(
         "capacity_leases",
         sa.Column("lease_id", sa.String(32), primary_key=True),
@@ -39,6 +44,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("server_id")
     op.drop_index("ix_capacity_leases_throughput_arn", "capacity_leases")
     op.drop_table("capacity_leases")
     op.drop_table("servers")

@@ -1,0 +1,51 @@
+"""Jobs with several servers on one database: a queued job is claimed by one server only, and a job whose
+server died is requeued by another, while a live server's jobs stay its own."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import update
+
+from outcrop.platform.config import load_settings
+from outcrop.platform.database import utc_now
+from outcrop.platform.jobs import JobRunner
+from outcrop.platform.presence import STALE_SECONDS, Presence
+from outcrop.platform.tables import JobRow, JobState, ServerRow
+
+
+def _job(db, job_id: str, state: str, server_id: str | None = None) -> None:
+    with db.session() as session:
+        session.add(JobRow(job_id=job_id, account_id="111111111111", entry_point="x:y", spec={}, state=state,
+                           attempt=1 if state == JobState.RUNNING else 0, stop_requested=False,
+                           server_id=server_id, created_at=utc_now(), updated_at=utc_now()))
+
+
+def _state(db, job_id: str) -> tuple[str, str | None]:
+    with db.session() as session:
+        row = session.get(JobRow, job_id)
+        return row.state, row.server_id
+
+
+def test_a_queued_job_is_claimed_once(db, tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    first, second = (JobRunner(db, settings, 1, Presence(db)) for _ in range(2))
+    _job(db, "j1", JobState.QUEUED)
+    with db.session() as session:  # both servers read the job while it was queued
+        seen = session.get(JobRow, "j1")
+    assert first._claim(seen) and not second._claim(seen)
+    assert _state(db, "j1") == (JobState.RUNNING, first.presence.server_id)
+
+
+def test_jobs_of_a_dead_server_are_requeued_and_a_live_ones_are_not(db, tmp_path):
+    alive, dead, me = Presence(db), Presence(db), Presence(db)
+    with db.session() as session:
+        session.execute(update(ServerRow).where(ServerRow.server_id == dead.server_id)
+                        .values(seen_at=time.time() - 2 * STALE_SECONDS))
+    _job(db, "live", JobState.RUNNING, alive.server_id)
+    _job(db, "orphan", JobState.RUNNING, dead.server_id)
+    _job(db, "gone", JobState.RUNNING, "a-server-forgotten-long-ago")
+    JobRunner(db, load_settings(data_dir=tmp_path), 1, me).recover()
+    assert _state(db, "live") == (JobState.RUNNING, alive.server_id)
+    assert _state(db, "orphan") == (JobState.QUEUED, None)
+    assert _state(db, "gone") == (JobState.QUEUED, None)
