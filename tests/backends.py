@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 #: What selects PostgreSQL, and S3, for the test servers.
 SELECT = "OUTCROP_TEST_DATABASE"
 SELECT_S3 = "OUTCROP_TEST_OBJECT_STORE"
@@ -128,3 +130,41 @@ def query(data_dir: Path, sql: str, *params: object) -> list[tuple]:
 
     with psycopg.connect(url) as db:
         return [tuple(row) for row in db.execute(sql.replace("?", "%s"), params).fetchall()]
+
+
+def objects(data_dir: Path, uri_prefix: str, suffix: str = "") -> dict[str, bytes]:
+    """The objects under `uri_prefix` (keys ending with `suffix`) in the object store of the server with this
+    data dir: its folder, or the S3 endpoint its outcrop.toml names. For tests that check what a server wrote."""
+    from outcrop.platform.config import load_settings
+    from outcrop.platform.objectstore import open_object_store
+
+    store = open_object_store(load_settings(data_dir=data_dir))
+    bucket = uri_prefix.removeprefix("s3://").split("/", 1)[0]
+    if not store.bucket_exists(bucket):
+        return {}
+    return {info.key: store.get_bytes(f"s3://{bucket}/{info.key}") for info in store.list(uri_prefix)
+            if info.key.endswith(suffix)}
+
+
+#: For the tests of the embedded backends themselves (file modes of the SQLite file, the objects folder).
+embedded_only = pytest.mark.skipif(wanted() or s3_wanted(), reason="checks the embedded SQLite file and objects "
+                                                                    "folder, which this run replaced")
+
+
+def objects_path(data_dir: Path, uri: str) -> Path:
+    """A local folder holding the objects under `uri`, laid out as the embedded store lays them out
+    (`<bucket>/<key>`): the objects folder itself on the embedded store; on S3, a fresh copy downloaded now.
+    For tests that walk what a job wrote (glob, read_text) whatever the store."""
+    from outcrop.platform.config import load_settings
+    from outcrop.platform.objectstore import LocalObjectStore, open_object_store
+
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    store = open_object_store(load_settings(data_dir=data_dir))
+    if isinstance(store, LocalObjectStore):
+        return store.root / bucket / prefix
+    root = Path(tempfile.mkdtemp(prefix="outcrop-objects-"))
+    for info in store.list(uri):
+        target = root / bucket / info.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        store.download_file(f"s3://{bucket}/{info.key}", target)
+    return root / bucket / prefix

@@ -104,6 +104,13 @@ class RunningServer:
                               capture_output=True, text=True, env=self.cli_env(), timeout=120)
 
 
+def prepare_data_dir(data_dir: Path) -> Path:
+    """A data dir set up for the services this run selected (tests/backends.py), for a test that runs the CLI on
+    it before any server starts there (start_server does this itself)."""
+    backends.configure(data_dir, _postgres)
+    return data_dir
+
+
 def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> RunningServer:
     port = free_port()
     # An empty hub cache, so that "not downloaded" means the same on every machine.
@@ -115,7 +122,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Run
            # Agents' steps: SmolLM2 may ramble in a final answer to the limit; the tests check the platform, and
            # 120 tokens hold any call they make (the limit's own behaviour is tests/unit/agents').
            "OUTCROP_AGENT_STEP_TOKENS": "120", **(extra_env or {})}
-    backends.configure(data_dir, _postgres)
+    prepare_data_dir(data_dir)
     env.pop("OUTCROP_DATA_DIR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "outcrop", "serve", "--port", str(port), "--data-dir", str(data_dir)],
@@ -134,6 +141,8 @@ def stop_server(server: RunningServer) -> int:
     except subprocess.TimeoutExpired:
         server.process.kill()
         raise
+    finally:  # what the server said, for whoever reads a failure later (`pytest --basetemp=...`)
+        (server.data_dir / "server-output.log").write_text("".join(server.output))
 
 
 #: The PostgreSQL server every test server runs on, with OUTCROP_TEST_DATABASE=postgresql (tests/backends.py).

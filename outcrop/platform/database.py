@@ -79,7 +79,34 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "before_cursor_execute", _no_nul, retval=True)
+    return engine
+
+
+#: What a NUL character becomes on PostgreSQL, whose text cannot hold one (a model's answer, a user's text may).
+NUL_REPLACEMENT = "\ufffd"
+
+
+def _no_nul(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001 - SQLAlchemy's event
+    """PostgreSQL refuses NUL in text (SQLite keeps it): each string parameter's NULs become U+FFFD, so a stray
+    NUL in generated or uploaded text is stored, marked, instead of failing the request."""
+    def clean(value):
+        if isinstance(value, str) and "\x00" in value:
+            return value.replace("\x00", NUL_REPLACEMENT)
+        return value
+
+    def clean_set(params):
+        if isinstance(params, dict):
+            return {k: clean(v) for k, v in params.items()}
+        if isinstance(params, list | tuple):
+            return type(params)(clean(v) for v in params)
+        return params
+
+    if executemany and isinstance(parameters, list | tuple):
+        return statement, type(parameters)(clean_set(p) for p in parameters)
+    return statement, clean_set(parameters)
 
 
 def migrate(engine: Engine) -> tuple[str | None, str]:

@@ -118,10 +118,12 @@ class SharedCapacity:
             if self.db.engine.dialect.name == "postgresql":
                 session.execute(select(ProvisionedThroughputRow.arn).where(ProvisionedThroughputRow.arn == self.arn)
                                 .with_for_update())
-            taken = session.execute(insert(lease).from_select(
+            session.execute(insert(lease).from_select(
                 ["lease_id", "throughput_arn", "server_id", "acquired_at"],
                 select(literal(lease_id), literal(self.arn), literal(self.presence.server_id), literal(now))
-                .where(held < self.slots))).rowcount
+                .where(held < self.slots)))
+            # Whether the row went in, read back: an INSERT ... SELECT's rowcount is not reported by every driver.
+            taken = session.get(lease, lease_id) is not None
         if taken:
             with self._lock:
                 self._held.append(lease_id)

@@ -1,4 +1,5 @@
-"""Fixtures the unit tests share: a migrated SQLite database, and IAM on it."""
+"""Fixtures the unit tests share: a migrated database (SQLite, or PostgreSQL with
+OUTCROP_TEST_DATABASE=postgresql: tests/backends.py), and IAM on it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from outcrop.platform.database import Database
 
 @pytest.fixture
 def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'outcrop.db'}")
+    from tests import conftest
+
+    postgres = conftest._postgres
+    database = Database(postgres.database_for(tmp_path) if postgres else f"sqlite:///{tmp_path / 'outcrop.db'}")
     database.migrate()
     yield database
     database.dispose()

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from tests.conftest import start_server, stop_server
+from tests.conftest import prepare_data_dir, start_server, stop_server
 from tests.helpers import make_tiny_llama
 
 
@@ -14,7 +14,7 @@ def test_sigterm_shuts_down_cleanly_and_restart_keeps_state(tmp_path):
     model_dir = make_tiny_llama(tmp_path / "tiny")
     registered = subprocess.run(
         [sys.executable, "-m", "outcrop", "models", "register", "tiny-llama", str(model_dir),
-         "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
+         "--data-dir", str(prepare_data_dir(tmp_path / "data"))], capture_output=True, text=True, timeout=120)
     assert registered.returncode == 0, registered.stderr
     assert registered.stdout.strip() == "local.tiny-llama-v1:0"
 
@@ -43,6 +43,6 @@ def test_register_refuses_what_is_not_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     result = subprocess.run(
         [sys.executable, "-m", "outcrop", "models", "register", "notes", str(tmp_path / "notes.txt"),
-         "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
+         "--data-dir", str(prepare_data_dir(tmp_path / "data"))], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "ValidationException" in result.stderr and "config.json" in result.stderr

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 import torch
 
-from tests.backends import query
+from tests.backends import objects_path, query
 from tests.conftest import register_model, start_server, stop_server
 
 PAIRS = [("What colour is the sky?", "blue sky"), ("What do cows drink?", "fresh water"),
@@ -123,7 +123,7 @@ def test_fine_tune_prompt_completion_end_to_end(server, tiny_model, tiny_model_d
     assert job["hyperParameters"]["epochCount"] == "8" and job["hyperParameters"]["fineTuningMethod"] == "lora"
     assert job["trainingMetrics"]["trainingLoss"] > 0 and job["validationMetrics"][0]["validationLoss"] > 0
 
-    out = server.data_dir / "objects" / "ft-data" / "out" / f"model-customization-job-{job_arn.rsplit('/', 1)[1]}"
+    out = objects_path(server.data_dir, f"s3://ft-data/out/model-customization-job-{job_arn.rsplit('/', 1)[1]}")
     steps = (out / "training_artifacts" / "step_wise_training_metrics.csv").read_text().splitlines()
     assert steps[0] == "step_number,epoch_number,training_loss,perplexity"
     losses = [float(line.split(",")[2]) for line in steps[1:]]

@@ -12,7 +12,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from tests.backends import query
+from tests.backends import objects_path, query
 from tests.conftest import register_model, start_server, stop_server
 from tests.integration.customization.test_customization import jsonl, outcrop
 
@@ -80,7 +80,7 @@ def wait(bedrock, job_arn: str, timeout: float = 300) -> dict:
 
 
 def job_folder(server, job: dict) -> Path:
-    return server.data_dir / "objects" / "eval-data" / "out" / job["jobName"] / job["jobArn"].rsplit("/", 1)[1]
+    return objects_path(server.data_dir, f"s3://eval-data/out/{job['jobName']}/{job['jobArn'].rsplit('/', 1)[1]}")
 
 
 def read_outputs(folder: Path, model: str, task: str, dataset: str) -> list[dict]:

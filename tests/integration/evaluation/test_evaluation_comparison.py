@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import objects_path
 from tests.conftest import register_model, start_server, stop_server
 from tests.integration.customization.test_customization import PAIRS, create, jsonl, outcrop, wait
 from tests.integration.evaluation.test_human_pages import CHROMIUM, PREFIX, needs_browser
@@ -79,7 +80,7 @@ def test_base_against_fine_tuned_with_the_cli(tuned, tmp_path):
     perplexity = scores["Outcrop.Perplexity"]
     assert perplexity[pt] < 0.5 * perplexity[base], perplexity
     assert set(scores["Outcrop.ROUGE-1"]) == {base, pt}
-    folder = server.data_dir / "objects" / "ft-data" / "evaluations" / "base-vs-tuned"
+    folder = objects_path(server.data_dir, "s3://ft-data/evaluations/base-vs-tuned")
     [job_folder] = list(folder.iterdir())
     for model in (base, pt.rsplit("/", 1)[1]):
         [output] = list((job_folder / "models" / model / "taskTypes" / "QuestionAndAnswer" / "datasets" / "prompts")
@@ -147,7 +148,7 @@ def test_a_human_comparison_rated_by_two_colleagues(tuned):
     wins = metrics["preferred"]["winRates"]
     assert sum(wins.values()) == pytest.approx(1.0) and set(wins) == {base, pt, "tie"}
     assert metrics["good"]["counts"] == {base: 2 * len(PAIRS), pt: 2 * len(PAIRS)}
-    outputs = list((server.data_dir / "objects" / "ft-data" / "evaluations" / "side-by-side").rglob("*_output.jsonl"))
+    outputs = list(objects_path(server.data_dir, "s3://ft-data/evaluations/side-by-side").rglob("*_output.jsonl"))
     assert outputs and all(len(json.loads(line)["humanEvaluationResult"]["ratings"]) == 2
                            for line in outputs[0].read_text().splitlines())
     assert (Path(outputs[0].parents[6]) / "report.html").is_file()

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.backends import query
+from tests.backends import objects, query
 
 SMOLLM2 = "huggingface.smollm2-135m-instruct-v1:0"
 
@@ -262,12 +262,11 @@ def test_tool_calls_are_metered_and_logged_like_text(server, runtime, bedrock, t
                                     toolConfig={"tools": [WEATHER], "toolChoice": {"any": {}}},
                                     inferenceConfig={"maxTokens": 300, "temperature": 0})
         request_id = response["ResponseMetadata"]["RequestId"]
-        folder = server.data_dir / "objects" / "tool-logs"
         records = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not records:
-            for path in folder.rglob("*.json.gz"):
-                for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+            for data in objects(server.data_dir, "s3://tool-logs/", ".json.gz").values():
+                for line in gzip.decompress(data).decode().splitlines():
                     record = json.loads(line)
                     if record["requestId"] == request_id:
                         records.append(record)

@@ -14,7 +14,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.backends import query
+from tests.backends import objects, query
 from tests.conftest import start_server, stop_server
 from tests.integration.security.helpers import QUESTION, error_code, outcrop
 
@@ -139,19 +139,18 @@ def test_invocation_logging_is_written_to_the_store_and_is_per_account(server, t
     response = server.client("bedrock-runtime").converse(modelId=tiny_model, messages=QUESTION,
                                                          inferenceConfig={"maxTokens": 3})
     request_id = response["ResponseMetadata"]["RequestId"]
-    folder = server.data_dir / "objects" / "invocation-logs" / "bedrock"
-    records = []
+    records, written = [], {}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not any(r["requestId"] == request_id for r in records):
         time.sleep(0.5)
-        records = [json.loads(line) for path in folder.rglob("*.json.gz")
-                   for line in gzip.decompress(path.read_bytes()).splitlines()]
+        written = objects(server.data_dir, "s3://invocation-logs/bedrock/", ".json.gz")
+        records = [json.loads(line) for data in written.values() for line in gzip.decompress(data).splitlines()]
     record = next(r for r in records if r["requestId"] == request_id)
     assert record["operation"] == "Converse" and record["modelId"] == tiny_model
     assert record["identity"]["arn"].endswith(":root")
     assert record["input"]["inputBodyJson"]["messages"][0]["content"][0]["text"] == "hello world"
     assert record["output"]["outputTokenCount"] == response["usage"]["outputTokens"]
-    assert "/AWSLogs/" in str(next(folder.rglob("*.json.gz")))
+    assert all("/AWSLogs/" in key for key in written)
     bedrock.delete_model_invocation_logging_configuration()
     assert "loggingConfig" not in bedrock.get_model_invocation_logging_configuration()
 

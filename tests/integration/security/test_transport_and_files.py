@@ -22,6 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from tests.backends import embedded_only
 from tests.conftest import start_server, stop_server
 from tests.integration.security.helpers import QUESTION, error_code, outcrop
 
@@ -155,6 +156,7 @@ def test_rater_sign_in_backs_off_per_key_and_every_failure_is_audited(server):
 
 # -- files ------------------------------------------------------------------------------------------
 
+@embedded_only
 def test_the_tls_servers_data_dir_is_private_and_an_old_one_is_tightened(tls, tmp_path):
     (tmp_path / "object.txt").write_text("an object")
     outcrop(tls, "s3", "mb", "s3://private-bucket")
@@ -169,6 +171,7 @@ def test_the_tls_servers_data_dir_is_private_and_an_old_one_is_tightened(tls, tm
             assert _mode(path) & 0o077 == 0, path
 
 
+@embedded_only
 def test_objects_the_server_writes_are_private(server, tiny_model, second_account):
     """Invocation logs are written by the server process itself (the other files above by the CLI or at start)."""
     account, key = second_account
