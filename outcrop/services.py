@@ -135,12 +135,14 @@ class Services:
                    presence=presence)
 
     def close(self) -> None:
-        self.jobs.close()  # its children stopped first: once this server is gone, another may requeue them
-        if self.presence is not None:
-            self.presence.close()
-        self.invocation_log.close()
-        self.engine.close()
-        self.db.dispose()
+        try:
+            self.jobs.close()  # its children stopped first: once this server is gone, another may requeue them
+            if self.presence is not None:
+                self.presence.close()
+        finally:
+            self.invocation_log.close()
+            self.engine.close()
+            self.db.dispose()
 
 
 def _vectors_bucket(db: Database, store: ObjectStore, settings: Settings) -> None:

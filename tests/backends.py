@@ -31,12 +31,20 @@ SELECT = "OUTCROP_TEST_DATABASE"
 SELECT_S3 = "OUTCROP_TEST_OBJECT_STORE"
 
 
+def _choice(name: str, allowed: tuple[str, ...]) -> str:
+    """The value of a selecting variable; anything but its known values is an error, not a silent default."""
+    value = os.environ.get(name, "").lower()
+    if value not in ("", *allowed):
+        raise RuntimeError(f"{name}={value!r}: use one of {', '.join(allowed)}, or leave it unset")
+    return value
+
+
 def wanted() -> bool:
-    return os.environ.get(SELECT, "").lower() in ("postgres", "postgresql")
+    return _choice(SELECT, ("sqlite", "postgres", "postgresql")) in ("postgres", "postgresql")
 
 
 def s3_wanted() -> bool:
-    return os.environ.get(SELECT_S3, "").lower() == "s3"
+    return _choice(SELECT_S3, ("local", "s3")) == "s3"
 
 
 def configure(data_dir: Path, postgres: PostgresServer | None) -> None:
@@ -46,13 +54,17 @@ def configure(data_dir: Path, postgres: PostgresServer | None) -> None:
     config = data_dir / "outcrop.toml"
     text = config.read_text() if config.exists() else ""
     lines = []
-    if postgres is not None and "database_url" not in text:
+    if postgres is not None and not _has_key(text, "database_url"):
         lines.append(f'database_url = "{postgres.database_for(data_dir.resolve())}"')
-    if s3_wanted() and "s3_endpoint" not in text:
+    if s3_wanted() and not _has_key(text, "s3_endpoint"):
         lines += [f'{key} = "{value}"' for key, value in _moto(data_dir).items()]
     if lines:
         data_dir.mkdir(parents=True, exist_ok=True)
         config.write_text("\n".join(lines) + "\n" + text)
+
+
+def _has_key(toml: str, key: str) -> bool:
+    return any(line.split("=", 1)[0].strip() == key for line in toml.splitlines() if "=" in line)
 
 
 def _moto(data_dir: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ migration in `platform/migrations/versions/`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -79,7 +80,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True, json_serializer=_json_without_nul)
     if engine.dialect.name == "postgresql":
         event.listen(engine, "before_cursor_execute", _no_nul, retval=True)
     return engine
@@ -87,6 +88,19 @@ def make_engine(url: str) -> Engine:
 
 #: What a NUL character becomes on PostgreSQL, whose text cannot hold one (a model's answer, a user's text may).
 NUL_REPLACEMENT = "\ufffd"
+
+
+def _json_without_nul(value: Any) -> str:
+    """JSON for PostgreSQL: NULs in its strings become U+FFFD (PostgreSQL's JSON operators refuse `\\u0000`)."""
+    def clean(item: Any) -> Any:
+        if isinstance(item, str):
+            return item.replace("\x00", NUL_REPLACEMENT)
+        if isinstance(item, dict):
+            return {clean(k): clean(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        return item
+    return json.dumps(clean(value))
 
 
 def _no_nul(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001 - SQLAlchemy's event

@@ -143,27 +143,35 @@ class JobRunner:
         for child in self._children.values():
             _terminate(child)
 
-    def recover(self) -> None:
+    def recover(self, unowned: bool = True) -> None:
         """Jobs left running by a server that is gone (this one before a restart, or another server on the
         database that died) are requeued, to resume, or failed after MAX_ATTEMPTS. Jobs of live servers are
-        theirs."""
+        theirs. `unowned`: also jobs no server claimed by id (claimed before servers had ids), which only a
+        starting server takes back: during a rolling upgrade an older server may still be running them."""
         with self.db.session() as session:
             live = self.presence.live(session) if self.presence is not None else set()
             orphans = [row for row in session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING))
-                       if row.server_id not in live]
+                       if row.server_id not in live and (unowned or row.server_id is not None)]
         for row in orphans:
             if row.pid and _is_our_child(row.pid, row.job_id):
                 os.kill(row.pid, signal.SIGTERM)  # a server killed hard leaves its children running
             if row.stop_requested:
-                self._finish(row.job_id, JobState.STOPPED, "Stopped while the server restarted")
+                self._take_over(row, JobState.STOPPED, "Stopped while the server restarted")
             elif row.attempt >= MAX_ATTEMPTS:
-                self._fail(row, f"The job was interrupted {row.attempt} times (server restarts) and was given up")
-            else:
-                with self.db.session() as session:
-                    session.execute(update(JobRow).where(JobRow.job_id == row.job_id,
-                                                         JobRow.state == JobState.RUNNING)
-                                    .values(state=JobState.QUEUED, pid=None, server_id=None, updated_at=utc_now()))
+                message = f"The job was interrupted {row.attempt} times (server restarts) and was given up"
+                if self._take_over(row, JobState.FAILED, message):
+                    self._run_failure_hook(row, message)
+            elif self._take_over(row, JobState.QUEUED, None):
                 log.info("job %s was running on a server that stopped; it will resume", row.job_id)
+
+    def _take_over(self, row: JobRow, state: str, message: str | None) -> bool:
+        """Move an orphaned job on, only if it is still as it was read: of servers recovering it at once (or one
+        that claimed it since), one wins and the others change nothing."""
+        owner = JobRow.server_id.is_(None) if row.server_id is None else JobRow.server_id == row.server_id
+        with self.db.session() as session:
+            return bool(session.execute(update(JobRow).where(
+                JobRow.job_id == row.job_id, JobRow.state == JobState.RUNNING, JobRow.attempt == row.attempt, owner)
+                .values(state=state, message=message, pid=None, server_id=None, updated_at=utc_now())).rowcount)
 
     def _loop(self) -> None:
         while not self._closed.is_set():
@@ -172,7 +180,7 @@ class JobRunner:
                 self._enforce_stops()
                 if self.presence is not None and time.monotonic() - self._recovered > RECOVER_SECONDS:
                     self._recovered = time.monotonic()
-                    self.recover()  # another server may have died with jobs running
+                    self.recover(unowned=False)  # another server may have died with jobs running
                 self._launch()
             except Exception:  # the loop must outlive any one job's trouble
                 log.exception("job runner step failed")
@@ -216,7 +224,7 @@ class JobRunner:
                     state=JobState.STOPPED, message="Stopped before it started", updated_at=utc_now()))
                 return False
             return bool(session.execute(update(JobRow).where(*queued).values(
-                state=JobState.RUNNING, attempt=row.attempt + 1, updated_at=utc_now(),
+                state=JobState.RUNNING, attempt=JobRow.attempt + 1, updated_at=utc_now(),
                 server_id=self.presence.server_id if self.presence is not None else None)).rowcount)
 
     def _reap(self) -> None:
@@ -256,6 +264,9 @@ class JobRunner:
 
     def _fail(self, row: JobRow, message: str) -> None:
         self._finish(row.job_id, JobState.FAILED, message)
+        self._run_failure_hook(row, message)
+
+    def _run_failure_hook(self, row: JobRow, message: str) -> None:
         if row.failure_hook:
             try:
                 _resolve(row.failure_hook)(self.db, row.job_id, message)

@@ -29,7 +29,7 @@ class Presence:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.server_id = uuid.uuid4().hex
-        self.host = socket.gethostname()[:255]
+        self.host = _host()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beat()
@@ -70,6 +70,16 @@ class Presence:
             self._thread.join(timeout=HEARTBEAT_SECONDS)
         with self.db.session() as session:
             session.execute(delete(ServerRow).where(ServerRow.server_id == self.server_id))
+
+
+def _host() -> str:
+    """This host as its processes see each other: the hostname, and the pid namespace (containers sharing a
+    hostname but not their processes are different hosts for the pid check)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}#{namespace}"[:255]
 
 
 def _running(pid: int) -> bool:

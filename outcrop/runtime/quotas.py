@@ -9,8 +9,9 @@ holds back the next requests until it refills).
 
 Each draw is one conditional UPDATE that refills and takes in the same statement: atomic on SQLite (one
 writer at a time) and on PostgreSQL (the row is locked by the update), with no read-then-write race between
-servers and no lock held across a request. Time is the wall clock (servers share no monotonic one); a
-server whose clock runs behind another's refills nothing until it catches up, never more.
+servers and no lock held across a request. Time is each server's wall clock (keep them in sync, NTP): a
+bucket's time only moves forward, so a server whose clock runs behind refills nothing until it catches up,
+and never hands out again what a faster clock already refilled.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ class Buckets:
             where.append(refilled >= at_least)
         for _ in range(2):
             with self.db.session() as session:
-                if session.execute(update(row).where(*where).values(level=refilled - amount, updated=now)
+                # `updated` never moves back: a server whose clock runs behind must not reopen time another refilled.
+                later = case((row.updated > now, row.updated), else_=now)
+                if session.execute(update(row).where(*where).values(level=refilled - amount, updated=later)
                                    .execution_options(synchronize_session=False)).rowcount:
                     return True
                 if session.get(row, (owner, kind)) is not None:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from outcrop.evaluation.human.items import create_tasks
 from outcrop.evaluation.tables import EvaluationJobRow, HumanRatingRow, HumanTaskRow
-from tests.conftest import free_port
+from tests.conftest import free_port, prepare_data_dir
 
 CHROMIUM = "/usr/bin/chromium"
 needs_browser = pytest.mark.skipif(
@@ -53,7 +53,8 @@ def site(tmp_path):
 
     port = free_port()
     # No model is preloaded: these pages need none, and a load would take the CPUs from the browser.
-    services = Services.start(load_settings(data_dir=tmp_path / "data", port=port, preload_models=""))
+    services = Services.start(load_settings(data_dir=prepare_data_dir(tmp_path / "data"), port=port,
+                                            preload_models=""))
     server = HttpServer(BedrockApp(services), "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

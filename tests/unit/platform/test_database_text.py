@@ -15,4 +15,4 @@ def test_a_nul_in_text_is_stored(db):
     with db.session() as session:
         row = session.get(JobRow, "j")
         assert row.message in ("before\x00after", f"before{NUL_REPLACEMENT}after")
-        assert row.spec == {"text": "a\x00b"}  # JSON escapes it
+        assert row.spec["text"] in ("a\x00b", f"a{NUL_REPLACEMENT}b")

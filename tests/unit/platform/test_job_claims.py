@@ -49,3 +49,13 @@ def test_jobs_of_a_dead_server_are_requeued_and_a_live_ones_are_not(db, tmp_path
     assert _state(db, "live") == (JobState.RUNNING, alive.server_id)
     assert _state(db, "orphan") == (JobState.QUEUED, None)
     assert _state(db, "gone") == (JobState.QUEUED, None)
+
+
+def test_an_orphan_taken_over_meanwhile_is_left_to_its_new_server(db, tmp_path):
+    _job(db, "j", JobState.RUNNING, "dead-server")
+    with db.session() as session:
+        seen = session.get(JobRow, "j")  # read as an orphan by a recovering server...
+    with db.session() as session:  # ...which another server requeued and claimed in the meantime
+        session.execute(update(JobRow).where(JobRow.job_id == "j").values(server_id="new-server", attempt=2))
+    assert not JobRunner(db, load_settings(data_dir=tmp_path), 1, Presence(db))._take_over(seen, JobState.QUEUED, None)
+    assert _state(db, "j") == (JobState.RUNNING, "new-server")

@@ -65,3 +65,16 @@ def test_concurrent_admissions_never_exceed_the_allowance(db, clock):
 def test_no_database_means_no_quotas():
     Quotas(None, 1, 1).admit("111111111111")
     Quotas(None, 1, 1).admit("111111111111")
+
+
+def test_a_server_whose_clock_runs_behind_refills_nothing(db, clock):
+    quotas = Quotas(db, 60, 0)  # one request a second
+    for _ in range(59):
+        quotas.admit("111111111111")
+    clock[0] -= 5  # another server, 5 s behind, takes the last one: the bucket's time must not move back...
+    quotas.admit("111111111111")
+    clock[0] += 5  # ...or this server would refill those 5 s a second time
+    with pytest.raises(ThrottlingException):
+        quotas.admit("111111111111")
+    clock[0] += 1
+    quotas.admit("111111111111")
