@@ -164,6 +164,12 @@ class RuntimeService:
         stream = self._generate(caller, "ConverseStream", prepared, started, request, answer.output, answer)
 
         def events() -> Iterator[tuple[str, dict]]:
+            try:
+                yield from converse_events()
+            finally:
+                stream.close()
+
+        def converse_events() -> Iterator[tuple[str, dict]]:
             yield "messageStart", {"role": "assistant"}
             blocks = _ContentBlocks()
             for delta in stream:
@@ -556,8 +562,21 @@ class _MeteredStream:
         self._inner = inner
         self._finish = finish
         self.completion: Completion | None = None
+        self._started = self._reported = False
+
+    def close(self) -> None:
+        """Settle a stream its consumer dropped before reading it (a client gone while it waited for a
+        provisioned slot): iterating is what reports, so without this its slot and its record would wait forever."""
+        if not self._started:
+            self._report(None, UsageStatus.CANCELLED, 0)
+
+    def _report(self, completion: Completion | None, status: str, produced: int) -> None:
+        if not self._reported:
+            self._reported = True
+            self._finish(completion, status, produced)
 
     def __iter__(self):
+        self._started = True
         status = UsageStatus.CANCELLED
         try:
             yield from self._inner
@@ -574,7 +593,7 @@ class _MeteredStream:
         finally:
             # A failed generation keeps its old record of 0 output tokens; a cancelled one counts its tokens.
             produced = self._inner.produced_tokens if status == UsageStatus.CANCELLED else 0
-            self._finish(self._inner.completion, status, produced)
+            self._report(self._inner.completion, status, produced)
 
     def result(self) -> Completion:
         for _ in self:
