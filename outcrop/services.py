@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import torch
+
 from outcrop.agents.memory import SessionMemory
 from outcrop.agents.orchestration import AgentRuntime
 from outcrop.agents.service import Agents
@@ -87,6 +89,8 @@ class Services:
     def start(cls, settings: Settings) -> Services:
         """Create the data dir, migrate the database, open the object store, write root credentials."""
         private_files()  # the process umask: 0600 files, 0700 folders (see outcrop.platform.private)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         private_dir(settings.data_dir)  # made 0700, or tightened when an earlier version made it 0755
         db = Database(settings.resolved_database_url)
         revision = db.migrate()

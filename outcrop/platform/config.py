@@ -61,6 +61,10 @@ class Settings:
     model_cache_dir: str = ""
     #: Loaded models beyond this many bytes of weights are unloaded, least recently used first.
     model_memory_bytes: int = 8 * 1024**3
+    #: Threads torch computes with in this server (0: torch's default, one per core). Servers sharing a
+    #: machine must split its cores (cores / servers each): two servers each using every core spin against
+    #: each other and generate many times slower than one (bench/many_servers.py).
+    torch_threads: int = 0
     #: Sequences one model generates at once; more requests wait for a free slot.
     max_batch_sequences: int = 16
     #: Seconds a request may wait for a free slot before ThrottlingException (which the SDKs retry with
