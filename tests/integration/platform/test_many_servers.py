@@ -13,7 +13,8 @@ from tests.integration.security.helpers import QUESTION, error_code
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, tiny_model_dir):
     data = tmp_path_factory.mktemp("shared-data")
-    env = {"OUTCROP_QUOTA_REQUESTS_PER_MINUTE": "4"}
+    # One torch thread each: two servers on 2 cores would otherwise spin against each other.
+    env = {"OUTCROP_QUOTA_REQUESTS_PER_MINUTE": "4", "OUTCROP_TORCH_THREADS": "1"}
     first = start_server(data, env)
     second = start_server(data, env)
     try:
