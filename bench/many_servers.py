@@ -61,10 +61,12 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+from knowledge import client, machine_state, outcrop_cli  # noqa: E402
 from serve_throughput import (  # noqa: E402
     CpuMeter,
     free_port,
     percentile,
+    process_cpu_s,
     root_key,
     start_server,
     stop_server,
@@ -104,32 +106,6 @@ class Phase:
         return self.output_tokens / self.wall_s if self.wall_s else 0.0
 
 
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a process, from /proc (0 where there is none)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_state() -> str:
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    ps = subprocess.run(["ps", "-eo", "pcpu,etime,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
-    top = [line[:150] for line in ps.splitlines()[1:6]]
-    return (f"{os.cpu_count()} CPUs, load average {load} (1, 5, 15 min); busiest processes (%CPU, elapsed, "
-            "command):\n    " + "\n    ".join(top))
-
-
-def outcrop_cli(data_dir: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "outcrop", *args, "--data-dir", str(data_dir)],
-                            capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        sys.exit(f"outcrop {' '.join(args)} failed:\n{result.stderr[-2000:]}")
-    return result.stdout.strip()
-
-
 def tiny_model(cache_dir: Path) -> Path:
     from tests.helpers import make_endless_llama
 
@@ -137,15 +113,6 @@ def tiny_model(cache_dir: Path) -> Path:
     if not (folder / "config.json").is_file():
         make_endless_llama(folder, context=1024)
     return folder
-
-
-def client(service: str, endpoint: str, key: tuple[str, str]):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key[0],
-                        aws_secret_access_key=key[1],
-                        config=Config(max_pool_connections=4, read_timeout=600, retries={"max_attempts": 1}))
 
 
 def drive(name: str, servers: int, pool: list, call, total: int, pids: list[int]) -> Phase:
@@ -178,7 +145,7 @@ def drive(name: str, servers: int, pool: list, call, total: int, pids: list[int]
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(len(pool))]
     for thread in threads:
         thread.start()
-    cpu_before = [process_cpu_s(pid) for pid in pids]
+    cpu_before = [process_cpu_s(pid) or 0.0 for pid in pids]
     machine_before, own_before = CpuMeter._machine(), time.process_time()  # busy CPU s: all, this process
     barrier.wait()
     started = time.perf_counter()
@@ -186,7 +153,7 @@ def drive(name: str, servers: int, pool: list, call, total: int, pids: list[int]
         thread.join()
     phase.wall_s = time.perf_counter() - started
     machine_after, own = CpuMeter._machine(), time.process_time() - own_before
-    phase.server_cpu_s = sum(process_cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True))
+    phase.server_cpu_s = sum((process_cpu_s(pid) or 0.0) - before for pid, before in zip(pids, cpu_before, strict=True))
     if machine_before is not None and machine_after is not None:  # the rest: everything but us and the servers
         phase.other_cpu_s = max(0.0, machine_after - machine_before - own - phase.server_cpu_s)
     if errors:

@@ -117,14 +117,7 @@ class CpuMeter:
         return busy / os.sysconf("SC_CLK_TCK")
 
     def _process(self) -> float | None:
-        if self.pid is None:
-            return None
-        try:
-            with open(f"/proc/{self.pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return None if self.pid is None else process_cpu_s(self.pid)
 
     def _read(self) -> tuple[float | None, float, float | None]:
         return self._machine(), time.process_time(), self._process()
@@ -136,6 +129,16 @@ class CpuMeter:
             side.server_cpu_s = other_process - self._start[2]
         if machine is not None and self._start[0] is not None:
             side.other_cpu_s = max(0.0, machine - self._start[0] - side.own_cpu_s - (side.server_cpu_s or 0.0))
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """utime + stime of a process, from /proc (None where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
