@@ -34,15 +34,37 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+class ReferenceCache:
+    """The vectors of reference texts (topic definitions and examples), which every check of a guardrail
+    repeats: bounded, least recently used first out, shared by every caller (a vector depends on the text and
+    the model only)."""
+
+    def __init__(self, size: int = CACHED_REFERENCES) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def known(self, texts: list[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            found = {t: self._vectors[t] for t in texts if t in self._vectors}
+            for text in found:
+                self._vectors.move_to_end(text)
+        return found
+
+    def add(self, vectors: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._vectors.update(vectors)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+
 class Embedder:
     """Unit vectors of texts (rows of a float32 array), by one call to the embedding model per check; the
-    vectors of reference texts, which every check of a guardrail repeats, come from a bounded cache."""
+    vectors of reference texts come from `cache` when it holds them."""
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray], shared: Embedder | None = None) -> None:
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], cache: ReferenceCache | None = None) -> None:
         self._embed = embed
-        # One cache for every caller: a vector depends on the text and the model only.
-        self._cache: OrderedDict[str, np.ndarray] = shared._cache if shared else OrderedDict()
-        self._lock = shared._lock if shared else threading.Lock()
+        self.cache = cache if cache is not None else ReferenceCache()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -50,20 +72,10 @@ class Embedder:
         return np.asarray(self._embed(texts), dtype=np.float32)
 
     def references(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        fresh = self(missing) if missing else None
-        with self._lock:
-            for i, text in enumerate(missing):
-                self._cache[text] = fresh[i]
-            vectors = []
-            for text in texts:
-                vector = self._cache.get(text)
-                if vector is None:  # evicted by a concurrent check between the two locks: embed it again
-                    vector = self([text])[0]
-                self._cache[text] = vector
-                self._cache.move_to_end(text)
-                vectors.append(vector)
-            while len(self._cache) > CACHED_REFERENCES:
-                self._cache.popitem(last=False)
-        return np.stack(vectors)
+        vectors = self.cache.known(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in vectors))
+        if missing:
+            fresh = dict(zip(missing, self(missing), strict=True))
+            self.cache.add(fresh)
+            vectors.update(fresh)
+        return np.stack([vectors[t] for t in texts])

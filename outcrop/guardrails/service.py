@@ -25,7 +25,7 @@ from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.guardrails import content
 from outcrop.guardrails.assessment import LEVELS, apply
 from outcrop.guardrails.content import UNSUPPORTED
-from outcrop.guardrails.semantic import Embedder
+from outcrop.guardrails.semantic import Embedder, ReferenceCache
 from outcrop.guardrails.sensitive import SUPPORTED
 from outcrop.guardrails.tables import GuardrailCheckRow, GuardrailRow, GuardrailStatus, GuardrailVersionRow
 from outcrop.iam.audit import record_event
@@ -65,7 +65,7 @@ class Guardrails:
         self.region = region
         self.runtime = runtime
         self.embedding_model = embedding_model
-        self._embedder = Embedder(lambda texts: [])  # holds the reference vectors' cache for every caller
+        self._references = ReferenceCache()  # topic definitions' and examples' vectors, for every caller
 
     def check(self, account: str, document: dict[str, Any], source: str, content: list[dict[str, Any]],
               full: bool = False) -> dict[str, Any]:
@@ -73,7 +73,7 @@ class Guardrails:
         embedding model as `account` sees it (not metered: guardrails are billed in their own units)."""
         def embed(texts: list[str]) -> Any:
             return self.runtime.vectors(account, self.embedding_model, texts)[2].numpy()
-        return apply(document, source, content, full, Embedder(embed, self._embedder))
+        return apply(document, source, content, full, Embedder(embed, self._references))
 
     # -- create, update ---------------------------------------------------------------------------
 

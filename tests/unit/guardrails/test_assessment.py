@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from outcrop.guardrails import assessment, content
+from outcrop.guardrails import assessment, content, semantic
 from outcrop.guardrails.semantic import Embedder, sentences
 from outcrop.guardrails.service import policies
 
@@ -77,3 +77,23 @@ def test_a_strength_no_classifier_confidence_reaches_is_refused(monkeypatch):
     with pytest.raises(assessment.ValidationException, match=r"filtersConfig\[0\].inputStrength LOW"):
         _document("LOW")
     _document("MEDIUM")
+
+
+def test_reference_vectors_are_embedded_once_and_bounded():
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return np.eye(len(texts), 384)
+
+    cache = semantic.ReferenceCache(size=2)
+    embedder = Embedder(embed, cache)
+    first = embedder.references(["a", "b", "a"])
+    assert calls == [["a", "b"]] and (first[0] == first[2]).all()
+    Embedder(embed, cache).references(["b", "a"])  # another caller, the same cache: nothing embedded
+    assert len(calls) == 1
+    embedder.references(["c"])  # over the bound: the least recently used ("b") goes
+    embedder.references(["a"])
+    assert len(calls) == 2
+    embedder.references(["b"])
+    assert calls[-1] == ["b"]
