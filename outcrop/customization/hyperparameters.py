@@ -18,6 +18,8 @@ from outcrop.errors import ValidationException
 UNKNOWN_CONTEXT_BOUND = 4096
 DEFAULT_MAX_SEQUENCE_LENGTH = 1024
 MIN_SEQUENCE_LENGTH = 32
+#: Most Ray Train workers one job may ask for.
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,11 @@ def specs_for(model: FoundationModel) -> dict[str, Hyperparameter]:
         Hyperparameter("seed", "int", 42, 0, 2**31 - 1,
                        doc="Seed of the adapter's initialization, dropout and the data order: the same job on the "
                            "same machine gives the same losses (Outcrop)."),
+        Hyperparameter("workerCount", "int", 1, 1, MAX_WORKERS,
+                       doc="Processes that train data-parallel through Ray Train (torch.distributed): on the Ray "
+                           "cluster with job_backend = ray, else on a Ray the job starts on its machine. Each "
+                           "step's batch is dealt out among them, so the losses are one worker's; more than 1 "
+                           "needs `outcrop[ray]` (Outcrop)."),
     ]
     return {spec.name: spec for spec in specs}
 
@@ -132,4 +139,11 @@ def resolve(model: FoundationModel, customization_type: str, given: dict[str, st
         noun = "key" if len(unknown) == 1 else "keys"
         raise ValidationException(f"hyperParameters: unknown {noun} {', '.join(repr(k) for k in unknown)}; "
                                   f"accepted keys are {', '.join(sorted(specs))}")
-    return {name: spec.parse(given[name]) if name in given else spec.default for name, spec in specs.items()}
+    values = {name: spec.parse(given[name]) if name in given else spec.default for name, spec in specs.items()}
+    if values["workerCount"] > 1:
+        from outcrop.customization.distributed import ray_installed
+
+        if not ray_installed():
+            raise ValidationException(f"hyperParameters.workerCount: {values['workerCount']} workers train through "
+                                      "Ray Train, which is not installed here (pip install 'outcrop[ray]')")
+    return values

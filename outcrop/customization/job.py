@@ -82,8 +82,14 @@ def run(ctx: jobs.JobContext) -> str | None:
                     "examples": train_summary.examples}, force=p.step == p.total_steps)
         db.update(CustomizationJobRow, job_arn, training_loss=p.loss)
 
-    result = trainer.train(base_dir, train_examples, validation_examples or None, config, ctx.work_dir,
-                           on_progress=on_progress, should_stop=ctx.should_stop)
+    if values["workerCount"] > 1:  # data-parallel over Ray Train workers, which call on_progress themselves
+        from outcrop.customization import distributed
+
+        result = distributed.train(values["workerCount"], base_dir, train_examples, validation_examples or None,
+                                   config, ctx.work_dir, on_progress=on_progress, should_stop=ctx.should_stop)
+    else:
+        result = trainer.train(base_dir, train_examples, validation_examples or None, config, ctx.work_dir,
+                               on_progress=on_progress, should_stop=ctx.should_stop)
     if result.stopped:
         _stage(db, job_arn, "trainingDetails", JobStatus.STOPPED)
         db.update(CustomizationJobRow, job_arn, status=JobStatus.STOPPED, ended_at=utc_now())

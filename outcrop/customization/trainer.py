@@ -19,8 +19,8 @@ The work dir:
 Decisions:
 - Resuming: `train()` with a work dir that holds a checkpoint continues after that epoch. The shuffle is
   seeded per epoch and the RNG state is restored, so the losses equal those of an uninterrupted run.
-- Stopping (`should_stop()`, checked before every micro-batch): the half-accumulated step is dropped and
-  nothing new is saved, like Bedrock, where a stopped job makes no custom model. The last epoch checkpoint
+- Stopping (`should_stop()`, checked before every optimizer step): the step is not taken and nothing new is
+  saved, like Bedrock, where a stopped job makes no custom model. The last epoch checkpoint
   stays, so a later `train()` on the same work dir resumes from it; `TrainingResult.model_dir` names that
   checkpoint's weights, or is None when no epoch had finished.
 - Packing (`packing=True`) concatenates all examples and cuts the stream into rows of exactly
@@ -33,6 +33,9 @@ Decisions:
   cost no vocabulary projection (the LM head is a fifth of SmolLM2-135M's weights).
 - Determinism: `torch.manual_seed(seed)` before the LoRA init, so dropout and init repeat; the data order
   comes from its own generator, seeded with `seed + epoch`. Same machine, same losses.
+- Several workers (`DataParallel`, torch.distributed as Ray Train sets it up): each optimizer step's rows
+  are dealt out among them and their gradients summed, so N workers take the steps one would; `batchSize`
+  stays the batch of the whole step, as on Bedrock, however many workers share it.
 - bf16 weights on CUDA (LoRA adapters kept in fp32 by PEFT), fp32 on CPU, as the inference loader does.
 """
 
@@ -250,11 +253,89 @@ def collate(rows: Sequence[Row], pad_id: int) -> Batch:
     )
 
 
-def epoch_batches(rows: Sequence[Row], batch_size: int, seed: int, pad_id: int) -> list[Batch]:
-    """The epoch's micro-batches in a seeded random order (the same order whenever the epoch is re-run)."""
+def epoch_batches(rows: Sequence[Row], batch_size: int, seed: int, pad_id: int,
+                  rank: int = 0, world: int = 1) -> list[Batch | None]:
+    """The epoch's micro-batches in a seeded random order (the same order whenever the epoch is re-run).
+
+    With `world` workers, each micro-batch's rows are dealt out among them and this returns worker `rank`'s
+    part of each (None where it gets no row): every worker walks the same steps over its share of the rows.
+    """
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
-    return [collate([rows[i] for i in order[start:start + batch_size]], pad_id)
-            for start in range(0, len(order), batch_size)]
+    shares = (order[start:start + batch_size][rank::world] for start in range(0, len(order), batch_size))
+    return [collate([rows[i] for i in share], pad_id) if share else None for share in shares]
+
+
+# --- data parallel --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """This worker's place when several processes train one model (torch.distributed, as Ray Train sets it
+    up), or the only worker.
+
+    Each optimizer step's rows are dealt out among the workers (`epoch_batches`); each divides its token loss
+    by the loss tokens of the *whole* step, so the gradients it computes are its part of the single-worker
+    gradient, and their sum (one all-reduce a step, all gradients flattened into one tensor) is that gradient:
+    N workers take the steps one worker would, up to float rounding. Summing by hand rather than through
+    DistributedDataParallel lets a worker with fewer rows (or none) in a step take part all the same.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> DataParallel:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def first(self) -> bool:
+        """The worker that reports progress, validates and saves."""
+        return self.rank == 0
+
+    def same_start(self, parameters: Sequence[torch.Tensor]) -> None:
+        """Every worker starts from the first worker's trainable weights (they are seeded alike anyway)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for p in parameters:
+                dist.broadcast(p.data, 0)
+
+    def agree(self, stop: bool, loss_tokens: int, tokens: int) -> tuple[bool, int, int]:
+        """Before a step: whether any worker was asked to stop, and the step's loss and input tokens, summed."""
+        if self.world == 1:
+            return stop, loss_tokens, tokens
+        import torch.distributed as dist
+
+        summed = torch.tensor([float(stop), float(loss_tokens), float(tokens)], dtype=torch.float64)
+        dist.all_reduce(summed)
+        return summed[0].item() > 0, int(summed[1].item()), int(summed[2].item())
+
+    def sum_gradients(self, parameters: Sequence[torch.Tensor], step_loss: torch.Tensor) -> torch.Tensor:
+        """After the backward passes: every worker holds the step's whole gradient; returns the whole loss."""
+        if self.world == 1:
+            return step_loss
+        import torch.distributed as dist
+
+        for p in parameters:
+            if p.grad is None:  # this worker had no row in the step
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.flatten().float() for p in parameters] + [step_loss.reshape(1).float()])
+        dist.all_reduce(flat)
+        offset = 0
+        for p in parameters:
+            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+        return flat[-1]
+
+    def wait_for_all(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
 
 # --- the model, the loss, the optimizer ---------------------------------------------------------------
@@ -368,7 +449,9 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
     """Fine-tune the model in `base_model_dir` on the examples; weights go to `work_dir/model`.
 
     Resumes from `work_dir/checkpoints` when a checkpoint is there. `should_stop` is called before every
-    micro-batch, so keep it cheap.
+    optimizer step, so keep it cheap. Run by each of several workers (torch.distributed initialized, see
+    `DataParallel`), every worker takes the same steps on its share of the rows; the first one reports progress
+    and writes checkpoints and weights into `work_dir`, which all of them read.
     """
     from transformers import AutoTokenizer
 
@@ -392,6 +475,8 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
     model = load_model(Path(base_model_dir), config, device, checkpoint)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    parallel = DataParallel.current()
+    parallel.same_start(trainable)
 
     # 2. Data: rows (packed or not), then per epoch a shuffled list of micro-batches, grouped into steps.
     rows = pack(usable, length, pad_id) if config.packing else rows_from_examples(usable, length)
@@ -428,21 +513,19 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
     session_steps, session_tokens = 0, 0
     loop_started = time.perf_counter()
     for epoch in range(epochs_completed + 1, config.epochs + 1):
-        batches = epoch_batches(rows, config.batch_size, config.seed + epoch, pad_id)
+        batches = epoch_batches(rows, config.batch_size, config.seed + epoch, pad_id, parallel.rank, parallel.world)
         for first in range(0, len(batches), accumulation):
-            group = batches[first:first + accumulation]
-            loss_tokens = max(1, sum(b.loss_tokens for b in group))
+            group = [b for b in batches[first:first + accumulation] if b is not None]  # this worker's share
+            stopped, loss_tokens, tokens = parallel.agree(should_stop(), sum(b.loss_tokens for b in group),
+                                                          sum(b.tokens for b in group))
+            if stopped:
+                break
             step_loss = torch.zeros((), device=device)
             for batch in group:
-                if should_stop():
-                    stopped = True
-                    break
-                loss = loss_sum(model, batch, device) / loss_tokens  # the group's mean token loss, in parts
+                loss = loss_sum(model, batch, device) / max(1, loss_tokens)  # the step's mean token loss, in parts
                 loss.backward()
                 step_loss += loss.detach()
-            if stopped:
-                optimizer.zero_grad(set_to_none=True)
-                break
+            step_loss = parallel.sum_gradients(trainable, step_loss)
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -451,19 +534,23 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
 
             step += 1
             session_steps += 1
-            tokens = sum(b.tokens for b in group)
             train_tokens += tokens
             session_tokens += tokens
             loss_value = step_loss.item()  # the one device sync of the step
             step_metrics.append((step, epoch, loss_value))
             elapsed = time.perf_counter() - loop_started
-            on_progress(Progress(step, total_steps, epoch, config.epochs, loss_value, learning_rate,
-                                 session_tokens / elapsed if elapsed > 0 else 0.0,
-                                 elapsed / session_steps * (total_steps - step)))
+            if parallel.first:
+                on_progress(Progress(step, total_steps, epoch, config.epochs, loss_value, learning_rate,
+                                     session_tokens / elapsed if elapsed > 0 else 0.0,
+                                     elapsed / session_steps * (total_steps - step)))
         if stopped:
             break
 
-        # 6. Epoch end: validation loss, then a checkpoint to resume from.
+        # 6. Epoch end: validation loss, then a checkpoint to resume from (by the first worker; the others wait
+        # for it at the next step, or below).
+        epochs_completed = epoch
+        if not parallel.first:
+            continue
         if validation:
             validation_metrics.append((step, epoch, evaluate(model, validation, device)))
         save_checkpoint(checkpoints, epoch, model, {
@@ -472,18 +559,20 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda"
             else None})
-        epochs_completed = epoch
 
     # 7. The final weights (the adapter alone for LoRA) and the tokenizer, for serving.
     model_dir: Path | None
     if stopped:
+        parallel.wait_for_all()
         last = latest_checkpoint(checkpoints)
         model_dir = last / "model" if last else None
     else:
         model_dir = Path(work_dir) / "model"
-        with atomic_dir(model_dir) as staging:
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
+        if parallel.first:
+            with atomic_dir(model_dir) as staging:
+                model.save_pretrained(staging)
+                tokenizer.save_pretrained(staging)
+        parallel.wait_for_all()
     return TrainingResult(step, epochs_completed, stopped, step_metrics, validation_metrics, train_tokens,
                           time.perf_counter() - started, model_dir)
 

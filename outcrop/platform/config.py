@@ -19,6 +19,9 @@ ENV_PREFIX = "OUTCROP_"
 CONFIG_FILE_NAME = "outcrop.toml"
 
 
+#: Where jobs can run (Settings.job_backend).
+JOB_BACKENDS = ("local", "ray")
+
 #: The bucket knowledge bases use on an S3 endpoint unless knowledge_store_uri names another place.
 VECTOR_BUCKET = "outcrop-vectors"
 
@@ -95,6 +98,11 @@ class Settings:
     insights_period: str = "7d"
     #: Jobs (fine-tuning, evaluation) that run at once; more wait in the queue.
     max_running_jobs: int = 1
+    #: Where jobs (fine-tuning, evaluation, ingestion) run: "local", child processes of the server; or "ray",
+    #: jobs submitted to the Ray cluster at ray_address (outcrop/platform/launchers.py says what it needs).
+    job_backend: str = "local"
+    #: The Ray head's job API for job_backend = "ray", as `ray job submit` takes it: http://HEAD:8265.
+    ray_address: str = ""
     #: Where the built-in evaluation datasets come from: empty means the samples that ship with Outcrop
     #: (offline); `hub` the full sets from the Hugging Face hub, cached in `<data_dir>/datasets`; else a
     #: folder laid out like the packaged one (`eval/qa-boolq.jsonl`, ...).
@@ -256,4 +264,7 @@ def load_settings(**overrides: Any) -> Settings:
             if f.name in source:
                 values[f.name] = _coerce(f.name, source[f.name], f.type)
                 break
-    return dataclasses.replace(Settings(), **values)
+    settings = dataclasses.replace(Settings(), **values)
+    if settings.job_backend not in JOB_BACKENDS:
+        raise ValueError(f"setting job_backend must be one of {', '.join(JOB_BACKENDS)}, got {settings.job_backend!r}")
+    return settings

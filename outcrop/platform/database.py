@@ -149,6 +149,10 @@ class Database:
         #: here); data migrations that need more than SQL (the object store) run when it is older than theirs.
         self.upgraded_from: str | None = None
 
+    def __reduce__(self) -> tuple:
+        """Sent to another process (a Ray Train worker of a job) as its URL: it opens its own connections."""
+        return Database, (self.url,)
+
     def migrate(self) -> str:
         """Migrate to the newest revision and return it."""
         before, after = migrate(self.engine)

@@ -1,10 +1,11 @@
-"""The local job runner: each job runs in its own process; its state lives in the database.
+"""The job runner: each job runs in its own process, here or on a Ray cluster; its state lives in the database.
 
 The runner knows no domain. A job names its entry point (`outcrop.customization.job:run`), which is
 called in a child process with a `JobContext`, and optionally a failure hook (`module:function`),
 which the runner calls with (job id, message) when the process dies without saying how it ended
 or when a restart finds the job orphaned. Stop is cooperative: the job checks `should_stop()` between
-steps; one that does not stop within the grace period is terminated.
+steps; one that does not stop within the grace period is terminated. Where the processes run is the
+launcher's business (`outcrop.platform.launchers`: child processes, or Ray jobs).
 
 After a restart, a job that was running is started again (its entry point sees `attempt > 1` and
 resumes from its own checkpoints) up to `MAX_ATTEMPTS`, after which it fails with a message: a job
@@ -18,8 +19,6 @@ import importlib
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from sqlalchemy import select, update
 
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database, utc_now
+from outcrop.platform.launchers import Launcher, open_launcher
 from outcrop.platform.presence import Presence
 from outcrop.platform.tables import JobRow, JobState
 
@@ -90,7 +90,7 @@ class JobRunner:
     """Starts queued jobs as child processes, watches them, stops them, recovers them after restarts."""
 
     def __init__(self, db: Database, settings: Settings, max_running: int = 1,
-                 presence: Presence | None = None) -> None:
+                 presence: Presence | None = None, launcher: Launcher | None = None) -> None:
         #: This server among those on the database: a job it claims carries its id, and the jobs of servers
         #: that died are requeued (recover). None: the only server.
         self.presence = presence
@@ -98,7 +98,7 @@ class JobRunner:
         self.db = db
         self.settings = settings
         self.max_running = max_running
-        self._children: dict[str, subprocess.Popen] = {}
+        self.launcher = launcher or open_launcher(settings)
         self._stop_deadlines: dict[str, float] = {}
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -135,13 +135,13 @@ class JobRunner:
         self._thread.start()
 
     def close(self) -> None:
-        """Server shutdown: stop the loop and terminate children; they resume at the next start."""
+        """Server shutdown: stop the loop; local children are terminated and resume at the next start, Ray jobs
+        go on."""
         self._closed.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        for child in self._children.values():
-            _terminate(child)
+        self.launcher.close()
 
     def recover(self, unowned: bool = True) -> None:
         """Jobs left running by a server that is gone (this one before a restart, or another server on the
@@ -153,8 +153,10 @@ class JobRunner:
             orphans = [row for row in session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING))
                        if row.server_id not in live and (unowned or row.server_id is not None)]
         for row in orphans:
-            if row.pid and _is_our_child(row.pid, row.job_id):
-                os.kill(row.pid, signal.SIGTERM)  # a server killed hard leaves its children running
+            if self.launcher.recover(row.job_id, row.attempt, row.pid):  # still running (a Ray job): watch it
+                if not self._adopt(row):
+                    self.launcher.forget(row.job_id)  # another server adopted it first
+                continue
             if row.stop_requested:
                 self._take_over(row, JobState.STOPPED, "Stopped while the server restarted")
             elif row.attempt >= MAX_ATTEMPTS:
@@ -164,14 +166,19 @@ class JobRunner:
             elif self._take_over(row, JobState.QUEUED, None):
                 log.info("job %s was running on a server that stopped; it will resume", row.job_id)
 
+    def _adopt(self, row: JobRow) -> bool:
+        """Make a job still running (on Ray) this server's, only if it is still as it was read."""
+        with self.db.session() as session:
+            return bool(session.execute(update(JobRow).where(*_unchanged(row)).values(
+                server_id=self.presence.server_id if self.presence is not None else None,
+                updated_at=utc_now())).rowcount)
+
     def _take_over(self, row: JobRow, state: str, message: str | None) -> bool:
         """Move an orphaned job on, only if it is still as it was read: of servers recovering it at once (or one
         that claimed it since), one wins and the others change nothing."""
-        owner = JobRow.server_id.is_(None) if row.server_id is None else JobRow.server_id == row.server_id
         with self.db.session() as session:
-            return bool(session.execute(update(JobRow).where(
-                JobRow.job_id == row.job_id, JobRow.state == JobState.RUNNING, JobRow.attempt == row.attempt, owner)
-                .values(state=state, message=message, pid=None, server_id=None, updated_at=utc_now())).rowcount)
+            return bool(session.execute(update(JobRow).where(*_unchanged(row)).values(
+                state=state, message=message, pid=None, server_id=None, updated_at=utc_now())).rowcount)
 
     def _loop(self) -> None:
         while not self._closed.is_set():
@@ -188,7 +195,7 @@ class JobRunner:
             self._wake.clear()
 
     def _launch(self) -> None:
-        room = self.max_running - len(self._children)
+        room = self.max_running - len(self.launcher.watched())
         if room <= 0:
             return
         with self.db.session() as session:
@@ -200,19 +207,14 @@ class JobRunner:
             log_path = job_dir(self.settings, row.job_id) / "job.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with log_path.open("ab") as log_file:  # the child keeps its own handle
-                    child = subprocess.Popen(
-                        [sys.executable, "-m", "outcrop.platform.job_process", row.job_id,
-                         "--data-dir", str(self.settings.data_dir)],
-                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                        start_new_session=True, env={**os.environ, "OUTCROP_DATA_DIR": str(self.settings.data_dir)})
-            except OSError as exc:  # claimed but not started: it must not stay RUNNING on no process
+                pid = self.launcher.start(row.job_id, row.attempt + 1, log_path)
+            except Exception as exc:  # claimed but not started: it must not stay RUNNING on no process
                 self._fail(row, f"The job process could not start: {exc}")
                 continue
-            with self.db.session() as session:
-                session.execute(update(JobRow).where(JobRow.job_id == row.job_id).values(pid=child.pid))
-            self._children[row.job_id] = child
-            log.info("job %s started (attempt %d, pid %d)", row.job_id, row.attempt + 1, child.pid)
+            if pid is not None:
+                with self.db.session() as session:
+                    session.execute(update(JobRow).where(JobRow.job_id == row.job_id).values(pid=pid))
+            log.info("job %s started (attempt %d, pid %s)", row.job_id, row.attempt + 1, pid)
 
     def _claim(self, row: JobRow) -> bool:
         """Take a queued job for this server by one conditional update: of servers racing for it, one wins (a
@@ -228,11 +230,10 @@ class JobRunner:
                 server_id=self.presence.server_id if self.presence is not None else None)).rowcount)
 
     def _reap(self) -> None:
-        for job_id, child in list(self._children.items()):
-            code = child.poll()
+        for job_id in self.launcher.watched():
+            code = self.launcher.ended(job_id)
             if code is None:
                 continue
-            del self._children[job_id]
             self._stop_deadlines.pop(job_id, None)
             row = self.get(job_id)
             if row is None or row.state in TERMINAL:
@@ -248,14 +249,14 @@ class JobRunner:
             stopping = session.scalars(select(JobRow.job_id).where(
                 JobRow.state == JobState.RUNNING, JobRow.stop_requested.is_(True))).all()
         now = time.monotonic()
+        watched = set(self.launcher.watched())
         for job_id in stopping:
-            child = self._children.get(job_id)
-            if child is None:
+            if job_id not in watched:
                 continue
             deadline = self._stop_deadlines.setdefault(job_id, now + STOP_GRACE_S)
             if now >= deadline:
                 log.warning("job %s did not stop within %.0fs; terminating it", job_id, STOP_GRACE_S)
-                _terminate(child)
+                self.launcher.terminate(job_id)
 
     def _finish(self, job_id: str, state: str, message: str | None = None) -> None:
         with self.db.session() as session:
@@ -287,22 +288,11 @@ def _last_line(folder: Path) -> str:
     return lines[-1][:500] if lines else "no output"
 
 
-def _terminate(child: subprocess.Popen, grace: float = 5.0) -> None:
-    if child.poll() is not None:
-        return
-    child.terminate()
-    try:
-        child.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        child.kill()
-
-
-def _is_our_child(pid: int, job_id: str) -> bool:
-    """True if `pid` is still a job process for this job (pids are reused; the command line is not)."""
-    try:
-        return job_id in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
+def _unchanged(row: JobRow) -> tuple:
+    """The conditions of an update that applies only while the job is running as `row` read it: of servers
+    recovering it at once (or one that claimed it since), one wins and the others change nothing."""
+    owner = JobRow.server_id.is_(None) if row.server_id is None else JobRow.server_id == row.server_id
+    return JobRow.job_id == row.job_id, JobRow.state == JobState.RUNNING, JobRow.attempt == row.attempt, owner
 
 
 def run_job(job_id: str, settings: Settings) -> int:

@@ -365,7 +365,7 @@ def card(context_length=8192, customizations=("FINE_TUNING", "CONTINUED_PRE_TRAI
 DEFAULTS = {"epochCount": 5, "batchSize": 1, "learningRate": 1e-4, "learningRateWarmupSteps": 5,
             "fineTuningMethod": "lora", "loraRank": 8, "loraAlpha": 16, "loraDropout": 0.05,
             "maxSequenceLength": 1024, "packing": False, "gradientAccumulationSteps": 1, "weightDecay": 0.0,
-            "seed": 42}
+            "seed": 42, "workerCount": 1}
 
 
 def test_defaults_for_every_hyperparameter():

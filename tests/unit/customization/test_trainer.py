@@ -282,3 +282,50 @@ def test_examples_without_a_completion_token_are_left_out(base, examples, tmp_pa
     assert result.steps == 4 and result.train_tokens == sum(len(e.input_ids) for e in examples)
     with pytest.raises(ValueError, match="completion token"):
         run(base, [prompt_only], tmp_path, "none", epochs=1)
+
+
+def _train_as_worker(rank: int, world: int, port: int, base: Path, examples: list, work_dir: Path,
+                     config: dict, results) -> None:
+    """One of `world` processes training together over gloo (what Ray Train sets up for each worker)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        result = train(base, examples, None, TrainingConfig(**config), work_dir, device=CPU)
+        results.put((rank, result.step_metrics, result.train_tokens, result.model_dir))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_workers_take_the_steps_one_worker_takes(base, examples, tmp_path):
+    """Each step's rows are dealt out between two workers (three rows: one gets two, the other one; in the
+    last step of each epoch one gets none) and their gradients summed: the same losses and weights as one."""
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    from tests.conftest import free_port
+
+    config = {"epochs": 2, "learning_rate": 1e-2, "warmup_steps": 0, "seed": 7, "batch_size": 3,
+              "lora_dropout": 0.0}
+    alone = train(base, examples, None, TrainingConfig(**config), tmp_path / "alone", device=CPU)
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    port = free_port()
+    workers = [context.Process(target=_train_as_worker, args=(rank, 2, port, base, examples, tmp_path / "together",
+                                                              config, results)) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    together = dict((rank, rest) for rank, *rest in (results.get(timeout=120) for _ in workers))
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [w.exitcode for w in workers] == [0, 0]
+    for rank in (0, 1):
+        steps, tokens, _ = together[rank]
+        assert tokens == alone.train_tokens
+        assert [(s, e) for s, e, _ in steps] == [(s, e) for s, e, _ in alone.step_metrics]
+        assert [loss for *_, loss in steps] == pytest.approx([loss for *_, loss in alone.step_metrics], rel=1e-5)
+    a = load_file(alone.model_dir / "adapter_model.safetensors")
+    b = load_file(together[0][2] / "adapter_model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-5)  # Adam magnifies float noise

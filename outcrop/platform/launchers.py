@@ -1,0 +1,207 @@
+"""Where the job runner's processes run: child processes of the server, or jobs on a Ray cluster.
+
+The runner (`outcrop.platform.jobs`) decides which job runs and records how it ends; a launcher only starts
+the job's process (`python -m outcrop.platform.job_process JOB_ID --data-dir DIR`), says when it has ended,
+and ends it on request. The same command runs either way, so a job knows nothing of where it runs.
+
+- `LocalProcesses` (job_backend = "local", the default): children of the server, in their own session. A
+  server that stops takes them down; the next one requeues the job, which resumes from its checkpoints.
+- `RayJobs` (job_backend = "ray"): Ray jobs submitted to `ray_address` (the head's job API, as for
+  `ray job submit`), one submission per attempt (`outcrop-<job id>-<attempt>`). They outlive the server: a
+  server that stops leaves them running, and the server that recovers the job watches it again instead of
+  starting it over. The job's output is in Ray's job log, and copied to the job's `job.log` when it ends.
+  Every node of the cluster must reach the same database and object store, see the data dir at the same
+  path (a shared filesystem: job folders, custom model weights) and run Outcrop with the same Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from outcrop.platform.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Exit statuses the runner reads from a Ray job's end (a Ray job has a status, not an exit status).
+_RAY_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 143}
+
+
+class Launcher(Protocol):
+    def start(self, job_id: str, attempt: int, log_path: Path) -> int | None:
+        """Start the job's process; returns its pid where it has one on this machine."""
+
+    def ended(self, job_id: str) -> int | None:
+        """The exit status once the job's process has ended (then it is forgotten), else None."""
+
+    def terminate(self, job_id: str) -> None:
+        """End the job's process now (SIGTERM, then SIGKILL after a grace period)."""
+
+    def watched(self) -> list[str]:
+        """The jobs whose processes this launcher watches."""
+
+    def forget(self, job_id: str) -> None:
+        """Stop watching a job (recovered by another server first), leaving its process alone."""
+
+    def recover(self, job_id: str, attempt: int, pid: int | None) -> bool:
+        """A job of a server that is gone: True when its process still runs and is watched from now on; else
+        anything left of it is ended, and the runner requeues or fails it."""
+
+    def close(self) -> None:
+        """The server is stopping."""
+
+
+def job_command(job_id: str, settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "outcrop.platform.job_process", job_id, "--data-dir", str(settings.data_dir)]
+
+
+def open_launcher(settings: Settings) -> Launcher:
+    if settings.job_backend == "ray":
+        return RayJobs(settings)
+    return LocalProcesses(settings)
+
+
+class LocalProcesses:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._children: dict[str, subprocess.Popen] = {}
+
+    def start(self, job_id: str, attempt: int, log_path: Path) -> int:
+        with log_path.open("ab") as log_file:  # the child keeps its own handle
+            child = subprocess.Popen(
+                job_command(job_id, self.settings), stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "OUTCROP_DATA_DIR": str(self.settings.data_dir)})
+        self._children[job_id] = child
+        return child.pid
+
+    def ended(self, job_id: str) -> int | None:
+        code = self._children[job_id].poll()
+        if code is not None:
+            del self._children[job_id]
+        return code
+
+    def terminate(self, job_id: str) -> None:
+        child = self._children.get(job_id)
+        if child is not None:
+            _terminate(child)
+
+    def watched(self) -> list[str]:
+        return list(self._children)
+
+    def forget(self, job_id: str) -> None:
+        self._children.pop(job_id, None)
+
+    def recover(self, job_id: str, attempt: int, pid: int | None) -> bool:
+        # A process is watched only by the server that started it (its exit status goes to its parent), so a
+        # leftover one (the server was killed hard) is ended and the job starts over from its checkpoints.
+        if pid and _is_our_child(pid, job_id):
+            os.kill(pid, signal.SIGTERM)
+        return False
+
+    def close(self) -> None:
+        for child in self._children.values():
+            _terminate(child)
+
+
+class RayJobs:
+    def __init__(self, settings: Settings) -> None:
+        try:
+            from ray.job_submission import JobSubmissionClient
+        except ImportError as exc:  # an optional dependency: say which
+            raise RuntimeError("job_backend = \"ray\" needs Ray's job client: pip install 'outcrop[ray]'") from exc
+        if not settings.ray_address:
+            raise RuntimeError("job_backend = \"ray\" needs ray_address (OUTCROP_RAY_ADDRESS): the Ray head's job "
+                               "API, such as http://127.0.0.1:8265")
+        self.settings = settings
+        self.client = JobSubmissionClient(settings.ray_address)
+        self._submissions: dict[str, str] = {}  # job id -> this attempt's submission id
+        self._logs: dict[str, Path] = {}
+
+    @staticmethod
+    def submission_id(job_id: str, attempt: int) -> str:
+        return f"outcrop-{job_id}-{attempt}"
+
+    def start(self, job_id: str, attempt: int, log_path: Path) -> None:
+        # The job's settings are the server's: the data dir's outcrop.toml, and OUTCROP_* passed on.
+        env = {k: v for k, v in os.environ.items() if k.startswith("OUTCROP_")}
+        env["OUTCROP_DATA_DIR"] = str(self.settings.data_dir)
+        submission = self.submission_id(job_id, attempt)
+        self.client.submit_job(entrypoint=subprocess.list2cmdline(job_command(job_id, self.settings)),
+                               submission_id=submission, runtime_env={"env_vars": env},
+                               metadata={"outcrop_job_id": job_id, "attempt": str(attempt)})
+        self._watch(job_id, submission, log_path)
+        return None
+
+    def _watch(self, job_id: str, submission: str, log_path: Path) -> None:
+        self._submissions[job_id], self._logs[job_id] = submission, log_path
+
+    def ended(self, job_id: str) -> int | None:
+        submission = self._submissions[job_id]
+        status = str(self.client.get_job_status(submission))
+        status = status.rsplit(".", 1)[-1]  # JobStatus.SUCCEEDED on some versions, SUCCEEDED on others
+        if status not in _RAY_EXIT:
+            return None
+        self._copy_log(submission, self._logs.pop(job_id))
+        del self._submissions[job_id]
+        return _RAY_EXIT[status]
+
+    def _copy_log(self, submission: str, log_path: Path) -> None:
+        try:
+            text = self.client.get_job_logs(submission)
+        except Exception as exc:  # the job's ending matters more than its log
+            text = f"(Ray's log of {submission} could not be read: {exc})\n"
+        with log_path.open("a", encoding="utf-8", errors="replace") as out:
+            out.write(text)
+
+    def terminate(self, job_id: str) -> None:
+        submission = self._submissions.get(job_id)
+        if submission is not None:
+            self.client.stop_job(submission)  # SIGTERM, then SIGKILL after Ray's grace period
+
+    def watched(self) -> list[str]:
+        return list(self._submissions)
+
+    def forget(self, job_id: str) -> None:
+        self._submissions.pop(job_id, None)
+        self._logs.pop(job_id, None)
+
+    def recover(self, job_id: str, attempt: int, pid: int | None) -> bool:
+        from outcrop.platform.jobs import job_dir
+
+        submission = self.submission_id(job_id, attempt)
+        try:
+            status = str(self.client.get_job_status(submission)).rsplit(".", 1)[-1]
+        except Exception:  # never submitted (the server died in between), or the cluster forgot it
+            return False
+        if status in _RAY_EXIT:
+            return False
+        self._watch(job_id, submission, job_dir(self.settings, job_id) / "job.log")
+        return True
+
+    def close(self) -> None:
+        """Ray jobs go on without the server: the one that recovers them watches them again."""
+        self._submissions.clear()
+
+
+def _terminate(child: subprocess.Popen, grace: float = 5.0) -> None:
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        child.kill()
+
+
+def _is_our_child(pid: int, job_id: str) -> bool:
+    """True if `pid` is still a job process for this job (pids are reused; the command line is not)."""
+    try:
+        return job_id in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
