@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,9 +246,18 @@ def stream_once(client, prompt: str, seed: int, max_tokens: int) -> tuple[float,
 
 def run_ours(endpoint: str, key: tuple[str, str], server_pid: int, clients: int, rounds: int,
              max_tokens: int) -> Side:
-    side = Side(f"outcrop serve, {clients} concurrent")
     # Clients are made here, one per thread: making boto3 clients concurrently is not thread-safe.
     pool = [runtime_client(endpoint, key) for _ in range(clients)]
+    return run_concurrent(
+        f"outcrop serve, {clients} concurrent", clients, rounds, server_pid,
+        lambda i, n: stream_once(pool[i], PROMPTS[i % len(PROMPTS)], n, max_tokens))
+
+
+def run_concurrent(name: str, clients: int, rounds: int, server_pid: int | None,
+                   call: Callable[[int, int], tuple[float, int]]) -> Side:
+    """`clients` threads, each making `rounds` calls back to back: `call(client, n)` answers (seconds to the first
+    token, output tokens), with n different for every request (its seed); the prompt is the client's own."""
+    side = Side(name)
     barrier = threading.Barrier(clients + 1)
     results: list[tuple[float, int]] = []
     errors: list[BaseException] = []
@@ -257,8 +267,7 @@ def run_ours(endpoint: str, key: tuple[str, str], server_pid: int, clients: int,
         barrier.wait()
         try:
             for r in range(rounds):
-                n = i + r * clients  # a different seed for every request; the prompt is the client's own
-                outcome = stream_once(pool[i], PROMPTS[i % len(PROMPTS)], n, max_tokens)
+                outcome = call(i, i + r * clients)
                 with lock:
                     results.append(outcome)
         except BaseException as exc:  # reported after the phase, not lost in a thread

@@ -101,7 +101,8 @@ class Services:
         catalog = Catalog(db, settings.region, model_aliases(settings.model_aliases))
         profiles = InferenceProfiles(db, catalog, settings.region)
         engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences,
-                        max_queue_wait_s=settings.max_queue_wait_seconds or None)
+                        max_queue_wait_s=settings.max_queue_wait_seconds or None, generator=settings.engine,
+                        mu_concurrent_sequences=settings.mu_concurrent_sequences)
         store = open_object_store(settings)
         buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
         _vectors_bucket(db, store, settings)

@@ -27,6 +27,7 @@ from outcrop.inference.loader import (
     LORA_HOST,
     RERANKER,
     LoadedModel,
+    describe_causal_lm,
     load_causal_lm,
     load_encoder,
     load_lora_host,
@@ -34,6 +35,7 @@ from outcrop.inference.loader import (
 )
 from outcrop.inference.sampling import SamplingParams
 from outcrop.inference.scheduler import Scheduler
+from outcrop.inference.vllm_engine import VllmScheduler, engine_args
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,12 @@ class _Load:
 
 class Engine:
     def __init__(self, cache_dir: Path, memory_budget_bytes: int, max_batch: int = 16,
-                 max_queue_wait_s: float | None = None) -> None:
+                 max_queue_wait_s: float | None = None, generator: str = "transformers",
+                 mu_concurrent_sequences: int = 2) -> None:
+        #: What generates text: "transformers" (our scheduler, CPU or GPU) or "vllm" (GPU; inference/vllm_engine.py).
+        #: Encoders and rerankers run on transformers either way.
+        self.generator = generator
+        self.mu_concurrent_sequences = mu_concurrent_sequences
         self.cache_dir = cache_dir
         self.memory_budget_bytes = memory_budget_bytes
         self.max_batch = max_batch
@@ -160,17 +167,20 @@ class Engine:
     def _load(self, key: tuple[str, str], path: Path, kind: str, base: Path | None, load: _Load) -> None:
         """Load the weights and publish the outcome to every caller waiting on `load`."""
         try:
-            if kind == LORA_HOST:
+            if self.generator == "vllm" and kind in (CAUSAL, LORA_HOST):
+                load.deployment = self._vllm(path, kind)
+            elif kind == LORA_HOST:
                 loaded = load_lora_host(path)
             elif kind == CAUSAL:
                 loaded = load_causal_lm(path, self.cache_dir, base=base)
             else:
                 loaded = load_reranker(path) if kind == RERANKER else load_encoder(path)
-            log.info("loaded %s (%s, %.0f MB on %s)", path, kind, loaded.nbytes / 2**20, loaded.device)
-            # Encoders and rerankers run one forward pass under the deployment's lock; only generation batches.
-            scheduler = Scheduler(loaded, self.max_batch, self.max_queue_wait_s) if kind in (CAUSAL, LORA_HOST) \
-                else None
-            load.deployment = Deployment(loaded, scheduler, threading.Lock())
+            if load.deployment is None:
+                log.info("loaded %s (%s, %.0f MB on %s)", path, kind, loaded.nbytes / 2**20, loaded.device)
+                # Encoders and rerankers run one forward pass under the deployment's lock; only generation batches.
+                scheduler = Scheduler(loaded, self.max_batch, self.max_queue_wait_s) \
+                    if kind in (CAUSAL, LORA_HOST) else None
+                load.deployment = Deployment(loaded, scheduler, threading.Lock())
             with self._lock:
                 self._deployments[key] = load.deployment
                 self._failed.pop(key, None)
@@ -185,9 +195,22 @@ class Engine:
         finally:
             load.done.set()
 
+    def _vllm(self, path: Path, kind: str) -> Deployment:
+        """A vLLM engine for these weights (a LoRA host: with multi-LoRA on), behind the scheduler's interface."""
+        loaded = describe_causal_lm(path, self.cache_dir)
+        scheduler = VllmScheduler(engine_args(loaded.extra["folder"], lora_host=kind == LORA_HOST,
+                                              max_batch=self.max_batch,
+                                              mu_concurrent_sequences=self.mu_concurrent_sequences,
+                                              context_length=loaded.context_length))
+        log.info("serving %s (%s) on vLLM", path, kind)
+        return Deployment(loaded, scheduler, threading.Lock())
+
     def _adapter(self, path: Path, base: Path, wait: float | None = None) -> Deployment:
         host = self.get(base, LORA_HOST, wait=wait)
         name = adapter_name(path)
+        if isinstance(host.scheduler, VllmScheduler):  # vLLM loads the adapter with its first request
+            host.scheduler.add_adapter(name, path)
+            return Deployment(host.loaded, AdapterScheduler(host.scheduler, name), host.lock)
         with host.scheduler.step_lock:
             if name not in host.loaded.model.peft_config:
                 host.loaded.model.load_adapter(str(path), adapter_name=name)
@@ -203,6 +226,9 @@ class Engine:
         with self._lock:
             hosts = [d for key, d in self._deployments.items() if key[1] == LORA_HOST]
         for host in hosts:
+            if isinstance(host.scheduler, VllmScheduler):
+                host.scheduler.remove_adapter(name)
+                continue
             with host.scheduler.step_lock:
                 if name in host.loaded.model.peft_config:
                     host.loaded.model.delete_adapter(name)

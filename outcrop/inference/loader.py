@@ -115,15 +115,39 @@ def load_causal_lm(path: Path, cache_dir: Path, device: torch.device | None = No
         model = PeftModel.from_pretrained(model, folder).merge_and_unload().to(device).eval()
     else:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(device)).to(device).eval()
-    eos = set()
-    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        eos.update(value if isinstance(value, list | tuple | set) else [value] if value is not None else [])
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return LoadedModel(CAUSAL, model, tokenizer, device, _context_length(model.config, tokenizer),
-                       frozenset(int(e) for e in eos), nbytes=nbytes)
+                       _eos_ids(getattr(model, "generation_config", None), model.config, tokenizer), nbytes=nbytes)
+
+
+def _eos_ids(*sources: Any) -> frozenset[int]:
+    """Every end-of-sequence id the generation config, the model config and the tokenizer name."""
+    eos: set[int] = set()
+    for source in sources:
+        value = getattr(source, "eos_token_id", None)
+        eos.update(value if isinstance(value, list | tuple | set) else [value] if value is not None else [])
+    return frozenset(int(e) for e in eos)
+
+
+def describe_causal_lm(path: Path, cache_dir: Path) -> LoadedModel:
+    """A causal LM's tokenizer and limits without its weights, for an engine that loads them itself (vLLM):
+    `model` is None, and `extra["folder"]` is the Hugging Face folder to load (a GGUF file converted once)."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    folder = convert_gguf(path, cache_dir) if path.suffix.lower() == ".gguf" else path
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder)
+    try:
+        generation = GenerationConfig.from_pretrained(folder)
+    except OSError:  # no generation_config.json
+        generation = None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    nbytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    return LoadedModel(CAUSAL, None, tokenizer, torch.device("cuda"), _context_length(config, tokenizer),
+                       _eos_ids(generation, config, tokenizer), nbytes=nbytes, extra={"folder": folder})
 
 
 def load_lora_host(base: Path, device: torch.device | None = None) -> LoadedModel:

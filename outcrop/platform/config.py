@@ -19,8 +19,9 @@ ENV_PREFIX = "OUTCROP_"
 CONFIG_FILE_NAME = "outcrop.toml"
 
 
-#: Where jobs can run (Settings.job_backend).
+#: Where jobs can run (Settings.job_backend), and what can generate text (Settings.engine).
 JOB_BACKENDS = ("local", "ray")
+ENGINES = ("transformers", "vllm")
 
 #: The bucket knowledge bases use on an S3 endpoint unless knowledge_store_uri names another place.
 VECTOR_BUCKET = "outcrop-vectors"
@@ -68,6 +69,10 @@ class Settings:
     #: machine must split its cores (cores / servers each): two servers each using every core spin against
     #: each other and generate many times slower than one (bench/many_servers.py).
     torch_threads: int = 0
+    #: What generates text: "transformers" (the default, and the only one on CPUs) or "vllm" (one NVIDIA GPU,
+    #: `pip install vllm`: continuous batching with paged attention, multi-LoRA for provisioned custom models;
+    #: outcrop/inference/vllm_engine.py). Embeddings and reranking run on transformers either way.
+    engine: str = "transformers"
     #: Sequences one model generates at once; more requests wait for a free slot.
     max_batch_sequences: int = 16
     #: Seconds a request may wait for a free slot before ThrottlingException (which the SDKs retry with
@@ -265,6 +270,7 @@ def load_settings(**overrides: Any) -> Settings:
                 values[f.name] = _coerce(f.name, source[f.name], f.type)
                 break
     settings = dataclasses.replace(Settings(), **values)
-    if settings.job_backend not in JOB_BACKENDS:
-        raise ValueError(f"setting job_backend must be one of {', '.join(JOB_BACKENDS)}, got {settings.job_backend!r}")
+    for name, allowed in (("job_backend", JOB_BACKENDS), ("engine", ENGINES)):
+        if getattr(settings, name) not in allowed:
+            raise ValueError(f"setting {name} must be one of {', '.join(allowed)}, got {getattr(settings, name)!r}")
     return settings

@@ -127,6 +127,34 @@ def test_round_trip(store, bucket, tmp_path):
     assert store.get_bytes("s3://bkt/data/train.jsonl") == b"replaced"
 
 
+def test_a_large_file_goes_up_in_parts_and_comes_back_whole(store, bucket, tmp_path):
+    """20 MiB: above boto3's 8 MiB multipart threshold, so on S3 an upload of three parts (its ETag says how
+    many), and a server-side copy in parts too."""
+    src = tmp_path / "large.bin"
+    src.write_bytes(os.urandom(20 * 1024 * 1024 + 3))
+    assert store.upload_file(src, "s3://bkt/large.bin").size == src.stat().st_size
+    assert store.copy("s3://bkt/large.bin", "s3://bkt/large-copy.bin").size == src.stat().st_size
+    for key in ("large.bin", "large-copy.bin"):
+        store.download_file(f"s3://bkt/{key}", tmp_path / key)
+        assert (tmp_path / key).read_bytes() == src.read_bytes()
+    if not isinstance(store, LocalObjectStore):
+        etag = store._client.head_object(Bucket="bkt", Key="large.bin")["ETag"]
+        assert etag.strip('"').endswith("-3")
+
+
+def test_more_than_a_thousand_keys_list_and_delete(store, bucket):
+    """S3 answers at most 1,000 keys a page and deletes at most 1,000 a request: both are paged."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"many/{i:05d}.txt" for i in range(1_050)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda name: store.put_bytes(f"s3://bkt/{name}", b"x"), names))
+    store.put_bytes("s3://bkt/other.txt", b"y")
+    assert keys(store.list("s3://bkt/many/")) == names
+    assert store.delete_prefix("s3://bkt/many/") == 1_050
+    assert keys(store.list("s3://bkt/")) == ["other.txt"]
+
+
 def test_upload_fileobj_streams_an_unsized_source(store, bucket):
     class Pipe(io.RawIOBase):  # like stdin: no seek, no size
         def __init__(self):
