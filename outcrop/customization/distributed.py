@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,13 @@ def train(workers: int, base_model_dir: Path, train_examples: Sequence[trainer.T
             ray.init(log_to_driver=True)
         else:  # the local job backend: a Ray of this machine, for this job only
             ray.init(address="local", num_cpus=workers, include_dashboard=False)
-    gpus = ray.cluster_resources().get("GPU", 0) >= workers
+        # ray.init makes SIGTERM raise SystemExit, which the job would record as a failure; a SIGTERM (a forced
+        # stop, the server stopping) must end the process at once, to resume from its checkpoints (jobs.run_job).
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
+    available = ray.cluster_resources().get("GPU", 0)
+    gpus = available >= workers
+    if available and not gpus:
+        log.warning("the cluster has %g GPUs for %d workers: training on CPUs", available, workers)
     work_dir = Path(work_dir).resolve()
     result_file = work_dir / RESULT_FILE
     result_file.unlink(missing_ok=True)

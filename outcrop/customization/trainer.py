@@ -34,8 +34,10 @@ Decisions:
 - Determinism: `torch.manual_seed(seed)` before the LoRA init, so dropout and init repeat; the data order
   comes from its own generator, seeded with `seed + epoch`. Same machine, same losses.
 - Several workers (`DataParallel`, torch.distributed as Ray Train sets it up): each optimizer step's rows
-  are dealt out among them and their gradients summed, so N workers take the steps one would; `batchSize`
-  stays the batch of the whole step, as on Bedrock, however many workers share it.
+  (`batchSize` x `gradientAccumulationSteps`) are dealt out among them and their gradients summed, so N
+  workers take the steps one would (with dropout, each worker draws its own masks); `batchSize` stays the
+  batch of the whole step, as on Bedrock, however many workers share it. A step of fewer rows than workers
+  leaves some idle: raise `gradientAccumulationSteps` or `batchSize` to keep N workers busy.
 - bf16 weights on CUDA (LoRA adapters kept in fp32 by PEFT), fp32 on CPU, as the inference loader does.
 """
 
@@ -253,16 +255,23 @@ def collate(rows: Sequence[Row], pad_id: int) -> Batch:
     )
 
 
-def epoch_batches(rows: Sequence[Row], batch_size: int, seed: int, pad_id: int,
-                  rank: int = 0, world: int = 1) -> list[Batch | None]:
-    """The epoch's micro-batches in a seeded random order (the same order whenever the epoch is re-run).
+def epoch_steps(rows: Sequence[Row], batch_size: int, accumulation: int, seed: int, pad_id: int,
+                rank: int = 0, world: int = 1) -> list[list[Batch]]:
+    """The epoch's optimizer steps, each a list of micro-batches of up to `batch_size` rows, over the rows in a
+    seeded random order (the same order whenever the epoch is re-run). A step takes `batch_size *
+    accumulation` rows (the last one what is left).
 
-    With `world` workers, each micro-batch's rows are dealt out among them and this returns worker `rank`'s
-    part of each (None where it gets no row): every worker walks the same steps over its share of the rows.
+    With `world` workers, each step's rows are dealt out among them and this returns worker `rank`'s share,
+    cut into micro-batches (an empty list where it gets no row): every worker walks the same steps.
     """
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
-    shares = (order[start:start + batch_size][rank::world] for start in range(0, len(order), batch_size))
-    return [collate([rows[i] for i in share], pad_id) if share else None for share in shares]
+    per_step = batch_size * accumulation
+    steps = []
+    for start in range(0, len(order), per_step):
+        share = order[start:start + per_step][rank::world]
+        steps.append([collate([rows[i] for i in share[at:at + batch_size]], pad_id)
+                      for at in range(0, len(share), batch_size)])
+    return steps
 
 
 # --- data parallel --------------------------------------------------------------------------------------
@@ -273,7 +282,7 @@ class DataParallel:
     """This worker's place when several processes train one model (torch.distributed, as Ray Train sets it
     up), or the only worker.
 
-    Each optimizer step's rows are dealt out among the workers (`epoch_batches`); each divides its token loss
+    Each optimizer step's rows are dealt out among the workers (`epoch_steps`); each divides its token loss
     by the loss tokens of the *whole* step, so the gradients it computes are its part of the single-worker
     gradient, and their sum (one all-reduce a step, all gradients flattened into one tensor) is that gradient:
     N workers take the steps one worker would, up to float rounding. Summing by hand rather than through
@@ -282,14 +291,16 @@ class DataParallel:
 
     rank: int = 0
     world: int = 1
+    #: Where the collectives' tensors live: NCCL reduces only CUDA tensors, gloo CPU ones.
+    device: torch.device = torch.device("cpu")
 
     @classmethod
-    def current(cls) -> DataParallel:
+    def current(cls, device: torch.device) -> DataParallel:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
-        return cls()
+            return cls(dist.get_rank(), dist.get_world_size(), device)
+        return cls(device=device)
 
     @property
     def first(self) -> bool:
@@ -310,7 +321,8 @@ class DataParallel:
             return stop, loss_tokens, tokens
         import torch.distributed as dist
 
-        summed = torch.tensor([float(stop), float(loss_tokens), float(tokens)], dtype=torch.float64)
+        summed = torch.tensor([float(stop), float(loss_tokens), float(tokens)], dtype=torch.float64,
+                              device=self.device)
         dist.all_reduce(summed)
         return summed[0].item() > 0, int(summed[1].item()), int(summed[2].item())
 
@@ -475,8 +487,10 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
     model = load_model(Path(base_model_dir), config, device, checkpoint)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    parallel = DataParallel.current()
+    parallel = DataParallel.current(device)
     parallel.same_start(trainable)
+    if parallel.world > 1:
+        torch.manual_seed(config.seed + 1 + parallel.rank)  # each worker its own dropout masks, repeatably
 
     # 2. Data: rows (packed or not), then per epoch a shuffled list of micro-batches, grouped into steps.
     rows = pack(usable, length, pad_id) if config.packing else rows_from_examples(usable, length)
@@ -484,7 +498,7 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
     validation = [collate(held_out[i:i + config.batch_size], pad_id)
                   for i in range(0, len(held_out), config.batch_size)]
     accumulation = config.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / accumulation)
+    steps_per_epoch = math.ceil(len(rows) / (config.batch_size * accumulation))
     total_steps = steps_per_epoch * config.epochs
 
     # 3. Optimizer and learning-rate schedule.
@@ -513,9 +527,8 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
     session_steps, session_tokens = 0, 0
     loop_started = time.perf_counter()
     for epoch in range(epochs_completed + 1, config.epochs + 1):
-        batches = epoch_batches(rows, config.batch_size, config.seed + epoch, pad_id, parallel.rank, parallel.world)
-        for first in range(0, len(batches), accumulation):
-            group = [b for b in batches[first:first + accumulation] if b is not None]  # this worker's share
+        for group in epoch_steps(rows, config.batch_size, accumulation, config.seed + epoch, pad_id, parallel.rank,
+                                 parallel.world):  # this worker's share of each step
             stopped, loss_tokens, tokens = parallel.agree(should_stop(), sum(b.loss_tokens for b in group),
                                                           sum(b.tokens for b in group))
             if stopped:

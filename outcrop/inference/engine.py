@@ -129,6 +129,7 @@ class Engine:
         for it; the next call tries again."""
         if kind == CAUSAL and base is not None and (path / "adapter_config.json").is_file():
             return self._adapter(path, base, wait)
+        kind = self._hosting(kind)
         key = (str(path), kind)
         with self._lock:
             if key in self._deployments:
@@ -152,9 +153,14 @@ class Engine:
             raise load.error
         return load.deployment
 
+    def _hosting(self, kind: str) -> str:
+        """On vLLM a base is always loaded as a LoRA host, its adapters beside it: one engine per base (each vLLM
+        engine reserves its share of the GPU), plain requests running with no adapter."""
+        return LORA_HOST if kind == CAUSAL and self.generator == "vllm" else kind
+
     def state(self, path: Path, kind: str = CAUSAL) -> str:
         """READY, LOADING, NOT_LOADED, or "failed: <error type>" for these weights; never blocks."""
-        key = (str(path), kind)
+        key = (str(path), self._hosting(kind))
         with self._lock:
             if key in self._deployments:
                 return READY
@@ -198,10 +204,13 @@ class Engine:
     def _vllm(self, path: Path, kind: str) -> Deployment:
         """A vLLM engine for these weights (a LoRA host: with multi-LoRA on), behind the scheduler's interface."""
         loaded = describe_causal_lm(path, self.cache_dir)
+        total = torch.cuda.mem_get_info()[1]
         scheduler = VllmScheduler(engine_args(loaded.extra["folder"], lora_host=kind == LORA_HOST,
                                               max_batch=self.max_batch,
                                               mu_concurrent_sequences=self.mu_concurrent_sequences,
-                                              context_length=loaded.context_length))
+                                              context_length=loaded.context_length,
+                                              memory_fraction=min(0.9, self.memory_budget_bytes / total)))
+        loaded.nbytes = min(self.memory_budget_bytes, total)  # what it holds of the GPU, for eviction
         log.info("serving %s (%s) on vLLM", path, kind)
         return Deployment(loaded, scheduler, threading.Lock())
 

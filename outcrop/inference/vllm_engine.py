@@ -17,7 +17,9 @@ bench/gpu.sh):
   them (provisioning/capacity.py) the same way on either engine; a LoRA host holds as many adapters in one
   batch as units fit in it (each unit at least `mu_concurrent_sequences` slots).
 - The wait for a slot: vLLM queues requests itself, so `max_queue_wait_seconds` does not apply; requests
-  beyond the batch wait in vLLM's queue.
+  beyond the batch wait in vLLM's queue. A request cancelled (its client gone) is aborted at its next output.
+- Memory: one vLLM engine per model (a base and its adapters share it: plain requests go through the LoRA
+  host with no adapter), each reserving `model_memory_bytes` of the GPU (at most 90%) for weights and KV cache.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ MAX_LORA_RANK = 256
 
 
 def engine_args(path: Path, *, lora_host: bool, max_batch: int, mu_concurrent_sequences: int,
-                context_length: int, seed: int = 0) -> dict[str, Any]:
-    """vLLM's AsyncEngineArgs for one model folder."""
+                context_length: int, memory_fraction: float = 0.9, seed: int = 0) -> dict[str, Any]:
+    """vLLM's AsyncEngineArgs for one model folder (the structured outputs config as a dict: `_start` makes it
+    vLLM's object). `memory_fraction` is the share of the GPU this engine reserves (weights and KV cache)."""
     args: dict[str, Any] = {
         "model": str(path), "tokenizer": str(path), "max_num_seqs": max_batch, "seed": seed,
         "max_model_len": context_length, "structured_outputs_config": {"backend": "guidance"},
-        "enable_prefix_caching": True,
+        "enable_prefix_caching": True, "gpu_memory_utilization": memory_fraction,
     }
     if lora_host:
         args.update(enable_lora=True, max_loras=max(1, max_batch // max(1, mu_concurrent_sequences)),
@@ -88,7 +91,9 @@ class VllmScheduler:
         self._thread = threading.Thread(target=self._loop.run_forever, name="outcrop-vllm", daemon=True)
         self._thread.start()
         self._ids = itertools.count()
+        self._lora_ids = itertools.count(1)  # vLLM keys adapters by this number: never reused
         self._adapters: dict[str, Any] = {}  # name -> vLLM LoRARequest
+        self._live: set[_Sequence] = set()  # told when the engine closes
         self._active = 0
         self._counting = threading.Lock()  # `active` is changed from callers' threads and the loop's
         #: Held by callers that change the adapters, as with the transformers scheduler.
@@ -98,8 +103,10 @@ class VllmScheduler:
     @staticmethod
     async def _start(args: dict[str, Any]) -> Any:
         from vllm import AsyncEngineArgs
+        from vllm.config import StructuredOutputsConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        args = {**args, "structured_outputs_config": StructuredOutputsConfig(**args["structured_outputs_config"])}
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
     def add_adapter(self, name: str, path: Path) -> None:
@@ -108,7 +115,7 @@ class VllmScheduler:
 
         with self.step_lock:
             if name not in self._adapters:
-                self._adapters[name] = LoRARequest(name, len(self._adapters) + 1, str(path))
+                self._adapters[name] = LoRARequest(name, next(self._lora_ids), str(path))
 
     def remove_adapter(self, name: str) -> None:
         with self.step_lock:
@@ -132,6 +139,7 @@ class VllmScheduler:
         sequence.dequeued.set()  # vLLM's queue is its own
         with self._counting:
             self._active += 1
+            self._live.add(sequence)
         asyncio.run_coroutine_threadsafe(self._generate(sequence, lora), self._loop)
         return GenerationStream(sequence)
 
@@ -173,8 +181,14 @@ class VllmScheduler:
         finally:
             with self._counting:
                 self._active -= 1
+                self._live.discard(sequence)
 
     def close(self) -> None:
+        """Unloaded: the requests still generating end with an error their callers see, as on our scheduler."""
+        with self._counting:
+            live, self._live = list(self._live), set()
+        for sequence in live:
+            sequence.events.put(RuntimeError("the model was unloaded while it generated"))
         try:
             self._engine.shutdown()
         finally:

@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database, utc_now
-from outcrop.platform.launchers import Launcher, open_launcher
+from outcrop.platform.launchers import Launcher, LauncherUnavailable, open_launcher
 from outcrop.platform.presence import Presence
 from outcrop.platform.tables import JobRow, JobState
 
@@ -44,6 +44,8 @@ STOP_GRACE_S = 20.0
 POLL_S = 0.5
 #: Seconds between looks for jobs whose server died (with other servers on the database).
 RECOVER_SECONDS = 10.0
+#: Seconds before starting jobs is tried again when the launcher could not be reached (the Ray head is down).
+LAUNCH_RETRY_S = 10.0
 
 
 def _resolve(entry_point: str) -> Callable[..., Any]:
@@ -99,6 +101,7 @@ class JobRunner:
         self.settings = settings
         self.max_running = max_running
         self.launcher = launcher or open_launcher(settings)
+        self._launch_after = 0.0  # monotonic time before which no job is started (the launcher was unavailable)
         self._stop_deadlines: dict[str, float] = {}
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -153,7 +156,12 @@ class JobRunner:
             orphans = [row for row in session.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING))
                        if row.server_id not in live and (unowned or row.server_id is not None)]
         for row in orphans:
-            if self.launcher.recover(row.job_id, row.attempt, row.pid):  # still running (a Ray job): watch it
+            try:
+                running = self.launcher.recover(row.job_id, row.attempt, row.pid)
+            except LauncherUnavailable as exc:  # not knowable now: left as it is, tried again at the next look
+                log.warning("job %s: %s", row.job_id, exc)
+                continue
+            if running:  # still running (a Ray job): watch it
                 if not self._adopt(row):
                     self.launcher.forget(row.job_id)  # another server adopted it first
                 continue
@@ -196,7 +204,7 @@ class JobRunner:
 
     def _launch(self) -> None:
         room = self.max_running - len(self.launcher.watched())
-        if room <= 0:
+        if room <= 0 or time.monotonic() < self._launch_after:
             return
         with self.db.session() as session:
             queued = session.scalars(select(JobRow).where(JobRow.state == JobState.QUEUED)
@@ -208,6 +216,11 @@ class JobRunner:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 pid = self.launcher.start(row.job_id, row.attempt + 1, log_path)
+            except LauncherUnavailable as exc:  # the Ray head is down: back in the queue, tried again later
+                log.warning("job %s waits: %s", row.job_id, exc)
+                self._unclaim(row)
+                self._launch_after = time.monotonic() + LAUNCH_RETRY_S
+                return
             except Exception as exc:  # claimed but not started: it must not stay RUNNING on no process
                 self._fail(row, f"The job process could not start: {exc}")
                 continue
@@ -229,9 +242,20 @@ class JobRunner:
                 state=JobState.RUNNING, attempt=JobRow.attempt + 1, updated_at=utc_now(),
                 server_id=self.presence.server_id if self.presence is not None else None)).rowcount)
 
+    def _unclaim(self, row: JobRow) -> None:
+        """Put back a job claimed but not started, as it was."""
+        with self.db.session() as session:
+            session.execute(update(JobRow).where(
+                JobRow.job_id == row.job_id, JobRow.state == JobState.RUNNING, JobRow.attempt == row.attempt + 1)
+                .values(state=JobState.QUEUED, attempt=row.attempt, server_id=None, updated_at=utc_now()))
+
     def _reap(self) -> None:
         for job_id in self.launcher.watched():
-            code = self.launcher.ended(job_id)
+            try:
+                code = self.launcher.ended(job_id)
+            except Exception as exc:  # one job's trouble (the Ray head not answering) must not stall the others
+                log.warning("job %s: could not tell whether it ended: %s", job_id, exc)
+                continue
             if code is None:
                 continue
             self._stop_deadlines.pop(job_id, None)
@@ -256,7 +280,11 @@ class JobRunner:
             deadline = self._stop_deadlines.setdefault(job_id, now + STOP_GRACE_S)
             if now >= deadline:
                 log.warning("job %s did not stop within %.0fs; terminating it", job_id, STOP_GRACE_S)
-                self.launcher.terminate(job_id)
+                self._stop_deadlines[job_id] = now + STOP_GRACE_S  # and again after as long, if need be
+                try:
+                    self.launcher.terminate(job_id)
+                except Exception as exc:
+                    log.warning("job %s could not be terminated: %s", job_id, exc)
 
     def _finish(self, job_id: str, state: str, message: str | None = None) -> None:
         with self.db.session() as session:

@@ -11,13 +11,17 @@ and ends it on request. The same command runs either way, so a job knows nothing
   server that stops leaves them running, and the server that recovers the job watches it again instead of
   starting it over. The job's output is in Ray's job log, and copied to the job's `job.log` when it ends.
   Every node of the cluster must reach the same database and object store, see the data dir at the same
-  path (a shared filesystem: job folders, custom model weights) and run Outcrop with the same Python.
+  path (a shared filesystem: job folders, custom model weights) and run Outcrop with the same Python. The
+  server's OUTCROP_* variables go with each job (Ray's dashboard shows them): keep secrets in the data dir's
+  outcrop.toml, which the job reads as the server does. A job's own process asks Ray for no resources, so it
+  runs on the head; the Ray Train workers of a fine-tune take theirs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -50,10 +54,15 @@ class Launcher(Protocol):
 
     def recover(self, job_id: str, attempt: int, pid: int | None) -> bool:
         """A job of a server that is gone: True when its process still runs and is watched from now on; else
-        anything left of it is ended, and the runner requeues or fails it."""
+        anything left of it is ended, and the runner requeues or fails it. Raises LauncherUnavailable when
+        that cannot be known now (the Ray cluster does not answer): the job is left as it is, for later."""
 
     def close(self) -> None:
         """The server is stopping."""
+
+
+class LauncherUnavailable(RuntimeError):
+    """Where the jobs run cannot be asked now (the Ray head is down or refuses us)."""
 
 
 def job_command(job_id: str, settings: Settings) -> list[str]:
@@ -112,16 +121,43 @@ class LocalProcesses:
 class RayJobs:
     def __init__(self, settings: Settings) -> None:
         try:
-            from ray.job_submission import JobSubmissionClient
+            import ray.job_submission  # noqa: F401 - checked here, used in `client`
         except ImportError as exc:  # an optional dependency: say which
             raise RuntimeError("job_backend = \"ray\" needs Ray's job client: pip install 'outcrop[ray]'") from exc
         if not settings.ray_address:
             raise RuntimeError("job_backend = \"ray\" needs ray_address (OUTCROP_RAY_ADDRESS): the Ray head's job "
                                "API, such as http://127.0.0.1:8265")
         self.settings = settings
-        self.client = JobSubmissionClient(settings.ray_address)
+        self._client = None
         self._submissions: dict[str, str] = {}  # job id -> this attempt's submission id
         self._logs: dict[str, Path] = {}
+
+    @property
+    def client(self):  # noqa: ANN201 - Ray's JobSubmissionClient
+        """Made on first use: it calls the head when made, and a server starts (and serves) while the head is
+        down; its jobs wait for it."""
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            try:
+                self._client = JobSubmissionClient(self.settings.ray_address)
+            except Exception as exc:
+                raise LauncherUnavailable(f"the Ray head at {self.settings.ray_address} does not answer: {exc}") \
+                    from exc
+        return self._client
+
+    def _status(self, submission: str) -> str | None:
+        """The submission's status (SUCCEEDED, RUNNING, ...), None when Ray does not know it (never submitted, or
+        forgotten by a head restarted without its state); LauncherUnavailable when Ray cannot be asked."""
+        try:
+            status = self.client.get_job_status(submission)
+        except LauncherUnavailable:
+            raise
+        except Exception as exc:
+            if "does not exist" in str(exc):
+                return None
+            raise LauncherUnavailable(f"Ray could not say how {submission} is: {exc}") from exc
+        return str(status).rsplit(".", 1)[-1]  # JobStatus.SUCCEEDED on some versions, SUCCEEDED on others
 
     @staticmethod
     def submission_id(job_id: str, attempt: int) -> str:
@@ -132,7 +168,7 @@ class RayJobs:
         env = {k: v for k, v in os.environ.items() if k.startswith("OUTCROP_")}
         env["OUTCROP_DATA_DIR"] = str(self.settings.data_dir)
         submission = self.submission_id(job_id, attempt)
-        self.client.submit_job(entrypoint=subprocess.list2cmdline(job_command(job_id, self.settings)),
+        self.client.submit_job(entrypoint=shlex.join(job_command(job_id, self.settings)),
                                submission_id=submission, runtime_env={"env_vars": env},
                                metadata={"outcrop_job_id": job_id, "attempt": str(attempt)})
         self._watch(job_id, submission, log_path)
@@ -143,8 +179,11 @@ class RayJobs:
 
     def ended(self, job_id: str) -> int | None:
         submission = self._submissions[job_id]
-        status = str(self.client.get_job_status(submission))
-        status = status.rsplit(".", 1)[-1]  # JobStatus.SUCCEEDED on some versions, SUCCEEDED on others
+        status = self._status(submission)
+        if status is None:  # the cluster lost it: as good as a process that died
+            self._logs.pop(job_id)
+            del self._submissions[job_id]
+            return 1
         if status not in _RAY_EXIT:
             return None
         self._copy_log(submission, self._logs.pop(job_id))
@@ -175,11 +214,8 @@ class RayJobs:
         from outcrop.platform.jobs import job_dir
 
         submission = self.submission_id(job_id, attempt)
-        try:
-            status = str(self.client.get_job_status(submission)).rsplit(".", 1)[-1]
-        except Exception:  # never submitted (the server died in between), or the cluster forgot it
-            return False
-        if status in _RAY_EXIT:
+        status = self._status(submission)  # None: never submitted (the server died in between), or forgotten
+        if status is None or status in _RAY_EXIT:
             return False
         self._watch(job_id, submission, job_dir(self.settings, job_id) / "job.log")
         return True

@@ -572,10 +572,13 @@ class Door:
             if chunked:
                 connection.putheader("Transfer-Encoding", "chunked")
                 connection.endheaders()
-                for start in range(0, len(body), 500):
-                    piece = body[start:start + 500]
-                    connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-                connection.send(b"0\r\n\r\n")
+                try:
+                    for start in range(0, len(body), 500):
+                        piece = body[start:start + 500]
+                        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    connection.send(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server answered before the body ended and closed (HTTP allows it): read its answer
             else:
                 if body or method in ("POST", "PUT", "PATCH"):
                     connection.putheader("Content-Length", str(len(body)))

@@ -48,6 +48,8 @@ def ray_head():
     try:
         yield f"http://127.0.0.1:{dashboard}", token
     finally:
+        # `ray stop` has no address: it stops every Ray process of this user on the machine (a developer's own
+        # local Ray too), which is why the suite starts only this one.
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
 

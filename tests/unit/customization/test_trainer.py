@@ -13,8 +13,10 @@ import torch
 from outcrop.customization.trainer import (
     IGNORE,
     Progress,
+    Row,
     TrainingConfig,
     collate,
+    epoch_steps,
     linear_schedule,
     load_model,
     loss_sum,
@@ -299,15 +301,16 @@ def _train_as_worker(rank: int, world: int, port: int, base: Path, examples: lis
 
 
 def test_two_workers_take_the_steps_one_worker_takes(base, examples, tmp_path):
-    """Each step's rows are dealt out between two workers (three rows: one gets two, the other one; in the
-    last step of each epoch one gets none) and their gradients summed: the same losses and weights as one."""
+    """Each step's rows are dealt out between two workers (three rows: one gets two micro-batches of one, the
+    other one; in the last step of each epoch one gets none) and their gradients summed: the same losses and
+    weights as one."""
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
     from tests.conftest import free_port
 
-    config = {"epochs": 2, "learning_rate": 1e-2, "warmup_steps": 0, "seed": 7, "batch_size": 3,
-              "lora_dropout": 0.0}
+    config = {"epochs": 2, "learning_rate": 1e-2, "warmup_steps": 0, "seed": 7, "batch_size": 1,
+              "gradient_accumulation_steps": 3, "lora_dropout": 0.0}
     alone = train(base, examples, None, TrainingConfig(**config), tmp_path / "alone", device=CPU)
     context = mp.get_context("spawn")
     results = context.Queue()
@@ -329,3 +332,11 @@ def test_two_workers_take_the_steps_one_worker_takes(base, examples, tmp_path):
     b = load_file(together[0][2] / "adapter_model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-5)  # Adam magnifies float noise
+
+
+def test_every_worker_gets_rows_of_each_step_even_with_batches_of_one():
+    rows = [Row([1, 2, 3], [IGNORE, 2, 3]) for _ in range(5)]
+    alone = epoch_steps(rows, 1, 2, seed=3, pad_id=0)
+    assert [len(step) for step in alone] == [2, 2, 1]  # 5 rows, 2 a step, micro-batches of 1
+    shares = [epoch_steps(rows, 1, 2, seed=3, pad_id=0, rank=rank, world=2) for rank in (0, 1)]
+    assert [[len(step) for step in share] for share in shares] == [[1, 1, 1], [1, 1, 0]]

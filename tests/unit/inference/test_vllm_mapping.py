@@ -58,3 +58,16 @@ def test_the_engine_and_the_job_backend_are_named_or_refused():
     for name, value in (("engine", "tensorrt"), ("job_backend", "slurm")):
         with pytest.raises(ValueError, match=f"setting {name} must be one of"):
             load_settings(**{name: value})
+
+
+def test_on_vllm_a_base_is_one_engine_with_its_adapters(tmp_path):
+    from outcrop.inference.engine import Engine
+    from outcrop.inference.loader import CAUSAL, ENCODER, LORA_HOST
+
+    engine = Engine(tmp_path, 1 << 30, generator="vllm")
+    assert engine._hosting(CAUSAL) == LORA_HOST and engine._hosting(ENCODER) == ENCODER
+    assert engine.state(tmp_path / "m") == "not loaded"
+    assert Engine(tmp_path, 1 << 30)._hosting(CAUSAL) == CAUSAL
+    args = engine_args(Path("/m"), lora_host=True, max_batch=4, mu_concurrent_sequences=2, context_length=64,
+                       memory_fraction=0.25)
+    assert args["gpu_memory_utilization"] == 0.25

@@ -59,3 +59,64 @@ def test_an_orphan_taken_over_meanwhile_is_left_to_its_new_server(db, tmp_path):
         session.execute(update(JobRow).where(JobRow.job_id == "j").values(server_id="new-server", attempt=2))
     assert not JobRunner(db, load_settings(data_dir=tmp_path), 1, Presence(db))._take_over(seen, JobState.QUEUED, None)
     assert _state(db, "j") == (JobState.RUNNING, "new-server")
+
+
+class _Cluster:
+    """A launcher whose jobs run elsewhere (as on Ray): `running` ones outlive their server; `down` makes every
+    call fail as a Ray head that does not answer does."""
+
+    def __init__(self, running: set[str] = frozenset(), down: bool = False) -> None:
+        self.running, self.down, self.watching = set(running), down, []
+
+    def _check(self) -> None:
+        from outcrop.platform.launchers import LauncherUnavailable
+
+        if self.down:
+            raise LauncherUnavailable("the head does not answer")
+
+    def start(self, job_id, attempt, log_path):
+        self._check()
+        self.watching.append(job_id)
+
+    def recover(self, job_id, attempt, pid):
+        self._check()
+        if job_id in self.running:
+            self.watching.append(job_id)
+            return True
+        return False
+
+    def watched(self):
+        return list(self.watching)
+
+    def forget(self, job_id):
+        self.watching.remove(job_id)
+
+    def close(self):
+        pass
+
+
+def test_a_job_still_running_elsewhere_is_adopted_and_an_unreachable_cluster_changes_nothing(db, tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    _job(db, "still-running", JobState.RUNNING, "dead-server")
+    _job(db, "ended", JobState.RUNNING, "dead-server")
+    me = Presence(db)
+    JobRunner(db, settings, 1, Presence(db), launcher=_Cluster(down=True)).recover()
+    assert _state(db, "still-running") == _state(db, "ended") == (JobState.RUNNING, "dead-server")  # for later
+    cluster = _Cluster(running={"still-running"})
+    JobRunner(db, settings, 1, me, launcher=cluster).recover()
+    assert _state(db, "still-running") == (JobState.RUNNING, me.server_id) and cluster.watching == ["still-running"]
+    assert _state(db, "ended") == (JobState.QUEUED, None)
+
+
+def test_a_job_that_cannot_start_goes_back_to_the_queue_as_it_was(db, tmp_path):
+    _job(db, "j", JobState.QUEUED)
+    runner = JobRunner(db, load_settings(data_dir=tmp_path), 1, Presence(db), launcher=_Cluster(down=True))
+    runner._launch()
+    with db.session() as session:
+        row = session.get(JobRow, "j")
+        assert (row.state, row.attempt, row.server_id) == (JobState.QUEUED, 0, None)
+    runner._launch()  # not tried again at once
+    runner.launcher.down = False
+    runner._launch_after = 0.0
+    runner._launch()
+    assert _state(db, "j") == (JobState.RUNNING, runner.presence.server_id) and runner.launcher.watching == ["j"]
