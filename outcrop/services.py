@@ -212,12 +212,15 @@ class JobServices:
                    InferenceProfiles(db, catalog, settings.region))
 
     def runtime(self) -> RuntimeService:
-        """The server's runtime, minus what only a server needs: no quotas (a job is billed, not throttled),
-        and provisioned capacity counted in this process."""
+        """The server's runtime, minus what only a server needs: no quotas (a job is billed, not throttled).
+        Provisioned capacity is shared with the servers: the job process takes its slots as one more process on
+        the database (a presence of its own, which stops counting when the process ends)."""
         settings = self.settings
         engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences)
         logs = InvocationLogWriter(self.db, self.store, settings.region)
+        presence = Presence(self.db)
+        presence.start()
         return RuntimeService(self.catalog, engine, self.db, Quotas(None, 0, 0), logs, settings.region,
                               _provisioning(self.db, settings, engine, CustomModels(self.db, self.catalog,
-                                                                                    settings.region)),
+                                                                                    settings.region), presence),
                               self.profiles)

@@ -94,8 +94,10 @@ class SharedCapacity:
         self.buckets = Buckets(db)
         self._held: list[str] = []  # this process's leases: any one is released when a request ends
         self._lock = threading.Lock()
+        self._swept = 0.0  # monotonic time of the last sweep of leases left by processes long gone
 
     def acquire(self) -> None:
+        self._sweep()
         deadline = time.monotonic() + self.queue_seconds
         while True:
             if self.buckets.level(self.arn, TOKENS, self.tokens_per_minute) >= 1 and self._lease():
@@ -128,6 +130,17 @@ class SharedCapacity:
             with self._lock:
                 self._held.append(lease_id)
         return bool(taken)
+
+    def _sweep(self) -> None:
+        """Delete this throughput's leases whose process is no longer on the database at all (they stopped
+        counting when it went stale; its row goes after 10 of those periods): at most once a minute."""
+        if time.monotonic() - self._swept < 60:
+            return
+        self._swept = time.monotonic()
+        with self.db.session() as session:
+            session.execute(delete(CapacityLeaseRow).where(
+                CapacityLeaseRow.throughput_arn == self.arn,
+                CapacityLeaseRow.server_id.not_in(select(ServerRow.server_id))))
 
     def release(self, tokens: int) -> None:
         with self._lock:

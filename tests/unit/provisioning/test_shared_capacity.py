@@ -61,3 +61,18 @@ def test_a_server_that_leaves_gives_back_what_it_held(db):
     _capacity(db, leaving).acquire()
     leaving.close()
     _capacity(db, staying).acquire()
+
+
+def test_leases_of_a_process_long_gone_are_swept(db):
+    from sqlalchemy import delete, func, select
+
+    from outcrop.provisioning.tables import CapacityLeaseRow
+
+    gone, here = Presence(db), Presence(db)
+    _capacity(db, gone).acquire()
+    with db.session() as session:  # its row forgotten, as Presence.beat forgets the long dead
+        session.execute(delete(ServerRow).where(ServerRow.server_id == gone.server_id))
+    _capacity(db, here).acquire()  # the first acquire of a capacity sweeps
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(CapacityLeaseRow)
+                              .where(CapacityLeaseRow.server_id == gone.server_id)) == 0
