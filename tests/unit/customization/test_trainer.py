@@ -287,44 +287,59 @@ def test_examples_without_a_completion_token_are_left_out(base, examples, tmp_pa
 
 
 def _train_as_worker(rank: int, world: int, port: int, base: Path, examples: list, work_dir: Path,
-                     config: dict, results) -> None:
-    """One of `world` processes training together over gloo (what Ray Train sets up for each worker)."""
+                     config: dict, results, stop_at: dict[int, int] | None = None) -> None:
+    """One of `world` processes training together over gloo (what Ray Train sets up for each worker).
+    `stop_at`: rank -> the steps after which that worker alone is asked to stop (it is asked before each)."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    asked: list[int] = []
+    limit = (stop_at or {}).get(rank)
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return limit is not None and len(asked) > limit
+
     try:
-        result = train(base, examples, None, TrainingConfig(**config), work_dir, device=CPU)
-        results.put((rank, result.step_metrics, result.train_tokens, result.model_dir))
+        result = train(base, examples, None, TrainingConfig(**config), work_dir, device=CPU, should_stop=should_stop)
+        results.put((rank, result.step_metrics, result.train_tokens, result.model_dir, result.stopped))
     finally:
         dist.destroy_process_group()
 
 
-def test_two_workers_take_the_steps_one_worker_takes(base, examples, tmp_path):
-    """Each step's rows are dealt out between two workers (three rows: one gets two micro-batches of one, the
-    other one; in the last step of each epoch one gets none) and their gradients summed: the same losses and
-    weights as one."""
+def _together(tmp_path: Path, base: Path, examples: list, config: dict, stop_at: dict[int, int] | None = None):
+    """Two spawned workers' results, by rank."""
     import torch.multiprocessing as mp
-    from safetensors.torch import load_file
 
     from tests.conftest import free_port
 
-    config = {"epochs": 2, "learning_rate": 1e-2, "warmup_steps": 0, "seed": 7, "batch_size": 1,
-              "gradient_accumulation_steps": 3, "lora_dropout": 0.0}
-    alone = train(base, examples, None, TrainingConfig(**config), tmp_path / "alone", device=CPU)
     context = mp.get_context("spawn")
     results = context.Queue()
     port = free_port()
     workers = [context.Process(target=_train_as_worker, args=(rank, 2, port, base, examples, tmp_path / "together",
-                                                              config, results)) for rank in range(2)]
+                                                              config, results, stop_at)) for rank in range(2)]
     for worker in workers:
         worker.start()
     together = dict((rank, rest) for rank, *rest in (results.get(timeout=120) for _ in workers))
     for worker in workers:
         worker.join(timeout=30)
     assert [w.exitcode for w in workers] == [0, 0]
+    return together
+
+
+def test_two_workers_take_the_steps_one_worker_takes(base, examples, tmp_path):
+    """Each step's rows are dealt out between two workers (three rows: one gets two micro-batches of one, the
+    other one; in the last step of each epoch one gets none) and their gradients summed: the same losses and
+    weights as one."""
+    from safetensors.torch import load_file
+
+    config = {"epochs": 2, "learning_rate": 1e-2, "warmup_steps": 0, "seed": 7, "batch_size": 1,
+              "gradient_accumulation_steps": 3, "lora_dropout": 0.0}
+    alone = train(base, examples, None, TrainingConfig(**config), tmp_path / "alone", device=CPU)
+    together = _together(tmp_path, base, examples, config)
     for rank in (0, 1):
-        steps, tokens, _ = together[rank]
+        steps, tokens, _, _ = together[rank]
         assert tokens == alone.train_tokens
         assert [(s, e) for s, e, _ in steps] == [(s, e) for s, e, _ in alone.step_metrics]
         assert [loss for *_, loss in steps] == pytest.approx([loss for *_, loss in alone.step_metrics], rel=1e-5)
@@ -340,3 +355,14 @@ def test_every_worker_gets_rows_of_each_step_even_with_batches_of_one():
     assert [len(step) for step in alone] == [2, 2, 1]  # 5 rows, 2 a step, micro-batches of 1
     shares = [epoch_steps(rows, 1, 2, seed=3, pad_id=0, rank=rank, world=2) for rank in (0, 1)]
     assert [[len(step) for step in share] for share in shares] == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_a_stop_asked_of_one_worker_stops_both_at_the_same_step(base, examples, tmp_path):
+    """Only the second worker is asked to stop, after 3 steps (4 rows, 2 a step: in the second epoch); both stop
+    before step 4, no collective is left waiting, and the first epoch's checkpoint stays to resume from."""
+    config = {"epochs": 3, "learning_rate": 1e-2, "warmup_steps": 0, "seed": 7, "batch_size": 2}
+    together = _together(tmp_path, base, examples, config, stop_at={1: 3})
+    for rank in (0, 1):
+        steps, _, model_dir, stopped = together[rank]
+        assert stopped and [(s, e) for s, e, _ in steps] == [(1, 1), (2, 1), (3, 2)]
+    assert together[0][2] == tmp_path / "together" / "checkpoints" / "epoch-1" / "model"
