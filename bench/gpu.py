@@ -125,8 +125,6 @@ def main() -> int:
         port = free_port()
         server = start_server(port, tmp / "data", cache_dir, tmp / "outcrop.log",
                               {"OUTCROP_ENGINE": "vllm", "OUTCROP_MAX_BATCH_SEQUENCES": str(args.clients),
-                               # the whole GPU, of which vLLM takes 0.9 as `vllm serve` does by default
-                               "OUTCROP_MODEL_MEMORY_BYTES": str(torch.cuda.mem_get_info()[1]),
                                "OUTCROP_PRELOAD_MODELS": "" if args.model_dir else MODEL_ID,
                                "OUTCROP_MODEL_LOAD_WAIT_SECONDS": "600"})
         try:

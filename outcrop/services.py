@@ -8,6 +8,7 @@ the CLI and job entry points (`<capability>/job.py`) import this module; no serv
 
 from __future__ import annotations
 
+import atexit
 import logging
 from dataclasses import dataclass
 
@@ -102,7 +103,8 @@ class Services:
         profiles = InferenceProfiles(db, catalog, settings.region)
         engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences,
                         max_queue_wait_s=settings.max_queue_wait_seconds or None, generator=settings.engine,
-                        mu_concurrent_sequences=settings.mu_concurrent_sequences)
+                        mu_concurrent_sequences=settings.mu_concurrent_sequences,
+                        vllm_gpu_fraction=settings.vllm_gpu_memory_fraction)
         store = open_object_store(settings)
         buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
         _vectors_bucket(db, store, settings)
@@ -220,6 +222,7 @@ class JobServices:
         logs = InvocationLogWriter(self.db, self.store, settings.region)
         presence = Presence(self.db)
         presence.start()
+        atexit.register(presence.close)  # its leases stop counting as the job ends
         return RuntimeService(self.catalog, engine, self.db, Quotas(None, 0, 0), logs, settings.region,
                               _provisioning(self.db, settings, engine, CustomModels(self.db, self.catalog,
                                                                                     settings.region), presence),

@@ -489,8 +489,6 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
     trainable = [p for p in model.parameters() if p.requires_grad]
     parallel = DataParallel.current(device)
     parallel.same_start(trainable)
-    if parallel.world > 1:
-        torch.manual_seed(config.seed + 1 + parallel.rank)  # each worker its own dropout masks, repeatably
 
     # 2. Data: rows (packed or not), then per epoch a shuffled list of micro-batches, grouped into steps.
     rows = pack(usable, length, pad_id) if config.packing else rows_from_examples(usable, length)
@@ -521,6 +519,8 @@ def train(base_model_dir: Path, train_examples: Sequence[TokenizedExample],
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         log.info("resuming from %s at step %d", checkpoint, step)
+    if parallel.world > 1:  # each worker its own dropout masks, repeatably (the checkpoint holds the first's RNG)
+        torch.manual_seed(config.seed + 1 + parallel.rank + parallel.world * step)
 
     # 5. Train.
     stopped = False

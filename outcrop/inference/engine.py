@@ -100,11 +100,13 @@ class _Load:
 class Engine:
     def __init__(self, cache_dir: Path, memory_budget_bytes: int, max_batch: int = 16,
                  max_queue_wait_s: float | None = None, generator: str = "transformers",
-                 mu_concurrent_sequences: int = 2) -> None:
+                 mu_concurrent_sequences: int = 2, vllm_gpu_fraction: float = 0.9) -> None:
         #: What generates text: "transformers" (our scheduler, CPU or GPU) or "vllm" (GPU; inference/vllm_engine.py).
         #: Encoders and rerankers run on transformers either way.
         self.generator = generator
         self.mu_concurrent_sequences = mu_concurrent_sequences
+        #: The share of the GPU each vLLM engine reserves when it starts (weights and KV cache).
+        self.vllm_gpu_fraction = vllm_gpu_fraction
         self.cache_dir = cache_dir
         self.memory_budget_bytes = memory_budget_bytes
         self.max_batch = max_batch
@@ -204,15 +206,33 @@ class Engine:
     def _vllm(self, path: Path, kind: str) -> Deployment:
         """A vLLM engine for these weights (a LoRA host: with multi-LoRA on), behind the scheduler's interface."""
         loaded = describe_causal_lm(path, self.cache_dir)
-        total = torch.cuda.mem_get_info()[1]
+        self._gpu_room_for_vllm()
         scheduler = VllmScheduler(engine_args(loaded.extra["folder"], lora_host=kind == LORA_HOST,
                                               max_batch=self.max_batch,
                                               mu_concurrent_sequences=self.mu_concurrent_sequences,
                                               context_length=loaded.context_length,
-                                              memory_fraction=min(0.9, self.memory_budget_bytes / total)))
-        loaded.nbytes = min(self.memory_budget_bytes, total)  # what it holds of the GPU, for eviction
+                                              memory_fraction=self.vllm_gpu_fraction))
         log.info("serving %s (%s) on vLLM", path, kind)
         return Deployment(loaded, scheduler, threading.Lock())
+
+    def _gpu_room_for_vllm(self) -> None:
+        """vLLM reserves its share of the GPU as it starts and fails without it: idle vLLM engines are unloaded
+        first, least recently used first, until one more share fits; if busy ones leave no room, this load fails
+        (and is retried by a later request)."""
+        with self._lock:
+            engines = [(key, d) for key, d in self._deployments.items() if isinstance(d.scheduler, VllmScheduler)]
+            held = len(engines) * self.vllm_gpu_fraction
+            for key, deployment in engines:
+                if held + self.vllm_gpu_fraction <= 0.95:
+                    break
+                if not deployment.busy:
+                    log.info("unloading %s: vLLM needs its share of the GPU for another model", key[0])
+                    del self._deployments[key]
+                    deployment.close()
+                    held -= self.vllm_gpu_fraction
+        if held + self.vllm_gpu_fraction > 0.95:
+            raise RuntimeError(f"no room on the GPU for another vLLM engine ({len(engines)} loaded and busy, each "
+                               f"reserving {self.vllm_gpu_fraction:.0%}; see vllm_gpu_memory_fraction)")
 
     def _adapter(self, path: Path, base: Path, wait: float | None = None) -> Deployment:
         host = self.get(base, LORA_HOST, wait=wait)

@@ -18,8 +18,10 @@ bench/gpu.sh):
   batch as units fit in it (each unit at least `mu_concurrent_sequences` slots).
 - The wait for a slot: vLLM queues requests itself, so `max_queue_wait_seconds` does not apply; requests
   beyond the batch wait in vLLM's queue. A request cancelled (its client gone) is aborted at its next output.
-- Memory: one vLLM engine per model (a base and its adapters share it: plain requests go through the LoRA
-  host with no adapter), each reserving `model_memory_bytes` of the GPU (at most 90%) for weights and KV cache.
+- Memory: one vLLM engine per base model (its adapters share it: plain requests go through the LoRA host with
+  no adapter), each reserving `vllm_gpu_memory_fraction` of the GPU for weights and KV cache as it starts; its
+  weights' size is what counts against `model_memory_bytes`. Starting one more engine than the GPU holds first
+  unloads idle ones (engine.py).
 """
 
 from __future__ import annotations

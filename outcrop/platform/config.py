@@ -73,6 +73,9 @@ class Settings:
     #: `pip install vllm`: continuous batching with paged attention, multi-LoRA for provisioned custom models;
     #: outcrop/inference/vllm_engine.py). Embeddings and reranking run on transformers either way.
     engine: str = "transformers"
+    #: With engine = "vllm": the share of the GPU each vLLM engine (one per base model) reserves for weights and
+    #: KV cache as it starts; two base models on one GPU need at most 0.45 each.
+    vllm_gpu_memory_fraction: float = 0.9
     #: Sequences one model generates at once; more requests wait for a free slot.
     max_batch_sequences: int = 16
     #: Seconds a request may wait for a free slot before ThrottlingException (which the SDKs retry with

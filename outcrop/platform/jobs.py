@@ -158,9 +158,9 @@ class JobRunner:
         for row in orphans:
             try:
                 running = self.launcher.recover(row.job_id, row.attempt, row.pid)
-            except LauncherUnavailable as exc:  # not knowable now: left as it is, tried again at the next look
-                log.warning("job %s: %s", row.job_id, exc)
-                continue
+            except LauncherUnavailable as exc:  # not knowable now: left as they are, tried again at the next look
+                log.warning("jobs left running by servers that are gone wait: %s", exc)
+                break
             if running:  # still running (a Ray job): watch it
                 if not self._adopt(row):
                     self.launcher.forget(row.job_id)  # another server adopted it first

@@ -168,9 +168,17 @@ class RayJobs:
         env = {k: v for k, v in os.environ.items() if k.startswith("OUTCROP_")}
         env["OUTCROP_DATA_DIR"] = str(self.settings.data_dir)
         submission = self.submission_id(job_id, attempt)
-        self.client.submit_job(entrypoint=shlex.join(job_command(job_id, self.settings)),
-                               submission_id=submission, runtime_env={"env_vars": env},
-                               metadata={"outcrop_job_id": job_id, "attempt": str(attempt)})
+        try:
+            self.client.submit_job(entrypoint=shlex.join(job_command(job_id, self.settings)),
+                                   submission_id=submission, runtime_env={"env_vars": env},
+                                   metadata={"outcrop_job_id": job_id, "attempt": str(attempt)})
+        except OSError as exc:  # requests' connection errors and timeouts: the head is down, the job waits
+            raise LauncherUnavailable(f"the Ray head at {self.settings.ray_address} does not answer: {exc}") \
+                from exc
+        except Exception as exc:
+            if "already exists" not in str(exc):
+                raise
+            # An earlier submit of this attempt went through though its answer was lost: that one is the job.
         self._watch(job_id, submission, log_path)
         return None
 

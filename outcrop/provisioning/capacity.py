@@ -8,6 +8,7 @@ which boto3 retries with backoff.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -21,6 +22,8 @@ from outcrop.platform.presence import STALE_SECONDS, Presence
 from outcrop.platform.tables import ServerRow
 from outcrop.provisioning.tables import CapacityLeaseRow, ProvisionedThroughputRow
 from outcrop.runtime.quotas import TOKENS, Buckets
+
+log = logging.getLogger(__name__)
 
 
 class Capacity:
@@ -137,10 +140,14 @@ class SharedCapacity:
         if time.monotonic() - self._swept < 60:
             return
         self._swept = time.monotonic()
-        with self.db.session() as session:
-            session.execute(delete(CapacityLeaseRow).where(
-                CapacityLeaseRow.throughput_arn == self.arn,
-                CapacityLeaseRow.server_id.not_in(select(ServerRow.server_id))))
+        try:
+            with self.db.session() as session:
+                session.execute(delete(CapacityLeaseRow).where(
+                    CapacityLeaseRow.throughput_arn == self.arn,
+                    CapacityLeaseRow.acquired_at < time.time() - 10 * STALE_SECONDS,
+                    CapacityLeaseRow.server_id.not_in(select(ServerRow.server_id))))
+        except Exception:  # tidying up; a request must not fail for it
+            log.warning("could not sweep old capacity leases of %s", self.arn, exc_info=True)
 
     def release(self, tokens: int) -> None:
         with self._lock:

@@ -44,8 +44,9 @@ COMMITMENT_DAYS = {"OneMonth": 30, "SixMonths": 180}
 class ProvisioningService:
     def __init__(self, db: Database, engine: Engine, lookup: ModelLookup, settings: Settings,
                  prices: PriceTable, presence: Presence | None = None) -> None:
-        #: A server's presence on the database: its throughputs' capacity is then shared with every other
-        #: server there (SharedCapacity); without one (a job's process), it is counted in this process.
+        #: This process's presence on the database (a server's, or a job's that asks models): its throughputs'
+        #: capacity is then shared with every other process there (SharedCapacity); without one (tests of one
+        #: process), it is counted in this process.
         self.presence = presence
         self.db = db
         self.engine = engine

@@ -71,3 +71,33 @@ def test_on_vllm_a_base_is_one_engine_with_its_adapters(tmp_path):
     args = engine_args(Path("/m"), lora_host=True, max_batch=4, mu_concurrent_sequences=2, context_length=64,
                        memory_fraction=0.25)
     assert args["gpu_memory_utilization"] == 0.25
+
+
+def test_idle_vllm_engines_make_room_for_another_and_busy_ones_do_not(tmp_path):
+    """Each vLLM engine reserves its share of the GPU as it starts: idle ones go first (least recently used)."""
+    import asyncio
+    import threading
+
+    from outcrop.inference.engine import Deployment, Engine
+    from outcrop.inference.vllm_engine import VllmScheduler
+
+    class Closed:
+        def shutdown(self):
+            pass
+
+    def engine_on_gpu(active: int) -> Deployment:
+        scheduler = object.__new__(VllmScheduler)  # no vLLM here: just what eviction looks at
+        scheduler._active, scheduler._live, scheduler._counting = active, set(), threading.Lock()
+        scheduler._engine, scheduler._loop = Closed(), loop  # a loop never run: close() only queues its stop
+        return Deployment(loaded=None, scheduler=scheduler, lock=threading.Lock())
+
+    loop = asyncio.new_event_loop()
+    engine = Engine(tmp_path, 1 << 30, generator="vllm", vllm_gpu_fraction=0.45)
+    engine._deployments.update({("/a", "lora-host"): engine_on_gpu(0), ("/b", "lora-host"): engine_on_gpu(0)})
+    engine._gpu_room_for_vllm()
+    assert list(engine._deployments) == [("/b", "lora-host")]  # /a was the least recently used
+    engine._deployments[("/c", "lora-host")] = engine_on_gpu(1)
+    engine._deployments[("/b", "lora-host")] = engine_on_gpu(2)
+    with pytest.raises(RuntimeError, match="no room on the GPU"):
+        engine._gpu_room_for_vllm()
+    loop.close()

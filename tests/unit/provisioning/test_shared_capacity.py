@@ -72,6 +72,7 @@ def test_leases_of_a_process_long_gone_are_swept(db):
     _capacity(db, gone).acquire()
     with db.session() as session:  # its row forgotten, as Presence.beat forgets the long dead
         session.execute(delete(ServerRow).where(ServerRow.server_id == gone.server_id))
+        session.execute(update(CapacityLeaseRow).values(acquired_at=time.time() - 11 * STALE_SECONDS))
     _capacity(db, here).acquire()  # the first acquire of a capacity sweeps
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(CapacityLeaseRow)
