@@ -66,7 +66,7 @@ from serve_throughput import (  # noqa: E402
     CpuMeter,
     free_port,
     percentile,
-    process_cpu_s,
+    print_rows,
     root_key,
     start_server,
     stop_server,
@@ -94,6 +94,7 @@ class Phase:
     output_tokens: int = 0
     wall_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    own_cpu_s: float = 0.0
     server_cpu_s: float = 0.0
     other_cpu_s: float = 0.0
 
@@ -145,17 +146,13 @@ def drive(name: str, servers: int, pool: list, call, total: int, pids: list[int]
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(len(pool))]
     for thread in threads:
         thread.start()
-    cpu_before = [process_cpu_s(pid) or 0.0 for pid in pids]
-    machine_before, own_before = CpuMeter._machine(), time.process_time()  # busy CPU s: all, this process
+    meter = CpuMeter(*pids)
     barrier.wait()
     started = time.perf_counter()
     for thread in threads:
         thread.join()
     phase.wall_s = time.perf_counter() - started
-    machine_after, own = CpuMeter._machine(), time.process_time() - own_before
-    phase.server_cpu_s = sum((process_cpu_s(pid) or 0.0) - before for pid, before in zip(pids, cpu_before, strict=True))
-    if machine_before is not None and machine_after is not None:  # the rest: everything but us and the servers
-        phase.other_cpu_s = max(0.0, machine_after - machine_before - own - phase.server_cpu_s)
+    meter.stop(phase)  # the servers' CPU s, and the rest: everything but us and the servers
     if errors:
         raise RuntimeError(f"{name}: {len(errors)} requests failed; the first: {errors[0]!r}")
     phase.requests = len(results)
@@ -177,17 +174,12 @@ def merge(into: Phase | None, phase: Phase) -> Phase:
 
 
 def print_table(phases: list[Phase], unit: str) -> None:
-    header = ("phase", "servers", unit, "out tokens", "wall s", f"{unit}/s", "tokens/s", "p50 s", "p95 s",
-              "server CPU s", "other CPU s")
-    rows = [header] + [(p.name, str(p.servers), str(p.requests), str(p.output_tokens), f"{p.wall_s:.2f}",
-                        f"{p.requests_per_s:.2f}", f"{p.tokens_per_s:.1f}", f"{percentile(p.latencies, 50):.3f}",
-                        f"{percentile(p.latencies, 95):.3f}", f"{p.server_cpu_s:.1f}", f"{p.other_cpu_s:.1f}")
-                       for p in phases]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        cells = [cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths,
-                                                                                             strict=True))]
-        print("  ".join(cells))
+    print_rows(("phase", "servers", unit, "out tokens", "wall s", f"{unit}/s", "tokens/s", "p50 s", "p95 s",
+                "server CPU s", "other CPU s"),
+               [(p.name, str(p.servers), str(p.requests), str(p.output_tokens), f"{p.wall_s:.2f}",
+                 f"{p.requests_per_s:.2f}", f"{p.tokens_per_s:.1f}", f"{percentile(p.latencies, 50):.3f}",
+                 f"{percentile(p.latencies, 95):.3f}", f"{p.server_cpu_s:.1f}", f"{p.other_cpu_s:.1f}")
+                for p in phases])
 
 
 def ratio(b: float, a: float) -> float:

@@ -98,13 +98,14 @@ class Side:
 
 
 class CpuMeter:
-    """CPU seconds spent by the machine, this process and (optionally) one other process during a phase.
+    """CPU seconds spent by the machine, this process and (optionally) other processes (the servers) during a
+    phase.
 
     Read from /proc (Linux); elsewhere only this process's time is known.
     """
 
-    def __init__(self, pid: int | None = None) -> None:
-        self.pid = pid
+    def __init__(self, *pids: int | None) -> None:
+        self.pids = [pid for pid in pids if pid is not None]
         self._start = self._read()
 
     @staticmethod
@@ -117,17 +118,18 @@ class CpuMeter:
         busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
         return busy / os.sysconf("SC_CLK_TCK")
 
-    def _process(self) -> float | None:
-        return None if self.pid is None else process_cpu_s(self.pid)
+    def _processes(self) -> float | None:
+        times = [process_cpu_s(pid) for pid in self.pids]
+        return None if not times or None in times else sum(times)
 
     def _read(self) -> tuple[float | None, float, float | None]:
-        return self._machine(), time.process_time(), self._process()
+        return self._machine(), time.process_time(), self._processes()
 
-    def stop(self, side: Side) -> None:
-        machine, own, other_process = self._read()
+    def stop(self, side) -> None:  # noqa: ANN001 - any record with own_cpu_s, server_cpu_s, other_cpu_s
+        machine, own, servers = self._read()
         side.own_cpu_s = own - self._start[1]
-        if other_process is not None and self._start[2] is not None:
-            side.server_cpu_s = other_process - self._start[2]
+        if servers is not None and self._start[2] is not None:
+            side.server_cpu_s = servers - self._start[2]
         if machine is not None and self._start[0] is not None:
             side.other_cpu_s = max(0.0, machine - self._start[0] - side.own_cpu_s - (side.server_cpu_s or 0.0))
 
@@ -444,14 +446,18 @@ def run_sequential(folder: Path, requests: int, max_tokens: int) -> Side:
 # -- main --------------------------------------------------------------------------------------------
 
 def print_table(sides: list[Side]) -> None:
-    header = ("side", "requests", "out tokens", "wall s", "tokens/s", "TTFT p50 s", "TTFT p95 s")
-    rows = [header] + [(s.name, str(s.requests), str(s.output_tokens), f"{s.wall_s:.2f}", f"{s.tokens_per_s:.1f}",
-                        f"{percentile(s.ttft_s, 50):.3f}", f"{percentile(s.ttft_s, 95):.3f}") for s in sides]
+    print_rows(("side", "requests", "out tokens", "wall s", "tokens/s", "TTFT p50 s", "TTFT p95 s"),
+               [(s.name, str(s.requests), str(s.output_tokens), f"{s.wall_s:.2f}", f"{s.tokens_per_s:.1f}",
+                 f"{percentile(s.ttft_s, 50):.3f}", f"{percentile(s.ttft_s, 95):.3f}") for s in sides])
+
+
+def print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A plain-text table: the first column left-aligned, the others right-aligned."""
+    rows = [header, *rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         pairs = enumerate(zip(row, widths, strict=True))
-        cells = [cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in pairs]
-        print("  ".join(cells))
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in pairs))
 
 
 def main() -> int:
