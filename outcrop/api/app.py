@@ -23,8 +23,9 @@ from outcrop.api import rating
 from outcrop.api.asgi import is_tls, read_body
 from outcrop.api.auth import authenticate
 from outcrop.api.bedrock import protocol
-from outcrop.api.bedrock.operations import HANDLERS, RequestContext, iam_action, load_handlers
-from outcrop.api.bedrock.resources import resources
+from outcrop.api.bedrock.operations import AUDITED_SERVICES, HANDLERS, RequestContext, invoke, load_handlers
+from outcrop.api.console import ConsoleApp
+from outcrop.api.console.app import PREFIX as CONSOLE
 from outcrop.errors import (
     BedrockError,
     Cancelled,
@@ -39,8 +40,6 @@ from outcrop.inference.engine import READY
 from outcrop.runtime.tables import UsageStatus
 from outcrop.services import Services
 
-#: The control planes whose every call goes to the audit trail (data-plane calls have usage records).
-AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", iam_api.SERVICE})
 #: Worker threads for handlers (parsing, database, waiting on a generation).
 THREADS = 256
 #: The access log's status for a request whose client hung up before its answer (nginx's "client closed request").
@@ -63,8 +62,9 @@ class JsonApi:
     handle: Callable[[Services, Principal, str, dict[str, Any], dict[str, Any]], bytes]
 
 
-#: The route table, first match wins: the raters' pages (their own ASGI app, a session cookie rather than
-#: SigV4), Outcrop's JSON APIs, then the four Bedrock services, whose routes come from botocore's models.
+#: The route table, first match wins: the raters' pages and the console (their own ASGI apps, a session cookie
+#: rather than SigV4), Outcrop's JSON APIs, then the four Bedrock services, whose routes come from botocore's
+#: models.
 PAGES = rating.PREFIX
 JSON_APIS = (
     JsonApi(iam_api.PREFIX, iam_api.SERVICE, iam_api.action_of,
@@ -97,6 +97,7 @@ class BedrockApp:
         load_handlers()
         self.rating = rating.RatingApp(services.human, services.iam, services.settings.data_dir,
                                        secure_cookie=services.settings.tls_enabled)
+        self.console = ConsoleApp(services)
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -113,8 +114,12 @@ class BedrockApp:
         if raw_path == PAGES or raw_path.startswith(PAGES + "/"):
             await self.rating(scope, receive, send)
             return
+        if raw_path == CONSOLE or raw_path.startswith(CONSOLE + "/") or (raw_path == "/" and method == "GET"):
+            await self.console(scope, receive, send)
+            return
         api = next((a for a in JSON_APIS if raw_path.startswith(a.prefix)), None)
-        service, operation, resource, status = "-", "-", "*", 500
+        service, operation, status = "-", "-", 500
+        targets: list[str] = []  # what the request acts on, for the audit: filled by `invoke`
         principal: Principal | None = None
         headers: dict[str, str] = {}
         error: BedrockError | None = None
@@ -134,23 +139,19 @@ class BedrockApp:
             context = {"aws:SourceIp": client_ip, "aws:SecureTransport": tls}
 
             def call() -> protocol.WireResponse:  # signatures, parsing and models stay off the event loop
-                nonlocal principal, resource
+                nonlocal principal
                 principal = authenticate(self.services.iam, auth_enabled=self.services.settings.auth_enabled,
                                          service=service, method=method, raw_path=raw_path, query=query,
-                                         headers=headers, body=body, tls=tls, client_ip=client_ip)
+                                         headers=headers, body=body, tls=tls, client_ip=client_ip,
+                                         console=self.console.api_principal)
                 if api is not None:
                     answer = api.handle(self.services, principal, operation, iam_api.parse_body(body), context)
                     return protocol.WireResponse(200, {"Content-Type": "application/json"}, answer)
                 params = protocol.parse_request(route, labels, query, headers, body)
-                # Resolved before authorizing: a policy sees the canonical ARN, whatever the caller spelled.
-                targets = resources(self.services, principal.account_id, operation, params)
-                resource = ", ".join(targets)
-                for target in targets:
-                    self.services.iam.authorize(principal, iam_action(operation), target, context)
                 ctx = RequestContext(request_id=request_id, principal=principal, services=self.services,
                                      source_ip=client_ip, headers=headers, cancelled=hung_up,
-                                     conditions=context)
-                return protocol.serialize_response(route, HANDLERS[(service, operation)](ctx, params))
+                                     conditions=context, resources=targets)
+                return protocol.serialize_response(route, invoke(ctx, service, operation, params))
 
             wire = await _run_watching(call, receive, hung_up)
             status = wire.status
@@ -184,8 +185,8 @@ class BedrockApp:
                     self.services.db, service=service, operation=operation,
                     result=(error.code if error else UsageStatus.CANCELLED if status == CLIENT_CLOSED_REQUEST
                             else SUCCESS),
-                    status=status, principal=principal,
-                    resource=resource, source_ip=(scope.get("client") or ("", 0))[0], request_id=request_id,
+                    status=status, principal=principal, resource=", ".join(targets) or "*",
+                    source_ip=(scope.get("client") or ("", 0))[0], request_id=request_id,
                     user_agent=headers.get("user-agent")))
 
     def _route(self, method: str, raw_path: str) -> tuple[protocol.Route, dict[str, str]]:

@@ -1,6 +1,9 @@
-"""Request -> principal, in exactly one place: SigV4 signatures, bearer API keys, or auth switched off."""
+"""Request -> principal, in exactly one place: SigV4 signatures, bearer API keys, a console page's session
+(its cookie and CSRF token: `ConsoleApp.api_principal`), or auth switched off."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from outcrop.api.asgi import PLAIN, transport
 from outcrop.errors import MissingAuthenticationTokenException, UnrecognizedClientException
@@ -18,9 +21,11 @@ BEARER_OVER_PLAIN_HTTP = ("Bearer API keys are accepted only over HTTPS (`outcro
 
 
 def authenticate(iam: IamService, *, auth_enabled: bool, service: str, method: str, raw_path: str, query: str,
-                 headers: dict[str, str], body: bytes, tls: bool = False, client_ip: str = "") -> Principal:
+                 headers: dict[str, str], body: bytes, tls: bool = False, client_ip: str = "",
+                 console: Callable[[dict[str, str]], Principal | None] | None = None) -> Principal:
     """`tls`: the request came over HTTPS; `client_ip`: its client's address (a bearer key needs one or the
-    other to be safe: HTTPS, or a client on this machine)."""
+    other to be safe: HTTPS, or a client on this machine); `console`: the principal of a console page's call,
+    or None when the request is not one."""
     if not auth_enabled:  # OUTCROP_AUTH=off: every caller is the first account's root
         return Principal.account_root(iam.default_account())
     authorization = headers.get("authorization", "")
@@ -34,6 +39,8 @@ def authenticate(iam: IamService, *, auth_enabled: bool, service: str, method: s
         principal = iam.authenticate_bearer(authorization[len("Bearer "):].strip())
         if principal is None:
             raise UnrecognizedClientException(INVALID_TOKEN)
+        return principal
+    if not authorization and console is not None and (principal := console(headers)) is not None:
         return principal
     if not authorization:
         raise MissingAuthenticationTokenException("Missing Authentication Token")

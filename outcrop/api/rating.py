@@ -17,23 +17,27 @@ address and the key ID tried (never the secret), goes to the audit trail as outc
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import logging
-import math
-import threading
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from outcrop.api import asgi
 from outcrop.api.asgi import HTTPS, PLAIN, read_body
+from outcrop.api.sessions import (
+    PLAIN_HTTP_REFUSED,
+    Refusal,
+    Response,
+    Sessions,
+    SignInThrottle,
+    check_sign_in,
+    cookies,
+    same_origin,
+    session_principal,
+)
 from outcrop.errors import (
     ConflictException,
     ResourceNotFoundException,
@@ -54,7 +58,6 @@ from outcrop.evaluation.human.ratings import ALREADY_RATED, ITEM_FULL
 from outcrop.evaluation.human.service import HumanReview
 from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.iam.principal import USER
-from outcrop.iam.secrets import KEY_FILE_NAME, SecretBox
 from outcrop.iam.service import IamService
 from outcrop.web import render, static_hash
 
@@ -62,13 +65,8 @@ PREFIX = "/_outcrop/evaluation/rate"
 COOKIE = "outcrop_rater"
 SESSION_SECONDS = 8 * 3600
 MAX_FORM_BYTES = 256 * 1024
-#: How long a failed sign-in waits before its answer (on the event loop, never in a worker thread).
-FAILED_SIGN_IN_DELAY = 0.3
 #: The audit trail's name for these pages and their sign-in (every attempt is recorded, never the secret).
 AUDIT_SERVICE, SIGN_IN = "outcrop-rating", "SignIn"
-PLAIN_HTTP_REFUSED = ("Signing in sends your secret access key, so this server takes it only over HTTPS (or from "
-                      "the machine it runs on). Ask its administrator to run `outcrop serve --tls`; programs that "
-                      "call Outcrop with SigV4 or bearer keys are not affected.")
 #: What a notice code in `?notice=` says (codes, not text, so a link cannot put words on the page).
 NOTICES = {
     "saved": "Saved.",
@@ -80,120 +78,6 @@ access_log = logging.getLogger("outcrop.access")
 log = logging.getLogger("outcrop.api.rating")
 
 
-@dataclass
-class Response:
-    status: int
-    body: str = ""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    #: Seconds to wait before answering (a failed sign-in's), awaited on the event loop.
-    delay: float = 0.0
-
-
-class Sessions:
-    """Stateless session cookies: base64(JSON {arn, key, exp}) + "." + HMAC-SHA256 of it.
-
-    The signing key is derived from `secret.key` (never the key itself, which encrypts stored
-    secrets), so sessions survive restarts and every server sharing the data dir accepts them."""
-
-    def __init__(self, secret: bytes, lifetime: int = SESSION_SECONDS) -> None:
-        self._key = hmac.new(secret, b"outcrop rating sessions v1", hashlib.sha256).digest()
-        self.lifetime = lifetime
-
-    def _mac(self, payload: str) -> str:
-        return base64.urlsafe_b64encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest()).decode()
-
-    def issue(self, principal_arn: str, key_id: str) -> str:
-        data = json.dumps({"arn": principal_arn, "key": key_id, "exp": int(time.time()) + self.lifetime})
-        payload = base64.urlsafe_b64encode(data.encode()).decode()
-        return f"{payload}.{self._mac(payload)}"
-
-    def read(self, cookie: str) -> tuple[str, str] | None:
-        """(principal ARN, access key id) of a valid, unexpired cookie; None otherwise."""
-        if not cookie.isascii():  # compare_digest refuses non-ASCII str; no cookie we issue has any
-            return None
-        payload, _, mac = cookie.partition(".")
-        if not payload or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
-            return None
-        try:
-            data = json.loads(base64.urlsafe_b64decode(payload.encode()))
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("exp"), int) or data["exp"] < time.time():
-            return None
-        return str(data.get("arn", "")), str(data.get("key", ""))
-
-
-@dataclass
-class _Failures:
-    times: list[float] = field(default_factory=list)  # failures within the window
-    strikes: int = 0  # locks so far: each one is twice as long as the last
-    locked_until: float = 0.0
-    last: float = 0.0
-
-
-class SignInThrottle:
-    """Backs sign-in off per access key ID and per client address after repeated failures.
-
-    After `key_failures` failed sign-ins with one key ID within `window` seconds (or `address_failures`
-    from one address), that key or address is locked: its attempts answer 429 with Retry-After, the
-    secret unchecked, for `base_lock` seconds, twice as long at each further lock, up to `max_lock`.
-    A key's count is cleared when it signs in; an address's only by time, so one valid key of one's
-    own does not clear the way to guessing others'. Counts idle longer than `max_lock + window` go.
-
-    The counts live in this server process's memory: a restart forgets them, and several servers
-    sharing one database count apart. That is enough here: secrets are 40 random characters, so the
-    backoff is against noise and spraying, and the audit trail keeps every attempt anyway.
-    """
-
-    #: Most keys and addresses tracked at once; beyond it the longest idle are forgotten first.
-    MAX_TRACKED = 10_000
-
-    def __init__(self, key_failures: int = 5, address_failures: int = 20, window: float = 900.0,
-                 base_lock: float = 60.0, max_lock: float = 3600.0, clock=time.monotonic) -> None:
-        self.limits = {"key": key_failures, "address": address_failures}
-        self.window, self.base_lock, self.max_lock, self.clock = window, base_lock, max_lock, clock
-        self._records: dict[tuple[str, str], _Failures] = {}
-        self._lock = threading.Lock()  # sign-ins are handled in worker threads
-
-    @staticmethod
-    def _subjects(key_id: str, address: str) -> list[tuple[str, str]]:
-        return [(kind, value[:128]) for kind, value in (("key", key_id), ("address", address)) if value]
-
-    def locked(self, key_id: str, address: str) -> float:
-        """Seconds until this key and this address may try again (0: now)."""
-        now = self.clock()
-        with self._lock:
-            return max([self._records[s].locked_until - now for s in self._subjects(key_id, address)
-                        if s in self._records] + [0.0])
-
-    def failed(self, key_id: str, address: str) -> None:
-        now = self.clock()
-        with self._lock:
-            for subject in self._subjects(key_id, address):
-                record = self._records.get(subject)
-                if record is None or now - record.last > self.max_lock + self.window:
-                    self._make_room(now)
-                    record = self._records[subject] = _Failures()
-                record.times = [t for t in record.times if now - t < self.window] + [now]
-                record.last = now
-                if len(record.times) >= self.limits[subject[0]]:
-                    record.locked_until = now + min(self.base_lock * 2 ** record.strikes, self.max_lock)
-                    record.strikes, record.times = record.strikes + 1, []
-
-    def succeeded(self, key_id: str) -> None:
-        with self._lock:
-            self._records.pop(("key", key_id[:128]), None)
-
-    def _make_room(self, now: float) -> None:
-        if len(self._records) < self.MAX_TRACKED:
-            return
-        for subject in [s for s, r in self._records.items() if now - r.last > self.max_lock + self.window]:
-            del self._records[subject]
-        if len(self._records) >= self.MAX_TRACKED:  # still full of recent ones: the longest idle tenth goes
-            for subject in sorted(self._records, key=lambda s: self._records[s].last)[:self.MAX_TRACKED // 10]:
-                del self._records[subject]
-
-
 class RatingApp:
     """The ASGI app for PREFIX; `BedrockApp` hands it every request under that path."""
 
@@ -201,8 +85,7 @@ class RatingApp:
         """`secure_cookie`: the server itself serves HTTPS (`outcrop serve --tls`)."""
         self.human = human
         self.iam = iam
-        SecretBox(data_dir)  # makes secret.key if this data dir has none yet
-        self.sessions = Sessions((data_dir / KEY_FILE_NAME).read_bytes().strip())
+        self.sessions = Sessions.for_data_dir(data_dir, "rating", SESSION_SECONDS)
         self.secure_cookie = secure_cookie
         self.throttle = SignInThrottle()
 
@@ -223,7 +106,7 @@ class RatingApp:
                                                       client)
         if response.delay:
             await anyio.sleep(response.delay)  # here, not in handle: a sleeping worker thread is one the server lacks
-        page = response.body.encode()
+        page = response.body if isinstance(response.body, bytes) else response.body.encode()
         out = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"),
                (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
                (b"content-security-policy",
@@ -244,7 +127,7 @@ class RatingApp:
         rest = path[len(PREFIX):].strip("/")
         form = {k: v for k, v in urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
         try:
-            if method == "POST" and not _same_origin(headers):
+            if method == "POST" and not same_origin(headers):
                 return Response(403, _page("Refused", "That form was sent from another site."))
             if rest == "sign-in":
                 if method == "POST":
@@ -276,13 +159,8 @@ class RatingApp:
 
     def _rater(self, headers: dict[str, str]) -> str | None:
         """The signed-in rater's ARN, while their cookie is valid and their access key still active."""
-        cookie = _cookies(headers.get("cookie", "")).get(COOKIE)
-        session = self.sessions.read(cookie) if cookie else None
-        if session is None:
-            return None
-        arn, key_id = session
-        found = self.iam.authenticate_key(key_id)  # a deactivated or deleted key ends its sessions
-        return arn if found is not None and found[0].arn == arn else None
+        principal = session_principal(self.iam, self.sessions, cookies(headers.get("cookie", "")).get(COOKIE))
+        return principal.arn if principal is not None else None
 
     def _sign_in(self, form: dict[str, str], transport: str, client: str = "", user_agent: str | None = None
                  ) -> Response:
@@ -294,33 +172,18 @@ class RatingApp:
                          principal=principal, access_key_id=None if principal else key_id, resource=PREFIX,
                          source_ip=client, request_id=str(uuid.uuid4()), user_agent=user_agent)
 
-        if transport == PLAIN:  # the secret crossed the network in clear once; it is not checked, nor welcome again
-            audit("AccessDeniedException", 403)
-            return Response(403, _sign_in_page(PLAIN_HTTP_REFUSED, key_id, next_path))
-        wait = self.throttle.locked(key_id, client)
-        if wait > 0:  # not even a right secret gets in now: a guesser learns nothing while locked out
-            audit("ThrottlingException", 429)
-            seconds = math.ceil(wait)
-            return Response(429, _sign_in_page(f"Too many failed sign-ins with this access key or from this address. "
-                                               f"Try again in {seconds} seconds.", key_id, next_path),
-                            [("retry-after", str(seconds))], delay=FAILED_SIGN_IN_DELAY)  # no audit flood at line rate
-        found = self.iam.authenticate_key(key_id) if key_id else None
-        if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
-            self.throttle.failed(key_id, client)
-            audit("UnrecognizedClientException", 401, found[0] if found else None)
-            # A guesser pays for every try (a person mistyping does not notice); the wait is the caller's,
-            # on the event loop. Guessing could not win anyway: secrets are 40 random characters (~240 bits).
-            return Response(401, _sign_in_page("That access key ID and secret access key do not match an "
-                                               "active key.", key_id, next_path), delay=FAILED_SIGN_IN_DELAY)
-        principal = found[0]
-        self.throttle.succeeded(key_id)
+        principal = check_sign_in(self.iam, self.throttle, key_id, secret, transport, client)
+        if isinstance(principal, Refusal):
+            audit(principal.result, principal.status, principal.principal)
+            return Response(principal.status, _sign_in_page(principal.message, key_id, next_path), principal.headers,
+                            delay=principal.delay)
         if principal.kind != USER:
             audit("AccessDeniedException", 403, principal)
             return Response(403, _sign_in_page("Raters sign in with an IAM user's access key, not the "
                                                "account root's.", key_id, next_path))
         audit(SUCCESS, 303, principal)
         # Lax, not Strict: a job's link opened from an email or a chat must arrive signed in. Every change
-        # is a POST, which Lax keeps off other sites' forms, and _same_origin checks besides.
+        # is a POST, which Lax keeps off other sites' forms, and same_origin checks besides.
         cookie = (f"{COOKIE}={self.sessions.issue(principal.arn, key_id)}; Path={PREFIX}; HttpOnly; "
                   f"SameSite=Lax; Max-Age={self.sessions.lifetime}" + ("; Secure" if transport == HTTPS else ""))
         return Response(303, "", [("location", next_path), ("set-cookie", cookie)])
@@ -366,19 +229,6 @@ def _answers(view: TaskView, form: dict[str, str]) -> dict[str, Any]:
 
 
 
-def _same_origin(headers: dict[str, str]) -> bool:
-    """SameSite=Lax already keeps the cookie off other sites' POSTs; a foreign Origin is refused too.
-
-    No Origin, or "null" (what privacy settings send), passes: the cookie rule still holds then."""
-    origin = headers.get("origin")
-    if not origin or origin == "null":
-        return True
-    try:
-        return urllib.parse.urlsplit(origin).netloc == headers.get("host", "")
-    except ValueError:  # "http://[": no origin we serve
-        return False
-
-
 def _next_path(value: str) -> str:
     """Where sign-in goes next: `value` when it is a path under PREFIX (nowhere else, not even on
     this server, and nothing a browser could read as another host), else the job list."""
@@ -388,15 +238,6 @@ def _next_path(value: str) -> str:
             and not any(part in (".", "..") for part in plain.split("/"))):
         return value
     return f"{PREFIX}/"
-
-
-def _cookies(header: str) -> dict[str, str]:
-    cookies = {}
-    for part in header.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name:
-            cookies[name] = value
-    return cookies
 
 
 def _redirect(location: str, clear_cookie: bool = False) -> Response:

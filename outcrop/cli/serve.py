@@ -27,6 +27,8 @@ from hypercorn.utils import wrap_app
 from hyperframe.frame import GoAwayFrame
 
 from outcrop import __version__
+from outcrop.api.asgi import is_loopback
+from outcrop.iam.credentials import read_credentials
 from outcrop.platform.config import Settings, load_settings
 from outcrop.platform.tls import self_signed
 
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
           f"  objects      {store}\n"
           f"  credentials  {settings.credentials_file} (profile outcrop)\n"
           f"  listening    {endpoint} ({', '.join(SERVICES)})", flush=True)
+    print(f"  console      {endpoint}/console/ ({_console_key(settings)})", flush=True)
     if tls:
         print(f"  certificate  {tls['certfile']} (clients: verify=<this file> or AWS_CA_BUNDLE)", flush=True)
     if settings.preload_model_ids:
@@ -80,6 +83,18 @@ def run(args: argparse.Namespace) -> int:
     server = HttpServer(BedrockApp(services), settings.host, settings.port, HttpLimits.from_settings(settings),
                         certfile=tls.get("certfile"), keyfile=tls.get("keyfile"))
     return server.run()
+
+
+def _console_key(settings) -> str:
+    """How to sign in to the console. On a loopback address (a person trying Outcrop on their machine) the root
+    key is printed: whoever reads this terminal owns the data dir and its credentials file anyway. A server
+    listening beyond this machine keeps it out of its output, which often ends up in shared logs."""
+    if not settings.auth_enabled:
+        return "no sign-in: authentication is off"
+    found = read_credentials(settings.credentials_file)
+    if found is None or not is_loopback(settings.host):
+        return f"sign in with the root key in {settings.credentials_file}"
+    return f"sign in with access key ID {found[0]} and secret {found[1]}"
 
 
 @dataclass(frozen=True)

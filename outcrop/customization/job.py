@@ -29,6 +29,8 @@ from outcrop.platform.tables import JobState
 #: Bedrock's limits on training data (Titan's: 1 GB, 10 GB for continued pre-training, 100 MB validation).
 MAX_TRAINING_BYTES = {"FINE_TUNING": 1 << 30, "CONTINUED_PRE_TRAINING": 10 << 30}
 MAX_VALIDATION_BYTES = 100 << 20
+#: Most (step, loss) points a job's progress carries for the live loss curve (older ones are thinned, not cut).
+LOSS_CURVE_POINTS = 240
 #: Fewer records than this cannot teach a model anything worth a job; more than the maximum is refused.
 MIN_TRAINING_RECORDS, MAX_TRAINING_RECORDS = 8, 100_000
 MIN_VALIDATION_RECORDS, MAX_VALIDATION_RECORDS = 1, 1_000
@@ -75,11 +77,19 @@ def run(ctx: jobs.JobContext) -> str | None:
     _stage(db, job_arn, "trainingDetails", JobStatus.IN_PROGRESS)
     config = trainer.TrainingConfig.from_hyperparameters(values)
 
+    curve: list[list[float]] = []  # (step, loss) for the console's live chart, thinned to LOSS_CURVE_POINTS
+
     def on_progress(p: trainer.Progress) -> None:
+        curve.append([p.step, round(p.loss, 4)])
+        if len(curve) > LOSS_CURVE_POINTS:  # every other point goes, the latest stays: the shape and a bound size
+            latest = curve[-1]
+            del curve[1::2]
+            if curve[-1] is not latest:
+                curve.append(latest)
         ctx.report({"percent": round(p.percent, 1), "step": p.step, "totalSteps": p.total_steps,
                     "epoch": p.epoch, "epochs": p.epochs, "loss": round(p.loss, 4),
                     "tokensPerSecond": round(p.tokens_per_second, 1), "etaSeconds": round(p.eta_seconds),
-                    "examples": train_summary.examples}, force=p.step == p.total_steps)
+                    "examples": train_summary.examples, "lossCurve": list(curve)}, force=p.step == p.total_steps)
         db.update(CustomizationJobRow, job_arn, training_loss=p.loss)
 
     if values["workerCount"] > 1:  # data-parallel over Ray Train workers, which call on_progress themselves

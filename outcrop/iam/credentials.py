@@ -35,3 +35,13 @@ def _write_private(path: Path, parser: configparser.ConfigParser) -> None:
     with os.fdopen(fd, "w") as fh:
         parser.write(fh)
     os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
+
+
+def read_credentials(path: Path) -> tuple[str, str] | None:
+    """(access key id, secret) of the profile, or None when the file or the profile is missing."""
+    parser = configparser.ConfigParser()
+    if not path.is_file() or not parser.read(path) or not parser.has_section(PROFILE):
+        return None
+    section = parser[PROFILE]
+    key_id, secret = section.get("aws_access_key_id"), section.get("aws_secret_access_key")
+    return (key_id, secret) if key_id and secret else None

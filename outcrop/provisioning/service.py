@@ -146,7 +146,20 @@ class ProvisioningService:
 
     def get(self, account: str, identifier: str) -> dict[str, Any]:
         row = self._row(account, identifier)
-        return {**self._summary(row), "failureMessage": row.failure_message, "cost": self.cost(row)}
+        return {**self._summary(row), "failureMessage": row.failure_message, "cost": self.cost(row),
+                "utilization": self.utilization(row)}
+
+    def utilization(self, row: ProvisionedThroughputRow) -> dict[str, Any]:
+        """Outcrop's own member: the sequence slots the model units buy and how many are taken now (by every
+        server on the database when there are several), and the tokens a minute they allow."""
+        capacity = self._capacity.get(row.arn)
+        slots = row.model_units * self.settings.mu_concurrent_sequences
+        if capacity is None and self.presence is not None:  # unused here yet: other servers may hold its slots
+            capacity = SharedCapacity(self.db, self.presence, row.arn, row.model_units,
+                                      self.settings.mu_concurrent_sequences, self.settings.mu_tokens_per_minute,
+                                      self.settings.provisioned_queue_seconds)
+        return {"sequenceSlots": slots, "sequencesInUse": capacity.in_use if capacity is not None else 0,
+                "tokensPerMinute": row.model_units * self.settings.mu_tokens_per_minute}
 
     def _summary(self, row: ProvisionedThroughputRow) -> dict[str, Any]:
         return {"provisionedModelName": row.name, "provisionedModelArn": row.arn, "modelArn": row.model_arn,

@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-__all__ = ["ENV", "Markup", "render", "static", "static_hash"]
+__all__ = ["ENV", "Markup", "render", "static", "static_hash", "static_url"]
 
 
 @cache
@@ -33,9 +33,17 @@ def static_hash(name: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(str(static(name)).encode()).digest()).decode()
 
 
+@cache
+def static_url(name: str) -> str:
+    """The console's URL of `static/<name>`, versioned by its content so that browsers may cache it for good."""
+    data = resources.files(__name__).joinpath("static", *name.split("/")).read_bytes()
+    return f"/console/static/{name}?v={hashlib.sha256(data).hexdigest()[:12]}"
+
+
 ENV = Environment(loader=PackageLoader(__name__, "templates"), autoescape=True, undefined=StrictUndefined,
                   trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 ENV.globals["static"] = static
+ENV.globals["static_url"] = static_url
 ENV.filters["quote"] = lambda text: urllib.parse.quote(str(text), safe="")
 
 

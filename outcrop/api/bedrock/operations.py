@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from outcrop.api.bedrock.resources import resources
 from outcrop.iam.principal import Principal
 from outcrop.services import Services
 
@@ -24,11 +25,16 @@ class RequestContext:
     #: The request's condition keys (aws:SourceIp, aws:SecureTransport): a handler that authorizes more than
     #: the operation's own resources (a nested model, a passed role) passes them on, as the app does.
     conditions: dict[str, Any] = field(default_factory=dict)
+    #: The canonical ARNs the request acts on, filled by `invoke` before it authorizes (the audit names them).
+    resources: list[str] = field(default_factory=list)
 
     def authorize(self, action: str, resource: str) -> None:
         """Authorize a further action of this request, with the request's conditions."""
         self.services.iam.authorize(self.principal, action, resource, self.conditions)
 
+
+#: The control planes whose every call goes to the audit trail (data-plane calls have usage records).
+AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", "outcrop-iam"})
 
 Handler = Callable[[RequestContext, dict[str, Any]], Any]
 HANDLERS: dict[tuple[str, str], Handler] = {}
@@ -58,3 +64,13 @@ def iam_action(operation: str) -> str:
 def load_handlers() -> None:
     """Import the modules whose decorators fill HANDLERS (kept explicit: no import magic)."""
     from outcrop.api.bedrock import agent, agent_runtime, control, guardrails, runtime  # noqa: F401
+
+
+def invoke(ctx: RequestContext, service: str, operation: str, params: dict[str, Any]) -> Any:
+    """What every door does with a parsed, validated request: resolve the resources it names to canonical ARNs
+    (a policy sees those, whatever the caller spelled), authorize each, run the handler. The API and the console
+    both come through here, so a page may do exactly what the same principal's API call may."""
+    ctx.resources[:] = resources(ctx.services, ctx.principal.account_id, operation, params)
+    for target in ctx.resources:
+        ctx.authorize(iam_action(operation), target)
+    return HANDLERS[(service, operation)](ctx, params)

@@ -12,7 +12,8 @@ from botocore.credentials import Credentials
 
 from outcrop.api.asgi import HTTPS, LOOPBACK, PLAIN, transport
 from outcrop.api.auth import authenticate
-from outcrop.api.rating import RatingApp, SignInThrottle
+from outcrop.api.rating import RatingApp
+from outcrop.api.sessions import SignInThrottle
 from outcrop.errors import InvalidSignatureException, UnrecognizedClientException
 from outcrop.evaluation.human.service import HumanReview
 from outcrop.iam import sigv4

@@ -380,7 +380,7 @@ def test_unrated_metrics_score_none_and_dataset_configs_pick_metrics(human, db, 
 
 
 def test_rating_sessions_are_signed_and_expire():
-    from outcrop.api.rating import Sessions
+    from outcrop.api.sessions import Sessions
 
     sessions = Sessions(b"server secret")
     cookie = sessions.issue("arn:aws:iam::123456789012:user/alice", "AKIAEXAMPLE")
@@ -439,7 +439,7 @@ def test_a_deleted_user_leaves_the_team_and_a_new_one_of_that_name_does_not_join
 
 
 def test_session_cookies_that_are_not_ascii_are_refused_not_a_crash():
-    from outcrop.api.rating import Sessions
+    from outcrop.api.sessions import Sessions
 
     sessions = Sessions(b"server secret")
     assert sessions.read("abc.\u00ff") is None and sessions.read("\u00ff") is None

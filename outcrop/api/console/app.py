@@ -1,0 +1,377 @@
+"""The console's door: sign-in, sessions, CSRF, the route table, and how a page calls the platform.
+
+A page is a function `(visit, **groups) -> Response` registered with `@page(method, pattern)`. It never
+reaches a service directly: `visit.call(service, operation, params)` validates `params` against botocore's
+model of that operation and goes through `operations.invoke` as the signed-in principal, exactly as the API
+does (the same canonical resources, the same IAM check, the same handler, the same audit event), so a page
+may do what that principal's API call may, and a form shows the API's own error text. `visit.call_json`
+does the same for Outcrop's JSON APIs (IAM, insights), `visit.store()` is the object store as the principal
+sees it. What pages stream or poll (a chat, a job's progress) their script asks of the API itself, signed
+by the session cookie and the CSRF token (`api_principal`).
+
+Sessions are the raters' (`api.sessions`): a signed cookie, HttpOnly and SameSite=Strict, its path `/`
+so that the page's script reaches the API with it. Every POST to a page and every API call made with the
+cookie carries the session's CSRF token (a form field or the `X-Outcrop-Csrf` header) and a same-origin
+`Origin`; a request that lacks either is refused. The CSP allows this server's own scripts, styles and
+fetches and nothing else: no inline script, no other origin.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import logging
+import mimetypes
+import re
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import anyio
+
+from outcrop.api import asgi
+from outcrop.api import iam as iam_api
+from outcrop.api import insights as insights_api
+from outcrop.api.asgi import HTTPS, read_body
+from outcrop.api.bedrock import protocol
+from outcrop.api.bedrock.operations import AUDITED_SERVICES, RequestContext, invoke, load_handlers
+from outcrop.api.bedrock.validation import validate_input
+from outcrop.api.sessions import (
+    PLAIN_HTTP_REFUSED,
+    Refusal,
+    Response,
+    Sessions,
+    SignInThrottle,
+    check_sign_in,
+    cookies,
+    same_origin,
+    session_principal,
+)
+from outcrop.errors import AccessDeniedException, BedrockError
+from outcrop.iam.audit import SUCCESS, record_event
+from outcrop.iam.principal import Principal
+from outcrop.iam.scoped_store import ScopedStore
+from outcrop.services import Services
+from outcrop.web import render
+
+PREFIX = "/console"
+COOKIE = "outcrop_console"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-outcrop-csrf"
+SESSION_SECONDS = 8 * 3600
+AUDIT_SERVICE, SIGN_IN = "outcrop-console", "SignIn"
+#: Static files the console serves (from outcrop/web/static), by URL name.
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".svg": "image/svg+xml", ".md": "text/plain; charset=utf-8", "": "text/plain; charset=utf-8"}
+#: Pages only: this server's own scripts, styles, images and fetches; nothing inline, nothing from elsewhere.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+#: The standalone reports shown inside the console (evaluation, insights) carry their own inline CSS and SVG
+#: charts and no script: they get this CSP instead.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; base-uri 'none'"
+
+log = logging.getLogger("outcrop.api.console")
+access_log = logging.getLogger("outcrop.access")
+
+Page = Callable[..., Response]
+_ROUTES: list[tuple[str, re.Pattern[str], Page]] = []
+
+
+def page(method: str, pattern: str) -> Callable[[Page], Page]:
+    """Register a page for `method` and the path after /console/ (a regex; its named groups are arguments)."""
+    def register(fn: Page) -> Page:
+        _ROUTES.append((method, re.compile(pattern + r"\Z"), fn))
+        return fn
+    return register
+
+
+@dataclass
+class Visit:
+    """One request to a console page by a signed-in principal."""
+
+    app: ConsoleApp
+    principal: Principal
+    method: str
+    path: str  # after /console/, still percent-encoded
+    query: dict[str, str]
+    form: dict[str, str]
+    headers: dict[str, str]
+    client: str
+    csrf: str
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # multipart uploads: name -> (filename, data)
+
+    @property
+    def services(self) -> Services:
+        return self.app.services
+
+    @property
+    def conditions(self) -> dict[str, Any]:
+        return {"aws:SourceIp": self.client, "aws:SecureTransport": self.app.secure_cookie}
+
+    def call(self, service: str, operation: str, params: dict[str, Any] | None = None) -> Any:
+        """The operation as this principal's API call: validated, authorized, run and audited as the API does."""
+        params = params or {}
+        request_id = str(uuid.uuid4())
+        ctx = RequestContext(request_id=request_id, principal=self.principal, services=self.services,
+                             source_ip=self.client, headers=self.headers, conditions=self.conditions)
+        error: BedrockError | None = None
+        try:
+            validate_input(_route(service, operation).operation.input_shape, params)
+            return invoke(ctx, service, operation, params)
+        except BedrockError as exc:
+            error = exc
+            raise
+        finally:
+            self._audit(service, operation, error, request_id, ", ".join(ctx.resources) or "*")
+
+    def call_json(self, api: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One of Outcrop's JSON APIs ("iam" or "insights") as this principal, authorized and audited as the API."""
+        service = iam_api.SERVICE if api == "iam" else insights_api.SERVICE
+        request_id, error = str(uuid.uuid4()), None
+        try:
+            if api == "iam":
+                answer = iam_api.handle(self.services.iam, self.principal, action, body or {}, self.conditions)
+            else:
+                answer = insights_api.handle(self.services.insights, self.services.iam, self.principal, action,
+                                             body or {}, self.conditions)
+            return json.loads(answer)
+        except BedrockError as exc:
+            error = exc
+            raise
+        finally:
+            self._audit(service, action, error, request_id, "*")
+
+    def _audit(self, service: str, operation: str, error: BedrockError | None, request_id: str, resource: str) -> None:
+        """The audit event the API would have written for this call (control planes only, as there)."""
+        if service in AUDITED_SERVICES:
+            record_event(self.services.db, service=service, operation=operation,
+                         result=error.code if error else SUCCESS, status=error.status if error else 200,
+                         principal=self.principal, resource=resource, source_ip=self.client, request_id=request_id,
+                         user_agent=self.headers.get("user-agent"))
+
+    def store(self) -> ScopedStore:
+        """The object store as this principal sees it (every read, write and listing authorized)."""
+        return ScopedStore(self.services.store, self.services.iam, self.principal)
+
+    def render(self, template: str, title: str, status: int = 200, **context: Any) -> Response:
+        """A page from web/templates/console/ in the console's layout."""
+        body = render(f"console/{template}", title=title, prefix=PREFIX, csrf=self.csrf, csrf_field=CSRF_FIELD,
+                      principal=self.principal, section=self.path.split("/", 1)[0], **context)
+        return Response(status, body)
+
+    def denied(self, error: BedrockError) -> Response:
+        """The page a principal sees where its policy stops it (or the platform says no): the API's own words."""
+        return self.render("message.html", "Not allowed" if isinstance(error, AccessDeniedException) else error.code,
+                           status=error.status, heading=error.code, message=error.message)
+
+    def redirect(self, where: str) -> Response:
+        return Response(303, "", [("location", where if where.startswith("/") else f"{PREFIX}/{where}")])
+
+
+@cache
+def _routes_by_name() -> dict[tuple[str, str], protocol.Route]:
+    return {(r.service, r.name): r for r in protocol.routes()}
+
+
+def _route(service: str, operation: str) -> protocol.Route:
+    return _routes_by_name()[(service, operation)]
+
+
+class ConsoleApp:
+    """The ASGI app for /console; `BedrockApp` hands it every request under that path."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.sessions = Sessions.for_data_dir(services.settings.data_dir, "console", SESSION_SECONDS)
+        self.secure_cookie = services.settings.tls_enabled
+        self.throttle = SignInThrottle()
+        load_handlers()
+        from outcrop.api.console import pages  # noqa: F401  (fills the route table)
+
+    # -- the API's door for the console's scripts --------------------------------------------------
+
+    def api_principal(self, headers: dict[str, str]) -> Principal | None:
+        """The principal of an API request made by a console page: its session cookie, the session's CSRF token
+        in X-Outcrop-Csrf, and no foreign Origin. Anything less is no console call (the API then asks for a
+        signature as usual), so another site's script or form cannot act with a visitor's cookie."""
+        cookie = cookies(headers.get("cookie", "")).get(COOKIE)
+        token = headers.get(CSRF_HEADER, "")
+        if not cookie or not token or not same_origin(headers) or not self.sessions.csrf_ok(cookie, token):
+            return None
+        return session_principal(self.services.iam, self.sessions, cookie)
+
+    # -- ASGI ------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        started = time.perf_counter()
+        method = scope["method"]
+        raw = scope.get("raw_path")
+        path = (raw.decode("latin-1") if raw else scope.get("path", "/")).split("?", 1)[0]
+        query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                            keep_blank_values=True))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body = await read_body(receive, self.services.settings.max_request_bytes)
+        client = asgi.client_host(scope)
+        if body is None:
+            response = Response(413, render("console/message.html", title="Too large", prefix=PREFIX, csrf="",
+                                            csrf_field=CSRF_FIELD, principal=None, section="", heading="Too large",
+                                            message="That upload is larger than this server takes."))
+        else:
+            transport = asgi.transport(self.secure_cookie or asgi.is_tls(scope), client)
+            response = await anyio.to_thread.run_sync(self.handle, method, path, query, headers, body, transport,
+                                                      client)
+        if response.delay:
+            await anyio.sleep(response.delay)
+        out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _with_defaults(response).headers]
+        data = response.body if isinstance(response.body, bytes) else response.body.encode()
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        await send({"type": "http.response.body", "body": data})
+        access_log.info("%s %s console %d %.1fms", method, path, response.status,
+                        (time.perf_counter() - started) * 1000)
+
+    def handle(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes,
+               transport: str, client: str) -> Response:
+        """One request (in a worker thread: pages touch the database), with the console's security headers."""
+        return _with_defaults(self._handle(method, path, query, headers, body, transport, client))
+
+    def _handle(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes,
+                transport: str, client: str) -> Response:
+        if path != PREFIX and not path.startswith(PREFIX + "/"):  # the server's root: the console's front door
+            return Response(303, "", [("location", f"{PREFIX}/")])
+        rest = path[len(PREFIX):].lstrip("/")
+        try:
+            if rest.startswith("static/") and method in ("GET", "HEAD"):
+                return _static(rest[len("static/"):])
+            form, files = _form(headers, body) if method == "POST" else ({}, {})
+            if method == "POST" and not same_origin(headers):
+                return Response(403, self._message("Refused", "That form was sent from another site."))
+            if rest == "sign-in":
+                if method == "POST":
+                    return self._sign_in(form, transport, client, headers.get("user-agent"))
+                return Response(200, self._sign_in_page(_plain_refusal(transport)))
+            if rest == "sign-out" and method == "POST":
+                return self._signed_out()
+            principal, cookie = self._visitor(headers)
+            if principal is None:
+                return Response(303, "", [("location", f"{PREFIX}/sign-in")]
+                                + ([("set-cookie", self._cookie("", 0, transport))]
+                                   if COOKIE in headers.get("cookie", "") else []))
+            csrf = self.sessions.csrf_token(cookie) if cookie else ""
+            if method == "POST" and cookie and not self.sessions.csrf_ok(cookie, form.get(CSRF_FIELD, "")):
+                return Response(403, self._message("Refused", "That form's security token is missing or stale: "
+                                                   "reload the page and send it again."))
+            visit = Visit(self, principal, method, rest, query, form, headers, client, csrf, files)
+            for route_method, pattern, fn in _ROUTES:
+                found = pattern.match(rest)
+                if found and route_method == method:
+                    try:
+                        return fn(visit, **{k: urllib.parse.unquote(v) for k, v in found.groupdict().items()})
+                    except BedrockError as exc:  # what the API would have answered, as a page
+                        return visit.denied(exc)
+            return visit.render("message.html", "Not found", status=404, heading="Not found",
+                                message="There is no such console page.")
+        except Exception:  # a stack trace helps no one on a page; the log keeps it
+            log.exception("console page %s %s failed", method, path)
+            return Response(500, self._message("Error", "Something went wrong on the server. Please try again."))
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    def _visitor(self, headers: dict[str, str]) -> tuple[Principal | None, str]:
+        if not self.services.settings.auth_enabled:  # OUTCROP_AUTH=off: every caller is the first account's root
+            return Principal.account_root(self.services.iam.default_account()), ""
+        cookie = cookies(headers.get("cookie", "")).get(COOKIE, "")
+        return session_principal(self.services.iam, self.sessions, cookie), cookie
+
+    def _cookie(self, value: str, max_age: int, transport: str) -> str:
+        # Strict: no other site's link or form arrives with it. Path /: the page's script calls the API with it.
+        return (f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+                + ("; Secure" if transport == HTTPS else ""))
+
+    def _sign_in(self, form: dict[str, str], transport: str, client: str, user_agent: str | None) -> Response:
+        key_id, secret = form.get("access_key_id", "").strip(), form.get("secret_access_key", "").strip()
+
+        def audit(result: str, status: int, principal: Principal | None = None) -> None:  # never the secret
+            record_event(self.services.db, service=AUDIT_SERVICE, operation=SIGN_IN, result=result, status=status,
+                         principal=principal, access_key_id=None if principal else key_id, resource=PREFIX,
+                         source_ip=client, request_id=str(uuid.uuid4()), user_agent=user_agent)
+
+        principal = check_sign_in(self.services.iam, self.throttle, key_id, secret, transport, client)
+        if isinstance(principal, Refusal):
+            audit(principal.result, principal.status, principal.principal)
+            return Response(principal.status, self._sign_in_page(principal.message, key_id), principal.headers,
+                            delay=principal.delay)
+        audit(SUCCESS, 303, principal)
+        cookie = self.sessions.issue(principal.arn, key_id)
+        return Response(303, "", [("location", f"{PREFIX}/"),
+                                  ("set-cookie", self._cookie(cookie, self.sessions.lifetime, transport))])
+
+    def _signed_out(self) -> Response:
+        return Response(303, "", [("location", f"{PREFIX}/sign-in"),
+                                  ("set-cookie", f"{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")])
+
+    def _sign_in_page(self, error: str = "", key_id: str = "") -> str:
+        return render("console/sign_in.html", title="Sign in", prefix=PREFIX, csrf="", csrf_field=CSRF_FIELD,
+                      principal=None, section="", error=error, key_id=key_id)
+
+    def _message(self, heading: str, message: str) -> str:
+        return render("console/message.html", title=heading, prefix=PREFIX, csrf="", csrf_field=CSRF_FIELD,
+                      principal=None, section="", heading=heading, message=message)
+
+
+def _with_defaults(response: Response) -> Response:
+    """The headers every console response has unless it says otherwise (a static file's caching, a report's CSP)."""
+    defaults = {"cache-control": "no-store", "x-content-type-options": "nosniff", "referrer-policy": "same-origin",
+                "content-type": "text/html; charset=utf-8", "content-security-policy": CSP}
+    names = {k.lower() for k, _ in response.headers}
+    response.headers = [(k, v) for k, v in defaults.items() if k not in names] + response.headers
+    return response
+
+
+def _plain_refusal(transport: str) -> str:
+    return PLAIN_HTTP_REFUSED if transport == asgi.PLAIN else ""
+
+
+@cache
+def _static_file(name: str) -> bytes | None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}", name) or ".." in name:
+        return None
+    target = resources.files("outcrop.web").joinpath("static", *name.split("/"))
+    return target.read_bytes() if target.is_file() else None
+
+
+def _static(name: str) -> Response:
+    data = _static_file(name)
+    if data is None:
+        return Response(404, b"", [("content-type", "text/plain; charset=utf-8")])
+    suffix = "." + name.rsplit(".", 1)[1] if "." in name.rsplit("/", 1)[-1] else ""
+    kind = STATIC_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    # The URL carries the file's hash (`static_url`), so a browser may keep it: a new release is a new URL.
+    return Response(200, data, [("content-type", kind), ("cache-control", "public, max-age=86400, immutable")])
+
+
+def _form(headers: dict[str, str], body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
+    """A POST's fields (urlencoded or multipart) and its uploaded files."""
+    kind = headers.get("content-type", "")
+    if not kind.startswith("multipart/form-data"):
+        return dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)), {}
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {kind}\r\n\r\n".encode("latin-1") + body)
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            files[name] = (filename, data)
+        else:
+            fields[name] = data.decode("utf-8", "replace")
+    return fields, files

@@ -1,0 +1,7 @@
+"""The console's pages, one module per capability; importing them fills the route table (`app.page`)."""
+
+from outcrop.api.console.pages import (  # noqa: F401
+    catalog,
+    customization,
+    provisioning,
+)
