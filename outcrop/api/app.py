@@ -23,7 +23,14 @@ from outcrop.api import rating
 from outcrop.api.asgi import is_tls, read_body
 from outcrop.api.auth import authenticate
 from outcrop.api.bedrock import protocol
-from outcrop.api.bedrock.operations import AUDITED_SERVICES, HANDLERS, RequestContext, invoke, load_handlers
+from outcrop.api.bedrock.operations import (
+    AUDITED_SERVICES,
+    HANDLERS,
+    RequestContext,
+    http_status,
+    invoke,
+    load_handlers,
+)
 from outcrop.api.console import ConsoleApp
 from outcrop.api.console.app import PREFIX as CONSOLE
 from outcrop.errors import (
@@ -76,10 +83,6 @@ JSON_APIS = (
 )
 
 
-#: Services whose ConflictException is 409 (botocore's models say so; bedrock's own is 400).
-_CONFLICT_409 = ("bedrock-agent", "bedrock-agent-runtime")
-
-
 def error_response(error: BedrockError, request_id: str, service: str = "") -> tuple[int, list[tuple[bytes, bytes]],
                                                                                      bytes]:
     """Bedrock's error shape: the code in `x-amzn-ErrorType` and again as `__type` in the body."""
@@ -87,8 +90,7 @@ def error_response(error: BedrockError, request_id: str, service: str = "") -> t
     headers = [(b"content-type", b"application/json"),
                (b"x-amzn-errortype", error.code.encode()),
                (b"x-amzn-requestid", request_id.encode())]
-    status = 409 if error.code == "ConflictException" and service in _CONFLICT_409 else error.status
-    return status, headers, body
+    return http_status(error, service), headers, body
 
 
 class BedrockApp:

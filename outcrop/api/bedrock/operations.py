@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outcrop.api.bedrock.resources import resources
+from outcrop.errors import BedrockError
 from outcrop.iam.principal import Principal
 from outcrop.services import Services
 
@@ -35,6 +36,15 @@ class RequestContext:
 
 #: The control planes whose every call goes to the audit trail (data-plane calls have usage records).
 AUDITED_SERVICES = frozenset({"bedrock", "bedrock-agent", "outcrop-iam"})
+
+#: Services whose ConflictException is 409 (botocore's models say so; bedrock's own is 400).
+_CONFLICT_409 = ("bedrock-agent", "bedrock-agent-runtime")
+
+
+def http_status(error: BedrockError, service: str) -> int:
+    """The HTTP status `service` answers `error` with (its class's, but for the agent services' conflicts)."""
+    return 409 if error.code == "ConflictException" and service in _CONFLICT_409 else error.status
+
 
 Handler = Callable[[RequestContext, dict[str, Any]], Any]
 HANDLERS: dict[tuple[str, str], Handler] = {}

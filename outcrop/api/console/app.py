@@ -40,7 +40,7 @@ from outcrop.api import iam as iam_api
 from outcrop.api import insights as insights_api
 from outcrop.api.asgi import HTTPS, read_body
 from outcrop.api.bedrock import protocol
-from outcrop.api.bedrock.operations import AUDITED_SERVICES, RequestContext, invoke, load_handlers
+from outcrop.api.bedrock.operations import AUDITED_SERVICES, RequestContext, http_status, invoke, load_handlers
 from outcrop.api.bedrock.validation import validate_input
 from outcrop.api.sessions import (
     PLAIN_HTTP_REFUSED,
@@ -125,10 +125,18 @@ class Visit:
             validate_input(_route(service, operation).operation.input_shape, params)
             return invoke(ctx, service, operation, params)
         except BedrockError as exc:
+            exc.status = http_status(exc, service)  # the page answers with the API's status for this service
             error = exc
             raise
         finally:
             self._audit(service, operation, error, request_id, ", ".join(ctx.resources) or "*")
+
+    def listing(self, service: str, operation: str, member: str, params: dict[str, Any] | None = None
+                ) -> tuple[list[dict[str, Any]], str]:
+        """One page of a List operation (the page after `?next=<token>`), and the token of the next one or ""."""
+        params = {**(params or {}), **({"nextToken": self.query["next"]} if self.query.get("next") else {})}
+        listed = self.call(service, operation, params)
+        return listed[member], listed.get("nextToken") or ""
 
     def call_json(self, api: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One of Outcrop's JSON APIs ("iam" or "insights") as this principal, authorized and audited as the API."""

@@ -233,6 +233,7 @@ function jobProgress(node) {
   const bar = node.querySelector("progress"), line = node.querySelector("[data-line]");
   const status = document.querySelector("[data-job-status]"), chart = node.querySelector(".chart");
   let plot = null, drawn = 0;
+  const startedAs = status ? status.textContent : "";
   async function poll() {
     const response = await api("GET", `/model-customization-jobs/${encodeURIComponent(name)}`);
     if (!response.ok) { line.textContent = await apiError(response); return; }
@@ -257,6 +258,10 @@ function jobProgress(node) {
       setTimeout(poll, 1500);
     } else {
       node.dataset.done = job.status;
+      if (startedAs === "InProgress" || startedAs === "Stopping") {
+        location.reload();  // the finished job's page has more to show: its custom model, final losses
+        return;
+      }
       if (job.failureMessage) line.textContent = job.failureMessage;
       const stop = document.querySelector("[data-stop]");
       if (stop) stop.hidden = true;

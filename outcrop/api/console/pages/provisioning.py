@@ -40,10 +40,10 @@ def create(visit: Visit) -> Response:
     if form.get("commitmentDuration"):
         params["commitmentDuration"] = form["commitmentDuration"]
     try:
-        created = visit.call("bedrock", "CreateProvisionedModelThroughput", params)
+        visit.call("bedrock", "CreateProvisionedModelThroughput", params)
     except BedrockError as exc:
         return _form(visit, form, error=f"{exc.code}: {exc.message}", status=exc.status)
-    return visit.redirect(f"provisioned/{created['provisionedModelArn'].rsplit('/', 1)[-1]}")
+    return visit.redirect(f"provisioned/{params['provisionedModelName']}")  # its name or ARN identifies it
 
 
 def _form(visit: Visit, values: dict[str, str], error: str = "", status: int = 200) -> Response:
@@ -74,7 +74,7 @@ def update(visit: Visit, ident: str) -> Response:
         found = visit.call("bedrock", "GetProvisionedModelThroughput", {"provisionedModelId": ident})
         return visit.render("provisioned_one.html", found["provisionedModelName"], status=exc.status,
                             throughput=found, ident=ident, error=f"{exc.code}: {exc.message}", refresh=0)
-    return visit.redirect(f"provisioned/{ident}")
+    return visit.redirect(f"provisioned/{params.get('desiredProvisionedModelName', ident)}")
 
 
 @page("POST", "provisioned/(?P<ident>[^/]+)/delete")

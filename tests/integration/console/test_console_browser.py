@@ -1,0 +1,191 @@
+"""The console in a real browser (Debian's chromium under Playwright), as a new user goes through it: sign in,
+chat in the playground with the answer streaming in, fine-tune a tiny model from the form and watch its loss
+curve, provision the custom model, open the evaluation report of that provisioned model, be refused a page a
+policy does not allow, and see a forged form refused.
+
+Each page's screenshot is saved under test-artifacts/console/ (OUTCROP_TEST_ARTIFACTS moves it) for a reviewer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import register_model, start_server, stop_server
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("playwright") is None or not Path(CHROMIUM).is_file(),
+    reason=f"needs the playwright package and Debian's chromium at {CHROMIUM}")
+ARTIFACTS = Path(os.environ.get("OUTCROP_TEST_ARTIFACTS", Path(__file__).parents[3] / "test-artifacts")) / "console"
+PAIRS = [("What colour is the sky?", "blue sky"), ("What do cows drink?", "fresh water"),
+         ("Name a fruit.", "red apple"), ("Where do fish live?", "in the sea"),
+         ("What is hot?", "the sun"), ("What falls in winter?", "white snow"),
+         ("Who barks?", "the dog"), ("What do bees make?", "sweet honey")]
+CATALOG_ONLY = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["bedrock:ListFoundationModels", "bedrock:GetFoundationModel"], "Resource": "*"}]}
+
+
+def outcrop(data_dir: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "outcrop", *args, "--data-dir", str(data_dir)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_model_dir):
+    """A server with the tiny model, a bucket of training and evaluation data, a role, and a catalog-only user."""
+    server = start_server(tmp_path_factory.mktemp("console-data"))
+    try:
+        model = register_model(server, "tiny-llama", tiny_model_dir)
+        folder = tmp_path_factory.mktemp("console-files")
+        (folder / "train.jsonl").write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
+                                                    for p, c in PAIRS))
+        (folder / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p, "referenceResponse": c}) + "\n"
+                                                      for p, c in PAIRS[:2]))
+        outcrop(server.data_dir, "s3", "mb", "s3://console-data")
+        outcrop(server.data_dir, "s3", "cp", str(folder), "s3://console-data/in/", "--recursive")
+        role = outcrop(server.data_dir, "iam", "create-role", "--name", "console-role", "--s3-access",
+                       "console-data", "--invoke-models").strip()
+        outcrop(server.data_dir, "iam", "create-user", "--name", "viewer")
+        (folder / "policy.json").write_text(json.dumps(CATALOG_ONLY))
+        outcrop(server.data_dir, "iam", "put-user-policy", "--user-name", "viewer", "--policy-name", "catalog",
+                "--policy-document", str(folder / "policy.json"))
+        key = json.loads(outcrop(server.data_dir, "iam", "create-access-key", "--user-name", "viewer"))
+        yield server, model, role, (key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        stop_server(server)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, endpoint: str, key_id: str, secret: str) -> None:
+    page.goto(endpoint + "/console/")
+    assert page.url.endswith("/console/sign-in")
+    page.get_by_label("Access key ID").fill(key_id)
+    page.get_by_label("Secret access key").fill(secret)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+
+
+def test_from_a_chat_to_a_fine_tuned_provisioned_evaluated_model(site):
+    from playwright.sync_api import expect, sync_playwright
+
+    server, model, role, viewer = site
+    endpoint = server.endpoint
+    key_id, secret = server.root_key()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            csp_violations: list[str] = []
+            page.on("console", lambda m: csp_violations.append(m.text) if "Content Security Policy" in m.text
+                    else None)
+            sign_in(page, endpoint, key_id, secret)
+            expect(page.get_by_role("heading", name="Outcrop console")).to_be_visible()
+            cookie = next(c for c in context.cookies() if c["name"] == "outcrop_console")
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+            shot(page, "01-home")
+
+            page.get_by_role("link", name="Model catalog").first.click()
+            expect(page.locator("table")).to_contain_text(model)
+            shot(page, "02-catalog")
+
+            # The playground: the answer streams in from ConverseStream, then its token counts and latency.
+            page.goto(f"{endpoint}/console/playground?model={model}")
+            page.get_by_label("Max tokens").fill("24")
+            page.get_by_label("Seed").fill("7")
+            page.get_by_label("Message").fill("Hello there")
+            expect(page.locator("#code")).to_contain_text("converse_stream")  # "view code": the boto3 call
+            page.get_by_role("button", name="Send").click()
+            answer = page.locator("[data-pane=A] .turn.assistant")
+            expect(page.locator("[data-pane=A] .stats")).to_contain_text("output tokens", timeout=120_000)
+            assert answer.inner_text().strip(), "no text streamed in"
+            shot(page, "03-playground")
+
+            # Fine-tuning from the form: a bad value shows the API's own message, then the job runs to the end.
+            page.goto(f"{endpoint}/console/customization/create")
+            page.get_by_label("Base model").select_option(model)
+            page.get_by_label("Service role").select_option(role)
+            page.get_by_label("Training data (JSONL in S3)").fill("s3://console-data/in/train.jsonl")
+            page.get_by_label("Output folder").fill("s3://console-data/out/")
+            page.get_by_label("epochCount").fill("0")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Start the job").click()
+            expect(page.get_by_role("alert")).to_contain_text("ValidationException")
+            expect(page.get_by_role("alert")).to_contain_text("epochCount")
+            shot(page, "04-fine-tuning-form-error")
+            page.get_by_label("epochCount").fill("2")
+            page.get_by_label("batchSize").fill("2")
+            page.get_by_label("learningRate", exact=True).fill("0.005")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Start the job").click()
+            expect(page.locator("[data-line]")).to_contain_text("loss", timeout=240_000)  # live progress
+            # Done, the page shows what the job made (it reloads itself once) and its loss curve, drawn by uPlot.
+            expect(page.get_by_role("link", name="Provision it")).to_be_visible(timeout=240_000)
+            expect(page.locator("[data-job-status]")).to_have_text("Completed")
+            expect(page.locator(".chart canvas")).to_be_visible()
+            shot(page, "05-fine-tuning-job")
+
+            # Provision the custom model it made.
+            with page.expect_navigation():
+                page.get_by_role("link", name="Provision it").click()
+            page.get_by_label("Name", exact=True).fill("console-pt")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Buy").click()
+            expect(page.locator(".status")).to_have_text("InService", timeout=120_000)  # the page reloads itself
+            expect(page.get_by_text("sequences in use now")).to_be_visible()
+            throughput_arn = page.locator("dl.facts code").first.inner_text()
+            shot(page, "06-provisioned")
+
+            # Evaluate the provisioned model; the console shows the report the job wrote.
+            bedrock = server.client("bedrock")
+            params = json.dumps({"inferenceConfig": {"maxTokens": 6}})
+            job = bedrock.create_evaluation_job(
+                jobName="console-eval", roleArn=role, outputDataConfig={"s3Uri": "s3://console-data/eval/"},
+                evaluationConfig={"automated": {"datasetMetricConfigs": [{
+                    "taskType": "QuestionAndAnswer", "metricNames": ["Outcrop.ROUGE-1"],
+                    "dataset": {"name": "prompts",
+                                "datasetLocation": {"s3Uri": "s3://console-data/in/prompts.jsonl"}}}]}},
+                inferenceConfig={"models": [{"bedrockModel": {"modelIdentifier": throughput_arn,
+                                                              "inferenceParams": params}}]})
+            page.goto(f"{endpoint}/console/evaluation")
+            expect(page.locator("table")).to_contain_text("console-eval")
+            page.goto(f"{endpoint}/console/evaluation/jobs/console-eval")
+            expect(page.locator(".status").first).to_have_text("Completed", timeout=240_000)
+            report = page.frame_locator("iframe.report-frame")
+            expect(report.locator("svg").first).to_be_visible()
+            assert bedrock.get_evaluation_job(jobIdentifier=job["jobArn"])["status"] == "Completed"
+            shot(page, "07-evaluation-report")
+
+            # A forged form (no session token) and an API call without the header are refused.
+            forged = page.request.post(f"{endpoint}/console/provisioned/create",
+                                       form={"provisionedModelName": "forged", "modelId": model, "modelUnits": "1"})
+            assert forged.status == 403 and "security token" in forged.text()
+            bare = page.request.get(f"{endpoint}/foundation-models")
+            assert bare.status == 403 and bare.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
+            assert not csp_violations, csp_violations
+
+            # A user whose policy allows the catalog only: the catalog opens, fine-tuning says why not.
+            page.get_by_role("button", name="Sign out").click()
+            page.wait_for_url("**/console/sign-in")
+            sign_in(page, endpoint, viewer[0], viewer[1])
+            page.goto(f"{endpoint}/console/models")
+            expect(page.locator("table")).to_contain_text(model)
+            response = page.goto(f"{endpoint}/console/customization")
+            assert response.status == 403
+            expect(page.get_by_role("alert")).to_contain_text("bedrock:ListModelCustomizationJobs")
+            shot(page, "08-denied")
+        finally:
+            browser.close()
