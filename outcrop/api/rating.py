@@ -35,6 +35,7 @@ from outcrop.api.sessions import (
     SignInThrottle,
     check_sign_in,
     cookies,
+    end_session,
     same_origin,
     session_principal,
 )
@@ -136,6 +137,7 @@ class RatingApp:
                 return Response(200, _sign_in_page(PLAIN_HTTP_REFUSED if transport == PLAIN else "",
                                                    next_path=next_path))
             if rest == "sign-out" and method == "POST":
+                end_session(self.iam, self.sessions, cookies(headers.get("cookie", "")).get(COOKIE))
                 return _redirect(f"{PREFIX}/sign-in", clear_cookie=True)
             rater = self._rater(headers)
             if rater is None:

@@ -14,16 +14,20 @@ import hashlib
 import hmac
 import json
 import math
+import secrets
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import delete
+
 from outcrop.api.asgi import PLAIN
 from outcrop.iam.principal import Principal
 from outcrop.iam.secrets import KEY_FILE_NAME, SecretBox
 from outcrop.iam.service import IamService
+from outcrop.iam.tables import EndedSessionRow
 
 #: How long a failed sign-in waits before its answer (on the event loop, never in a worker thread).
 FAILED_SIGN_IN_DELAY = 0.3
@@ -71,12 +75,22 @@ class Sessions:
         return base64.urlsafe_b64encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest()).decode()
 
     def issue(self, principal_arn: str, key_id: str) -> str:
-        data = json.dumps({"arn": principal_arn, "key": key_id, "exp": int(time.time()) + self.lifetime})
+        data = json.dumps({"arn": principal_arn, "key": key_id, "exp": int(time.time()) + self.lifetime,
+                           "sid": secrets.token_hex(16)})
         payload = base64.urlsafe_b64encode(data.encode()).decode()
         return f"{payload}.{self._mac(payload)}"
 
     def read(self, cookie: str) -> tuple[str, str] | None:
         """(principal ARN, access key id) of a valid, unexpired cookie; None otherwise."""
+        data = self._data(cookie)
+        return (str(data.get("arn", "")), str(data.get("key", ""))) if data is not None else None
+
+    def identity(self, cookie: str) -> tuple[str, float] | None:
+        """(session id, expiry) of a valid, unexpired cookie: what signing out records."""
+        data = self._data(cookie)
+        return (str(data.get("sid", "")), float(data["exp"])) if data is not None else None
+
+    def _data(self, cookie: str) -> dict | None:
         if not cookie.isascii():  # compare_digest refuses non-ASCII str; no cookie we issue has any
             return None
         payload, _, mac = cookie.partition(".")
@@ -88,7 +102,7 @@ class Sessions:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("exp"), int) or data["exp"] < time.time():
             return None
-        return str(data.get("arn", "")), str(data.get("key", ""))
+        return data
 
 
 @dataclass
@@ -197,13 +211,31 @@ def check_sign_in(iam: IamService, throttle: SignInThrottle, key_id: str, secret
 
 
 def session_principal(iam: IamService, sessions: Sessions, cookie: str | None) -> Principal | None:
-    """The principal of a valid, unexpired session cookie whose access key is still active."""
+    """The principal of a valid, unexpired session cookie whose access key is still active and which was not
+    signed out of."""
     session = sessions.read(cookie) if cookie else None
     if session is None:
         return None
+    sid, _ = sessions.identity(cookie)
+    with iam.db.session() as db_session:
+        if db_session.get(EndedSessionRow, sid) is not None:
+            return None
     arn, key_id = session
     found = iam.authenticate_key(key_id)  # a deactivated or deleted key ends its sessions
     return found[0] if found is not None and found[0].arn == arn else None
+
+
+def end_session(iam: IamService, sessions: Sessions, cookie: str | None) -> None:
+    """Sign out: the cookie's session is refused from now on by every server on the database (a stateless cookie
+    would otherwise stay good until it expires, in a copy the browser kept or someone took)."""
+    found = sessions.identity(cookie) if cookie else None
+    if found is None or not found[0]:
+        return
+    sid, expires = found
+    with iam.db.session() as db_session:
+        db_session.execute(delete(EndedSessionRow).where(EndedSessionRow.expires_at < time.time()))
+        if db_session.get(EndedSessionRow, sid) is None:
+            db_session.add(EndedSessionRow(session_id=sid, expires_at=expires))
 
 
 def same_origin(headers: dict[str, str]) -> bool:

@@ -86,13 +86,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _console_key(settings) -> str:
-    """How to sign in to the console. On a loopback address (a person trying Outcrop on their machine) the root
-    key is printed: whoever reads this terminal owns the data dir and its credentials file anyway. A server
-    listening beyond this machine keeps it out of its output, which often ends up in shared logs."""
+    """How to sign in to the console. To a person trying Outcrop on their machine (a loopback address, output to a
+    terminal) the root key is printed: whoever reads that terminal owns the data dir and its credentials file
+    anyway. Output that goes to a file or a journal, or a server listening beyond this machine, gets only where
+    the key is: logs are often shared."""
     if not settings.auth_enabled:
         return "no sign-in: authentication is off"
     found = read_credentials(settings.credentials_file)
-    if found is None or not is_loopback(settings.host):
+    if found is None or not is_loopback(settings.host) or not sys.stdout.isatty():
         return f"sign in with the root key in {settings.credentials_file}"
     return f"sign in with access key ID {found[0]} and secret {found[1]}"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from outcrop.iam import buckets
 from outcrop.iam.principal import Principal
@@ -28,34 +28,41 @@ def bucket_arn(bucket: str) -> str:
 class ScopedStore:
     """The ObjectStore operations that jobs and the CLI use, each authorized for `principal`."""
 
-    def __init__(self, store: ObjectStore, iam: IamService, principal: Principal) -> None:
+    def __init__(self, store: ObjectStore, iam: IamService, principal: Principal,
+                 conditions: dict[str, Any] | None = None) -> None:
+        """`conditions`: the request's condition keys (aws:SourceIp, aws:SecureTransport) when a person's request
+        reaches the store (the console), so that a policy's conditions hold there as they do on the API."""
         self.store = store
         self.iam = iam
         self.principal = principal
+        self.conditions = dict(conditions or {})
+
+    def _authorize(self, action: str, resource: str, extra: dict[str, Any] | None = None) -> None:
+        self.iam.authorize(self.principal, action, resource, {**self.conditions, **(extra or {})})
 
     def _allow(self, action: str, uri: UriLike) -> S3Uri:
         parsed = S3Uri.parse(uri)
-        self.iam.authorize(self.principal, action, object_arn(parsed))
+        self._authorize(action, object_arn(parsed))
         return parsed
 
     def _allow_listing(self, uri_prefix: UriLike) -> S3Uri:
         parsed = S3Uri.parse(uri_prefix)
-        self.iam.authorize(self.principal, "s3:ListBucket", bucket_arn(parsed.bucket), {"s3:prefix": parsed.key})
+        self._authorize("s3:ListBucket", bucket_arn(parsed.bucket), {"s3:prefix": parsed.key})
         return parsed
 
     # -- buckets (the account's own) ----------------------------------------------------------------
 
     def create_bucket(self, bucket: str) -> None:
-        self.iam.authorize(self.principal, "s3:CreateBucket", bucket_arn(bucket))
+        self._authorize("s3:CreateBucket", bucket_arn(bucket))
         buckets.create(self.iam.db, self.store, self.principal.account_id, bucket)
 
     def delete_bucket(self, bucket: str) -> None:
-        self.iam.authorize(self.principal, "s3:DeleteBucket", bucket_arn(bucket))
+        self._authorize("s3:DeleteBucket", bucket_arn(bucket))
         buckets.delete(self.iam.db, self.store, self.principal.account_id, bucket)
 
     def list_buckets(self) -> list[str]:
         """The buckets of the principal's account (S3's ListBuckets lists only the caller's own)."""
-        self.iam.authorize(self.principal, "s3:ListAllMyBuckets", "*")
+        self._authorize("s3:ListAllMyBuckets", "*")
         return buckets.owned_buckets(self.iam.db, self.principal.account_id)
 
     # -- objects ----------------------------------------------------------------------------------

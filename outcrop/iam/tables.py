@@ -1,11 +1,11 @@
-"""IAM's tables: accounts, principals, access keys, inline policies, buckets, the audit trail."""
+"""IAM's tables: accounts, principals, access keys, inline policies, buckets, the audit trail, ended sessions."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outcrop.platform.database import Base, UtcDateTime, as_utc
@@ -118,3 +118,12 @@ class AuditEvent(Base):
 
 def iso_utc(moment: datetime) -> str:
     return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class EndedSessionRow(Base):
+    """A signed-in page session (console, raters) ended by signing out, until its cookie would have expired."""
+
+    __tablename__ = "ended_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float)  # Unix time, as the cookie says it

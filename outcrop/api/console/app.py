@@ -50,6 +50,7 @@ from outcrop.api.sessions import (
     SignInThrottle,
     check_sign_in,
     cookies,
+    end_session,
     same_origin,
     session_principal,
 )
@@ -65,6 +66,10 @@ COOKIE = "outcrop_console"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-outcrop-csrf"
 SESSION_SECONDS = 8 * 3600
+#: The largest form a page takes, but for uploads (whose limit is the server's max_request_bytes).
+MAX_FORM_BYTES = 256 * 1024
+#: Most parts an upload form may have (a file, its key, the token, a few fields); more is an attack on the parser.
+MAX_FORM_PARTS = 16
 AUDIT_SERVICE, SIGN_IN = "outcrop-console", "SignIn"
 #: Static files the console serves (from outcrop/web/static), by URL name.
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -74,7 +79,10 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 #: The standalone reports shown inside the console (evaluation, insights) carry their own inline CSS and SVG
 #: charts and no script: they get this CSP instead.
-REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; base-uri 'none'"
+#: Sandboxed, and no form may post anywhere: a report is a file in a bucket, which whoever may write there could
+#: have replaced with a page of their own.
+REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; "
+              "base-uri 'none'; form-action 'none'; sandbox")
 
 log = logging.getLogger("outcrop.api.console")
 access_log = logging.getLogger("outcrop.access")
@@ -105,6 +113,7 @@ class Visit:
     client: str
     csrf: str
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # multipart uploads: name -> (filename, data)
+    secure: bool = False  # the request came over HTTPS (this server's TLS or a trusted proxy's)
 
     @property
     def services(self) -> Services:
@@ -112,7 +121,7 @@ class Visit:
 
     @property
     def conditions(self) -> dict[str, Any]:
-        return {"aws:SourceIp": self.client, "aws:SecureTransport": self.app.secure_cookie}
+        return {"aws:SourceIp": self.client, "aws:SecureTransport": self.secure}
 
     def call(self, service: str, operation: str, params: dict[str, Any] | None = None) -> Any:
         """The operation as this principal's API call: validated, authorized, run and audited as the API does."""
@@ -165,7 +174,7 @@ class Visit:
 
     def store(self) -> ScopedStore:
         """The object store as this principal sees it (every read, write and listing authorized)."""
-        return ScopedStore(self.services.store, self.services.iam, self.principal)
+        return ScopedStore(self.services.store, self.services.iam, self.principal, self.conditions)
 
     def render(self, template: str, title: str, status: int = 200, **context: Any) -> Response:
         """A page from web/templates/console/ in the console's layout."""
@@ -256,25 +265,31 @@ class ConsoleApp:
         try:
             if rest.startswith("static/") and method in ("GET", "HEAD"):
                 return _static(rest[len("static/"):])
-            form, files = _form(headers, body) if method == "POST" else ({}, {})
-            if method == "POST" and not same_origin(headers):
+            if method == "POST" and not self._origin_ok(headers):
                 return Response(403, self._message("Refused", "That form was sent from another site."))
+            multipart = headers.get("content-type", "").startswith("multipart/form-data")
+            if method == "POST" and (multipart or len(body) > MAX_FORM_BYTES) and not _upload(rest):
+                return Response(413, self._message("Too large", "That form is larger than this page takes."))
             if rest == "sign-in":
                 if method == "POST":
-                    return self._sign_in(form, transport, client, headers.get("user-agent"))
+                    return self._sign_in(_form(headers, body)[0], transport, client, headers.get("user-agent"))
                 return Response(200, self._sign_in_page(_plain_refusal(transport)))
-            if rest == "sign-out" and method == "POST":
-                return self._signed_out()
             principal, cookie = self._visitor(headers)
             if principal is None:
                 return Response(303, "", [("location", f"{PREFIX}/sign-in")]
                                 + ([("set-cookie", self._cookie("", 0, transport))]
                                    if COOKIE in headers.get("cookie", "") else []))
+            # Parsed only now: a large upload is read for a signed-in visitor alone, and in a bounded number of parts.
+            form, files = _form(headers, body) if method == "POST" else ({}, {})
             csrf = self.sessions.csrf_token(cookie) if cookie else ""
             if method == "POST" and cookie and not self.sessions.csrf_ok(cookie, form.get(CSRF_FIELD, "")):
                 return Response(403, self._message("Refused", "That form's security token is missing or stale: "
                                                    "reload the page and send it again."))
-            visit = Visit(self, principal, method, rest, query, form, headers, client, csrf, files)
+            if rest == "sign-out" and method == "POST":
+                end_session(self.services.iam, self.sessions, cookie)
+                return self._signed_out()
+            visit = Visit(self, principal, method, rest, query, form, headers, client, csrf, files,
+                          secure=transport == HTTPS)
             for route_method, pattern, fn in _ROUTES:
                 found = pattern.match(rest)
                 if found and route_method == method:
@@ -295,6 +310,15 @@ class ConsoleApp:
             return Principal.account_root(self.services.iam.default_account()), ""
         cookie = cookies(headers.get("cookie", "")).get(COOKIE, "")
         return session_principal(self.services.iam, self.sessions, cookie), cookie
+
+    def _origin_ok(self, headers: dict[str, str]) -> bool:
+        """A POST from this site. With sessions, its CSRF token proves that too; with authentication off there is no
+        session to bind a token to, so the browser's Origin must be present and this server's (browsers send it on
+        every form POST; "null", what a sandboxed frame on any site sends, is not this server)."""
+        if self.services.settings.auth_enabled:
+            return same_origin(headers)
+        origin = headers.get("origin", "")
+        return bool(origin) and origin != "null" and same_origin(headers)
 
     def _cookie(self, value: str, max_age: int, transport: str) -> str:
         # Strict: no other site's link or form arrives with it. Path /: the page's script calls the API with it.
@@ -332,6 +356,11 @@ class ConsoleApp:
                       principal=None, section="", heading=heading, message=message)
 
 
+def _upload(rest: str) -> bool:
+    """The pages that take a file (multipart, up to the server's request limit): the object store's upload."""
+    return re.fullmatch(r"storage/[^/]+/upload", rest) is not None
+
+
 def _with_defaults(response: Response) -> Response:
     """The headers every console response has unless it says otherwise (a static file's caching, a report's CSP)."""
     defaults = {"cache-control": "no-store", "x-content-type-options": "nosniff", "referrer-policy": "same-origin",
@@ -346,15 +375,24 @@ def _plain_refusal(transport: str) -> str:
 
 
 @cache
-def _static_file(name: str) -> bytes | None:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}", name) or ".." in name:
-        return None
-    target = resources.files("outcrop.web").joinpath("static", *name.split("/"))
-    return target.read_bytes() if target.is_file() else None
+def _static_files() -> dict[str, bytes]:
+    """Every file under web/static by its URL name, read once: a name not in it is a 404 (no path is ever built
+    from a request, and nothing a request names is remembered)."""
+    root = resources.files("outcrop.web").joinpath("static")
+    found: dict[str, bytes] = {}
+
+    def walk(folder, prefix: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, f"{prefix}{entry.name}/")
+            elif entry.is_file():
+                found[prefix + entry.name] = entry.read_bytes()
+    walk(root, "")
+    return found
 
 
 def _static(name: str) -> Response:
-    data = _static_file(name)
+    data = _static_files().get(name)
     if data is None:
         return Response(404, b"", [("content-type", "text/plain; charset=utf-8")])
     suffix = "." + name.rsplit(".", 1)[1] if "." in name.rsplit("/", 1)[-1] else ""
@@ -368,6 +406,9 @@ def _form(headers: dict[str, str], body: bytes) -> tuple[dict[str, str], dict[st
     kind = headers.get("content-type", "")
     if not kind.startswith("multipart/form-data"):
         return dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)), {}
+    boundary = kind.partition("boundary=")[2].split(";", 1)[0].strip().strip('"')
+    if not boundary or body.count(b"--" + boundary.encode("latin-1", "replace")) > MAX_FORM_PARTS + 1:
+        return {}, {}  # no boundary, or more parts than any console form has: nothing is taken from it
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {kind}\r\n\r\n".encode("latin-1") + body)
     fields: dict[str, str] = {}

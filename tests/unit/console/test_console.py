@@ -72,3 +72,51 @@ def test_static_files_are_served_with_their_types_and_nothing_outside_static(roo
     assert root.get("/console/static/vendor/uplot/uPlot.iife.min.js").status == 200
     for bad in ("/console/static/../__init__.py", "/console/static/%2e%2e/x", "/console/static/templates/x"):
         assert root.get(bad).status == 404
+
+
+def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(root):
+    copy = Browser(root.app, cookie=root.cookie, csrf=root.csrf)
+    assert copy.get("models").status == 200
+    assert root.post("sign-out").location == "/console/sign-in"
+    assert copy.get("models").location == "/console/sign-in"
+    assert root.app.api_principal({"cookie": f"{COOKIE}={copy.cookie}", CSRF_HEADER: copy.csrf,
+                                   "host": "127.0.0.1:8000"}) is None
+
+
+def test_the_object_store_pages_see_the_requests_conditions(user_browser):
+    """A policy's Deny on the caller's address holds on the console's store pages as on the API."""
+    everything_but_here = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:*", "bedrock:*"], "Resource": "*"},
+        {"Effect": "Deny", "Action": ["s3:*", "bedrock:*"], "Resource": "*",
+         "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}]}
+    browser = user_browser("remote-only", everything_but_here)
+    assert browser.get("models").status == 403
+    assert browser.get("storage").status == 403
+
+
+def test_only_the_upload_page_takes_multipart_and_never_many_parts(root):
+    big = root.post("customization/create", {"jobName": "x"}, files={"f": ("a.txt", b"x")})
+    assert big.status == 413
+    root.post("storage", {"bucket": "parts"})
+    many = {f"field{i}": "v" for i in range(40)}
+    refused = root.post("storage/parts/upload", many, files={"file": ("a.txt", b"x")})
+    assert refused.status == 403 and "security token" in refused.errors()[0]  # nothing was taken from it
+    assert root.post("storage/parts/upload", {}, files={"file": ("a.txt", b"x")}).status == 303
+
+
+def test_with_authentication_off_a_post_must_come_from_this_server(services, monkeypatch):
+    from outcrop.api.console.app import ConsoleApp
+
+    monkeypatch.setattr(type(services.settings), "auth_enabled", property(lambda self: False))
+    browser = Browser(ConsoleApp(services))
+    assert browser.get("models").status == 200  # no sign-in: every caller is the root
+    assert browser.post("iam/users", {"UserName": "x"}, csrf=False).status == 403  # no Origin
+    assert browser.post("iam/users", {"UserName": "x"}, csrf=False, headers={"origin": "null"}).status == 403
+    made = browser.post("iam/users", {"UserName": "x"}, csrf=False, headers={"origin": "http://127.0.0.1:8000"})
+    assert made.status == 303
+
+
+def test_reports_are_sandboxed_and_cannot_post_anywhere():
+    from outcrop.api.console.app import REPORT_CSP
+
+    assert "sandbox" in REPORT_CSP and "form-action 'none'" in REPORT_CSP and "script-src" not in REPORT_CSP

@@ -19,6 +19,9 @@ SEARCH_TYPES = ("", "HYBRID", "SEMANTIC")
 DEFAULT_RESULTS = "5"
 
 
+#: The notices a page may show after a change, by the code in `?notice=` (a link cannot put words on a page).
+NOTICES = {"source-added": "Data source added: sync it to index its documents."}
+
 @page("GET", "knowledge-bases")
 def knowledge_bases(visit: Visit) -> Response:
     found, next_token = visit.listing("bedrock-agent", "ListKnowledgeBases", "knowledgeBaseSummaries")
@@ -75,7 +78,8 @@ def _knowledge_base_page(visit: Visit, kb: str, status: int = 200, live: bool = 
     sources = [_data_source(visit, kb, summary["dataSourceId"]) for summary in
                visit.call("bedrock-agent", "ListDataSources", {"knowledgeBaseId": kb})["dataSourceSummaries"]]
     running = any(job["status"] in MOVING for source in sources for job in source["jobs"])
-    defaults = {"error": "", "notice": visit.query.get("notice", ""), "source_error": "", "source_values": {},
+    defaults = {"error": "", "notice": NOTICES.get(visit.query.get("notice", ""), ""), "source_error": "",
+                "source_values": {},
                 "ask": {"numberOfResults": DEFAULT_RESULTS}, "ask_error": "", "results": None, "answer": None}
     return visit.render("knowledge_one.html", found["name"], status=status, kb=found, sources=sources,
                         models=_generators(visit), buckets=_buckets(visit), search_types=SEARCH_TYPES,
@@ -123,7 +127,7 @@ def create_data_source(visit: Visit, kb: str) -> Response:
     except BedrockError as exc:
         return _knowledge_base_page(visit, kb, status=exc.status, source_error=f"{exc.code}: {exc.message}",
                                     source_values=form)
-    return visit.redirect(f"knowledge-bases/{kb}?notice=Data+source+added:+sync+it+to+index+its+documents.")
+    return visit.redirect(f"knowledge-bases/{kb}?notice=source-added")
 
 
 @page("POST", "knowledge-bases/(?P<kb>[^/]+)/data-sources/(?P<ds>[^/]+)/sync")

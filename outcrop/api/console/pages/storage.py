@@ -26,6 +26,9 @@ UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 # -- buckets -------------------------------------------------------------------------------------------
 
 
+#: The notices a page may show after a change, by the code in `?done=`.
+NOTICES = {"uploaded": "Uploaded.", "deleted": "Deleted."}
+
 @page("GET", "storage")
 def bucket_list(visit: Visit) -> Response:
     return _buckets(visit, visit.store().list_buckets())
@@ -68,11 +71,8 @@ def folder(visit: Visit, bucket: str) -> Response:
 
 
 def _notice(query: dict[str, str]) -> str:
-    if query.get("uploaded"):
-        return f"Uploaded {query['uploaded']}."
-    if query.get("deleted"):
-        return f"Deleted {query['deleted']}."
-    return ""
+    """What was just done, named by a code: a link cannot put its own words on the page."""
+    return NOTICES.get(query.get("done", ""), "")
 
 
 def _listing(visit: Visit, bucket: str, prefix: str, *, error: str = "", notice: str = "", status: int = 200,
@@ -146,7 +146,7 @@ def upload(visit: Visit, bucket: str) -> Response:
         visit.store().put_bytes(f"s3://{bucket}/{key}", data)
     except BedrockError as exc:
         return _failed(visit, bucket, prefix, exc, key=key)
-    return visit.redirect(_back_to(bucket, key, uploaded=key))
+    return visit.redirect(_back_to(bucket, key, done="uploaded"))
 
 
 @page("GET", "storage/(?P<bucket>[^/]+)/object")
@@ -172,4 +172,4 @@ def delete_object(visit: Visit, bucket: str) -> Response:
         visit.store().delete(f"s3://{bucket}/{key}")
     except BedrockError as exc:
         return _failed(visit, bucket, _folder_of(key), exc)
-    return visit.redirect(_back_to(bucket, key, deleted=key))
+    return visit.redirect(_back_to(bucket, key, done="deleted"))
