@@ -17,6 +17,7 @@ import torch
 from outcrop.agents.memory import SessionMemory
 from outcrop.agents.orchestration import AgentRuntime
 from outcrop.agents.service import Agents
+from outcrop.batch.service import BatchInference
 from outcrop.catalog.prices import PriceTable
 from outcrop.catalog.service import RERANK_FORMAT, Catalog
 from outcrop.customization.models import CustomModels
@@ -34,6 +35,8 @@ from outcrop.inference.loader import CAUSAL, ENCODER, RERANKER
 from outcrop.insights.service import InsightsService
 from outcrop.knowledge.retrieval import Retrieval
 from outcrop.knowledge.service import KnowledgeBases
+from outcrop.model_import.models import ImportedModels
+from outcrop.model_import.service import ModelImports
 from outcrop.platform.config import VECTOR_BUCKET, Settings
 from outcrop.platform.database import Database
 from outcrop.platform.jobs import JobRunner
@@ -79,6 +82,10 @@ class Services:
     agent_runtime: AgentRuntime
     #: Guardrails: the control plane (bedrock) and the policies ApplyGuardrail enforces.
     guardrails: Guardrails
+    #: Batch inference: model invocation jobs (their records are answered in a job process).
+    batch: BatchInference
+    #: Custom model import: import jobs and the imported models, served on demand by their ARNs.
+    model_import: ModelImports
     #: The schema revision the database was migrated to at start.
     schema_revision: str = ""
     #: The models loaded in the background when the server starts (the app's lifespan starts it).
@@ -119,11 +126,13 @@ class Services:
         provisioning.resume()  # finish loading what a previous server was creating or updating
         evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, profiles, settings.region)
         evaluation.human.finish_rated_jobs()  # a job whose last rating came just before a restart is finished now
+        imported = ImportedModels(db, settings.region)  # imported models, which the runtime serves by ARN
         # Requests wait a bounded time for a model that is loading (then ModelNotReadyException, retried by
         # the SDKs); provisioning loads in the background and waits for it, so it gets the engine itself.
         runtime = RuntimeService(catalog, BoundedEngine(engine, settings.model_load_wait_seconds), db,
                                  Quotas(db, settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
-                                 invocation_log, settings.region, provisioning, profiles)
+                                 invocation_log, settings.region, provisioning, profiles,
+                                 imported=imported.served_model)
         knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
         guardrails = Guardrails(db, settings.region, runtime, settings.guardrail_embedding_model)
         retrieval = Retrieval(knowledge, runtime, guardrails)
@@ -135,6 +144,8 @@ class Services:
                    insights=InsightsService(db, provisioning.prices, settings), runtime=runtime, profiles=profiles,
                    knowledge=knowledge, retrieval=retrieval, functions=functions, agents=agents,
                    guardrails=guardrails,
+                   batch=BatchInference(db, iam, jobs, profiles, settings.region),
+                   model_import=ModelImports(db, iam, jobs, store, imported, settings.region, engine.unload),
                    agent_runtime=AgentRuntime(agents, retrieval, runtime, functions, SessionMemory(db, runtime), db,
                                                                settings.agent_max_steps, settings.agent_step_tokens,
                                                                guardrails),
@@ -226,4 +237,4 @@ class JobServices:
         return RuntimeService(self.catalog, engine, self.db, Quotas(None, 0, 0), logs, settings.region,
                               _provisioning(self.db, settings, engine, CustomModels(self.db, self.catalog,
                                                                                     settings.region), presence),
-                              self.profiles)
+                              self.profiles, imported=ImportedModels(self.db, settings.region).served_model)

@@ -33,6 +33,7 @@ from outcrop.api.bedrock.operations import (
 )
 from outcrop.api.console import ConsoleApp
 from outcrop.api.console.app import PREFIX as CONSOLE
+from outcrop.api.openai import OpenAIDoor, is_door_path
 from outcrop.errors import (
     BedrockError,
     Cancelled,
@@ -100,6 +101,7 @@ class BedrockApp:
         self.rating = rating.RatingApp(services.human, services.iam, services.settings.data_dir,
                                        secure_cookie=services.settings.tls_enabled)
         self.console = ConsoleApp(services)
+        self.openai = OpenAIDoor(services, _run_watching, _stream)  # /v1: the OpenAI-compatible door
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -118,6 +120,9 @@ class BedrockApp:
             return
         if raw_path == CONSOLE or raw_path.startswith(CONSOLE + "/") or (raw_path == "/" and method == "GET"):
             await self.console(scope, receive, send)
+            return
+        if is_door_path(method, raw_path):
+            await self.openai(scope, receive, send)
             return
         api = next((a for a in JSON_APIS if raw_path.startswith(a.prefix)), None)
         service, operation, status = "-", "-", 500

@@ -11,6 +11,9 @@ DEFAULT_TABLE = Path(__file__).with_name("prices.toml")
 #: Commitment terms as Bedrock names them -> the price table's keys.
 COMMITMENT_KEYS = {None: "no_commitment_per_mu_hour", "OneMonth": "one_month_per_mu_hour",
                    "SixMonths": "six_months_per_mu_hour"}
+#: The table every imported model (usage records name it by its ARN) is priced from, over the defaults; a
+#: [models."<imported model ARN>"] table still overrides it for one model.
+IMPORTED_MODELS = "imported_models"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class PriceTable:
 
     def _section(self, model_id: str, kind: str) -> dict[str, float]:
         merged = dict(self.table.get("defaults", {}).get(kind, {}))
+        if ":imported-model/" in model_id:
+            merged.update(self.table.get(IMPORTED_MODELS, {}).get(kind, {}))
         merged.update(self.table.get("models", {}).get(model_id, {}).get(kind, {}))
         return merged
 
@@ -36,3 +41,13 @@ class PriceTable:
         """(input, output) price per 1,000 tokens."""
         section = self._section(model_id, "on_demand")
         return float(section["input_per_1k_tokens"]), float(section["output_per_1k_tokens"])
+
+    def batch(self, model_id: str) -> tuple[float, float]:
+        """(input, output) price per 1,000 tokens of a batch inference job: the model's own batch prices, else
+        `on_demand_share` of its on-demand prices (0.5, Bedrock's discount, unless the table says otherwise)."""
+        section = self._section(model_id, "batch")
+        if "input_per_1k_tokens" in section and "output_per_1k_tokens" in section:
+            return float(section["input_per_1k_tokens"]), float(section["output_per_1k_tokens"])
+        share = float(section.get("on_demand_share", 0.5))
+        price_in, price_out = self.on_demand(model_id)
+        return price_in * share, price_out * share

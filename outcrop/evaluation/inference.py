@@ -13,7 +13,7 @@ import concurrent.futures
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from outcrop.errors import ModelNotReadyException, ThrottlingException, ValidationException
 from outcrop.iam.principal import Principal
@@ -25,6 +25,8 @@ _NUMBERS = {"maxTokens": (int, 1, 8192), "temperature": (float, 0.0, 1.0), "topP
 _EXTRA = {"top_k": (int, 0, 500), "seed": (int, 0, 2**63 - 1)}
 #: Seconds a throttled call (a provisioned throughput at capacity, a model still loading) waits before trying again.
 RETRY_S = 1.0
+
+T = TypeVar("T")
 
 
 class Stopped(Exception):
@@ -94,6 +96,30 @@ class Generator:
         self.workers = max(1, workers)
         self.should_stop = should_stop
 
+    def many(self, count: int, call: Callable[[int], T]) -> list[T]:
+        """`call(i)` for every i below `count`, `workers` at a time, so that the model's continuous-batching
+        scheduler always has a full batch; the results in order. A call the model cannot take yet (it is
+        loading, a provisioned throughput is at capacity) is tried again; the first other exception ends the
+        whole (the calls not yet started are dropped) and is raised, as is `Stopped` once the job is asked
+        to stop. Batch inference runs its records through this too."""
+        def one(index: int) -> T:
+            while True:
+                if self.should_stop():
+                    raise Stopped()
+                try:
+                    return call(index)
+                except (ThrottlingException, ModelNotReadyException):
+                    time.sleep(RETRY_S)
+
+        with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="eval") as pool:
+            futures = [pool.submit(one, i) for i in range(count)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
     def chat(self, model_id: str, conversations: Sequence[list[dict[str, str]]], params: dict[str, Any],
              on_answer: Callable[[], None] = lambda: None, labels: Sequence[str] | None = None) -> list[str]:
         """The model's answer to each conversation ([{"role": "system"|"user"|"assistant", "content"}]), in order.
@@ -108,29 +134,16 @@ class Generator:
                        "system": [{"text": m["content"]} for m in messages if m["role"] == "system"],
                        "messages": [{"role": m["role"], "content": [{"text": m["content"]}]}
                                     for m in messages if m["role"] != "system"]}
-            while True:
-                if self.should_stop():
-                    raise Stopped()
-                caller = Caller(f"eval-{uuid.uuid4()}", self.principal, {"evaluationJobArn": self.job_arn})
-                try:
-                    answer = self.runtime.converse(caller, model_id, request)
-                except (ThrottlingException, ModelNotReadyException):
-                    time.sleep(RETRY_S)
-                    continue
-                except ValidationException as exc:
-                    label = labels[index] if labels else f"prompt {index + 1}"
-                    raise ValidationException(f"{label}: {model_id} refused it: {exc.message}") from None
-                on_answer()
-                return "".join(b.get("text", "") for b in answer["output"]["message"]["content"])
-
-        with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="eval") as pool:
-            futures = [pool.submit(one, i) for i in range(len(conversations))]
+            caller = Caller(f"eval-{uuid.uuid4()}", self.principal, {"evaluationJobArn": self.job_arn})
             try:
-                return [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+                answer = self.runtime.converse(caller, model_id, request)
+            except ValidationException as exc:
+                label = labels[index] if labels else f"prompt {index + 1}"
+                raise ValidationException(f"{label}: {model_id} refused it: {exc.message}") from None
+            on_answer()
+            return "".join(b.get("text", "") for b in answer["output"]["message"]["content"])
+
+        return self.many(len(conversations), one)
 
     def answer(self, model_id: str, prompts: Sequence[str], params: dict[str, Any],
                on_answer: Callable[[], None] = lambda: None, labels: Sequence[str] | None = None) -> list[str]:

@@ -31,6 +31,12 @@ issue left room:
   served and is not billed (Bedrock does not charge for it), however long it stays undeleted.
 - Utilisation of a provisioned throughput = tokens it processed / tokens its model units could process
   during its hours in the period (`mu_tokens_per_minute` per unit).
+- A batch inference job's calls (usage_records.batch_job_arn, set by the job itself, never from a request)
+  are billed at the batch price (`PriceTable.batch`, half of on-demand by default) in lines of their own
+  (`bill.batch` by model, `bill.batchJobs` by job). They are offline work, not the application's live traffic
+  (no users or sessions; their latency is the job's queue): like evaluation's, they are left out of the
+  application metrics and of the totals' and groups' cost (totals' cost = bill total - evaluation cost - batch
+  cost); the trend's cost is the bill's.
 - requestMetadata's userId, sessionId, domain and evaluationJobArn are read from their own columns of usage_records
   (copied out of the JSON when a record is made), never parsed per row.
 - Cross-domain: feedback by `requestMetadata.domain` beside the newest completed evaluation jobs'
@@ -147,7 +153,10 @@ class _Query:
         # the application's records: not an evaluation job's calls (the user and session indexes end with
         # evaluation_job_arn, so the counts they cover stay in the index)
         application = r.evaluation_job_arn.is_(None)
-        self.where, self.where_indexed = (*self.where_all, application), (*self.where_indexed, application)
+        # nor a batch job's: its calls carry no user or session, so the counts over the indexes need not test it
+        # (and stay within the index)
+        self.where = (*self.where_all, application, r.batch_job_arn.is_(None))
+        self.where_indexed = (*self.where_indexed, application)
 
     def _large_share(self) -> bool:
         r = UsageRecord
@@ -160,14 +169,14 @@ class _Query:
                 row_class.created_at < self.period.until)
 
     def usage(self, bucket) -> list[Any]:
-        """(key, model, bucket, evaluation job ARN or None, requests, errors, input, output, output of
-        successes, latency ms of successes).
+        """(key, model, bucket, evaluation job ARN or None, batch job ARN or None, requests, errors, input,
+        output, output of successes, latency ms of successes).
 
         One grouping, over every record of the period (evaluation jobs' too), for the groups, the bill and the
         trend (each sums these rows its own way)."""
         r = UsageRecord
         ok = r.status == UsageStatus.SUCCESS
-        keys = [self.g, r.model_id, bucket, r.evaluation_job_arn]
+        keys = [self.g, r.model_id, bucket, r.evaluation_job_arn, r.batch_job_arn]
         return self.session.execute(select(
             *keys, func.count(), func.sum(case((ok, 0), else_=1)), func.sum(r.input_tokens),
             func.sum(r.output_tokens), func.sum(case((ok, r.output_tokens), else_=0)),
@@ -308,13 +317,15 @@ class _Pricer:
         self.custom_bases = dict(session.execute(select(CustomModelRow.model_arn, CustomModelRow.base_model_id)
                                                  .where(CustomModelRow.account_id == account_id)).all())
 
-    def per_1k(self, model_id: str) -> tuple[float, float]:
+    def per_1k(self, model_id: str, batch: bool = False) -> tuple[float, float]:
+        """(input, output) per 1,000 tokens; `batch`: of a batch inference job's record (the batch price)."""
         if _is_provisioned(model_id):
             return 0.0, 0.0  # paid by the hour, not by the token
-        return self.prices.on_demand(_base_model(model_id, self.custom_bases))
+        base = _base_model(model_id, self.custom_bases)
+        return self.prices.batch(base) if batch else self.prices.on_demand(base)
 
-    def tokens_cost(self, model_id: str, input_tokens: int, output_tokens: int) -> float:
-        price_in, price_out = self.per_1k(model_id)
+    def tokens_cost(self, model_id: str, input_tokens: int, output_tokens: int, batch: bool = False) -> float:
+        price_in, price_out = self.per_1k(model_id, batch)
         return input_tokens / 1000 * price_in + output_tokens / 1000 * price_out
 
 
@@ -405,21 +416,33 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
         (feedback, feedback_by_domain, trend_feedback), (revenue, revenue_attributed) = (
             feedback_job.result(), revenue_job.result())
 
-    # the grouped usage rows, summed by model for the bill (every record), by (key, model) for the groups and
-    # by (bucket, model) for the trend (the application's records; the trend's tokens cost evaluation's too),
-    # by (job, model) for the evaluation jobs' share of the bill
+    # the grouped usage rows, summed by model for the bill (every record but batch jobs'), by (key, model) for
+    # the groups and by (bucket, model) for the trend (the application's records; the trend's cost is every
+    # record's, at its price), by (job, model) for the evaluation jobs' share of the bill; batch jobs' records
+    # by model and by (batch job, model), at the batch price
     tokens_by_model: dict[str, list[int]] = {}
     by_key_model: dict[tuple[Any, str], list[int]] = {}
-    by_bucket_model: dict[tuple[str, str], list[int]] = {}
+    by_bucket_model: dict[tuple[str, str], list[Any]] = {}
     by_job_model: dict[tuple[str, str], list[int]] = {}
-    for key, model, label, job, *sums in usage_rows:
+    batch_by_model: dict[str, list[int]] = {}
+    by_batch_job_model: dict[tuple[str, str], list[int]] = {}
+    for key, model, label, job, batch, *sums in usage_rows:
         n, tokens_in, tokens_out = int(sums[0]), int(sums[2] or 0), int(sums[3] or 0)
+        slot = by_bucket_model.setdefault((label, model), [0, 0, 0, 0.0])
+        slot[3] += pricer.tokens_cost(model, tokens_in, tokens_out, batch=batch is not None)
+        if batch is not None:
+            tokens = batch_by_model.setdefault(model, [0, 0])
+            tokens[0] += tokens_in
+            tokens[1] += tokens_out
+            of_job = by_batch_job_model.setdefault((batch, model), [0, 0, 0])
+            of_job[0] += n
+            of_job[1] += tokens_in
+            of_job[2] += tokens_out
+            continue
         slot = tokens_by_model.setdefault(model, [0, 0])
         slot[0] += tokens_in
         slot[1] += tokens_out
-        slot = by_bucket_model.setdefault((label, model), [0] * 5)
-        slot[3] += tokens_in
-        slot[4] += tokens_out
+        slot = by_bucket_model[label, model]
         if job is not None:
             slot = by_job_model.setdefault((job, model), [0] * 3)
             slot[0] += n
@@ -458,7 +481,14 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
                             "commitmentDuration": row.commitment, "modelUnitHours": row.model_units * hours,
                             "pricePerModelUnitHour": price, "cost": cost, "tokens": used,
                             "utilisation": _ratio(used, capacity)})
-    bill_total = sum(item["cost"] for item in on_demand) + sum(throughput_cost.values())
+    batch_lines = []
+    for model, (tokens_in, tokens_out) in sorted(batch_by_model.items()):
+        price_in, price_out = pricer.per_1k(model, batch=True)
+        batch_lines.append({"modelId": model, "inputTokens": tokens_in, "outputTokens": tokens_out,
+                            "inputPricePer1kTokens": price_in, "outputPricePer1kTokens": price_out,
+                            "cost": pricer.tokens_cost(model, tokens_in, tokens_out, batch=True)})
+    bill_total = (sum(item["cost"] for item in on_demand) + sum(item["cost"] for item in batch_lines)
+                  + sum(throughput_cost.values()))
 
     def share_of_hours(model: str, tokens: int) -> float:
         """A slice of traffic's share of a throughput's hours, in proportion to its tokens on it."""
@@ -477,6 +507,15 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
                                                                                           tokens_in + tokens_out)
     evaluation_jobs = list(jobs.values())
     evaluation_cost = sum(item["cost"] for item in evaluation_jobs)
+    batch_jobs: dict[str, dict[str, Any]] = {}
+    for (job, model), (n, tokens_in, tokens_out) in sorted(by_batch_job_model.items()):
+        item = batch_jobs.setdefault(job, {"batchJobArn": job, "requests": 0, "inputTokens": 0, "outputTokens": 0,
+                                           "cost": 0.0})
+        item["requests"] += n
+        item["inputTokens"] += tokens_in
+        item["outputTokens"] += tokens_out
+        item["cost"] += pricer.tokens_cost(model, tokens_in, tokens_out, batch=True)
+    batch_cost = sum(item["cost"] for item in batch_lines)
 
     # -- groups
     groups: dict[Any, dict[str, Any]] = {}
@@ -522,7 +561,7 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
                                            ranks.get(key, {}).get("firstTokenMs"))})
     total = {name: sum(g[name] for g in groups.values())
              for name in ("requests", "errors", "inputTokens", "outputTokens", "_ok_out", "_ok_ms")}
-    total["cost"] = bill_total - evaluation_cost  # the application's: the bill but the evaluation jobs' share
+    total["cost"] = bill_total - evaluation_cost - batch_cost  # the application's: the bill but the jobs' share
     total_feedback = tuple(sum(c[i] for c in feedback.values()) for i in range(6)) if feedback else None
     totals = metrics(total, people_total[0], people_total[1], revenue_attributed, people_total[3],
                      people_total[2], total_feedback, ranks_total.get("latencyMs"),
@@ -546,14 +585,14 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
     for start in starts:
         trend_rows[_label(start, hourly)] = {"start": start, "requests": 0, "inputTokens": 0, "outputTokens": 0,
                                              "cost": 0.0}
-    for label, model, n, tokens_in, tokens_out, billed_in, billed_out in trend_usage:
+    for label, _model, n, tokens_in, tokens_out, cost in trend_usage:
         slot = trend_rows.get(label)
         if slot is None:
             continue
         slot["requests"] += n
         slot["inputTokens"] += tokens_in
         slot["outputTokens"] += tokens_out
-        slot["cost"] += pricer.tokens_cost(model, billed_in, billed_out)
+        slot["cost"] += cost
     step = timedelta(hours=1) if hourly else timedelta(days=1)
     trend = []
     for label, slot in trend_rows.items():
@@ -574,7 +613,8 @@ def build_report(db: Database, prices: PriceTable, *, account_id: str, since: da
         "crossDomain": cross,
         "guardrails": _guardrail_rates(db, account_id, period),
         "bill": {"onDemand": on_demand, "provisioned": provisioned, "total": bill_total, "currency": prices.currency,
-                 "evaluationJobs": evaluation_jobs, "evaluationCost": evaluation_cost},
+                 "evaluationJobs": evaluation_jobs, "evaluationCost": evaluation_cost,
+                 "batch": batch_lines, "batchJobs": list(batch_jobs.values()), "batchCost": batch_cost},
         "trend": trend,
     }
 

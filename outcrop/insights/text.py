@@ -105,5 +105,14 @@ def render(report: dict[str, Any]) -> str:
                 table(("EVALUATION JOB", "REQUESTS", "INPUT TOKENS", "OUTPUT TOKENS", "COST"), [
                     (e["evaluationJobArn"], _int(e["requests"]), _int(e["inputTokens"]), _int(e["outputTokens"]),
                      _money(e["cost"])) for e in bill["evaluationJobs"]])]
+    if bill.get("batch"):
+        out += [f"batch inference {_money(bill['batchCost'])} {cur} (at the batch price; left out of the application's "
+                "metrics):",
+                table(("BATCH MODEL", "INPUT TOKENS", "OUTPUT TOKENS", "IN /1K", "OUT /1K", "COST"), [
+                    (b["modelId"], _int(b["inputTokens"]), _int(b["outputTokens"]), _money(b["inputPricePer1kTokens"]),
+                     _money(b["outputPricePer1kTokens"]), _money(b["cost"])) for b in bill["batch"]]),
+                table(("BATCH JOB", "REQUESTS", "INPUT TOKENS", "OUTPUT TOKENS", "COST"), [
+                    (j["batchJobArn"], _int(j["requests"]), _int(j["inputTokens"]), _int(j["outputTokens"]),
+                     _money(j["cost"])) for j in bill["batchJobs"]])]
     out.append(f"TOTAL {_money(bill['total'])} {cur}")
     return "\n".join(out) + "\n"

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from outcrop.catalog.cards import FoundationModel
-from outcrop.catalog.served import ServedModel
+from outcrop.catalog.served import ModelLookup, ServedModel
 from outcrop.catalog.service import RERANK_FORMAT, AliasTargetMissing, Catalog
 from outcrop.errors import BedrockError, Cancelled, ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
@@ -102,6 +102,9 @@ class Caller:
     #: Set by the runtime once it knows which model answers (before a stream's first event): an alias's or
     #: a profile's local model, which the API names in a response header.
     served_model_id: str | None = None
+    #: Set by a batch inference job for its records (never from a request): the usage record carries it, and
+    #: the bill prices those tokens at the batch price.
+    batch_job_arn: str | None = None
 
 
 @dataclass
@@ -127,8 +130,10 @@ class _Prepared:
 class RuntimeService:
     def __init__(self, catalog: Catalog, engine: Engine, db: Database, quotas: Quotas,
                  invocation_log: InvocationLogWriter, region: str, provisioning: ProvisioningService,
-                 profiles: InferenceProfiles) -> None:
+                 profiles: InferenceProfiles, imported: ModelLookup | None = None) -> None:
         self.provisioning = provisioning
+        #: Imported models by ARN (model_import/models.py), injected: the runtime does not import that layer.
+        self.imported = imported
         #: How a model identifier resolves: model ids and aliases, system and application inference profiles.
         self.profiles = profiles
         self.catalog = catalog
@@ -334,6 +339,13 @@ class RuntimeService:
             raise ValidationException(
                 f"The model {model_id} is a custom model: invoke it through a provisioned throughput "
                 "(CreateProvisionedModelThroughput) and its provisionedModelArn, as on Bedrock.")
+        if ":imported-model/" in model_id:  # served on demand by its ARN, as on Bedrock
+            if self.imported is None:
+                raise ValidationException(INVALID_MODEL_IDENTIFIER)
+            try:
+                return self.imported(account, model_id), None
+            except ResourceNotFoundException:  # deleted, never imported, or another account's
+                raise ValidationException(INVALID_MODEL_IDENTIFIER) from None
         try:
             model = self.profiles.model(account, model_id)
         except AliasTargetMissing as exc:  # the operator's configuration, named so it can be fixed
@@ -434,7 +446,7 @@ class RuntimeService:
                      model_id=served, invoked_model_id=model_id,
                      operation=operation, input_tokens=input_tokens, output_tokens=output_tokens,
                      latency_ms=latency, first_token_ms=first_token_ms, stop_reason=stop_reason, status=status,
-                     request_metadata=caller.request_metadata)
+                     request_metadata=caller.request_metadata, batch_job_arn=caller.batch_job_arn)
         if on_demand:
             self.quotas.charge(account, input_tokens + output_tokens)
         if self.invocation_log.is_enabled(account):

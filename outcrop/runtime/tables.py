@@ -66,6 +66,9 @@ class UsageRecord(Base):
     domain: Mapped[str | None] = mapped_column(String(METADATA_VALUE_MAX), nullable=True)
     #: set on the calls an evaluation job makes: they are billed, but they are not the application's traffic.
     evaluation_job_arn: Mapped[str | None] = mapped_column(String(EVALUATION_JOB_ARN_MAX), nullable=True)
+    #: set on the calls a batch inference job makes for its records (by the job, never from requestMetadata, which
+    #: any caller writes): billed at the batch price, and not the application's interactive traffic.
+    batch_job_arn: Mapped[str | None] = mapped_column(String(EVALUATION_JOB_ARN_MAX), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     @validates("request_metadata")

@@ -176,26 +176,30 @@ def delete_inference_profile(ctx: RequestContext, params: dict[str, Any]) -> dic
     return {}
 
 
-def _tagged(ctx: RequestContext, arn: str) -> str:
-    """The resource a tag operation names; only inference profiles keep tags so far (others: 501, as before)."""
+def _tagged(ctx: RequestContext, arn: str) -> Any:
+    """The service keeping the tags of the resource a tag operation names: inference profiles and batch inference
+    jobs keep tags so far (others: 501, as before)."""
     parsed = parse_bedrock_arn(arn, ctx.services.settings.region)
+    if parsed is not None and parsed.resource_type == "model-invocation-job":
+        return ctx.services.batch
     if parsed is None or parsed.resource_type not in ("application-inference-profile", "inference-profile"):
-        raise NotImplementedException("Tags are kept for inference profiles only in Outcrop so far")
-    return arn
+        raise NotImplementedException("Tags are kept for inference profiles and batch inference jobs only in "
+                                      "Outcrop so far")
+    return ctx.services.profiles
 
 
 @handles("bedrock", "TagResource")
 def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    ctx.services.profiles.tag(ctx.principal.account_id, _tagged(ctx, params["resourceARN"]), params["tags"])
+    _tagged(ctx, params["resourceARN"]).tag(ctx.principal.account_id, params["resourceARN"], params["tags"])
     return {}
 
 
 @handles("bedrock", "UntagResource")
 def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    ctx.services.profiles.untag(ctx.principal.account_id, _tagged(ctx, params["resourceARN"]), params["tagKeys"])
+    _tagged(ctx, params["resourceARN"]).untag(ctx.principal.account_id, params["resourceARN"], params["tagKeys"])
     return {}
 
 
 @handles("bedrock", "ListTagsForResource")
 def list_tags_for_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return {"tags": ctx.services.profiles.tags(ctx.principal.account_id, _tagged(ctx, params["resourceARN"]))}
+    return {"tags": _tagged(ctx, params["resourceARN"]).tags(ctx.principal.account_id, params["resourceARN"])}

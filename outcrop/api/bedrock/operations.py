@@ -73,7 +73,7 @@ def iam_action(operation: str) -> str:
 
 def load_handlers() -> None:
     """Import the modules whose decorators fill HANDLERS (kept explicit: no import magic)."""
-    from outcrop.api.bedrock import agent, agent_runtime, control, guardrails, runtime  # noqa: F401
+    from outcrop.api.bedrock import agent, agent_runtime, batch, control, guardrails, imports, runtime  # noqa: F401
 
 
 def invoke(ctx: RequestContext, service: str, operation: str, params: dict[str, Any]) -> Any:

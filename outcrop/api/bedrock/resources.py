@@ -20,12 +20,14 @@ from typing import Any
 from sqlalchemy import select
 
 from outcrop.agents.service import agent_arn, alias_arn
+from outcrop.batch.service import job_arn as batch_job_arn
 from outcrop.catalog.arns import model_arn, parse_bedrock_arn
 from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
 from outcrop.errors import ResourceNotFoundException
 from outcrop.evaluation.tables import EvaluationJobRow
 from outcrop.guardrails.service import guardrail_arn, parse_identifier
 from outcrop.knowledge.service import knowledge_base_arn
+from outcrop.model_import.tables import ImportedModelRow, ModelImportJobRow
 from outcrop.provisioning.tables import ProvisionedThroughputRow
 from outcrop.services import Services
 
@@ -56,6 +58,16 @@ def model_arns(services: Services, account: str, identifier: str) -> list[str]:
     (RetrieveAndGenerate's modelArn) and authorizes bedrock:InvokeModel on it itself."""
     resolved = _model(services, account, identifier)
     return [resolved] if isinstance(resolved, str) else resolved
+
+
+def _imported_model(services: Services, account: str, identifier: str) -> str:
+    """An imported model by ARN or by name (GetImportedModel and DeleteImportedModel take either): by name it
+    is looked up among the account's imported models only, never taken for a foundation or custom model."""
+    arn = parse_bedrock_arn(identifier, services.settings.region)
+    if arn is not None:
+        return str(arn)
+    row = _owned(services, ImportedModelRow, ImportedModelRow.model_name, account, identifier)
+    return row.model_arn if row is not None else ANY
 
 
 def _knowledge_base(services: Services, account: str, identifier: str) -> str:
@@ -95,6 +107,14 @@ def _job(table: Any | None) -> Resolver:
     return resolve
 
 
+def _invocation_job(services: Services, account: str, identifier: str) -> str:
+    """A batch inference job by ARN or by its 12-character id (its jobIdentifier takes no name)."""
+    arn = parse_bedrock_arn(identifier, services.settings.region)
+    if arn is not None:
+        return str(arn)
+    return batch_job_arn(services.settings.region, account, identifier)
+
+
 def _arn(services: Services, account: str, identifier: str) -> str:
     """Any Bedrock ARN (tags name their resource so), checked and normalized."""
     arn = parse_bedrock_arn(identifier, services.settings.region)
@@ -125,13 +145,19 @@ _MEMBERS: dict[str, Resolver] = {
 
 #: `jobIdentifier(s)` by the kind of job an operation names (its name's suffix).
 _JOBS: dict[str, Resolver] = {"ModelCustomizationJob": _job(CustomizationJobRow),
-                              "EvaluationJob": _job(EvaluationJobRow)}
+                              "EvaluationJob": _job(EvaluationJobRow),
+                              "ModelInvocationJob": _invocation_job,
+                              "ModelImportJob": _job(ModelImportJobRow)}
+#: Operations whose `modelIdentifier` names an imported model, not any model.
+_IMPORTED_MODEL_OPERATIONS = frozenset({"GetImportedModel", "DeleteImportedModel"})
 
 
 def resources(services: Services, account: str, operation: str, params: dict[str, Any]) -> list[str]:
     """The canonical ARNs `operation` acts on (at least one: `*` when it names nothing)."""
     found: list[str] = []
     for member, resolve in _MEMBERS.items():
+        if member == "modelIdentifier" and operation in _IMPORTED_MODEL_OPERATIONS:
+            resolve = _imported_model
         if isinstance(params.get(member), str) and params[member]:
             resolved = resolve(services, account, params[member])
             found += [resolved] if isinstance(resolved, str) else resolved

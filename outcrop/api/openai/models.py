@@ -1,0 +1,42 @@
+"""`GET /v1/models` in OpenAI's list shape, from ListFoundationModels and ListProvisionedModelThroughputs.
+
+Listed: the catalog's models that generate text or embeddings (a reranker's output is TEXT on Bedrock's
+card but it answers only Rerank, so it is left out), by Bedrock id, then the caller's provisioned
+throughputs that are in service, by ARN (what an application invokes them by). A catalog model has no
+creation time: `created` is 0 for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+#: The statuses of a provisioned throughput that answers invocations.
+IN_SERVICE = "InService"
+
+
+def entry(model_id: str, created: int, owned_by: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def from_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """A FoundationModelSummary (or GetFoundationModel's details) as an OpenAI model."""
+    return entry(summary["modelId"], 0, summary.get("providerName") or "outcrop")
+
+
+def listed(summaries: Iterable[dict[str, Any]], answers: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """The foundation models an OpenAI client can call: text or embedding output, and `answers(model_id)`
+    (not a reranker)."""
+    return [from_summary(s) for s in summaries
+            if {"TEXT", "EMBEDDING"} & set(s.get("outputModalities") or ()) and answers(s["modelId"])]
+
+
+def from_throughput(summary: dict[str, Any], account: str) -> dict[str, Any]:
+    created = summary.get("creationTime")
+    return entry(summary["provisionedModelArn"], int(created.timestamp()) if isinstance(created, datetime) else 0,
+                 account)
+
+
+def page(data: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "list", "data": data}

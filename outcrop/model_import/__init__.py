@@ -1,0 +1,1 @@
+"""Custom model import: Hugging Face folders from S3 made into imported models served on demand."""
