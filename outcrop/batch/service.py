@@ -251,6 +251,11 @@ class BatchInference:
         if params.get("sortBy") not in (None, "CreationTime"):
             raise ValidationException(f"sortBy {params['sortBy']} is not supported; use CreationTime")
         t = ModelInvocationJobRow
+        with self.db.session() as session:  # settled first, so that a status filter sees what Get would say
+            unsettled = session.scalars(select(t).where(t.account_id == account,
+                                                        t.status.in_([S.SUBMITTED, S.STOPPING]))).all()
+        for row in unsettled:
+            self._settle(row)
         query = select(t).where(t.account_id == account)
         if params.get("submitTimeAfter"):
             query = query.where(t.created_at > as_utc(params["submitTimeAfter"]))

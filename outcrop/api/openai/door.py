@@ -216,26 +216,35 @@ def list_models(ctx: RequestContext, _body: dict[str, Any], _: str) -> Answer:
     summaries = call(ctx, "bedrock", "ListFoundationModels", {})["modelSummaries"]
     rerankers = {m.model_id for m in ctx.services.catalog.all() if m.native_format == RERANK_FORMAT}
     data = models.listed(summaries, lambda model_id: model_id not in rerankers)
-    params: dict[str, Any] = {"statusEquals": models.IN_SERVICE, "maxResults": 1000}
-    try:
-        while True:
-            listed = call(ctx, "bedrock", "ListProvisionedModelThroughputs", params)
-            data += [models.from_throughput(s, ctx.principal.account_id) for s in listed["provisionedModelSummaries"]]
-            if not listed.get("nextToken"):
-                break
-            params = {**params, "nextToken": listed["nextToken"]}
-    except AccessDeniedException:  # the models the caller may list are still the answer
-        pass
+    for operation, params, member, key in (
+            ("ListProvisionedModelThroughputs", {"statusEquals": models.IN_SERVICE}, "provisionedModelSummaries",
+             "provisionedModelArn"),
+            ("ListImportedModels", {}, "modelSummaries", "modelArn")):
+        params = {**params, "maxResults": 1000}
+        try:
+            while True:
+                listed = call(ctx, "bedrock", operation, params)
+                data += [models.from_arn(s[key], s.get("creationTime"), ctx.principal.account_id)
+                         for s in listed[member]]
+                if not listed.get("nextToken"):
+                    break
+                params = {**params, "nextToken": listed["nextToken"]}
+        except AccessDeniedException:  # the models the caller may list are still the answer
+            pass
     return Answer(models.page(data))
 
 
 def retrieve_model(ctx: RequestContext, _body: dict[str, Any], model: str) -> Answer:
-    """One model: a foundation model or alias (bedrock:GetFoundationModel), or a provisioned throughput by ARN
-    (bedrock:GetProvisionedModelThroughput)."""
+    """One model: a foundation model or alias (bedrock:GetFoundationModel), a provisioned throughput by ARN
+    (bedrock:GetProvisionedModelThroughput), or an imported model by ARN (bedrock:GetImportedModel)."""
     try:
         if ":provisioned-model/" in model:
             details = call(ctx, "bedrock", "GetProvisionedModelThroughput", {"provisionedModelId": model})
-            return Answer(models.from_throughput(details, ctx.principal.account_id))
+            return Answer(models.from_arn(details["provisionedModelArn"], details.get("creationTime"),
+                                          ctx.principal.account_id))
+        if ":imported-model/" in model:
+            details = call(ctx, "bedrock", "GetImportedModel", {"modelIdentifier": model})
+            return Answer(models.from_arn(details["modelArn"], details.get("creationTime"), ctx.principal.account_id))
         details = call(ctx, "bedrock", "GetFoundationModel", {"modelIdentifier": model})["modelDetails"]
     except (ResourceNotFoundException, ValidationException):
         raise ModelNotFound(model) from None

@@ -2,7 +2,8 @@
 
 Listed: the catalog's models that generate text or embeddings (a reranker's output is TEXT on Bedrock's
 card but it answers only Rerank, so it is left out), by Bedrock id, then the caller's provisioned
-throughputs that are in service, by ARN (what an application invokes them by). A catalog model has no
+throughputs that are in service and its imported models, by ARN (what an application invokes them by). A
+catalog model has no
 creation time: `created` is 0 for it.
 """
 
@@ -32,10 +33,9 @@ def listed(summaries: Iterable[dict[str, Any]], answers: Callable[[str], bool]) 
             if {"TEXT", "EMBEDDING"} & set(s.get("outputModalities") or ()) and answers(s["modelId"])]
 
 
-def from_throughput(summary: dict[str, Any], account: str) -> dict[str, Any]:
-    created = summary.get("creationTime")
-    return entry(summary["provisionedModelArn"], int(created.timestamp()) if isinstance(created, datetime) else 0,
-                 account)
+def from_arn(arn: str, created: Any, account: str) -> dict[str, Any]:
+    """A provisioned throughput or an imported model, by the ARN an application invokes it by."""
+    return entry(arn, int(created.timestamp()) if isinstance(created, datetime) else 0, account)
 
 
 def page(data: list[dict[str, Any]]) -> dict[str, Any]:

@@ -103,6 +103,11 @@ def test_it_is_invoked_on_demand_by_its_arn(server, imported):
     streamed = list(runtime.converse_stream(modelId=arn, messages=[{"role": "user", "content": [{"text": "hi"}]}],
                                             inferenceConfig={"maxTokens": 3})["stream"])
     assert streamed[-1]["metadata"]["usage"]["outputTokens"] <= 3
+    # The OpenAI door lists and describes it too (a SigV4-signed call here; SDKs send bearer keys).
+    status, _, listed = server.raw("GET", "/v1/models")
+    assert status == 200 and arn in [m["id"] for m in listed["data"]]
+    status, _, one = server.raw("GET", f"/v1/models/{arn}")
+    assert status == 200 and one["id"] == arn
 
     # InvokeModel speaks the Llama family's body, as Bedrock asks of an imported Llama.
     response = runtime.invoke_model(modelId=arn, body=json.dumps({"prompt": "the quick brown", "max_gen_len": 4}))
