@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 import urllib.parse
-import uuid
 from typing import Any
 
 import anyio
@@ -28,6 +27,7 @@ import anyio
 from outcrop.api import asgi
 from outcrop.api.asgi import HTTPS, PLAIN, read_body
 from outcrop.api.sessions import (
+    MAX_FORM_BYTES,
     PLAIN_HTTP_REFUSED,
     Refusal,
     Response,
@@ -36,6 +36,7 @@ from outcrop.api.sessions import (
     check_sign_in,
     cookies,
     end_session,
+    record_sign_in,
     same_origin,
     session_principal,
 )
@@ -57,7 +58,7 @@ from outcrop.evaluation.human.methods import (
 )
 from outcrop.evaluation.human.ratings import ALREADY_RATED, ITEM_FULL
 from outcrop.evaluation.human.service import HumanReview
-from outcrop.iam.audit import SUCCESS, record_event
+from outcrop.iam.audit import SUCCESS
 from outcrop.iam.principal import USER
 from outcrop.iam.service import IamService
 from outcrop.web import render, static_hash
@@ -65,9 +66,8 @@ from outcrop.web import render, static_hash
 PREFIX = "/_outcrop/evaluation/rate"
 COOKIE = "outcrop_rater"
 SESSION_SECONDS = 8 * 3600
-MAX_FORM_BYTES = 256 * 1024
 #: The audit trail's name for these pages and their sign-in (every attempt is recorded, never the secret).
-AUDIT_SERVICE, SIGN_IN = "outcrop-rating", "SignIn"
+AUDIT_SERVICE = "outcrop-rating"  # sign-ins are audited as outcrop-rating:SignIn
 #: What a notice code in `?notice=` says (codes, not text, so a link cannot put words on the page).
 NOTICES = {
     "saved": "Saved.",
@@ -169,10 +169,9 @@ class RatingApp:
         key_id, secret = form.get("access_key_id", "").strip(), form.get("secret_access_key", "").strip()
         next_path = _next_path(form.get("next", ""))
 
-        def audit(result: str, status: int, principal=None) -> None:  # the key ID tried, never the secret
-            record_event(self.iam.db, service=AUDIT_SERVICE, operation=SIGN_IN, result=result, status=status,
-                         principal=principal, access_key_id=None if principal else key_id, resource=PREFIX,
-                         source_ip=client, request_id=str(uuid.uuid4()), user_agent=user_agent)
+        def audit(result: str, status: int, principal=None) -> None:
+            record_sign_in(self.iam, door=AUDIT_SERVICE, resource=PREFIX, key_id=key_id, client=client,
+                           user_agent=user_agent, result=result, status=status, principal=principal)
 
         principal = check_sign_in(self.iam, self.throttle, key_id, secret, transport, client)
         if isinstance(principal, Refusal):

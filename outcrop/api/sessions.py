@@ -18,17 +18,21 @@ import secrets
 import threading
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import delete
 
 from outcrop.api.asgi import PLAIN
+from outcrop.iam.audit import record_event
 from outcrop.iam.principal import Principal
 from outcrop.iam.secrets import KEY_FILE_NAME, SecretBox
 from outcrop.iam.service import IamService
 from outcrop.iam.tables import EndedSessionRow
 
+#: The largest form a signed-in page takes (the console's uploads excepted: they have the server's request limit).
+MAX_FORM_BYTES = 256 * 1024
 #: How long a failed sign-in waits before its answer (on the event loop, never in a worker thread).
 FAILED_SIGN_IN_DELAY = 0.3
 PLAIN_HTTP_REFUSED = ("Signing in sends your secret access key, so this server takes it only over HTTPS (or from "
@@ -208,6 +212,15 @@ def check_sign_in(iam: IamService, throttle: SignInThrottle, key_id: str, secret
                        principal=found[0] if found else None)
     throttle.succeeded(key_id)
     return found[0]
+
+
+def record_sign_in(iam: IamService, *, door: str, resource: str, key_id: str, client: str, user_agent: str | None,
+                   result: str, status: int, principal: Principal | None = None) -> None:
+    """A sign-in attempt in the audit trail as `<door>:SignIn`, with the address and the key ID tried (the key's
+    owner once it is known), never the secret."""
+    record_event(iam.db, service=door, operation="SignIn", result=result, status=status, principal=principal,
+                 access_key_id=None if principal else key_id, resource=resource, source_ip=client,
+                 request_id=str(uuid.uuid4()), user_agent=user_agent)
 
 
 def session_principal(iam: IamService, sessions: Sessions, cookie: str | None) -> Principal | None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+from outcrop.api.bedrock import protocol
 from outcrop.api.bedrock.resources import resources
+from outcrop.api.bedrock.validation import validate_input
 from outcrop.errors import BedrockError
+from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.iam.principal import Principal
 from outcrop.services import Services
 
@@ -84,3 +88,36 @@ def invoke(ctx: RequestContext, service: str, operation: str, params: dict[str, 
     for target in ctx.resources:
         ctx.authorize(iam_action(operation), target)
     return HANDLERS[(service, operation)](ctx, params)
+
+
+@cache
+def _routes() -> dict[tuple[str, str], protocol.Route]:
+    return {(r.service, r.name): r for r in protocol.routes()}
+
+
+def validated(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` checked against the operation's input shape in botocore's model, as the API's parser checks."""
+    validate_input(_routes()[(service, operation)].operation.input_shape, params)
+    return params
+
+
+def call(ctx: RequestContext, service: str, operation: str, params: dict[str, Any]) -> Any:
+    """An operation that a door other than the API's parser (the console, the OpenAI door) makes for `ctx`'s
+    principal: validated, then `invoke`d, then audited as the API audits it (control planes only)."""
+    error: BedrockError | None = None
+    try:
+        return invoke(ctx, service, operation, validated(service, operation, params))
+    except BedrockError as exc:
+        error = exc
+        raise
+    finally:
+        audit(ctx, service, operation, error, ", ".join(ctx.resources) or "*")
+
+
+def audit(ctx: RequestContext, service: str, operation: str, error: BedrockError | None, resource: str) -> None:
+    """The audit event of one call of `service` (written for the control planes only, as the API writes them)."""
+    if service in AUDITED_SERVICES:
+        record_event(ctx.services.db, service=service, operation=operation,
+                     result=error.code if error else SUCCESS, status=http_status(error, service) if error else 200,
+                     principal=ctx.principal, resource=resource, source_ip=ctx.source_ip,
+                     request_id=ctx.request_id, user_agent=ctx.headers.get("user-agent"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import functools
 import json
 import logging
 import mimetypes
@@ -39,10 +40,9 @@ from outcrop.api import asgi
 from outcrop.api import iam as iam_api
 from outcrop.api import insights as insights_api
 from outcrop.api.asgi import HTTPS, read_body
-from outcrop.api.bedrock import protocol
-from outcrop.api.bedrock.operations import AUDITED_SERVICES, RequestContext, http_status, invoke, load_handlers
-from outcrop.api.bedrock.validation import validate_input
+from outcrop.api.bedrock.operations import RequestContext, audit, call, http_status, load_handlers
 from outcrop.api.sessions import (
+    MAX_FORM_BYTES,
     PLAIN_HTTP_REFUSED,
     Refusal,
     Response,
@@ -51,11 +51,12 @@ from outcrop.api.sessions import (
     check_sign_in,
     cookies,
     end_session,
+    record_sign_in,
     same_origin,
     session_principal,
 )
 from outcrop.errors import AccessDeniedException, BedrockError
-from outcrop.iam.audit import SUCCESS, record_event
+from outcrop.iam.audit import SUCCESS
 from outcrop.iam.principal import Principal
 from outcrop.iam.scoped_store import ScopedStore
 from outcrop.services import Services
@@ -66,11 +67,9 @@ COOKIE = "outcrop_console"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-outcrop-csrf"
 SESSION_SECONDS = 8 * 3600
-#: The largest form a page takes, but for uploads (whose limit is the server's max_request_bytes).
-MAX_FORM_BYTES = 256 * 1024
 #: Most parts an upload form may have (a file, its key, the token, a few fields); more is an attack on the parser.
 MAX_FORM_PARTS = 16
-AUDIT_SERVICE, SIGN_IN = "outcrop-console", "SignIn"
+AUDIT_SERVICE = "outcrop-console"  # sign-ins are audited as outcrop-console:SignIn
 #: Static files the console serves (from outcrop/web/static), by URL name.
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".svg": "image/svg+xml", ".md": "text/plain; charset=utf-8", "": "text/plain; charset=utf-8"}
@@ -125,20 +124,15 @@ class Visit:
 
     def call(self, service: str, operation: str, params: dict[str, Any] | None = None) -> Any:
         """The operation as this principal's API call: validated, authorized, run and audited as the API does."""
-        params = params or {}
-        request_id = str(uuid.uuid4())
-        ctx = RequestContext(request_id=request_id, principal=self.principal, services=self.services,
-                             source_ip=self.client, headers=self.headers, conditions=self.conditions)
-        error: BedrockError | None = None
         try:
-            validate_input(_route(service, operation).operation.input_shape, params)
-            return invoke(ctx, service, operation, params)
+            return call(self._context(), service, operation, params or {})
         except BedrockError as exc:
             exc.status = http_status(exc, service)  # the page answers with the API's status for this service
-            error = exc
             raise
-        finally:
-            self._audit(service, operation, error, request_id, ", ".join(ctx.resources) or "*")
+
+    def _context(self) -> RequestContext:
+        return RequestContext(request_id=str(uuid.uuid4()), principal=self.principal, services=self.services,
+                              source_ip=self.client, headers=self.headers, conditions=self.conditions)
 
     def listing(self, service: str, operation: str, member: str, params: dict[str, Any] | None = None
                 ) -> tuple[list[dict[str, Any]], str]:
@@ -150,7 +144,7 @@ class Visit:
     def call_json(self, api: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One of Outcrop's JSON APIs ("iam" or "insights") as this principal, authorized and audited as the API."""
         service = iam_api.SERVICE if api == "iam" else insights_api.SERVICE
-        request_id, error = str(uuid.uuid4()), None
+        ctx, error = self._context(), None
         try:
             if api == "iam":
                 answer = iam_api.handle(self.services.iam, self.principal, action, body or {}, self.conditions)
@@ -162,15 +156,7 @@ class Visit:
             error = exc
             raise
         finally:
-            self._audit(service, action, error, request_id, "*")
-
-    def _audit(self, service: str, operation: str, error: BedrockError | None, request_id: str, resource: str) -> None:
-        """The audit event the API would have written for this call (control planes only, as there)."""
-        if service in AUDITED_SERVICES:
-            record_event(self.services.db, service=service, operation=operation,
-                         result=error.code if error else SUCCESS, status=error.status if error else 200,
-                         principal=self.principal, resource=resource, source_ip=self.client, request_id=request_id,
-                         user_agent=self.headers.get("user-agent"))
+            audit(ctx, service, action, error, "*")
 
     def store(self) -> ScopedStore:
         """The object store as this principal sees it (every read, write and listing authorized)."""
@@ -189,15 +175,6 @@ class Visit:
 
     def redirect(self, where: str) -> Response:
         return Response(303, "", [("location", where if where.startswith("/") else f"{PREFIX}/{where}")])
-
-
-@cache
-def _routes_by_name() -> dict[tuple[str, str], protocol.Route]:
-    return {(r.service, r.name): r for r in protocol.routes()}
-
-
-def _route(service: str, operation: str) -> protocol.Route:
-    return _routes_by_name()[(service, operation)]
 
 
 class ConsoleApp:
@@ -328,17 +305,14 @@ class ConsoleApp:
     def _sign_in(self, form: dict[str, str], transport: str, client: str, user_agent: str | None) -> Response:
         key_id, secret = form.get("access_key_id", "").strip(), form.get("secret_access_key", "").strip()
 
-        def audit(result: str, status: int, principal: Principal | None = None) -> None:  # never the secret
-            record_event(self.services.db, service=AUDIT_SERVICE, operation=SIGN_IN, result=result, status=status,
-                         principal=principal, access_key_id=None if principal else key_id, resource=PREFIX,
-                         source_ip=client, request_id=str(uuid.uuid4()), user_agent=user_agent)
-
+        attempt = functools.partial(record_sign_in, self.services.iam, door=AUDIT_SERVICE, resource=PREFIX,
+                                    key_id=key_id, client=client, user_agent=user_agent)
         principal = check_sign_in(self.services.iam, self.throttle, key_id, secret, transport, client)
         if isinstance(principal, Refusal):
-            audit(principal.result, principal.status, principal.principal)
+            attempt(result=principal.result, status=principal.status, principal=principal.principal)
             return Response(principal.status, self._sign_in_page(principal.message, key_id), principal.headers,
                             delay=principal.delay)
-        audit(SUCCESS, 303, principal)
+        attempt(result=SUCCESS, status=303, principal=principal)
         cookie = self.sessions.issue(principal.arn, key_id)
         return Response(303, "", [("location", f"{PREFIX}/"),
                                   ("set-cookie", self._cookie(cookie, self.sessions.lifetime, transport))])

@@ -22,17 +22,15 @@ import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from outcrop.api.asgi import is_tls, read_body
 from outcrop.api.auth import authenticate
 from outcrop.api.bedrock import protocol
-from outcrop.api.bedrock.operations import AUDITED_SERVICES, RequestContext, http_status, iam_action, invoke
+from outcrop.api.bedrock.operations import RequestContext, call, iam_action, validated
 from outcrop.api.bedrock.protocol import EXTRA_HEADERS
 from outcrop.api.bedrock.resources import resources
 from outcrop.api.bedrock.runtime import SERVED_BY
-from outcrop.api.bedrock.validation import validate_input
 from outcrop.api.openai import chat, completions, embeddings, models
 from outcrop.api.openai.errors import (
     InvalidRequest,
@@ -51,7 +49,6 @@ from outcrop.errors import (
     ResourceNotFoundException,
     ValidationException,
 )
-from outcrop.iam.audit import SUCCESS, record_event
 from outcrop.platform import jsontext
 from outcrop.runtime.service import INVALID_MODEL_IDENTIFIER, JSON
 from outcrop.services import Services
@@ -86,35 +83,7 @@ class Answer:
 Handler = Callable[[RequestContext, dict[str, Any], str], Answer]
 
 
-# -- running Bedrock operations as the API runs them --------------------------------------------------------
-
-@cache
-def _routes() -> dict[tuple[str, str], protocol.Route]:
-    return {(r.service, r.name): r for r in protocol.routes()}
-
-
-def validated(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-    """`params` checked against the operation's input shape in botocore's model, as the API's parser checks."""
-    validate_input(_routes()[(service, operation)].operation.input_shape, params)
-    return params
-
-
-def call(ctx: RequestContext, service: str, operation: str, params: dict[str, Any]) -> Any:
-    """The operation as this principal's API call: validated, resolved, authorized, run, and (control plane
-    only, as the API does) audited."""
-    error: BedrockError | None = None
-    try:
-        return invoke(ctx, service, operation, validated(service, operation, params))
-    except BedrockError as exc:
-        error = exc
-        raise
-    finally:
-        if service in AUDITED_SERVICES:
-            record_event(ctx.services.db, service=service, operation=operation,
-                         result=error.code if error else SUCCESS, status=http_status(error, service) if error else 200,
-                         principal=ctx.principal, resource=", ".join(ctx.resources) or "*", source_ip=ctx.source_ip,
-                         request_id=ctx.request_id, user_agent=ctx.headers.get("user-agent"))
-
+# -- running Bedrock operations as the API runs them: operations.call and operations.validated -----------------
 
 def require_model(ctx: RequestContext, model: str, output: str, operation: str) -> None:
     """The model must exist (else OpenAI's 404), the caller may call it with `operation` (authorized first, as

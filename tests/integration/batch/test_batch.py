@@ -10,27 +10,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.backends import objects_path, query
 from tests.conftest import RunningServer, register_model, start_server, stop_server
 from tests.helpers import make_endless_llama
+from tests.integration.customization.test_customization import outcrop
 
 BUCKET = "batch-data"
 ENV = {"OUTCROP_MAX_RUNNING_JOBS": "2"}
 RESUMED = [30, 60] + [600] * 8  # max_gen_len of each record of the job the last test kills
-
-
-def outcrop(data_dir: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "outcrop", *args, "--data-dir", str(data_dir)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def body(prompt: str, tokens: int) -> dict:

@@ -11,32 +11,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import register_model, start_server, stop_server
+from tests.integration.customization.test_customization import PAIRS, outcrop
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("playwright") is None or not Path(CHROMIUM).is_file(),
     reason=f"needs the playwright package and Debian's chromium at {CHROMIUM}")
 ARTIFACTS = Path(os.environ.get("OUTCROP_TEST_ARTIFACTS", Path(__file__).parents[3] / "test-artifacts")) / "console"
-PAIRS = [("What colour is the sky?", "blue sky"), ("What do cows drink?", "fresh water"),
-         ("Name a fruit.", "red apple"), ("Where do fish live?", "in the sea"),
-         ("What is hot?", "the sun"), ("What falls in winter?", "white snow"),
-         ("Who barks?", "the dog"), ("What do bees make?", "sweet honey")]
 CATALOG_ONLY = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["bedrock:ListFoundationModels", "bedrock:GetFoundationModel"], "Resource": "*"}]}
-
-
-def outcrop(data_dir: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "outcrop", *args, "--data-dir", str(data_dir)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import start_server, stop_server
 from tests.helpers import make_tiny_llama
+from tests.integration.customization.test_customization import outcrop
 
 BUCKET = "import-data"
-
-
-def outcrop(data_dir: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "outcrop", *args, "--data-dir", str(data_dir)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ def models(visit: Visit) -> Response:
     chosen = {name: visit.query.get(name, "") for name in FILTERS}
     params = {FILTERS[name]: value for name, value in chosen.items() if value}
     summaries = visit.call("bedrock", "ListFoundationModels", params)["modelSummaries"]
-    providers = sorted({m["providerName"] for m in visit.call("bedrock", "ListFoundationModels")["modelSummaries"]})
+    every = visit.call("bedrock", "ListFoundationModels")["modelSummaries"] if params else summaries
+    providers = sorted({m["providerName"] for m in every})  # the filter offers every provider, filtered or not
     return visit.render("models.html", "Model catalog", models=summaries, chosen=chosen, providers=providers,
                         modalities=MODALITIES, customizations=CUSTOMIZATIONS)
 
