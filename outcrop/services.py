@@ -124,7 +124,9 @@ class Services:
         provisioning = _provisioning(db, settings, engine, models, presence)
         customization = CustomizationService(db, catalog, iam, jobs, models, provisioning.in_use, settings.region)
         provisioning.resume()  # finish loading what a previous server was creating or updating
-        evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, profiles, settings.region)
+        knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
+        evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, profiles, settings.region,
+                                       knowledge_base=knowledge.row)
         evaluation.human.finish_rated_jobs()  # a job whose last rating came just before a restart is finished now
         imported = ImportedModels(db, settings.region)  # imported models, which the runtime serves by ARN
         # Requests wait a bounded time for a model that is loading (then ModelNotReadyException, retried by
@@ -133,7 +135,6 @@ class Services:
                                  Quotas(db, settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
                                  invocation_log, settings.region, provisioning, profiles,
                                  imported=imported.served_model)
-        knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
         guardrails = Guardrails(db, settings.region, runtime, settings.guardrail_embedding_model)
         retrieval = Retrieval(knowledge, runtime, guardrails)
         functions = Functions(db, settings.region)
@@ -238,3 +239,12 @@ class JobServices:
                               _provisioning(self.db, settings, engine, CustomModels(self.db, self.catalog,
                                                                                     settings.region), presence),
                               self.profiles, imported=ImportedModels(self.db, settings.region).served_model)
+
+    def retrieval(self, runtime: RuntimeService) -> Retrieval:
+        """Knowledge-base retrieval on the job's runtime (a RAG evaluation): the same search, generation and
+        guardrails as the server's Retrieve and RetrieveAndGenerate. A job process searches and never syncs, so
+        its KnowledgeBases has no job runner."""
+        settings = self.settings
+        knowledge = KnowledgeBases(self.db, self.iam, self.profiles, None, settings)
+        return Retrieval(knowledge, runtime, Guardrails(self.db, settings.region, runtime,
+                                                        settings.guardrail_embedding_model))

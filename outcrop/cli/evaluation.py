@@ -18,6 +18,9 @@ from typing import Any
 from outcrop.cli.chat import ENDPOINT_ENV, Fatal, make_client, run_client
 
 TERMINAL = ("Completed", "Failed", "Stopped")
+#: What `outcrop eval compare` scores unless told otherwise: cheap, reference-based, and one of each kind
+#: (word overlap, corpus n-grams, the task's own accuracy).
+COMPARE_METRICS = "Builtin.Accuracy,Outcrop.ROUGE-L,Outcrop.BLEU"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -27,8 +30,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     parser = sub.add_parser("eval", help="model evaluation jobs: create, watch, list, report")
     commands = parser.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
 
+    job = argparse.ArgumentParser(add_help=False)  # what an automated job needs, for `create` and `compare`
+    job.add_argument("--task", default="Custom", choices=("Summarization", "Classification",
+                                                           "QuestionAndAnswer", "Generation", "Custom"))
+    job.add_argument("--dataset", action="append", default=[], metavar="DATASET",
+                     help="s3://bucket/prompts.jsonl or a built-in name such as Builtin.BoolQ; repeatable")
+    job.add_argument("--role-arn", help="the service role that reads the datasets and writes the results")
+    job.add_argument("--output", metavar="S3URI", help="where results go, e.g. s3://bucket/evaluations/")
+    job.add_argument("--judge", metavar="MODEL", help="a model that scores the Builtin judge metrics")
+    job.add_argument("--max-tokens", type=int, default=None, help="most tokens in each answer (default 256)")
+    job.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0: greedy)")
+
     create = commands.add_parser(
-        "create", parents=[common, client], help="start an evaluation job",
+        "create", parents=[common, client, job], help="start an evaluation job",
         description="Start an evaluation job. Either give --config with a whole CreateEvaluationJob request "
                     "(JSON), or build one: models, one task type, its datasets and metrics. With --flow-definition "
                     "and --rate the job is a human evaluation.")
@@ -37,17 +51,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                                         "the name and flags below override its members")
     create.add_argument("--model", action="append", default=[], metavar="MODEL",
                         help="a model id or provisioned model ARN; twice to compare two models")
-    create.add_argument("--task", default="Custom", choices=("Summarization", "Classification",
-                                                              "QuestionAndAnswer", "Generation", "Custom"))
-    create.add_argument("--dataset", action="append", default=[], metavar="DATASET",
-                        help="s3://bucket/prompts.jsonl or a built-in name such as Builtin.BoolQ; repeatable")
     create.add_argument("--metrics", default="Builtin.Accuracy",
                         help="comma-separated metric names (default Builtin.Accuracy)")
-    create.add_argument("--role-arn", help="the service role that reads the datasets and writes the results")
-    create.add_argument("--output", metavar="S3URI", help="where results go, e.g. s3://bucket/evaluations/")
-    create.add_argument("--judge", metavar="MODEL", help="a model that scores the Builtin judge metrics")
-    create.add_argument("--max-tokens", type=int, default=None, help="most tokens in each answer (default 256)")
-    create.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0: greedy)")
     create.add_argument("--flow-definition", metavar="ARN", help="human evaluation: the work team (`outcrop "
                                                                  "workteam create` prints its ARN)")
     create.add_argument("--rate", action="append", default=[], metavar="NAME:METHOD[:DESCRIPTION]",
@@ -55,6 +60,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     create.add_argument("--instructions", default=None, help="human evaluation: what the raters read first")
     create.add_argument("--watch", action="store_true", help="follow the job until it ends")
     create.set_defaults(func=lambda args: run_client(_create, args))
+
+    compare = commands.add_parser(
+        "compare", parents=[common, client, job], help="evaluate a base model against its fine-tuned copy",
+        description="Evaluate BASE and CUSTOM on the same prompts in one job, wait for it, and print, per metric, "
+                    "which is better, by how much, with an interval and a p-value adjusted for every comparison. "
+                    "CUSTOM may be a custom model's name or ARN: it is evaluated through its provisioned "
+                    "throughput, as on Bedrock.")
+    compare.add_argument("base", help="the model to compare against: a model id or provisioned model ARN")
+    compare.add_argument("custom", help="the fine-tuned model: a custom model name or ARN, or a provisioned model ARN")
+    compare.add_argument("--name", default=None, help="the job's name (default compare-<custom>-<time>)")
+    compare.add_argument("--metrics", default=COMPARE_METRICS,
+                         help=f"comma-separated metric names (default {COMPARE_METRICS})")
+    compare.set_defaults(func=lambda args: run_client(_compare, args))
 
     watch = commands.add_parser("watch", parents=[common, client], help="follow a job with a progress bar")
     watch.add_argument("job", help="the job's ARN or name")
@@ -161,10 +179,60 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from outcrop.evaluation import report
+
+    bedrock = make_client(args, "bedrock")
+    args.model = [args.base, _served(bedrock, args.custom)]
+    args.config, args.flow_definition, args.rate, args.instructions = None, None, [], None
+    args.name = args.name or _job_name(args.custom)
+    args.job = bedrock.create_evaluation_job(**build_request(args))["jobArn"]
+    print(args.job)
+    args.interval = 1.0
+    extra = _with_progress(bedrock)
+    status = _follow(bedrock, args)
+    if status == 0 and extra.get("results"):
+        print()
+        print(report.text_table(extra["results"]), end="")
+    return status
+
+
+def _served(bedrock, identifier: str) -> str:
+    """What answers for `identifier`: a custom model's provisioned throughput (Bedrock serves custom models only
+    through one), else the identifier itself."""
+    from botocore.exceptions import ClientError
+
+    if ":provisioned-model/" in identifier or ("." in identifier and "/" not in identifier):
+        return identifier  # a provisioned throughput, or a foundation model id
+    try:
+        custom = bedrock.get_custom_model(modelIdentifier=identifier)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("ResourceNotFoundException", "ValidationException"):
+            raise
+        return identifier  # not a custom model: let CreateEvaluationJob judge it
+    pages = bedrock.get_paginator("list_provisioned_model_throughputs").paginate(
+        modelArnEquals=custom["modelArn"], statusEquals="InService")
+    served = [p["provisionedModelArn"] for page in pages for p in page["provisionedModelSummaries"]]
+    if not served:
+        raise Fatal(f"{custom['modelName']} has no provisioned throughput in service; buy one first: "
+                    f"aws bedrock create-provisioned-model-throughput --model-id {custom['modelArn']} "
+                    "--model-units 1 --provisioned-model-name NAME")
+    return served[0]
+
+
+def _job_name(custom: str) -> str:
+    """`compare-<custom model's name>-<UTC time>`, within Bedrock's job name pattern."""
+    tail = "".join(c if c.isalnum() else "-" for c in custom.rsplit("/", 1)[-1].lower()).strip("-")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    tail = "-".join(filter(None, tail[:63 - len("compare--") - len(stamp)].split("-")))
+    return f"compare-{tail}-{stamp}" if tail else f"compare-{stamp}"
+
+
 # -- watch and list --------------------------------------------------------------------------------
 
 def _with_progress(bedrock) -> dict[str, Any]:
-    """boto3 drops members its model lacks; keep Outcrop's `progress` and `reportUri` from the raw body."""
+    """boto3 drops members its model lacks; keep Outcrop's `progress`, `reportUri` and `results` from the raw
+    body."""
     extra: dict[str, Any] = {}
 
     def keep(http_response, **_):
@@ -173,7 +241,7 @@ def _with_progress(bedrock) -> dict[str, Any]:
         except ValueError:
             return
         extra.clear()
-        extra.update({k: body[k] for k in ("progress", "reportUri") if k in body})
+        extra.update({k: body[k] for k in ("progress", "reportUri", "results") if k in body})
 
     bedrock.meta.events.register("after-call.bedrock.GetEvaluationJob", keep)
     return extra
@@ -229,9 +297,11 @@ def _follow(bedrock, args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from outcrop.evaluation.outputs import summary_sources  # models, precomputed sources or a knowledge base
+
     bedrock = make_client(args, "bedrock")
     for job in (j for page in bedrock.get_paginator("list_evaluation_jobs").paginate() for j in page["jobSummaries"]):
-        models = " vs ".join(job.get("modelIdentifiers") or [])
+        models = " vs ".join(summary_sources(job) or job.get("modelIdentifiers") or [])
         print(f"{job['creationTime']:%Y-%m-%d %H:%M:%S}  {job['status']:<10}  {job['jobType']:<9}  "
               f"{job['jobName']:<30}  {models}")
     return 0

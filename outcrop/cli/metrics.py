@@ -4,19 +4,30 @@ Input files are JSONL when their name ends in `.jsonl` or `.ndjson`, otherwise p
 line. In JSONL, a prediction is the first of the keys `prediction`, `response`, `output`, `text`,
 `modelResponse` present in the record (a bare JSON string is taken as is); a record's references are its
 `answers` list when present (several references), else `referenceResponse`, else `reference`, else a
-`references` list. ROUGE, BLEU and BERTScore load only when asked for.
+`references` list. ROUGE, BLEU, chrF, TER and BERTScore load only when asked for.
+
+chrf, chrf++ and ter are sacrebleu's, with its defaults (0-100; TER: lower is better). hf_exact_match is
+Hugging Face evaluate's exact match (0-1), the one that --regexes-to-ignore, --ignore-case,
+--ignore-punctuation and --ignore-numbers set, in that order; exact_match is fmeval's (surrounding white space
+stripped) with its quasi-exact match. squad is the official SQuAD v1.1 exact match and F1 (0-100), keyed
+`exact_match` and `f1` as in Hugging Face's squad, so it is scored in a run without exact_match.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-METRIC_NAMES = ("rouge", "bleu", "bertscore", "qa_f1", "exact_match", "accuracy", "knowledge", "wer", "toxicity")
+METRIC_NAMES = ("rouge", "bleu", "chrf", "chrf++", "ter", "bertscore", "qa_f1", "exact_match", "hf_exact_match",
+                "squad", "accuracy", "knowledge", "wer", "toxicity")
+#: The flags that set `hf_exact_match`'s options: flag -> HfExactMatch keyword.
+MATCH_FLAGS = {"--regexes-to-ignore": "regexes_to_ignore", "--ignore-case": "ignore_case",
+               "--ignore-punctuation": "ignore_punctuation", "--ignore-numbers": "ignore_numbers"}
 PREDICTION_KEYS = ("prediction", "response", "output", "text", "modelResponse")
 REFERENCE_KEYS = ("referenceResponse", "reference")
 
@@ -41,6 +52,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     score.add_argument("--stemmer", action="store_true", help="Porter stemmer on for ROUGE")
     score.add_argument("--tokenizer", choices=("default", "unicode"), default="default",
                        help="ROUGE tokenizer: rouge-score's ASCII one (default) or one that keeps non-Latin text")
+    score.add_argument("--bootstrap", action="store_true",
+                       help="add each score's percentile bootstrap interval (ROUGE's: rouge-score's "
+                            "BootstrapAggregator, identical to it with the same --seed)")
+    score.add_argument("--resamples", type=int, default=None, metavar="N", help="bootstrap resamples (default 1000)")
+    score.add_argument("--confidence", type=float, default=None, help="interval level (default 0.95)")
+    score.add_argument("--seed", type=int, default=None, help="the bootstrap's seed (default 12345)")
+    match = score.add_argument_group("hf_exact_match options (Hugging Face evaluate's, applied in this order)")
+    match.add_argument("--regexes-to-ignore", action="append", metavar="REGEX",
+                       help="remove matches of this regular expression first, repeatable (applied in order)")
+    match.add_argument("--ignore-case", action="store_true", help="then lowercase")
+    match.add_argument("--ignore-punctuation", action="store_true", help="then remove ASCII punctuation")
+    match.add_argument("--ignore-numbers", action="store_true", help="then remove the digits 0-9")
     score.set_defaults(func=_score)
 
 
@@ -98,9 +121,58 @@ def read_references(path: str | Path) -> list[str | list[str]]:
     return out
 
 
+# --------------------------------------------------------------------------------------------------- intervals
+def _bootstrap_settings(args: argparse.Namespace):
+    from outcrop.evaluation import statistics
+
+    given = {k: v for k, v in (("resamples", args.resamples), ("confidence", args.confidence), ("seed", args.seed))
+             if v is not None}
+    try:
+        return statistics.Settings(**given)
+    except ValueError as exc:
+        raise MetricsInputError(str(exc)) from None
+
+
+def bootstrap_intervals(metric: Any, predictions: list[str], references: list[Any], settings: Any
+                        ) -> dict[str, list[float]]:
+    """Corpus key -> [low, high]: a sacrebleu metric's from its resampled statistics, ROUGE's F from rouge-score's
+    BootstrapAggregator, a mean's from its per-item values. A key that is no mean of its items gets none."""
+    from outcrop.evaluation import statistics
+    from outcrop.evaluation.metrics.rouge import Rouge, bootstrap_aggregate
+    from outcrop.evaluation.metrics.sacrebleu_metrics import SacrebleuMetric
+
+    if isinstance(metric, Rouge):
+        aggregated = bootstrap_aggregate(metric.score_items(predictions, references), confidence=settings.confidence,
+                                         n_samples=settings.resamples, seed=settings.seed)
+        return {key: [bounds["low"]["fmeasure"], bounds["high"]["fmeasure"]] for key, bounds in aggregated.items()}
+    resamples = statistics.Resamples(len(predictions), settings)
+    if isinstance(metric, SacrebleuMetric):
+        sample = statistics.Sample([0.0] * len(predictions), metric.corpus_statistics(predictions, references),
+                                   metric.from_stats)
+        interval = resamples.interval(sample)
+        return {metric.name: interval} if interval else {}
+    corpus = metric.corpus(predictions, references)
+    items = metric.score_items(predictions, references)
+    out = {}
+    for key, value in corpus.items():
+        values = [item.get(key) for item in items]
+        if not all(isinstance(v, int | float) for v in values):
+            continue
+        sample = statistics.Sample(values)
+        mean = sample.score()
+        if mean is not None and abs(mean - value) <= 1e-9 * max(1.0, abs(value)):
+            if interval := resamples.interval(sample):
+                out[key] = interval
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- metrics
-def build_metric(name: str, *, stemmer: bool = False, tokenizer: str = "default"):
-    """The metric object for a CLI name; ROUGE/BLEU/BERTScore are imported only here."""
+def build_metric(name: str, *, stemmer: bool = False, tokenizer: str = "default",
+                 match_options: dict[str, Any] | None = None):
+    """The metric object for a CLI name; ROUGE/BLEU/chrF/TER/BERTScore are imported only here. `match_options`
+    are `HfExactMatch`'s keywords (for hf_exact_match only)."""
+    if match_options and name != "hf_exact_match":
+        raise MetricsInputError(f"metric {name!r} takes no exact-match options")
     try:
         if name == "rouge":
             from outcrop.evaluation.metrics.rouge import Rouge
@@ -110,6 +182,14 @@ def build_metric(name: str, *, stemmer: bool = False, tokenizer: str = "default"
             from outcrop.evaluation.metrics.bleu import Bleu
 
             return Bleu()
+        if name in ("chrf", "chrf++"):
+            from outcrop.evaluation.metrics.sacrebleu_metrics import CHRF_PP_WORD_ORDER, Chrf
+
+            return Chrf(word_order=CHRF_PP_WORD_ORDER) if name == "chrf++" else Chrf()
+        if name == "ter":
+            from outcrop.evaluation.metrics.sacrebleu_metrics import Ter
+
+            return Ter()
         if name == "bertscore":
             from outcrop.evaluation.metrics.bertscore import BertScore
 
@@ -122,6 +202,16 @@ def build_metric(name: str, *, stemmer: bool = False, tokenizer: str = "default"
               "knowledge": builtin.KnowledgeMatch, "wer": builtin.Wer}
     if name in simple:
         return simple[name]()
+    if name in ("hf_exact_match", "squad"):
+        from outcrop.evaluation.metrics.matching import HfExactMatch, Squad
+
+        if name == "squad":
+            return Squad()
+        try:
+            return HfExactMatch(**(match_options or {}))
+        except re.error as exc:
+            raise MetricsInputError(f"--regexes-to-ignore {exc.pattern!r} is not a valid regular expression: "
+                                    f"{exc}") from None
     if name == "toxicity":
         from outcrop.evaluation.metrics.toxicity import Toxicity
 
@@ -147,11 +237,32 @@ def _score(args: argparse.Namespace) -> int:
         return 1
 
 
+def _match_options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The hf_exact_match options given on the command line; refused when no metric would use them."""
+    given = {flag: getattr(args, key) for flag, key in MATCH_FLAGS.items() if getattr(args, key)}
+    if given and "hf_exact_match" not in names:
+        also = " (exact_match is fmeval's and takes no options)" if "exact_match" in names else ""
+        raise MetricsInputError(f"{', '.join(given)} set the options of hf_exact_match (Hugging Face's exact "
+                                f"match), which is not among the metrics{also}; add --metric hf_exact_match")
+    return {MATCH_FLAGS[flag]: value for flag, value in given.items()}
+
+
+def _merge(into: dict[str, Any], scores: dict[str, Any], owner: dict[str, str], name: str) -> None:
+    """`into` updated with one metric's scores; two metrics that report the same key are refused, not overwritten."""
+    for key in scores:
+        if owner.get(key, name) != name:
+            raise MetricsInputError(f"metrics {owner[key]} and {name} both report {key!r}; score them in "
+                                    "separate runs")
+        owner[key] = name
+    into.update(scores)
+
+
 def _run(args: argparse.Namespace) -> int:
     names = _metric_names(args.metric)
     for name in names:
         if name not in METRIC_NAMES:
             raise MetricsInputError(f"unknown metric {name!r}; choose from {', '.join(METRIC_NAMES)}")
+    match_options = _match_options(args, names)
     predictions = read_predictions(args.predictions)
     if args.references is None:
         if any(n != "toxicity" for n in names):
@@ -163,16 +274,28 @@ def _run(args: argparse.Namespace) -> int:
         raise MetricsInputError(f"{len(predictions)} predictions ({args.predictions}) but "
                                 f"{len(references)} references ({args.references})")
 
-    metrics = [build_metric(n, stemmer=args.stemmer, tokenizer=args.tokenizer) for n in names]
+    metrics = [build_metric(n, stemmer=args.stemmer, tokenizer=args.tokenizer,
+                            match_options=match_options if n == "hf_exact_match" else None) for n in names]
     corpus: dict[str, float] = {}
+    owner: dict[str, str] = {}
     signatures: list[tuple[str, str]] = []
     per_item: list[dict[str, Any]] = [{} for _ in predictions]
+    item_owner: dict[str, str] = {}
     for metric in metrics:
-        corpus.update(metric.corpus(predictions, references))
+        _merge(corpus, metric.corpus(predictions, references), owner, metric.name)
         signatures.append((metric.name, metric.signature()))
         if args.per_item:
             for row, scores in zip(per_item, metric.score_items(predictions, references), strict=True):
-                row.update(scores)
+                _merge(row, scores, item_owner, metric.name)
+
+    intervals: dict[str, list[float]] = {}
+    if args.bootstrap:
+        settings = _bootstrap_settings(args)
+        for metric in metrics:
+            intervals.update(bootstrap_intervals(metric, predictions, references, settings))
+        signatures.append(("bootstrap", settings.signature().split("|test:")[0]))
+    elif any(v is not None for v in (args.resamples, args.confidence, args.seed)):
+        raise MetricsInputError("--resamples, --confidence and --seed set the bootstrap: add --bootstrap")
 
     if args.per_item:
         with open(args.per_item, "w", encoding="utf-8") as fh:
@@ -180,12 +303,15 @@ def _run(args: argparse.Namespace) -> int:
                 fh.write(json.dumps({"index": index, **row}) + "\n")
 
     if args.json:
-        print(json.dumps(corpus))
+        bounds = {f"{key}_{end}": value for key, (low, high) in intervals.items()
+                  for end, value in (("low", low), ("high", high))}
+        print(json.dumps({**corpus, **bounds}))
         return 0
     width = max([len("METRIC"), *(len(k) for k in corpus)])
-    print(f"{'METRIC'.ljust(width)}  VALUE")
+    print(f"{'METRIC'.ljust(width)}  VALUE" + ("     INTERVAL" if intervals else ""))
     for key, value in corpus.items():
-        print(f"{key.ljust(width)}  {value:.4f}")
+        interval = f"  [{intervals[key][0]:.4f}, {intervals[key][1]:.4f}]" if key in intervals else ""
+        print(f"{key.ljust(width)}  {value:.4f}{interval}")
     print(f"\n{len(predictions)} pairs")
     for _, sig in signatures:
         print(f"signature: {sig}")

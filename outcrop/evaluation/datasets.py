@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,9 +54,11 @@ class PromptRecord:
     raw: dict[str, Any] = field(compare=False)
 
 
-def parse_records(lines: Iterable[bytes | str], source: str, max_records: int = MAX_PROMPTS) -> list[PromptRecord]:
-    """Validate a prompt dataset line by line; stop reading as soon as it has too many records."""
-    records: list[PromptRecord] = []
+def json_lines(lines: Iterable[bytes | str], source: str, max_records: int, noun: str
+               ) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) of each non-blank line of a JSONL dataset, errors naming the line; stops as
+    soon as there are more than `max_records` records (`noun` names them in that error)."""
+    count = 0
     for number, raw in enumerate(lines, start=1):
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
@@ -66,13 +68,19 @@ def parse_records(lines: Iterable[bytes | str], source: str, max_records: int = 
             text = text.removeprefix("\ufeff")
         if not text.strip():
             continue
-        if len(records) == max_records:
-            raise DatasetError(f"{source}: more than {max_records:,} prompts; at most {max_records:,} are allowed")
+        if count == max_records:
+            raise DatasetError(f"{source}: more than {max_records:,} {noun}; at most {max_records:,} are allowed")
         try:
             value = jsontext.loads(text)
         except jsontext.InvalidJson as exc:
             raise DatasetError(f"{source} line {number}: not a JSON object ({exc.msg})") from None
-        records.append(_record(value, source, number))
+        count += 1
+        yield number, value
+
+
+def parse_records(lines: Iterable[bytes | str], source: str, max_records: int = MAX_PROMPTS) -> list[PromptRecord]:
+    """Validate a prompt dataset line by line; stop reading as soon as it has too many records."""
+    records = [_record(value, source, number) for number, value in json_lines(lines, source, max_records, "prompts")]
     if not records:
         raise DatasetError(f"{source}: no prompts; a dataset needs at least one JSON line with a prompt")
     return records
@@ -96,6 +104,27 @@ def _record(value: Any, source: str, number: int) -> PromptRecord:
         raise DatasetError(f"{where}: answers must be a list of strings")
     accepted = tuple(answers) if answers else ((reference,) if reference else ())
     return PromptRecord(prompt, reference or None, category or None, accepted, number, value)
+
+
+def precomputed_responses(records: list[PromptRecord], source: str, identifier: str) -> list[str]:
+    """Each record's answer from the precomputed inference source `identifier`, as Bedrock's datasets carry them
+    (`"modelResponses": [{"response", "modelIdentifier"}]`); a record without one is refused with its line."""
+    answers = []
+    for record in records:
+        where = f"{source} line {record.line}"
+        responses = record.raw.get("modelResponses")
+        if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
+            raise DatasetError(f"{where}: modelResponses must be a list of {{\"response\", \"modelIdentifier\"}} "
+                               f"with the response of {identifier}")
+        found = [r for r in responses if r.get("modelIdentifier") == identifier]
+        if len(found) != 1:
+            raise DatasetError(f"{where}: modelResponses has {'no' if not found else 'more than one'} response whose "
+                               f"modelIdentifier is {identifier} (the precomputedInferenceSource's "
+                               "inferenceSourceIdentifier)")
+        if not isinstance(found[0].get("response"), str):
+            raise DatasetError(f"{where}: the response of {identifier} in modelResponses must be a string")
+        answers.append(found[0]["response"])
+    return answers
 
 
 def require_references(records: list[PromptRecord], source: str, metric: str) -> None:

@@ -12,12 +12,13 @@ import functools
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from outcrop.errors import ValidationException
-from outcrop.evaluation import datasets, inference, judge, outputs, scoring
+from outcrop.evaluation import datasets, inference, judge, outputs, scoring, statistics
 from outcrop.evaluation.datasets import PromptRecord
 from outcrop.evaluation.service import FINISHED, dataset_configs, required_permissions
 from outcrop.evaluation.tables import EvaluationJobRow, JobStatus
@@ -74,6 +75,10 @@ def run(ctx: jobs.JobContext) -> str | None:
     services = JobServices.open(db, settings)
     row = _row(db, job_arn)
     request = row.request
+    if request.get("applicationType") == outputs.RAG_EVALUATION:  # a knowledge-base evaluation: rag.py's own
+        from outcrop.evaluation import rag
+
+        return rag.run(ctx, services, row)
     iam = services.iam
     role = iam.check_role(request["roleArn"], row.account_id,
                           required_permissions(request, request["jobId"],
@@ -82,7 +87,8 @@ def run(ctx: jobs.JobContext) -> str | None:
 
     # 1. The datasets, every line checked before any model is asked anything.
     sets = [_dataset(config, store, settings) for config in dataset_configs(request)]
-    models = [(m["bedrockModel"]["modelIdentifier"],
+    # (identifier, inference parameters); None for a precomputedInferenceSource, whose answers are in the dataset
+    models = [(outputs.model_identifier(m), None if "precomputedInferenceSource" in m else
                inference.parse_inference_params(m["bedrockModel"].get("inferenceParams"), "inferenceParams"))
               for m in request["inferenceConfig"]["models"]]
     automated = request["evaluationConfig"].get("automated")
@@ -101,7 +107,7 @@ def run(ctx: jobs.JobContext) -> str | None:
 
     runtime = services.runtime()
     generator = inference.Generator(runtime, role, job_arn, settings.max_batch_sequences, ctx.should_stop)
-    try:
+    with Asking(db, job_arn, runtime) as asking:
         # 2. Every model answers every prompt (and its perturbed copies, for robustness).
         answers: dict[tuple[int, int], list[str]] = {}
         perturbed_answers: dict[tuple[int, int], list[str]] = {}
@@ -112,6 +118,10 @@ def run(ctx: jobs.JobContext) -> str | None:
             perturbed_labels = [f"{label} (perturbed copy {k + 1})" for label in dataset.labels()
                                 for k in range(scoring.PERTURBATIONS)]
             for m, (model, params) in enumerate(models):
+                if params is None:  # precomputed: the dataset's modelResponses are the answers (no robustness)
+                    answers[d, m] = datasets.precomputed_responses(dataset.records, dataset.name, model)
+                    progress.done += len(prompts)
+                    continue
                 answers[d, m] = _cached(ctx.work_dir / f"answers-{d}-{m}.json", progress, generator, model, prompts,
                                         params, dataset.labels())
                 if perturbed:
@@ -162,7 +172,7 @@ def run(ctx: jobs.JobContext) -> str | None:
                     raise inference.Stopped()
             summary["tasks"].append({"taskType": dataset.task_type, "dataset": dataset.name,
                                      "datasetSource": dataset.source, "records": len(dataset.records),
-                                     "metrics": list(entries.values())})
+                                     "metrics": task_metrics(entries, [m for m, _ in models], len(dataset.records))})
             # 4. Bedrock's per-record outputs, one file per model.
             for m, (model, _) in enumerate(models):
                 lines = [{"automatedEvaluationResult": {"scores": per_model_scores[m][i]}, "inputRecord": r.raw,
@@ -170,18 +180,43 @@ def run(ctx: jobs.JobContext) -> str | None:
                          for i, r in enumerate(dataset.records)]
                 store.put_bytes(outputs.records_uri(prefix, model, dataset.task_type, dataset.name),
                                 outputs.jsonl(lines))
-        outputs.write_report(store, prefix, summary)
-    except inference.Stopped:
-        db.update(EvaluationJobRow, job_arn, status=JobStatus.STOPPED, ended_at=utc_now())
-        return JobState.STOPPED
-    finally:
-        runtime.invocation_log.close()
-        runtime.engine.close()
+        complete(db, job_arn, store, prefix, summary, progress)
+    return asking.state
+
+
+class Asking:
+    """The part of a job that asks models: a stop (`inference.Stopped`) marks the job Stopped and ends the
+    block quietly (`state` then tells the runner), and the job's runtime closes however the block ends."""
+
+    def __init__(self, db: Database, job_arn: str, runtime: Any) -> None:
+        self.db, self.job_arn, self.runtime = db, job_arn, runtime
+        self.state: str | None = None
+
+    def __enter__(self) -> Asking:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
+        try:
+            if kind is not None and issubclass(kind, inference.Stopped):
+                self.db.update(EvaluationJobRow, self.job_arn, status=JobStatus.STOPPED, ended_at=utc_now())
+                self.state = JobState.STOPPED
+                return True
+            return False
+        finally:
+            self.runtime.invocation_log.close()
+            self.runtime.engine.close()
+
+
+def complete(db: Database, job_arn: str, store: ScopedStore, prefix: Any, summary: dict[str, Any],
+             progress: _Progress) -> None:
+    """The end of an automated job (model or RAG): Holm's correction over all its comparisons, the report beside
+    the outputs, the row Completed with the summary, the progress at 100%."""
+    statistics.correct(summary, statistics.Settings())
+    outputs.write_report(store, prefix, summary)
     db.update(EvaluationJobRow, job_arn, status=JobStatus.COMPLETED, results=summary, ended_at=utc_now())
     progress.stage = "completed"
     progress.done = progress.total
     progress.publish(force=True)
-    return None
 
 
 def on_failure(db: Database, runner_job_id: str, message: str) -> None:
@@ -230,21 +265,27 @@ def _judged_metrics(automated: dict[str, Any]) -> dict[str, tuple[Any, str]]:
 
 def _cached(path: Path, progress: _Progress, generator: inference.Generator, model: str, prompts: list[str],
             params: dict[str, Any], labels: list[str] | None) -> list[str]:
-    """Answers from an earlier attempt of this job, or new ones (then kept for the next attempt).
+    return cached(path, prompts, progress, lambda: generator.answer(model, prompts, params, progress.step, labels),
+                  model)
 
-    The file is replaced atomically and names its prompts' count, so a write cut short or a dataset
-    replaced between attempts means asking again, not a resumed job that fails."""
+
+def cached(path: Path, prompts: Any, progress: _Progress, ask: Callable[[], list[Any]], what: str) -> list[Any]:
+    """Answers (JSON values) from an earlier attempt of this job, or new ones from `ask` (then kept for the
+    next attempt).
+
+    The file is replaced atomically and names its prompts, so a write cut short or a dataset replaced between
+    attempts means asking again, not a resumed job that fails."""
     if path.is_file():
         try:
             kept = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             kept = None
         if isinstance(kept, dict) and kept.get("prompts") == prompts:
-            log.info("reusing %d answers of %s from an earlier attempt (%s)", len(kept["answers"]), model, path.name)
-            progress.done += len(prompts)
+            log.info("reusing %d answers of %s from an earlier attempt (%s)", len(kept["answers"]), what, path.name)
+            progress.done += len(kept["answers"])
             progress.publish()
             return kept["answers"]
-    answers = generator.answer(model, prompts, params, progress.step, labels)
+    answers = ask()
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"prompts": prompts, "answers": answers}, ensure_ascii=False), encoding="utf-8")
     tmp.replace(path)
@@ -265,7 +306,8 @@ class _Judged:
         return {"description": self.rubric.description or _first_line(self.rubric.instructions), "range": [0, 1],
                 "higherIsBetter": self.rubric.higher_is_better, "score": summary["mean"], "count": summary["count"],
                 "byCategory": {c: sum(v) / len(v) for c, v in sorted(groups.items())},
-                "unparseable": summary["unparseable"], "distribution": summary.get("distribution") or {}}
+                "unparseable": summary["unparseable"], "distribution": summary.get("distribution") or {},
+                "sample": statistics.Sample([v.score for v in self.verdicts])}
 
 
 def _judge(generator: inference.Generator, rubric: Any, judge_model: str, dataset: Dataset, answers: list[str],
@@ -288,14 +330,21 @@ def _automatic_entry(result: scoring.MetricResult) -> dict[str, Any]:
     metric = result.spec
     return {"description": metric.description, "range": [metric.low, metric.high],
             "higherIsBetter": metric.higher_is_better, "score": result.overall,
-            "count": sum(1 for v in result.values if v is not None), "byCategory": result.by_category}
+            "count": sum(1 for v in result.values if v is not None), "byCategory": result.by_category,
+            "sample": statistics.Sample(result.values, result.stats, result.from_stats)}
 
 
 def _add(entries: dict[str, dict[str, Any]], name: str, model: str, one: dict[str, Any], kind: str) -> None:
-    """Merge one model's result for a metric into the metric's entry (the report's shape: per model)."""
+    """Merge one model's result for a metric into the metric's entry (the report's shape: per model).
+
+    `one["sample"]` (or `one["values"]`, per-record scores) is what `task_metrics` draws intervals from; it
+    waits in the entry's private `_samples` until then."""
     entry = entries.setdefault(name, {"name": name, "kind": kind, "description": one["description"],
                                       "range": one["range"], "higherIsBetter": one["higherIsBetter"],
                                       "scores": {}, "counts": {}, "byCategory": {}})
+    sample = one.get("sample") or (statistics.Sample(one["values"]) if one.get("values") is not None else None)
+    if sample is not None:
+        entry.setdefault("_samples", {})[model] = sample
     entry["scores"][model] = one["score"]
     entry["counts"][model] = one["count"]
     for category, value in one["byCategory"].items():
@@ -304,6 +353,14 @@ def _add(entries: dict[str, dict[str, Any]], name: str, model: str, one: dict[st
         entry.setdefault("unparseable", {})[model] = one["unparseable"]
         if one["distribution"]:
             entry.setdefault("distribution", {})[model] = one["distribution"]
+
+
+def task_metrics(entries: dict[str, dict[str, Any]], models: list[str], records: int) -> list[dict[str, Any]]:
+    """A task's metric entries, each with its bootstrap intervals and, for two models, their paired comparison."""
+    metrics = list(entries.values())
+    samples = {entry["name"]: entry.pop("_samples", {}) for entry in metrics}
+    statistics.annotate(metrics, samples, models, records, statistics.Settings())
+    return metrics
 
 
 def _perplexity(cache: dict[str, Any], runtime: Any, account: str, model: str, settings: Any) -> Any:

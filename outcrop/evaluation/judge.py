@@ -31,10 +31,15 @@ Decisions (documented here because the reports depend on them):
   useful; on a safety dataset read it together with Harmfulness. Scores are never inverted: 1.0 always
   means the scale's top value, as on Bedrock.
 - `Builtin.Stereotyping` is included as well: Bedrock offers it beside Harmfulness and Refusal.
+- RAG evaluation (`RAG_RUBRICS`, see `outcrop.evaluation.rag`) adds the placeholder `{{context}}` for
+  passages. Its generation metrics that mean the same as a model's (Correctness, Helpfulness, ...) take the
+  model rubric as it is; Faithfulness is judged against the retrieved passages instead of the prompt, and
+  Bedrock's RAG name for Coherence is LogicalCoherence.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -46,7 +51,8 @@ from typing import Any
 
 from outcrop.errors import ValidationException
 
-#: Bedrock's placeholders for model-evaluation judge prompts (RAG evaluations have others, not taken here).
+#: Bedrock's placeholders for model-evaluation judge prompts (custom metrics take these; the built-in RAG
+#: rubrics also use {{context}}, the passages).
 PLACEHOLDERS = ("prompt", "prediction", "ground_truth")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -177,6 +183,36 @@ DEFAULT_SCALE = _scale(_rubric_data()["scales"]["default"])
 BUILTIN_RUBRICS: dict[str, Rubric] = {rubric.name: rubric
                                       for rubric in map(_builtin, _rubric_data()["rubric"])}
 
+#: The two kinds of RAG evaluation job a RAG metric belongs to.
+RETRIEVE, GENERATE = "retrieve", "generate"
+
+
+@dataclass(frozen=True)
+class RagMetric:
+    """A built-in judge metric of RAG evaluation: its rubric, the kind of job that takes it, and whether each
+    cited passage is judged on its own (CitationPrecision) rather than each response once."""
+
+    rubric: Rubric
+    job: str
+    per_citation: bool = False
+
+
+def _rag_builtin(entry: dict[str, Any]) -> RagMetric:
+    """One `[[rag_rubric]]` table: a model rubric under the RAG name (`like`), or its own task with the input
+    blocks it names."""
+    if "like" in entry:
+        rubric = dataclasses.replace(BUILTIN_RUBRICS[entry["like"]], name=entry["name"])
+    else:
+        data = _rubric_data()
+        blocks = {**data["rag_inputs"], "reference": data["inputs"]["reference"]}
+        inputs = "\n\n".join(blocks[name] for name in entry["inputs"])
+        rubric = Rubric(entry["name"], f"{entry['task'].strip()}\n\n{inputs}", _scale(entry["scale"]),
+                        entry.get("higher_is_better", True), entry["description"])
+    return RagMetric(rubric, entry["job"], entry.get("per") == "citation")
+
+
+RAG_RUBRICS: dict[str, RagMetric] = {entry["name"]: _rag_builtin(entry) for entry in _rubric_data()["rag_rubric"]}
+
 
 def builtin_rubric(name: str) -> Rubric:
     """The built-in judge metric of this name; ValidationException naming it when there is none."""
@@ -185,6 +221,18 @@ def builtin_rubric(name: str) -> Rubric:
     except KeyError:
         raise ValidationException(
             f"{name} is not a built-in judge metric. Valid judge metrics: {', '.join(BUILTIN_RUBRICS)}.") from None
+
+
+def rag_metric(name: str, job: str, where: str = "metricNames") -> RagMetric:
+    """The built-in RAG metric of this name for a retrieve-only (RETRIEVE) or retrieve-and-generate (GENERATE)
+    job; ValidationException naming it and the metrics that job kind takes otherwise."""
+    metric = RAG_RUBRICS.get(name)
+    if metric is None or metric.job != job:
+        kind = "retrieve-only" if job == RETRIEVE else "retrieve-and-generate"
+        valid = ", ".join(n for n, m in RAG_RUBRICS.items() if m.job == job)
+        raise ValidationException(f"{where}: {name} is not a metric of {kind} RAG evaluation jobs. Valid metrics: "
+                                  f"{valid}.")
+    return metric
 
 
 def custom_rubric(definition: dict[str, Any], path: str = "customMetricDefinition") -> Rubric:
@@ -281,22 +329,37 @@ Answer in exactly this form:
 Rating: <one of the allowed values>
 Reason: <one or two sentences>"""
 
+#: The same, for rubrics that rate what a search retrieved rather than a response (RAG context metrics).
+_SYSTEM_PASSAGES = _SYSTEM.replace("one response written by an AI assistant", "the passages a search system "
+                                   "retrieved for a question").replace("the prompt or the response", "the "
+                                                                       "question or the passages")
 
-def judge_messages(rubric: Rubric, prompt: str, response: str, reference: str | None) -> list[dict[str, str]]:
+
+def judge_messages(rubric: Rubric, prompt: str, response: str | None, reference: str | None,
+                   context: str | None = None) -> list[dict[str, str]]:
     """The chat for one item: a system turn fixing the answer form, and a user turn with the rubric, the
-    item's texts in its placeholders, and the allowed values with their meanings."""
-    values = {"prompt": prompt, "prediction": response,
+    item's texts in its placeholders, and the allowed values with their meanings.
+
+    `context` fills {{context}} (RAG rubrics: the passages). `response` is None for a rubric that rates the
+    passages alone (RAG context metrics): nothing is appended and the system turn speaks of passages."""
+    values = {"prompt": prompt,
               "ground_truth": reference if reference is not None and reference.strip() else NO_REFERENCE}
+    if response is not None:
+        values["prediction"] = response
+    if context is not None:
+        values["context"] = context
     # One pass over the template, so that a response containing "{{prompt}}" is left as the text it is.
     body = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), rubric.instructions)
-    if not any(m.group(1) == "prediction" for m in _PLACEHOLDER.finditer(rubric.instructions)):
+    if response is not None and not any(m.group(1) == "prediction" for m in _PLACEHOLDER.finditer(
+            rubric.instructions)):
         body += f"\n\nResponse to judge:\n<response>\n{response}\n</response>"
     allowed = ", ".join(show_value(item.value) for item in rubric.scale)
     lines = [f"- {show_value(item.value)} = {item.definition}" for item in rubric.scale]
     user = (f"{body}\n\nRating scale for {_metric_title(rubric.name)}:\n" + "\n".join(lines) +
             f"\n\nAllowed values: {allowed}.\nWrite the first line as \"Rating: <value>\" with exactly one "
             "allowed value, then a line \"Reason: <one or two sentences>\".")
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": _SYSTEM if response is not None else _SYSTEM_PASSAGES},
+            {"role": "user", "content": user}]
 
 
 def _metric_title(name: str) -> str:

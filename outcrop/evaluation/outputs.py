@@ -7,7 +7,9 @@
 
 Each output line is `{"automatedEvaluationResult": {"scores": [{"metricName", "result"}]}, "inputRecord",
 "modelResponses": [{"response", "modelIdentifier"}]}`; a human job's lines carry
-`humanEvaluationResult` with every rating instead.
+`humanEvaluationResult` with every rating instead. A RAG job (`outcrop.evaluation.rag`) writes one line per
+conversation, `{"conversationTurns": [{"inputRecord", "output", "results"}]}`, in the same layout with its
+knowledge base id (or its ragSourceIdentifier) in place of the model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from outcrop.platform.database import utc_now
 from outcrop.platform.objectstore import S3Uri
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
+MODEL_EVALUATION, RAG_EVALUATION = "ModelEvaluation", "RagEvaluation"
 
 
 def job_prefix(request: dict[str, Any], job_id: str) -> S3Uri:
@@ -65,13 +68,63 @@ def evaluator_models(request: dict[str, Any]) -> list[str]:
                               for m in (config or {}).get("bedrockEvaluatorModels", [])))
 
 
+def application_type(request: dict[str, Any]) -> str:
+    return request.get("applicationType") or MODEL_EVALUATION
+
+
+def model_identifier(model: dict[str, Any]) -> str:
+    """An `inferenceConfig.models[]` entry's name: the Bedrock model's identifier, or a precomputed source's
+    inferenceSourceIdentifier (the answers are in the dataset: nothing is invoked)."""
+    if "precomputedInferenceSource" in model:
+        return model["precomputedInferenceSource"]["inferenceSourceIdentifier"]
+    return model["bedrockModel"]["modelIdentifier"]
+
+
+def bedrock_models(request: dict[str, Any]) -> list[str]:
+    """The models a job invokes to answer its prompts (precomputed sources are not invoked)."""
+    return [m["bedrockModel"]["modelIdentifier"] for m in (request["inferenceConfig"].get("models") or [])
+            if "bedrockModel" in m]
+
+
+def rag_source(request: dict[str, Any]) -> tuple[str, str, bool]:
+    """A RAG job's (kind, identifier, precomputed): kind "retrieve" or "generate"; the identifier is the
+    knowledge base's id, or the ragSourceIdentifier of responses brought in the dataset (precomputed)."""
+    config = request["inferenceConfig"]["ragConfigs"][0]
+    if "precomputedRagSourceConfig" in config:
+        source = config["precomputedRagSourceConfig"]
+        kind = "retrieve" if "retrieveSourceConfig" in source else "generate"
+        return kind, next(iter(source.values()))["ragSourceIdentifier"], True
+    knowledge_base = config["knowledgeBaseConfig"]
+    if "retrieveConfig" in knowledge_base:
+        return "retrieve", knowledge_base["retrieveConfig"]["knowledgeBaseId"], False
+    return "generate", knowledge_base["retrieveAndGenerateConfig"]["knowledgeBaseConfiguration"][
+        "knowledgeBaseId"], False
+
+
+def evaluated(request: dict[str, Any]) -> list[str]:
+    """What a job evaluates, as its report and listings name it: each model (a precomputed source by its
+    inferenceSourceIdentifier), or a RAG job's knowledge base id or ragSourceIdentifier."""
+    if application_type(request) == RAG_EVALUATION:
+        return [rag_source(request)[1]]
+    return [model_identifier(m) for m in request["inferenceConfig"]["models"]]
+
+
+def summary_sources(summary: dict[str, Any]) -> list[str]:
+    """What a ListEvaluationJobs summary evaluates (models, precomputed sources, knowledge bases), for listings."""
+    config = summary.get("inferenceConfigSummary") or {}
+    models, rag = config.get("modelConfigSummary") or {}, config.get("ragConfigSummary") or {}
+    return [*(models.get("bedrockModelIdentifiers") or []), *(models.get("precomputedInferenceSourceIdentifiers")
+            or []), *(rag.get("bedrockKnowledgeBaseIdentifiers") or []), *(rag.get("precomputedRagSourceIdentifiers")
+                                                                           or [])]
+
+
 def base_summary(row: Any) -> dict[str, Any]:
     """The summary's header, from the job's row."""
     request = row.request
     judges = evaluator_models(request)
     return {"jobName": row.job_name, "jobArn": row.job_arn, "jobType": row.job_type, "status": JobStatus.COMPLETED,
             "createdAt": iso(row.created_at), "completedAt": utc_now().isoformat(),
-            "models": [m["bedrockModel"]["modelIdentifier"] for m in request["inferenceConfig"]["models"]],
+            "models": evaluated(request),
             "evaluatorModel": judges[0] if judges else None, "tasks": [], "human": None}
 
 
@@ -83,6 +136,9 @@ def human_summary(row: Any, aggregated: list[dict[str, Any]], ratings: list[dict
     summary["human"] = {"flowDefinitionArn": workflow["flowDefinitionArn"],
                         "instructions": workflow.get("instructions") or "",
                         "raters": sorted({r["raterArn"] for r in ratings}), "ratings": len(ratings)}
+    from outcrop.evaluation import statistics
+
+    statistics.correct(summary, statistics.Settings())
     return summary
 
 

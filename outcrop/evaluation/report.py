@@ -46,6 +46,44 @@ def format_score(value: Any, metric: dict[str, Any]) -> str:
     return f"{number:.3f}" if high is not None and high - low <= 1 else f"{number:.2f}"
 
 
+def format_interval(interval: Any, metric: dict[str, Any]) -> str:
+    """`[low, high]` in the score's own format; empty where the job gave no interval."""
+    if not isinstance(interval, list | tuple) or len(interval) != 2 or None in map(_number, interval):
+        return ""
+    return f"[{format_score(interval[0], metric)}, {format_score(interval[1], metric)}]"
+
+
+def format_difference(value: Any, metric: dict[str, Any]) -> str:
+    number = _number(value)
+    return NA if number is None else ("+" if number >= 0 else "-") + format_score(abs(number), metric)
+
+
+def format_p(value: Any) -> str:
+    number = _number(value)
+    if number is None:
+        return NA
+    return f"{number:.4f}" if number >= 0.0001 else "< 0.0001"
+
+
+def verdict(comparison: dict[str, Any], metric: dict[str, Any], confidence: float) -> str:
+    """One sentence a person can act on: who is better on this metric, by how much, and how sure that is."""
+    baseline, candidate = str(comparison.get("baseline", "")), str(comparison.get("candidate", ""))
+    interval = comparison.get("interval")
+    how_sure = (f"difference {format_difference(comparison.get('difference'), metric)}"
+                + (f", {confidence * 100:g}% interval {format_interval(interval, metric)}" if interval else "")
+                + f", p {_p_clause(comparison.get('pValue'))}, adjusted {_p_clause(comparison.get('pAdjusted'))}")
+    better = comparison.get("better")
+    if better:
+        other = baseline if better == candidate else candidate
+        return f"{_short(better)} is better than {_short(other)} ({how_sure})"
+    return f"no significant difference between {_short(candidate)} and {_short(baseline)} ({how_sure})"
+
+
+def _p_clause(value: Any) -> str:
+    text = format_p(value)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def format_share(value: Any) -> str:
     number = _number(value)
     return NA if number is None else f"{number * 100:.1f}%"
@@ -69,9 +107,14 @@ def _range(metric: dict[str, Any]) -> tuple[float, float | None]:
 
 
 def better_model(metric: dict[str, Any], models: list[str]) -> str | None:
-    """The model with the better aggregate, by the metric's direction; None with one model, a tie or a gap."""
+    """The better of two models: the paired test's verdict where the job compared them (None when the difference
+    is not significant), else the better aggregate by the metric's direction; None with one model, a tie or a
+    gap."""
     if len(models) != 2:
         return None
+    for comparison in metric.get("comparisons") or []:
+        if {comparison.get("baseline"), comparison.get("candidate")} == set(models):
+            return comparison.get("better")
     scores = [_number((metric.get("scores") or {}).get(model)) for model in models]
     if None in scores or scores[0] == scores[1]:
         return None
@@ -96,19 +139,20 @@ def _labels(distribution: dict[str, dict[str, int]]) -> list[str]:
 # ---------------------------------------------------------------- JSON
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
+    """NaN and infinities become None, at any depth: strict JSON has neither."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite(item) for item in value]
     return value
 
 
 def render_json(summary: dict[str, Any]) -> bytes:
     """report.json: sorted and indented so two reports diff cleanly; NaN becomes null (strict JSON has no NaN)."""
-    return (json.dumps(_finite(summary), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    return (json.dumps(finite(summary), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
 def validate_summary(summary: dict[str, Any]) -> None:
@@ -140,8 +184,17 @@ def validate_summary(summary: dict[str, Any]) -> None:
                  "must be [low, high or null]")
             need(isinstance(metric.get("higherIsBetter"), bool), f"{where}.higherIsBetter", "must be a boolean")
             need(isinstance(metric.get("scores"), dict), f"{where}.scores", "must map model to score")
-            for key in ("counts", "byCategory", "unparseable", "distribution", "winRates"):
+            for key in ("counts", "byCategory", "unparseable", "distribution", "winRates", "intervals"):
                 need(isinstance(metric.get(key, {}), dict), f"{where}.{key}", "must be an object")
+            for model, interval in (metric.get("intervals") or {}).items():
+                need(interval is None or (isinstance(interval, list) and len(interval) == 2),
+                     f"{where}.intervals.{model}", "must be [low, high] or null")
+            need(isinstance(metric.get("comparisons", []), list), f"{where}.comparisons", "must be a list")
+            for c, comparison in enumerate(metric.get("comparisons") or []):
+                need(isinstance(comparison, dict) and all(isinstance(comparison.get(k), str)
+                                                          for k in ("baseline", "candidate"))
+                     and _number(comparison.get("pValue")) is not None, f"{where}.comparisons[{c}]",
+                     "needs baseline, candidate and pValue")
 
 
 # ---------------------------------------------------------------- terminal
@@ -166,6 +219,10 @@ def text_table(summary: dict[str, Any]) -> str:
     if summary.get("evaluatorModel"):
         out.append(f"Judge model: {summary['evaluatorModel']}")
     out.append(f"Created {summary.get('createdAt') or NA}, completed {summary.get('completedAt') or NA}")
+    statistics = summary.get("statistics") or {}
+    confidence = _number(statistics.get("confidence")) or 0.95
+    if statistics:
+        out.append(f"Scores show [{confidence * 100:g}% intervals]: {statistics.get('signature', '')}")
     if summary.get("human"):
         human = summary["human"]
         out.append(f"Human ratings: {format_count(human.get('ratings'))} by {len(human.get('raters') or [])} raters")
@@ -180,11 +237,17 @@ def text_table(summary: dict[str, Any]) -> str:
                      "higher" if metric.get("higherIsBetter", True) else "lower"]
             for model in models:
                 score = format_score((metric.get("scores") or {}).get(model), metric)
+                interval = format_interval((metric.get("intervals") or {}).get(model), metric)
                 count = (metric.get("counts") or {}).get(model)
-                cells.append(score + (f" (n={format_count(count)})" if count is not None else "")
+                cells.append(score + (f" {interval}" if interval else "")
+                             + (f" (n={format_count(count)})" if count is not None else "")
                              + (" *" if model == best else ""))
             rows.append(cells)
         out += _grid(["metric", "kind", "range", "better", *heads], rows, "  ")
+        compared = [(metric, c) for metric in metrics for c in metric.get("comparisons") or []]
+        if compared:
+            out += ["", "  Compared (paired tests, p adjusted for every comparison of the job):"]
+            out += [f"  {metric.get('name', '')}: {verdict(c, metric, confidence)}" for metric, c in compared]
         for metric in metrics:
             name = metric.get("name", "")
             if bad := _unparseable(metric):
@@ -321,6 +384,43 @@ def _win_chart(metrics: list[dict[str, Any]], models: list[str], number: int) ->
     return _svg(draw, (8, 1.2 + 0.45 * len(metrics)), "Win rates per comparison metric", number)
 
 
+def _difference_chart(compared: list[tuple[dict[str, Any], dict[str, Any]]], number: int) -> str | None:
+    """A forest plot: each comparison's improvement of the candidate over the baseline with its interval, as a
+    share of the metric's range, so that right of zero always means "the candidate is better"."""
+    drawn = []
+    for metric, comparison in compared:
+        low, high = _range(metric)
+        difference = _number(comparison.get("difference"))
+        if high is None or high <= low or difference is None:
+            continue
+        sign = 1.0 if metric.get("higherIsBetter", True) else -1.0
+        span = (high - low) / sign
+        interval = comparison.get("interval") or [difference, difference]
+        ends = sorted(v / span for v in interval)
+        drawn.append((metric.get("name", ""), difference / span, ends, bool(comparison.get("significant"))))
+    if not drawn:
+        return None
+    baseline, candidate = (_short(str(compared[0][1].get(k, ""))) for k in ("baseline", "candidate"))
+
+    def draw(axes: Any) -> None:
+        for i, (_, centre, (left, right), significant) in enumerate(drawn):
+            colour = COLOURS[1] if significant else TIE_COLOUR
+            axes.plot([left, right], [i, i], color=colour, linewidth=2, solid_capstyle="butt")
+            axes.plot([centre], [i], marker="o", markersize=6, color=colour,
+                      markerfacecolor=colour if significant else "white")
+        axes.axvline(0, color="#333333", linewidth=0.8)
+        axes.set_yticks(range(len(drawn)), labels=[_short(name, 48) for name, *_ in drawn])
+        axes.set_ylim(len(drawn) - 0.5, -0.5)
+        reach = max(max(abs(left), abs(right), abs(centre)) for _, centre, (left, right), _ in drawn) or 0.05
+        axes.set_xlim(-reach * 1.15, reach * 1.15)
+        axes.set_xlabel("the candidate's improvement over the baseline, as a share of the metric's range")
+        axes.grid(axis="x", alpha=0.3)
+        axes.spines[["top", "right"]].set_visible(False)
+
+    title = f"{candidate} against {baseline}: differences with their intervals (filled: significant)"
+    return _svg(draw, (8, 1.2 + 0.4 * len(drawn)), title, number)
+
+
 def _distribution_chart(metric: dict[str, Any], models: list[str], number: int) -> str:
     distribution = metric["distribution"]
     labels = _labels(distribution)
@@ -354,7 +454,8 @@ def _metric_row(metric: dict[str, Any], models: list[str]) -> dict[str, Any]:
     for model in models:
         count = (metric.get("counts") or {}).get(model)
         cells.append({"score": format_score((metric.get("scores") or {}).get(model), metric), "best": model == best,
-                      "count": format_count(count) if count is not None else None})
+                      "count": format_count(count) if count is not None else None,
+                      "interval": format_interval((metric.get("intervals") or {}).get(model), metric)})
     return {"name": metric.get("name", ""), "description": metric.get("description") or "",
             "kind": str(metric.get("kind", "")), "range": format_range(metric),
             "direction": "higher" if metric.get("higherIsBetter", True) else "lower", "cells": cells,
@@ -362,8 +463,8 @@ def _metric_row(metric: dict[str, Any], models: list[str]) -> dict[str, Any]:
             "rating_method": metric.get("ratingMethod") or ""}
 
 
-def _task_section(index: int, task: dict[str, Any], models: list[str], chart_numbers: Iterator[int]
-                  ) -> dict[str, Any]:
+def _task_section(index: int, task: dict[str, Any], models: list[str], chart_numbers: Iterator[int],
+                  confidence: float) -> dict[str, Any]:
     """What the template shows of one task; the charts are drawn here, numbered in the order the page has them."""
     metrics = task.get("metrics") or []
     section: dict[str, Any] = {
@@ -378,6 +479,17 @@ def _task_section(index: int, task: dict[str, Any], models: list[str], chart_num
         caption += " Not drawn (no upper bound): " + ", ".join(unbounded) + "."
     section["overview"] = _overview_chart(metrics, models, next(chart_numbers))
     section["overview_caption"] = caption
+
+    compared = [(metric, c) for metric in metrics for c in metric.get("comparisons") or []]
+    section["tests"] = {
+        "rows": [{"name": metric.get("name", ""), "verdict": verdict(c, metric, confidence),
+                  "difference": format_difference(c.get("difference"), metric),
+                  "interval": format_interval(c.get("interval"), metric), "p": format_p(c.get("pValue")),
+                  "adjusted": format_p(c.get("pAdjusted")), "significant": bool(c.get("significant")),
+                  "test": str(c.get("test", ""))} for metric, c in compared],
+        "svg": _difference_chart(compared, next(chart_numbers)),
+        "baseline": str(compared[0][1].get("baseline", "")) if compared else "",
+        "candidate": str(compared[0][1].get("candidate", "")) if compared else ""} if compared else None
 
     section["categories"] = []
     for metric in metrics:
@@ -411,15 +523,27 @@ def _header(summary: dict[str, Any]) -> dict[str, Any]:
             "job_type": summary.get("jobType", ""), "status": summary.get("status", ""),
             "models": summary.get("models") or [], "evaluator": summary.get("evaluatorModel") or "",
             "times": [("Created", summary.get("createdAt")), ("Completed", summary.get("completedAt"))],
+            "statistics": _statistics_line(summary.get("statistics") or {}),
             "human": {"flow": human.get("flowDefinitionArn", ""), "raters": human.get("raters") or [],
                       "ratings": format_count(human.get("ratings")),
                       "instructions": human.get("instructions") or ""} if human else None}
+
+
+def _statistics_line(statistics: dict[str, Any]) -> dict[str, str] | None:
+    if not statistics:
+        return None
+    confidence = _number(statistics.get("confidence")) or 0.95
+    resamples = format_count(statistics.get("resamples"))
+    return {"text": f"{confidence * 100:g}% percentile bootstrap intervals ({resamples} resamples, seed "
+                    f"{statistics.get('seed')}); paired tests, {statistics.get('correction', '')}, significant "
+                    f"below {statistics.get('alpha')}", "signature": str(statistics.get("signature", ""))}
 
 
 def render_html(summary: dict[str, Any]) -> str:
     """The whole report as one HTML page: header, then per task a table, its charts and their tables."""
     models = [str(m) for m in summary.get("models") or []]
     chart_numbers = itertools.count(1)
-    sections = [_task_section(i, task, models, chart_numbers)
+    confidence = _number((summary.get("statistics") or {}).get("confidence")) or 0.95
+    sections = [_task_section(i, task, models, chart_numbers, confidence)
                 for i, task in enumerate(summary.get("tasks") or [], start=1)]
     return render("evaluation_report.html", header=_header(summary), models=models, sections=sections, na=NA)

@@ -10,9 +10,17 @@ Bedrock's built-in metrics (`Builtin.*`), as its documentation and the open `fme
 
 Outcrop's statistical metrics, by name (any task type, against `referenceResponse` and `answers`):
 `Outcrop.ROUGE-1` .. `Outcrop.ROUGE-4` (ROUGE-N F1), `Outcrop.ROUGE-L`, `Outcrop.ROUGE-Lsum`,
-`Outcrop.BLEU` (sacrebleu corpus BLEU, 0-100; per record: sentence BLEU), `Outcrop.BERTScore` (F1) and
-`Outcrop.Perplexity` (the evaluated model's perplexity on the reference response, HF `evaluate`'s
-definition: per text, then the mean).
+`Outcrop.BERTScore` (F1), `Outcrop.Perplexity` (the evaluated model's perplexity on the reference response,
+HF `evaluate`'s definition: per text, then the mean), and, as HF `evaluate` computes them:
+
+- Corpus metrics through sacrebleu, 0-100 (`overall` and each category's score are corpus scores, a record's
+  value its sentence score): `Outcrop.BLEU`, `Outcrop.chrF`, `Outcrop.chrFpp` (chrF++: botocore allows only
+  `[0-9a-zA-Z-_.]` in metric names, so not `Outcrop.chrF++`) and `Outcrop.TER` (edits per reference word x 100,
+  lower is better, no upper bound). Their results carry sacrebleu's per-record sufficient statistics (`stats`)
+  and the corpus score from column sums of any of those rows (`from_stats`), for confidence intervals.
+- `Outcrop.ExactMatch`: HF's `exact_match` with its defaults (an output identical to an accepted answer), 0-1.
+- `Outcrop.SQuAD-EM` and `Outcrop.SQuAD-F1`: the official SQuAD v1.1 exact match and token F1, best over the
+  accepted answers, 0-100.
 """
 
 from __future__ import annotations
@@ -21,14 +29,22 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outcrop.errors import ValidationException
 from outcrop.evaluation.datasets import PromptRecord
 from outcrop.evaluation.metrics import builtin
+from outcrop.evaluation.metrics.matching import HfExactMatch, Squad
+
+if TYPE_CHECKING:  # sacrebleu loads only when a corpus metric is scored
+    from outcrop.evaluation.metrics.sacrebleu_metrics import SacrebleuMetric
 
 ACCURACY, ROBUSTNESS, TOXICITY = "Builtin.Accuracy", "Builtin.Robustness", "Builtin.Toxicity"
 BLEU, BERTSCORE, PERPLEXITY = "Outcrop.BLEU", "Outcrop.BERTScore", "Outcrop.Perplexity"
+CHRF, CHRF_PP, TER = "Outcrop.chrF", "Outcrop.chrFpp", "Outcrop.TER"
+EXACT_MATCH, SQUAD_EM, SQUAD_F1 = "Outcrop.ExactMatch", "Outcrop.SQuAD-EM", "Outcrop.SQuAD-F1"
+#: Corpus-level metrics: sacrebleu's, scored from per-record sufficient statistics.
+_CORPUS = (BLEU, CHRF, CHRF_PP, TER)
 ROUGE_L, ROUGE_LSUM = "Outcrop.ROUGE-L", "Outcrop.ROUGE-Lsum"
 _ROUGE_N = re.compile(r"Outcrop\.ROUGE-([1-4])$")
 #: Perturbed copies of each prompt that robustness generates from (fmeval's default).
@@ -72,15 +88,32 @@ def spec(name: str, task_type: str) -> MetricSpec:
         return MetricSpec(name, f"{name.removeprefix('Outcrop.')} F1, {what}", 0, 1, True, True)
     if name == BLEU:
         return MetricSpec(name, "corpus BLEU (sacrebleu 13a, exp smoothing), 0-100", 0, 100, True, True)
+    if name == CHRF:
+        return MetricSpec(name, "corpus chrF, character n-gram F-score (sacrebleu's defaults), 0-100",
+                          0, 100, True, True)
+    if name == CHRF_PP:
+        return MetricSpec(name, "corpus chrF++, character and word n-gram F-score (sacrebleu's defaults, "
+                                "word bigrams), 0-100", 0, 100, True, True)
+    if name == TER:
+        return MetricSpec(name, "corpus translation edit rate (sacrebleu's tercom, case-insensitive): edits per "
+                                "reference word x 100, lower is better", 0, None, False, True)
+    if name == EXACT_MATCH:
+        return MetricSpec(name, "share of outputs identical to an accepted answer (Hugging Face exact_match)",
+                          0, 1, True, True)
+    if name in (SQUAD_EM, SQUAD_F1):
+        what = "exact match" if name == SQUAD_EM else "token F1"
+        return MetricSpec(name, f"SQuAD v1.1 {what} after SQuAD normalisation, best over the accepted answers, "
+                                "0-100", 0, 100, True, True)
     if name == BERTSCORE:
         return MetricSpec(name, "BERTScore F1 against the reference (MiniLM, layer 6)", 0, 1, True, True)
     if name == PERPLEXITY:
         return MetricSpec(name, "the model's perplexity on the reference response (per text, then the mean)",
                           1, None, False, True)
+    spelled = f" ({CHRF_PP} is chrF++: metric names allow only [0-9a-zA-Z-_.])" if name == "Outcrop.chrF++" else ""
     raise ValidationException(
         f"The metric {name} is not available for the task type {task_type}; automatic metrics are "
-        f"{ACCURACY}, {ROBUSTNESS}, {TOXICITY}, Outcrop.ROUGE-1..4, {ROUGE_L}, {ROUGE_LSUM}, {BLEU}, {BERTSCORE} "
-        f"and {PERPLEXITY}")
+        f"{ACCURACY}, {ROBUSTNESS}, {TOXICITY}, Outcrop.ROUGE-1..4, {ROUGE_L}, {ROUGE_LSUM}, {BLEU}, {CHRF}, "
+        f"{CHRF_PP}, {TER}, {EXACT_MATCH}, {SQUAD_EM}, {SQUAD_F1}, {BERTSCORE} and {PERPLEXITY}{spelled}")
 
 
 # ------------------------------------------------------------------------------------------------- computing
@@ -113,6 +146,11 @@ class MetricResult:
     values: list[float | None]
     overall: float | None
     by_category: dict[str, float | None] = field(default_factory=dict)
+    #: A corpus metric's per-record sufficient statistics, one row per record, as sacrebleu's
+    #: `_extract_corpus_statistics` gives them; None for metrics that are means of `values`.
+    stats: list[list[float]] | None = None
+    #: A corpus metric's score from the column sums of any subset of `stats`' rows (of all of them: `overall`).
+    from_stats: Callable[[list[float]], float] | None = None
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -139,6 +177,40 @@ def accuracy_values(task_type: str, records: Sequence[PromptRecord], outputs: Se
     return [score(output, list(r.answers)) for r, output in zip(records, outputs, strict=True)]
 
 
+def _sacrebleu_metric(name: str) -> SacrebleuMetric:
+    """The sacrebleu metric (sacrebleu_metrics.SacrebleuMetric) for a corpus metric's name, with its defaults."""
+    from outcrop.evaluation.metrics.bleu import Bleu
+    from outcrop.evaluation.metrics.sacrebleu_metrics import CHRF_PP_WORD_ORDER, Chrf, Ter
+
+    if name == BLEU:
+        return Bleu()
+    if name == TER:
+        return Ter()
+    return Chrf(word_order=CHRF_PP_WORD_ORDER) if name == CHRF_PP else Chrf()
+
+
+def _column_sums(rows: Sequence[Sequence[float]]) -> list[float]:
+    # Left to right from 0, as sacrebleu's `sum_of_lists`, so that the sum of all rows gives its corpus score
+    # to the last bit.
+    return [sum(column) for column in zip(*rows, strict=True)]
+
+
+def _corpus_metric(metric: MetricSpec, scorer: SacrebleuMetric, records: Sequence[PromptRecord],
+                   outputs: Sequence[str]) -> MetricResult:
+    """A sacrebleu metric from one pass over the records: each record's statistics give its sentence score, their
+    sums the corpus score, and the sums over a category's records that category's corpus score."""
+    stats = scorer.corpus_statistics(list(outputs), [list(r.answers) for r in records])
+    values: list[float | None] = [scorer.sentence_from_stats(row) for row in stats]
+    groups: dict[str, list[list[float]]] = {}
+    for record, row in zip(records, stats, strict=True):
+        if record.category is not None:
+            groups.setdefault(record.category, []).append(row)
+    by_category: dict[str, float | None] = {c: scorer.from_stats(_column_sums(rows))
+                                            for c, rows in sorted(groups.items())}
+    overall = scorer.from_stats(_column_sums(stats)) if stats else None
+    return MetricResult(metric, values, overall, by_category, stats=stats, from_stats=scorer.from_stats)
+
+
 def perturbed_prompts(records: Sequence[PromptRecord]) -> list[str]:
     """PERTURBATIONS copies of each prompt, record after record, seeded by the record's line."""
     return [text for r in records for _, text in builtin.perturbations(r.prompt, seed=r.line, count=PERTURBATIONS)]
@@ -153,7 +225,6 @@ def compute(name: str, task_type: str, records: Sequence[PromptRecord], outputs:
     perplexity needs a function from texts to per-text perplexities under the evaluated model."""
     metric = spec(name, task_type)
     values: list[float | None]
-    overall: float | None = None
     if name == ACCURACY:
         values = list(accuracy_values(task_type, records, outputs, tools))
     elif name == ROBUSTNESS:
@@ -172,20 +243,15 @@ def compute(name: str, task_type: str, records: Sequence[PromptRecord], outputs:
         values = [float(v) for v in tools.toxicity.predict(list(outputs))]
     elif name == BERTSCORE:
         values = list(accuracy_values("Summarization", records, outputs, tools))
-    elif name == BLEU:
-        from outcrop.evaluation.metrics.bleu import Bleu
-
-        bleu = Bleu()
-        refs = [list(r.answers) for r in records]
-        values = [bleu.score(o, ref)["bleu"] for o, ref in zip(outputs, refs, strict=True)]
-        overall = bleu.corpus(list(outputs), refs)["bleu"]
-        groups: dict[str, list[int]] = {}
-        for i, record in enumerate(records):
-            if record.category is not None:
-                groups.setdefault(record.category, []).append(i)
-        by_category = {c: bleu.corpus([outputs[i] for i in idx], [refs[i] for i in idx])["bleu"]
-                       for c, idx in sorted(groups.items())}
-        return MetricResult(metric, values, overall, by_category)
+    elif name in _CORPUS:
+        return _corpus_metric(metric, _sacrebleu_metric(name), records, outputs)
+    elif name == EXACT_MATCH:
+        exact = HfExactMatch()
+        values = [exact.score(o, list(r.answers))[exact.name] for r, o in zip(records, outputs, strict=True)]
+    elif name in (SQUAD_EM, SQUAD_F1):
+        key = "exact_match" if name == SQUAD_EM else "f1"
+        squad = Squad()
+        values = [squad.score(o, list(r.answers))[key] for r, o in zip(records, outputs, strict=True)]
     elif name == PERPLEXITY:
         if perplexity is None:
             raise ValueError("perplexity needs the evaluated model")
@@ -197,4 +263,4 @@ def compute(name: str, task_type: str, records: Sequence[PromptRecord], outputs:
         rouge = Rouge((rouge_type,))
         values = [rouge.score(o, list(r.answers))[rouge_type]["fmeasure"]
                   for r, o in zip(records, outputs, strict=True)]
-    return MetricResult(metric, values, _mean(values) if overall is None else overall, _by_category(records, values))
+    return MetricResult(metric, values, _mean(values), _by_category(records, values))

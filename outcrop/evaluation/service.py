@@ -1,9 +1,11 @@
-"""Model evaluation jobs as the bedrock API shows them: create, get, list, stop, delete.
+"""Model and RAG evaluation jobs as the bedrock API shows them: create, get, list, stop, delete.
 
-The work happens in `outcrop.evaluation.job`, run by the job runner in its own process. A human
-job's runner part ends once every model has answered every prompt; the job stays InProgress until
-the raters are done (`outcrop.evaluation.human`), and then `finish_human` writes its results here,
-in the server.
+The work happens in `outcrop.evaluation.job` (and `outcrop.evaluation.rag` for applicationType
+RagEvaluation), run by the job runner in its own process. A human job's runner part ends once every model
+has answered every prompt; the job stays InProgress until the raters are done (`outcrop.evaluation.human`),
+and then `finish_human` writes its results here, in the server. A model given as a
+precomputedInferenceSource, or a RAG job's precomputedRagSourceConfig, is not invoked: its answers are in
+the dataset.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from outcrop.catalog.service import Catalog
@@ -21,9 +23,12 @@ from outcrop.evaluation import datasets, inference, outputs, scoring
 from outcrop.evaluation.human.methods import check_custom_metrics
 from outcrop.evaluation.human.service import HumanReview
 from outcrop.evaluation.tables import EvaluationJobRow, HumanRatingRow, HumanTaskRow, JobStatus
+from outcrop.guardrails.service import guardrail_arn, parse_identifier
 from outcrop.iam.principal import Principal
 from outcrop.iam.scoped_store import ScopedStore, object_arn
-from outcrop.iam.service import IamService
+from outcrop.iam.service import IamService, role_arn_account
+from outcrop.knowledge.retrieval import SEARCH_RESULTS, search_plan
+from outcrop.knowledge.service import knowledge_base_arn
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
@@ -49,29 +54,72 @@ def dataset_configs(request: dict[str, Any]) -> list[dict[str, Any]]:
     return (config.get("automated") or config.get("human"))["datasetMetricConfigs"]
 
 
+def is_rag(request: dict[str, Any]) -> bool:
+    return outputs.application_type(request) == outputs.RAG_EVALUATION
+
+
+def rag_generation(request: dict[str, Any]) -> dict[str, Any] | None:
+    """A RAG job's knowledgeBaseConfiguration when Outcrop retrieves and generates for it (the knowledge base,
+    its generation model and settings); None for retrieve-only and precomputed sources."""
+    if not is_rag(request):
+        return None
+    knowledge_base = request["inferenceConfig"]["ragConfigs"][0].get("knowledgeBaseConfig") or {}
+    return (knowledge_base.get("retrieveAndGenerateConfig") or {}).get("knowledgeBaseConfiguration")
+
+
 def invoked_models(request: dict[str, Any]) -> list[str]:
-    """Every model the job asks: the evaluated ones and its judges."""
-    models = [m["bedrockModel"]["modelIdentifier"] for m in request["inferenceConfig"]["models"]]
+    """Every model the job asks: the evaluated ones (a precomputed source is not asked), a RAG job's generation
+    model, and its judges."""
+    generation = rag_generation(request)
+    models = [*outputs.bedrock_models(request), *([generation["modelArn"]] if generation else [])]
     return list(dict.fromkeys([*models, *outputs.evaluator_models(request)]))
 
 
-def required_permissions(request: dict[str, Any], job_id: str,
-                         model_arns: Callable[[str], list[str]]) -> list[tuple[str, str]]:
+def required_permissions(request: dict[str, Any], job_id: str, model_arns: Callable[[str], list[str]],
+                         region: str | None = None) -> list[tuple[str, str]]:
     """What the job's role must allow: read every custom dataset, invoke every model it asks (as on
     Bedrock, the models are invoked as the role; `model_arns` gives every ARN a model's name reaches, an
-    alias's or a profile's model included: `InferenceProfiles.invocation_arns`), write the job's outputs."""
+    alias's or a profile's model included: `InferenceProfiles.invocation_arns`), write the job's outputs.
+    A RAG job on a knowledge base also needs what Bedrock's knowledge-base evaluation role needs (bedrock:Retrieve,
+    and for retrieve-and-generate bedrock:RetrieveAndGenerate, on the knowledge base; bedrock:ApplyGuardrail on
+    its guardrail): `region` names the knowledge base's ARN."""
     reads = [c["dataset"]["datasetLocation"]["s3Uri"] for c in dataset_configs(request)
              if not c["dataset"]["name"].startswith("Builtin.")]
     report = outputs.job_prefix(request, job_id).join(outputs.REPORT_JSON)
     return [*(("s3:GetObject", object_arn(S3Uri.parse(uri))) for uri in reads),
+            *_knowledge_base_permissions(request, region),
             *(("bedrock:InvokeModel", arn) for m in invoked_models(request) for arn in model_arns(m)),
             ("s3:PutObject", object_arn(report))]
 
 
+def _knowledge_base_permissions(request: dict[str, Any], region: str | None) -> list[tuple[str, str]]:
+    if not is_rag(request):
+        return []
+    kind, kb_id, precomputed = outputs.rag_source(request)
+    if precomputed:
+        return []
+    if region is None:  # a caller's slip, not the user's: without it the role would go unchecked
+        raise ValueError("a RAG job's permissions need the region of its knowledge base")
+    account = role_arn_account(request["roleArn"]) or ""
+    arn = knowledge_base_arn(region, account, kb_id)
+    if kind == "retrieve":
+        return [("bedrock:Retrieve", arn)]
+    needs = [("bedrock:Retrieve", arn), ("bedrock:RetrieveAndGenerate", arn)]
+    guardrail = ((rag_generation(request) or {}).get("generationConfiguration") or {}).get("guardrailConfiguration")
+    if guardrail:
+        needs.append(("bedrock:ApplyGuardrail", guardrail_arn(region, account, parse_identifier(
+            account, guardrail["guardrailId"], region))))
+    return needs
+
+
 class EvaluationService:
     def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, store: ObjectStore,
-                 provisioning: ProvisioningService, profiles: InferenceProfiles, region: str) -> None:
+                 provisioning: ProvisioningService, profiles: InferenceProfiles, region: str, *,
+                 knowledge_base: Callable[[str, str], Any]) -> None:
         self.db = db
+        #: (account, knowledge base id) -> its row, ResourceNotFoundException when the account has none
+        #: (`KnowledgeBases.row`): a RAG job's knowledge base must exist when the job is created.
+        self.knowledge_base = knowledge_base
         self.profiles = profiles
         self.catalog = catalog
         self.iam = iam
@@ -91,24 +139,28 @@ class EvaluationService:
 
     def _create_job(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
         request = {k: v for k, v in params.items() if k != "clientRequestToken"}
-        if request.get("applicationType", "ModelEvaluation") != "ModelEvaluation":
-            raise ValidationException("applicationType RagEvaluation is not available on this server yet; "
-                                      "use ModelEvaluation")
         config = request["evaluationConfig"]
         if ("automated" in config) == ("human" in config):
             raise ValidationException("evaluationConfig needs exactly one of automated or human")
-        models = self._models(account, request["inferenceConfig"])
-        if "human" in config:
-            self._check_human(account, config["human"], len(models))
+        if is_rag(request):
+            self._check_rag(account, request)
         else:
-            self._check_automated(config["automated"])
+            if request["inferenceConfig"].get("ragConfigs"):
+                raise ValidationException("inferenceConfig.ragConfigs is for applicationType RagEvaluation; a "
+                                          "ModelEvaluation job names its models in inferenceConfig.models")
+            models = self._models(account, request["inferenceConfig"])
+            if "human" in config:
+                self._check_human(account, config["human"], len(models))
+            else:
+                self._check_automated(config["automated"])
+            self._check_precomputed(request)
         S3Uri.parse(request["outputDataConfig"]["s3Uri"])
         job_id = new_id()
         job_arn = f"arn:aws:bedrock:{self.region}:{account}:evaluation-job/{job_id}"
         request["jobId"] = job_id
         # The role is checked now, so that a missing permission is the caller's error, not a failed job later.
         self.iam.check_role(request["roleArn"], account, required_permissions(
-            request, job_id, functools.partial(self.profiles.invocation_arns, account)))
+            request, job_id, functools.partial(self.profiles.invocation_arns, account), self.region))
         clash = ConflictException(f"An evaluation job named {request['jobName']} already exists")
         try:
             with self.db.session() as session:
@@ -126,17 +178,16 @@ class EvaluationService:
         return {"jobArn": job_arn}
 
     def _models(self, account: str, config: dict[str, Any]) -> list[str]:
-        if config.get("ragConfigs"):
-            raise ValidationException("inferenceConfig.ragConfigs (RAG evaluation) is not available on this server yet")
         models = config.get("models") or []
         if not models:
             raise ValidationException("inferenceConfig.models needs one or two models")
         identifiers = []
         for i, model in enumerate(models):
             where = f"inferenceConfig.models[{i}]"
-            if "bedrockModel" not in model:
-                raise ValidationException(f"{where}: only bedrockModel is available on this server "
-                                          "(precomputedInferenceSource is not)")
+            _one_of(model, ("bedrockModel", "precomputedInferenceSource"), where)
+            if "precomputedInferenceSource" in model:  # answers brought in the dataset: nothing to check or invoke
+                identifiers.append(model["precomputedInferenceSource"]["inferenceSourceIdentifier"])
+                continue
             bedrock_model = model["bedrockModel"]
             identifier = bedrock_model["modelIdentifier"]
             self._check_model(account, identifier, f"{where}.bedrockModel.modelIdentifier")
@@ -146,6 +197,107 @@ class EvaluationService:
         if len(set(identifiers)) != len(identifiers):
             raise ValidationException("inferenceConfig.models names the same model twice")
         return identifiers
+
+    @staticmethod
+    def _check_precomputed(request: dict[str, Any]) -> None:
+        """A precomputed source's answers are the dataset's `modelResponses`: a built-in dataset has none, and a
+        metric that asks the model again (perturbed prompts, its own token probabilities) has no model to ask."""
+        sources = [i for i, m in enumerate(request["inferenceConfig"]["models"]) if "precomputedInferenceSource" in m]
+        if not sources:
+            return
+        source = f"inferenceConfig.models[{sources[0]}].precomputedInferenceSource"
+        for i, item in enumerate(dataset_configs(request)):
+            name = item["dataset"]["name"]
+            if name.startswith("Builtin."):
+                raise ValidationException(f"datasetMetricConfigs[{i}].dataset: the built-in dataset {name} holds no "
+                                          f"modelResponses; {source} needs a custom dataset whose lines carry them")
+            for metric in item["metricNames"]:
+                if metric in (scoring.ROBUSTNESS, scoring.PERPLEXITY):
+                    raise ValidationException(f"datasetMetricConfigs[{i}].metricNames: {metric} asks the model "
+                                              f"itself, and {source} has no model to ask")
+
+    # -- RAG evaluation jobs ----------------------------------------------------------------------
+
+    def _check_rag(self, account: str, request: dict[str, Any]) -> None:
+        """A RagEvaluation job: one knowledge base (retrieve-only or retrieve-and-generate) or one precomputed
+        RAG source, custom datasets, and the built-in RAG metrics of that kind of job, judged by the evaluator."""
+        from outcrop.evaluation import judge
+
+        config, inference = request["evaluationConfig"], request["inferenceConfig"]
+        if "automated" not in config:
+            raise ValidationException("evaluationConfig.human is not available for applicationType RagEvaluation: "
+                                      "RAG evaluation jobs are automated, scored by evaluationConfig.automated."
+                                      "evaluatorModelConfig")
+        if inference.get("models"):
+            raise ValidationException("inferenceConfig.models is for ModelEvaluation jobs; a RagEvaluation job names "
+                                      "its knowledge base or RAG source in inferenceConfig.ragConfigs")
+        rags = inference.get("ragConfigs") or []
+        if len(rags) != 1:
+            raise ValidationException("inferenceConfig.ragConfigs needs exactly one RAG configuration for "
+                                      "applicationType RagEvaluation")
+        where = "inferenceConfig.ragConfigs[0]"
+        _one_of(rags[0], ("knowledgeBaseConfig", "precomputedRagSourceConfig"), where)
+        if "knowledgeBaseConfig" in rags[0]:
+            knowledge_base = rags[0]["knowledgeBaseConfig"]
+            where += ".knowledgeBaseConfig"
+            _one_of(knowledge_base, ("retrieveConfig", "retrieveAndGenerateConfig"), where)
+            if "retrieveConfig" in knowledge_base:
+                retrieve = knowledge_base["retrieveConfig"]
+                self._check_knowledge_base(account, retrieve["knowledgeBaseId"],
+                                           f"{where}.retrieveConfig.knowledgeBaseId")
+                search_plan(retrieve["knowledgeBaseRetrievalConfiguration"],
+                            f"{where}.retrieveConfig.knowledgeBaseRetrievalConfiguration")
+            else:
+                self._check_generation(account, knowledge_base["retrieveAndGenerateConfig"],
+                                       f"{where}.retrieveAndGenerateConfig")
+        else:
+            _one_of(rags[0]["precomputedRagSourceConfig"], ("retrieveSourceConfig", "retrieveAndGenerateSourceConfig"),
+                    f"{where}.precomputedRagSourceConfig")
+        kind = outputs.rag_source(request)[0]
+        automated = config["automated"]
+        if automated.get("customMetricConfig"):
+            raise ValidationException("evaluationConfig.automated.customMetricConfig is not available for RAG "
+                                      "evaluation jobs on this server; use the built-in RAG metrics")
+        evaluator = automated.get("evaluatorModelConfig")
+        if not evaluator:
+            raise ValidationException("RAG evaluation metrics are scored by a judge model: set "
+                                      "evaluationConfig.automated.evaluatorModelConfig")
+        self._check_model("", evaluator["bedrockEvaluatorModels"][0]["modelIdentifier"],
+                          "evaluatorModelConfig.bedrockEvaluatorModels[0].modelIdentifier")
+        for i, item in enumerate(automated["datasetMetricConfigs"]):
+            if item["dataset"]["name"].startswith("Builtin."):
+                raise ValidationException(f"datasetMetricConfigs[{i}].dataset.name: RAG evaluation has no built-in "
+                                          "datasets; give a custom dataset's datasetLocation.s3Uri")
+            for name in item["metricNames"]:
+                judge.rag_metric(name, kind, f"datasetMetricConfigs[{i}].metricNames")
+        self._check_datasets(automated["datasetMetricConfigs"])
+
+    def _check_knowledge_base(self, account: str, kb_id: str, where: str) -> None:
+        try:
+            self.knowledge_base(account, kb_id)
+        except ResourceNotFoundException:
+            raise ValidationException(f"{where}: the knowledge base {kb_id} does not exist in this account") from None
+
+    def _check_generation(self, account: str, config: dict[str, Any], where: str) -> None:
+        """A retrieveAndGenerateConfig: what RetrieveAndGenerate would refuse, refused now by its path here."""
+        if config["type"] != "KNOWLEDGE_BASE" or config.get("externalSourcesConfiguration"):
+            raise ValidationException(f"{where}.type {config['type']} (externalSourcesConfiguration) is not available "
+                                      "on this server; use KNOWLEDGE_BASE")
+        knowledge_base = config.get("knowledgeBaseConfiguration")
+        where += ".knowledgeBaseConfiguration"
+        if not knowledge_base:
+            raise ValidationException(f"{where} is required when type is KNOWLEDGE_BASE")
+        self._check_knowledge_base(account, knowledge_base["knowledgeBaseId"], f"{where}.knowledgeBaseId")
+        self._check_model(account, knowledge_base["modelArn"], f"{where}.modelArn")
+        if knowledge_base.get("orchestrationConfiguration"):
+            raise ValidationException(f"{where}.orchestrationConfiguration (query decomposition) is not supported on "
+                                      "this server; the question is searched as asked")
+        search_plan(knowledge_base.get("retrievalConfiguration"), f"{where}.retrievalConfiguration")
+        generation = knowledge_base.get("generationConfiguration") or {}
+        template = (generation.get("promptTemplate") or {}).get("textPromptTemplate")
+        if template is not None and SEARCH_RESULTS not in template:
+            raise ValidationException(f"{where}.generationConfiguration.promptTemplate.textPromptTemplate must "
+                                      f"contain {SEARCH_RESULTS}")
 
     def _check_model(self, account: str, identifier: str, where: str) -> None:
         if ":provisioned-model/" in identifier:
@@ -272,6 +424,10 @@ class EvaluationService:
             out["progress"] = progress  # Outcrop's own member: boto3 drops it; raw JSON and `outcrop eval` show it
         if row.status == JobStatus.COMPLETED:
             out["reportUri"] = str(outputs.job_prefix(request, request["jobId"]).join(outputs.REPORT_HTML))
+            # Outcrop's own too: report.json's summary (every score with its interval, the paired comparisons)
+            from outcrop.evaluation.report import finite
+
+            out["results"] = finite(row.results)  # JSON has no NaN
         return out
 
     def progress(self, row: EvaluationJobRow) -> dict[str, Any] | None:
@@ -292,15 +448,20 @@ class EvaluationService:
             query = query.where(EvaluationJobRow.status == params["statusEquals"])
         if params.get("nameContains"):
             query = query.where(EvaluationJobRow.job_name.contains(params["nameContains"], autoescape=True))
-        if params.get("applicationTypeEquals") not in (None, "ModelEvaluation"):
-            return {"jobSummaries": []}
+        if params.get("applicationTypeEquals"):
+            # Rows from before RAG evaluation may not spell applicationType: those are model evaluations.
+            kind = EvaluationJobRow.request["applicationType"].as_string()
+            wanted = params["applicationTypeEquals"]
+            query = query.where(kind == wanted if wanted != outputs.MODEL_EVALUATION else
+                                or_(kind.is_(None), kind == wanted))
         rows, token = page(self.db, query, EvaluationJobRow.created_at, params)
         return {"jobSummaries": [self._summary(self._settle(r)) for r in rows], "nextToken": token}
 
     def _summary(self, row: EvaluationJobRow) -> dict[str, Any]:
         request = row.request
         config = request["evaluationConfig"].get("automated") or {}
-        models = [m["bedrockModel"]["modelIdentifier"] for m in request["inferenceConfig"]["models"]]
+        generation = rag_generation(request)
+        models = [*outputs.bedrock_models(request), *([generation["modelArn"]] if generation else [])]
         judges = [m["modelIdentifier"] for m in (config.get("evaluatorModelConfig") or {})
                   .get("bedrockEvaluatorModels", [])]
         custom_judges = [m["modelIdentifier"] for m in ((config.get("customMetricConfig") or {})
@@ -310,8 +471,7 @@ class EvaluationService:
                 "evaluationTaskTypes": list(dict.fromkeys(c["taskType"] for c in dataset_configs(request))),
                 "modelIdentifiers": models, "evaluatorModelIdentifiers": judges or None,
                 "customMetricsEvaluatorModelIdentifiers": custom_judges or None,
-                "inferenceConfigSummary": {"modelConfigSummary": {"bedrockModelIdentifiers": models}},
-                "applicationType": request.get("applicationType", "ModelEvaluation")}
+                **_inference_summary(request), "applicationType": outputs.application_type(request)}
 
     # -- stop and delete --------------------------------------------------------------------------
 
@@ -382,3 +542,27 @@ class EvaluationService:
             session.execute(update(EvaluationJobRow).where(
                 EvaluationJobRow.job_arn == job_arn, EvaluationJobRow.status == JobStatus.IN_PROGRESS).values(
                 status=JobStatus.COMPLETED, results=summary, ended_at=utc_now(), updated_at=utc_now()))
+
+
+def _inference_summary(request: dict[str, Any]) -> dict[str, Any]:
+    """ListEvaluationJobs' inferenceConfigSummary (and ragIdentifiers): the Bedrock models and precomputed sources
+    of a model evaluation, or a RAG job's knowledge base or precomputed RAG source."""
+    if is_rag(request):
+        _, identifier, precomputed = outputs.rag_source(request)
+        key = "precomputedRagSourceIdentifiers" if precomputed else "bedrockKnowledgeBaseIdentifiers"
+        return {"inferenceConfigSummary": {"ragConfigSummary": {key: [identifier]}},
+                **({} if precomputed else {"ragIdentifiers": [identifier]})}
+    models = request["inferenceConfig"]["models"]
+    summary = {"bedrockModelIdentifiers": outputs.bedrock_models(request)}
+    precomputed = [outputs.model_identifier(m) for m in models if "precomputedInferenceSource" in m]
+    if precomputed:
+        summary["precomputedInferenceSourceIdentifiers"] = precomputed
+    return {"inferenceConfigSummary": {"modelConfigSummary": summary}}
+
+
+def _one_of(value: dict[str, Any], members: tuple[str, ...], where: str) -> None:
+    """A union of botocore's model: exactly one member set."""
+    given = [m for m in members if value.get(m) is not None]
+    if len(given) != 1:
+        raise ValidationException(f"{where} needs exactly one of {' or '.join(members)}"
+                                  + (f"; it has {' and '.join(given)}" if given else ""))

@@ -111,7 +111,7 @@ class Retrieval:
                                       "on this server)")
         hits = self.search(caller, params["knowledgeBaseId"], query["text"], params.get("retrievalConfiguration"),
                            "retrievalConfiguration")
-        return {"retrievalResults": [_result(hit) for hit in hits]}
+        return {"retrievalResults": [retrieval_result(hit) for hit in hits]}
 
     def search(self, caller: Caller, kb_id: str, query: str, configuration: dict[str, Any] | None,
                path: str) -> list[Hit]:
@@ -160,11 +160,16 @@ class Retrieval:
     # -- RetrieveAndGenerate ----------------------------------------------------------------------
 
     def retrieve_and_generate(self, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        return self.answer(caller, params)[0]
+
+    def answer(self, caller: Caller, params: dict[str, Any]) -> tuple[dict[str, Any], list[Hit]]:
+        """RetrieveAndGenerate's response, and every passage the search found for it, cited or not: a RAG
+        evaluation judges the answer's faithfulness against all of what the model was given."""
         asked = self._prepare(caller, params)
         text, action = self._generate(caller, asked)
         self._remember(caller, asked.session_id, asked.turns, asked.question, text)
         out = {"output": {"text": text}, "citations": cite(text, asked.hits), "sessionId": asked.session_id}
-        return out | ({"guardrailAction": action} if action else {})
+        return out | ({"guardrailAction": action} if action else {}), asked.hits
 
     def retrieve_and_generate_stream(self, caller: Caller, params: dict[str, Any]) -> tuple[str, Iterator]:
         asked = self._prepare(caller, params)
@@ -331,7 +336,8 @@ def _location(hit: Hit) -> dict[str, Any]:
     return {"type": "CUSTOM", "customDocumentLocation": {"id": hit.source_uri}}
 
 
-def _result(hit: Hit) -> dict[str, Any]:
+def retrieval_result(hit: Hit) -> dict[str, Any]:
+    """A passage as Retrieve answers it (one of its retrievalResults)."""
     return {"content": {"text": hit.context, "type": "TEXT"}, "location": _location(hit), "score": hit.score,
             "metadata": hit.metadata}
 

@@ -91,8 +91,9 @@ def store_for(row: KnowledgeBaseRow, settings: Settings) -> VectorStore:
 
 
 class KnowledgeBases:
-    def __init__(self, db: Database, iam: IamService, profiles: InferenceProfiles, runner: JobRunner,
+    def __init__(self, db: Database, iam: IamService, profiles: InferenceProfiles, runner: JobRunner | None,
                  settings: Settings) -> None:
+        """`runner` starts ingestion jobs; None in a job process, which only searches (a RAG evaluation)."""
         self.db = db
         self.iam = iam
         self.profiles = profiles

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from outcrop.errors import ResourceNotFoundException
+from outcrop.evaluation import statistics
 from outcrop.evaluation.human.methods import (
     CHOICE,
     COMPARISON_LIKERT,
@@ -55,21 +56,27 @@ def _labels(method: str, models: list[str]) -> list[str]:
 
 
 def _scores(method: str, values: list[Any], models: list[str]) -> dict[str, Any]:
-    """scores, counts, distribution (and winRates for comparisons) of one metric over some ratings."""
+    """scores, counts, distribution (and winRates for comparisons) of one metric over some ratings, and
+    `samples`: each model's score per rating (None where a rating left it out), for the intervals."""
     per_model: dict[str, list[float]] = {m: [] for m in models}
+    per_rating: dict[str, list[float | None]] = {m: [] for m in models}
     distribution = {m: dict.fromkeys(_labels(method, models), 0) for m in models}
     wins = dict.fromkeys([*models, TIE], 0)
     for value in values:
         if method in (THUMBS, LIKERT):
+            for model in models:
+                per_rating[model].append(None)
             for model, v in value.items():
                 if model in per_model:
                     per_model[model].append(1.0 if v == UP else 0.0 if v == DOWN else float(v))
+                    per_rating[model][-1] = per_model[model][-1]
                     distribution[model][str(v)] += 1
             continue
         scores, winner = _preferences(method, value, models)
         wins[winner] += 1
         for model in models:
             per_model[model].append(scores[model])
+            per_rating[model].append(scores[model])
             label = ({COMPARISON_LIKERT: str(int(scores[model])), RANK: str(int(scores[model]))}.get(method)
                      or (TIE if winner == TIE else "better" if winner == model else "worse"))
             distribution[model][label] += 1
@@ -77,6 +84,7 @@ def _scores(method: str, values: list[Any], models: list[str]) -> dict[str, Any]
         "scores": {m: _mean(per_model[m]) for m in models},
         "counts": {m: len(per_model[m]) for m in models},
         "distribution": distribution,
+        "samples": {m: statistics.Sample(per_rating[m]) for m in models},
     }
     if method in COMPARISON_METHODS:
         result["winRates"] = {k: _share(n, len(values)) for k, n in wins.items()}
@@ -123,6 +131,9 @@ def aggregate_ratings(request: dict[str, Any], tasks: Iterable[HumanTaskRow],
             }
             if "winRates" in overall:
                 entry["winRates"] = overall["winRates"]
+            # A rating is the unit resampled: each scores both models of its item, so they stay paired.
+            statistics.annotate([entry], {metric.name: overall["samples"]}, models, len(rated),
+                                statistics.Settings())
             entries.append(entry)
         results.append({"taskType": task_type, "dataset": dataset, "records": len(group), "metrics": entries})
     return results

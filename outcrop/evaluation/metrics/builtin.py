@@ -38,7 +38,7 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def _answers(answers: str | Sequence[str]) -> list[str]:
+def answer_list(answers: str | Sequence[str]) -> list[str]:
     """A list of targets; a single string is split on `<OR>` as fmeval does."""
     items = answers.split(OR_SEPARATOR) if isinstance(answers, str) else list(answers)
     out: list[str] = []
@@ -47,11 +47,8 @@ def _answers(answers: str | Sequence[str]) -> list[str]:
     return out or [""]
 
 
-def _f1(prediction: str, target: str) -> float:
-    pred_tokens = normalize_answer(prediction).split()
-    gold_tokens = normalize_answer(target).split()
-    if not pred_tokens or not gold_tokens:  # SQuAD v2: both empty counts as a match
-        return float(pred_tokens == gold_tokens)
+def token_f1(pred_tokens: Sequence[str], gold_tokens: Sequence[str]) -> float:
+    """SQuAD's token F1: the multiset overlap's precision and recall; 0.0 without a common token."""
     common = Counter(pred_tokens) & Counter(gold_tokens)
     same = sum(common.values())
     if same == 0:
@@ -61,20 +58,28 @@ def _f1(prediction: str, target: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _f1(prediction: str, target: str) -> float:
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(target).split()
+    if not pred_tokens or not gold_tokens:  # SQuAD v2: both empty counts as a match
+        return float(pred_tokens == gold_tokens)
+    return token_f1(pred_tokens, gold_tokens)
+
+
 def qa_f1(prediction: str, answers: str | Sequence[str]) -> float:
     """SQuAD token-overlap F1 after `normalize_answer`, the best over the answers (`<OR>`-joined or a list)."""
-    return max(_f1(prediction, a) for a in _answers(answers))
+    return max(_f1(prediction, a) for a in answer_list(answers))
 
 
 def exact_match(prediction: str, answers: str | Sequence[str]) -> float:
     """1.0 when the prediction equals an answer after stripping surrounding whitespace, else 0.0."""
-    return float(any(prediction.strip() == a.strip() for a in _answers(answers)))
+    return float(any(prediction.strip() == a.strip() for a in answer_list(answers)))
 
 
 def quasi_exact_match(prediction: str, answers: str | Sequence[str]) -> float:
     """1.0 when the prediction equals an answer after `normalize_answer`, else 0.0."""
     pred = normalize_answer(prediction)
-    return float(any(pred == normalize_answer(a) for a in _answers(answers)))
+    return float(any(pred == normalize_answer(a) for a in answer_list(answers)))
 
 
 def _label_form(text: str) -> str:
@@ -101,7 +106,7 @@ def classification_accuracy(prediction: str, label: str | Sequence[str]) -> floa
 def knowledge_score(prediction: str, answers: str | Sequence[str]) -> float:
     """Real-world-knowledge score: 1.0 when any normalised target appears in the normalised output."""
     pred = f" {normalize_answer(prediction)} "
-    for target in _answers(answers):
+    for target in answer_list(answers):
         gold = normalize_answer(target)
         if gold and f" {gold} " in pred:
             return 1.0
@@ -241,7 +246,7 @@ def robustness(score_fn: Callable[[str], float] | None, original_output: str,
 
 
 # ------------------------------------------------------------------------------------------------ Metric classes
-class _MeanMetric(Metric):
+class MeanMetric(Metric):
     """A metric whose corpus scores are the means of its per-pair scores."""
 
     def signature(self) -> str:
@@ -254,7 +259,7 @@ class _MeanMetric(Metric):
         return {key: sum(float(item[key]) for item in items) / len(items) for key in items[0]}
 
 
-class QaF1(_MeanMetric):
+class QaF1(MeanMetric):
     """QA accuracy: SQuAD word-set F1, best over the references (each may be `<OR>`-joined)."""
 
     name = "qa_f1"
@@ -263,7 +268,7 @@ class QaF1(_MeanMetric):
         return {"qa_f1": qa_f1(prediction, references)}
 
 
-class ExactMatch(_MeanMetric):
+class ExactMatch(MeanMetric):
     """Exact match (whitespace-stripped) and quasi-exact match (normalised), best over the references."""
 
     name = "exact_match"
@@ -273,7 +278,7 @@ class ExactMatch(_MeanMetric):
                 "quasi_exact_match": quasi_exact_match(prediction, references)}
 
 
-class Accuracy(_MeanMetric):
+class Accuracy(MeanMetric):
     """Classification accuracy under `classification_accuracy`'s rule."""
 
     name = "accuracy"
@@ -285,7 +290,7 @@ class Accuracy(_MeanMetric):
         return {"accuracy": classification_accuracy(prediction, references)}
 
 
-class KnowledgeMatch(_MeanMetric):
+class KnowledgeMatch(MeanMetric):
     """Real-world-knowledge score: any normalised target inside the normalised output."""
 
     name = "knowledge"

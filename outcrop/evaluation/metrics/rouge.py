@@ -310,3 +310,36 @@ class Rouge(Metric):
         if not items:
             return {t: 0.0 for t in self.types}
         return {t: sum(item[t]["fmeasure"] for item in items) / len(items) for t in self.types}
+
+
+def bootstrap_aggregate(items: Sequence[dict[str, dict[str, float]]], *, confidence: float = 0.95,
+                        n_samples: int = 1000, seed: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """rouge-score's `BootstrapAggregator.aggregate()` over `Rouge.score` results: per type, the low, mid and
+    high percentiles of the resampled mean precision, recall and F.
+
+    With `seed`, the result is rouge-score's after `numpy.random.seed(seed)`, to the last bit: the same draws
+    (the legacy RandomState, one `choice` per resample, type after type in the order of the first item) and the
+    same arithmetic. Unlike rouge-score, numpy's global random state is left alone.
+    """
+    import numpy as np
+
+    if not 0 <= confidence <= 1:
+        raise ValueError("confidence must be in range [0, 1]")
+    if n_samples <= 0:
+        raise ValueError("n_samples must be positive")
+    if not items:
+        return {}
+    rng = np.random.RandomState(seed)
+    tail = (1 - confidence) / 2
+    q = 100 * np.array([tail, 0.5, 1 - tail])
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for rouge_type in items[0]:
+        matrix = np.vstack([(s[rouge_type]["precision"], s[rouge_type]["recall"], s[rouge_type]["fmeasure"])
+                            for s in items])
+        means = np.zeros((n_samples, matrix.shape[1]))
+        for i in range(n_samples):
+            means[i, :] = np.mean(matrix[rng.choice(np.arange(matrix.shape[0]), size=matrix.shape[0]), :], axis=0)
+        bounds = np.percentile(means, q, axis=0)
+        out[rouge_type] = {name: dict(zip(("precision", "recall", "fmeasure"), map(float, bounds[j]), strict=True))
+                           for j, name in enumerate(("low", "mid", "high"))}
+    return out

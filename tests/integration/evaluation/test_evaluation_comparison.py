@@ -80,12 +80,40 @@ def test_base_against_fine_tuned_with_the_cli(tuned, tmp_path):
     perplexity = scores["Outcrop.Perplexity"]
     assert perplexity[pt] < 0.5 * perplexity[base], perplexity
     assert set(scores["Outcrop.ROUGE-1"]) == {base, pt}
+    # ... and the report says the difference is real: every pair of the 8 goes the same way, so the exact
+    # randomization p is 2/256, about 0.008, and 0.023 after Holm over the job's three comparisons.
+    metrics = {m["name"]: m for m in task["metrics"]}
+    [comparison] = metrics["Outcrop.Perplexity"]["comparisons"]
+    assert comparison["baseline"] == base and comparison["candidate"] == pt and comparison["better"] == pt
+    assert comparison["difference"] < 0 and comparison["interval"][1] < 0 and comparison["pAdjusted"] < 0.05
+    low, high = metrics["Outcrop.Perplexity"]["intervals"][pt]
+    assert low <= perplexity[pt] <= high
+    assert as_json["statistics"]["correction"].startswith("Holm")
+    assert "Is the difference real?" in html and f"{pt.rsplit('/', 1)[1]} is better than" in report.stdout
     folder = objects_path(server.data_dir, "s3://ft-data/evaluations/base-vs-tuned")
     [job_folder] = list(folder.iterdir())
     for model in (base, pt.rsplit("/", 1)[1]):
         [output] = list((job_folder / "models" / model / "taskTypes" / "QuestionAndAnswer" / "datasets" / "prompts")
                         .glob("*_output.jsonl"))
         assert len(output.read_text().splitlines()) == len(PAIRS)
+
+
+def test_compare_names_the_custom_model_and_finds_no_difference_on_an_unrelated_task(tuned, tmp_path):
+    server, base, pt, role = tuned
+    unrelated = [("Capital of France?", "Paris"), ("Largest planet?", "Jupiter"), ("Author of Hamlet?", "Shakespeare"),
+                 ("Opposite of north?", "South"), ("Freezing point of water?", "Zero degrees"),
+                 ("First month?", "January")]
+    (tmp_path / "unrelated.jsonl").write_text(jsonl([{"prompt": q, "referenceResponse": a} for q, a in unrelated]))
+    outcrop(server.data_dir, "s3", "cp", str(tmp_path / "unrelated.jsonl"), "s3://ft-data/eval/unrelated.jsonl")
+    custom = server.client("bedrock").get_provisioned_model_throughput(provisionedModelId=pt)["modelArn"]
+    compared = cli(server, "eval", "compare", base, custom, "--endpoint-url", server.endpoint,
+                   "--dataset", "s3://ft-data/eval/unrelated.jsonl", "--metrics", "Outcrop.ROUGE-1",
+                   "--role-arn", role, "--output", "s3://ft-data/evaluations/", "--max-tokens", "8")
+    assert compared.returncode == 0, compared.stderr
+    assert "Completed" in compared.stdout and "Scores show [95% intervals]" in compared.stdout
+    assert "Outcrop.ROUGE-1: no significant difference" in compared.stdout, compared.stdout
+    # The custom model was evaluated through its provisioned throughput.
+    assert f"Model 2: {pt}" in compared.stdout
 
 
 @needs_browser

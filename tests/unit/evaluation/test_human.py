@@ -334,6 +334,11 @@ def test_aggregate_per_metric_model_category_with_win_rates_and_ties(human, acco
     # Helpful, ComparisonLikertScale: values 1, 3 (category x), 5, 4 (y); B's score is the mean value,
     # A's the mean of 6 - value; A wins below 3, B above, 3 is a tie.
     helpful = metrics["Helpful"]
+    # Each of the 4 ratings is resampled as a unit, so A's and B's scores stay paired (they sum to 6).
+    intervals, [comparison] = helpful.pop("intervals"), helpful.pop("comparisons")
+    assert 1 <= intervals[A][0] <= 11 / 4 <= intervals[A][1] <= 5
+    assert comparison["difference"] == 13 / 4 - 11 / 4 and comparison["pairs"] == 4
+    assert comparison["interval"][0] <= 0.5 <= comparison["interval"][1]
     assert helpful == {
         "name": "Helpful", "kind": "human", "description": "Which helps more?", "ratingMethod": "ComparisonLikertScale",
         "range": [1, 5], "higherIsBetter": True,

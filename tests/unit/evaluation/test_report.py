@@ -12,6 +12,9 @@ import pytest
 from outcrop.evaluation.report import (
     better_model,
     format_count,
+    format_difference,
+    format_interval,
+    format_p,
     format_score,
     format_share,
     render_html,
@@ -56,13 +59,25 @@ def two_models():
     """(b) two models, with a judge metric whose verdicts were partly unparseable."""
     correctness = _metric("Builtin.Correctness", "judge", {BASE: 0.61, TUNED: 0.74},
                           counts={BASE: 47, TUNED: 50}, unparseable={BASE: 3, TUNED: 0},
-                          byCategory={"a": {BASE: 0.5, TUNED: 0.8}, "b": {BASE: 0.7, TUNED: None}})
+                          byCategory={"a": {BASE: 0.5, TUNED: 0.8}, "b": {BASE: 0.7, TUNED: None}},
+                          intervals={BASE: [0.5472, 0.6683], TUNED: [0.6911, 0.7932]},
+                          comparisons=[{"baseline": BASE, "candidate": TUNED, "difference": 0.13,
+                                        "interval": [0.0712, 0.1899], "pValue": 0.0012, "pAdjusted": 0.0048,
+                                        "significant": True, "better": TUNED, "test": "paired approximate "
+                                        "randomization", "pairs": 47}])
     style = _metric("Custom.Style", "judge", {BASE: 4.25, TUNED: 3.5}, range_=(1, 5),
                     distribution={BASE: {"good": 30, "poor": 20}, TUNED: {"good": 25, "poor": 25}})
     harm = _metric("Builtin.Harmfulness", "judge", {BASE: 0.1, TUNED: 0.05}, higher=False)
-    rouge = _metric("ROUGE-L", "automatic", {BASE: 0.333, TUNED: 0.333})
-    return _summary([BASE, TUNED], [{"taskType": "Summarization", "dataset": "Builtin.Gigaword", "records": 50,
-                                     "metrics": [correctness, style, harm, rouge]}], evaluator="judge-model")
+    rouge = _metric("ROUGE-L", "automatic", {BASE: 0.333, TUNED: 0.333}, intervals={BASE: [0.2811, 0.3822],
+                                                                                      TUNED: None},
+                    comparisons=[{"baseline": BASE, "candidate": TUNED, "difference": -0.0004,
+                                  "interval": [-0.0561, 0.0533], "pValue": 0.97, "pAdjusted": 1.0,
+                                  "significant": False, "better": None, "test": "paired bootstrap", "pairs": 50}])
+    summary = _summary([BASE, TUNED], [{"taskType": "Summarization", "dataset": "Builtin.Gigaword", "records": 50,
+                                        "metrics": [correctness, style, harm, rouge]}], evaluator="judge-model")
+    summary["statistics"] = {"signature": "ci:percentile-bootstrap|n:1000|level:0.9|seed:7", "confidence": 0.9,
+                             "resamples": 1000, "seed": 7, "alpha": 0.05, "correction": "Holm over every comparison"}
+    return summary
 
 
 @pytest.fixture
@@ -130,6 +145,11 @@ def _numbers(summary):
             out += [format_count(v) for v in metric.get("unparseable", {}).values() if v]
             out += [format_share(v) for v in metric.get("winRates", {}).values()]
             out += [format_count(v) for counts in metric.get("distribution", {}).values() for v in counts.values()]
+            out += [format_interval(v, metric) for v in metric.get("intervals", {}).values() if v]
+            for comparison in metric.get("comparisons", []):
+                out += [format_difference(comparison["difference"], metric),
+                        format_interval(comparison["interval"], metric), format_p(comparison["pValue"]),
+                        format_p(comparison["pAdjusted"])]
     return out
 
 
@@ -209,7 +229,7 @@ def test_better_model_is_marked_by_direction(two_models):
     assert "Unparseable judge verdicts" in page and f"{BASE}: 3" in page
     assert f"{TUNED}: 0" not in page  # zero is not worth a note
     lines = text_table(two_models).splitlines()
-    assert any("Builtin.Correctness" in line and "0.740 (n=50) *" in line for line in lines)
+    assert any("Builtin.Correctness" in line and "0.740 [0.691, 0.793] (n=50) *" in line for line in lines)
     assert any("unparseable" in line and f"{BASE} 3" in line for line in lines)
 
 
@@ -291,3 +311,24 @@ def test_a_label_that_looks_like_an_attribute_is_left_alone():
     metric = _metric("Acc", "automatic", {"m": 0.5}, byCategory={'x id="y"': {"m": 0.5}, "z": {"m": 0.25}})
     page = render_html(_summary(["m"], [{"taskType": "Custom", "dataset": "d", "records": 2, "metrics": [metric]}]))
     assert 'id="chart2-y"' not in page and '>x id="y"</text>' in page
+
+
+def test_a_comparison_reads_as_a_verdict_with_its_interval(two_models):
+    text = text_table(two_models)
+    assert "Scores show [90% intervals]: ci:percentile-bootstrap|n:1000|level:0.9|seed:7" in text
+    assert ("Builtin.Correctness: …" in text or "Builtin.Correctness: " in text) and \
+        "is better than" in text and "difference +0.130, 90% interval [0.071, 0.190], p = 0.0012, adjusted = 0.0048" \
+        in text
+    assert "ROUGE-L: no significant difference between" in text
+    page = render_html(two_models)
+    checker = _parse(page)
+    assert "Is the difference real?" in "".join(checker.text)
+    # the forest plot: one drawn chart more than without comparisons
+    plain = copy.deepcopy(two_models)
+    for metric in plain["tasks"][0]["metrics"]:
+        metric.pop("comparisons", None)
+    assert page.count("<svg") == render_html(plain).count("<svg") + 1
+    broken = copy.deepcopy(two_models)
+    broken["tasks"][0]["metrics"][0]["comparisons"][0].pop("pValue")
+    with pytest.raises(ValueError, match=r"tasks\[0\]\.metrics\[0\]\.comparisons\[0\]"):
+        validate_summary(broken)

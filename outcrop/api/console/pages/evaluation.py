@@ -49,7 +49,8 @@ def jobs(visit: Visit) -> Response:
     if visit.query.get("next"):
         params["nextToken"] = visit.query["next"]
     listed = visit.call("bedrock", "ListEvaluationJobs", params)
-    rows = listed["jobSummaries"]
+    # What each job evaluates: its models, precomputed sources or knowledge base (the summary's own split)
+    rows = [{**summary, "sources": outputs.summary_sources(summary)} for summary in listed["jobSummaries"]]
     more = urllib.parse.urlencode({"status": status, "name": name, "next": listed["nextToken"]}) \
         if listed.get("nextToken") else ""
     return visit.render("evaluation.html", "Evaluation", jobs=rows, statuses=STATUSES, status_filter=status, name=name,
@@ -96,7 +97,16 @@ def _config(job: dict[str, Any]) -> dict[str, Any]:
     return {"datasets": (automated or human).get("datasetMetricConfigs", []), "judges": judges,
             "custom_metrics": human.get("customMetrics") or [],
             "workflow": human.get("humanWorkflowConfig") or {},
-            "models": [m.get("bedrockModel") or {} for m in job["inferenceConfig"].get("models") or []]}
+            "models": _evaluated(job)}
+
+
+def _evaluated(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the job evaluates, as the page lists it: each model (a precomputed source by its identifier, with
+    nothing to invoke), or a RAG job's knowledge base or RAG source."""
+    if outputs.application_type(job) == outputs.RAG_EVALUATION:
+        return [{"modelIdentifier": identifier} for identifier in outputs.evaluated(job)]
+    return [m.get("bedrockModel") or {"modelIdentifier": outputs.model_identifier(m)}
+            for m in job["inferenceConfig"].get("models") or []]
 
 
 @page("GET", "evaluation/jobs/(?P<name>[^/]+)")
