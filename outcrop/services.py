@@ -125,8 +125,11 @@ class Services:
         customization = CustomizationService(db, catalog, iam, jobs, models, provisioning.in_use, settings.region)
         provisioning.resume()  # finish loading what a previous server was creating or updating
         knowledge = KnowledgeBases(db, iam, profiles, jobs, settings)
+        # The guardrails need the runtime, made below; a RAG job's guardrail is looked up only when a job is
+        # created, by then `guardrails` exists.
         evaluation = EvaluationService(db, catalog, iam, jobs, store, provisioning, profiles, settings.region,
-                                       knowledge_base=knowledge.row)
+                                       knowledge_base=knowledge.row,
+                                       guardrail=lambda *args: guardrails.document(*args))
         evaluation.human.finish_rated_jobs()  # a job whose last rating came just before a restart is finished now
         imported = ImportedModels(db, settings.region)  # imported models, which the runtime serves by ARN
         # Requests wait a bounded time for a model that is loading (then ModelNotReadyException, retried by

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                     "which is better, by how much, with an interval and a p-value adjusted for every comparison. "
                     "CUSTOM may be a custom model's name or ARN: it is evaluated through its provisioned "
                     "throughput, as on Bedrock.")
-    compare.add_argument("base", help="the model to compare against: a model id or provisioned model ARN")
+    compare.add_argument("base", help="the model to compare against: a model id, custom model or provisioned ARN")
     compare.add_argument("custom", help="the fine-tuned model: a custom model name or ARN, or a provisioned model ARN")
     compare.add_argument("--name", default=None, help="the job's name (default compare-<custom>-<time>)")
     compare.add_argument("--metrics", default=COMPARE_METRICS,
@@ -183,7 +183,7 @@ def _compare(args: argparse.Namespace) -> int:
     from outcrop.evaluation import report
 
     bedrock = make_client(args, "bedrock")
-    args.model = [args.base, _served(bedrock, args.custom)]
+    args.model = [_served(bedrock, args.base), _served(bedrock, args.custom)]
     args.config, args.flow_definition, args.rate, args.instructions = None, None, [], None
     args.name = args.name or _job_name(args.custom)
     args.job = bedrock.create_evaluation_job(**build_request(args))["jobArn"]

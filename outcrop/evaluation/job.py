@@ -91,6 +91,10 @@ def run(ctx: jobs.JobContext) -> str | None:
     models = [(outputs.model_identifier(m), None if "precomputedInferenceSource" in m else
                inference.parse_inference_params(m["bedrockModel"].get("inferenceParams"), "inferenceParams"))
               for m in request["inferenceConfig"]["models"]]
+    # A precomputed source's answers are read now, with the rest of step 1: a line without them fails the job
+    # before any model is asked.
+    brought = {(d, m): datasets.precomputed_responses(dataset.records, dataset.name, model)
+               for d, dataset in enumerate(sets) for m, (model, params) in enumerate(models) if params is None}
     automated = request["evaluationConfig"].get("automated")
     judged = _judged_metrics(automated) if automated else {}
     for dataset in sets:
@@ -119,7 +123,7 @@ def run(ctx: jobs.JobContext) -> str | None:
                                 for k in range(scoring.PERTURBATIONS)]
             for m, (model, params) in enumerate(models):
                 if params is None:  # precomputed: the dataset's modelResponses are the answers (no robustness)
-                    answers[d, m] = datasets.precomputed_responses(dataset.records, dataset.name, model)
+                    answers[d, m] = brought[d, m]
                     progress.done += len(prompts)
                     continue
                 answers[d, m] = _cached(ctx.work_dir / f"answers-{d}-{m}.json", progress, generator, model, prompts,
@@ -140,6 +144,9 @@ def run(ctx: jobs.JobContext) -> str | None:
         summary = outputs.base_summary(row)
         prefix = outputs.job_prefix(request, request["jobId"])
         tools = scoring.Tools(_bertscore, _toxicity)
+        # Every metric of every dataset is compared between each pair of models: Holm's family.
+        stats = statistics.Settings.for_comparisons(
+            sum(len(d.metric_names) for d in sets) * len(models) * (len(models) - 1) // 2)
         perplexities: dict[str, Any] = {}
         for d, dataset in enumerate(sets):
             entries: dict[str, dict[str, Any]] = {}
@@ -172,7 +179,8 @@ def run(ctx: jobs.JobContext) -> str | None:
                     raise inference.Stopped()
             summary["tasks"].append({"taskType": dataset.task_type, "dataset": dataset.name,
                                      "datasetSource": dataset.source, "records": len(dataset.records),
-                                     "metrics": task_metrics(entries, [m for m, _ in models], len(dataset.records))})
+                                     "metrics": task_metrics(entries, [m for m, _ in models], len(dataset.records),
+                                                             stats, [r.category for r in dataset.records])})
             # 4. Bedrock's per-record outputs, one file per model.
             for m, (model, _) in enumerate(models):
                 lines = [{"automatedEvaluationResult": {"scores": per_model_scores[m][i]}, "inputRecord": r.raw,
@@ -180,7 +188,7 @@ def run(ctx: jobs.JobContext) -> str | None:
                          for i, r in enumerate(dataset.records)]
                 store.put_bytes(outputs.records_uri(prefix, model, dataset.task_type, dataset.name),
                                 outputs.jsonl(lines))
-        complete(db, job_arn, store, prefix, summary, progress)
+        complete(db, job_arn, store, prefix, summary, progress, stats)
     return asking.state
 
 
@@ -208,10 +216,10 @@ class Asking:
 
 
 def complete(db: Database, job_arn: str, store: ScopedStore, prefix: Any, summary: dict[str, Any],
-             progress: _Progress) -> None:
+             progress: _Progress, settings: statistics.Settings) -> None:
     """The end of an automated job (model or RAG): Holm's correction over all its comparisons, the report beside
     the outputs, the row Completed with the summary, the progress at 100%."""
-    statistics.correct(summary, statistics.Settings())
+    statistics.correct(summary, settings)
     outputs.write_report(store, prefix, summary)
     db.update(EvaluationJobRow, job_arn, status=JobStatus.COMPLETED, results=summary, ended_at=utc_now())
     progress.stage = "completed"
@@ -355,11 +363,13 @@ def _add(entries: dict[str, dict[str, Any]], name: str, model: str, one: dict[st
             entry.setdefault("distribution", {})[model] = one["distribution"]
 
 
-def task_metrics(entries: dict[str, dict[str, Any]], models: list[str], records: int) -> list[dict[str, Any]]:
+def task_metrics(entries: dict[str, dict[str, Any]], models: list[str], records: int, settings: statistics.Settings,
+                 categories: list[str | None] | None = None, clusters: list[Any] | None = None
+                 ) -> list[dict[str, Any]]:
     """A task's metric entries, each with its bootstrap intervals and, for two models, their paired comparison."""
     metrics = list(entries.values())
     samples = {entry["name"]: entry.pop("_samples", {}) for entry in metrics}
-    statistics.annotate(metrics, samples, models, records, statistics.Settings())
+    statistics.annotate(metrics, samples, models, records, settings, categories=categories, clusters=clusters)
     return metrics
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from outcrop.customization.datasets import DatasetError
 from outcrop.errors import ValidationException
-from outcrop.evaluation import datasets, inference, job, judge, outputs
+from outcrop.evaluation import datasets, inference, job, judge, outputs, statistics
 from outcrop.evaluation.service import dataset_configs, rag_generation, required_permissions
 from outcrop.evaluation.tables import EvaluationJobRow
 from outcrop.iam.scoped_store import ScopedStore
@@ -277,6 +277,7 @@ def run(ctx: jobs.JobContext, services: Any, row: EvaluationJobRow) -> str | Non
         progress.publish(force=True)
         summary = outputs.base_summary(row)
         prefix = outputs.job_prefix(request, request["jobId"])
+        stats = statistics.Settings()  # one knowledge base: nothing to compare, intervals only
         for d, dataset in enumerate(sets):
             turns = dataset.turns
             entries: dict[str, dict[str, Any]] = {}
@@ -290,7 +291,10 @@ def run(ctx: jobs.JobContext, services: Any, row: EvaluationJobRow) -> str | Non
                 raise inference.Stopped()
             summary["tasks"].append({"taskType": dataset.task_type, "dataset": dataset.name,
                                      "datasetSource": dataset.source, "records": len(turns),
-                                     "metrics": job.task_metrics(entries, [identifier], len(turns))})
+                                     "metrics": job.task_metrics(
+                                         entries, [identifier], len(turns), stats,
+                                         clusters=[c for c, conversation in enumerate(dataset.conversations)
+                                                   for _ in conversation])})
             lines, i = [], 0
             for conversation in dataset.conversations:
                 lines.append({"conversationTurns": [
@@ -299,7 +303,7 @@ def run(ctx: jobs.JobContext, services: Any, row: EvaluationJobRow) -> str | Non
                 i += len(conversation)
             store.put_bytes(outputs.records_uri(prefix, identifier, dataset.task_type, dataset.name),
                             outputs.jsonl(lines))
-        job.complete(db, job_arn, store, prefix, summary, progress)
+        job.complete(db, job_arn, store, prefix, summary, progress, stats)
     return asking.state
 
 

@@ -72,11 +72,22 @@ def verdict(comparison: dict[str, Any], metric: dict[str, Any], confidence: floa
     how_sure = (f"difference {format_difference(comparison.get('difference'), metric)}"
                 + (f", {confidence * 100:g}% interval {format_interval(interval, metric)}" if interval else "")
                 + f", p {_p_clause(comparison.get('pValue'))}, adjusted {_p_clause(comparison.get('pAdjusted'))}")
+    counts = [c for c in (metric.get("counts") or {}).values() if isinstance(c, int)]
+    pairs = comparison.get("pairs")
+    if isinstance(pairs, int) and counts and pairs < max(counts):
+        how_sure += f", on the {format_count(pairs)} records scored for both"
     better = comparison.get("better")
     if better:
         other = baseline if better == candidate else candidate
         return f"{_short(better)} is better than {_short(other)} ({how_sure})"
     return f"no significant difference between {_short(candidate)} and {_short(baseline)} ({how_sure})"
+
+
+def _with_interval(metric: dict[str, Any], category: str, model: str) -> str:
+    """A category's score, and its interval when the job gave one."""
+    score = format_score(((metric.get("byCategory") or {}).get(category) or {}).get(model), metric)
+    interval = format_interval(((metric.get("byCategoryIntervals") or {}).get(category) or {}).get(model), metric)
+    return f"{score} {interval}" if interval else score
 
 
 def _p_clause(value: Any) -> str:
@@ -184,7 +195,8 @@ def validate_summary(summary: dict[str, Any]) -> None:
                  "must be [low, high or null]")
             need(isinstance(metric.get("higherIsBetter"), bool), f"{where}.higherIsBetter", "must be a boolean")
             need(isinstance(metric.get("scores"), dict), f"{where}.scores", "must map model to score")
-            for key in ("counts", "byCategory", "unparseable", "distribution", "winRates", "intervals"):
+            for key in ("counts", "byCategory", "unparseable", "distribution", "winRates", "intervals",
+                        "byCategoryIntervals"):
                 need(isinstance(metric.get(key, {}), dict), f"{where}.{key}", "must be an object")
             for model, interval in (metric.get("intervals") or {}).items():
                 need(interval is None or (isinstance(interval, list) and len(interval) == 2),
@@ -255,9 +267,9 @@ def text_table(summary: dict[str, Any]) -> str:
                            + ", ".join(f"{model} {format_count(n)}" for model, n in bad.items()))
             if by_category := metric.get("byCategory") or {}:
                 out += ["", f"  {name} by category"]
-                out += _grid(["category", *heads], [[str(category)] + [format_score(scores.get(m), metric)
+                out += _grid(["category", *heads], [[str(category)] + [_with_interval(metric, category, m)
                                                                         for m in models]
-                                                     for category, scores in by_category.items()], "    ")
+                                                     for category in by_category], "    ")
             if wins := metric.get("winRates") or {}:
                 out += ["", f"  {name} win rates"]
                 columns = [*models, "tie"]
@@ -496,8 +508,8 @@ def _task_section(index: int, task: dict[str, Any], models: list[str], chart_num
         if by_category := metric.get("byCategory") or {}:
             section["categories"].append({
                 "name": metric.get("name", ""),
-                "rows": [(str(category), [format_score(scores.get(m), metric) for m in models])
-                         for category, scores in by_category.items()],
+                "rows": [(str(category), [_with_interval(metric, category, m) for m in models])
+                         for category in by_category],
                 "svg": _category_chart(metric, models, next(chart_numbers)) if len(by_category) >= 2 else None})
 
     compared = [m for m in metrics if m.get("winRates")]

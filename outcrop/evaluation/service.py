@@ -115,11 +115,15 @@ def _knowledge_base_permissions(request: dict[str, Any], region: str | None) -> 
 class EvaluationService:
     def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, store: ObjectStore,
                  provisioning: ProvisioningService, profiles: InferenceProfiles, region: str, *,
-                 knowledge_base: Callable[[str, str], Any]) -> None:
+                 knowledge_base: Callable[[str, str], Any],
+                 guardrail: Callable[[str, str, str | None], Any] | None = None) -> None:
         self.db = db
         #: (account, knowledge base id) -> its row, ResourceNotFoundException when the account has none
         #: (`KnowledgeBases.row`): a RAG job's knowledge base must exist when the job is created.
         self.knowledge_base = knowledge_base
+        #: (account, guardrail id or ARN, version) -> its document, ResourceNotFoundException when there is none
+        #: (`Guardrails.document`): a RAG job's guardrail must exist when the job is created.
+        self.guardrail = guardrail
         self.profiles = profiles
         self.catalog = catalog
         self.iam = iam
@@ -138,7 +142,8 @@ class EvaluationService:
                         create=lambda: self._create_job(principal.account_id, params))
 
     def _create_job(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
-        request = {k: v for k, v in params.items() if k != "clientRequestToken"}
+        # A JSON null is an absent member (as the validator counts them), so `"x" in ...` below means "given".
+        request = _without_nulls({k: v for k, v in params.items() if k != "clientRequestToken"})
         config = request["evaluationConfig"]
         if ("automated" in config) == ("human" in config):
             raise ValidationException("evaluationConfig needs exactly one of automated or human")
@@ -294,6 +299,13 @@ class EvaluationService:
                                       "this server; the question is searched as asked")
         search_plan(knowledge_base.get("retrievalConfiguration"), f"{where}.retrievalConfiguration")
         generation = knowledge_base.get("generationConfiguration") or {}
+        guardrail = generation.get("guardrailConfiguration")
+        if guardrail and self.guardrail is not None:
+            try:
+                self.guardrail(account, guardrail["guardrailId"], guardrail.get("guardrailVersion"))
+            except ResourceNotFoundException as exc:
+                raise ValidationException(f"{where}.generationConfiguration.guardrailConfiguration: "
+                                          f"{exc.message}") from None
         template = (generation.get("promptTemplate") or {}).get("textPromptTemplate")
         if template is not None and SEARCH_RESULTS not in template:
             raise ValidationException(f"{where}.generationConfiguration.promptTemplate.textPromptTemplate must "
@@ -558,6 +570,14 @@ def _inference_summary(request: dict[str, Any]) -> dict[str, Any]:
     if precomputed:
         summary["precomputedInferenceSourceIdentifiers"] = precomputed
     return {"inferenceConfigSummary": {"modelConfigSummary": summary}}
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _one_of(value: dict[str, Any], members: tuple[str, ...], where: str) -> None:

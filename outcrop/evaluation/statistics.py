@@ -17,7 +17,11 @@
   its difference flipped).
 - **Many comparisons.** A job compares every metric on every dataset; Holm's step-down correction over all of
   a job's comparisons keeps the chance of calling any one of them different by luck at `alpha`. Each
-  comparison reports both its own p-value and the adjusted one; "significant" uses the adjusted one.
+  comparison reports both its own p-value and the adjusted one; "significant" uses the adjusted one. A
+  bootstrap p-value is at least 1 / (resamples + 1), so a job with many comparisons resamples more
+  (`Settings.for_comparisons`): otherwise no corpus metric could pass Holm's bar.
+- **Records that belong together** (the turns of one conversation, the ratings of one item) are resampled
+  and swapped together (`clusters`): resampling them one by one would make intervals too narrow.
 
 Every setting is in `Settings` and in the signature the report prints, and the seed makes a report reproducible.
 """
@@ -25,7 +29,7 @@ Every setting is in `Settings` and in the signature the report prints, and the s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +62,13 @@ class Settings:
         if not 0 < self.confidence < 1 or not 0 < self.alpha < 1:
             raise ValueError("confidence and alpha must be between 0 and 1")
 
+    @classmethod
+    def for_comparisons(cls, comparisons: int) -> Settings:
+        """Enough resamples that the smallest bootstrap p-value, times `comparisons` (Holm's first factor), is
+        at most half of alpha; never fewer than the default."""
+        needed = math.ceil(2 * comparisons / ALPHA)
+        return cls(resamples=max(RESAMPLES, -(-needed // 1000) * 1000))
+
     def signature(self) -> str:
         return (f"ci:percentile-bootstrap|n:{self.resamples}|level:{self.confidence:g}|seed:{self.seed}"
                 f"|test:paired-bs,ar:{self.permutations}|correction:{CORRECTION.lower()}|alpha:{self.alpha:g}")
@@ -86,6 +97,10 @@ class Sample:
     def corpus(self) -> bool:
         return self.stats is not None and self.from_stats is not None
 
+    def subset(self, rows: Sequence[int]) -> Sample:
+        return Sample([self.values[i] for i in rows], [self.stats[i] for i in rows] if self.stats is not None
+                      else None, self.from_stats)
+
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         values = np.array([math.nan if v is None else float(v) for v in self.values], dtype=np.float64)
         valid = np.isfinite(values)
@@ -99,18 +114,30 @@ class Sample:
 
 
 class Resamples:
-    """The bootstrap resamples of one dataset's records, shared by every metric and model scored on them."""
+    """The bootstrap resamples of one dataset's records, shared by every metric and model scored on them.
 
-    def __init__(self, records: int, settings: Settings) -> None:
+    `clusters` labels each record with the unit it is drawn with (a conversation, a rated item); without it
+    each record is its own unit."""
+
+    def __init__(self, records: int, settings: Settings, clusters: Sequence[Hashable] | None = None) -> None:
         self.records, self.settings = records, settings
+        if clusters is not None and len(clusters) != records:
+            raise ValueError(f"{len(clusters)} cluster labels for {records} records")
+        labels = list(dict.fromkeys(clusters)) if clusters is not None else None
+        #: Each record's unit (0..units-1).
+        self.unit = np.array([labels.index(c) for c in clusters] if labels is not None else range(records),
+                             dtype=np.int64)
+        units = len(labels) if labels is not None else records
         rng = np.random.default_rng(settings.seed)
         # The same call as sacrebleu's paired bootstrap, so the same seed draws the same resamples.
-        self.indices = rng.choice(records, size=(settings.resamples, records), replace=True) if records else \
+        drawn = rng.choice(units, size=(settings.resamples, units), replace=True) if units else \
             np.zeros((settings.resamples, 0), dtype=np.int64)
-        # How often each record is drawn in each resample: a mean over a resample is then one matrix product.
-        offsets = (self.indices + np.arange(settings.resamples)[:, None] * records).ravel()
-        self.counts = np.bincount(offsets, minlength=settings.resamples * records).reshape(
-            settings.resamples, records).astype(np.float64)
+        # How often each unit, then each record, is drawn in each resample: a mean over a resample is then one
+        # matrix product.
+        offsets = (drawn + np.arange(settings.resamples)[:, None] * units).ravel()
+        per_unit = np.bincount(offsets, minlength=settings.resamples * units).reshape(settings.resamples, units)
+        self.counts = per_unit[:, self.unit].astype(np.float64)
+        self.units = units
         self._signs_rng = rng  # the permutation test draws on after the resamples, still from the one seed
         # A sample's replicates serve its interval and every comparison it is in: computed once (the sample is
         # kept with them, so that its id cannot be reused while it is here).
@@ -162,12 +189,15 @@ class Resamples:
         differences = (cand_values - base_values) * both
         observed = float(differences.sum() / pairs)
         interval = _percentiles(_ratio(self.counts @ differences, self.counts @ both), self.settings.confidence)
-        return {"difference": observed, "interval": interval, "pValue": self._randomization(differences[both > 0]),
+        # A unit's pairs are swapped together: the test permutes units, each its summed differences.
+        per_unit = np.bincount(self.unit, weights=differences, minlength=self.units)
+        return {"difference": observed, "interval": interval, "pValue": self._randomization(per_unit, pairs),
                 "test": "paired approximate randomization", "pairs": pairs}
 
-    def _randomization(self, differences: np.ndarray) -> float:
-        """Two-sided p-value of the mean difference under random swaps of each pair's two scores."""
-        observed = abs(differences.mean())
+    def _randomization(self, differences: np.ndarray, pairs: int) -> float:
+        """Two-sided p-value of the mean difference (sum / pairs) under random swaps of each unit's two sets
+        of scores."""
+        observed = abs(differences.sum()) / pairs
         if observed == 0.0:
             return 1.0  # no difference at all is never evidence of one
         trials, at_least = self.settings.permutations, 0
@@ -175,7 +205,7 @@ class Resamples:
         for start in range(0, trials, _CHUNK * 10):
             size = min(_CHUNK * 10, trials - start)
             signs = self._signs_rng.integers(0, 2, size=(size, len(differences)), dtype=np.int8) * 2 - 1
-            means = np.abs(signs @ differences) / len(differences)
+            means = np.abs(signs @ differences) / pairs
             at_least += int(np.sum(means >= observed - tolerance))
         return (at_least + 1) / (trials + 1)
 
@@ -209,15 +239,32 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def annotate(metrics: Sequence[dict[str, Any]], samples: dict[str, dict[str, Sample]], models: Sequence[str],
-             records: int, settings: Settings) -> None:
-    """Add `intervals` to every metric entry of one dataset, and `comparisons` when it scored two models.
+             records: int, settings: Settings, *, categories: Sequence[str | None] | None = None,
+             clusters: Sequence[Hashable] | None = None) -> None:
+    """Add `intervals` to every metric entry of one dataset (and `byCategoryIntervals` when its records have
+    `categories`), and `comparisons` when it scored two models.
 
     `samples[metric][model]` holds the scores behind `entry["scores"][model]`. A comparison reads "candidate
     minus baseline", the baseline being the job's first model (`outcrop eval compare BASE CUSTOM`'s BASE)."""
-    resamples = Resamples(records, settings)
+    resamples = Resamples(records, settings, clusters)
+    groups: dict[str, list[int]] = {}
+    for i, category in enumerate(categories or []):
+        if category is not None:
+            groups.setdefault(str(category), []).append(i)
+    by_group = {category: Resamples(len(rows), settings, [clusters[i] for i in rows] if clusters else None)
+                for category, rows in groups.items()}
     for entry in metrics:
         per_model = samples.get(entry["name"]) or {}
-        entry["intervals"] = {model: resamples.interval(sample) for model, sample in per_model.items()}
+        scores = entry.get("scores") or {}
+        # A score that is no number (a perplexity that overflowed) gets no interval either.
+        entry["intervals"] = {model: resamples.interval(sample) if _finite(scores.get(model)) else None
+                              for model, sample in per_model.items()}
+        if groups and entry.get("byCategory"):
+            entry["byCategoryIntervals"] = {
+                category: {model: by_group[category].interval(sample.subset(groups[category]))
+                           if _finite((entry["byCategory"].get(category) or {}).get(model)) else None
+                           for model, sample in per_model.items()}
+                for category in groups if category in entry["byCategory"]}
         entry["comparisons"] = []
         for i, baseline in enumerate(models):
             for candidate in models[i + 1:]:
@@ -227,15 +274,26 @@ def annotate(metrics: Sequence[dict[str, Any]], samples: dict[str, dict[str, Sam
                         entry["comparisons"].append({"baseline": baseline, "candidate": candidate, **result})
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def correct(summary: dict[str, Any], settings: Settings) -> None:
-    """Holm over every comparison of the job; marks each significant or not and names the better model."""
+    """Holm over every comparison of the job; marks each significant or not and names the better model.
+
+    A significant paired difference whose sign disagrees with the two models' overall scores (possible when
+    records scored for one model only are left out of the pairs) names no better model: the report would
+    otherwise contradict its own table."""
     found = [(metric, c) for task in summary.get("tasks") or [] for metric in task.get("metrics") or []
              for c in metric.get("comparisons") or []]
     for (metric, comparison), adjusted in zip(found, holm([c["pValue"] for _, c in found]), strict=True):
         comparison["pAdjusted"] = adjusted
         comparison["significant"] = adjusted < settings.alpha
         higher = metric.get("higherIsBetter", True)
-        if comparison["significant"] and comparison["difference"] != 0:
+        scores = metric.get("scores") or {}
+        overall = [scores.get(comparison[k]) for k in ("baseline", "candidate")]
+        agrees = not all(map(_finite, overall)) or (overall[1] - overall[0]) * comparison["difference"] > 0
+        if comparison["significant"] and comparison["difference"] != 0 and agrees:
             comparison["better"] = comparison["candidate"] if (comparison["difference"] > 0) == higher \
                 else comparison["baseline"]
         else:

@@ -114,26 +114,28 @@ def aggregate_ratings(request: dict[str, Any], tasks: Iterable[HumanTaskRow],
         entries = []
         for metric in metrics_for(request, task_type, dataset):
             method = metric.rating_method
-            rated = [(task.record.get("category"), values[metric.name])
+            rated = [(task.record.get("category"), values[metric.name], task.task_id)
                      for task in group for values in by_task.get(task.task_id, []) if metric.name in values]
             if method in COMPARISON_METHODS and len(models) != 2:
                 continue  # check_custom_metrics refuses this at creation; nothing to compare
-            overall = _scores(method, [v for _, v in rated], models)
-            categories = sorted({c for c, _ in rated if c is not None}, key=str)
+            overall = _scores(method, [v for _, v, _ in rated], models)
+            categories = sorted({c for c, _, _ in rated if c is not None}, key=str)
             low_high, higher = RANGES[method]
             entry = {
                 "name": metric.name, "kind": "human", "description": metric.description, "ratingMethod": method,
                 "range": [low_high[0], len(models) if method == RANK else low_high[1]], "higherIsBetter": higher,
                 "scores": overall["scores"], "counts": overall["counts"],
-                "byCategory": {str(c): _scores(method, [v for cc, v in rated if cc == c], models)["scores"]
+                "byCategory": {str(c): _scores(method, [v for cc, v, _ in rated if cc == c], models)["scores"]
                                for c in categories},
                 "distribution": overall["distribution"],
             }
             if "winRates" in overall:
                 entry["winRates"] = overall["winRates"]
-            # A rating is the unit resampled: each scores both models of its item, so they stay paired.
+            # The ratings of one item (several raters) are resampled together; each rating scores both models of
+            # its item, so they stay paired.
             statistics.annotate([entry], {metric.name: overall["samples"]}, models, len(rated),
-                                statistics.Settings())
+                                statistics.Settings(), categories=[c for c, _, _ in rated],
+                                clusters=[task for _, _, task in rated])
             entries.append(entry)
         results.append({"taskType": task_type, "dataset": dataset, "records": len(group), "metrics": entries})
     return results

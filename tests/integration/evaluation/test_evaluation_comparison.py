@@ -111,6 +111,7 @@ def test_compare_names_the_custom_model_and_finds_no_difference_on_an_unrelated_
                    "--role-arn", role, "--output", "s3://ft-data/evaluations/", "--max-tokens", "8")
     assert compared.returncode == 0, compared.stderr
     assert "Completed" in compared.stdout and "Scores show [95% intervals]" in compared.stdout
+    # Neither model knows these answers: the report must not call their equal failure a difference.
     assert "Outcrop.ROUGE-1: no significant difference" in compared.stdout, compared.stdout
     # The custom model was evaluated through its provisioned throughput.
     assert f"Model 2: {pt}" in compared.stdout

@@ -154,6 +154,13 @@ def generate_config(rag, **vector) -> dict:
                                                                   "knowledgeBaseConfiguration": configuration}}}
 
 
+def with_guardrail(config: dict) -> dict:
+    generation = config["knowledgeBaseConfig"]["retrieveAndGenerateConfig"]["knowledgeBaseConfiguration"][
+        "generationConfiguration"]
+    generation["guardrailConfiguration"] = {"guardrailId": "nosuchguard1", "guardrailVersion": "DRAFT"}
+    return config
+
+
 def wait(rag, job_arns: list[str], timeout: float = 240) -> list[dict]:
     deadline, done = time.monotonic() + timeout, {}
     while len(done) < len(job_arns):
@@ -290,8 +297,14 @@ def test_retrieve_generate_and_precomputed_jobs(rag):
             "modelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.rerank-v1:0"}}})},
      "ValidationException", "knowledgeBaseRetrievalConfiguration.vectorSearchConfiguration.rerankingConfiguration"),
     (lambda r: {"role": r["blind"]}, "AccessDeniedException", "bedrock:Retrieve"),
+    (lambda r: {"config": with_guardrail(generate_config(r)), "metrics": ["Builtin.Correctness"]},
+     "ValidationException", "generationConfiguration.guardrailConfiguration"),
+    # Sent as raw JSON (boto3 refuses None): a null member is an absent one, not a 500.
+    (lambda r: {"raw": True, "config": {"precomputedRagSourceConfig": None, "knowledgeBaseConfig": {"retrieveConfig": {
+        "knowledgeBaseId": "NOSUCHKB00", "knowledgeBaseRetrievalConfiguration": {"vectorSearchConfiguration": {}}}}}},
+     "ValidationException", "the knowledge base NOSUCHKB00 does not exist"),
 ], ids=["rag-config-in-a-model-job", "custom-metrics", "no-such-knowledge-base", "generation-metric-on-retrieve",
-        "context-metric-on-generate", "reranking", "role-may-not-search"])
+        "context-metric-on-generate", "reranking", "role-may-not-search", "no-such-guardrail", "a-null-member"])
 def test_bad_rag_requests_are_refused_by_name(rag, change, code, message):
     changed = change(rag)
     request = {"jobName": f"bad-{uuid.uuid4().hex[:8]}", "roleArn": changed.get("role", rag["role"]),
@@ -308,6 +321,11 @@ def test_bad_rag_requests_are_refused_by_name(rag, change, code, message):
         request["evaluationConfig"]["automated"]["customMetricConfig"] = {
             "customMetrics": [{"customMetricDefinition": {"name": "Short", "instructions": "Short? {{prediction}}"}}],
             "evaluatorModelConfig": {"bedrockEvaluatorModels": [{"modelIdentifier": rag["model"]}]}}
+    if changed.get("raw"):
+        status, _, body = rag["server"].raw("POST", "/evaluation-jobs", json.dumps(request).encode(),
+                                            headers={"Content-Type": "application/json"})
+        assert status == 400 and body["__type"] == code and message in body["message"], (status, body)
+        return
     with pytest.raises(botocore.exceptions.ClientError) as error:
         rag["bedrock"].create_evaluation_job(**request)
     assert error.value.response["Error"]["Code"] == code

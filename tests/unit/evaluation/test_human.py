@@ -336,6 +336,8 @@ def test_aggregate_per_metric_model_category_with_win_rates_and_ties(human, acco
     helpful = metrics["Helpful"]
     # Each of the 4 ratings is resampled as a unit, so A's and B's scores stay paired (they sum to 6).
     intervals, [comparison] = helpful.pop("intervals"), helpful.pop("comparisons")
+    by_category = helpful.pop("byCategoryIntervals")
+    assert set(by_category) == {"x", "y"} and by_category["x"][A][0] <= 4.0 <= by_category["x"][A][1]
     assert 1 <= intervals[A][0] <= 11 / 4 <= intervals[A][1] <= 5
     assert comparison["difference"] == 13 / 4 - 11 / 4 and comparison["pairs"] == 4
     assert comparison["interval"][0] <= 0.5 <= comparison["interval"][1]

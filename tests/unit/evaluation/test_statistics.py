@@ -184,3 +184,45 @@ def test_the_metrics_cli_adds_intervals_rouge_scores_own_with_the_same_seed(tmp_
         assert printed[f"{key}_low"] < printed[key] < printed[f"{key}_high"]
     assert main(["metrics", "score", "--metric", "bleu", *files, "--seed", "5"]) == 1
     assert "add --bootstrap" in capsys.readouterr().err
+
+
+def test_records_of_one_unit_are_resampled_together():
+    """Each of 40 items rated 5 times alike: resampled one by one, the interval pretends to 200 independent
+    ratings; resampled by item it is the interval of 40 items."""
+    rng = np.random.default_rng(4)
+    items = list(rng.uniform(0, 1, 40))
+    ratings = [v for v in items for _ in range(5)]
+    units = [i for i in range(40) for _ in range(5)]
+    settings = Settings(resamples=2000)
+    naive = Resamples(200, settings).interval(Sample(ratings))
+    clustered = Resamples(200, settings, clusters=units).interval(Sample(ratings))
+    by_item = Resamples(40, settings).interval(Sample(items))
+    width = lambda interval: interval[1] - interval[0]  # noqa: E731
+    assert width(naive) < 0.6 * width(clustered)
+    assert width(clustered) == pytest.approx(width(by_item), rel=0.15)
+    # The randomization test swaps an item's ratings together: the same p as on the items themselves.
+    other = [v + 0.05 for v in items]
+    p_items = Resamples(40, settings).compare(Sample(items), Sample(other))["pValue"]
+    p_units = Resamples(200, settings, clusters=units).compare(
+        Sample(ratings), Sample([v for v in other for _ in range(5)]))["pValue"]
+    assert p_units == pytest.approx(p_items, abs=0.01)
+
+
+def test_many_comparisons_resample_enough_to_pass_holm():
+    assert Settings.for_comparisons(1).resamples == statistics.RESAMPLES
+    settings = Settings.for_comparisons(125)  # Bedrock's most: 5 datasets x 25 metrics
+    assert 125 / (settings.resamples + 1) <= settings.alpha / 2
+
+
+def test_a_verdict_never_contradicts_the_scores_and_a_score_without_a_number_gets_no_interval():
+    # A scored 0.5 on 30 records only; B 0.6 there and 0.0 on the other 30: the pairs favour B, the scores A.
+    a, b = Sample([0.5] * 30 + [None] * 30), Sample([0.6] * 30 + [0.0] * 30)
+    metric = {"name": "m", "higherIsBetter": True, "scores": {"A": a.score(), "B": b.score()}}
+    settings = Settings(resamples=200, permutations=500)
+    statistics.annotate([metric], {"m": {"A": a, "B": b}}, ["A", "B"], 60, settings)
+    statistics.correct({"tasks": [{"metrics": [metric]}]}, settings)
+    [comparison] = metric["comparisons"]
+    assert comparison["significant"] and comparison["pairs"] == 30 and comparison["better"] is None
+    overflowed = {"name": "p", "scores": {"A": float("inf")}, "byCategory": {}}
+    statistics.annotate([overflowed], {"p": {"A": Sample([1.0, float("inf")])}}, ["A"], 2, settings)
+    assert overflowed["intervals"] == {"A": None}
