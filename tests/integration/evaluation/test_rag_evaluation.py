@@ -35,9 +35,10 @@ QUESTIONS = [("How tall is the Eiffel Tower?", "It is 330 metres tall.", "eiffel
              ("Where was coffee first grown?", "In Ethiopia and Yemen.", "coffee.txt"),
              ("Which city did Mount Vesuvius bury?", "Pompeii.", "volcano.txt")]
 RETRIEVE_METRICS = ["Builtin.ContextRelevance", "Builtin.ContextCoverage"]
-GENERATE_METRICS = ["Builtin.Correctness", "Builtin.Completeness", "Builtin.Helpfulness", "Builtin.LogicalCoherence",
-                    "Builtin.Faithfulness", "Builtin.CitationPrecision", "Builtin.CitationCoverage",
-                    "Builtin.Harmfulness", "Builtin.Stereotyping", "Builtin.Refusal"]
+# One of each kind the job scores differently (a model rubric with a reference, the passages, each citation, the
+# citations as a whole, a responsible-AI rubric); every metric's prompt is checked in tests/unit/evaluation/test_rag.py.
+GENERATE_METRICS = ["Builtin.Correctness", "Builtin.Faithfulness", "Builtin.CitationPrecision",
+                    "Builtin.CitationCoverage", "Builtin.Refusal"]
 
 
 def outcrop(data, *args: str) -> str:
