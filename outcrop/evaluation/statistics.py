@@ -137,7 +137,7 @@ class Resamples:
         # matrix product.
         offsets = (drawn + np.arange(settings.resamples)[:, None] * units).ravel()
         per_unit = np.bincount(offsets, minlength=settings.resamples * units).reshape(settings.resamples, units)
-        self.counts = per_unit[:, self.unit].astype(np.float64)
+        self.counts = (per_unit if labels is None else per_unit[:, self.unit]).astype(np.float64)
         self.units = units
         self._signs_rng = rng  # the permutation test draws on after the resamples, still from the one seed
         # A sample's replicates serve its interval and every comparison it is in: computed once (the sample is
