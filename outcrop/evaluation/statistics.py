@@ -124,9 +124,9 @@ class Resamples:
         self.records, self.settings = records, settings
         if clusters is not None and len(clusters) != records:
             raise ValueError(f"{len(clusters)} cluster labels for {records} records")
-        labels = list(dict.fromkeys(clusters)) if clusters is not None else None
+        labels = {label: i for i, label in enumerate(dict.fromkeys(clusters))} if clusters is not None else None
         #: Each record's unit (0..units-1).
-        self.unit = np.array([labels.index(c) for c in clusters] if labels is not None else range(records),
+        self.unit = np.array([labels[c] for c in clusters] if labels is not None else range(records),
                              dtype=np.int64)
         units = len(labels) if labels is not None else records
         rng = np.random.default_rng(settings.seed)
