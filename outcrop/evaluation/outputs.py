@@ -2,6 +2,7 @@
 
     <outputDataConfig.s3Uri>/<job-name>/<job-id>/
         models/<model-id>/taskTypes/<task>/datasets/<dataset>/<uuid>_output.jsonl   one line per prompt
+        datasets/<dataset>/<uuid>_output.jsonl      a human job's instead: one line per item, every model's answer
         report.json     the summary (`outcrop.evaluation.report`'s shape)
         report.html     the same, drawn
 
@@ -164,7 +165,7 @@ def write_human_outputs(store: Any, db: Any, row: Any, summary: dict[str, Any],
             "inputRecord": task.record,
             "modelResponses": [{"response": r["response"], "modelIdentifier": r["modelIdentifier"]}
                                for r in task.responses]})
-    for model in summary["models"]:
-        for (task_type, dataset), lines in groups.items():
-            store.put_bytes(records_uri(prefix, model, task_type, dataset), jsonl(lines))
+    # Bedrock's layout for a job with human workers: one file per dataset, each line with every model's response.
+    for (_, dataset), lines in groups.items():
+        store.put_bytes(prefix.join(f"datasets/{dataset}/{uuid.uuid4()}_output.jsonl"), jsonl(lines))
     write_report(store, prefix, summary)

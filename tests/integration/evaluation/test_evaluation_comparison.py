@@ -178,6 +178,9 @@ def test_a_human_comparison_rated_by_two_colleagues(tuned):
     assert sum(wins.values()) == pytest.approx(1.0) and set(wins) == {base, pt, "tie"}
     assert metrics["good"]["counts"] == {base: 2 * len(PAIRS), pt: 2 * len(PAIRS)}
     outputs = list(objects_path(server.data_dir, "s3://ft-data/evaluations/side-by-side").rglob("*_output.jsonl"))
-    assert outputs and all(len(json.loads(line)["humanEvaluationResult"]["ratings"]) == 2
-                           for line in outputs[0].read_text().splitlines())
-    assert (Path(outputs[0].parents[6]) / "report.html").is_file()
+    # Bedrock's layout for human jobs: <job>/<id>/datasets/<dataset>/<uuid>_output.jsonl, both models in each line.
+    [output] = outputs
+    assert output.parent.name == "prompts" and output.parents[1].name == "datasets"
+    assert all(len(json.loads(line)["humanEvaluationResult"]["ratings"]) == 2
+               and len(json.loads(line)["modelResponses"]) == 2 for line in output.read_text().splitlines())
+    assert (Path(output.parents[2]) / "report.html").is_file()
