@@ -190,7 +190,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(args.job)
     args.interval = 1.0
     extra = _with_progress(bedrock)
-    status = _follow(bedrock, args)
+    status = _follow(bedrock, args, extra)
     if status == 0 and extra.get("results"):
         print()
         print(report.text_table(extra["results"]), end="")
@@ -258,10 +258,12 @@ def _watch(args: argparse.Namespace) -> int:
     return _follow(bedrock, args)
 
 
-def _follow(bedrock, args: argparse.Namespace) -> int:
+def _follow(bedrock, args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
+    """Watch the job to its end; `extra` (`_with_progress`'s, made here if not given) then holds its last raw
+    members."""
     from tqdm import tqdm
 
-    extra = _with_progress(bedrock)
+    extra = _with_progress(bedrock) if extra is None else extra
     bar, stage = None, None
     while True:
         job = bedrock.get_evaluation_job(jobIdentifier=args.job)

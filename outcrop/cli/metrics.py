@@ -16,10 +16,11 @@ stripped) with its quasi-exact match. squad is the official SQuAD v1.1 exact mat
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,17 +134,19 @@ def _bootstrap_settings(args: argparse.Namespace):
         raise MetricsInputError(str(exc)) from None
 
 
-def bootstrap_intervals(metric: Any, predictions: list[str], references: list[Any], settings: Any
+def bootstrap_intervals(metric: Any, predictions: list[str], references: list[Any], settings: Any,
+                        corpus: dict[str, float], items: Callable[[], list[dict[str, Any]]]
                         ) -> dict[str, list[float]]:
     """Corpus key -> [low, high]: a sacrebleu metric's from its resampled statistics, ROUGE's F from rouge-score's
-    BootstrapAggregator, a mean's from its per-item values. A key that is no mean of its items gets none."""
+    BootstrapAggregator, a mean's from its per-item values. A key that is no mean of its items gets none.
+    `corpus` is the metric's corpus scores, `items` gives its per-item scores (scored once for the whole run)."""
     from outcrop.evaluation import statistics
     from outcrop.evaluation.metrics.rouge import Rouge, bootstrap_aggregate
     from outcrop.evaluation.metrics.sacrebleu_metrics import SacrebleuMetric
 
     if isinstance(metric, Rouge):
-        aggregated = bootstrap_aggregate(metric.score_items(predictions, references), confidence=settings.confidence,
-                                         n_samples=settings.resamples, seed=settings.seed)
+        aggregated = bootstrap_aggregate(items(), confidence=settings.confidence, n_samples=settings.resamples,
+                                         seed=settings.seed)
         return {key: [bounds["low"]["fmeasure"], bounds["high"]["fmeasure"]] for key, bounds in aggregated.items()}
     resamples = statistics.Resamples(len(predictions), settings)
     if isinstance(metric, SacrebleuMetric):
@@ -151,11 +154,10 @@ def bootstrap_intervals(metric: Any, predictions: list[str], references: list[An
                                    metric.from_stats)
         interval = resamples.interval(sample)
         return {metric.name: interval} if interval else {}
-    corpus = metric.corpus(predictions, references)
-    items = metric.score_items(predictions, references)
+    scored = items()
     out = {}
     for key, value in corpus.items():
-        values = [item.get(key) for item in items]
+        values = [item.get(key) for item in scored]
         if not all(isinstance(v, int | float) for v in values):
             continue
         sample = statistics.Sample(values)
@@ -281,21 +283,22 @@ def _run(args: argparse.Namespace) -> int:
     signatures: list[tuple[str, str]] = []
     per_item: list[dict[str, Any]] = [{} for _ in predictions]
     item_owner: dict[str, str] = {}
-    for metric in metrics:
-        _merge(corpus, metric.corpus(predictions, references), owner, metric.name)
-        signatures.append((metric.name, metric.signature()))
-        if args.per_item:
-            for row, scores in zip(per_item, metric.score_items(predictions, references), strict=True):
-                _merge(row, scores, item_owner, metric.name)
-
     intervals: dict[str, list[float]] = {}
-    if args.bootstrap:
-        settings = _bootstrap_settings(args)
-        for metric in metrics:
-            intervals.update(bootstrap_intervals(metric, predictions, references, settings))
-        signatures.append(("bootstrap", settings.signature().split("|test:")[0]))
-    elif any(v is not None for v in (args.resamples, args.confidence, args.seed)):
+    if not args.bootstrap and any(v is not None for v in (args.resamples, args.confidence, args.seed)):
         raise MetricsInputError("--resamples, --confidence and --seed set the bootstrap: add --bootstrap")
+    settings = _bootstrap_settings(args) if args.bootstrap else None
+    for metric in metrics:
+        scores = metric.corpus(predictions, references)
+        _merge(corpus, scores, owner, metric.name)
+        signatures.append((metric.name, metric.signature()))
+        items = functools.cache(lambda metric=metric: metric.score_items(predictions, references))
+        if args.per_item:
+            for row, item in zip(per_item, items(), strict=True):
+                _merge(row, item, item_owner, metric.name)
+        if settings is not None:
+            intervals.update(bootstrap_intervals(metric, predictions, references, settings, scores, items))
+    if settings is not None:
+        signatures.append(("bootstrap", settings.interval_signature()))
 
     if args.per_item:
         with open(args.per_item, "w", encoding="utf-8") as fh:

@@ -20,7 +20,7 @@ from typing import Any
 from outcrop.errors import ValidationException
 from outcrop.evaluation import datasets, inference, judge, outputs, scoring, statistics
 from outcrop.evaluation.datasets import PromptRecord
-from outcrop.evaluation.service import FINISHED, dataset_configs, required_permissions
+from outcrop.evaluation.service import FINISHED, dataset_configs, is_rag, required_permissions
 from outcrop.evaluation.tables import EvaluationJobRow, JobStatus
 from outcrop.iam.scoped_store import ScopedStore
 from outcrop.iam.service import IamService
@@ -75,7 +75,7 @@ def run(ctx: jobs.JobContext) -> str | None:
     services = JobServices.open(db, settings)
     row = _row(db, job_arn)
     request = row.request
-    if request.get("applicationType") == outputs.RAG_EVALUATION:  # a knowledge-base evaluation: rag.py's own
+    if is_rag(request):  # a knowledge-base evaluation: rag.py's own
         from outcrop.evaluation import rag
 
         return rag.run(ctx, services, row)
@@ -345,14 +345,13 @@ def _automatic_entry(result: scoring.MetricResult) -> dict[str, Any]:
 def _add(entries: dict[str, dict[str, Any]], name: str, model: str, one: dict[str, Any], kind: str) -> None:
     """Merge one model's result for a metric into the metric's entry (the report's shape: per model).
 
-    `one["sample"]` (or `one["values"]`, per-record scores) is what `task_metrics` draws intervals from; it
-    waits in the entry's private `_samples` until then."""
+    `one["sample"]` (the per-record scores) is what `task_metrics` draws intervals from; it waits in the
+    entry's private `_samples` until then."""
     entry = entries.setdefault(name, {"name": name, "kind": kind, "description": one["description"],
                                       "range": one["range"], "higherIsBetter": one["higherIsBetter"],
                                       "scores": {}, "counts": {}, "byCategory": {}})
-    sample = one.get("sample") or (statistics.Sample(one["values"]) if one.get("values") is not None else None)
-    if sample is not None:
-        entry.setdefault("_samples", {})[model] = sample
+    if one.get("sample") is not None:
+        entry.setdefault("_samples", {})[model] = one["sample"]
     entry["scores"][model] = one["score"]
     entry["counts"][model] = one["count"]
     for category, value in one["byCategory"].items():

@@ -499,5 +499,6 @@ class _Plan:
         scored = [s for s in scores if s is not None]
         one = {"description": rubric.description, "range": [0, 1], "higherIsBetter": rubric.higher_is_better,
                "score": sum(scored) / len(scored) if scored else None, "count": len(scored), "byCategory": {},
-               "unparseable": summary["unparseable"], "distribution": summary["distribution"], "values": scores}
+               "unparseable": summary["unparseable"], "distribution": summary["distribution"],
+               "sample": statistics.Sample(scores)}
         return one, results

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from outcrop.platform import jsontext
 from outcrop.web import Markup, render
 from outcrop.web.charts import svg
 
@@ -150,20 +151,10 @@ def _labels(distribution: dict[str, dict[str, int]]) -> list[str]:
 # ---------------------------------------------------------------- JSON
 
 
-def finite(value: Any) -> Any:
-    """NaN and infinities become None, at any depth: strict JSON has neither."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(item) for item in value]
-    return value
-
-
 def render_json(summary: dict[str, Any]) -> bytes:
     """report.json: sorted and indented so two reports diff cleanly; NaN becomes null (strict JSON has no NaN)."""
-    return (json.dumps(finite(summary), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    text = json.dumps(jsontext.finite(summary), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode()
 
 
 def validate_summary(summary: dict[str, Any]) -> None:

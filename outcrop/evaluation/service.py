@@ -29,6 +29,7 @@ from outcrop.iam.scoped_store import ScopedStore, object_arn
 from outcrop.iam.service import IamService, role_arn_account
 from outcrop.knowledge.retrieval import SEARCH_RESULTS, search_plan
 from outcrop.knowledge.service import knowledge_base_arn
+from outcrop.platform import jsontext
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
@@ -116,7 +117,7 @@ class EvaluationService:
     def __init__(self, db: Database, catalog: Catalog, iam: IamService, runner: JobRunner, store: ObjectStore,
                  provisioning: ProvisioningService, profiles: InferenceProfiles, region: str, *,
                  knowledge_base: Callable[[str, str], Any],
-                 guardrail: Callable[[str, str, str | None], Any] | None = None) -> None:
+                 guardrail: Callable[[str, str, str | None], Any]) -> None:
         self.db = db
         #: (account, knowledge base id) -> its row, ResourceNotFoundException when the account has none
         #: (`KnowledgeBases.row`): a RAG job's knowledge base must exist when the job is created.
@@ -300,7 +301,7 @@ class EvaluationService:
         search_plan(knowledge_base.get("retrievalConfiguration"), f"{where}.retrievalConfiguration")
         generation = knowledge_base.get("generationConfiguration") or {}
         guardrail = generation.get("guardrailConfiguration")
-        if guardrail and self.guardrail is not None:
+        if guardrail:
             try:
                 self.guardrail(account, guardrail["guardrailId"], guardrail.get("guardrailVersion"))
             except ResourceNotFoundException as exc:
@@ -426,7 +427,7 @@ class EvaluationService:
         request = row.request
         out = {"jobName": row.job_name, "jobArn": row.job_arn, "status": row.status,
                "jobDescription": request.get("jobDescription"), "roleArn": request["roleArn"],
-               "jobType": row.job_type, "applicationType": request.get("applicationType", "ModelEvaluation"),
+               "jobType": row.job_type, "applicationType": outputs.application_type(request),
                "evaluationConfig": request["evaluationConfig"], "inferenceConfig": request["inferenceConfig"],
                "outputDataConfig": request["outputDataConfig"], "creationTime": row.created_at,
                "lastModifiedTime": row.updated_at, "failureMessages": row.failure_messages,
@@ -437,9 +438,7 @@ class EvaluationService:
         if row.status == JobStatus.COMPLETED:
             out["reportUri"] = str(outputs.job_prefix(request, request["jobId"]).join(outputs.REPORT_HTML))
             # Outcrop's own too: report.json's summary (every score with its interval, the paired comparisons)
-            from outcrop.evaluation.report import finite
-
-            out["results"] = finite(row.results)  # JSON has no NaN
+            out["results"] = jsontext.finite(row.results)  # JSON has no NaN
         return out
 
     def progress(self, row: EvaluationJobRow) -> dict[str, Any] | None:

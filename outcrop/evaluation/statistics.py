@@ -70,9 +70,13 @@ class Settings:
         needed = math.ceil(2 * comparisons / ALPHA)
         return cls(resamples=max(RESAMPLES, -(-needed // 1000) * 1000))
 
+    def interval_signature(self) -> str:
+        """What sets the intervals alone (`outcrop metrics score --bootstrap` compares nothing)."""
+        return f"ci:percentile-bootstrap|n:{self.resamples}|level:{self.confidence:g}|seed:{self.seed}"
+
     def signature(self) -> str:
-        return (f"ci:percentile-bootstrap|n:{self.resamples}|level:{self.confidence:g}|seed:{self.seed}"
-                f"|test:paired-bs,ar:{self.permutations}|correction:{CORRECTION.lower()}|alpha:{self.alpha:g}")
+        return (f"{self.interval_signature()}|test:paired-bs,ar:{self.permutations}"
+                f"|correction:{CORRECTION.lower()}|alpha:{self.alpha:g}")
 
     def describe(self) -> dict[str, Any]:
         """The report's `statistics` member: what every interval and p-value in it means."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +12,7 @@ from outcrop.errors import ValidationException
 from outcrop.iam.principal import Principal
 from outcrop.insights import events
 from outcrop.insights.report import build_report
+from outcrop.platform import jsontext
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database, as_utc, utc_now
 
@@ -38,20 +38,10 @@ def parse_time(text: Any, field: str = "since", now: datetime | None = None) -> 
             "(2025-01-31T09:00:00Z)") from None
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
 def dumps(value: Any) -> str:
     """Strict JSON (the API's and `--json`'s): a non-finite number, which no JSON parser need accept, is null.
     Inputs are bounded so that none should arise; this is the last guard, not the rule."""
-    return json.dumps(_finite(value), default=str, allow_nan=False)
+    return json.dumps(jsontext.finite(value), default=str, allow_nan=False)
 
 
 class InsightsService:

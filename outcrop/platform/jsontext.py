@@ -8,6 +8,7 @@ become a `ValueError` here, which each door turns into its own named 4xx error.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
@@ -34,4 +35,15 @@ def loads(data: bytes | str) -> Any:
         raise InvalidJson(str(exc), exc.msg, exc.colno) from None
     except ValueError as exc:
         raise InvalidJson(str(exc)) from None
+    return value
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN and infinity, at any depth, made None: strict JSON has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
     return value

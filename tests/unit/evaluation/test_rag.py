@@ -207,7 +207,7 @@ def test_citation_precision_judges_each_cited_passage_and_averages_per_turn():
     assert [r["result"] for r in results] == [0.75, None]
     assert results[1]["evaluatorDetails"] == [{"modelIdentifier": "judge", "explanation": rag.NOTHING_CITED}]
     assert "Citation 1: yes" in results[0]["evaluatorDetails"][0]["explanation"]
-    assert (one["score"], one["count"], one["unparseable"], one["values"]) == (0.75, 1, 0, [0.75, None])
+    assert (one["score"], one["count"], one["unparseable"], one["sample"].values) == (0.75, 1, 0, [0.75, None])
     assert one["distribution"] == {"1": 0, "2": 1, "3": 1}
 
 
