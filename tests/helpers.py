@@ -57,6 +57,47 @@ def make_tiny_llama(folder: Path, context: int = 256) -> Path:
     return folder
 
 
+def make_tiny_diffusion(folder: Path) -> Path:
+    """A Stable Diffusion pipeline folder (model_index.json, unet, vae, text_encoder, tokenizer, scheduler) with
+    random weights (seeded) small enough to denoise a 64x64 image in milliseconds: the real pipeline code,
+    no hub. Attention sits on the lower-resolution block only, so larger images stay cheap."""
+    import json
+
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=64)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=80, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16))
+    # CLIP's byte-pair vocabulary cut down to single characters (no merges): every prompt still tokenizes.
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in "abcdefghijklmnopqrstuvwxyz0123456789":
+        vocab[char] = len(vocab)
+        vocab[char + "</w>"] = len(vocab)
+    spelled = folder / "spelling"
+    spelled.mkdir(exist_ok=True)
+    (spelled / "vocab.json").write_text(json.dumps(vocab))
+    (spelled / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(spelled / "vocab.json"), str(spelled / "merges.txt"), model_max_length=77)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1)
+    pipeline = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipeline.save_pretrained(folder / "pipeline")
+    return folder / "pipeline"
+
+
 def make_endless_llama(folder: Path, context: int = 16_384) -> Path:
     """The tiny Llama, changed so that greedy decoding never ends its text: answers run to max_tokens.
 

@@ -26,6 +26,32 @@ class WeightsSource:
 
 
 @dataclass(frozen=True)
+class ImageLimits:
+    """What an image model's card allows a request to ask (runtime/images.py checks each body against it).
+
+    The built-in cards carry Bedrock's documented limits for their model; a registered diffusion folder gets
+    these defaults: any size in multiples of 8 (the VAE's downscale), as many steps as a scheduler takes."""
+
+    #: The only sizes allowed, (width, height), when the model card lists them (SDXL); else any within bounds.
+    sizes: tuple[tuple[int, int], ...] = ()
+    min_side: int = 64
+    max_side: int = 2048
+    multiple: int = 8
+    max_pixels: int = 4_194_304
+    max_images: int = 5
+    min_steps: int = 1
+    max_steps: int = 150
+    default_size: tuple[int, int] = (512, 512)
+    default_steps: int = 30
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> ImageLimits:
+        tuples = {"sizes": tuple(tuple(s) for s in entry.get("sizes", ())),
+                  "default_size": tuple(entry.get("default_size", cls.default_size))}
+        return cls(**{**entry, **tuples})
+
+
+@dataclass(frozen=True)
 class FoundationModel:
     model_id: str
     name: str
@@ -46,6 +72,8 @@ class FoundationModel:
     #: How the model is prompted for tool use (`inference.chat.tool_use_capability`), where the card knows
     #: without reading the weights: the built-in GGUF models, whose template sits inside the GGUF file.
     tool_use: str = ""
+    #: An image model's limits (sizes, steps, images a request); None for every other model.
+    image: ImageLimits | None = None
 
     def arn(self, region: str) -> str:
         return foundation_model_arn(region, self.model_id)
@@ -86,6 +114,7 @@ def card_from_dict(entry: dict[str, Any]) -> FoundationModel:
         source=WeightsSource(**entry["source"]),
         lifecycle=entry.get("lifecycle", "ACTIVE"),
         tool_use=entry.get("tool_use", ""),
+        image=ImageLimits.from_dict(entry["image"]) if "image" in entry else None,
     )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from outcrop.catalog.arns import FOUNDATION_MODEL, parse_bedrock_arn
 from outcrop.catalog.cards import (
     FoundationModel,
+    ImageLimits,
     WeightsSource,
     builtin_cards,
 )
@@ -50,8 +51,11 @@ def _hub_snapshot(repo: str) -> Path | None:
     """The cached snapshot folder of a hub repo, without touching the network."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo, "config.json")
-    return Path(found).parent if isinstance(found, str) else None
+    for marker in ("config.json", "model_index.json"):  # a transformers folder, or a diffusers pipeline's
+        found = try_to_load_from_cache(repo, marker)
+        if isinstance(found, str):
+            return Path(found).parent
+    return None
 
 
 def _mtime(path: Path) -> float:
@@ -90,18 +94,37 @@ def registered_model_id(name: str) -> str:
     return f"{REGISTERED_PROVIDER}.{name}-v1:0"
 
 
+#: A registered model's `weights_format` besides "gguf" and "hf" (a text model or an encoder): what else it reads.
+DIFFUSERS = "diffusers"  # a diffusers pipeline folder (model_index.json): text (and images) in, images out
+VISION = "hf-vision"  # a vision-language model: text and images in, text out
+CLIP = "clip"  # a CLIP model: text or an image in, one embedding out
+#: The native format of registered image models: each body format (Titan Image/Nova Canvas, Stability's) is
+#: told apart by its members (runtime/images.py), so any of them may be sent.
+DIFFUSERS_FORMAT = "diffusers"
+#: A registered CLIP model's native format: Titan Multimodal Embeddings' body.
+MULTIMODAL_EMBED_FORMAT = "titan-embed-image"
+
+
 def inspect_weights(path: Path) -> tuple[str, str]:
     """(weights_format, output_modality) of a user's model file or folder, or ValidationException."""
     if path.is_file() and path.suffix.lower() == ".gguf":
         return "gguf", "TEXT"
+    if path.is_dir() and (path / "model_index.json").is_file():
+        return DIFFUSERS, "IMAGE"
     config = path / "config.json"
     if not (path.is_dir() and config.is_file()):
         raise ValidationException(
-            f"{path} is neither a GGUF file nor a Hugging Face model folder (no config.json)")
+            f"{path} is neither a GGUF file, a diffusers pipeline folder (model_index.json) nor a Hugging Face "
+            "model folder (config.json)")
     try:
-        architectures = json.loads(config.read_text()).get("architectures") or []
-    except (OSError, ValueError) as exc:
+        settings = json.loads(config.read_text())
+        architectures = settings.get("architectures") or []
+    except (OSError, ValueError, AttributeError) as exc:
         raise ValidationException(f"{config} is not readable JSON: {exc}") from None
+    if "CLIPModel" in architectures:
+        return CLIP, "EMBEDDING"
+    if "vision_config" in settings and any(a.endswith("ForConditionalGeneration") for a in architectures):
+        return VISION, "TEXT"
     if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures):
         return "hf", "TEXT"
     if any(a.endswith("ForSequenceClassification") for a in architectures):
@@ -116,20 +139,32 @@ def inspect_weights(path: Path) -> tuple[str, str]:
 def _registered_card(row: RegisteredModel) -> FoundationModel:
     text = row.output_modality == "TEXT"
     rerank = row.output_modality == RERANK
+    image = row.weights_format == DIFFUSERS
+    reads_images = row.weights_format in (DIFFUSERS, VISION, CLIP)
+    if image:
+        native = DIFFUSERS_FORMAT
+    elif text:
+        native = "meta-llama"
+    else:
+        native = RERANK_FORMAT if rerank else MULTIMODAL_EMBED_FORMAT if row.weights_format == CLIP else "titan-embed"
     return FoundationModel(
         model_id=row.model_id,
         name=row.name[:20],
         provider=REGISTERED_PROVIDER,
-        input_modalities=("TEXT",),
+        input_modalities=("TEXT", "IMAGE") if reads_images else ("TEXT",),
         # Bedrock lists its rerankers' output as TEXT; their native format says what they do.
         output_modalities=("TEXT",) if rerank else (row.output_modality,),
         streaming=text,
-        customizations=("FINE_TUNING", "CONTINUED_PRE_TRAINING") if text else (),
-        inference_types=("ON_DEMAND", "PROVISIONED") if text else ("ON_DEMAND",),
-        native_format="meta-llama" if text else RERANK_FORMAT if rerank else "titan-embed",
+        # Images fine-tune as Titan Image Generator does (image-caption pairs); a vision model's images are not
+        # part of text fine-tuning's datasets, so it is served only.
+        customizations=("FINE_TUNING",) if image else ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
+        if text and row.weights_format != VISION else (),
+        inference_types=("ON_DEMAND", "PROVISIONED") if text or image else ("ON_DEMAND",),
+        native_format=native,
         context_length=0,  # read from the model's own config when it loads
         source=WeightsSource(kind=f"local-{'gguf' if row.weights_format == 'gguf' else 'folder'}",
                              path=row.path),
+        image=ImageLimits() if image else None,
     )
 
 

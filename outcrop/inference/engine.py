@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 
 from outcrop.errors import ModelNotReadyException
+from outcrop.inference.images import IMAGE, ImageScheduler, load_image_pipeline
 from outcrop.inference.loader import (
     CAUSAL,
+    ENCODER,
     LORA_HOST,
     RERANKER,
     LoadedModel,
@@ -38,6 +40,9 @@ from outcrop.inference.scheduler import Scheduler
 from outcrop.inference.vllm_engine import VllmScheduler, engine_args
 
 log = logging.getLogger(__name__)
+
+#: How the kinds that need nothing but their folder load (causal models and image pipelines take more).
+LOADERS: dict[str, Callable[[Path], LoadedModel]] = {ENCODER: load_encoder, RERANKER: load_reranker}
 
 #: What `Engine.state` answers for a model: loaded, being loaded, never asked for (or unloaded since).
 READY = "ready"
@@ -100,7 +105,7 @@ class _Load:
 class Engine:
     def __init__(self, cache_dir: Path, memory_budget_bytes: int, max_batch: int = 16,
                  max_queue_wait_s: float | None = None, generator: str = "transformers",
-                 mu_concurrent_sequences: int = 2, vllm_gpu_fraction: float = 0.9) -> None:
+                 mu_concurrent_sequences: int = 2, vllm_gpu_fraction: float = 0.9, max_image_batch: int = 8) -> None:
         #: What generates text: "transformers" (our scheduler, CPU or GPU) or "vllm" (GPU; inference/vllm_engine.py).
         #: Encoders and rerankers run on transformers either way.
         self.generator = generator
@@ -110,6 +115,8 @@ class Engine:
         self.cache_dir = cache_dir
         self.memory_budget_bytes = memory_budget_bytes
         self.max_batch = max_batch
+        #: The most images one denoising batch makes (requests of one shape join it; inference/images.py).
+        self.max_image_batch = max_image_batch
         #: Each scheduler's bound on the wait for a place in the batch (None: unbounded, for jobs).
         self.max_queue_wait_s = max_queue_wait_s
         self._deployments: OrderedDict[tuple[str, str], Deployment] = OrderedDict()
@@ -181,13 +188,20 @@ class Engine:
                 loaded = load_lora_host(path)
             elif kind == CAUSAL:
                 loaded = load_causal_lm(path, self.cache_dir, base=base)
+            elif kind == IMAGE:
+                loaded = load_image_pipeline(path, base=base)
             else:
-                loaded = load_reranker(path) if kind == RERANKER else load_encoder(path)
+                loaded = LOADERS[kind](path)
             if load.deployment is None:
                 log.info("loaded %s (%s, %.0f MB on %s)", path, kind, loaded.nbytes / 2**20, loaded.device)
-                # Encoders and rerankers run one forward pass under the deployment's lock; only generation batches.
-                scheduler = Scheduler(loaded, self.max_batch, self.max_queue_wait_s) \
-                    if kind in (CAUSAL, LORA_HOST) else None
+                # Encoders and rerankers run one forward pass under the deployment's lock; generation batches in
+                # its scheduler, and so do images, in theirs (requests of one shape denoise together).
+                if kind in (CAUSAL, LORA_HOST):
+                    scheduler = Scheduler(loaded, self.max_batch, self.max_queue_wait_s)
+                elif kind == IMAGE:
+                    scheduler = ImageScheduler(loaded, self.max_image_batch, self.max_queue_wait_s)
+                else:
+                    scheduler = None
                 load.deployment = Deployment(loaded, scheduler, threading.Lock())
             with self._lock:
                 self._deployments[key] = load.deployment
