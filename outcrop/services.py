@@ -19,7 +19,8 @@ from outcrop.agents.orchestration import AgentRuntime
 from outcrop.agents.service import Agents
 from outcrop.batch.service import BatchInference
 from outcrop.catalog.prices import PriceTable
-from outcrop.catalog.service import RERANK_FORMAT, Catalog
+from outcrop.catalog.served import engine_kind
+from outcrop.catalog.service import Catalog
 from outcrop.customization.models import CustomModels
 from outcrop.customization.service import CustomizationService
 from outcrop.evaluation.human.service import HumanReview
@@ -31,7 +32,6 @@ from outcrop.iam.credentials import write_credentials
 from outcrop.iam.secrets import KEY_FILE_NAME
 from outcrop.iam.service import IamService
 from outcrop.inference.engine import BoundedEngine, Engine, Preload
-from outcrop.inference.loader import CAUSAL, ENCODER, RERANKER
 from outcrop.insights.service import InsightsService
 from outcrop.knowledge.retrieval import Retrieval
 from outcrop.knowledge.service import KnowledgeBases
@@ -111,7 +111,7 @@ class Services:
         engine = Engine(settings.models_dir, settings.model_memory_bytes, settings.max_batch_sequences,
                         max_queue_wait_s=settings.max_queue_wait_seconds or None, generator=settings.engine,
                         mu_concurrent_sequences=settings.mu_concurrent_sequences,
-                        vllm_gpu_fraction=settings.vllm_gpu_memory_fraction)
+                        vllm_gpu_fraction=settings.vllm_gpu_memory_fraction, max_image_batch=settings.max_image_batch)
         store = open_object_store(settings)
         buckets.adopt_after_upgrade(db, store, iam.default_account)  # buckets from before owners were recorded
         _vectors_bucket(db, store, settings)
@@ -201,10 +201,7 @@ def _preload(engine: Engine, catalog: Catalog, model_ids: tuple[str, ...]) -> Pr
     def target(model_id: str):
         def resolve():
             model = catalog.get(model_id)
-            path = catalog.local_weights(model)
-            if model.native_format == RERANK_FORMAT:
-                return path, RERANKER
-            return path, ENCODER if "EMBEDDING" in model.output_modalities else CAUSAL
+            return catalog.local_weights(model), engine_kind(model)
         return resolve
     return Preload(engine, {model_id: target(model_id) for model_id in model_ids})
 

@@ -59,8 +59,9 @@ def make_tiny_llama(folder: Path, context: int = 256) -> Path:
 
 def make_tiny_diffusion(folder: Path) -> Path:
     """A Stable Diffusion pipeline folder (model_index.json, unet, vae, text_encoder, tokenizer, scheduler) with
-    random weights (seeded) small enough to denoise a 64x64 image in milliseconds: the real pipeline code,
-    no hub. Attention sits on the lower-resolution block only, so larger images stay cheap."""
+    random weights (seeded) small enough to denoise a 64x64 image (its native size: 32 latents, a VAE that
+    halves) in milliseconds: the real pipeline code, no hub. Attention sits on the lower-resolution block only,
+    so larger images stay cheap."""
     import json
 
     import torch
@@ -70,7 +71,7 @@ def make_tiny_diffusion(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
     vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,

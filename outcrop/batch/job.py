@@ -180,11 +180,10 @@ def read_file(store: ScopedStore, uri: S3Uri, index: int) -> list[Record | Malfo
 
 def _load(runtime: Any, account: str, model_id: str) -> None:
     """Load the job's model before the records go: Scheduled is the wait for it."""
-    from outcrop.inference.loader import CAUSAL, ENCODER
+    from outcrop.catalog.served import engine_kind
 
     served, _ = runtime.target(account, model_id)
-    embedding = "EMBEDDING" in served.card.output_modalities
-    runtime.engine.get(served.weights, ENCODER if embedding else CAUSAL, **({} if embedding else {"base": served.base}))
+    runtime.engine.get(served.weights, engine_kind(served.card), base=served.base)
 
 
 class _Answering:

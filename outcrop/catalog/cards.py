@@ -43,6 +43,8 @@ class ImageLimits:
     max_steps: int = 150
     default_size: tuple[int, int] = (512, 512)
     default_steps: int = 30
+    #: Classifier-free guidance when a body names none (distilled turbo models want 0: no guidance).
+    default_guidance: float = 7.0
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> ImageLimits:

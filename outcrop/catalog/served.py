@@ -22,3 +22,24 @@ class ServedModel:
 
 #: (account, model id or ARN) -> the model to serve; raises ValidationException for unknown models.
 ModelLookup = Callable[[str, str], ServedModel]
+
+
+def engine_kind(card: FoundationModel) -> str:
+    """How the engine loads a card's weights (inference's kinds), decided here once for the runtime, the preload,
+    provisioning's warm-up and batch jobs: an image pipeline, CLIP, a text encoder, a cross-encoder, a model that
+    reads images, or a causal LM."""
+    from outcrop.catalog.service import MULTIMODAL_EMBED_FORMAT, RERANK_FORMAT
+    from outcrop.inference.clip import CLIP
+    from outcrop.inference.images import IMAGE
+    from outcrop.inference.loader import CAUSAL, ENCODER, RERANKER
+    from outcrop.inference.vision import VISION
+
+    if "IMAGE" in card.output_modalities:
+        return IMAGE
+    if card.native_format == MULTIMODAL_EMBED_FORMAT:
+        return CLIP
+    if "EMBEDDING" in card.output_modalities:
+        return ENCODER
+    if card.native_format == RERANK_FORMAT:
+        return RERANKER
+    return VISION if "IMAGE" in card.input_modalities else CAUSAL

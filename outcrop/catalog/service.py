@@ -159,13 +159,38 @@ def _registered_card(row: RegisteredModel) -> FoundationModel:
         # part of text fine-tuning's datasets, so it is served only.
         customizations=("FINE_TUNING",) if image else ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
         if text and row.weights_format != VISION else (),
-        inference_types=("ON_DEMAND", "PROVISIONED") if text or image else ("ON_DEMAND",),
+        # A vision model runs one request at a time (inference/vision.py): no batch for model units to size.
+        inference_types=("ON_DEMAND", "PROVISIONED") if (text and row.weights_format != VISION) or image
+        else ("ON_DEMAND",),
         native_format=native,
         context_length=0,  # read from the model's own config when it loads
         source=WeightsSource(kind=f"local-{'gguf' if row.weights_format == 'gguf' else 'folder'}",
                              path=row.path),
-        image=ImageLimits() if image else None,
+        image=pipeline_limits(Path(row.path)) if image else None,
     )
+
+
+def pipeline_limits(folder: Path) -> ImageLimits:
+    """A registered pipeline's limits, from its own configs: its native size (the UNet's or transformer's latent
+    size times the VAE's downscale) is the default, and sizes go in multiples of that downscale (at least 8)."""
+    return _pipeline_limits(folder, _mtime(folder / "model_index.json"))
+
+
+@functools.lru_cache(maxsize=64)
+def _pipeline_limits(folder: Path, _mtime: float) -> ImageLimits:
+    def config(part: str) -> dict:
+        try:
+            return json.loads((folder / part / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+    vae = config("vae")
+    scale = 2 ** (len(vae.get("block_out_channels") or [0] * 4) - 1)
+    latent = (config("unet") or config("transformer")).get("sample_size") or 64
+    latent = latent[0] if isinstance(latent, list) else latent
+    native = latent * scale
+    # Stable Diffusion's pipelines take sizes in multiples of 8 whatever the VAE's downscale.
+    multiple = max(8, scale)
+    return ImageLimits(multiple=multiple, min_side=multiple * 4, default_size=(native, native))
 
 
 class AliasTargetMissing(ResourceNotFoundException):

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         evaluation,
         functions,
         iam,
+        image,
         insights,
         jobs,
         kb,
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"outcrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_parser()
-    for module in (serve, models, s3, chat, iam, jobs, evaluation, kb, functions, agent, audit, metrics, workteam,
-                   insights):
+    for module in (serve, models, s3, chat, image, iam, jobs, evaluation, kb, functions, agent, audit, metrics,
+                   workteam, insights):
         module.register(sub, common)
     return parser
 

@@ -115,9 +115,7 @@ def load_examples(lines: Iterable[bytes | str], *, source: str, customization_ty
     records, too_many = 0, False
     for number, raw in enumerate(lines, start=1):
         try:
-            text = _decode(raw)
-            if number == 1:
-                text = text.removeprefix("\ufeff")
+            text = decode_line(raw, number)
             if not text.strip():
                 continue
             if records == max_records:
@@ -125,16 +123,11 @@ def load_examples(lines: Iterable[bytes | str], *, source: str, customization_ty
                 break
             records += 1
             loader.add(number, text)
-        except _RecordError as exc:
+        except RecordError as exc:
             loader.flush()  # an earlier line's error (too many tokens) is reported first
             raise DatasetError(f"{source} line {number}: {exc}") from None
     loader.flush()
-    if too_many:
-        raise DatasetError(f"{source}: more than {max_records:,} records; at most {max_records:,} are allowed")
-    if records < min_records:
-        noun = "record" if records == 1 else "records"
-        raise DatasetError(f"{source}: {records:,} {noun}; at least {min_records:,} "
-                           f"{'is' if min_records == 1 else 'are'} needed")
+    check_count(source, records, min_records, max_records, too_many)
     examples = loader.examples
     fmt = loader.format or (CONTINUED_TEXT if customization_type == CONTINUED_PRE_TRAINING else "")
     return examples, DatasetSummary(
@@ -146,27 +139,40 @@ def load_examples(lines: Iterable[bytes | str], *, source: str, customization_ty
 # -- one record: parse and validate ------------------------------------------------------------------
 
 
-class _RecordError(Exception):
-    """What is wrong with one record; `load_examples` adds the file and the line."""
+class RecordError(Exception):
+    """What is wrong with one record; the dataset's loader adds the file and the line."""
 
 
-def _decode(raw: bytes | str) -> str:
+def decode_line(raw: bytes | str, number: int) -> str:
+    """One line's text (line `number`, counted from 1: the first may start with a byte-order mark)."""
     if isinstance(raw, str):
-        return raw
-    try:
-        return bytes(raw).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _RecordError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start})") from None
+        text = raw
+    else:
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start})") from None
+    return text.removeprefix("\ufeff") if number == 1 else text
 
 
-def _parse(text: str) -> dict[str, Any]:
+def check_count(source: str, records: int, min_records: int, max_records: int, too_many: bool) -> None:
+    """A dataset's record count against its bounds (`too_many`: reading stopped past `max_records`)."""
+    if too_many:
+        raise DatasetError(f"{source}: more than {max_records:,} records; at most {max_records:,} are allowed")
+    if records < min_records:
+        noun = "record" if records == 1 else "records"
+        raise DatasetError(f"{source}: {records:,} {noun}; at least {min_records:,} "
+                           f"{'is' if min_records == 1 else 'are'} needed")
+
+
+def parse_record(text: str) -> dict[str, Any]:
     try:
         record = jsontext.loads(text)  # strict: an unpaired surrogate would crash the tokenizer later
     except jsontext.InvalidJson as exc:
         where = f" (column {exc.colno})" if exc.colno else ""
-        raise _RecordError(f"not valid JSON: {exc.msg}{where}") from None
+        raise RecordError(f"not valid JSON: {exc.msg}{where}") from None
     if not isinstance(record, dict):
-        raise _RecordError(f"not a JSON object but {_json_type(record)}; each line is one record, an object")
+        raise RecordError(f"not a JSON object but {json_type(record)}; each line is one record, an object")
     return record
 
 
@@ -178,7 +184,7 @@ def _detect(record: dict[str, Any]) -> str:
     if "input" in record:
         return CONTINUED_TEXT
     keys = ", ".join(repr(k) for k in record) or "none"
-    raise _RecordError(f"a record of no known format (keys: {keys}); a record is {_SHAPES[PROMPT_COMPLETION]} "
+    raise RecordError(f"a record of no known format (keys: {keys}); a record is {_SHAPES[PROMPT_COMPLETION]} "
                        f"({PROMPT_COMPLETION}), {_SHAPES[CONVERSATION]} ({CONVERSATION}) or "
                        f"{_SHAPES[CONTINUED_TEXT]} ({CONTINUED_TEXT})")
 
@@ -187,39 +193,39 @@ def _check_keys(record: dict[str, Any], fmt: str) -> None:
     required, optional = KEYS[fmt]
     missing = [k for k in required if k not in record]
     if missing:
-        raise _RecordError(f"missing key {', '.join(repr(k) for k in missing)} in a {fmt} record")
+        raise RecordError(f"missing key {', '.join(repr(k) for k in missing)} in a {fmt} record")
     extra = [k for k in record if k not in required and k not in optional]
     if extra:
         noun = "key" if len(extra) == 1 else "keys"
-        raise _RecordError(f"unknown {noun} {', '.join(repr(k) for k in extra)} in a {fmt} record "
+        raise RecordError(f"unknown {noun} {', '.join(repr(k) for k in extra)} in a {fmt} record "
                            f"(its keys are {', '.join(required + optional)})")
 
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise _RecordError(f'"{where}" must be a string, not {_json_type(value)}')
+        raise RecordError(f'"{where}" must be a string, not {json_type(value)}')
     if not value.strip():
-        raise _RecordError(f'"{where}" is empty')
+        raise RecordError(f'"{where}" is empty')
     return value
 
 
 def _blocks(value: Any, where: str) -> list[str]:
     """A list of `{"text": ...}` blocks, as Bedrock's conversation format writes content and system."""
     if not isinstance(value, list):
-        raise _RecordError(f'"{where}" must be a list of {{"text": ...}} blocks, not {_json_type(value)}')
+        raise RecordError(f'"{where}" must be a list of {{"text": ...}} blocks, not {json_type(value)}')
     texts = []
     for index, block in enumerate(value):
         here = f"{where}[{index}]"
         if not isinstance(block, dict):
-            raise _RecordError(f'"{here}" must be a {{"text": ...}} block, not {_json_type(block)}')
+            raise RecordError(f'"{here}" must be a {{"text": ...}} block, not {json_type(block)}')
         extra = [k for k in block if k != "text"]
         if extra:
-            raise _RecordError(f'"{here}" has unsupported key {", ".join(repr(k) for k in extra)}; '
+            raise RecordError(f'"{here}" has unsupported key {", ".join(repr(k) for k in extra)}; '
                                f"only text blocks are supported")
         if "text" not in block:
-            raise _RecordError(f'"{here}" is missing key \'text\'')
+            raise RecordError(f'"{here}" is missing key \'text\'')
         if not isinstance(block["text"], str):
-            raise _RecordError(f'"{here}.text" must be a string, not {_json_type(block["text"])}')
+            raise RecordError(f'"{here}.text" must be a string, not {json_type(block["text"])}')
         texts.append(block["text"])
     return texts
 
@@ -227,44 +233,44 @@ def _blocks(value: Any, where: str) -> list[str]:
 def _conversation(record: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
     """(system, messages) of a conversation record, messages as `render_chat` takes them."""
     if "schemaVersion" in record and record["schemaVersion"] != SCHEMA_VERSION:
-        raise _RecordError(f'"schemaVersion" must be "{SCHEMA_VERSION}", not {json.dumps(record["schemaVersion"])}')
+        raise RecordError(f'"schemaVersion" must be "{SCHEMA_VERSION}", not {json.dumps(record["schemaVersion"])}')
     system_blocks = _blocks(record.get("system", []), "system")
     for index, text in enumerate(system_blocks):
         if not text.strip():
-            raise _RecordError(f'"system[{index}].text" is empty')
+            raise RecordError(f'"system[{index}].text" is empty')
     messages = record["messages"]
     if not isinstance(messages, list):
-        raise _RecordError(f'"messages" must be a non-empty list of messages, not {_json_type(messages)}')
+        raise RecordError(f'"messages" must be a non-empty list of messages, not {json_type(messages)}')
     if not messages:
-        raise _RecordError('"messages" is empty')
+        raise RecordError('"messages" is empty')
     chat = []
     for index, message in enumerate(messages):
         here = f"messages[{index}]"
         if not isinstance(message, dict):
-            raise _RecordError(f'"{here}" must be an object with "role" and "content", not {_json_type(message)}')
+            raise RecordError(f'"{here}" must be an object with "role" and "content", not {json_type(message)}')
         for key in ("role", "content"):
             if key not in message:
-                raise _RecordError(f"{here} is missing key {key!r}")
+                raise RecordError(f"{here} is missing key {key!r}")
         extra = [k for k in message if k not in ("role", "content")]
         if extra:
-            raise _RecordError(f"{here} has unknown key {', '.join(repr(k) for k in extra)} "
+            raise RecordError(f"{here} has unknown key {', '.join(repr(k) for k in extra)} "
                                f"(its keys are role, content)")
         role = message["role"]
         if role not in ("user", "assistant"):
-            raise _RecordError(f"{here}.role must be 'user' or 'assistant', not {json.dumps(role)}")
+            raise RecordError(f"{here}.role must be 'user' or 'assistant', not {json.dumps(role)}")
         expected = "user" if index % 2 == 0 else "assistant"
         if role != expected:
-            raise _RecordError(f"{here} has role {role!r} where {expected!r} was expected")
+            raise RecordError(f"{here} has role {role!r} where {expected!r} was expected")
         content = "".join(_blocks(message["content"], f"{here}.content"))
         if not content.strip():
-            raise _RecordError(f"{here} has no text")
+            raise RecordError(f"{here} has no text")
         chat.append({"role": role, "content": content})
     if chat[-1]["role"] != "assistant":
-        raise _RecordError("the last message must be from the assistant")
+        raise RecordError("the last message must be from the assistant")
     return "\n".join(system_blocks), chat
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -308,16 +314,16 @@ class _Loader:
         self.examples: list[Example] = []
 
     def add(self, number: int, text: str) -> None:
-        record = _parse(text)
+        record = parse_record(text)
         fmt = _detect(record)
         if not self.format:
             allowed = FORMATS_FOR_TYPE[self.customization_type]
             if fmt not in allowed:
                 needs = " or ".join(f"{f} {_SHAPES[f]}" for f in allowed)
-                raise _RecordError(f"a {fmt} record, but {self.customization_type} needs {needs} records")
+                raise RecordError(f"a {fmt} record, but {self.customization_type} needs {needs} records")
             self.format = fmt
         elif fmt != self.format:
-            raise _RecordError(f"a {fmt} record in a {self.format} dataset: one dataset, one format")
+            raise RecordError(f"a {fmt} record in a {self.format} dataset: one dataset, one format")
         _check_keys(record, fmt)
         pending = _Pending(number)
         if fmt == PROMPT_COMPLETION:
@@ -368,14 +374,14 @@ class _Loader:
             try:
                 return render_chat(self.tokenizer, messages, system)
             except ValidationException as exc:
-                raise _RecordError(exc.message) from None
+                raise RecordError(exc.message) from None
         from jinja2 import TemplateError
 
         chat = ([{"role": "system", "content": system}] if system else []) + messages
         try:
             return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
         except TemplateError as exc:
-            raise _RecordError(f"The model's chat template refused this conversation: {exc}") from None
+            raise RecordError(f"The model's chat template refused this conversation: {exc}") from None
 
     def flush(self) -> None:
         """Tokenize the waiting records in two batch calls, make their examples, check their lengths."""

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from outcrop.catalog.cards import FoundationModel
+from outcrop.catalog.cards import FoundationModel, ImageLimits
 from outcrop.errors import ValidationException
 
 #: The bound of maxSequenceLength for a model whose card does not say its context (a user-registered one).
@@ -80,8 +80,15 @@ def _number(text: str, integer: bool) -> int | float | None:
         return int(number) if number.is_integer() else None
 
 
+def is_image_model(model: FoundationModel) -> bool:
+    """An image generator: it fine-tunes on image-caption pairs, as Titan Image Generator does."""
+    return "IMAGE" in model.output_modalities
+
+
 def specs_for(model: FoundationModel) -> dict[str, Hyperparameter]:
     """Every hyperparameter a job on `model` takes, by name, in the order the README lists them."""
+    if is_image_model(model):
+        return image_specs_for(model)
     bound = model.context_length or UNKNOWN_CONTEXT_BOUND
     specs = [
         Hyperparameter("epochCount", "int", 5, 1, 10, doc="Passes over the training data (Bedrock)."),
@@ -123,6 +130,37 @@ def specs_for(model: FoundationModel) -> dict[str, Hyperparameter]:
     return {spec.name: spec for spec in specs}
 
 
+def image_specs_for(model: FoundationModel) -> dict[str, Hyperparameter]:
+    """An image model's hyperparameters: Titan Image Generator's names (a job is `stepCount` optimizer steps,
+    or `epochCount` passes when that is given instead), with lower bounds a single GPU or a CPU can meet."""
+    limits = model.image or ImageLimits()
+    native = min(limits.default_size)
+    specs = [
+        Hyperparameter("stepCount", "int", 500, 1, 40_000,
+                       doc="Optimizer steps, each on one batch; the data is walked in a new order on every pass "
+                           "(Bedrock). Give this or epochCount, not both."),
+        Hyperparameter("epochCount", "int", 1, 1, 1000,
+                       doc="Passes over the training data, instead of stepCount (Outcrop; by default the job "
+                           "counts steps)."),
+        Hyperparameter("batchSize", "int", 8, 1, 192,
+                       doc="Image-caption pairs per step (Bedrock: 8 to 192; from 1 here, for small GPUs)."),
+        Hyperparameter("learningRate", "float", 1e-4, 1e-7, 1.0,
+                       doc="Learning rate of AdamW on the LoRA weights, constant (Bedrock's range; the default is "
+                           "the usual one for a LoRA, not Titan's 1e-5 for the whole model)."),
+        Hyperparameter("loraRank", "int", 8, 1, 256, doc="Rank of the LoRA matrices on the denoiser's attention "
+                                                          "projections (Outcrop)."),
+        Hyperparameter("loraAlpha", "int", 8, 1, 512,
+                       doc="LoRA scaling: the adapter's update is multiplied by loraAlpha / loraRank (Outcrop)."),
+        Hyperparameter("resolution", "int", native, limits.min_side, limits.max_side,
+                       doc="Side of the square every image is resized and center-cropped to, a multiple of the "
+                           "VAE's downscale; the default is the model's native size (Outcrop)."),
+        Hyperparameter("seed", "int", 42, 0, 2**31 - 1,
+                       doc="Seed of the adapter's initialization, the data order, the noise and the timesteps: the "
+                           "same job on the same machine gives the same losses (Outcrop)."),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
 def resolve(model: FoundationModel, customization_type: str, given: dict[str, str] | None) -> dict[str, Any]:
     """Every hyperparameter of a job, typed: the given value, checked, or the default."""
     if customization_type not in model.customizations:
@@ -140,10 +178,25 @@ def resolve(model: FoundationModel, customization_type: str, given: dict[str, st
         raise ValidationException(f"hyperParameters: unknown {noun} {', '.join(repr(k) for k in unknown)}; "
                                   f"accepted keys are {', '.join(sorted(specs))}")
     values = {name: spec.parse(given[name]) if name in given else spec.default for name, spec in specs.items()}
+    if is_image_model(model):
+        return _image_values(model, values, given)
     if values["workerCount"] > 1:
         from outcrop.customization.distributed import ray_installed
 
         if not ray_installed():
             raise ValidationException(f"hyperParameters.workerCount: {values['workerCount']} workers train through "
                                       "Ray Train, which is not installed here (pip install 'outcrop[ray]')")
+    return values
+
+
+def _image_values(model: FoundationModel, values: dict[str, Any], given: dict[str, str]) -> dict[str, Any]:
+    """An image job's values: its length as steps or as epochs (one of the two, whichever was given), and a
+    resolution the VAE can halve down to its latents."""
+    if "stepCount" in given and "epochCount" in given:
+        raise ValidationException("hyperParameters: give stepCount or epochCount, not both")
+    del values["epochCount" if "epochCount" not in given else "stepCount"]
+    multiple = (model.image or ImageLimits()).multiple
+    if values["resolution"] % multiple:
+        raise ValidationException(f"hyperParameters.resolution: {values['resolution']} is not a multiple of "
+                                  f"{multiple}, the downscale of {model.model_id}'s VAE")
     return values

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from outcrop.catalog.arns import foundation_model_arn
 from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.service import Catalog
-from outcrop.customization import hyperparameters
+from outcrop.customization import hyperparameters, image_training
 from outcrop.customization.models import CustomModels
 from outcrop.customization.tables import CustomizationJobRow, CustomModelRow, JobStatus
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
@@ -76,6 +76,8 @@ class CustomizationService:
                                       f"use one of {', '.join(SUPPORTED_TYPES)}")
         base = self._base_model(params["baseModelIdentifier"])
         resolved = hyperparameters.resolve(base, customization_type, params.get("hyperParameters"))
+        if hyperparameters.is_image_model(base):
+            self._check_image_base(base)
         for uri in [params["trainingDataConfig"].get("s3Uri"), params["outputDataConfig"].get("s3Uri"),
                     *(v.get("s3Uri") for v in (params.get("validationDataConfig") or {}).get("validators", []))]:
             if not uri:
@@ -120,6 +122,13 @@ class CustomizationService:
         except ResourceNotFoundException:
             raise ValidationException(f"The base model {identifier} is not a foundation model in this catalog") \
                 from None
+
+    def _check_image_base(self, base: FoundationModel) -> None:
+        """A pipeline this server cannot fine-tune (SDXL, SD 3) is refused now, not by a failed job later; a hub
+        model whose weights are not here yet is checked by its job, once fetched."""
+        weights = self.catalog.weights_path(base)
+        if weights is not None:
+            image_training.check_base(weights, base.model_id)
 
     def _job_row(self, account: str, identifier: str) -> CustomizationJobRow:
         return self.db.owned(CustomizationJobRow, CustomizationJobRow.job_name, account, identifier,

@@ -433,8 +433,9 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         raise
 
 
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    done = [p for p in checkpoints.glob("epoch-*") if (p / "state.pt").is_file()] if checkpoints.is_dir() else []
+def latest_checkpoint(checkpoints: Path, prefix: str = "epoch") -> Path | None:
+    """The newest complete `<prefix>-<n>` checkpoint (image jobs count steps, not epochs), or None."""
+    done = [p for p in checkpoints.glob(f"{prefix}-*") if (p / "state.pt").is_file()] if checkpoints.is_dir() else []
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 

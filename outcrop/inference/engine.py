@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from outcrop.errors import ModelNotReadyException
+from outcrop.inference.clip import CLIP, load_clip
 from outcrop.inference.images import IMAGE, ImageScheduler, load_image_pipeline
 from outcrop.inference.loader import (
     CAUSAL,
@@ -37,12 +38,15 @@ from outcrop.inference.loader import (
 )
 from outcrop.inference.sampling import SamplingParams
 from outcrop.inference.scheduler import Scheduler
+from outcrop.inference.vision import VISION, load_vision_model
 from outcrop.inference.vllm_engine import VllmScheduler, engine_args
 
 log = logging.getLogger(__name__)
 
 #: How the kinds that need nothing but their folder load (causal models and image pipelines take more).
-LOADERS: dict[str, Callable[[Path], LoadedModel]] = {ENCODER: load_encoder, RERANKER: load_reranker}
+LOADERS: dict[str, Callable[[Path], LoadedModel]] = {ENCODER: load_encoder, RERANKER: load_reranker,
+                                                    # One request at a time under the lock (inference/vision.py).
+                                                    VISION: load_vision_model, CLIP: load_clip}
 
 #: What `Engine.state` answers for a model: loaded, being loaded, never asked for (or unloaded since).
 READY = "ready"

@@ -56,11 +56,16 @@ class ImageRequest:
     init_image: Any = None  # PIL.Image for IMAGE_TO_IMAGE and INPAINT
     mask: Any = None  # PIL.Image ("L") for INPAINT
     strength: float = 1.0
+    #: A diffusers scheduler class name to denoise with instead of the pipeline's own ("": its own).
+    sampler: str = ""
+    #: INPAINT: paste the request's own pixels back outside the mask, so that only the masked area changes (the
+    #: VAE's round trip alters every pixel a little); False lets the model blend the borders too.
+    keep_unmasked: bool = True
 
     @property
     def shape(self) -> tuple:
         """Requests with the same shape denoise in one pipeline call."""
-        return self.task, self.width, self.height, self.steps, self.guidance, self.strength
+        return self.task, self.width, self.height, self.steps, self.guidance, self.strength, self.sampler
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def load_image_pipeline(path: Path, device: torch.device | None = None, base: Pa
     lora = (path / LORA_WEIGHTS).is_file()
     if lora and base is None:
         raise ValueError(f"{path} is a LoRA adapter; loading it needs its base pipeline's folder")
-    pipeline = AutoPipelineForText2Image.from_pretrained(base if lora else path, torch_dtype=_dtype(device))
+    pipeline = AutoPipelineForText2Image.from_pretrained(base if lora else path, dtype=_dtype(device))
     if lora:
         pipeline.load_lora_weights(str(path), weight_name=LORA_WEIGHTS, adapter_name="custom")
         pipeline.fuse_lora()
@@ -152,7 +157,7 @@ def generate(loaded: LoadedModel, requests: list[ImageRequest],
             prompts.append(request.prompt)
             negatives.append(request.negative_prompt)
             generators.append(torch.Generator(device="cpu").manual_seed(seed))
-            images.append(request.init_image)
+            images.append(request.init_image.convert("RGB") if request.init_image is not None else None)
             masks.append(request.mask)
     arguments: dict[str, Any] = {
         "prompt": prompts, "num_inference_steps": first.steps, "guidance_scale": first.guidance,
@@ -173,18 +178,37 @@ def generate(loaded: LoadedModel, requests: list[ImageRequest],
         return tensors
 
     arguments["callback_on_step_end"] = step_end
-    with torch.inference_mode():
-        # Generators on the CPU keep a seed's noise the same on every device; the pipeline moves it.
-        output = pipeline(**arguments)
+    own = pipeline.scheduler
+    if first.sampler:  # a scheduler of another family over the same trained noise schedule
+        import diffusers
+
+        pipeline.scheduler = getattr(diffusers, first.sampler).from_config(own.config)
+    try:
+        with torch.inference_mode():
+            # Generators on the CPU keep a seed's noise the same on every device; the pipeline moves it.
+            output = pipeline(**arguments)
+    finally:
+        pipeline.scheduler = own
     if interrupted():
         raise Cancelled("every request in the batch was cancelled")
     flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
     made, at = [], 0
     for request in requests:
-        made.append([GeneratedImage(output.images[at + i].convert("RGB"), seed, bool(flags[at + i]))
+        made.append([GeneratedImage(_finish(request, output.images[at + i]), seed, bool(flags[at + i]))
                      for i, seed in enumerate(request.seeds)])
         at += len(request.seeds)
     return made
+
+
+def _finish(request: ImageRequest, image):
+    """The pipeline's image as the caller gets it: RGB, and for inpainting the untouched pixels pasted back."""
+    image = image.convert("RGB")
+    if request.task == INPAINT and request.keep_unmasked:
+        from PIL import Image
+
+        original = request.init_image.convert("RGB")
+        image = Image.composite(image.resize(original.size), original, request.mask)
+    return image
 
 
 class ImageScheduler:

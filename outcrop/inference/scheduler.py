@@ -250,7 +250,7 @@ class Scheduler:
         tokens = sample_batch(logits, [s.params for s in sequences], [s.generator for s in sequences])
         for sequence, token in zip(sequences, tokens, strict=True):
             if not sequence.cancelled.is_set():  # a token for no one is neither sent nor counted
-                self._emit(sequence, token)
+                emit(self.loaded, sequence, token)
         self._last[start:] = torch.tensor(tokens, dtype=torch.long, device=self._last.device)
         self._positions[start:] += 1
         keep = [i for i, s in enumerate(self._running) if not s.done and not s.cancelled.is_set()]
@@ -259,48 +259,6 @@ class Scheduler:
                 if not sequence.done and sequence.cancelled.is_set():
                     _leave_cancelled(sequence)
             self._retain(keep)
-
-    def _emit(self, sequence: _Sequence, token: int) -> None:
-        now = time.perf_counter()
-        if sequence.first_token_at is None:
-            sequence.first_token_at = now
-        params, tokenizer = sequence.params, self.loaded.tokenizer
-        finish, stop_hit = None, None
-        if token in self.loaded.eos_ids:
-            finish = END_OF_TEXT
-        else:
-            sequence.output_ids.append(token)
-            if sequence.matcher is not None:
-                if not sequence.matcher.consume_token(token):  # cannot happen with a mask; never loop on it
-                    sequence.done = True
-                    sequence.events.put(RuntimeError(f"constrained decoding failed: {sequence.matcher.get_error()}"))
-                    return
-                if sequence.matcher.is_stopped():  # the grammar is complete: nothing may follow
-                    finish = END_OF_TEXT
-        text = _decode(tokenizer, sequence.output_ids, params.visible_tokens)
-        cut = len(text)
-        for stop in params.stop:
-            index = text.find(stop, max(0, sequence.emitted - len(stop)))
-            if 0 <= index < cut:
-                cut, stop_hit, finish = index, stop, STOP_SEQUENCE
-        if finish is None and (len(sequence.output_ids) >= params.max_tokens or
-                               len(sequence.prompt_ids) + len(sequence.output_ids) >= self.loaded.context_length):
-            finish = LENGTH
-        if finish is None:
-            # Hold back what could still grow into a stop sequence, and a half-decoded character.
-            holdback = max((len(s) - 1 for s in params.stop), default=0)
-            cut = len(text) - holdback
-            while cut > sequence.emitted and text[cut - 1] == "\ufffd":
-                cut -= 1
-        if cut > sequence.emitted:
-            sequence.events.put(text[sequence.emitted:cut])
-            sequence.emitted = cut
-        if finish is not None:
-            sequence.done = True
-            sequence.events.put(Completion(
-                text=text[:cut], input_tokens=len(sequence.prompt_ids), output_tokens=len(sequence.output_ids),
-                finish_reason=finish, stop_sequence=stop_hit,
-                first_token_s=sequence.first_token_at - sequence.submitted, total_s=now - sequence.submitted))
 
     # -- the batch's KV cache -------------------------------------------------------------------
 
@@ -335,6 +293,52 @@ class Scheduler:
             self._mask = self._mask[:, first:]
             for layer in self._cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+
+def emit(loaded: LoadedModel, sequence: _Sequence, token: int) -> None:
+    """Take one sampled token into `sequence`: text to its consumer (stop sequences held back until they
+    cannot start one), and its Completion once it ends (end of text, a stop sequence, its budget or the
+    context window). Shared by the batch and by engines that generate one request at a time."""
+    now = time.perf_counter()
+    if sequence.first_token_at is None:
+        sequence.first_token_at = now
+    params, tokenizer = sequence.params, loaded.tokenizer
+    finish, stop_hit = None, None
+    if token in loaded.eos_ids:
+        finish = END_OF_TEXT
+    else:
+        sequence.output_ids.append(token)
+        if sequence.matcher is not None:
+            if not sequence.matcher.consume_token(token):  # cannot happen with a mask; never loop on it
+                sequence.done = True
+                sequence.events.put(RuntimeError(f"constrained decoding failed: {sequence.matcher.get_error()}"))
+                return
+            if sequence.matcher.is_stopped():  # the grammar is complete: nothing may follow
+                finish = END_OF_TEXT
+    text = _decode(tokenizer, sequence.output_ids, params.visible_tokens)
+    cut = len(text)
+    for stop in params.stop:
+        index = text.find(stop, max(0, sequence.emitted - len(stop)))
+        if 0 <= index < cut:
+            cut, stop_hit, finish = index, stop, STOP_SEQUENCE
+    if finish is None and (len(sequence.output_ids) >= params.max_tokens or
+                           len(sequence.prompt_ids) + len(sequence.output_ids) >= loaded.context_length):
+        finish = LENGTH
+    if finish is None:
+        # Hold back what could still grow into a stop sequence, and a half-decoded character.
+        holdback = max((len(s) - 1 for s in params.stop), default=0)
+        cut = len(text) - holdback
+        while cut > sequence.emitted and text[cut - 1] == "\ufffd":
+            cut -= 1
+    if cut > sequence.emitted:
+        sequence.events.put(text[sequence.emitted:cut])
+        sequence.emitted = cut
+    if finish is not None:
+        sequence.done = True
+        sequence.events.put(Completion(
+            text=text[:cut], input_tokens=len(sequence.prompt_ids), output_tokens=len(sequence.output_ids),
+            finish_reason=finish, stop_sequence=stop_hit,
+            first_token_s=sequence.first_token_at - sequence.submitted, total_s=now - sequence.submitted))
 
 
 def _decode(tokenizer, ids: list[int], visible: frozenset[int]) -> str:

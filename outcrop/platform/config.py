@@ -78,6 +78,8 @@ class Settings:
     vllm_gpu_memory_fraction: float = 0.9
     #: Sequences one model generates at once; more requests wait for a free slot.
     max_batch_sequences: int = 16
+    #: Images one pipeline call denoises at once: concurrent requests of one shape join it (inference/images.py).
+    max_image_batch: int = 8
     #: Seconds a request may wait for a free slot before ThrottlingException (which the SDKs retry with
     #: backoff): with the generation after it, within boto3's 60 s read timeout. 0 means no bound.
     max_queue_wait_seconds: float = 20.0

@@ -64,9 +64,19 @@ _EMBEDDING_IDS = (
 RERANK_MODEL = "cross-encoder.ms-marco-minilm-l6-v2-v1:0"
 #: Bedrock's reranking models, answered by the catalog's cross-encoder.
 _RERANK_IDS = ("amazon.rerank-v1:0", "cohere.rerank-v3-5:0")
+IMAGE_MODEL = "stability.sd-turbo-v1:0"
+#: Bedrock's image models without open weights, answered by the catalog's SD-Turbo (in whichever body they send).
+_IMAGE_IDS = ("amazon.titan-image-generator-v1", "amazon.titan-image-generator-v2:0", "amazon.nova-canvas-v1:0",
+              "stability.sd3-large-v1:0", "stability.stable-image-core-v1:0", "stability.stable-image-core-v1:1",
+              "stability.stable-image-ultra-v1:0", "stability.stable-image-ultra-v1:1")
+MULTIMODAL_EMBEDDING_MODEL = "openai.clip-vit-base-patch32-v1:0"
+#: Bedrock's multimodal embedding model (text, an image, or both in one vector), answered by the catalog's CLIP.
+_MULTIMODAL_EMBEDDING_IDS = ("amazon.titan-embed-image-v1",)
 DEFAULT_ALIASES: dict[str, str] = {**dict.fromkeys(_CHAT_IDS, CHAT_MODEL),
                                    **dict.fromkeys(_EMBEDDING_IDS, EMBEDDING_MODEL),
-                                   **dict.fromkeys(_RERANK_IDS, RERANK_MODEL)}
+                                   **dict.fromkeys(_RERANK_IDS, RERANK_MODEL),
+                                   **dict.fromkeys(_IMAGE_IDS, IMAGE_MODEL),
+                                   **dict.fromkeys(_MULTIMODAL_EMBEDDING_IDS, MULTIMODAL_EMBEDDING_MODEL)}
 
 #: The geo prefixes of Bedrock's system inference profiles (`us.`, `eu.`, `apac.`, `global.`).
 GLOBAL_GEO = "global"

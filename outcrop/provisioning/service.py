@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from outcrop.catalog.arns import foundation_model_arn
+from outcrop.catalog.cards import ImageLimits
 from outcrop.catalog.prices import PriceTable
-from outcrop.catalog.served import ModelLookup, ServedModel
+from outcrop.catalog.served import ModelLookup, ServedModel, engine_kind
 from outcrop.errors import (
     ModelNotReadyException,
     ResourceNotFoundException,
@@ -25,7 +26,7 @@ from outcrop.errors import (
     ValidationException,
 )
 from outcrop.inference.engine import Engine
-from outcrop.inference.loader import CAUSAL
+from outcrop.inference.images import IMAGE, TEXT_TO_IMAGE, ImageRequest
 from outcrop.inference.sampling import SamplingParams
 from outcrop.platform.config import Settings
 from outcrop.platform.database import Database, as_utc, utc_now
@@ -110,9 +111,7 @@ class ProvisioningService:
     def _load(self, arn: str, account: str, served: ServedModel) -> None:
         """Load the model and answer one request; then it is in service (or failed, with the reason)."""
         try:
-            deployment = self.engine.get(served.weights, CAUSAL, base=served.base)
-            ids = deployment.loaded.tokenizer("Hello")["input_ids"] or [0]
-            deployment.scheduler.submit(ids, SamplingParams(max_tokens=1, temperature=0)).result()
+            self._warm_up(served)
         except Exception as exc:  # a model that cannot load fails its provisioned throughput, not the server
             log.exception("provisioned throughput %s could not load %s", arn, served.model_arn)
             self._set(arn, status=ThroughputStatus.FAILED, failure_message=f"The model could not be loaded: {exc}")
@@ -126,6 +125,19 @@ class ProvisioningService:
                 served.model_arn, ThroughputStatus.IN_SERVICE, None, utc_now())
         if previous != served.model_arn:
             self._unload_if_unused(account, previous)
+
+    def _warm_up(self, served: ServedModel) -> None:
+        """Load the model and answer one request with it: a text model's is one token; an image model's (a LoRA
+        fused into its base pipeline, for a custom one) one image of its smallest size in one denoising step."""
+        if "IMAGE" in served.card.output_modalities:
+            deployment = self.engine.get(served.weights, IMAGE, base=served.base)
+            side = (served.card.image or ImageLimits()).min_side
+            request = ImageRequest(TEXT_TO_IMAGE, "warm-up", side, side, steps=1, guidance=1.0, seeds=(0,))
+            deployment.scheduler.submit(request).result()
+            return
+        deployment = self.engine.get(served.weights, engine_kind(served.card), base=served.base)
+        ids = deployment.loaded.tokenizer("Hello")["input_ids"] or [0]
+        deployment.scheduler.submit(ids, SamplingParams(max_tokens=1, temperature=0)).result()
 
     def _set(self, arn: str, **fields: Any) -> None:
         with self.db.session() as session:

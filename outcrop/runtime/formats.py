@@ -44,6 +44,9 @@ class TextRequest:
     answer_schema: dict[str, Any] | None = None
     #: What the system turn tells the model of that answer (`tool_use.answer_instructions`).
     answer_prompt: str = ""
+    #: The images the messages carry (runtime/multimodal.py ImageInput), in order; IMAGE_MARKER in a message's
+    #: text stands for each. Only a model whose input includes IMAGE takes them.
+    images: tuple[Any, ...] = ()
 
 
 @dataclass

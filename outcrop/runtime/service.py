@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,21 +16,23 @@ from typing import Any, Protocol
 
 import torch
 
-from outcrop.catalog.cards import FoundationModel
-from outcrop.catalog.served import ModelLookup, ServedModel
-from outcrop.catalog.service import RERANK_FORMAT, AliasTargetMissing, Catalog
+from outcrop.catalog.cards import FoundationModel, ImageLimits
+from outcrop.catalog.served import ModelLookup, ServedModel, engine_kind
+from outcrop.catalog.service import MULTIMODAL_EMBED_FORMAT, RERANK_FORMAT, AliasTargetMissing, Catalog
 from outcrop.errors import BedrockError, Cancelled, ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
+from outcrop.inference import clip, vision
 from outcrop.inference.engine import Deployment, Engine
 from outcrop.inference.grammar import GrammarError
-from outcrop.inference.loader import CAUSAL, ENCODER, RERANKER
+from outcrop.inference.images import IMAGE
+from outcrop.inference.loader import ENCODER, RERANKER
 from outcrop.inference.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE, Completion, GenerationStream
 from outcrop.platform.database import Database
 from outcrop.profiles.service import InferenceProfiles
 from outcrop.provisioning.capacity import Capacity
 from outcrop.provisioning.service import ProvisioningService
-from outcrop.runtime import embeddings, formats, tool_use
+from outcrop.runtime import embeddings, formats, images, multimodal, tool_use
 from outcrop.runtime.formats import Invocation, TextRequest, check_alternation
 from outcrop.runtime.invocation_logging import InvocationLogWriter, make_log_record
 from outcrop.runtime.quotas import Quotas
@@ -200,7 +203,8 @@ class RuntimeService:
         tools = tool_use.converse_tool_set(request.get("toolConfig"))
         answer_schema = tool_use.answer_schema(request.get("outputConfig"))
         answer_prompt = tool_use.answer_instructions(request.get("outputConfig"), answer_schema)
-        messages = tool_use.converse_messages(request.get("messages") or [], tools)
+        messages, pictures = multimodal.converse_images(request.get("messages") or [])
+        messages = tool_use.converse_messages(messages, tools)
         check_alternation([m["role"] for m in messages])
         system = "\n".join(block["text"] for block in request.get("system") or [] if "text" in block)
         config = request.get("inferenceConfig") or {}
@@ -221,7 +225,7 @@ class RuntimeService:
             stop=tuple(s for s in config.get("stopSequences") or () if s))
         return self._prepare(account, model_id, TextRequest(
             params=params, messages=messages, system=system, tools=tools, answer_schema=answer_schema,
-            answer_prompt=answer_prompt,
+            answer_prompt=answer_prompt, images=pictures,
             check_max_tokens=formats.converse_max_tokens_rule(config.get("maxTokens"))), check_room=check_room)
 
     # -- InvokeModel ------------------------------------------------------------------------------
@@ -235,7 +239,12 @@ class RuntimeService:
         started = time.perf_counter()
         check_performance(model_id, latency, tier)
         document = formats.parse_json_body(body)
-        model = self.target(caller.principal.account_id, model_id)[0].card
+        served, capacity = self.target(caller.principal.account_id, model_id)
+        model = served.card
+        if "IMAGE" in model.output_modalities:
+            if guard is not None:
+                raise ValidationException("Guardrails apply to text generation, not to image generation models")
+            return self._images(caller, model_id, served, capacity, document, started)
         if "EMBEDDING" in model.output_modalities:
             if guard is not None:
                 raise ValidationException("Guardrails apply to text generation, not to embedding models")
@@ -255,6 +264,35 @@ class RuntimeService:
         rendered = render(completion) | (guard.members() if guard is not None else {})
         return Invoked(json.dumps(rendered).encode(), completion.input_tokens, completion.output_tokens,
                        _ms(time.perf_counter() - started))
+
+    def _images(self, caller: Caller, invoked: str, served: ServedModel, capacity: Capacity | None,
+                document: dict[str, Any], started: float) -> Invoked:
+        """An image body (runtime/images.py) run through the model's image scheduler, which denoises it together
+        with the other requests of its shape. The tokens are the prompt's, in the text encoder's tokenizer."""
+        import json
+
+        model = served.card
+        call = images.parse(document, model.image or ImageLimits())
+        deployment = self.engine.get(served.weights, IMAGE, base=served.base)
+        tokenizer = deployment.loaded.tokenizer
+        tokens = len(tokenizer(call.request.prompt, truncation=True, max_length=deployment.loaded.context_length)
+                     ["input_ids"]) if tokenizer is not None else 0
+        caller.served_model_id = invoked if capacity is not None else model.served_model_id
+        if capacity is not None:
+            capacity.acquire()
+        else:
+            self.quotas.admit(caller.principal.account_id)
+        try:
+            made = deployment.scheduler.submit(call.request, cancelled=caller.cancelled).result()
+        finally:
+            if capacity is not None:
+                capacity.release(tokens)
+        response = call.render(made)
+        # The log keeps what was asked and how many images came back, not the images.
+        self._meter(caller, "InvokeModel", invoked, caller.served_model_id, started, UsageStatus.SUCCESS,
+                    document, capacity is None, {"images": len(made), "format": call.fmt},
+                    input_tokens=tokens, output_tokens=0)
+        return Invoked(json.dumps(response).encode(), tokens, 0, _ms(time.perf_counter() - started))
 
     def _guarded_prepare(self, caller: Caller, model_id: str, model: FoundationModel, fmt: formats.TextFormat,
                          document: dict[str, Any], guard: TextGuard | None) -> tuple[Any, ...]:
@@ -315,6 +353,8 @@ class RuntimeService:
         if "invokeModel" in request:
             document = formats.parse_json_body(request["invokeModel"]["body"])
             model = self.target(account, model_id)[0].card
+            if "IMAGE" in model.output_modalities:
+                raise ValidationException(f"CountTokens counts text models' tokens; {model.model_id} makes images")
             if "EMBEDDING" in model.output_modalities:
                 loaded = self.engine.get(self.catalog.local_weights(model), ENCODER).loaded
                 return sum(len(ids) for ids in embeddings.token_ids(loaded.tokenizer, embeddings.parse(document),
@@ -363,16 +403,27 @@ class RuntimeService:
         if "TEXT" not in model.output_modalities:
             raise ValidationException(f"The model {model.model_id} does not generate text; "
                                       f"its output is {', '.join(model.output_modalities)}.")
-        deployment = self.engine.get(served.weights, CAUSAL, base=served.base)
+        multimodal.check_accepts_images(model.model_id, model.input_modalities, request.images)
+        # A model that reads images runs one request at a time through its processor (inference/vision.py).
+        kind = engine_kind(model)
+        sees = kind == vision.VISION
+        deployment = self.engine.get(served.weights, kind, base=served.base)
         tokenizer = deployment.loaded.tokenizer
+        # The chat's template: a vision model's processor's (each image's tokens in place), else the tokenizer's.
+        template = vision.ChatTemplate(deployment.loaded) if sees else tokenizer
         if request.prompt is not None:
             bos = tokenizer.bos_token
             # A Llama-style prompt often carries its own <|begin_of_text|>; never add a second one.
             add_special = not (bos and request.prompt.startswith(bos))
-            ids = tokenizer(request.prompt, add_special_tokens=add_special)["input_ids"]
+            text = request.prompt
         else:
-            ids = tokenizer(tool_use.render(tokenizer, request.messages, request.system, request.tools,
-                                            request.answer_prompt), add_special_tokens=False)["input_ids"]
+            add_special = False
+            text = tool_use.render(template, request.messages, request.system, request.tools, request.answer_prompt)
+        if sees:
+            deployment, ids = vision.prepare(deployment, text, [i.image for i in request.images], add_special,
+                                             self.engine.max_queue_wait_s)
+        else:
+            ids = tokenizer(text, add_special_tokens=add_special)["input_ids"]
         limit = deployment.loaded.context_length
         if check_room and len(ids) >= limit:
             raise ValidationException(
@@ -382,7 +433,7 @@ class RuntimeService:
             request.check_max_tokens(len(ids), limit)
         if not ids:
             raise ValidationException("The prompt is empty")
-        syntax = tool_use.prompting(tokenizer).syntax if request.tools is not None else None
+        syntax = tool_use.prompting(template).syntax if request.tools is not None else None
         markers = tool_use.marker_tokens(tokenizer, syntax) if syntax is not None else ()
         grammar = tool_use.grammar(syntax, request.tools, request.answer_schema, markers)
         params = request.params
@@ -464,6 +515,9 @@ class RuntimeService:
         if "EMBEDDING" not in model.output_modalities:
             raise ValidationException(f"The model {model.model_id} is not an embedding model; "
                                       f"its output is {', '.join(model.output_modalities)}.")
+        if model.native_format == MULTIMODAL_EMBED_FORMAT:  # its towers are not a sentence encoder's
+            raise ValidationException(f"The model {model.model_id} embeds through InvokeModel's Titan Multimodal "
+                                      "Embeddings body only; choose a text embedding model here.")
         return model, self.engine.get(self.catalog.local_weights(model), ENCODER)
 
     def embed_texts(self, caller: Caller, model_id: str, texts: list[str], operation: str,
@@ -527,23 +581,43 @@ class RuntimeService:
                started: float) -> tuple[dict[str, Any], int]:
         """A Titan or Cohere embedding body for `invoked` (the caller's name for `model`), answered in its own
         format (runtime/embeddings.py), and the tokens it held (for Cohere, all its texts'): what the usage
-        record and the token-count header say."""
-        request = embeddings.parse(document)
-        self.quotas.admit(caller.principal.account_id)
-        deployment = self.engine.get(self.catalog.local_weights(model), ENCODER)
-        loaded = deployment.loaded
-        dimension = loaded.model.config.hidden_size
-        if request.dimensions is not None and request.dimensions != dimension:
-            raise ValidationException(f"dimensions must be {dimension} for {model.model_id} (its embedding size)")
-        ids = embeddings.token_ids(loaded.tokenizer, request, loaded.context_length, model.model_id)
-        vectors = _pool(deployment, ids, request.normalize)
-        counts = [len(i) for i in ids]
-        response = embeddings.render(request, vectors, counts)
+        record and the token-count header say. A multimodal model (CLIP) takes Titan Multimodal Embeddings' body."""
+        if model.native_format == MULTIMODAL_EMBED_FORMAT:
+            response, counts = self._embed_multimodal(caller, model, document)
+        else:
+            request = embeddings.parse(document)
+            self.quotas.admit(caller.principal.account_id)
+            deployment = self.engine.get(self.catalog.local_weights(model), ENCODER)
+            loaded = deployment.loaded
+            dimension = loaded.model.config.hidden_size
+            if request.dimensions is not None and request.dimensions != dimension:
+                raise ValidationException(f"dimensions must be {dimension} for {model.model_id} (its embedding size)")
+            ids = embeddings.token_ids(loaded.tokenizer, request, loaded.context_length, model.model_id)
+            vectors = _pool(deployment, ids, request.normalize)
+            counts = [len(i) for i in ids]
+            response = embeddings.render(request, vectors, counts)
         caller.served_model_id = model.served_model_id
         self._meter(caller, "InvokeModel", invoked, model.served_model_id, started, UsageStatus.SUCCESS, document,
                     True, response,
                     input_tokens=sum(counts), output_tokens=0)
         return response, sum(counts)
+
+    def _embed_multimodal(self, caller: Caller, model: FoundationModel, document: dict[str, Any]
+                          ) -> tuple[dict[str, Any], list[int]]:
+        """A Titan Multimodal Embeddings body on a CLIP model: one vector for its text, its image, or both
+        (inference/clip.py), and the text's token count (an image is no tokens: it counts none)."""
+        request = multimodal.parse_multimodal_embedding(document)
+        self.quotas.admit(caller.principal.account_id)
+        deployment = self.engine.get(self.catalog.local_weights(model), clip.CLIP)
+        loaded = deployment.loaded
+        multimodal.check_length(request, model.model_id, clip.dimension(loaded))
+        ids = None
+        if request.text is not None:  # within the text tower's window, or refused as Titan's text bodies are
+            text_only = embeddings.EmbeddingRequest(embeddings.TITAN, (request.text,))
+            ids = embeddings.token_ids(loaded.tokenizer, text_only, loaded.context_length, model.model_id)[0]
+        vector = clip.embed(deployment, ids, request.image)
+        counts = [len(ids) if ids is not None else 0]
+        return multimodal.render_multimodal_embedding(vector, counts[0]), counts
 
 
 def _pool(deployment: Deployment, ids: list[list[int]], normalize: bool) -> torch.Tensor:
@@ -708,10 +782,26 @@ def _render(fmt: formats.TextFormat, model_id: str, input_tokens: int, answer: t
 
 
 def _loggable(request: Any) -> Any:
-    """The request as the invocation log shows it (Converse's parsed input minus routing members)."""
+    """The request as the invocation log shows it (Converse's parsed input minus routing members), its images
+    (Converse's image bytes, base64 images in a body) replaced by their size: a log line is not megabytes."""
     if isinstance(request, dict):
-        return {k: v for k, v in request.items() if k not in ("modelId", "requestMetadata") and v is not None}
-    return request
+        request = {k: v for k, v in request.items() if k not in ("modelId", "requestMetadata") and v is not None}
+    return _without_images(request)
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{1024,}={0,2}")
+
+
+def _without_images(document: Any) -> Any:
+    if isinstance(document, dict):
+        return {k: _without_images(v) for k, v in document.items()}
+    if isinstance(document, list):
+        return [_without_images(v) for v in document]
+    if isinstance(document, bytes | bytearray):
+        return f"<{len(document)} bytes>"
+    if isinstance(document, str) and _BASE64.fullmatch(document):
+        return f"<{len(document)} base64 characters>"
+    return document
 
 
 def _usage(completion: Completion) -> dict[str, int]:

@@ -98,6 +98,14 @@ function playground(form) {
     return body;
   }
 
+  function imageBody(prompt) {
+    const config = {numberOfImages: 1};
+    if (number("seed") !== undefined) config.seed = number("seed");
+    const size = /^(\d+)x(\d+)$/.exec(value("size"));
+    if (size) { config.width = Number(size[1]); config.height = Number(size[2]); }
+    return {taskType: "TEXT_IMAGE", textToImageParams: {text: prompt}, imageGenerationConfig: config};
+  }
+
   function python(value) {
     return JSON.stringify(value, null, 4).replace(/\btrue\b/g, "True").replace(/\bfalse\b/g, "False")
       .replace(/\bnull\b/g, "None");
@@ -112,6 +120,12 @@ function playground(form) {
       return head + `response = client.converse_stream(\n    modelId=${JSON.stringify(model)},\n${args}\n)\n` +
         'for event in response["stream"]:\n    if "contentBlockDelta" in event:\n' +
         '        print(event["contentBlockDelta"]["delta"]["text"], end="")\n';
+    }
+    if (mode === "images") {
+      return head + "import base64\nimport json\n\n" + `body = ${python(imageBody(prompt))}\n` +
+        `response = client.invoke_model(modelId=${JSON.stringify(model)}, body=json.dumps(body))\n` +
+        'with open("image.png", "wb") as out:\n' +
+        '    out.write(base64.b64decode(json.loads(response["body"].read())["images"][0]))\n';
     }
     const body = mode === "text" ? textBody(prompt) : {inputText: prompt};
     const call = mode === "text" ? "invoke_model_with_response_stream" : "invoke_model";
@@ -138,6 +152,20 @@ function playground(form) {
     let firstToken = null;
     const path = (op) => `/model/${encodeURIComponent(model)}/${op}`;
     try {
+      if (mode === "images") {
+        const response = await api("POST", path("invoke"), imageBody(prompt));
+        if (!response.ok) throw new Error(await apiError(response));
+        const data = await response.json();
+        if (data.error) throw new Error(data.error);
+        const image = el("img", {src: `data:image/png;base64,${data.images[0]}`, alt: prompt, class: "generated"});
+        answer.append(image);
+        const tokens = response.headers.get("x-amzn-bedrock-input-token-count");
+        image.addEventListener("load", () => {
+          stats.textContent = `${image.naturalWidth}x${image.naturalHeight} · ${tokens} input tokens · ` +
+            `${Math.round(performance.now() - started)} ms`;
+        });
+        return;
+      }
       if (mode === "embeddings") {
         const response = await api("POST", path("invoke"), {inputText: prompt});
         if (!response.ok) throw new Error(await apiError(response));
@@ -242,8 +270,9 @@ function jobProgress(node) {
     if (status) { status.textContent = job.status; status.className = `status ${job.status}`; }
     if (p.percent !== undefined) bar.value = p.percent;
     if (p.step !== undefined) {
+      const speed = p.imagesPerSecond !== undefined ? `${p.imagesPerSecond} images/s` : `${p.tokensPerSecond} tokens/s`;
       line.textContent = `step ${p.step} of ${p.totalSteps} · epoch ${p.epoch} of ${p.epochs} · loss ${p.loss}` +
-        ` · ${p.tokensPerSecond} tokens/s` + (job.status === "InProgress" ? ` · about ${p.etaSeconds} s left` : "");
+        ` · ${speed}` + (job.status === "InProgress" ? ` · about ${p.etaSeconds} s left` : "");
     } else if (job.status === "InProgress") {
       line.textContent = "Preparing the data and the base model…";
     }

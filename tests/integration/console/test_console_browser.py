@@ -47,7 +47,10 @@ def site(tmp_path_factory, tiny_model_dir):
         outcrop(server.data_dir, "iam", "put-user-policy", "--user-name", "viewer", "--policy-name", "catalog",
                 "--policy-document", str(folder / "policy.json"))
         key = json.loads(outcrop(server.data_dir, "iam", "create-access-key", "--user-name", "viewer"))
-        yield server, model, role, (key["AccessKeyId"], key["SecretAccessKey"])
+        from tests.helpers import make_tiny_diffusion
+
+        painter = register_model(server, "tiny-painter", make_tiny_diffusion(tmp_path_factory.mktemp("painter")))
+        yield server, model, role, (key["AccessKeyId"], key["SecretAccessKey"]), painter
     finally:
         stop_server(server)
 
@@ -69,7 +72,7 @@ def sign_in(page, endpoint: str, key_id: str, secret: str) -> None:
 def test_from_a_chat_to_a_fine_tuned_provisioned_evaluated_model(site):
     from playwright.sync_api import expect, sync_playwright
 
-    server, model, role, viewer = site
+    server, model, role, viewer, painter = site
     endpoint = server.endpoint
     key_id, secret = server.root_key()
     with sync_playwright() as p:
@@ -101,6 +104,17 @@ def test_from_a_chat_to_a_fine_tuned_provisioned_evaluated_model(site):
             expect(page.locator("[data-pane=A] .stats")).to_contain_text("output tokens", timeout=120_000)
             assert answer.inner_text().strip(), "no text streamed in"
             shot(page, "03-playground")
+
+            # The playground's image tab: Titan's body through InvokeModel, the PNG drawn in the pane at its size.
+            page.goto(f"{endpoint}/console/playground?mode=images&model={painter}")
+            page.get_by_label("Seed").fill("7")
+            page.get_by_label("Image size").fill("64x48")
+            page.get_by_label("Message").fill("a lighthouse at dawn")
+            expect(page.locator("#code")).to_contain_text("TEXT_IMAGE")
+            page.get_by_role("button", name="Send").click()
+            expect(page.locator("[data-pane=A] .stats")).to_contain_text("64x48", timeout=120_000)
+            assert page.locator("[data-pane=A] img.generated").evaluate("i => i.complete && i.naturalWidth") == 64
+            shot(page, "03-playground-image")
 
             # Fine-tuning from the form: a bad value shows the API's own message, then the job runs to the end.
             page.goto(f"{endpoint}/console/customization/create")

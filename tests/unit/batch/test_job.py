@@ -47,7 +47,8 @@ class FakeRuntime:
         self.lock = threading.Lock()
 
     def target(self, account, model_id):
-        return SimpleNamespace(card=SimpleNamespace(output_modalities=["TEXT"]), weights=Path("."), base=None), None
+        card = SimpleNamespace(output_modalities=["TEXT"], input_modalities=["TEXT"], native_format="meta-llama")
+        return SimpleNamespace(card=card, weights=Path("."), base=None), None
 
     def invoke(self, caller, model_id, body):
         document = json.loads(body)

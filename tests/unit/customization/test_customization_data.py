@@ -458,7 +458,10 @@ def test_every_customizable_builtin_model_resolves_its_defaults():
     for model in builtin_cards():
         for kind in model.customizations:
             values = hyperparameters.resolve(model, kind, None)
-            assert values["maxSequenceLength"] == min(1024, model.context_length)
+            if hyperparameters.is_image_model(model):  # Titan Image Generator's set, at the model's own size
+                assert values["stepCount"] == 500 and values["resolution"] == min(model.image.default_size)
+            else:
+                assert values["maxSequenceLength"] == min(1024, model.context_length)
 
 
 def test_an_unpaired_surrogate_is_a_bad_line_not_a_crash(tok):

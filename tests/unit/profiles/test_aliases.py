@@ -14,6 +14,7 @@ from outcrop.profiles.aliases import (
     CHAT_MODEL,
     DEFAULT_ALIASES,
     EMBEDDING_MODEL,
+    MULTIMODAL_EMBEDDING_MODEL,
     RERANK_MODEL,
     geo_prefix,
     model_aliases,
@@ -26,9 +27,10 @@ LLAMA_8B = "meta.llama3-1-8b-instruct-v1:0"  # a hub model of the catalog
 
 def test_defaults_name_the_builtin_models_and_never_a_catalog_id():
     catalog_ids = {c.model_id for c in builtin_cards()}
-    assert {CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL} <= catalog_ids
     assert not set(DEFAULT_ALIASES) & catalog_ids
-    assert set(DEFAULT_ALIASES.values()) == {CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL}
+    assert set(DEFAULT_ALIASES.values()) <= catalog_ids  # every default names a model the catalog has
+    assert {CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL, MULTIMODAL_EMBEDDING_MODEL} <= set(DEFAULT_ALIASES.values())
+    assert DEFAULT_ALIASES["amazon.titan-embed-image-v1"] == MULTIMODAL_EMBEDDING_MODEL
     assert DEFAULT_ALIASES["amazon.rerank-v1:0"] == DEFAULT_ALIASES["cohere.rerank-v3-5:0"] == RERANK_MODEL
     for chat in (CLAUDE, "anthropic.claude-3-5-haiku-20241022-v1:0", "amazon.nova-micro-v1:0",
                  "meta.llama3-8b-instruct-v1:0", "mistral.mistral-large-2402-v1:0", "amazon.titan-text-express-v1"):

@@ -38,6 +38,7 @@ def playground(visit: Visit) -> Response:
     summaries = visit.call("bedrock", "ListFoundationModels")["modelSummaries"]
     text = [m for m in summaries if "TEXT" in m.get("outputModalities", [])]
     embeddings = [m for m in summaries if "EMBEDDING" in m.get("outputModalities", [])]
+    pictures = [m for m in summaries if "IMAGE" in m.get("outputModalities", [])]
     custom = []
     try:
         throughputs = visit.call("bedrock", "ListProvisionedModelThroughputs")["provisionedModelSummaries"]
@@ -46,4 +47,4 @@ def playground(visit: Visit) -> Response:
         pass  # the playground still works on foundation models
     chosen = visit.query.get("model", "")
     return visit.render("playground.html", "Playground", text_models=text, embedding_models=embeddings,
-                        provisioned=custom, chosen=chosen, mode=visit.query.get("mode", "chat"))
+                        image_models=pictures, provisioned=custom, chosen=chosen, mode=visit.query.get("mode", "chat"))
