@@ -324,8 +324,13 @@ class Catalog:
                 f"The weights of {model.model_id} are missing: {where} is not installed or has moved.")
         from huggingface_hub import snapshot_download
 
+        # An image model's repository also holds single-file checkpoints, fp16 copies, ONNX and OpenVINO exports
+        # (tens of GB for SDXL): only the diffusers layout is fetched.
+        layout = {"allow_patterns": ["model_index.json", "*/*.json", "*/*.txt", "*/*.model",
+                                     "*/diffusion_pytorch_model*.safetensors", "*/model*.safetensors"],
+                  "ignore_patterns": ["*.fp16.*", "*onnx*", "*openvino*"]} if model.image is not None else {}
         try:
-            return Path(snapshot_download(source.repo))
+            return Path(snapshot_download(source.repo, **layout))
         except Exception as exc:  # offline, gated repo, no token: all mean "not here"
             raise ResourceNotFoundException(
                 f"The weights of {model.model_id} are not on this machine and could not be fetched from the "

@@ -59,6 +59,8 @@ def body(args: argparse.Namespace) -> dict:
     text = {"text": args.prompt} | ({"negativeText": args.negative} if args.negative else {})
     if args.mask and not args.source:
         raise Fatal("--mask needs --image (the picture to repaint)")
+    if args.similarity is not None and (args.mask or not args.source):
+        raise Fatal("--similarity goes with --image alone (a variation), not with --mask or without --image")
     if args.source is None:
         return {"taskType": "TEXT_IMAGE", "textToImageParams": text, "imageGenerationConfig": config}
     if args.size:

@@ -142,6 +142,21 @@ def _task_pipeline(loaded: LoadedModel, task: str):
     return loaded.extra[key]
 
 
+def check(loaded: LoadedModel, request: ImageRequest) -> None:
+    """Refuse what this pipeline cannot do before the request queues: a task its family has no pipeline for, a
+    sampler its noise schedule is not made for (a flow-matching model takes no DDIM). ValueError says why."""
+    try:
+        pipeline = _task_pipeline(loaded, request.task)
+    except NotImplementedError as exc:
+        raise ValueError(str(exc)) from None
+    if request.sampler:
+        import diffusers
+
+        if getattr(diffusers, request.sampler) not in pipeline.scheduler.compatibles:
+            raise ValueError(f"{type(pipeline).__name__} denoises with {type(pipeline.scheduler).__name__}, which "
+                             f"{request.sampler} cannot stand in for")
+
+
 def generate(loaded: LoadedModel, requests: list[ImageRequest],
              interrupted=lambda: False) -> list[list[GeneratedImage]]:
     """Run requests of one shape as one pipeline call; each request's images, in order.
@@ -224,7 +239,7 @@ class ImageScheduler:
         self._running: list[_Job] = []
         self._wake = threading.Condition()
         self._closed = False
-        #: Held for each pipeline call, so that nothing swaps weights (LoRA) under a running batch.
+        #: Held for each pipeline call (tests hold it to keep the worker from starting the next batch).
         self.step_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="outcrop-images", daemon=True)
         self._thread.start()
@@ -238,11 +253,17 @@ class ImageScheduler:
                 raise RuntimeError("the model was unloaded")
             self._waiting.append(job)
             self._wake.notify()
-        if self.max_queue_wait_s is not None and not job.started.wait(self.max_queue_wait_s):
-            with self._wake:
-                if job in self._waiting:
-                    self._waiting.remove(job)
-                    raise ThrottlingException(THROTTLED)
+        if self.max_queue_wait_s is not None:
+            deadline = time.monotonic() + self.max_queue_wait_s
+            # Started, or settled without starting (cancelled while it waited, the model unloaded): `result` says.
+            while not (job.started.is_set() or job.done.is_set() or job.cancelled.is_set()):
+                if time.monotonic() >= deadline:
+                    with self._wake:
+                        if job in self._waiting:
+                            self._waiting.remove(job)
+                            raise ThrottlingException(THROTTLED)
+                    break
+                job.started.wait(0.05)
         return job
 
     @property
@@ -264,6 +285,8 @@ class ImageScheduler:
         first = self._waiting.popleft()
         batch, images = [first], len(first.request.seeds)
         for job in list(self._waiting):
+            if job.cancelled.is_set():
+                continue  # the loop drops it before the next batch
             if job.request.shape == first.request.shape and images + len(job.request.seeds) <= self.max_batch:
                 self._waiting.remove(job)
                 batch.append(job)
@@ -284,6 +307,11 @@ class ImageScheduler:
                     return
             time.sleep(GATHER_S)
             with self._wake:
+                if self._closed:
+                    return
+                for job in [j for j in self._waiting if j.cancelled.is_set()]:
+                    self._waiting.remove(job)
+                    job.done.set()
                 if not self._waiting:
                     continue
                 batch = self._take()

@@ -81,6 +81,8 @@ class ImageCall:
     request: ImageRequest
     fmt: str
     render: Callable[[list[GeneratedImage]], dict[str, Any]]
+    #: Where the body holds its prompt, for an error about it (too long for the text encoder).
+    prompt_field: str = "prompt"
 
 
 def parse(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
@@ -128,12 +130,19 @@ def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
                  "INPAINTING": text_keys | {"image", "maskPrompt", "maskImage", "returnMask"},
                  "OUTPAINTING": text_keys | {"image", "maskPrompt", "maskImage", "outPaintingMode", "returnMask"}}
     only_keys(params, task_keys[task], TITAN, where)
-    for unsupported in ("conditionImage", "style", "maskPrompt", "returnMask"):
+    for unsupported in ("conditionImage", "controlMode", "controlStrength", "style", "maskPrompt", "returnMask"):
         if unsupported in params:
             raise ValidationException(f"{where}{unsupported} is not supported by this server"
                                       + (": send maskImage instead" if unsupported == "maskPrompt" else ""))
-    text = _text(params, "text", MAX_TITAN_TEXT, where, required=task != "IMAGE_VARIATION")
+    # Without text, inpainting fills the mask with what surrounds it (removing an object), as Titan does.
+    text = _text(params, "text", MAX_TITAN_TEXT, where, required=task not in ("IMAGE_VARIATION", "INPAINTING"))
     negative = _text(params, "negativeText", MAX_TITAN_TEXT, where, required=False)
+    _check_negative(negative, guidance, f"{where}negativeText", "imageGenerationConfig.cfgScale")
+    if task != "TEXT_IMAGE":
+        for key in ("width", "height"):
+            if key in config:
+                raise ValidationException(f"imageGenerationConfig.{key} cannot be sent with {task}: the image keeps "
+                                          "the size of the image it starts from")
     width, height = _size(config, "width", "height", limits, "imageGenerationConfig.")
     seeds = tuple(seed + i for i in range(count))
     request = dict(prompt=text, negative_prompt=negative, steps=steps, guidance=guidance, seeds=seeds)
@@ -148,24 +157,21 @@ def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
         similarity = number_field(params, "similarityStrength", 0.2, 1.0, 0.7, where)
         image = _decode_image(images[0], f"{where}images[0]", limits)
         _check_size(image.width, image.height, limits, f"{where}images[0]")
-        # How far from the image the variation may go: the share of the denoising it redoes (at least one step).
-        strength = max(1.0 - similarity, 1.0 / steps)
+        # How far from the image the variation may go: the share of the denoising it redoes.
+        strength, request["steps"] = _partial(1.0 - similarity, steps, limits)
         image_request = ImageRequest(IMAGE_TO_IMAGE, width=image.width, height=image.height, init_image=image,
-                                     strength=round(strength, 4), **request)
+                                     strength=strength, **request)
     else:
         image = _decode_image(params.get("image"), f"{where}image", limits)
         if "maskImage" not in params:
             raise ValidationException(f"{where}maskImage is required (maskPrompt is not supported by this server)")
-        mask = _decode_image(params["maskImage"], f"{where}maskImage", limits).convert("L")
-        if mask.size != image.size:
-            raise ValidationException(f"{where}maskImage must be the size of image ({image.width}x{image.height}), "
-                                      f"got {mask.width}x{mask.height}")
+        mask = _decode_image(params["maskImage"], f"{where}maskImage", limits, size=image.size).convert("L")
         mode = params.get("outPaintingMode", "DEFAULT")
         if mode not in ("DEFAULT", "PRECISE"):
             raise ValidationException(f"{where}outPaintingMode must be DEFAULT or PRECISE, got {mode!r}")
         # Titan's mask is black (0, 0, 0) inside: inpainting repaints inside it, outpainting outside it.
-        # Diffusers repaints where its mask is white.
-        black = mask.point(lambda v: 255 if v == 0 else 0)
+        # Diffusers repaints where its mask is white. Dark pixels count as black (a JPEG's are never exactly 0).
+        black = mask.point(lambda v: 255 if v < 128 else 0)
         repaint = black if task == "INPAINTING" else black.point(lambda v: 255 - v)
         # OUTPAINTING's DEFAULT mode may touch the kept area to blend it in; PRECISE and INPAINTING may not.
         image_request = ImageRequest(INPAINT, width=image.width, height=image.height, init_image=image,
@@ -177,7 +183,7 @@ def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
         if any(m.filtered for m in made):
             return {"images": [], "error": CONTENT_FILTERED}
         return {"images": [_encode(m.image, "PNG") for m in made], "error": None}
-    return ImageCall(image_request, TITAN, render)
+    return ImageCall(image_request, TITAN, render, f"{params_key}.text")
 
 
 # -- Stability SDXL ----------------------------------------------------------------------------------------------
@@ -217,10 +223,11 @@ def _sdxl(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
     if sampler is not None and sampler not in SDXL_SAMPLERS:
         raise ValidationException(f"sampler must be one of {', '.join(SDXL_SAMPLERS)}, got {sampler!r}")
     samples = integer_field(body, "samples", 1, limits.max_images, 1)
+    guidance = number_field(body, "cfg_scale", 0.0, 35.0, limits.default_guidance)
+    _check_negative(", ".join(negative), guidance, "text_prompts (a negative weight)", "cfg_scale")
     seed = integer_field(body, "seed", 0, 4_294_967_295, 0)
     seed = seed or random.randrange(1, 4_294_967_295)  # 0: a random seed, reported in the answer
     steps = integer_field(body, "steps", limits.min_steps, limits.max_steps, limits.default_steps)
-    guidance = number_field(body, "cfg_scale", 0.0, 35.0, limits.default_guidance)
     common = dict(prompt=prompt, negative_prompt=", ".join(negative), steps=steps, guidance=guidance,
                   seeds=tuple(seed + i for i in range(samples)), sampler=SDXL_SAMPLERS.get(sampler, ""))
     if "init_image" not in body:
@@ -235,9 +242,9 @@ def _sdxl(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
             raise ValidationException("width and height cannot be sent with init_image: the image's size is used")
         image = _decode_image(body["init_image"], "init_image", limits)
         _check_size(image.width, image.height, limits, "init_image")
-        strength = _sdxl_strength(body)
+        strength, common["steps"] = _partial(_sdxl_strength(body), steps, limits)
         if "mask_source" in body:
-            mask = _sdxl_mask(body, image)
+            mask = _sdxl_mask(body, image, limits)
             request = ImageRequest(INPAINT, width=image.width, height=image.height, init_image=image, mask=mask,
                                    strength=strength, **common)
         else:
@@ -250,7 +257,7 @@ def _sdxl(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
         return {"result": "success", "artifacts": [
             {"seed": m.seed, "base64": None if m.filtered else _encode(m.image, "PNG"),
              "finishReason": "CONTENT_FILTERED" if m.filtered else "SUCCESS"} for m in made]}
-    return ImageCall(request, SDXL, render)
+    return ImageCall(request, SDXL, render, "text_prompts")
 
 
 def _sdxl_strength(body: dict[str, Any]) -> float:
@@ -260,8 +267,7 @@ def _sdxl_strength(body: dict[str, Any]) -> float:
     if mode == "IMAGE_STRENGTH":
         if "step_schedule_start" in body or "step_schedule_end" in body:
             raise ValidationException("step_schedule_start and step_schedule_end need init_image_mode STEP_SCHEDULE")
-        kept = number_field(body, "image_strength", 0.0, 1.0, 0.35)
-        return round(max(1.0 - kept, 0.01), 4)
+        return 1.0 - number_field(body, "image_strength", 0.0, 1.0, 0.35)
     if mode == "STEP_SCHEDULE":
         if "image_strength" in body:
             raise ValidationException("image_strength needs init_image_mode IMAGE_STRENGTH")
@@ -269,11 +275,11 @@ def _sdxl_strength(body: dict[str, Any]) -> float:
         end = number_field(body, "step_schedule_end", 0.0, 1.0, 0.0)
         if end != 0.0:
             raise ValidationException("step_schedule_end: this server denoises to the end of the schedule; send 0")
-        return round(max(start, 0.01), 4)
+        return start
     raise ValidationException(f"init_image_mode must be IMAGE_STRENGTH or STEP_SCHEDULE, got {mode!r}")
 
 
-def _sdxl_mask(body: dict[str, Any], image):
+def _sdxl_mask(body: dict[str, Any], image, limits: ImageLimits):
     source = body["mask_source"]
     if source == "INIT_IMAGE_ALPHA":
         if "mask_image" in body:
@@ -287,10 +293,7 @@ def _sdxl_mask(body: dict[str, Any], image):
                                   f"got {source!r}")
     if "mask_image" not in body:
         raise ValidationException(f"mask_image is required with mask_source {source}")
-    mask = _decode_image(body["mask_image"], "mask_image", None).convert("L")
-    if mask.size != image.size:
-        raise ValidationException(f"mask_image must be the size of init_image ({image.width}x{image.height}), "
-                                  f"got {mask.width}x{mask.height}")
+    mask = _decode_image(body["mask_image"], "mask_image", limits, size=image.size).convert("L")
     # MASK_IMAGE_WHITE paints where the mask is white; MASK_IMAGE_BLACK where it is black.
     return mask.point(lambda v: 255 if v >= 128 else 0) if source == "MASK_IMAGE_WHITE" \
         else mask.point(lambda v: 255 if v < 128 else 0)
@@ -310,6 +313,7 @@ def _sd3(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
     seed = integer_field(body, "seed", 0, 4_294_967_294, 0) or random.randrange(1, 4_294_967_294)
     common = dict(prompt=prompt, negative_prompt=negative, steps=limits.default_steps,
                   guidance=limits.default_guidance, seeds=(seed,))
+    _check_negative(negative, limits.default_guidance, "negative_prompt", None)
     if mode == "text-to-image":
         for key in ("image", "strength"):
             if key in body:
@@ -327,23 +331,25 @@ def _sd3(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
         if "strength" not in body:
             raise ValidationException("strength is required with mode image-to-image (0 keeps the image, 1 "
                                       "replaces it)")
-        strength = number_field(body, "strength", 0.0, 1.0, 0.0)
+        strength, common["steps"] = _partial(number_field(body, "strength", 0.0, 1.0, 0.0), common["steps"], limits)
         request = ImageRequest(IMAGE_TO_IMAGE, width=image.width, height=image.height, init_image=image,
-                               strength=round(max(strength, 1.0 / common["steps"]), 4), **common)
+                               strength=strength, **common)
     else:
         raise ValidationException(f"mode must be text-to-image or image-to-image, got {mode!r}")
 
     def render(made: list[GeneratedImage]) -> dict[str, Any]:
         return {"seeds": [m.seed for m in made],
-                "finish_reasons": [f"Filter reason: {CONTENT_FILTERED}" if m.filtered else None for m in made],
+                "finish_reasons": ["Filter reason: output image" if m.filtered else None for m in made],
                 "images": [None if m.filtered else _encode(m.image, SD3_OUTPUT_FORMATS[output]) for m in made]}
-    return ImageCall(request, SD3, render)
+    return ImageCall(request, SD3, render, "prompt")
 
 
 def _aspect_size(ratio: str, limits: ImageLimits) -> tuple[int, int]:
     """An aspect ratio at the model's own resolution: Stability's sizes on a one-megapixel model whose card allows
     them, else the ratio at the card's default area, in the card's multiple."""
     width, height = SD3_ASPECT_RATIOS[ratio]
+    if limits.sizes:  # a card that lists its sizes: the one closest to the ratio
+        return min(limits.sizes, key=lambda size: abs(math.log(size[0] / size[1]) - math.log(width / height)))
     if limits.default_size[0] * limits.default_size[1] >= 1024 * 1024 and _fits(width, height, limits):
         return width, height
     area = limits.default_size[0] * limits.default_size[1]
@@ -355,6 +361,28 @@ def _aspect_size(ratio: str, limits: ImageLimits) -> tuple[int, int]:
 
 
 # -- shared checks -----------------------------------------------------------------------------------------------
+
+def _partial(strength: float, steps: int, limits: ImageLimits) -> tuple[float, int]:
+    """(strength, steps) for a request that starts from an image. Diffusers runs `int(steps * strength)` of the
+    steps, so a light touch on a few-step model (SD-Turbo: one step) would run none, or, clamped, redo all of
+    the image: steps grow within the card's limit until the strength runs at least one, and only a strength
+    that still runs none is raised to the least that does (one step)."""
+    strength = min(max(strength, 0.0), 1.0)
+    if steps * strength < 1:  # a strength of 0 (keep the image) gets the lightest touch the card allows
+        steps = min(limits.max_steps, max(steps, math.ceil(1 / strength - 1e-9))) if strength > 0 \
+            else max(steps, limits.max_steps)
+    if steps * strength < 1:
+        strength = min(1.0, (1 + 1e-6) / steps)
+    return strength, steps
+
+
+def _check_negative(negative: str, guidance: float, field: str, guidance_field: str | None) -> None:
+    """A negative prompt acts through classifier-free guidance only: refused where the model runs without it."""
+    if negative and guidance <= 1:
+        how = f"send {guidance_field} above 1 to use one" if guidance_field else "this body cannot set guidance"
+        raise ValidationException(f"{field}: this model runs without classifier-free guidance (scale {guidance:g}), "
+                                  f"so a negative prompt would change nothing; {how}")
+
 
 def _object(body: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
     value = body.get(key)
@@ -400,8 +428,10 @@ def _size(body: dict[str, Any], width_key: str, height_key: str, limits: ImageLi
     return width, height
 
 
-def _decode_image(value: Any, where: str, limits: ImageLimits | None):
-    """A base64 PNG or JPEG as an RGB (or RGBA, for SDXL's alpha mask) PIL image."""
+def _decode_image(value: Any, where: str, limits: ImageLimits, size: tuple[int, int] | None = None):
+    """A base64 PNG or JPEG as an RGB (or RGBA, for SDXL's alpha mask) PIL image; its size is checked from its
+    header before its pixels are decoded (a small file can hold a huge image), against the card's largest side
+    and, for a mask, against the image it masks (`size`)."""
     from PIL import Image, UnidentifiedImageError
 
     if not isinstance(value, str) or not value:
@@ -414,13 +444,17 @@ def _decode_image(value: Any, where: str, limits: ImageLimits | None):
         raise ValidationException(f"{where} is {len(data)} bytes; at most {MAX_INPUT_IMAGE_BYTES} are accepted")
     try:
         image = Image.open(io.BytesIO(data))
+        if image.format not in ("PNG", "JPEG"):
+            raise ValidationException(f"{where} must be a PNG or JPEG image, got {image.format}")
+        if max(image.size) > limits.max_side or image.width * image.height > limits.max_pixels:
+            raise ValidationException(f"{where} is {image.width}x{image.height}; at most {limits.max_side} pixels "
+                                      f"a side and {limits.max_pixels} in all")
+        if size is not None and image.size != size:
+            raise ValidationException(f"{where} must be the size of the image it masks ({size[0]}x{size[1]}), got "
+                                      f"{image.width}x{image.height}")
         image.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise ValidationException(f"{where} is not a PNG or JPEG image") from None
-    if image.format not in ("PNG", "JPEG"):
-        raise ValidationException(f"{where} must be a PNG or JPEG image, got {image.format}")
-    if limits is not None and max(image.size) > limits.max_side:
-        raise ValidationException(f"{where} is {image.width}x{image.height}; at most {limits.max_side} pixels a side")
     return image.convert("RGBA" if "A" in image.getbands() else "RGB")
 
 

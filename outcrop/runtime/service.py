@@ -22,6 +22,7 @@ from outcrop.catalog.service import MULTIMODAL_EMBED_FORMAT, RERANK_FORMAT, Alia
 from outcrop.errors import BedrockError, Cancelled, ResourceNotFoundException, ValidationException
 from outcrop.iam.principal import Principal
 from outcrop.inference import clip, vision
+from outcrop.inference import images as image_engine
 from outcrop.inference.engine import Deployment, Engine
 from outcrop.inference.grammar import GrammarError
 from outcrop.inference.images import IMAGE
@@ -274,25 +275,38 @@ class RuntimeService:
         model = served.card
         call = images.parse(document, model.image or ImageLimits())
         deployment = self.engine.get(served.weights, IMAGE, base=served.base)
-        tokenizer = deployment.loaded.tokenizer
-        tokens = len(tokenizer(call.request.prompt, truncation=True, max_length=deployment.loaded.context_length)
-                     ["input_ids"]) if tokenizer is not None else 0
+        loaded = deployment.loaded
+        tokens = len(loaded.tokenizer(call.request.prompt)["input_ids"]) if loaded.tokenizer is not None else 0
+        if tokens > loaded.context_length:  # the pipeline would cut it: refused rather than read in part
+            raise ValidationException(f"{call.prompt_field}: the prompt is {tokens} tokens; {model.model_id}'s text "
+                                      f"encoder reads at most {loaded.context_length}")
+        try:
+            image_engine.check(loaded, call.request)
+        except ValueError as exc:
+            raise ValidationException(f"{model.model_id} cannot run this request: {exc}") from None
         caller.served_model_id = invoked if capacity is not None else model.served_model_id
         if capacity is not None:
             capacity.acquire()
         else:
             self.quotas.admit(caller.principal.account_id)
+        status, made = "InternalServerException", None
         try:
             made = deployment.scheduler.submit(call.request, cancelled=caller.cancelled).result()
+            status = UsageStatus.SUCCESS
+        except Cancelled:
+            status = UsageStatus.CANCELLED
+            raise
+        except BedrockError as exc:
+            status = exc.code
+            raise
         finally:
             if capacity is not None:
                 capacity.release(tokens)
-        response = call.render(made)
-        # The log keeps what was asked and how many images came back, not the images.
-        self._meter(caller, "InvokeModel", invoked, caller.served_model_id, started, UsageStatus.SUCCESS,
-                    document, capacity is None, {"images": len(made), "format": call.fmt},
-                    input_tokens=tokens, output_tokens=0)
-        return Invoked(json.dumps(response).encode(), tokens, 0, _ms(time.perf_counter() - started))
+            # The log keeps what was asked and how many images came back, not the images.
+            self._meter(caller, "InvokeModel", invoked, caller.served_model_id, started, status, document,
+                        capacity is None, {"images": len(made), "format": call.fmt} if made else None,
+                        input_tokens=tokens, output_tokens=0)
+        return Invoked(json.dumps(call.render(made)).encode(), tokens, 0, _ms(time.perf_counter() - started))
 
     def _guarded_prepare(self, caller: Caller, model_id: str, model: FoundationModel, fmt: formats.TextFormat,
                          document: dict[str, Any], guard: TextGuard | None) -> tuple[Any, ...]:
