@@ -24,15 +24,30 @@ BACKEND_TESTS := tests/unit/runtime/test_quotas.py tests/unit/provisioning tests
 	tests/integration/provisioning
 # What exercises the trainer, the generator or an agent rather than the database or the store (training the real
 # SmolLM2, continued pre-training, full fine-tuning, datasets refused for their content, generation with
-# citations, an agent's search): the first pass has run it; this one keeps CI inside 20 minutes.
+# citations, an agent's search, a fine-tune resumed from its checkpoint after a restart, whose requeue on
+# PostgreSQL tests/unit/platform/test_job_claims.py runs): the first pass has run it; this one keeps CI inside
+# 20 minutes.
 BACKEND_SKIP := not real_smollm2 and not continued_pre_training and not conversations_and_full_fine_tuning \
 	and not roles.jsonl and not few.jsonl and not mixed.jsonl and not retrieve_and_generate_cites \
-	and not an_agent_searches_it
+	and not an_agent_searches_it and not resumes_after_restart
 HAS_POSTGRES := $(shell command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1)
 
-.PHONY: install serve test lint clean
+# llama.cpp for GGUF models (`outcrop[llama]`, then OUTCROP_ENGINE=auto), built by `make llama`: it compiles for
+# minutes on a small machine (once: pip keeps the wheel in its cache), and without it GGUF models run on
+# transformers. Built for x86-64 CPUs with AVX2 rather than for this CPU's own features: a build tuned to the build
+# machine dies with an illegal instruction on a machine without them. Set LLAMA_CMAKE_ARGS for other CPUs.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+
+.PHONY: install serve test lint clean llama
 
 install: $(VENV)/.installed
+
+$(VENV)/.llama: $(VENV)/.installed
+	@echo "building llama.cpp for GGUF models (once; minutes on a small machine)..."
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet 'llama-cpp-python>=0.3.30,<0.4' \
+		|| echo "llama-cpp-python could not be built: GGUF models run on transformers"
+	touch $@
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +59,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 serve: install
 	$(BIN)/outcrop serve $(ARGS)
+
+llama: $(VENV)/.llama
 
 # The AWS SDK for JavaScript, for tests/integration/frameworks, when npm exists (without node those tests skip).
 test: install $(if $(shell command -v npm),tests/js/node_modules/.package-lock.json)

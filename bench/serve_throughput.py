@@ -10,6 +10,11 @@ The goal is a ratio of at least 5.
 
     .venv/bin/python bench/serve_throughput.py [--rounds 2] [--baseline-requests 8] [--json out.json]
 
+The llama.cpp engine against llama.cpp itself: `--engines transformers,llama.cpp --clients-list 1,4,16,32` runs
+the server once per engine (OUTCROP_ENGINE) and measures each client count on it; `--llama-baseline` adds
+llama-cpp-python's own `Llama` (one request at a time, the way a llama.cpp user serves one stream) on the same
+GGUF file, with the same prompts, sampling and token budget. Both need llama-cpp-python installed.
+
 The server's GGUF -> safetensors conversion is cached in `--model-cache-dir`, so only the first run
 pays for it; model loading is never part of a measurement (both sides warm up first).
 """
@@ -431,7 +436,14 @@ def run_sequential(folder: Path, requests: int, max_tokens: int) -> Side:
             new = new[:-1]
         return (first.at or time.perf_counter()) - started, len(new), elapsed
 
-    generate(PROMPTS[0], 0, 4)  # warm-up, not measured (as the server's first request)
+    return one_at_a_time(side, generate, requests, max_tokens)
+
+
+def one_at_a_time(side: Side, generate: Callable[[str, int, int], tuple[float, int, float]], requests: int,
+                  max_tokens: int) -> Side:
+    """`requests` calls of `generate(prompt, seed, new tokens) -> (TTFT, tokens, seconds)`, one after another,
+    after one unmeasured warm-up call (as the server's first request)."""
+    generate(PROMPTS[0], 0, 4)
     meter = CpuMeter()
     for i in range(requests):
         ttft, tokens, elapsed = generate(PROMPTS[i % len(PROMPTS)], i, max_tokens)
@@ -441,6 +453,68 @@ def run_sequential(folder: Path, requests: int, max_tokens: int) -> Side:
         side.ttft_s.append(ttft)
     meter.stop(side)
     return side
+
+
+def run_llama_single(gguf: Path, requests: int, max_tokens: int) -> Side:
+    """llama-cpp-python's own `Llama` on the GGUF file, one streamed chat request after another (its default
+    context and threads; the chat template is the GGUF's)."""
+    from llama_cpp import Llama
+
+    llama = Llama(model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+    side = Side("llama.cpp (llama-cpp-python), one at a time")
+
+    def generate(prompt: str, seed: int, new_tokens: int) -> tuple[float, int, float]:
+        started = time.perf_counter()
+        first, tokens = None, 0
+        for chunk in llama.create_chat_completion([{"role": "user", "content": prompt}], max_tokens=new_tokens,
+                                                  temperature=TEMPERATURE, top_p=TOP_P, top_k=0, seed=seed,
+                                                  stream=True):
+            if chunk["choices"][0]["delta"].get("content"):
+                first = first or time.perf_counter() - started
+                tokens += 1  # one chunk a token
+        return first or time.perf_counter() - started, tokens, time.perf_counter() - started
+
+    return one_at_a_time(side, generate, requests, max_tokens)
+
+
+def compare_engines(args: argparse.Namespace, cache_dir: Path) -> int:
+    """Each engine's server at each client count, then (optionally) llama.cpp one request at a time."""
+    engines = (args.engines or "auto").split(",")
+    counts = [int(c) for c in (args.clients_list or str(args.clients)).split(",")]
+    sides: list[Side] = []
+    for engine in engines:
+        with tempfile.TemporaryDirectory(prefix="outcrop-bench-") as tmp:
+            port, log_path, data_dir = free_port(), Path(tmp) / "server.log", Path(tmp) / "data"
+            server = start_server(port, data_dir, cache_dir, log_path, {"OUTCROP_ENGINE": engine,
+                                                                       "OUTCROP_LOG_LEVEL": "info"})
+            try:
+                endpoint, key = f"http://127.0.0.1:{port}", root_key(data_dir)
+                wait_until_ready(endpoint)
+                stream_once(runtime_client(endpoint, key), "Say hello.", 0, 8)
+                for clients in counts:
+                    side = run_ours(endpoint, key, server.pid, clients, args.rounds, args.max_tokens)
+                    side.name = f"outcrop serve ({engine}), {clients} concurrent"
+                    print(side.cpu_report(), flush=True)
+                    sides.append(side)
+            except BaseException:
+                print(f"server log ({log_path}):\n{log_path.read_text()[-3000:]}", file=sys.stderr)
+                raise
+            finally:
+                stop_server(server)
+    if args.llama_baseline:
+        single = run_llama_single(smollm2_gguf(), args.baseline_requests, args.max_tokens)
+        print(single.cpu_report(), flush=True)
+        sides.append(single)
+    print()
+    print_table(sides)
+    if args.json:
+        args.json.write_text(json.dumps({"model_id": MODEL_ID, "max_tokens": args.max_tokens, "rounds": args.rounds,
+                                         "sides": [s.summary() | {"ttft_s": s.ttft_s} for s in sides]},
+                                        indent=2) + "\n")
+    if args.llama_baseline and len(sides) > 1:
+        best = max(sides[:-1], key=lambda s: s.tokens_per_s)
+        print(f"ratio {best.tokens_per_s / sides[-1].tokens_per_s:.2f}  ({best.name} / llama.cpp one at a time)")
+    return 0
 
 
 # -- main --------------------------------------------------------------------------------------------
@@ -470,6 +544,12 @@ def main() -> int:
     parser.add_argument("--model-cache-dir", type=Path, default=Path("~/.cache/outcrop-bench"),
                         help="converted weights, kept between runs (default ~/.cache/outcrop-bench)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the numbers here")
+    parser.add_argument("--engines", default=None, metavar="LIST",
+                        help="server engines to measure, e.g. transformers,llama.cpp (default: the server's own)")
+    parser.add_argument("--clients-list", default=None, metavar="LIST",
+                        help="client counts to measure each engine at, e.g. 1,4,16,32 (default: --clients)")
+    parser.add_argument("--llama-baseline", action="store_true",
+                        help="also llama-cpp-python's Llama, one request at a time, on the same GGUF file")
     parser.add_argument("--burst-clients", type=int, default=32,
                         help="then this many clients at once, bounded queue wait against none (0: skip; default 32)")
     args = parser.parse_args()
@@ -480,6 +560,8 @@ def main() -> int:
 
     print(f"model {MODEL_ID}, {args.max_tokens} new tokens per request, temperature {TEMPERATURE}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
+    if args.engines or args.clients_list or args.llama_baseline:
+        return compare_engines(args, cache_dir)
     with tempfile.TemporaryDirectory(prefix="outcrop-bench-") as tmp:
         port = free_port()
         log_path = Path(tmp) / "server.log"

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from outcrop.errors import ModelNotReadyException
+from outcrop.inference import llama_cpp
 from outcrop.inference.clip import CLIP, load_clip
 from outcrop.inference.images import IMAGE, ImageScheduler, load_image_pipeline
 from outcrop.inference.loader import (
@@ -190,6 +191,8 @@ class Engine:
                 load.deployment = self._vllm(path, kind)
             elif kind == LORA_HOST:
                 loaded = load_lora_host(path)
+            elif kind == CAUSAL and self._on_llama_cpp(path, base):
+                loaded = llama_cpp.load_gguf(path, self.cache_dir, self.max_batch)
             elif kind == CAUSAL:
                 loaded = load_causal_lm(path, self.cache_dir, base=base)
             elif kind == IMAGE:
@@ -197,10 +200,13 @@ class Engine:
             else:
                 loaded = LOADERS[kind](path)
             if load.deployment is None:
-                log.info("loaded %s (%s, %.0f MB on %s)", path, kind, loaded.nbytes / 2**20, loaded.device)
+                log.info("loaded %s (%s, %.0f MB on %s, %s)", path, kind, loaded.nbytes / 2**20, loaded.device,
+                         loaded.extra.get("engine", "transformers"))
                 # Encoders and rerankers run one forward pass under the deployment's lock; generation batches in
                 # its scheduler, and so do images, in theirs (requests of one shape denoise together).
-                if kind in (CAUSAL, LORA_HOST):
+                if loaded.extra.get("engine") == llama_cpp.LLAMA_CPP:
+                    scheduler = llama_cpp.LlamaCppScheduler(loaded, self.max_batch, self.max_queue_wait_s)
+                elif kind in (CAUSAL, LORA_HOST):
                     scheduler = Scheduler(loaded, self.max_batch, self.max_queue_wait_s)
                 elif kind == IMAGE:
                     scheduler = ImageScheduler(loaded, self.max_image_batch, self.max_queue_wait_s)
@@ -220,6 +226,26 @@ class Engine:
                 self._loading.pop(key, None)
         finally:
             load.done.set()
+
+    def _on_llama_cpp(self, path: Path, base: Path | None) -> bool:
+        """Whether a causal model runs on llama.cpp: a GGUF file (not a LoRA adapter's base: adapters are served
+        by transformers' multi-LoRA), with engine "llama.cpp", or "auto" when llama-cpp-python is installed."""
+        if path.suffix.lower() != ".gguf" or base is not None or self.generator not in (llama_cpp.AUTO,
+                                                                                        llama_cpp.LLAMA_CPP):
+            return False
+        if llama_cpp.available():
+            return True
+        if self.generator == llama_cpp.LLAMA_CPP:
+            raise RuntimeError("engine = \"llama.cpp\" needs llama-cpp-python: pip install 'outcrop[llama]'")
+        return False
+
+    def engine_of(self, path: Path, kind: str = CAUSAL) -> str:
+        """Which engine runs (or would run) these weights: "llama.cpp", "vllm" or "transformers"."""
+        if kind == CAUSAL and self.generator == "vllm":
+            return "vllm"
+        if kind == CAUSAL and self._on_llama_cpp(path, None):
+            return llama_cpp.LLAMA_CPP
+        return "transformers"
 
     def _vllm(self, path: Path, kind: str) -> Deployment:
         """A vLLM engine for these weights (a LoRA host: with multi-LoRA on), behind the scheduler's interface."""

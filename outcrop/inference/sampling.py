@@ -42,8 +42,13 @@ class SamplingParams:
         return generator
 
 
+#: Candidates a batched step draws a nucleus from before it falls back to sorting the whole vocabulary: top_p's
+#: nucleus is the head of the sorted distribution, and after a temperature below 1 it is almost always short.
+NUCLEUS_CANDIDATES = 256
+
+
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """One token id from a row of next-token logits."""
+    """One token id from a row of next-token logits: the reference `sample_batch` is held to."""
     if params.greedy:
         return int(torch.argmax(logits))
     logits = logits.float() / params.temperature
@@ -51,20 +56,24 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
-        cut = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= params.top_p
-        sorted_probs[cut] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    if params.top_p >= 1.0:
+        return int(torch.multinomial(probs, 1, generator=generator))
+    return _from_nucleus(*torch.sort(probs, descending=True), params.top_p, generator)
+
+
+def _from_nucleus(sorted_probs: torch.Tensor, order: torch.Tensor, top_p: float, generator: torch.Generator) -> int:
+    """A draw from the smallest head of the sorted distribution whose mass reaches top_p (the first token always
+    survives): the same draw whether the head came from a full sort or from a top-k that holds it."""
+    kept = int(((torch.cumsum(sorted_probs, dim=-1) - sorted_probs) < top_p).sum())
+    return int(order[torch.multinomial(sorted_probs[:kept], 1, generator=generator)])
 
 
 def sample_batch(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
     """One token per row, with the same result as `sample` row by row, but the filtering batched.
 
-    Sorting a 50k vocabulary for top-p is the costly part of a decode step's sampling; one batched
-    sort over all sampled rows replaces a Python loop of per-row sorts."""
+    Sorting a 50k vocabulary for top-p is the costly part of a decode step's sampling (and a draw over all of it
+    the next): each row's nucleus is found in one batched top-k of NUCLEUS_CANDIDATES, sorted only where it is
+    longer, and drawn from its own few tokens."""
     tokens = torch.argmax(logits, dim=-1).tolist()
     rows = [i for i, p in enumerate(params) if not p.greedy]
     if not rows:
@@ -79,12 +88,14 @@ def sample_batch(logits: torch.Tensor, params: list[SamplingParams], generators:
             if k:
                 scaled[r].masked_fill_(scaled[r] < kth[r, k - 1], float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
-    top_p = torch.tensor([params[i].top_p for i in rows], device=logits.device).unsqueeze(1)
-    if bool((top_p < 1.0).any()):
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-        cut = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p) & (top_p < 1.0)
-        sorted_probs[cut] = 0.0
-        probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs)
+    head, head_order = torch.topk(probs, min(NUCLEUS_CANDIDATES, probs.shape[1]), dim=-1)
+    head_mass = head.sum(dim=-1).tolist()
     for r, i in enumerate(rows):
-        tokens[i] = int(torch.multinomial(probs[r], 1, generator=generators[i]))
+        top_p = params[i].top_p
+        if top_p >= 1.0:
+            tokens[i] = int(torch.multinomial(probs[r], 1, generator=generators[i]))
+        elif head_mass[r] >= top_p:  # the nucleus lies inside the head
+            tokens[i] = _from_nucleus(head[r], head_order[r], top_p, generators[i])
+        else:
+            tokens[i] = _from_nucleus(*torch.sort(probs[r], descending=True), top_p, generators[i])
     return tokens

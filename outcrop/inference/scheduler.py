@@ -196,7 +196,9 @@ class Scheduler:
                 room = self.max_batch - len(self._running)
                 if not self._merge_supported() and self._running:
                     room = 0  # this cache type cannot take newcomers mid-batch: drain first
-                admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                admitted: list[_Sequence] = []
+                while self._waiting and len(admitted) < room and self._fits(self._waiting[0], admitted):
+                    admitted.append(self._waiting.popleft())
                 for sequence in admitted:
                     sequence.dequeued.set()
             try:
@@ -211,6 +213,11 @@ class Scheduler:
                     if not sequence.done:
                         sequence.events.put(exc)
                 self._running, self._cache = [], None
+
+    def _fits(self, sequence: _Sequence, admitted: list[_Sequence]) -> bool:
+        """Whether `sequence` may join the batch now beside the running ones and `admitted` (this cache grows with
+        the batch: always; an engine with a fixed KV pool checks its room)."""
+        return True
 
     def _merge_supported(self) -> bool:
         return self._cache is None or all(type(layer) is DynamicLayer for layer in self._cache.layers)

@@ -21,7 +21,7 @@ CONFIG_FILE_NAME = "outcrop.toml"
 
 #: Where jobs can run (Settings.job_backend), and what can generate text (Settings.engine).
 JOB_BACKENDS = ("local", "ray")
-ENGINES = ("transformers", "vllm")
+ENGINES = ("auto", "llama.cpp", "transformers", "vllm")
 
 #: The bucket knowledge bases use on an S3 endpoint unless knowledge_store_uri names another place.
 VECTOR_BUCKET = "outcrop-vectors"
@@ -69,9 +69,12 @@ class Settings:
     #: machine must split its cores (cores / servers each): two servers each using every core spin against
     #: each other and generate many times slower than one (bench/many_servers.py).
     torch_threads: int = 0
-    #: What generates text: "transformers" (the default, and the only one on CPUs) or "vllm" (one NVIDIA GPU,
-    #: `pip install vllm`: continuous batching with paged attention, multi-LoRA for provisioned custom models;
-    #: outcrop/inference/vllm_engine.py). Embeddings and reranking run on transformers either way.
+    #: What generates text: "transformers" (everything; GGUF converted once to safetensors), "auto" (GGUF files on
+    #: llama.cpp when llama-cpp-python is installed, everything else on transformers), "llama.cpp" (GGUF files on
+    #: llama.cpp, required), or "vllm" (one NVIDIA GPU, `pip install vllm`: continuous batching with paged
+    #: attention, multi-LoRA for provisioned custom models; outcrop/inference/vllm_engine.py). LoRA custom models,
+    #: embeddings and reranking run on transformers whatever this says. Not "auto" by default: llama.cpp 0.3.36
+    #: answers the built-in SmolLM2 Q4_1 worse than transformers does from the same file (README, Performance).
     engine: str = "transformers"
     #: With engine = "vllm": the share of the GPU each vLLM engine (one per base model) reserves for weights and
     #: KV cache as it starts; two base models on one GPU need at most 0.45 each.

