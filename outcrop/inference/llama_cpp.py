@@ -120,6 +120,8 @@ class LlamaModel:
         vocab], in row order. Several llama_decode calls when the rows hold more than DECODE_BATCH tokens."""
         import llama_cpp as ll
 
+        if not self.context:
+            raise RuntimeError("the model was unloaded")
         entries = [(seq, token, start + i, i == len(tokens) - 1)
                    for row, (seq, tokens, start) in enumerate(rows) for i, token in enumerate(tokens)]
         logits = torch.empty((len(rows), self.n_vocab), dtype=torch.float32)
@@ -154,7 +156,7 @@ class LlamaModel:
     def forget_all(self) -> None:
         import llama_cpp as ll
 
-        ll.llama_memory_clear(ll.llama_get_memory(self.context), True)
+        ll.llama_memory_clear(ll.llama_get_memory(self.context), False)  # the cells' metadata, not their bytes
 
     def close(self) -> None:
         import llama_cpp as ll
@@ -237,23 +239,32 @@ def load_gguf(path: Path, cache_dir: Path, max_sequences: int, kv_cells: int = D
     n_vocab = ll.llama_vocab_n_tokens(vocab)
     context_length = ll.llama_model_n_ctx_train(model)
     params = ll.llama_context_default_params()
-    params.n_ctx = max(kv_cells, context_length)
+    params.n_ctx = kv_cells  # every sequence shares them; one sequence is bounded by the model's window too
     params.n_batch = params.n_ubatch = DECODE_BATCH
     params.n_seq_max = max_sequences
     params.kv_unified = KV_UNIFIED
-    params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
+    # The same share of the cores as torch's (Settings.torch_threads): servers sharing a machine split it.
+    params.n_threads = params.n_threads_batch = threads or torch.get_num_threads()
     params.no_perf = True
     context = ll.llama_init_from_model(model, params)
     if not context:
         ll.llama_model_free(model)
         raise ValueError(f"llama.cpp could not make a context for {path} ({params.n_ctx} cells)")
-    tokenizer = gguf_tokenizer(path, cache_dir)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    eos = frozenset(t for t in range(n_vocab) if ll.llama_vocab_is_eog(vocab, t))
     llama = LlamaModel(model, context, vocab, n_vocab, ll.llama_n_ctx(context), max_sequences)
-    return LoadedModel(CAUSAL, llama, tokenizer, torch.device("cpu"), context_length, eos,
-                       nbytes=weights.stat().st_size, extra={"engine": LLAMA_CPP, "weights": weights})
+    try:
+        tokenizer = gguf_tokenizer(path, cache_dir)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        eos = frozenset(t for t in range(n_vocab) if ll.llama_vocab_is_eog(vocab, t))
+    except BaseException:
+        llama.close()
+        raise
+    # The KV cache is most of what the model holds beyond its weights (f16 keys and values, every layer and cell):
+    # counted, so that the engine's memory budget sees it.
+    head = ll.llama_model_n_embd(model) // max(1, ll.llama_model_n_head(model))
+    kv_bytes = llama.kv_cells * ll.llama_model_n_layer(model) * 2 * ll.llama_model_n_head_kv(model) * head * 2
+    return LoadedModel(CAUSAL, llama, tokenizer, torch.device("cpu"), min(context_length, llama.kv_cells), eos,
+                       nbytes=weights.stat().st_size + kv_bytes, extra={"engine": LLAMA_CPP, "weights": weights})
 
 
 class LlamaCppScheduler(Scheduler):
@@ -313,6 +324,13 @@ class LlamaCppScheduler(Scheduler):
         index = torch.tensor(keep, dtype=torch.long)
         self._last, self._positions = self._last[index], self._positions[index]
 
+    def _loop(self) -> None:
+        try:
+            super()._loop()
+        finally:  # the worker owns the context: it frees it once it has stopped using it (close() asked it to stop)
+            self.llama.close()
+
     def close(self) -> None:
         super().close()
-        self.llama.close()
+        if not self._thread.is_alive():  # else the worker frees it when its step ends: never under a running step
+            self.llama.close()

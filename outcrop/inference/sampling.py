@@ -64,7 +64,7 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
 def _from_nucleus(sorted_probs: torch.Tensor, order: torch.Tensor, top_p: float, generator: torch.Generator) -> int:
     """A draw from the smallest head of the sorted distribution whose mass reaches top_p (the first token always
     survives): the same draw whether the head came from a full sort or from a top-k that holds it."""
-    kept = int(((torch.cumsum(sorted_probs, dim=-1) - sorted_probs) < top_p).sum())
+    kept = max(1, int(((torch.cumsum(sorted_probs, dim=-1) - sorted_probs) < top_p).sum()))  # top_p 0: the first
     return int(order[torch.multinomial(sorted_probs[:kept], 1, generator=generator)])
 
 
@@ -89,7 +89,7 @@ def sample_batch(logits: torch.Tensor, params: list[SamplingParams], generators:
                 scaled[r].masked_fill_(scaled[r] < kth[r, k - 1], float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
     head, head_order = torch.topk(probs, min(NUCLEUS_CANDIDATES, probs.shape[1]), dim=-1)
-    head_mass = head.sum(dim=-1).tolist()
+    head_mass = head.cumsum(dim=-1)[:, -1].tolist()  # as the nucleus adds it up
     for r, i in enumerate(rows):
         top_p = params[i].top_p
         if top_p >= 1.0:

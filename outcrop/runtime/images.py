@@ -81,8 +81,6 @@ class ImageCall:
     request: ImageRequest
     fmt: str
     render: Callable[[list[GeneratedImage]], dict[str, Any]]
-    #: Where the body holds its prompt, for an error about it (too long for the text encoder).
-    prompt_field: str = "prompt"
 
 
 def parse(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
@@ -138,11 +136,11 @@ def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
     text = _text(params, "text", MAX_TITAN_TEXT, where, required=task not in ("IMAGE_VARIATION", "INPAINTING"))
     negative = _text(params, "negativeText", MAX_TITAN_TEXT, where, required=False)
     _check_negative(negative, guidance, f"{where}negativeText", "imageGenerationConfig.cfgScale")
-    if task != "TEXT_IMAGE":
+    if task in ("INPAINTING", "OUTPAINTING"):
         for key in ("width", "height"):
             if key in config:
                 raise ValidationException(f"imageGenerationConfig.{key} cannot be sent with {task}: the image keeps "
-                                          "the size of the image it starts from")
+                                          "the size of the image it edits")
     width, height = _size(config, "width", "height", limits, "imageGenerationConfig.")
     seeds = tuple(seed + i for i in range(count))
     request = dict(prompt=text, negative_prompt=negative, steps=steps, guidance=guidance, seeds=seeds)
@@ -156,6 +154,8 @@ def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
             raise ValidationException(f"{where}images: this server varies one image at a time, got {len(images)}")
         similarity = number_field(params, "similarityStrength", 0.2, 1.0, 0.7, where)
         image = _decode_image(images[0], f"{where}images[0]", limits)
+        if "width" in config or "height" in config:  # a variation at the size asked for
+            image = image.resize((width, height))
         _check_size(image.width, image.height, limits, f"{where}images[0]")
         # How far from the image the variation may go: the share of the denoising it redoes.
         strength, request["steps"] = _partial(1.0 - similarity, steps, limits)
@@ -183,7 +183,7 @@ def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
         if any(m.filtered for m in made):
             return {"images": [], "error": CONTENT_FILTERED}
         return {"images": [_encode(m.image, "PNG") for m in made], "error": None}
-    return ImageCall(image_request, TITAN, render, f"{params_key}.text")
+    return ImageCall(image_request, TITAN, render)
 
 
 # -- Stability SDXL ----------------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def _sdxl(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
         return {"result": "success", "artifacts": [
             {"seed": m.seed, "base64": None if m.filtered else _encode(m.image, "PNG"),
              "finishReason": "CONTENT_FILTERED" if m.filtered else "SUCCESS"} for m in made]}
-    return ImageCall(request, SDXL, render, "text_prompts")
+    return ImageCall(request, SDXL, render)
 
 
 def _sdxl_strength(body: dict[str, Any]) -> float:
@@ -341,7 +341,7 @@ def _sd3(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
         return {"seeds": [m.seed for m in made],
                 "finish_reasons": ["Filter reason: output image" if m.filtered else None for m in made],
                 "images": [None if m.filtered else _encode(m.image, SD3_OUTPUT_FORMATS[output]) for m in made]}
-    return ImageCall(request, SD3, render, "prompt")
+    return ImageCall(request, SD3, render)
 
 
 def _aspect_size(ratio: str, limits: ImageLimits) -> tuple[int, int]:

@@ -276,10 +276,10 @@ class RuntimeService:
         call = images.parse(document, model.image or ImageLimits())
         deployment = self.engine.get(served.weights, IMAGE, base=served.base)
         loaded = deployment.loaded
-        tokens = len(loaded.tokenizer(call.request.prompt)["input_ids"]) if loaded.tokenizer is not None else 0
-        if tokens > loaded.context_length:  # the pipeline would cut it: refused rather than read in part
-            raise ValidationException(f"{call.prompt_field}: the prompt is {tokens} tokens; {model.model_id}'s text "
-                                      f"encoder reads at most {loaded.context_length}")
+        # The tokens the text encoder reads: a longer prompt is cut at its window, as diffusers cuts it (Bedrock
+        # takes prompts of hundreds of characters), and the input-token header says how many were read.
+        tokens = len(loaded.tokenizer(call.request.prompt, truncation=True, max_length=loaded.context_length)
+                     ["input_ids"]) if loaded.tokenizer is not None else 0
         try:
             image_engine.check(loaded, call.request)
         except ValueError as exc:
@@ -291,7 +291,13 @@ class RuntimeService:
             self.quotas.admit(caller.principal.account_id)
         status, made = "InternalServerException", None
         try:
-            made = deployment.scheduler.submit(call.request, cancelled=caller.cancelled).result()
+            job = deployment.scheduler.submit(call.request, cancelled=caller.cancelled)
+        except BaseException:  # throttled before any compute: nothing is spent, nothing is billed
+            if capacity is not None:
+                capacity.release(0)
+            raise
+        try:
+            made = job.result()
             status = UsageStatus.SUCCESS
         except Cancelled:
             status = UsageStatus.CANCELLED
