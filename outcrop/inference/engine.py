@@ -239,14 +239,6 @@ class Engine:
             raise RuntimeError("engine = \"llama.cpp\" needs llama-cpp-python: pip install 'outcrop[llama]'")
         return False
 
-    def engine_of(self, path: Path, kind: str = CAUSAL) -> str:
-        """Which engine runs (or would run) these weights: "llama.cpp", "vllm" or "transformers"."""
-        if kind == CAUSAL and self.generator == "vllm":
-            return "vllm"
-        if kind == CAUSAL and self._on_llama_cpp(path, None):
-            return llama_cpp.LLAMA_CPP
-        return "transformers"
-
     def _vllm(self, path: Path, kind: str) -> Deployment:
         """A vLLM engine for these weights (a LoRA host: with multi-LoRA on), behind the scheduler's interface."""
         loaded = describe_causal_lm(path, self.cache_dir)

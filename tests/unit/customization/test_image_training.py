@@ -38,15 +38,6 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), 
 CONFIG = ImageTrainingConfig(steps=10, batch_size=8, learning_rate=1e-2, lora_rank=4, lora_alpha=8, seed=7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from threads; one thread also keeps every run's sums in one order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     return make_tiny_diffusion(tmp_path_factory.mktemp("tiny-diffusion"))

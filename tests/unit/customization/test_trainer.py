@@ -35,15 +35,6 @@ class Example:
     labels: list[int]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Matrices of 32 gain nothing from threads, and on a busy machine threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
