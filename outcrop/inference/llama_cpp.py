@@ -43,6 +43,10 @@ DEFAULT_KV_CELLS = 32_768
 PREFILL_TOKENS = 128
 #: Tokens one llama_decode takes at most; longer prefills go in several calls.
 DECODE_BATCH = 2048
+#: The shortest common prompt prefix worth sharing between sequences (shorter ones are prefilled again).
+MIN_SHARED_TOKENS = 8
+#: llama.cpp's most sequences in one context (LLAMA_MAX_SEQ in its llama-cparams.h, not exported).
+LLAMA_MAX_SEQ = 256
 #: One pool of cells for every sequence, each as long as it needs: measured faster here than a stream per sequence
 #: (each padded to its share of the cells).
 KV_UNIFIED = True
@@ -77,6 +81,18 @@ def available() -> bool:
     return True
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` have in common (binary search over list slices: compared in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def gguf_tokenizer(gguf: Path, cache_dir: Path):
     """The transformers tokenizer of a GGUF file: the converted folder's when there is one, else read from the
     file once (its vocabulary and chat template, not its weights) and kept in the model cache."""
@@ -101,7 +117,8 @@ def gguf_tokenizer(gguf: Path, cache_dir: Path):
 
 @dataclass
 class LlamaModel:
-    """A loaded GGUF file and its context (freed when the deployment closes)."""
+    """A loaded GGUF file and its context (freed when the deployment closes): `max_sequences` sequence ids for
+    requests, and the one after them for a cached prefix."""
 
     model: ctypes.c_void_p
     context: ctypes.c_void_p
@@ -115,48 +132,57 @@ class LlamaModel:
         """What the grammar compiler reads from a model's config (transformers models have one)."""
         return SimpleNamespace(vocab_size=self.n_vocab)
 
-    def decode(self, rows: list[tuple[int, list[int], int]]) -> torch.Tensor:
+    def decode(self, rows: list[tuple[int, list[int], int]],
+               riders: dict[int, list[tuple[int, int]]] | None = None) -> torch.Tensor:
         """Feed each (sequence id, tokens, first position) row; the logits after each row's last token, [rows,
-        vocab], in row order. Several llama_decode calls when the rows hold more than DECODE_BATCH tokens."""
+        vocab], in row order. `riders` maps a row's index to other sequences that own that row's first tokens
+        too, as (sequence id, up to position): a prompt prefix they share is computed once, its cells theirs as
+        well. Several llama_decode calls when the rows hold more than DECODE_BATCH tokens."""
         import llama_cpp as ll
 
         if not self.context:
             raise RuntimeError("the model was unloaded")
-        entries = [(seq, token, start + i, i == len(tokens) - 1)
+        riders = riders or {}
+        entries = [(token, start + i, [seq, *(other for other, end in riders.get(row, ()) if start + i < end)],
+                    i == len(tokens) - 1)
                    for row, (seq, tokens, start) in enumerate(rows) for i, token in enumerate(tokens)]
         logits = torch.empty((len(rows), self.n_vocab), dtype=torch.float32)
         done = 0
         for first in range(0, len(entries), DECODE_BATCH):
             chunk = entries[first:first + DECODE_BATCH]
-            batch = ll.llama_batch_init(len(chunk), 0, 1)
+            batch = ll.llama_batch_init(len(chunk), 0, self.max_sequences + 1)
             try:
-                for i, (seq, token, position, wanted) in enumerate(chunk):
-                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
-                    batch.seq_id[i][0], batch.logits[i] = seq, wanted
+                for i, (token, position, seq_ids, wanted) in enumerate(chunk):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, len(seq_ids)
+                    for j, seq in enumerate(seq_ids):
+                        batch.seq_id[i][j] = seq
+                    batch.logits[i] = wanted
                 batch.n_tokens = len(chunk)
                 status = ll.llama_decode(self.context, batch)
                 if status != 0:
                     raise RuntimeError("llama.cpp found no room in its KV cache for this batch" if status == 1
                                        else f"llama_decode failed ({status})")
-                for i, (_, _, _, wanted) in enumerate(chunk):
-                    if wanted:
-                        row = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.context, i), shape=(self.n_vocab,))
-                        logits[done] = torch.from_numpy(row.copy())
-                        done += 1
+                wanted = sum(1 for entry in chunk if entry[3])
+                if wanted:  # stored contiguously, in batch order: one copy for every row of the chunk
+                    out = np.ctypeslib.as_array(ll.llama_get_logits(self.context), shape=(wanted, self.n_vocab))
+                    logits[done:done + wanted] = torch.from_numpy(out)
+                    done += wanted
             finally:
                 ll.llama_batch_free(batch)
         return logits
+
+    def share(self, source: int, target: int, tokens: int) -> None:
+        """Give sequence `target` the cells of `source`'s first `tokens` positions (a shared prompt prefix): in
+        llama.cpp's unified cache the cells are tagged with both ids, not copied."""
+        import llama_cpp as ll
+
+        ll.llama_memory_seq_cp(ll.llama_get_memory(self.context), source, target, 0, tokens)
 
     def forget(self, sequence_id: int) -> None:
         """Free a sequence's KV cells (it left the batch)."""
         import llama_cpp as ll
 
         ll.llama_memory_seq_rm(ll.llama_get_memory(self.context), sequence_id, -1, -1)
-
-    def forget_all(self) -> None:
-        import llama_cpp as ll
-
-        ll.llama_memory_clear(ll.llama_get_memory(self.context), False)  # the cells' metadata, not their bytes
 
     def close(self) -> None:
         import llama_cpp as ll
@@ -241,7 +267,8 @@ def load_gguf(path: Path, cache_dir: Path, max_sequences: int, kv_cells: int = D
     params = ll.llama_context_default_params()
     params.n_ctx = kv_cells  # every sequence shares them; one sequence is bounded by the model's window too
     params.n_batch = params.n_ubatch = DECODE_BATCH
-    params.n_seq_max = max_sequences
+    max_sequences = min(max_sequences, LLAMA_MAX_SEQ - 1)
+    params.n_seq_max = max_sequences + 1  # and one more for the prefix kept between requests (LlamaCppScheduler)
     params.kv_unified = KV_UNIFIED
     # The same share of the cores as torch's (Settings.torch_threads): servers sharing a machine split it.
     params.n_threads = params.n_threads_batch = threads or torch.get_num_threads()
@@ -269,12 +296,24 @@ def load_gguf(path: Path, cache_dir: Path, max_sequences: int, kv_cells: int = D
 
 class LlamaCppScheduler(Scheduler):
     """The continuous-batching scheduler over a llama.cpp context: each running sequence is a sequence id in
-    the shared KV cache, admitted while the cache has room for its prompt and its whole token budget."""
+    the shared KV cache, admitted while the cache has room for its prompt and its whole token budget.
+
+    A step that admits newcomers also decodes the running sequences (one llama_decode for both, as llama.cpp's
+    server does), so a crowd's prefill never stalls the streams already going. And prompts share their common
+    prefix (a chat template's system prompt, a conversation's earlier turns): a newcomer takes the cells of the
+    longest prefix it has in common with a running sequence, with the prefix kept from earlier requests, or with
+    another newcomer of the same step, and prefills only the rest."""
 
     def __init__(self, loaded: LoadedModel, max_batch: int = 16, max_queue_wait_s: float | None = None) -> None:
         self.llama: LlamaModel = loaded.model
         self._free = list(range(min(max_batch, self.llama.max_sequences)))
         self._ids: dict[int, int] = {}  # id(sequence) -> its sequence id in the KV cache
+        # The kept prefix lives under a sequence id of its own (the one past the batch's), so that its cells outlive
+        # the requests that made them. Until two prompts have shared it, it is the latest whole prompt.
+        self._keep_id = self.llama.max_sequences
+        self._kept: list[int] = []
+        self._kept_shared = False
+        self._kept_dropped = False  # given up for room: its cells are freed at the next step
         super().__init__(loaded, min(max_batch, self.llama.max_sequences), max_queue_wait_s)
 
     def _budget(self, sequence: _Sequence) -> int:
@@ -282,31 +321,97 @@ class LlamaCppScheduler(Scheduler):
         return min(len(sequence.prompt_ids) + sequence.params.max_tokens, self.loaded.context_length)
 
     def _fits(self, sequence: _Sequence, admitted: list[_Sequence]) -> bool:
-        if not self._running and not admitted:
-            return True  # alone it either fits or fails with the cache's own error
-        if admitted and sum(len(s.prompt_ids) for s in admitted) + len(sequence.prompt_ids) > PREFILL_TOKENS:
-            return False  # the rest prefill next step: the first ones' first tokens go out meanwhile
-        held = sum(self._budget(s) for s in [*self._running, *admitted])
-        return held + self._budget(sequence) <= self.llama.kv_cells
+        if admitted:
+            newcomers = [*admitted, sequence]
+            fed = sum(len(s.prompt_ids) - shared for s, (shared, _, _) in zip(newcomers, self._plan(newcomers),
+                                                                              strict=True))
+            if fed > PREFILL_TOKENS:
+                return False  # the rest prefill next step: the first ones' first tokens go out meanwhile
+        held = sum(self._budget(s) for s in [*self._running, *admitted, sequence])
+        if held + len(self._kept) <= self.llama.kv_cells:
+            return True
+        if self._kept and (held <= self.llama.kv_cells or not (self._running or admitted)):
+            self._kept, self._kept_dropped = [], True  # requests before a cached prefix
+            return True
+        # Alone, it either fits or fails with the cache's own error.
+        return not (self._running or admitted)
+
+    def _plan(self, admitted: list[_Sequence]) -> list[tuple[int, int | None, int | None]]:
+        """For each newcomer: how many prompt tokens it shares, and with whom: the sequence id whose cells it takes
+        (a running sequence or the kept prefix), or the index of an earlier newcomer whose prefill it rides on."""
+        sources = [(self._ids[id(s)], s.prompt_ids) for s in self._running]
+        if self._kept:
+            sources.append((self._keep_id, self._kept))
+        plan: list[tuple[int, int | None, int | None]] = []
+        for k, sequence in enumerate(admitted):
+            prompt = sequence.prompt_ids
+            limit = len(prompt) - 1  # its last token is always fed: its logits choose the first token
+            best: tuple[int, int | None, int | None] = (0, None, None)
+            for seq_id, tokens in sources:
+                shared = min(common_prefix(tokens, prompt), limit)
+                if shared > best[0]:
+                    best = (shared, seq_id, None)
+            for j in range(k):
+                if plan[j][0] == 0:  # rides only on one that prefills from its first token
+                    shared = min(common_prefix(admitted[j].prompt_ids, prompt), limit)
+                    if shared > best[0]:
+                        best = (shared, None, j)
+            plan.append(best if best[0] >= MIN_SHARED_TOKENS else (0, None, None))
+        return plan
 
     def _merge_supported(self) -> bool:
         return True
 
     def _prefill(self, admitted: list[_Sequence]) -> None:
-        if not self._running:  # a fresh batch (or one after a failed step): every cell and id is free
-            self.llama.forget_all()
+        if self._kept_dropped:
+            self.llama.forget(self._keep_id)
+            self._kept_dropped = False
+        if not self._running:  # a fresh batch (or one after a failed step): every id is free, the kept prefix stays
+            for seq_id in range(self.max_batch):
+                self.llama.forget(seq_id)
             self._free = list(range(self.max_batch))
             self._ids.clear()
             self._last = torch.zeros(0, dtype=torch.long)
             self._positions = torch.zeros(0, dtype=torch.long)
+        plan = self._plan(admitted)
         for sequence in admitted:
             self._ids[id(sequence)] = self._free.pop()
-        logits = self.llama.decode([(self._ids[id(s)], s.prompt_ids, 0) for s in admitted])
+        # The running sequences' next tokens, then the newcomers' prompts past what they share.
+        rows = [(self._ids[id(s)], [int(token)], int(position))
+                for s, token, position in zip(self._running, self._last, self._positions, strict=True)]
+        riders: dict[int, list[tuple[int, int]]] = {}
+        for sequence, (shared, source, ride) in zip(admitted, plan, strict=True):
+            seq_id = self._ids[id(sequence)]
+            if source is not None:
+                self.llama.share(source, seq_id, shared)
+            elif ride is not None:
+                riders.setdefault(len(self._running) + ride, []).append((seq_id, shared))
+            rows.append((seq_id, sequence.prompt_ids[shared:], shared))
+        logits = self.llama.decode(rows, riders)
+        self._keep(admitted, plan)
         self._running = [*self._running, *admitted]
         self._last = torch.cat([self._last, torch.zeros(len(admitted), dtype=torch.long)])
         self._positions = torch.cat([self._positions,
                                      torch.tensor([len(s.prompt_ids) - 1 for s in admitted], dtype=torch.long)])
-        self._advance(logits, start=len(self._running) - len(admitted))
+        self._advance(logits, start=0)
+
+    def _keep(self, admitted: list[_Sequence], plan: list[tuple[int, int | None, int | None]]) -> None:
+        """Keep a prefix for later requests (before any newcomer leaves and frees its cells): the longest one two
+        prompts have been seen to share, or, while none has, the latest prompt."""
+        for sequence, (shared, _, _) in zip(admitted, plan, strict=True):
+            prompt = sequence.prompt_ids
+            if shared and (not self._kept_shared or shared > common_prefix(self._kept, prompt)):
+                tokens, self._kept_shared = prompt[:shared], True
+            elif not shared and not self._kept_shared:
+                tokens = prompt
+            else:
+                continue
+            held = sum(self._budget(s) for s in [*self._running, *admitted])
+            if held + len(tokens) > self.llama.kv_cells:
+                continue  # the requests' room comes first
+            self.llama.forget(self._keep_id)
+            self.llama.share(self._ids[id(sequence)], self._keep_id, len(tokens))
+            self._kept = list(tokens)
 
     def _decode(self) -> None:
         rows = [(self._ids[id(s)], [int(token)], int(position))

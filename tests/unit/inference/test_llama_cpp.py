@@ -13,6 +13,7 @@ from outcrop.catalog.cards import builtin_cards
 from outcrop.catalog.service import Catalog
 from outcrop.inference import llama_cpp
 from outcrop.inference.engine import Engine
+from outcrop.inference.llama_cpp import common_prefix
 from outcrop.inference.loader import CAUSAL
 from outcrop.inference.sampling import SamplingParams
 from outcrop.inference.scheduler import END_OF_TEXT, LENGTH, STOP_SEQUENCE
@@ -83,9 +84,9 @@ def test_many_sequences_decode_together_and_a_cancelled_one_leaves(engines, gguf
     steps = []
     real = scheduler.llama.decode
 
-    def counted(rows):
-        steps.append(len(rows))
-        return real(rows)
+    def counted(rows, riders=None):
+        steps.append((len(rows), sum(len(tokens) for _, tokens, _ in rows)))
+        return real(rows, riders)
 
     scheduler.llama.decode = counted
     try:
@@ -98,7 +99,9 @@ def test_many_sequences_decode_together_and_a_cancelled_one_leaves(engines, gguf
             gone.result()
     finally:
         del scheduler.llama.decode
-    assert max(steps) >= 4  # rows of several sequences in one llama_decode
+    assert max(rows for rows, _ in steps) >= 4  # rows of several sequences in one llama_decode
+    # The prompt was prefilled once, before: every newcomer took its cells from the kept prefix and fed one token.
+    assert all(tokens == rows for rows, tokens in steps)
     for i, result in enumerate(results):
         assert result.output_tokens == 16 + i or result.finish_reason == END_OF_TEXT
         # Batched or alone, greedy decoding gives the same start (llama.cpp's kernels may differ in the last bits).
@@ -107,3 +110,41 @@ def test_many_sequences_decode_together_and_a_cancelled_one_leaves(engines, gguf
     while scheduler.active and time.monotonic() < deadline:
         time.sleep(0.05)
     assert scheduler.active == 0 and len(scheduler._free) == scheduler.max_batch
+
+
+def test_prompts_share_their_common_prefix(engines, gguf):
+    """Newcomers of one step ride on one another's prefill of the prefix they share, a newcomer takes a running
+    sequence's cells, and each answers as it does alone."""
+    deployment = engines[0].get(gguf, CAUSAL)
+    scheduler = deployment.scheduler
+    questions = ["Name a large river in Africa.", "Name a tall mountain in Asia.", "Name a big lake in America."]
+    prompts = [prompt(deployment, question) for question in questions]
+    greedy = SamplingParams(max_tokens=8, temperature=0)
+    alone = [scheduler.submit(ids, greedy).result().text for ids in prompts]
+    fed, real = [], scheduler.llama.decode
+
+    def counted(rows, riders=None):
+        fed.append((sum(len(tokens) for _, tokens, _ in rows), riders))
+        return real(rows, riders)
+
+    with scheduler._wake:  # as after a restart: nothing kept (the worker waits on this lock between steps)
+        scheduler._kept, scheduler._kept_dropped, scheduler._kept_shared = [], True, False
+        scheduler.llama.decode = counted
+        streams = [scheduler.submit(ids, greedy) for ids in prompts]
+    try:
+        together = [stream.result().text for stream in streams]
+        story = prompt(deployment, "Tell me a long story about a lighthouse.")
+        steps = len(fed)
+        late = scheduler.submit(story, SamplingParams(max_tokens=48, temperature=0))
+        while len(fed) < steps + 2:  # its prefill and a first decode
+            time.sleep(0.01)
+        joined = scheduler.submit(prompts[1], greedy).result()  # while `late` runs: takes its cells
+        assert late.result().output_tokens == 48
+    finally:
+        del scheduler.llama.decode
+    assert together == alone and joined.text == alone[1]
+    shared = common_prefix(prompts[0], prompts[1])
+    assert shared >= llama_cpp.MIN_SHARED_TOKENS  # the chat template's system prompt
+    first_tokens, riders = fed[0]
+    assert first_tokens == sum(len(ids) for ids in prompts) - 2 * shared and riders  # the prefix once
+    assert any(tokens == len(prompts[1]) - shared + 1 for tokens, _ in fed[1:]), fed  # its rest, `late`'s token
