@@ -67,3 +67,16 @@ def test_collecting_the_suite_opens_nothing_beside_the_checkout():
     opened = json.loads(result.stdout.rsplit("OUTSIDE ", 1)[1])
     # The virtual environment may live beside the checkout on some machines; it is installed code, not data.
     assert [p for p in opened if not p.startswith(sys.prefix)] == []
+
+
+def test_every_data_file_of_the_package_ships_in_the_wheel():
+    """A non-editable install has only what pyproject's package-data names: every file of the package that is not
+    Python (templates, catalogs, datasets, calibrations) must match one of its globs, as setuptools expands them."""
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["outcrop"]
+    package = REPO / "outcrop"
+    shipped = {path for pattern in globs for path in package.glob(pattern)}
+    data = {path for path in package.rglob("*") if path.is_file() and path.suffix not in (".py", ".pyc")
+            and "__pycache__" not in path.parts}
+    assert sorted(str(p.relative_to(REPO)) for p in data - shipped) == []
