@@ -49,6 +49,8 @@ def jsonl(lines: list[dict[str, Any]]) -> bytes:
 def write_report(store: Any, prefix: S3Uri, summary: dict[str, Any]) -> None:
     from outcrop.evaluation import report
 
+    # Completed when its report is written: after the answers, the judging and the per-record outputs.
+    summary["completedAt"] = utc_now().isoformat()
     report.validate_summary(summary)  # a summary the report cannot draw is our bug: fail here, not in a browser
     store.put_bytes(prefix.join(REPORT_JSON), report.render_json(summary))
     store.put_bytes(prefix.join(REPORT_HTML), report.render_html(summary).encode("utf-8"))
@@ -124,7 +126,7 @@ def base_summary(row: Any) -> dict[str, Any]:
     request = row.request
     judges = evaluator_models(request)
     return {"jobName": row.job_name, "jobArn": row.job_arn, "jobType": row.job_type, "status": JobStatus.COMPLETED,
-            "createdAt": iso(row.created_at), "completedAt": utc_now().isoformat(),
+            "createdAt": iso(row.created_at), "completedAt": None,  # write_report sets it
             "models": evaluated(request),
             "evaluatorModel": judges[0] if judges else None, "tasks": [], "human": None}
 

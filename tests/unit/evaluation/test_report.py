@@ -336,3 +336,19 @@ def test_a_comparison_reads_as_a_verdict_with_its_interval(two_models):
     broken["tasks"][0]["metrics"][0]["comparisons"][0].pop("pValue")
     with pytest.raises(ValueError, match=r"tasks\[0\]\.metrics\[0\]\.comparisons\[0\]"):
         validate_summary(broken)
+
+
+def test_a_job_is_completed_when_its_report_is_written(one_model):
+    from outcrop.evaluation import outputs
+    from outcrop.platform.objectstore import S3Uri
+
+    written = {}
+
+    class Store:
+        def put_bytes(self, uri, data):
+            written[str(uri)] = data
+
+    one_model["completedAt"] = None  # as the job's summary starts: the answers and scores come after it
+    outputs.write_report(Store(), S3Uri.parse("s3://bucket/out/job"), one_model)
+    report = json.loads(written["s3://bucket/out/job/report.json"])
+    assert report["completedAt"] and report["completedAt"] > report["createdAt"]
