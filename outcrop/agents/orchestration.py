@@ -160,6 +160,7 @@ class _Turn:
         self.session_id = params["sessionId"]
         self.model = document["agent"]["foundationModel"]
         self.trace_on = bool(params.get("enableTrace"))
+        self.step_trace_id = uuid.uuid4().hex[:16]  # the orchestration step the traces belong to
         self.tools: dict[str, Tool] = {}
         for group in document["actionGroups"].values():
             for tool in tools(group, _unread):
@@ -300,10 +301,20 @@ class _Turn:
         must_answer = False
         for _ in range(self.owner.max_steps):
             request = self._request(must_answer)
+            self.step_trace_id = uuid.uuid4().hex[:16]  # every trace of this step carries it, as Bedrock's do
+            # The prompt as the model read it: the Converse request (instructions, history, tools) the step sends.
             yield from self._trace({"modelInvocationInput": {
-                "type": "ORCHESTRATION", "text": json.dumps(request["system"][0]["text"] + "\n" + self.input_text),
-                "foundationModel": self.model, "traceId": uuid.uuid4().hex[:16]}})
-            use, cut = self._ask(request)
+                "type": "ORCHESTRATION", "text": json.dumps({k: request[k] for k in ("system", "messages",
+                                                                                     "toolConfig")}),
+                "foundationModel": self.model, "promptCreationMode": "DEFAULT", "parserMode": "DEFAULT",
+                "inferenceConfiguration": {"maximumLength": request["inferenceConfig"]["maxTokens"],
+                                           "temperature": request["inferenceConfig"]["temperature"]}}})
+            started = utc_now()
+            use, cut, raw, usage = self._ask(request)
+            ended = utc_now()
+            yield from self._trace({"modelInvocationOutput": {"rawResponse": {"content": raw}, "metadata": {
+                "startTime": started, "endTime": ended,
+                "totalTimeMs": int((ended - started).total_seconds() * 1000), "usage": usage}}})
             if use is None:  # the grammar forces a call: only one cut off at MAX_TOKENS gets here
                 yield from self._finish(cut or f"I could not finish this step within {self.owner.step_tokens} "
                                               "tokens.")
@@ -313,6 +324,9 @@ class _Turn:
                 return
             if (use["name"], json.dumps(use["input"], sort_keys=True)) in self._calls_this_turn():
                 must_answer = True  # asked again for what it already has: it answers next
+                yield from self._trace({"observation": {"type": "REPROMPT", "repromptResponse": {
+                    "source": "PARSER", "text": f"{use['name']} was already called with these arguments this turn: "
+                                                "the next step must answer."}}})
                 continue
             self.messages.append({"role": "assistant", "content": [{"toolUse": use}]})
             tool = self.tools.get(use["name"])
@@ -327,13 +341,14 @@ class _Turn:
                 self._observe(use, f"There is no tool called {use['name']}", failed=True)
         yield from self._finish(f"I could not finish this request within {self.owner.max_steps} steps.")
 
-    def _ask(self, request: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    def _ask(self, request: dict[str, Any]) -> tuple[dict[str, Any] | None, str, str, dict[str, int]]:
         """One step, through ConverseStream: the call the model made; or, when the step's tokens ran out first,
         none and what can be kept of a final answer it was writing (a small greedy model may repeat a
-        sentence until the limit: the answer up to the first repeat is still its answer)."""
+        sentence until the limit: the answer up to the first repeat is still its answer). Then what the model
+        wrote (the call as JSON) and the step's token usage, for the trace."""
         use: dict[str, Any] | None = None
         fragments: list[str] = []
-        stop = ""
+        stop, usage = "", {"inputTokens": 0, "outputTokens": 0}
         for name, event in self.owner.runtime.converse_stream(self.caller, self.model, request):
             if name == "contentBlockStart" and "toolUse" in event["start"]:
                 use = dict(event["start"]["toolUse"])
@@ -341,6 +356,9 @@ class _Turn:
                 fragments.append(event["delta"]["toolUse"]["input"])
             elif name == "messageStop":
                 stop = event["stopReason"]
+            elif name == "metadata":
+                usage = {k: event["usage"][k] for k in ("inputTokens", "outputTokens")}
+        raw = json.dumps({"name": use["name"], "input": "".join(fragments)}) if use else ""
         if use is not None:
             try:  # a call whose arguments are complete counts, even if the tokens ran out just after them
                 arguments = json.loads("".join(fragments) or "{}")
@@ -348,8 +366,9 @@ class _Turn:
                 arguments = None
             if isinstance(arguments, dict) and (stop == "tool_use" or use["name"] != FINAL_ANSWER
                                                 or "answer" in arguments):
-                return {**use, "input": arguments}, ""
-        return None, _cut_answer("".join(fragments)) if use and use["name"] == FINAL_ANSWER else ""
+                return {**use, "input": arguments}, "", raw, usage
+        cut = _cut_answer("".join(fragments)) if use and use["name"] == FINAL_ANSWER else ""
+        return None, cut, raw, usage
 
     def _calls_this_turn(self) -> set[tuple[str, str]]:
         """The (tool, input) pairs called since the user's last text (across returns of control)."""
@@ -412,7 +431,8 @@ class _Turn:
         references = [reference(h) for h in hits]
         yield from self._trace({"observation": {"type": "KNOWLEDGE_BASE", "knowledgeBaseLookupOutput": {
             "retrievedReferences": references}}})
-        text = "\n\n".join(f"[{i}] {h.context}" for i, h in enumerate(hits, 1)) or "No results."
+        # The passages as they read, without "[1]"-style labels: a small model answers with the label otherwise.
+        text = "\n\n".join(h.context for h in hits) or "No results."
         self._observe(use, text)
 
     def _return_control(self, use: dict[str, Any], tool: Tool) -> Iterator[tuple[str, dict]]:
@@ -473,6 +493,9 @@ class _Turn:
 
     def _trace(self, orchestration: dict[str, Any], kind: str = "orchestrationTrace") -> Iterator[tuple[str, dict]]:
         if self.trace_on:
+            if kind == "orchestrationTrace":  # each part of a step's trace names the step
+                for part in orchestration.values():
+                    part.setdefault("traceId", self.step_trace_id)
             agent = {"agentId": self.who.agent_id, "agentAliasId": self.who.alias_id,
                      "agentVersion": self.who.version} if self.who.alias_id else {}  # an inline trace has none
             yield "trace", {**agent, "sessionId": self.session_id, "eventTime": utc_now(),

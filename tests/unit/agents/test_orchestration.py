@@ -53,6 +53,8 @@ class ScriptedModel:
         text = use["input"] if isinstance(use["input"], str) else json.dumps(use["input"])
         yield "contentBlockDelta", {"delta": {"toolUse": {"input": text}}}
         yield "messageStop", {"stopReason": "max_tokens" if isinstance(use["input"], str) else "tool_use"}
+        yield "metadata", {"usage": {"inputTokens": 40 + len(request["messages"]), "outputTokens": len(text),
+                                     "totalTokens": 40 + len(request["messages"]) + len(text)}}
 
 
 class Agents:
@@ -200,7 +202,9 @@ def test_a_knowledge_base_is_searched_and_the_answer_cites_it(db):
     chunk = [e for name, e in events if name == "chunk"][0]
     [citation] = chunk["attribution"]["citations"]
     assert citation["retrievedReferences"][0]["location"]["s3Location"]["uri"] == "s3://kb/eiffel.txt"
-    assert "[1] The Eiffel Tower" in model.requests[1]["messages"][-1]["content"][0]["toolResult"]["content"][0]["text"]
+    # The passage as it reads: with a "[1]" label in front, a small model answers "1".
+    assert model.requests[1]["messages"][-1]["content"][0]["toolResult"]["content"][0]["text"] == \
+        "The Eiffel Tower is 330 metres tall."
 
 
 def test_a_repeated_call_forces_the_answer_and_the_steps_are_bounded(db):
@@ -214,6 +218,18 @@ def test_a_repeated_call_forces_the_answer_and_the_steps_are_bounded(db):
         "invocationId": control["invocationId"]})
     assert _answer(events) == "Cold."
     assert model.requests[-1]["toolConfig"]["toolChoice"] == {"tool": {"name": FINAL_ANSWER}}
+    steps = [e["trace"]["orchestrationTrace"] for name, e in events if name == "trace"]
+    inputs = [t["modelInvocationInput"] for t in steps if "modelInvocationInput" in t]
+    outputs = [t["modelInvocationOutput"] for t in steps if "modelInvocationOutput" in t]
+    # Each step: the prompt the model read (the history included), what it wrote and its tokens, one traceId.
+    assert [json.loads(i["text"])["messages"] for i in inputs] == [r["messages"] for r in model.requests[-2:]]
+    assert [o["traceId"] for o in outputs] == [i["traceId"] for i in inputs] and len(set(o["traceId"]
+                                                                                       for o in outputs)) == 2
+    assert json.loads(outputs[0]["rawResponse"]["content"]) == {"name": "get_weather", "input": '{"city": "Oslo"}'}
+    assert outputs[0]["metadata"]["usage"] == {"inputTokens": 40 + len(model.requests[-2]["messages"]),
+                                               "outputTokens": len('{"city": "Oslo"}')}
+    [reprompt] = [t["observation"] for t in steps if t.get("observation", {}).get("type") == "REPROMPT"]
+    assert reprompt["repromptResponse"]["source"] == "PARSER" and reprompt["traceId"] == inputs[0]["traceId"]
     looping = ScriptedModel(*[(SEARCH, {"query": f"q{i}"}) for i in range(3)])
     runtime = _runtime(db, _document(knowledge_bases={"KB": {"knowledgeBaseId": "KB", "description": "d",
                                                              "knowledgeBaseState": "ENABLED"}}), looping, max_steps=3)
