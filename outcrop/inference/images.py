@@ -161,8 +161,8 @@ def generate(loaded: LoadedModel, requests: list[ImageRequest],
              interrupted=lambda: False) -> list[list[GeneratedImage]]:
     """Run requests of one shape as one pipeline call; each request's images, in order.
 
-    `interrupted` is asked after each denoising step: when it answers True the call stops early (everyone in the
-    batch has gone) and its images are not returned."""
+    `interrupted` is asked after each denoising step: when it answers True the call stops there (everyone in the
+    batch has gone) and raises Cancelled."""
     first = requests[0]
     assert all(r.shape == first.shape for r in requests), "a batch holds requests of one shape"
     pipeline = _task_pipeline(loaded, first.task)
@@ -189,7 +189,9 @@ def generate(loaded: LoadedModel, requests: list[ImageRequest],
 
     def step_end(pipe, step, timestep, tensors):
         if interrupted():
-            pipe._interrupt = True  # diffusers' own way to stop a call between steps
+            # Out of the call at once: diffusers' own `_interrupt` skips the remaining steps but still decodes the
+            # latents, which for a large image costs as much as several steps, for no one.
+            raise Cancelled("every request in the batch was cancelled")
         return tensors
 
     arguments["callback_on_step_end"] = step_end

@@ -163,13 +163,20 @@ def parse_multimodal_embedding(body: dict[str, Any]) -> MultimodalEmbedding:
     return MultimodalEmbedding(text, image, length)
 
 
+#: Titan Multimodal Embeddings' outputEmbeddingLength values (1024 when left out on Bedrock).
+TITAN_MULTIMODAL_LENGTHS = (256, 384, 1024)
+
+
 def check_length(request: MultimodalEmbedding, model_id: str, dimension: int) -> None:
-    """The vector has the model's own length: a CLIP vector cut short is no longer a point of its joint space
-    (CLIP is not trained to be truncated), so any other outputEmbeddingLength is refused, not honoured badly."""
-    if request.length is not None and request.length != dimension:
+    """The vector has the model's own length, or a longer one of Titan's, zero-padded (which changes no
+    similarity: Bedrock's default body asks for 1024 and works). A shorter one is refused, not honoured badly: a
+    CLIP vector cut short is no longer a point of its joint space (CLIP is not trained to be truncated)."""
+    allowed = sorted({dimension, *(n for n in TITAN_MULTIMODAL_LENGTHS if n > dimension)})
+    if request.length is not None and request.length not in allowed:
         raise ValidationException(
-            f"embeddingConfig.outputEmbeddingLength must be {dimension} for {model_id} (its embedding size), or "
-            f"left out; got {request.length}")
+            f"embeddingConfig.outputEmbeddingLength must be one of {', '.join(map(str, allowed))} for {model_id} "
+            f"(its embedding size is {dimension}; a shorter vector is not cut from CLIP's), or left out; got "
+            f"{request.length}")
 
 
 def render_multimodal_embedding(vector: Any, text_tokens: int) -> dict[str, Any]:

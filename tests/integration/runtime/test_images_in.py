@@ -111,9 +111,10 @@ def test_titan_multimodal_embeddings_text_image_and_both(runtime, bedrock, clip)
     assert cosine == pytest.approx(1, abs=1e-4)
     blue = embed(runtime, clip, inputImage=base64.b64encode(png(BLUE)).decode())
     assert blue["embedding"] != pytest.approx(picture["embedding"], abs=1e-3)  # the image reaches the model
-    wrong = refusal(lambda: embed(runtime, clip, inputText="red", embeddingConfig={"outputEmbeddingLength": 1024}))
-    assert wrong == (f"embeddingConfig.outputEmbeddingLength must be 16 for {clip} (its embedding size), or "
-                     "left out; got 1024")
+    padded = embed(runtime, clip, inputText="a red square", embeddingConfig={"outputEmbeddingLength": 1024})
+    assert padded["embedding"] == pytest.approx(text["embedding"] + [0.0] * 1008, abs=1e-6)  # Bedrock's default
+    wrong = refusal(lambda: embed(runtime, clip, inputText="red", embeddingConfig={"outputEmbeddingLength": 8}))
+    assert wrong.startswith("embeddingConfig.outputEmbeddingLength must be one of 16, 256, 384, 1024 for")
     # Bedrock's own id for this body is an alias of the catalog's CLIP (a hub model, not fetched here).
     alias = bedrock.get_foundation_model(modelIdentifier=TITAN_IMAGE)["modelDetails"]
     assert alias["modelId"] == TITAN_IMAGE and alias["inputModalities"] == ["TEXT", "IMAGE"]

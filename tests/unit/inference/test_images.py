@@ -71,3 +71,16 @@ def test_a_request_that_finds_no_place_in_time_is_throttled(loaded):
         assert scheduler.active <= 1
     finally:
         scheduler.close()
+
+
+def test_a_batch_everyone_left_stops_at_the_next_step_without_decoding(loaded, monkeypatch):
+    from outcrop.errors import Cancelled
+
+    steps, decoded = [], []
+    pipeline = loaded.model
+    real_step, real_decode = pipeline.unet.forward, pipeline.vae.decode
+    monkeypatch.setattr(pipeline.unet, "forward", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    monkeypatch.setattr(pipeline.vae, "decode", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    with pytest.raises(Cancelled):
+        images.generate(loaded, [request(1, steps=20)], interrupted=lambda: len(steps) >= 2)
+    assert len(steps) == 2 and decoded == []  # not the 18 steps left, nor the VAE's decode of a picture for no one

@@ -124,12 +124,14 @@ def test_titan_multimodal_refusals_name_the_field(body, expected):
     assert caught.value.message.startswith(expected)
 
 
-def test_the_embedding_length_is_the_models_own():
-    request = multimodal.parse_multimodal_embedding({"inputText": "x",
-                                                     "embeddingConfig": {"outputEmbeddingLength": 1024}})
+def test_the_embedding_length_is_the_models_own_or_a_longer_one_of_titans():
     multimodal.check_length(multimodal.MultimodalEmbedding("x", None), "m", 512)
     multimodal.check_length(multimodal.MultimodalEmbedding("x", None, 512), "m", 512)
+    multimodal.check_length(multimodal.MultimodalEmbedding("x", None, 1024), "m", 512)  # Bedrock's default: padded
+    request = multimodal.parse_multimodal_embedding({"inputText": "x",
+                                                     "embeddingConfig": {"outputEmbeddingLength": 384}})
     with pytest.raises(ValidationException) as caught:
         multimodal.check_length(request, "openai.clip-vit-base-patch32-v1:0", 512)
-    assert caught.value.message == ("embeddingConfig.outputEmbeddingLength must be 512 for "
-                                    "openai.clip-vit-base-patch32-v1:0 (its embedding size), or left out; got 1024")
+    assert caught.value.message == (
+        "embeddingConfig.outputEmbeddingLength must be one of 512, 1024 for openai.clip-vit-base-patch32-v1:0 (its "
+        "embedding size is 512; a shorter vector is not cut from CLIP's), or left out; got 384")
