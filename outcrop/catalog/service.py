@@ -7,7 +7,7 @@ import functools
 import importlib.util
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,10 +208,18 @@ class Aliases:
     `builtin` entries (the well-known ids, `profiles/aliases.py`) apply only to ids the catalog does not
     have, so a model that really is here is never shadowed by a default. `configured` entries
     (`[model_aliases]` in outcrop.toml) win over the catalog: an operator may stand a small model in for a
-    big one the applications name. A target is always a catalog model (aliases do not chain)."""
+    big one the applications name. `pattern` maps the other well-formed ids of Bedrock's providers
+    (`anthropic.claude-sonnet-4-5-...`), again only those the catalog does not have; `providers` names a
+    provider by its id prefix on an alias's card. A target is always a catalog model (aliases do not chain)."""
 
     builtin: Mapping[str, str] = field(default_factory=dict)
     configured: Mapping[str, str] = field(default_factory=dict)
+    pattern: Callable[[str], str | None] | None = None
+    providers: Mapping[str, str] = field(default_factory=dict)
+
+    def by_pattern(self, model_id: str) -> str | None:
+        """The local model `pattern` gives `model_id`, or None."""
+        return self.pattern(model_id) if self.pattern is not None else None
 
 
 class Catalog:
@@ -230,7 +238,8 @@ class Catalog:
     def list_models(self, *, provider: str | None = None, output_modality: str | None = None,
              customization_type: str | None = None,
              inference_type: str | None = None) -> list[FoundationModel]:
-        """ListFoundationModels' filters. `provider` matches the provider name or the id prefix."""
+        """ListFoundationModels: the catalog, then the aliases in force (`alias_cards`), by its filters.
+        `provider` matches the provider name or the id prefix."""
         def keep(m: FoundationModel) -> bool:
             if provider and provider.lower() not in (m.provider.lower(), m.model_id.split(".")[0]):
                 return False
@@ -239,7 +248,7 @@ class Catalog:
             if customization_type and customization_type not in m.customizations:
                 return False
             return not (inference_type and inference_type not in m.inference_types)
-        return [m for m in self.all() if keep(m)]
+        return [m for m in [*self.all(), *self.alias_cards()] if keep(m)]
 
     def get(self, identifier: str) -> FoundationModel:
         """A model by id or foundation-model ARN (percent-encoded or not), in this deployment's region only.
@@ -257,8 +266,9 @@ class Catalog:
         for model in models:
             if model.model_id == model_id:
                 return model
-        if model_id in self.aliases.builtin:
-            return self._alias(model_id, self.aliases.builtin[model_id], models)
+        target = self.aliases.builtin.get(model_id) or self.aliases.by_pattern(model_id)
+        if target:
+            return self._alias(model_id, target, models)
         raise ResourceNotFoundException(f"The model {identifier} does not exist.")
 
     def _alias(self, alias: str, target: str, models: list[FoundationModel] | None = None) -> FoundationModel:
@@ -266,7 +276,8 @@ class Catalog:
         if model is None:
             raise AliasTargetMissing(f"The model {alias} is an alias of {target}, which is not in the catalog "
                                      "(see model_aliases in outcrop.toml).")
-        return dataclasses.replace(model, model_id=alias, served_by=model.model_id)
+        return dataclasses.replace(model, model_id=alias, served_by=model.model_id,
+                                   provider=self.aliases.providers.get(alias.split(".", 1)[0], model.provider))
 
     def alias_table(self) -> dict[str, str]:
         """Every alias in force, id -> local model id, sorted: the configured ones, and the built-in ones
@@ -275,6 +286,14 @@ class Catalog:
         table = {k: v for k, v in self.aliases.builtin.items() if k not in present}
         table.update(self.aliases.configured)
         return dict(sorted(table.items()))
+
+    def alias_cards(self) -> list[FoundationModel]:
+        """The card of every alias in `alias_table` whose local model is in the catalog, as ListFoundationModels
+        lists them (an application may find its Bedrock id by listing; `describe` marks each with the local
+        model). The ids mapped only by pattern are endless, so they resolve but are not listed."""
+        models = self.all()
+        present = {m.model_id for m in models}
+        return [self._alias(alias, target, models) for alias, target in self.alias_table().items() if target in present]
 
     def register(self, name: str, path: str | Path) -> FoundationModel:
         """Add a user's HF folder or GGUF file to the catalog (the files stay where they are)."""

@@ -8,18 +8,24 @@ neither sees nor uses them, and their usage is recorded under the model that ans
 ARN as what was invoked.
 
 `model` is the one place a runtime model identifier becomes a catalog card: a model id or foundation-model
-ARN (aliases included, `catalog.Catalog.get`), a system profile id or ARN, or an application profile ARN or
-id. `authorization_arns` gives what IAM checks for the same identifier: the profile's ARN and every model
-ARN behind it (the alias and the local model), so a model denied by a policy stays denied whatever name or
-profile reaches it.
+ARN (aliases included, `catalog.Catalog.get`), a system profile id or ARN (any geo prefix, in any region), or
+an application profile ARN or id. A catalog card whose weights are not on this machine and cannot be fetched
+(offline, or a gated repository) is answered by the model the alias patterns give its id, when that one is
+here (`_card`): `meta.llama3-1-8b-instruct-v1:0` offline runs on the chat model, and says so as any alias
+does. `authorization_arns` gives what IAM checks for the same identifier: the profile's ARN and every model
+ARN behind it (the alias or stand-in and the local model), so a model denied by a policy stays denied
+whatever name or profile reaches it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -35,11 +41,12 @@ from outcrop.errors import (
     TooManyTagsException,
     ValidationException,
 )
+from outcrop.platform import pagination
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import run_once
 from outcrop.platform.ids import new_id
-from outcrop.platform.pagination import DEFAULT_PAGE_SIZE, page
-from outcrop.profiles.aliases import GLOBAL_GEO, geo_prefix, system_profile_model
+from outcrop.platform.pagination import ASCENDING, DEFAULT_PAGE_SIZE, page
+from outcrop.profiles.aliases import geo_prefix, system_profile_model
 from outcrop.profiles.tables import InferenceProfileRow, InferenceProfileTag, ProfileStatus, ProfileType
 
 SYSTEM = "inference-profile"
@@ -50,7 +57,13 @@ MAX_PROFILES_PER_ACCOUNT = 1000
 #: Tags one resource may carry (the size of Bedrock's TagList).
 MAX_TAGS = 200
 _APPLICATION_ID = re.compile(r"[a-z0-9]{12}")
-_SYSTEM_TOKEN = "system:"
+#: What a system-profile page token is signed for (pagination's tokens name their list).
+_SYSTEM_LIST = "system-inference-profiles"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Seconds to wait for the hub when asking whether a missing model's weights could be fetched, and seconds
+#: the answer is kept (so an unreachable hub costs one wait, not one a request).
+HUB_PROBE_TIMEOUT = 5.0
+HUB_PROBE_TTL = 300.0
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +75,24 @@ class InferenceProfiles:
         self.region = region
         #: Serializes the name and quota checks with the insert they allow (two creates could both pass).
         self._create_lock = threading.Lock()
+        #: Hub repository -> (its weights can be fetched, when that was asked), for `_fetchable`.
+        self._probes: dict[str, tuple[bool, float]] = {}
+        #: The catalog models another model has stood in for (each is logged once).
+        self._stood_in: set[str] = set()
 
     # -- resolution (runtime, IAM) -------------------------------------------------------------------
 
     def model(self, account: str, identifier: str) -> FoundationModel:
-        """The card a runtime model identifier names (an alias's card for an alias), or ResourceNotFoundException."""
-        return self.catalog.get(self._resolve(account, identifier)[1])
+        """The card a runtime model identifier names (an alias's card for an alias, a stand-in's for a catalog
+        model that cannot be had here), or ResourceNotFoundException."""
+        return self._card(self._resolve(account, identifier)[1])
 
     def served_model_id(self, account: str, identifier: str) -> str:
         """The local model that answers for `identifier`, as usage is recorded and billed; the identifier
         itself when it names no catalog model (a provisioned throughput is billed by its own ARN). A profile
         deleted since the call began still names its model."""
         try:
-            return self.catalog.get(self._resolve(account, identifier, deleted=True)[1]).served_model_id
+            return self._card(self._resolve(account, identifier, deleted=True)[1]).served_model_id
         except (ResourceNotFoundException, ValidationException):
             return identifier
         except Exception:  # metering never fails the call; the record keeps what was invoked
@@ -92,7 +110,7 @@ class InferenceProfiles:
             return [str(arn)] if arn is not None and arn.resource_type in (SYSTEM, APPLICATION) else None
         arns = [profile_arn] if profile_arn else []
         try:
-            card = self.catalog.get(model_id)
+            card = self._card(model_id)
         except ResourceNotFoundException:
             return arns or None
         arns.append(foundation_model_arn(self.region, card.model_id))
@@ -126,13 +144,13 @@ class InferenceProfiles:
                 model_id = system_profile_model(arn.resource_id)
                 if model_id is None or arn.account not in ("", account):
                     raise ResourceNotFoundException(f"The inference profile {identifier} does not exist")
-                return self._system_arn(account, self._offered(arn.resource_id)), model_id
+                return self._system_arn(account, arn.resource_id), model_id
             if arn.resource_type == FOUNDATION_MODEL:
                 return None, identifier
             raise ResourceNotFoundException(f"{identifier} is not a model or an inference profile")
         model_id = system_profile_model(identifier)
         if model_id is not None:
-            return self._system_arn(account, self._offered(identifier)), model_id
+            return self._system_arn(account, identifier), model_id
         if _APPLICATION_ID.fullmatch(identifier):
             row = self._row(account, identifier, deleted=deleted, missing=None)
             if row is not None:
@@ -142,14 +160,55 @@ class InferenceProfiles:
     def _system_arn(self, account: str, profile_id: str) -> str:
         return str(BedrockArn(self.region, account, SYSTEM, profile_id))
 
-    def _offered(self, profile_id: str) -> str:
-        """A system profile id this region offers, or ResourceNotFoundException: as on Bedrock, one of
-        another geography (`eu.` in us-east-1) is not, only this region's geo prefix and `global.` are."""
-        if profile_id.split(".", 1)[0] not in (geo_prefix(self.region), GLOBAL_GEO):
-            raise ResourceNotFoundException(
-                f"The inference profile {profile_id} is not offered in {self.region}: use the "
-                f"{geo_prefix(self.region)}. or {GLOBAL_GEO}. profile, or the model id itself")
-        return profile_id
+    def _card(self, model_id: str) -> FoundationModel:
+        """The catalog's card for `model_id`, or the card of the model standing in for it.
+
+        A catalog model whose weights are absent and cannot be fetched would answer 404 "not on this
+        machine"; when the alias patterns map its id (a Bedrock provider's, `meta.llama3-1-8b-instruct-v1:0`)
+        to a model of the same output whose weights are here, that model answers instead, as an alias
+        (`served_by` names it: the X-Outcrop-Model-Id header, `outcropModelId` and the usage record say so).
+        Weights that are here, or can be fetched, are always the card's own."""
+        card = self.catalog.get(model_id)
+        if card.served_by:
+            return card
+        target = self.catalog.aliases.by_pattern(card.model_id)
+        if not target or target == card.model_id or self.catalog.weights_path(card) is not None:
+            return card
+        try:
+            local = self.catalog.get(target)
+        except ResourceNotFoundException:
+            return card
+        if (local.output_modalities != card.output_modalities or self.catalog.weights_path(local) is None
+                or self._fetchable(card)):
+            return card
+        if card.model_id not in self._stood_in:
+            self._stood_in.add(card.model_id)
+            log.warning("the weights of %s are not on this machine and cannot be fetched: %s answers for it",
+                        card.model_id, local.served_model_id)
+        return dataclasses.replace(local, model_id=card.model_id, served_by=local.served_model_id,
+                                   provider=card.provider)
+
+    def _fetchable(self, card: FoundationModel) -> bool:
+        """Whether a hub model's weights could be fetched now: the hub answers for its config file (one HEAD,
+        with a token if one is set; offline mode, no network, a gated or missing repository all say no)."""
+        if card.source.kind != "hub":
+            return False
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url, is_offline_mode
+
+        if is_offline_mode():
+            return False
+        repo = card.source.repo
+        known = self._probes.get(repo)
+        if known is not None and time.monotonic() - known[1] < HUB_PROBE_TTL:
+            return known[0]
+        marker = "model_index.json" if card.image is not None else "config.json"
+        try:
+            get_hf_file_metadata(hf_hub_url(repo, marker), timeout=HUB_PROBE_TIMEOUT)
+            reachable = True
+        except Exception:  # offline, gated, no such repository: the fetch would fail the same way
+            reachable = False
+        self._probes[repo] = (reachable, time.monotonic())
+        return reachable
 
     # -- the control plane ---------------------------------------------------------------------------
 
@@ -224,15 +283,15 @@ class InferenceProfiles:
         return self._system_page(account, params)
 
     def _system_page(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
-        """The system profiles in id order; a nextToken is the last id given (public ids, so not signed:
-        any token either names a place in the list or is refused)."""
+        """The system profiles in id order; a nextToken is the last id given, signed as every other list's
+        tokens are (`platform/pagination.py`), so an edited or made-up token is refused."""
         geo = geo_prefix(self.region)
         ids = [f"{geo}.{alias}" for alias in self.catalog.alias_table()]
-        token = params.get("nextToken")
-        if token:
-            if not token.startswith(_SYSTEM_TOKEN) or system_profile_model(token[len(_SYSTEM_TOKEN):]) is None:
-                raise ValidationException("nextToken is not a token this server gave out")
-            ids = [i for i in ids if i > token[len(_SYSTEM_TOKEN):]]
+        key = pagination._KEYS.get(self.db, pagination._PROCESS_KEY)
+        filters = pagination._filters_digest(params)
+        if params.get("nextToken"):
+            _, after = pagination._read_token(key, params["nextToken"], _SYSTEM_LIST, ASCENDING, filters)
+            ids = [i for i in ids if i > str(after)]
         size = int(params.get("maxResults") or DEFAULT_PAGE_SIZE)
         shown = ids[:size]
         summaries = []
@@ -241,8 +300,10 @@ class InferenceProfiles:
                 summaries.append(self._system(account, profile_id))
             except ResourceNotFoundException:  # an alias whose local model was unregistered
                 continue
-        more = len(ids) > size
-        return {"inferenceProfileSummaries": summaries, "nextToken": _SYSTEM_TOKEN + shown[-1] if more else None}
+        token = pagination._make_token(key, {"e": _SYSTEM_LIST, "o": ASCENDING, "f": filters,
+                                             "t": _EPOCH.isoformat(timespec="microseconds"), "k": [shown[-1]]}) \
+            if len(ids) > size else None
+        return {"inferenceProfileSummaries": summaries, "nextToken": token}
 
     def delete(self, account: str, identifier: str) -> None:
         arn = parse_bedrock_arn(identifier, self.region)
@@ -311,14 +372,14 @@ class InferenceProfiles:
         """The profile's `models` member, and the extra member naming the local model (when known)."""
         models = [{"modelArn": foundation_model_arn(self.region, model_id)}]
         try:
-            return models, {SERVED_BY_MEMBER: self.catalog.get(model_id).served_model_id}
+            return models, {SERVED_BY_MEMBER: self._card(model_id).served_model_id}
         except ResourceNotFoundException:
             return models, {}
 
     def _system(self, account: str, profile_id: str) -> dict[str, Any]:
-        model_id = system_profile_model(self._offered(profile_id))
+        model_id = system_profile_model(profile_id)
         try:
-            card = self.catalog.get(model_id)
+            card = self._card(model_id)
         except ResourceNotFoundException:
             raise ResourceNotFoundException(f"The inference profile {profile_id} does not exist") from None
         geo = profile_id.split(".", 1)[0]

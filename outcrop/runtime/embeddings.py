@@ -25,6 +25,12 @@ COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clus
 COHERE_TRUNCATE = ("NONE", "START", "END")
 COHERE_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
 TITAN_TYPES = ("float", "binary")
+#: Titan Text Embeddings V2's `dimensions`. A model of another size answers them by `resize`: a larger size by
+#: zero-padding its vector, which keeps every length and dot product, so cosine similarities are exactly the
+#: model's own; a smaller one (256 for all-MiniLM's 384) by keeping the leading dimensions, renormalized when
+#: `normalize` is true, which CHANGES similarities: the model was not trained, as Titan V2 was, to keep its
+#: meaning in its leading dimensions. The model's own size is accepted too, and is the default.
+TITAN_DIMENSIONS = (256, 512, 1024)
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,25 @@ def _parse_cohere(body: dict[str, Any]) -> EmbeddingRequest:
                             _types(body, "embedding_types", COHERE_TYPES, COHERE), truncate)
 
 
+def check_dimensions(request: EmbeddingRequest, size: int, model_id: str) -> None:
+    """Refuse `dimensions` other than Titan V2's sizes or the model's own `size`, before anything is embedded."""
+    if request.dimensions is not None and request.dimensions != size and request.dimensions not in TITAN_DIMENSIONS:
+        raise ValidationException(f"dimensions must be one of {', '.join(map(str, TITAN_DIMENSIONS))} (or {size}, the "
+                                  f"embedding size of {model_id}), got {request.dimensions}")
+
+
+def resize(vectors: torch.Tensor, dimensions: int | None, normalize: bool) -> torch.Tensor:
+    """Rows of `vectors` at `dimensions` (see TITAN_DIMENSIONS): zero-padded when larger, which changes no
+    similarity; cut to the leading dimensions when smaller (renormalized if `normalize`), which does."""
+    size = vectors.shape[1]
+    if dimensions is None or dimensions == size:
+        return vectors
+    if dimensions > size:
+        return torch.nn.functional.pad(vectors, (0, dimensions - size))
+    cut = vectors[:, :dimensions]
+    return torch.nn.functional.normalize(cut, dim=1) if normalize else cut
+
+
 def token_ids(tokenizer: Any, request: EmbeddingRequest, limit: int, model_id: str) -> list[list[int]]:
     """Each text's token ids, the model's special tokens ([CLS]/[SEP], BOS/EOS) included, within its window
     of `limit` tokens: what is embedded, billed and counted (CountTokens) alike. A cut text keeps them."""
@@ -133,6 +158,7 @@ def fit(ids: list[int], room: int, truncate: str, model_id: str, specials: int =
 def render(request: EmbeddingRequest, vectors: torch.Tensor, token_counts: list[int]) -> dict[str, Any]:
     """The answer in the request's format; `vectors` holds one row per text."""
     if request.format == TITAN:
+        vectors = resize(vectors, request.dimensions, request.normalize)
         vector = vectors[0]
         answer: dict[str, Any] = {"embedding": vector.float().tolist(), "inputTextTokenCount": token_counts[0]}
         if request.types:

@@ -251,7 +251,7 @@ class RuntimeService:
                 raise ValidationException("Guardrails apply to text generation, not to embedding models")
             embedded, tokens = self._embed(caller, model_id, model, document, started)
             return Invoked(json.dumps(embedded).encode(), tokens, 0, _ms(time.perf_counter() - started))
-        fmt = formats.detect_text_format(document, model.native_format)
+        fmt = formats.detect_text_format(document, model.native_format, model_id, model.model_id)
         prepared, answer, render, blocked = self._guarded_prepare(caller, model_id, model, fmt, document, guard)
         if blocked is not None:
             completion = blocked
@@ -336,7 +336,7 @@ class RuntimeService:
         model = self.target(caller.principal.account_id, model_id)[0].card
         if not model.streaming:
             raise ValidationException(f"The model {model.model_id} does not support response streaming.")
-        fmt = formats.detect_text_format(document, model.native_format)
+        fmt = formats.detect_text_format(document, model.native_format, model_id, model.model_id)
         prepared, answer, render, blocked = self._guarded_prepare(caller, model_id, model, fmt, document, guard)
         invocation = Invocation(model.model_id, len(prepared.prompt_ids), answer=answer)
         stream = None
@@ -379,7 +379,7 @@ class RuntimeService:
                 loaded = self.engine.get(self.catalog.local_weights(model), ENCODER).loaded
                 return sum(len(ids) for ids in embeddings.token_ids(loaded.tokenizer, embeddings.parse(document),
                                                                     loaded.context_length, model.model_id))
-            fmt = formats.detect_text_format(document, model.native_format)
+            fmt = formats.detect_text_format(document, model.native_format, model_id, model.model_id)
             return len(self._prepare(account, model_id, fmt.parse(document), check_room=False).prompt_ids)
         converse = dict(request.get("converse") or {})
         converse.pop("additionalModelRequestFields", None)
@@ -610,8 +610,7 @@ class RuntimeService:
             deployment = self.engine.get(self.catalog.local_weights(model), ENCODER)
             loaded = deployment.loaded
             dimension = loaded.model.config.hidden_size
-            if request.dimensions is not None and request.dimensions != dimension:
-                raise ValidationException(f"dimensions must be {dimension} for {model.model_id} (its embedding size)")
+            embeddings.check_dimensions(request, dimension, model.model_id)
             ids = embeddings.token_ids(loaded.tokenizer, request, loaded.context_length, model.model_id)
             vectors = _pool(deployment, ids, request.normalize)
             counts = [len(i) for i in ids]
@@ -635,7 +634,7 @@ class RuntimeService:
         if request.text is not None:  # within the text tower's window, or refused as Titan's text bodies are
             text_only = embeddings.EmbeddingRequest(embeddings.TITAN, (request.text,))
             ids = embeddings.token_ids(loaded.tokenizer, text_only, loaded.context_length, model.model_id)[0]
-        vector = clip.embed(deployment, ids, request.image)
+        vector = embeddings.resize(clip.embed(deployment, ids, request.image)[None], request.length, False)[0]
         counts = [len(ids) if ids is not None else 0]
         return multimodal.render_multimodal_embedding(vector, counts[0]), counts
 

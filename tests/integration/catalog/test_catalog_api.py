@@ -72,12 +72,13 @@ def test_weights_status_tells_local_from_hub(server):
 
 
 def test_unknown_model_is_resource_not_found(bedrock):
+    # Not a Bedrock provider's id: those (meta.*, anthropic.*, ...) resolve to a local model by pattern.
     with pytest.raises(ClientError) as caught:
-        bedrock.get_foundation_model(modelIdentifier="meta.no-such-model-v1:0")
+        bedrock.get_foundation_model(modelIdentifier="acme.no-such-model-v1:0")
     error = caught.value.response
     assert error["Error"]["Code"] == "ResourceNotFoundException"
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 404
-    assert "meta.no-such-model-v1:0" in error["Error"]["Message"]
+    assert "acme.no-such-model-v1:0" in error["Error"]["Message"]
     assert isinstance(caught.value, bedrock.exceptions.ResourceNotFoundException)
 
 
@@ -122,7 +123,7 @@ def test_aws_cli_get_by_arn_and_not_found(server):
     result = server.aws("bedrock", "get-foundation-model", "--model-identifier", arn)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["modelDetails"]["modelName"] == "SmolLM2 135M"
-    missing = server.aws("bedrock", "get-foundation-model", "--model-identifier", "meta.nothing-v1:0")
+    missing = server.aws("bedrock", "get-foundation-model", "--model-identifier", "acme.nothing-v1:0")
     assert missing.returncode != 0
     assert "ResourceNotFoundException" in missing.stderr
 

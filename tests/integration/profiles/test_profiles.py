@@ -8,7 +8,9 @@ import json
 import subprocess
 import sys
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from tests.integration.profiles.conftest import TINY_ALIAS, TINY_CLAUDE
 from tests.integration.security.helpers import error_code, outcrop
@@ -96,6 +98,14 @@ def test_system_profiles_are_listed_by_default(control):
         control.get_inference_profile(inferenceProfileIdentifier="us.acme.nothing-v1:0")
     with pytest.raises(control.exceptions.ValidationException):
         control.delete_inference_profile(inferenceProfileIdentifier=f"us.{CLAUDE}")
+    # Paged by boto3's paginator; the tokens are signed, so an edited one is refused.
+    pages = list(control.get_paginator("list_inference_profiles").paginate(PaginationConfig={"PageSize": 7}))
+    assert [p["inferenceProfileId"] for page in pages for p in page["inferenceProfileSummaries"]] == \
+        [p["inferenceProfileId"] for p in listed] and len(pages) > 1
+    token = pages[0]["nextToken"]
+    for forged in (f"system:us.{CLAUDE}", token[:5] + ("A" if token[5] != "A" else "B") + token[6:]):
+        assert error_code(lambda t=forged: control.list_inference_profiles(maxResults=7, nextToken=t)) == \
+            ("ValidationException", 400, "nextToken is not a token this server gave out")
 
 
 def test_invoking_through_a_profile_arn_meters_the_local_model(control, runtime, usage):
@@ -162,14 +172,55 @@ def test_the_builtin_defaults_answer_with_smollm2_and_minilm(runtime, usage):
     assert usage(request_id(embedded))[:3] == (MINILM, "amazon.titan-embed-text-v2:0", "InvokeModel")
 
 
-def test_get_foundation_model_answers_an_alias_and_the_list_stays_the_catalog(control, profile_server):
+def test_get_foundation_model_answers_an_alias_and_the_list_shows_the_table(control, profile_server):
     details = control.get_foundation_model(modelIdentifier=CLAUDE)["modelDetails"]
     assert details["modelId"] == CLAUDE and details["modelArn"] == fm_arn(CLAUDE)
     assert details["modelName"] == "SmolLM2 135M" and details["outputModalities"] == ["TEXT"]
+    assert details["providerName"] == "Anthropic"
     status, _, raw = profile_server.raw("GET", f"/foundation-models/{CLAUDE}")
     assert status == 200 and raw["modelDetails"]["outcropModelId"] == SMOLLM2
+    # Bedrock lists its models, and an application may find its id so: the catalog, then the aliases, each
+    # marked with the local model that answers (the catalog's own models carry no mark).
     listed = {m["modelId"] for m in control.list_foundation_models()["modelSummaries"]}
-    assert SMOLLM2 in listed and CLAUDE not in listed and TINY_ALIAS not in listed
+    assert {SMOLLM2, CLAUDE, TINY_ALIAS} <= listed
+    status, _, raw = profile_server.raw("GET", "/foundation-models?byProvider=Anthropic")
+    anthropic = {m["modelId"]: m.get("outcropModelId") for m in raw["modelSummaries"]}
+    assert anthropic[CLAUDE] == SMOLLM2 and anthropic[TINY_CLAUDE] == "local.tiny-v1:0"
+    assert {m["providerName"] for m in raw["modelSummaries"]} == {"Anthropic"}
+    status, _, raw = profile_server.raw("GET", "/foundation-models?byOutputModality=EMBEDDING")
+    embedders = {m["modelId"]: m.get("outcropModelId") for m in raw["modelSummaries"]}
+    assert embedders[MINILM] is None and embedders["cohere.embed-v4:0"] == MINILM
+
+
+#: Ids the frameworks accept that this server once refused (the unit tests walk LlamaIndex's whole list).
+FRAMEWORK_SAMPLE = ("anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-haiku-4-5-20251001-v1:0",
+                    "amazon.nova-premier-v1:0", "meta.llama4-scout-17b-instruct-v1:0", "deepseek.r1-v1:0",
+                    "openai.gpt-oss-20b-1:0", "mistral.mistral-7b-instruct-v0:2", "cohere.command-r-v1:0")
+
+
+def test_ids_frameworks_accept_count_tokens_from_any_region(profile_server):
+    """CountTokens on ids LlamaIndex's BedrockConverse accepts, from clients configured for eu-west-1 and
+    ap-northeast-1 naming their own geography's system profiles, as their applications do."""
+    key_id, secret = profile_server.root_key()
+    for region, geo in (("us-east-1", ""), ("eu-west-1", "eu."), ("ap-northeast-1", "apac.")):
+        client = boto3.client("bedrock-runtime", endpoint_url=profile_server.endpoint, region_name=region,
+                              aws_access_key_id=key_id, aws_secret_access_key=secret,
+                              config=Config(retries={"max_attempts": 1}, read_timeout=300))
+        for model_id in FRAMEWORK_SAMPLE if not geo else FRAMEWORK_SAMPLE[:2]:
+            counted = client.count_tokens(modelId=geo + model_id, input={"converse": {"messages": QUESTION}})
+            assert counted["inputTokens"] > 0, geo + model_id
+
+
+def test_a_catalog_model_whose_weights_are_not_here_is_answered_by_the_chat_model(profile_server, runtime, usage):
+    """Offline (the tests' HF_HUB_OFFLINE), a hub model of the catalog cannot be fetched: its mapped model
+    answers, and says so as an alias does."""
+    llama = "meta.llama3-1-8b-instruct-v1:0"
+    status, _, raw = profile_server.raw("GET", f"/foundation-models/{llama}")
+    if raw["modelDetails"]["weightsStatus"] == "AVAILABLE":
+        pytest.skip(f"{llama}'s weights are on this machine")
+    answered = converse(runtime, f"eu.{llama}", max_tokens=2)
+    assert served_by(answered) == SMOLLM2 and answered["output"]["message"]["content"]
+    assert usage(request_id(answered))[:3] == (SMOLLM2, f"eu.{llama}", "Converse")
 
 
 def test_models_list_shows_the_aliases(profile_server):
@@ -182,6 +233,7 @@ def test_models_list_shows_the_aliases(profile_server):
     assert rows[CLAUDE] == SMOLLM2 and rows[TINY_ALIAS] == "local.tiny-v1:0"
     assert rows["amazon.titan-embed-text-v2:0"] == MINILM
     assert "meta.llama3-1-8b-instruct-v1:0" not in rows  # a catalog model is not aliased by default
+    assert "anthropic.claude-opus-4-9-v1:0" not in rows  # nor is an id mapped by pattern listed
 
 
 def test_an_identifier_that_names_nothing_is_a_validation_exception(runtime, control):

@@ -102,9 +102,10 @@ def test_prompt_longer_than_the_context_window(runtime, tiny_model):
 
 
 def test_unknown_model_and_non_text_content(runtime, tiny_model):
-    # Bedrock's runtime answers an identifier it cannot resolve with a 400, not a 404.
+    # Bedrock's runtime answers an identifier it cannot resolve with a 400, not a 404 (acme. is no Bedrock
+    # provider: a meta.* id would resolve to the chat model by pattern, profiles/aliases.py).
     with pytest.raises(runtime.exceptions.ValidationException, match="The provided model identifier is invalid"):
-        converse(runtime, "meta.nope-v1:0", maxTokens=5)
+        converse(runtime, "acme.nope-v1:0", maxTokens=5)
     image = [{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": b"\x89PNG"}}}]}]
     with pytest.raises(runtime.exceptions.ValidationException, match="image"):
         converse(runtime, tiny_model, image, maxTokens=5)
@@ -238,8 +239,8 @@ def test_embeddings_match_sentence_transformers(runtime):
     assert np.allclose(out["embedding"], reference, atol=1e-5)
     raw = invoke(runtime, "sentence-transformers.all-minilm-l6-v2-v1:0", {"inputText": text, "normalize": False})
     assert abs(np.linalg.norm(raw["embedding"]) - 1) > 1e-3
-    with pytest.raises(ClientError, match="dimensions must be 384"):
-        invoke(runtime, "sentence-transformers.all-minilm-l6-v2-v1:0", {"inputText": text, "dimensions": 256})
+    with pytest.raises(ClientError, match="dimensions must be one of 256, 512, 1024"):
+        invoke(runtime, "sentence-transformers.all-minilm-l6-v2-v1:0", {"inputText": text, "dimensions": 300})
 
 
 def test_a_cohere_body_is_embedded_as_a_batch_matching_sentence_transformers(runtime):

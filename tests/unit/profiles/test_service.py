@@ -86,11 +86,12 @@ def test_resolution_of_every_kind_of_name(profiles):
     cases = {CLAUDE: CHAT_MODEL, CLAUDE_ARN: CHAT_MODEL, f"us.{CLAUDE}": CHAT_MODEL, f"global.{CLAUDE}": CHAT_MODEL,
              f"arn:aws:bedrock:{REGION}:{A}:inference-profile/us.{CLAUDE}": CHAT_MODEL, arn: CHAT_MODEL,
              arn.rsplit("/", 1)[1]: CHAT_MODEL, "amazon.titan-embed-text-v2:0": EMBEDDING_MODEL,
-             CHAT_MODEL: CHAT_MODEL}
+             CHAT_MODEL: CHAT_MODEL, f"eu.{CLAUDE}": CHAT_MODEL, "apac.anthropic.claude-sonnet-4-5-20250929-v1:0":
+             CHAT_MODEL, f"arn:aws:bedrock:{REGION}:{A}:inference-profile/jp.{CLAUDE}": CHAT_MODEL}
     for name, served in cases.items():
         assert profiles.model(A, name).served_model_id == served, name
         assert profiles.served_model_id(A, name) == served, name
-    for unknown in ("sonnet", "acme.nothing-v1:0", "us.acme.nothing-v1:0", f"eu.{CLAUDE}",
+    for unknown in ("sonnet", "acme.nothing-v1:0", "us.acme.nothing-v1:0", f"xx.{CLAUDE}",
                     f"arn:aws:bedrock:{REGION}:{B}:inference-profile/us.{CLAUDE}",
                     f"arn:aws:bedrock:{REGION}:{A}:application-inference-profile/aaaaaaaaaaaa"):
         with pytest.raises(ResourceNotFoundException):
@@ -134,8 +135,14 @@ def test_system_profiles_are_listed_by_default_and_paged(profiles):
     second = profiles.list(A, {"typeEquals": "SYSTEM_DEFINED", "maxResults": 5, "nextToken": first["nextToken"]})
     paged = [p["inferenceProfileId"] for p in first["inferenceProfileSummaries"] + second["inferenceProfileSummaries"]]
     assert paged == ids[:10]
-    with pytest.raises(ValidationException):
-        profiles.list(A, {"nextToken": "made-up"})
+    token = first["nextToken"]
+    assert f"us.{CLAUDE}" not in token and not token.startswith("system:")  # opaque, signed
+    body, mac = token.split(".")
+    for forged in ("made-up", "system:us.amazon.nova-canvas-v1:0", f"{body[:-2]}xx.{mac}", f"{body}.{mac[:-2]}xx"):
+        with pytest.raises(ValidationException, match="not a token this server gave out"):
+            profiles.list(A, {"typeEquals": "SYSTEM_DEFINED", "maxResults": 5, "nextToken": forged})
+    with pytest.raises(ValidationException, match="other filters"):  # a token is for the request it paged
+        profiles.list(A, {"maxResults": 5, "nextToken": token})
     system = profiles.get(A, f"us.{CLAUDE}")
     assert system["inferenceProfileArn"] == f"arn:aws:bedrock:{REGION}:{A}:inference-profile/us.{CLAUDE}"
     assert system["models"] == [{"modelArn": CLAUDE_ARN}] and system["type"] == "SYSTEM_DEFINED"
@@ -161,8 +168,45 @@ def test_tags(profiles):
         profiles.tags(A, f"arn:aws:bedrock:{REGION}:{A}:inference-profile/us.{CLAUDE}")
 
 
-def test_a_system_profile_of_another_geography_is_not_offered_here(profiles):
-    for identifier in (f"eu.{CLAUDE}", f"apac.{CLAUDE}"):
-        with pytest.raises(ResourceNotFoundException, match="not offered in us-east-1"):
-            profiles.model(A, identifier)
-    assert profiles.model(A, f"global.{CLAUDE}").served_model_id == CHAT_MODEL
+def test_every_geography_resolves_in_every_region(db):
+    """A client configured for eu-west-1 names `eu.` ids, one in Tokyo `apac.` or `jp.`: whatever region the
+    server says it is in, they all resolve, and GetInferenceProfile answers them."""
+    for region in ("us-east-1", "eu-west-1"):
+        profiles = InferenceProfiles(db, Catalog(db, region, model_aliases()), region)
+        for geo in ("us", "eu", "apac", "us-gov", "jp", "au", "ca", "global"):
+            assert profiles.model(A, f"{geo}.{CLAUDE}").served_model_id == CHAT_MODEL, (region, geo)
+            got = profiles.get(A, f"{geo}.{CLAUDE}")
+            assert got["inferenceProfileArn"] == f"arn:aws:bedrock:{region}:{A}:inference-profile/{geo}.{CLAUDE}"
+    listed = profiles.list(A, {})["inferenceProfileSummaries"]
+    assert listed and all(p["inferenceProfileId"].startswith("eu.") for p in listed)  # the region's own
+
+
+LLAMA_8B = "meta.llama3-1-8b-instruct-v1:0"  # a hub model of the catalog, never downloaded in tests
+CLIP = "openai.clip-vit-base-patch32-v1:0"  # a hub model too, mapped by pattern to the chat model
+
+
+def test_a_catalog_model_that_cannot_be_had_here_is_answered_by_its_mapped_model(profiles, monkeypatch):
+    if profiles.catalog.weights_path(profiles.catalog.get(LLAMA_8B)) is not None:
+        pytest.skip(f"{LLAMA_8B}'s weights are on this machine")
+    # Offline (the tests' HF_HUB_OFFLINE): the chat model stands in, and says so.
+    card = profiles.model(A, LLAMA_8B)
+    assert (card.model_id, card.served_by, card.provider) == (LLAMA_8B, CHAT_MODEL, "Meta")
+    assert profiles.model(A, f"eu.{LLAMA_8B}").served_model_id == CHAT_MODEL
+    assert profiles.served_model_id(A, LLAMA_8B) == CHAT_MODEL
+    assert profiles.authorization_arns(A, LLAMA_8B)[-1] == CHAT_ARN  # IAM sees the model that answers
+    assert profiles.model(A, CLIP).served_by == ""  # the pattern's model does not embed images: no stand-in
+    # Online, a hub that would hand the weights out keeps the card (it fetches them on first use as before);
+    # one that refuses (no network, a gated repository) is asked once in a while, not once a request.
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url, timeout: asked.append(url))
+    assert profiles.model(A, LLAMA_8B).served_by == ""
+    profiles._probes.clear()
+
+    def refuse(url, timeout):
+        asked.append(url)
+        raise OSError("no network")
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", refuse)
+    assert profiles.model(A, LLAMA_8B).served_by == profiles.model(A, LLAMA_8B).served_by == CHAT_MODEL
+    assert len(asked) == 2 and asked[-1].endswith("config.json")
