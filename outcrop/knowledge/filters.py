@@ -20,8 +20,10 @@ equals matches an attribute of the value's own type with an equal value (numbers
 a string "3" is not the number 3); greaterThan and the like compare numbers; in matches an attribute equal to
 any member; startsWith a string with that prefix; listContains a list with that member; stringContains a string
 with that substring or a list with a member that has it. notEquals and notIn are the negations, so they also
-match documents that lack the key. andAll and orAll take 2 to 5 filters and nest up to 5 levels deep (the
-top filter is level 1).
+match documents that lack the key: bedrock-agent-runtime's RetrievalFilter documents exactly that for notEquals
+("The key is not present in the document"); its notIn text says only "contain ... whose value isn't in the
+list", and is read the same way, as `in`'s negation. andAll and orAll take 2 to 5 filters and nest up to 5
+levels deep (the top filter is level 1).
 """
 
 from __future__ import annotations

@@ -22,11 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from outcrop.iam.scoped_store import ScopedStore
 from outcrop.knowledge import chunking, parsing
-from outcrop.knowledge.service import abandon_documents, read_permissions, source_prefixes, store_for
+from outcrop.knowledge.service import (
+    abandon_documents,
+    purge_deleted,
+    read_permissions,
+    source_prefixes,
+    store_for,
+)
 from outcrop.knowledge.store import ChunkRecord, VectorStore
 from outcrop.knowledge.tables import (
     DataSourceRow,
@@ -50,6 +56,8 @@ MAX_REASONS = 100
 #: Metadata keys Bedrock reserves and sets on every chunk; retrieval results carry them.
 SOURCE_URI, CHUNK_ID, DATA_SOURCE_ID = ("x-amz-bedrock-kb-source-uri", "x-amz-bedrock-kb-chunk-id",
                                         "x-amz-bedrock-kb-data-source-id")
+#: A directly ingested document's statuses while its job has yet to index it.
+_WAITING = (DocumentStatus.STARTING, DocumentStatus.IN_PROGRESS)
 _MIME_EXTENSIONS = {"text/plain": ".txt", "text/markdown": ".md", "text/html": ".html", "text/csv": ".csv",
                     "application/pdf": ".pdf",
                     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx"}
@@ -85,6 +93,10 @@ def run(ctx: jobs.JobContext) -> str | None:
     role = services.iam.check_role(kb.role_arn, kb.account_id,
                                    read_permissions(source) if source.configuration["type"] == "S3" else [])
     objects = ScopedStore(services.store, services.iam, role)
+    store = store_for(kb, settings)
+    # Documents deleted while an earlier job ran and ended without removing their tombstones: gone first,
+    # so that nothing below takes their rows for indexed documents.
+    purge_deleted(db, store, source.data_source_id)
     with db.session() as session:
         indexed = {r.identifier: r for r in session.scalars(select(DocumentRow).where(
             DocumentRow.data_source_id == source.data_source_id))}
@@ -92,7 +104,6 @@ def run(ctx: jobs.JobContext) -> str | None:
         pending, gone = _plan_sync(objects, source, indexed, statistics)
     else:
         pending, gone = _plan_documents(objects, source, job.documents, indexed), []
-    store = store_for(kb, settings)
 
     # 2. Gone from the bucket: gone from the index.
     if gone:
@@ -112,23 +123,32 @@ def run(ctx: jobs.JobContext) -> str | None:
     def embed(texts: list[str]):
         return runtime.embed_texts(caller, model_id, texts, "IngestionJob").numpy()
 
+    direct = job.documents is not None
     done = 0
-    for start in range(0, len(pending), BATCH_DOCUMENTS):
-        if ctx.should_stop():
-            _finish(db, job_id, IngestionJobStatus.STOPPED, statistics, reasons)
-            if job.documents is not None:
-                with db.session() as session:
-                    abandon_documents(session, source.data_source_id, "The ingestion job was stopped")
-            return JobState.STOPPED
-        batch = pending[start:start + BATCH_DOCUMENTS]
-        _index(batch, source, kb, store, tokenizer, config, embed, db, statistics, reasons)
-        done += len(batch)
-        _update(db, job_id, statistics=dict(statistics))
-        ctx.report({"percent": round(100 * done / len(pending), 1), "documents": done, "totalDocuments":
-                    len(pending), "failed": statistics["numberOfDocumentsFailed"]}, force=done == len(pending))
-    store.optimize()  # the full-text index takes in the new chunks; an ANN index once the table is big
-    _finish(db, job_id, IngestionJobStatus.COMPLETE, statistics, reasons)
-    return None
+    try:
+        for start in range(0, len(pending), BATCH_DOCUMENTS):
+            if ctx.should_stop():
+                _finish(db, job_id, IngestionJobStatus.STOPPED, statistics, reasons)
+                if direct:
+                    with db.session() as session:
+                        abandon_documents(session, source.data_source_id, "The ingestion job was stopped")
+                return JobState.STOPPED
+            batch = pending[start:start + BATCH_DOCUMENTS]
+            _index(batch, source, kb, store, tokenizer, config, embed, db, statistics, reasons, direct)
+            done += len(batch)
+            _update(db, job_id, statistics=dict(statistics))
+            ctx.report({"percent": round(100 * done / len(pending), 1), "documents": done, "totalDocuments":
+                        len(pending), "failed": statistics["numberOfDocumentsFailed"]}, force=done == len(pending))
+        store.optimize()  # the full-text index takes in the new chunks; an ANN index once the table is big
+        _finish(db, job_id, IngestionJobStatus.COMPLETE, statistics, reasons)
+        return None
+    finally:
+        # After the job's status left the running ones (or as it fails): a delete from now on removes its own
+        # tombstones, and those written while the job ran go here (else at the next job's start).
+        try:
+            purge_deleted(db, store, source.data_source_id)
+        except Exception:  # never in place of the job's own outcome
+            log.exception("removing the documents deleted during ingestion job %s", job_id)
 
 
 def on_failure(db: Database, runner_job_id: str, message: str) -> None:
@@ -240,8 +260,17 @@ def _fingerprint(document: str, metadata: str) -> str:
 
 def _index(batch: list[Pending], source: DataSourceRow, kb: KnowledgeBaseRow, store: VectorStore, tokenizer: Any,
            config: dict[str, Any] | None, embed: Callable, db: Database, statistics: dict[str, int],
-           reasons: list[str]) -> None:
-    """Parse and chunk each document of the batch, embed every chunk in one pass, write them in one go."""
+           reasons: list[str], direct: bool = False) -> None:
+    """Parse and chunk each document of the batch, embed every chunk in one pass, write them in one go, and
+    record them; a document deleted (DeleteKnowledgeBaseDocuments) since it was queued is dropped."""
+    records, outcome = _prepare(batch, source, tokenizer, config, embed)
+    kept = _write(batch, records, source, store, db, direct)
+    _record(kept, outcome, source, kb, store, db, statistics, reasons, direct)
+
+
+def _prepare(batch: list[Pending], source: DataSourceRow, tokenizer: Any, config: dict[str, Any] | None,
+             embed: Callable) -> tuple[list[ChunkRecord], dict[str, tuple[str, str | None, int]]]:
+    """The batch's chunks with their vectors, and each document's outcome (status, reason, chunks)."""
     records: list[ChunkRecord] = []
     embedded: list[str] = []
     outcome: dict[str, tuple[str, str | None, int]] = {}
@@ -273,20 +302,55 @@ def _index(batch: list[Pending], source: DataSourceRow, kb: KnowledgeBaseRow, st
     if embedded:
         vectors = embed(embedded)
         records = [ChunkRecord(**{**r.__dict__, "vector": vectors[i].tolist()}) for i, r in enumerate(records)]
-    # Failed documents leave the index too: a changed file that no longer parses must not answer with its
-    # old text.
-    store.replace_documents([_document_id(source, d.identifier) for d in batch], records)
-    now = utc_now()
+    return records, outcome
+
+
+def _wanted(db: Database, ds_id: str, identifiers: list[str], direct: bool) -> set[str]:
+    """Those of `identifiers` not deleted since the job took them: a directly ingested document still waits
+    (STARTING or IN_PROGRESS: its row was made so by the request, and a delete turns it to DELETING or
+    removes it); a synced one is anything but a tombstone (a new file has no row yet)."""
     with db.session() as session:
-        for doc in batch:
+        status = dict(session.execute(select(DocumentRow.identifier, DocumentRow.status).where(
+            DocumentRow.data_source_id == ds_id, DocumentRow.identifier.in_(identifiers))).all())
+    if direct:
+        return {i for i in identifiers if status.get(i) in _WAITING}
+    return {i for i in identifiers if status.get(i) != DocumentStatus.DELETING}
+
+
+def _write(batch: list[Pending], records: list[ChunkRecord], source: DataSourceRow, store: VectorStore,
+           db: Database, direct: bool) -> list[Pending]:
+    """The chunks of the batch's documents that are still wanted, written in one commit; those documents."""
+    wanted = _wanted(db, source.data_source_id, [d.identifier for d in batch], direct)
+    kept = [doc for doc in batch if doc.identifier in wanted]
+    if kept:
+        # Failed documents leave the index too: a changed file that no longer parses must not answer with its
+        # old text.
+        ids = {_document_id(source, d.identifier) for d in kept}
+        store.replace_documents(sorted(ids), [r for r in records if r.document_id in ids])
+    return kept
+
+
+def _record(kept: list[Pending], outcome: dict[str, tuple[str, str | None, int]], source: DataSourceRow,
+            kb: KnowledgeBaseRow, store: VectorStore, db: Database, statistics: dict[str, int],
+            reasons: list[str], direct: bool) -> None:
+    """Each written document's row, set only while the document is still wanted (one conditional UPDATE, so
+    a delete that came after `_write` is never overwritten); one deleted meanwhile loses its chunks again."""
+    now = utc_now()
+    dropped = []
+    with db.session() as session:
+        for doc in kept:
             status, reason, count = outcome[doc.identifier]
-            row = session.get(DocumentRow, (source.data_source_id, doc.identifier)) or DocumentRow(
-                data_source_id=source.data_source_id, identifier=doc.identifier,
-                knowledge_base_id=kb.knowledge_base_id, account_id=kb.account_id,
-                source_type=source.configuration["type"])
-            row.fingerprint = doc.fingerprint if status == DocumentStatus.INDEXED else None
-            row.status, row.status_reason, row.chunks, row.updated_at = status, reason, count, now
-            session.merge(row)
+            key = (DocumentRow.data_source_id == source.data_source_id, DocumentRow.identifier == doc.identifier)
+            still = DocumentRow.status.in_(_WAITING) if direct else DocumentRow.status != DocumentStatus.DELETING
+            values = {"fingerprint": doc.fingerprint if status == DocumentStatus.INDEXED else None,
+                      "status": status, "status_reason": reason, "chunks": count, "updated_at": now}
+            if not session.execute(update(DocumentRow).where(*key, still).values(**values)).rowcount:
+                if direct or session.scalar(select(func.count()).select_from(DocumentRow).where(*key)):
+                    dropped.append(doc.identifier)
+                    continue
+                session.add(DocumentRow(data_source_id=source.data_source_id, identifier=doc.identifier,
+                                        knowledge_base_id=kb.knowledge_base_id, account_id=kb.account_id,
+                                        source_type=source.configuration["type"], **values))
             if status == DocumentStatus.FAILED:
                 statistics["numberOfDocumentsFailed"] += 1
                 if len(reasons) < MAX_REASONS:
@@ -297,6 +361,8 @@ def _index(batch: list[Pending], source: DataSourceRow, kb: KnowledgeBaseRow, st
                 statistics["numberOfNewDocumentsIndexed"] += 1
             else:
                 statistics["numberOfModifiedDocumentsIndexed"] += 1
+    if dropped:
+        store.delete_documents([_document_id(source, i) for i in dropped])
 
 
 def _plain(value: Any) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete
 
 from outcrop.errors import ValidationException
@@ -48,6 +49,10 @@ DEFAULT_PROMPT = (
 OUTPUT_FORMAT = "Write the answer as plain sentences."
 #: Turns of a session kept in the prompt (the oldest go first).
 SESSION_TURNS = 5
+#: Earlier questions of a session searched with a new one, and the new one's weight against theirs
+#: (`conversation_query`; chosen on follow-ups and changes of subject, tests/unit/knowledge/test_retrieval.py).
+CONTEXT_QUESTIONS = 2
+QUESTION_WEIGHT = 2.0
 #: Share of a sentence's words that must appear in a passage for the passage to be cited for it.
 CITATION_OVERLAP = 0.5
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -114,16 +119,21 @@ class Retrieval:
         return {"retrievalResults": [retrieval_result(hit) for hit in hits]}
 
     def search(self, caller: Caller, kb_id: str, query: str, configuration: dict[str, Any] | None,
-               path: str) -> list[Hit]:
+               path: str, earlier: list[str] | None = None) -> list[Hit]:
+        """The passages for `query`; `earlier`: the questions before it in a conversation (newest first), which
+        the search takes in with it (`conversation_query`)."""
         kb = self.knowledge.row(caller.principal.account_id, kb_id)
         count, search_type, where = search_plan(configuration, path)
         if not query.strip():
             raise ValidationException(f"The query text is empty ({path})")
-        embedded = self.runtime.embed_texts(caller, kb.embedding_model_id, [query], "Retrieve")[0].tolist()
+        earlier = [q for q in earlier or [] if q.strip()]
+        texts = [query, "\n".join(earlier)] if earlier else [query]
+        vectors = self.runtime.embed_texts(caller, kb.embedding_model_id, texts, "Retrieve").numpy()
+        embedded, words = conversation_query(query, earlier, vectors)
         store = store_for(kb, self.settings)
         # Hierarchical chunks answer with their parent: children of one parent count once.
         hits, seen = [], set()
-        for hit in store.search(embedded, query, count * 3, search_type, where):
+        for hit in store.search(embedded, words, count * 3, search_type, where):
             if hit.context not in seen:
                 seen.add(hit.context)
                 hits.append(hit)
@@ -213,8 +223,9 @@ class Retrieval:
             raise ValidationException(f"{path} is required when type is KNOWLEDGE_BASE")
         orchestration = kb_config.get("orchestrationConfiguration") or {}
         if orchestration:
-            raise ValidationException(f"{path}.orchestrationConfiguration (query rewriting) is not supported on this "
-                                      "server; the question is searched as asked")
+            raise ValidationException(f"{path}.orchestrationConfiguration (query rewriting by a model) is not "
+                                      "supported on this server; the question is searched as asked, with the "
+                                      "session's earlier questions")
         generation = kb_config.get("generationConfiguration") or {}
         template = (generation.get("promptTemplate") or {}).get("textPromptTemplate") or DEFAULT_PROMPT
         if SEARCH_RESULTS not in template:
@@ -234,7 +245,7 @@ class Retrieval:
                                   blocked=checked["outputs"][0]["text"])
                 question, masked = checked["outputs"][0]["text"], True
         hits = self.search(caller, kb_config["knowledgeBaseId"], question, kb_config.get("retrievalConfiguration"),
-                           f"{path}.retrievalConfiguration")
+                           f"{path}.retrievalConfiguration", earlier_questions(turns))
         system = (template.replace(SEARCH_RESULTS, _numbered(hits))
                   .replace("$output_format_instructions$", OUTPUT_FORMAT).replace("$query$", question))
         messages = []
@@ -296,6 +307,25 @@ class Retrieval:
                                           created_at=now, updated_at=now))
             else:
                 row.turns, row.updated_at = turns, now
+
+
+def earlier_questions(turns: list[dict[str, str]]) -> list[str]:
+    """The questions of a session's last turns that a new question is searched with, newest first (a question
+    the guardrail blocked is not searched)."""
+    return [t["question"] for t in reversed(turns) if t["question"] != BLOCKED_QUESTION][:CONTEXT_QUESTIONS]
+
+
+def conversation_query(question: str, earlier: list[str], vectors: np.ndarray) -> tuple[list[float], str]:
+    """The vector and the words a session's question is searched with. A follow-up ("And how many of them roll
+    over?") often names nothing the documents hold. Bedrock has a model rewrite it into a standalone question,
+    which a small model does unreliably; Outcrop searches, deterministically, with the question's unit vector
+    (`vectors[0]`) plus the earlier questions' (`vectors[1]`, embedded together) at half its weight, so that
+    the conversation's subject is found and a question on a new subject still wins. The full-text side
+    (HYBRID) reads the question's words and the earlier ones'."""
+    if not earlier:
+        return vectors[0].tolist(), question
+    mixed = QUESTION_WEIGHT * vectors[0] + vectors[1]
+    return (mixed / np.linalg.norm(mixed)).tolist(), "\n".join([question, *earlier])
 
 
 def cite(answer: str, hits: list[Hit]) -> list[dict[str, Any]]:

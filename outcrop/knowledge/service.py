@@ -14,7 +14,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from outcrop.catalog.cards import FoundationModel
 from outcrop.errors import ConflictException, ResourceNotFoundException, ValidationException
@@ -254,12 +254,20 @@ class KnowledgeBases:
         return {"knowledgeBaseId": kb_id, "knowledgeBaseArn": row.arn, "status": KnowledgeBaseStatus.DELETING}
 
     def _no_running_job(self, kb_id: str, doing: str) -> None:
-        with self.db.session() as session:
-            running = session.scalars(select(IngestionJobRow).where(
-                IngestionJobRow.knowledge_base_id == kb_id, IngestionJobRow.status.in_(RUNNING))).first()
-        if running is not None and self._settle(running).status in RUNNING:
+        running = self._running_job(IngestionJobRow.knowledge_base_id == kb_id)
+        if running is not None:
             raise ConflictException(f"Cannot {doing} while the ingestion job {running.ingestion_job_id} is "
                                     f"{running.status}")
+
+    def _running_job(self, *where: Any) -> IngestionJobRow | None:
+        """The ingestion job still running among those `where` selects (one per knowledge base at most)."""
+        with self.db.session() as session:
+            running = session.scalars(select(IngestionJobRow).where(
+                *where, IngestionJobRow.status.in_(RUNNING))).first()
+        if running is None:
+            return None
+        settled = self._settle(running)
+        return settled if settled.status in RUNNING else None
 
     # -- data sources -----------------------------------------------------------------------------
 
@@ -423,14 +431,22 @@ class KnowledgeBases:
             return row
         with self.db.session() as session:
             fresh = session.get(IngestionJobRow, row.ingestion_job_id)
-            if fresh.status in RUNNING:  # the job itself may have finished in between
+            settled = fresh.status in RUNNING  # the job itself may have finished in between
+            if settled:
                 fresh.status, fresh.updated_at = outcome, utc_now()
                 if outcome == IngestionJobStatus.FAILED:
                     reason = (runner.message if runner else None) or "The job ended without reporting its outcome"
                     fresh.failure_reasons = [*(fresh.failure_reasons or []), reason]
                 if fresh.documents is not None:
                     abandon_documents(session, fresh.data_source_id, f"The ingestion job was {outcome.lower()}")
-            return fresh
+            kb_id, ds_id = fresh.knowledge_base_id, fresh.data_source_id
+        if settled:  # documents deleted while it ran are not waited for any more
+            with self.db.session() as session:
+                kb = session.scalars(select(KnowledgeBaseRow).where(
+                    KnowledgeBaseRow.knowledge_base_id == kb_id)).first()
+            if kb is not None:
+                purge_deleted(self.db, store_for(kb, self.settings), ds_id)
+        return fresh
 
     def get_ingestion_job(self, account: str, kb_id: str, ds_id: str, job_id: str) -> dict[str, Any]:
         row = self._job_row(account, kb_id, ds_id, job_id)
@@ -504,13 +520,19 @@ class KnowledgeBases:
         kind = source.configuration["type"]
         identifiers = [_identifier(d, kind, f"documentIdentifiers[{i}]")
                        for i, d in enumerate(params["documentIdentifiers"])]
-        # No wait for a running job: LanceDB commits concurrent writes in turn (a document the job is
-        # indexing this very moment may come back; Bedrock says as much of its own direct ingestion).
-        store_for(kb, self.settings).delete_documents([f"{ds_id}:{i}" for i in identifiers])
         details = self._details(kb_id, ds_id, identifiers, kind, DocumentStatus.DELETING)
+        # The delete wins over a running job without waiting for it: the rows become tombstones (DELETING)
+        # first, then the chunks go. A job checks a document's row before it writes the document's chunks
+        # and again as it records it (knowledge/job.py), and drops a tombstoned one, its chunks included.
+        # The tombstones go once no job of the data source runs: here, or when that job ends.
         with self.db.session() as session:
-            session.execute(delete(DocumentRow).where(DocumentRow.data_source_id == ds_id,
-                                                      DocumentRow.identifier.in_(identifiers)))
+            session.execute(update(DocumentRow).where(
+                DocumentRow.data_source_id == ds_id, DocumentRow.identifier.in_(identifiers)).values(
+                status=DocumentStatus.DELETING, status_reason=None, updated_at=utc_now()))
+        store = store_for(kb, self.settings)
+        store.delete_documents([f"{ds_id}:{i}" for i in identifiers])
+        if self._running_job(IngestionJobRow.data_source_id == ds_id) is None:
+            purge_deleted(self.db, None, ds_id, identifiers)  # the chunks went just now
         return {"documentDetails": details}
 
     def get_documents(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -645,6 +667,25 @@ def _storable(document: dict[str, Any]) -> dict[str, Any]:
     document = copy.deepcopy(document)
     document["content"]["custom"]["inlineContent"]["byteContent"]["data"] = base64.b64encode(data).decode()
     return document
+
+
+def purge_deleted(db: Database, store: VectorStore | None, ds_id: str, identifiers: list[str] | None = None) -> None:
+    """The tombstones (DELETING rows) of the data source go, with any chunks of theirs a job wrote after the
+    delete removed them (`store`; None when the caller has just removed them). `identifiers`: only those."""
+    query = select(DocumentRow.identifier).where(DocumentRow.data_source_id == ds_id,
+                                                 DocumentRow.status == DocumentStatus.DELETING)
+    if identifiers is not None:
+        query = query.where(DocumentRow.identifier.in_(identifiers))
+    with db.session() as session:
+        deleted = list(session.scalars(query))
+    if not deleted:
+        return
+    if store is not None:
+        store.delete_documents([f"{ds_id}:{i}" for i in deleted])
+    with db.session() as session:  # only rows still tombstones: one ingested again since is kept
+        session.execute(delete(DocumentRow).where(DocumentRow.data_source_id == ds_id,
+                                                  DocumentRow.identifier.in_(deleted),
+                                                  DocumentRow.status == DocumentStatus.DELETING))
 
 
 def abandon_documents(session: Any, ds_id: str, reason: str) -> None:

@@ -173,6 +173,25 @@ def test_retrieve_and_generate_cites_the_file_it_used(server, kb):
     assert code == "ValidationException"
 
 
+def test_a_follow_up_in_a_session_is_searched_with_the_conversation(server, kb):
+    """A follow-up that names nothing of the documents, searched alone, finds another one first; in its session
+    it is searched with the question before it, and the answer cites the document the conversation is about."""
+    follow_up = "What happens to them before they are used?"
+    assert _names(_retrieve(server, kb, follow_up))[0] != "coffee.md"
+    runtime = server.client("bedrock-agent-runtime")
+    configuration = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+        "knowledgeBaseId": kb["id"], "modelArn": SMOLLM2,
+        "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": 1}},
+        "generationConfiguration": {"inferenceConfig": {"textInferenceConfig": {"maxTokens": 30,
+                                                                                "temperature": 0}}}}}
+    first = runtime.retrieve_and_generate(input={"text": "Where was coffee first grown?"},
+                                          retrieveAndGenerateConfiguration=configuration)
+    answer = runtime.retrieve_and_generate(input={"text": follow_up}, sessionId=first["sessionId"],
+                                           retrieveAndGenerateConfiguration=configuration)
+    cited = {ref["location"]["s3Location"]["uri"] for c in answer["citations"] for ref in c["retrievedReferences"]}
+    assert cited == {f"s3://{BUCKET}/docs/coffee.md"}, answer
+
+
 def test_retrieve_and_generate_under_a_guardrail(server, kb):
     guardrail = server.client("bedrock").create_guardrail(
         name="kb-guard", blockedInputMessaging="Not about that.", blockedOutputsMessaging="Cannot say.",
@@ -259,6 +278,9 @@ def test_documents_ingested_directly_are_found_and_deleted(server, kb):
     agent = server.client("bedrock-agent")
     source = agent.create_data_source(knowledgeBaseId=kb["id"], name="direct", dataSourceConfiguration={
         "type": "CUSTOM"})["dataSource"]["dataSourceId"]
+    # Created without one, it answers none (as Bedrock does), and chunks with the default.
+    assert "vectorIngestionConfiguration" not in agent.get_data_source(knowledgeBaseId=kb["id"],
+                                                                       dataSourceId=source)["dataSource"]
     identifier = {"dataSourceType": "CUSTOM", "custom": {"id": "note-1"}}
     page = b"<html><body><p>The office cat is a tabby called Biscuit.</p></body></html>"
     details = agent.ingest_knowledge_base_documents(knowledgeBaseId=kb["id"], dataSourceId=source, documents=[{
