@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import ipaddress
 import logging
 import os
 import signal
@@ -16,18 +17,21 @@ from ssl import SSLError
 
 import h2.events
 import h2.exceptions
+import h11
 import hypercorn.protocol
+from h2.stream import StreamState
 from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.utils import wrap_app
 from hyperframe.frame import GoAwayFrame
 
 from outcrop import __version__
-from outcrop.api.asgi import is_loopback
+from outcrop.api.asgi import Networks, behind_proxies, in_networks, ip_address, is_loopback
 from outcrop.iam.credentials import read_credentials
 from outcrop.platform.config import Settings, load_settings
 from outcrop.platform.tls import self_signed
@@ -80,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if not settings.auth_enabled:
         print(f"  WARNING      authentication is OFF (OUTCROP_AUTH={settings.auth}): every request acts as the "
               f"root of account {services.iam.default_account()}. Use this for local experiments only.", flush=True)
-    server = HttpServer(BedrockApp(services), settings.host, settings.port, HttpLimits.from_settings(settings),
+    if settings.trusted_proxies:
+        print(f"  proxies      X-Forwarded-For/-Proto believed from {settings.trusted_proxies}", flush=True)
+    app = behind_proxies(BedrockApp(services), settings.trusted_proxy_networks)
+    server = HttpServer(app, settings.host, settings.port, HttpLimits.from_settings(settings),
                         certfile=tls.get("certfile"), keyfile=tls.get("keyfile"))
     return server.run()
 
@@ -98,6 +105,12 @@ def _console_key(settings) -> str:
     return f"sign in with access key ID {found[0]} and secret {found[1]}"
 
 
+#: This machine's addresses, which the per-address connection cap does not count.
+LOOPBACK: Networks = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+#: What a connection whose request body stalled gets before it is closed (HTTP/1.1; HTTP/2 gets a GOAWAY).
+REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
 @dataclass(frozen=True)
 class HttpLimits:
     """What one client can hold of the HTTP server; `outcrop serve` takes them from the http_* settings."""
@@ -107,8 +120,17 @@ class HttpLimits:
     header_timeout: float = Settings.http_header_timeout_seconds
     #: Seconds an idle connection is kept after a response (never more than `header_timeout`).
     keep_alive: float = Settings.http_keep_alive_seconds
+    #: Seconds a request body may go without a byte, and its grace before `body_min_rate` applies.
+    body_timeout: float = Settings.http_body_timeout_seconds
+    #: Bytes a second a request body must average after `body_timeout` (0: none).
+    body_min_rate: int = Settings.http_body_min_bytes_per_second
     #: Open connections; one beyond is closed at once.
     max_connections: int = Settings.http_max_connections
+    #: Open connections from one address outside `uncounted`; one beyond is closed at once.
+    max_connections_per_address: int = Settings.http_max_connections_per_address
+    #: Addresses whose connections `max_connections_per_address` does not count: this machine, and the
+    #: trusted proxies (each carries many clients).
+    uncounted: Networks = LOOPBACK
     #: Bytes of an HTTP/1.1 request line plus headers, and of an HTTP/2 header list.
     max_header_bytes: int = Settings.http_max_header_bytes
     #: HTTP/2 streams (requests) one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
@@ -122,7 +144,12 @@ class HttpLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
         return cls(header_timeout=settings.http_header_timeout_seconds, keep_alive=settings.http_keep_alive_seconds,
-                   max_connections=settings.http_max_connections, max_header_bytes=settings.http_max_header_bytes,
+                   body_timeout=settings.http_body_timeout_seconds,
+                   body_min_rate=settings.http_body_min_bytes_per_second,
+                   max_connections=settings.http_max_connections,
+                   max_connections_per_address=settings.http_max_connections_per_address,
+                   uncounted=LOOPBACK + settings.trusted_proxy_networks,
+                   max_header_bytes=settings.http_max_header_bytes,
                    max_streams=settings.http2_max_concurrent_streams,
                    max_requests_per_connection=settings.http_max_requests_per_connection)
 
@@ -147,8 +174,9 @@ class HttpServer:
     """HTTP/1.1, h2c (prior knowledge or `Upgrade: h2c`) and, under TLS, h2 by ALPN, all on one port.
 
     The protocols are hypercorn's (h11 and h2); the accept loop is ours, in place of
-    `hypercorn.asyncio.serve`, for what hypercorn lacks: a cap on open connections, a header deadline
-    that also covers HTTP/2 by prior knowledge (see `_Connection`), a graceful stop that ends as planned
+    `hypercorn.asyncio.serve`, for what hypercorn lacks: a cap on open connections, in all and per client
+    address, a header deadline that also covers HTTP/2 by prior knowledge and a deadline on request bodies
+    (see `_Connection`), a graceful stop that ends as planned
     (on SIGTERM or SIGINT running requests get `graceful_timeout` seconds, a second signal cuts that
     short; then the app's lifespan shutdown closes the database), and a server that tests can run in a
     thread and stop.
@@ -205,16 +233,31 @@ class HttpServer:
             raise lifespan_task.exception()
         context = WorkerContext(None)
         connections: set[asyncio.Task] = set()
+        per_address: dict[str, int] = {}  # open connections of each counted address
         limits, config = self.limits, self.config
 
         async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if len(connections) >= limits.max_connections:
-                writer.close()  # beyond the cap: closed at once, not held open to be answered later
+            peer = writer.get_extra_info("peername")
+            address = ip_address(peer[0]) if isinstance(peer, tuple) and peer else None
+            counted = str(address) if address is not None and not in_networks(str(address), limits.uncounted) \
+                else None
+            if len(connections) >= limits.max_connections or (
+                    counted is not None and per_address.get(counted, 0) >= limits.max_connections_per_address):
+                writer.close()  # beyond a cap: closed at once, not held open to be answered later
                 return
             task = asyncio.current_task()
             connections.add(task)
             task.add_done_callback(connections.discard)
-            await _Connection(app, loop, config, context, state, reader, writer, limits=limits)
+            if counted is not None:
+                per_address[counted] = per_address.get(counted, 0) + 1
+            try:
+                await _Connection(app, loop, config, context, state, reader, writer, limits=limits)
+            finally:
+                if counted is not None:
+                    if per_address[counted] <= 1:
+                        del per_address[counted]
+                    else:
+                        per_address[counted] -= 1
 
         ssl = config.create_ssl_context()
         try:
@@ -259,7 +302,7 @@ async def _end_lifespan(lifespan: Lifespan, task: asyncio.Task) -> None:
 
 
 class _Connection(TCPServer):
-    """One client connection, hypercorn's, with a deadline for each request's headers.
+    """One client connection, hypercorn's, with a deadline for each request's headers and body.
 
     hypercorn's idle timer runs whenever a connection has no request in progress (from when it opens,
     after an HTTP/1.1 response, when the last HTTP/2 stream closes) and stops when a request's headers
@@ -271,6 +314,13 @@ class _Connection(TCPServer):
     turns to HTTP/2 with no stream open. An idle HTTP/2 connection is closed with a GOAWAY, so that a
     client's request racing the close is refused as unprocessed (and retried) rather than lost. And a
     GOAWAY from the client lets its streams finish (`_Http2`).
+
+    Since the idle timer stops once a request's headers are in, its body is timed here, in the read loop:
+    while a body is still to come (HTTP/1.1 `their_state` SEND_BODY, or an HTTP/2 stream the client has
+    not ended) each read waits at most `body_timeout`, and after that grace the body must keep up
+    `body_min_rate` (one byte a second must not hold a connection for hours). A body that stalls gets 408
+    (HTTP/1.1, when no answer has begun) and the connection is closed. Once the body is in, the client may
+    say nothing for as long as its answer takes.
     """
 
     def __init__(self, *args, limits: HttpLimits) -> None:
@@ -279,6 +329,9 @@ class _Connection(TCPServer):
         self._after_response = min(limits.keep_alive, limits.header_timeout)
         self._timer_running = True  # TCPServer.run starts it when the connection opens
         self._http2_seen = False
+        self._limits = limits
+        self._body_started: float | None = None  # when the current wait for request bodies began
+        self._body_bytes = 0  # bytes read since then
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, Updated):
@@ -287,12 +340,31 @@ class _Connection(TCPServer):
                 self._idle_seconds = self._after_response
         await super().protocol_send(event)
 
-    async def _read_data(self) -> None:  # TCPServer's, plus the switch to HTTP/2 and protocol errors
+    async def _read_data(self) -> None:
+        try:
+            await self._read_loop()
+        finally:
+            # Nothing more will be read: the idle timer has nothing left to time. (hypercorn leaves it running,
+            # and its task group waits for it, so a connection the client closed kept its place, in the caps
+            # too, until the timer fired.)
+            await self.idle_task.stop()
+
+    async def _read_loop(self) -> None:  # TCPServer's _read_data, plus body deadlines, HTTP/2's switch and errors
         while not self.reader.at_eof():
+            wait = self._body_wait()
             try:
-                data = await asyncio.wait_for(self.reader.read(MAX_RECV), self.config.read_timeout)
-            except (ConnectionError, OSError, TimeoutError, SSLError):
+                if wait is not None and wait <= 0:
+                    raise TimeoutError
+                data = await asyncio.wait_for(self.reader.read(MAX_RECV), wait)
+            except TimeoutError:
+                if wait is not None:
+                    await self._body_timed_out()
+                    return
                 break
+            except (ConnectionError, OSError, SSLError):
+                break
+            if self._body_started is not None:
+                self._body_bytes += len(data)
             try:
                 await self.protocol.handle(RawData(data))
             except Exception as exc:  # hypercorn could not take it (a malformed HTTP2-Settings): one line, not a trace
@@ -307,6 +379,44 @@ class _Connection(TCPServer):
                     self._timer_running = True
                     await self.idle_task.restart(self._task_group, self._idle_timeout)
         await self.protocol.handle(Closed())
+
+    def _body_wait(self) -> float | None:
+        """Seconds the next read may wait while a request body is awaited; None when none is."""
+        if not self._awaiting_body():
+            self._body_started = None
+            return None
+        now = self.loop.time()
+        if self._body_started is None:
+            self._body_started, self._body_bytes = now, 0
+        limits = self._limits
+        if limits.body_min_rate <= 0:
+            return limits.body_timeout
+        deadline = self._body_started + limits.body_timeout + self._body_bytes / limits.body_min_rate
+        return min(limits.body_timeout, deadline - now)
+
+    def _awaiting_body(self) -> bool:
+        """Whether a request in progress still has body to come from the client."""
+        protocol = getattr(self, "protocol", None)
+        inner = getattr(protocol, "protocol", None)
+        if isinstance(inner, H11Protocol):
+            connection = inner.connection
+            return (inner.stream is not None and isinstance(connection, h11.Connection)
+                    and connection.their_state is h11.SEND_BODY)
+        if isinstance(inner, H2Protocol):
+            return any(stream.state_machine.state in (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
+                       for stream in list(inner.connection.streams.values()))
+        return False
+
+    async def _body_timed_out(self) -> None:
+        inner = self.protocol.protocol
+        log.info("closing a connection from %s: its request body stalled (%d bytes in %.1fs)",
+                 self.writer.get_extra_info("peername"), self._body_bytes,
+                 self.loop.time() - (self._body_started or self.loop.time()))
+        if (isinstance(inner, H11Protocol) and isinstance(inner.connection, h11.Connection)
+                and inner.connection.our_state is h11.SEND_RESPONSE):  # no answer has begun
+            with contextlib.suppress(Exception):
+                self.writer.write(REQUEST_TIMEOUT)
+        await asyncio.shield(self._initiate_server_close())  # the app sees a disconnect; its answer goes nowhere
 
     async def _close(self) -> None:
         with contextlib.suppress(TimeoutError, SSLError):  # a TLS client that never sent close_notify

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,24 @@ class Settings:
     #: Seconds an idle keep-alive connection (HTTP/1.1 or HTTP/2) is kept after a response; at most
     #: http_header_timeout_seconds. An idle HTTP/2 connection is closed with a GOAWAY.
     http_keep_alive_seconds: int = 5
+    #: Seconds a request's body may go without a byte arriving, and the grace before its minimum rate applies
+    #: (http_body_min_bytes_per_second); then the server answers 408 (HTTP/1.1) and closes the connection.
+    #: A request whose body has arrived is never cut, however long its answer takes.
+    http_body_timeout_seconds: float = 10.0
+    #: Bytes a second a request's body must average once http_body_timeout_seconds have passed: a body is
+    #: given that grace plus one second per this many bytes received (0: no minimum rate, the gap alone).
+    http_body_min_bytes_per_second: int = 1024
     #: Open connections the server holds; one beyond is closed at once.
     http_max_connections: int = 1000
+    #: Open connections from one client address; one beyond is closed at once. Loopback clients and
+    #: trusted_proxies are not counted (a proxy carries many clients).
+    http_max_connections_per_address: int = 100
+    #: Load balancers and reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed:
+    #: comma-separated addresses or CIDR blocks (a list in outcrop.toml). Only for a connection from one of
+    #: them is the client the right-most X-Forwarded-For hop not in this list, and its scheme
+    #: X-Forwarded-Proto's (aws:SourceIp, aws:SecureTransport, the rule that takes bearer keys over HTTPS or
+    #: from this machine only). Empty: forwarded headers are ignored, the client is the connection's peer.
+    trusted_proxies: str = ""
     #: Bytes of a request line plus headers buffered while still incomplete; beyond, the answer is 431
     #: (h11's max_incomplete_event_size; its default of 16 KiB is tight for long ARNs in paths). Also
     #: HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE.
@@ -168,6 +185,19 @@ class Settings:
     @property
     def tls_enabled(self) -> bool:
         return self.tls.strip().lower() in ("on", "true", "1", "yes")
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """trusted_proxies as networks (a bare address is a network of one)."""
+        networks = []
+        for item in self.trusted_proxies.split(","):
+            if item.strip():
+                try:
+                    networks.append(ip_network(item.strip(), strict=False))
+                except ValueError:
+                    raise ValueError(f"setting trusted_proxies: {item.strip()!r} is not an IP address or "
+                                     "CIDR block (such as 10.0.0.5 or 10.0.0.0/24)") from None
+        return tuple(networks)
 
     @property
     def resolved_database_url(self) -> str:
@@ -277,6 +307,7 @@ def load_settings(**overrides: Any) -> Settings:
                 values[f.name] = _coerce(f.name, source[f.name], f.type)
                 break
     settings = dataclasses.replace(Settings(), **values)
+    settings.trusted_proxy_networks  # noqa: B018 - a malformed address is an error at start, not at a request
     for name, allowed in (("job_backend", JOB_BACKENDS), ("engine", ENGINES)):
         if getattr(settings, name) not in allowed:
             raise ValueError(f"setting {name} must be one of {', '.join(allowed)}, got {getattr(settings, name)!r}")

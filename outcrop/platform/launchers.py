@@ -9,31 +9,49 @@ and ends it on request. The same command runs either way, so a job knows nothing
 - `RayJobs` (job_backend = "ray"): Ray jobs submitted to `ray_address` (the head's job API, as for
   `ray job submit`), one submission per attempt (`outcrop-<job id>-<attempt>`). They outlive the server: a
   server that stops leaves them running, and the server that recovers the job watches it again instead of
-  starting it over. The job's output is in Ray's job log, and copied to the job's `job.log` when it ends.
-  Every node of the cluster must reach the same database and object store, see the data dir at the same
-  path (a shared filesystem: job folders, custom model weights) and run Outcrop with the same Python. The
-  server's OUTCROP_* variables go with each job (Ray's dashboard shows them): keep secrets in the data dir's
-  outcrop.toml, which the job reads as the server does. A job's own process asks Ray for no resources, so it
-  runs on the head; the Ray Train workers of a fine-tune take theirs.
+  starting it over. The job's output is in Ray's job log, copied into the job's `job.log` as it runs (every
+  `LOG_POLL_S`, and the rest when it ends). Every node of the cluster must reach the same database and
+  object store, see the data dir at the same path (a shared filesystem: job folders, custom model weights)
+  and run Outcrop with the same Python. A job's own process asks Ray for no resources, so it runs on the
+  head; the Ray Train workers of a fine-tune take theirs.
+
+What reaches Ray, where its dashboard and job API show it to whoever reaches them: the job's command line
+(its id and the data dir), its metadata (the job id and attempt), and two environment variables,
+OUTCROP_DATA_DIR and OUTCROP_CONFIG. The settings themselves, secrets included (the database URL and its
+password, the S3 keys), are the server's as it resolved them (flags, OUTCROP_*, outcrop.toml) written to a
+0600 file in the shared data dir (`ray/settings-<digest>.toml`, `job_settings_file`) that OUTCROP_CONFIG
+names; the HTTP server's own settings and the root key are left out. A Ray node's own OUTCROP_* variables,
+if it has any, win over that file, as the environment does over outcrop.toml.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from outcrop.platform.config import Settings
+from outcrop.platform.config import ENV_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 
 #: Exit statuses the runner reads from a Ray job's end (a Ray job has a status, not an exit status).
 _RAY_EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 143}
+#: Seconds between two copies of a running Ray job's log into its job.log (each asks the head for the log).
+LOG_POLL_S = 5.0
+#: Settings a job's process never reads, kept off the file a Ray job is given: the HTTP server's (these, and
+#: every http_*), and the root key that only a first start writes (the data dir is on the command line).
+_SERVER_ONLY = frozenset({"data_dir", "host", "port", "tls", "tls_certfile", "tls_keyfile", "trusted_proxies",
+                          "root_access_key_id", "root_secret_access_key", "preload_models"})
 
 
 class Launcher(Protocol):
@@ -131,6 +149,8 @@ class RayJobs:
         self._client = None
         self._submissions: dict[str, str] = {}  # job id -> this attempt's submission id
         self._logs: dict[str, Path] = {}
+        self._copied: dict[str, int] = {}  # job id -> characters of Ray's log already in its job.log
+        self._polled: dict[str, float] = {}  # job id -> when its log was last copied (time.monotonic)
 
     @property
     def client(self):  # noqa: ANN201 - Ray's JobSubmissionClient
@@ -164,10 +184,8 @@ class RayJobs:
         return f"outcrop-{job_id}-{attempt}"
 
     def start(self, job_id: str, attempt: int, log_path: Path) -> None:
-        # The job's settings are the server's: the data dir's outcrop.toml, and OUTCROP_* passed on.
-        env = {k: v for k, v in os.environ.items() if k.startswith("OUTCROP_")}
-        env["OUTCROP_DATA_DIR"] = str(self.settings.data_dir)
         submission = self.submission_id(job_id, attempt)
+        env = job_environment(self.settings)
         try:
             self.client.submit_job(entrypoint=shlex.join(job_command(job_id, self.settings)),
                                    submission_id=submission, runtime_env={"env_vars": env},
@@ -184,27 +202,41 @@ class RayJobs:
 
     def _watch(self, job_id: str, submission: str, log_path: Path) -> None:
         self._submissions[job_id], self._logs[job_id] = submission, log_path
+        self._copied[job_id] = _LogOffset(log_path).read(submission)  # what an earlier watcher already copied
+        self._polled[job_id] = 0.0
 
     def ended(self, job_id: str) -> int | None:
         submission = self._submissions[job_id]
         status = self._status(submission)
         if status is None:  # the cluster lost it: as good as a process that died
-            self._logs.pop(job_id)
-            del self._submissions[job_id]
+            self.forget(job_id)
             return 1
         if status not in _RAY_EXIT:
+            if time.monotonic() - self._polled[job_id] >= LOG_POLL_S:
+                self._copy_log(job_id)
             return None
-        self._copy_log(submission, self._logs.pop(job_id))
-        del self._submissions[job_id]
+        self._copy_log(job_id, final=True)
+        self.forget(job_id)
         return _RAY_EXIT[status]
 
-    def _copy_log(self, submission: str, log_path: Path) -> None:
+    def _copy_log(self, job_id: str, final: bool = False) -> None:
+        """Append what Ray's log of the job has beyond what its job.log already has."""
+        submission, log_path = self._submissions[job_id], self._logs[job_id]
+        self._polled[job_id] = time.monotonic()
         try:
             text = self.client.get_job_logs(submission)
-        except Exception as exc:  # the job's ending matters more than its log
-            text = f"(Ray's log of {submission} could not be read: {exc})\n"
+        except Exception as exc:  # the job's ending matters more than its log; a running job's is read again
+            if final:
+                with log_path.open("a", encoding="utf-8", errors="replace") as out:
+                    out.write(f"(Ray's log of {submission} could not be read: {exc})\n")
+            return
+        copied = self._copied.get(job_id, 0)
+        if len(text) <= copied:
+            return
         with log_path.open("a", encoding="utf-8", errors="replace") as out:
-            out.write(text)
+            out.write(text[copied:])
+        self._copied[job_id] = len(text)
+        _LogOffset(log_path).write(submission, len(text))
 
     def terminate(self, job_id: str) -> None:
         submission = self._submissions.get(job_id)
@@ -217,6 +249,8 @@ class RayJobs:
     def forget(self, job_id: str) -> None:
         self._submissions.pop(job_id, None)
         self._logs.pop(job_id, None)
+        self._copied.pop(job_id, None)
+        self._polled.pop(job_id, None)
 
     def recover(self, job_id: str, attempt: int, pid: int | None) -> bool:
         from outcrop.platform.jobs import job_dir
@@ -231,6 +265,72 @@ class RayJobs:
     def close(self) -> None:
         """Ray jobs go on without the server: the one that recovers them watches them again."""
         self._submissions.clear()
+
+
+def job_environment(settings: Settings) -> dict[str, str]:
+    """The environment a Ray job is given: where the data dir is, and the file of its settings (no secret)."""
+    return {ENV_PREFIX + "DATA_DIR": str(settings.data_dir),
+            ENV_PREFIX + "CONFIG": str(job_settings_file(settings))}
+
+
+def job_settings_file(settings: Settings) -> Path:
+    """The server's settings as a job reads them, less `_SERVER_ONLY` and the defaults, in a file of the shared
+    data dir that only its user reads (0600 in a 0700 folder), named by its content: servers and attempts with
+    the same settings share one, and one that is written is never changed."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        value = getattr(settings, field.name)
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if field.name not in _SERVER_ONLY and not field.name.startswith("http") and value != default:
+            values[field.name] = str(value) if isinstance(value, Path) else value
+    text = _toml(values)
+    folder = settings.data_dir / "ray"
+    path = folder / f"settings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.toml"
+    if not path.is_file():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = folder / f".{path.name}.{os.getpid()}"
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(partial, path)
+    return path
+
+
+def _toml(values: dict[str, Any]) -> str:
+    """`values` (strings, numbers, tables of strings) as TOML, checked by reading it back."""
+    def quoted(text: str) -> str:  # JSON's escapes are TOML's; DEL is a control character TOML wants escaped
+        return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+    lines, tables = ["# Written by the Outcrop server for its Ray jobs (launchers.job_settings_file).\n"], []
+    for name, value in sorted(values.items()):
+        if isinstance(value, dict):
+            tables += [f"\n[{name}]\n", *(f"{quoted(k)} = {quoted(v)}\n" for k, v in sorted(value.items()))]
+        else:
+            lines.append(f"{name} = {quoted(value) if isinstance(value, str) else repr(value)}\n")
+    text = "".join(lines + tables)
+    if tomllib.loads(text) != values:
+        raise ValueError("the settings could not be written as TOML for a Ray job")
+    return text
+
+
+class _LogOffset:
+    """How much of a Ray submission's log a job.log holds, beside it: a server that recovers the job (or the
+    same one restarted) goes on from there instead of copying it again."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.path = log_path.with_name(log_path.name + ".ray-copied")
+
+    def read(self, submission: str) -> int:
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return 0
+        return int(saved.get("copied", 0)) if saved.get("submission") == submission else 0
+
+    def write(self, submission: str, copied: int) -> None:
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text(json.dumps({"submission": submission, "copied": copied}))
+        partial.replace(self.path)
 
 
 def _terminate(child: subprocess.Popen, grace: float = 5.0) -> None:

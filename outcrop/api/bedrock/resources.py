@@ -7,7 +7,9 @@ identifier in the request is resolved to the canonical ARN of what it names (a f
 and ARNs of another partition or region are refused (catalog/arns.py). A name that reaches a model
 through another name is authorized against every ARN on the way, as Bedrock does for inference
 profiles: an inference profile's ARN and its model's, and for an alias (anthropic.claude-...) the
-local model's too, so a model a policy denies stays denied whichever name or profile reaches it.
+local model's too; a provisioned throughput's ARN and the model it serves (a custom model's ARN and its
+base foundation model's): so a model a policy denies stays denied whichever name, profile, throughput or
+fine-tune reaches it.
 This is the only place the request path turns identifiers into authorization resources, so a new
 operation cannot forget it: it names its identifier member in `_MEMBERS` below.
 """
@@ -21,7 +23,7 @@ from sqlalchemy import select
 
 from outcrop.agents.service import agent_arn, alias_arn
 from outcrop.batch.service import job_arn as batch_job_arn
-from outcrop.catalog.arns import model_arn, parse_bedrock_arn
+from outcrop.catalog.arns import foundation_model_arn, model_arn, parse_bedrock_arn
 from outcrop.customization.tables import CustomizationJobRow, CustomModelRow
 from outcrop.errors import ResourceNotFoundException
 from outcrop.evaluation.tables import EvaluationJobRow
@@ -39,18 +41,61 @@ Resolver = Callable[[Services, str, str], "str | list[str]"]
 
 def _model(services: Services, account: str, identifier: str) -> str | list[str]:
     """A model id or ARN (foundation, alias, inference profile, provisioned, custom). A bare name that is no
-    foundation model may be one of the account's custom models (GetCustomModel takes names)."""
+    foundation model may be one of the account's custom models (GetCustomModel takes names). A provisioned
+    throughput or a custom model is authorized with the models beneath it (`_beneath`)."""
     chain = services.profiles.authorization_arns(account, identifier)
     if chain:
         return chain
     arn = parse_bedrock_arn(identifier, services.settings.region)
     if arn is not None:
-        return str(arn)
+        return _with_beneath(services, account, str(arn))
     try:
         return services.catalog.get(identifier).arn(services.settings.region)
     except ResourceNotFoundException:
         row = _owned(services, CustomModelRow, CustomModelRow.model_name, account, identifier)
-        return row.model_arn if row is not None else model_arn(identifier, services.settings.region)
+        if row is None:
+            return model_arn(identifier, services.settings.region)
+        return _with_beneath(services, account, row.model_arn)
+
+
+def _with_beneath(services: Services, account: str, arn: str) -> str | list[str]:
+    beneath = _beneath(services, account, arn)
+    return [arn, *beneath] if beneath else arn
+
+
+def _beneath(services: Services, account: str, arn: str, depth: int = 0) -> list[str]:
+    """The ARNs of the models a provisioned throughput or custom model of the account serves, down to the
+    foundation model (and, for an alias, its local model): a model a policy denies stays denied when it is
+    reached through a throughput made on it, or a fine-tune of it. Nothing for another account's resource
+    (the handler answers that it does not exist) or for any other kind of ARN."""
+    region = services.settings.region
+    found: list[str] = []
+    if ":provisioned-model/" in arn:
+        with services.db.session() as session:
+            row = session.execute(select(ProvisionedThroughputRow.model_arn,
+                                         ProvisionedThroughputRow.desired_model_arn,
+                                         ProvisionedThroughputRow.foundation_model_id).where(
+                ProvisionedThroughputRow.arn == arn, ProvisionedThroughputRow.account_id == account,
+                ProvisionedThroughputRow.deleted_at.is_(None))).first()
+        if row is not None:  # the model it serves, the one an update moves it to, and their foundation model
+            found = [row.model_arn, row.desired_model_arn, foundation_model_arn(region, row.foundation_model_id)]
+    elif ":custom-model/" in arn:
+        with services.db.session() as session:
+            base = session.scalar(select(CustomModelRow.base_model_id).where(
+                CustomModelRow.model_arn == arn, CustomModelRow.account_id == account))
+        if base is not None:
+            found = [model_arn(base, region)]
+    chain: list[str] = []
+    for beneath in found:
+        if beneath == arn or beneath in chain:
+            continue
+        if ":foundation-model/" in beneath:  # an alias reaches its local model too
+            chain += services.profiles.authorization_arns(account, beneath) or [beneath]
+        else:
+            chain.append(beneath)
+            if depth < 3:
+                chain += _beneath(services, account, beneath, depth + 1)
+    return list(dict.fromkeys(chain))
 
 
 def model_arns(services: Services, account: str, identifier: str) -> list[str]:
