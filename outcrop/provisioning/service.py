@@ -8,12 +8,14 @@ creation to deletion, priced by the price table and the commitment term.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, literal, select
+from sqlalchemy.exc import IntegrityError
 
 from outcrop.catalog.arns import foundation_model_arn
 from outcrop.catalog.cards import ImageLimits
@@ -42,6 +44,12 @@ log = logging.getLogger(__name__)
 COMMITMENT_DAYS = {"OneMonth": 30, "SixMonths": 180}
 
 
+def _units_lock_key(account: str) -> int:
+    """The PostgreSQL advisory lock (a signed 64-bit key) that serializes an account's model-unit quota checks."""
+    digest = hashlib.sha256(f"outcrop:model-units:{account}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 class ProvisioningService:
     def __init__(self, db: Database, engine: Engine, lookup: ModelLookup, settings: Settings,
                  prices: PriceTable, presence: Presence | None = None) -> None:
@@ -56,8 +64,6 @@ class ProvisioningService:
         self.prices = prices
         self._capacity: dict[str, Capacity | SharedCapacity] = {}
         self._lock = threading.Lock()
-        #: Serializes the model-unit quota check with the insert it allows (two creates could both fit).
-        self._units_lock = threading.Lock()
 
     # -- the control plane --------------------------------------------------------------------------
 
@@ -72,36 +78,53 @@ class ProvisioningService:
             raise ValidationException("modelUnits must be at least 1")
         served = self.lookup(account, params["modelId"])
         name = params["provisionedModelName"]
-        with self._units_lock, self.db.session() as session:
-            if session.scalar(select(func.count()).select_from(ProvisionedThroughputRow).where(
-                    ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.name == name,
-                    ProvisionedThroughputRow.deleted_at.is_(None))):
-                raise ValidationException(f"A provisioned throughput named {name} already exists")
-            self._check_units(session, account, units)
-            arn = (f"arn:aws:bedrock:{self.settings.region}:{account}:provisioned-model/"
-                   f"{new_id()}")
-            commitment = params.get("commitmentDuration")
-            session.add(ProvisionedThroughputRow(
-                arn=arn, account_id=account, name=name, model_arn=served.model_arn,
-                desired_model_arn=served.model_arn, foundation_model_id=served.card.model_id, model_units=units,
-                commitment=commitment,
-                commitment_expiration=utc_now() + timedelta(days=COMMITMENT_DAYS[commitment]) if commitment else None,
-                status=ThroughputStatus.CREATING, created_at=utc_now(), updated_at=utc_now()))
+        arn = f"arn:aws:bedrock:{self.settings.region}:{account}:provisioned-model/{new_id()}"
+        commitment = params.get("commitmentDuration")
+        now = utc_now()
+        values = {"arn": arn, "account_id": account, "name": name, "model_arn": served.model_arn,
+                  "desired_model_arn": served.model_arn, "foundation_model_id": served.card.model_id,
+                  "model_units": units, "status": ThroughputStatus.CREATING.value, "created_at": now,
+                  "updated_at": now}
+        if commitment:
+            values.update(commitment=commitment,
+                          commitment_expiration=now + timedelta(days=COMMITMENT_DAYS[commitment]))
+        self._insert_within_quota(values)
         self._load_in_background(arn, account, served)
         return {"provisionedModelArn": arn}
 
-    def _check_units(self, session: Any, account: str, adding: int) -> None:
-        """The per-account model-unit quota: the live (not deleted) throughputs' units plus `adding`.
+    def _insert_within_quota(self, values: dict[str, Any]) -> None:
+        """Insert the throughput if the account's live model units plus its own fit the per-account quota, in
+        one transaction that every server on the database serializes per account: one INSERT ... SELECT ...
+        WHERE held + units <= quota (atomic on SQLite, one writer at a time), on PostgreSQL after taking the
+        account's advisory lock (`pg_advisory_xact_lock`, released at commit), so that two servers' sums cannot
+        both see the last free units. The name is unique among the account's live throughputs by an index
+        (uq_provisioned_throughputs_live_name): two creates of one name at once leave one.
 
         Only Create adds units: UpdateProvisionedModelThroughput has no modelUnits member on Bedrock
         (it renames or swaps the model), so an update never changes the sum and needs no check."""
+        pt = ProvisionedThroughputRow
+        account, name, units = values["account_id"], values["name"], values["model_units"]
         limit = self.settings.max_model_units_per_account
-        held = session.scalar(select(func.coalesce(func.sum(ProvisionedThroughputRow.model_units), 0)).where(
-            ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.deleted_at.is_(None)))
-        if held + adding > limit:
+        live = (pt.account_id == account, pt.deleted_at.is_(None))
+        held = select(func.coalesce(func.sum(pt.model_units), 0)).where(*live).scalar_subquery()
+        columns = pt.__table__.c
+        taken = ValidationException(f"A provisioned throughput named {name} already exists")
+        try:
+            with self.db.session() as session:
+                if self.db.engine.dialect.name == "postgresql":
+                    session.execute(select(func.pg_advisory_xact_lock(_units_lock_key(account))))
+                session.execute(insert(pt).from_select(
+                    list(values), select(*(literal(v, columns[k].type) for k, v in values.items()))
+                    .where(held + units <= limit)))
+                # Whether the row went in, read back: an INSERT ... SELECT's rowcount is not reported by every driver.
+                inserted = session.get(pt, values["arn"]) is not None
+                held_now = 0 if inserted else session.scalar(select(held))
+        except IntegrityError:  # the name is a live throughput's of the account (the unique index)
+            raise taken from None
+        if not inserted:
             raise ServiceQuotaExceededException(
-                f"The request for {adding} model units exceeds the quota of {limit} model units of provisioned "
-                f"throughput per account; this account holds {held}. Delete a provisioned throughput or "
+                f"The request for {units} model units exceeds the quota of {limit} model units of provisioned "
+                f"throughput per account; this account holds {held_now}. Delete a provisioned throughput or "
                 f"request fewer model units.")
 
     def _load_in_background(self, arn: str, account: str, served: ServedModel) -> None:
@@ -206,12 +229,16 @@ class ProvisioningService:
         row = self._row(account, identifier)
         new_name = params.get("desiredProvisionedModelName")
         if new_name and new_name != row.name:
+            taken = ValidationException(f"A provisioned throughput named {new_name} already exists")
             with self.db.session() as session:
                 if session.scalar(select(func.count()).select_from(ProvisionedThroughputRow).where(
                         ProvisionedThroughputRow.account_id == account, ProvisionedThroughputRow.name == new_name,
                         ProvisionedThroughputRow.deleted_at.is_(None))):
-                    raise ValidationException(f"A provisioned throughput named {new_name} already exists")
-            self._set(row.arn, name=new_name)
+                    raise taken
+            try:
+                self._set(row.arn, name=new_name)
+            except IntegrityError:  # taken by another request between the check and the rename (the unique index)
+                raise taken from None
         if params.get("desiredModelId"):
             if row.status in (ThroughputStatus.CREATING, ThroughputStatus.UPDATING):
                 raise ValidationException(f"The provisioned throughput is {row.status}; wait until it is InService")
