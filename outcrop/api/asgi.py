@@ -99,17 +99,22 @@ def forwarded_scope(scope: dict[str, Any], trusted: Networks) -> dict[str, Any]:
             hops += [hop.strip() for hop in value.decode("latin-1").split(",")]
         elif name == b"x-forwarded-proto":
             protos += [proto.strip().lower() for proto in value.decode("latin-1").split(",")]
-    client = client_host(scope)
+    # No address beyond the trusted proxies (no header, "unknown", a unix socket): the client is unknown, never the
+    # proxy's own address, which on a proxy beside the server would pass for loopback.
+    client = ""
     for hop in reversed(hops):
         address = ip_address(_strip_port(hop))
-        if address is None:  # not an address: nothing to its left can be believed either
+        if address is None:  # not an address: nothing to its left can be believed either, the client is unknown
+            client = ""
             break
-        client = str(address)
+        client = str(address)  # every hop trusted: the left-most, a machine of the trusted networks itself
         if not any(address in network for network in trusted):
             break
     scope = {**scope, "client": (client, 0)}
-    if protos and protos[-1] in ("http", "https"):
-        scope["scheme"] = protos[-1]
+    # One value only, as a proxy that sets the header writes it (nginx's proxy_set_header, HAProxy's http-request
+    # set-header): several mean it appended to the client's own, which anyone can write.
+    if len(protos) == 1 and protos[0] in ("http", "https"):
+        scope["scheme"] = protos[0]
     return scope
 
 

@@ -100,8 +100,10 @@ def _console_key(settings) -> str:
     if not settings.auth_enabled:
         return "no sign-in: authentication is off"
     found = read_credentials(settings.credentials_file)
-    if found is None or not is_loopback(settings.host) or not sys.stdout.isatty():
+    if found is None or not is_loopback(settings.host):
         return f"sign in with the root key in {settings.credentials_file}"
+    if not sys.stdout.isatty():  # a log may be shared: the key ID only, never the secret
+        return f"sign in with access key ID {found[0]} and its secret from {settings.credentials_file}"
     return f"sign in with access key ID {found[0]} and secret {found[1]}"
 
 
@@ -239,8 +241,10 @@ class HttpServer:
         async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             peer = writer.get_extra_info("peername")
             address = ip_address(peer[0]) if isinstance(peer, tuple) and peer else None
-            counted = str(address) if address is not None and not in_networks(str(address), limits.uncounted) \
-                else None
+            counted = None
+            if address is not None and not in_networks(str(address), limits.uncounted):
+                # An IPv6 client holds a whole /64 (any host of it is its own): counted as one address.
+                counted = str(ipaddress.ip_network(f"{address}/64", strict=False) if address.version == 6 else address)
             if len(connections) >= limits.max_connections or (
                     counted is not None and per_address.get(counted, 0) >= limits.max_connections_per_address):
                 writer.close()  # beyond a cap: closed at once, not held open to be answered later

@@ -352,6 +352,18 @@ class IamService:
         if not decision.allowed:
             raise AccessDeniedException(access_denied_message(principal.arn, action, resource, decision))
 
+    def refuse_denied(self, principal: Principal, action: str, resource: str,
+                      context: dict[str, Any] | None = None) -> None:
+        """Raise AccessDeniedException only where a policy explicitly denies the action on the resource (a model
+        reached beneath the one a request names: no Allow is needed on it, a Deny still binds)."""
+        if principal.is_root:
+            return
+        context = {"aws:PrincipalArn": principal.arn, "aws:PrincipalAccount": principal.account_id,
+                   "aws:username": principal.name, **(context or {})}
+        decision = evaluate(self.policies(principal.arn), action, resource, context)
+        if decision.reason == "explicit deny":
+            raise AccessDeniedException(access_denied_message(principal.arn, action, resource, decision))
+
     def check_role(self, role_arn: str, account_id: str,
                    needs: list[tuple[str, str]] | list[tuple[str, str, dict[str, Any]]]) -> Principal:
         """Before a job starts: the role exists in the account, trusts Bedrock, and allows every need.

@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from outcrop.api.bedrock import protocol
-from outcrop.api.bedrock.resources import resources
+from outcrop.api.bedrock.resources import beneath_arns, resources
 from outcrop.api.bedrock.validation import validate_input
 from outcrop.errors import BedrockError
 from outcrop.iam.audit import SUCCESS, record_event
@@ -87,6 +87,8 @@ def invoke(ctx: RequestContext, service: str, operation: str, params: dict[str, 
     ctx.resources[:] = resources(ctx.services, ctx.principal.account_id, operation, params)
     for target in ctx.resources:
         ctx.authorize(iam_action(operation), target)
+    for target in beneath_arns(ctx.services, ctx.principal.account_id, operation, params):
+        ctx.services.iam.refuse_denied(ctx.principal, iam_action(operation), target, ctx.conditions)
     return HANDLERS[(service, operation)](ctx, params)
 
 

@@ -39,23 +39,33 @@ ANY = "*"
 Resolver = Callable[[Services, str, str], "str | list[str]"]
 
 
-def _model(services: Services, account: str, identifier: str) -> str | list[str]:
+#: Operations that run a model: one reached through a provisioned throughput or a custom model must not be denied
+#: on the models beneath it either (`beneath_arns`). Managing the throughput or the custom model (get, delete,
+#: update) is not checked against them.
+_INVOKING = frozenset({"InvokeModel", "InvokeModelWithResponseStream", "Converse", "ConverseStream"})
+
+
+def _model(services: Services, account: str, identifier: str, beneath: bool = True) -> str | list[str]:
     """A model id or ARN (foundation, alias, inference profile, provisioned, custom). A bare name that is no
-    foundation model may be one of the account's custom models (GetCustomModel takes names). A provisioned
-    throughput or a custom model is authorized with the models beneath it (`_beneath`)."""
+    foundation model may be one of the account's custom models (GetCustomModel takes names). With `beneath`, a
+    provisioned throughput or a custom model is authorized with the models beneath it (`_beneath`)."""
     chain = services.profiles.authorization_arns(account, identifier)
     if chain:
         return chain
     arn = parse_bedrock_arn(identifier, services.settings.region)
     if arn is not None:
-        return _with_beneath(services, account, str(arn))
+        return _with_beneath(services, account, str(arn)) if beneath else str(arn)
     try:
         return services.catalog.get(identifier).arn(services.settings.region)
     except ResourceNotFoundException:
         row = _owned(services, CustomModelRow, CustomModelRow.model_name, account, identifier)
         if row is None:
             return model_arn(identifier, services.settings.region)
-        return _with_beneath(services, account, row.model_arn)
+        return _with_beneath(services, account, row.model_arn) if beneath else row.model_arn
+
+
+def _model_itself(services: Services, account: str, identifier: str) -> str | list[str]:
+    return _model(services, account, identifier, beneath=False)
 
 
 def _with_beneath(services: Services, account: str, arn: str) -> str | list[str]:
@@ -197,12 +207,30 @@ _JOBS: dict[str, Resolver] = {"ModelCustomizationJob": _job(CustomizationJobRow)
 _IMPORTED_MODEL_OPERATIONS = frozenset({"GetImportedModel", "DeleteImportedModel"})
 
 
+def beneath_arns(services: Services, account: str, operation: str, params: dict[str, Any]) -> list[str]:
+    """For an operation that runs a model named through a provisioned throughput or a custom model: the models
+    beneath it, down to the foundation model. The caller must not be explicitly denied the action on any of them (a
+    model a policy denies stays denied however it is reached), but needs no Allow on them: as on Bedrock, an Allow on
+    the provisioned model's ARN is enough to invoke it."""
+    if operation not in _INVOKING:
+        return []
+    found: list[str] = []
+    for member, resolve in _MEMBERS.items():
+        if resolve is _model and isinstance(params.get(member), str) and params[member]:
+            named = _model_itself(services, account, params[member])
+            for arn in [named] if isinstance(named, str) else named:
+                found += _beneath(services, account, arn)
+    return list(dict.fromkeys(found))
+
+
 def resources(services: Services, account: str, operation: str, params: dict[str, Any]) -> list[str]:
     """The canonical ARNs `operation` acts on (at least one: `*` when it names nothing)."""
     found: list[str] = []
     for member, resolve in _MEMBERS.items():
         if member == "modelIdentifier" and operation in _IMPORTED_MODEL_OPERATIONS:
             resolve = _imported_model
+        elif resolve is _model:
+            resolve = _model_itself  # what is beneath it is `beneath_arns`'s
         if isinstance(params.get(member), str) and params[member]:
             resolved = resolve(services, account, params[member])
             found += [resolved] if isinstance(resolved, str) else resolved

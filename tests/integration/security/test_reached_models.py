@@ -39,9 +39,17 @@ def test_a_denied_model_stays_denied_through_a_provisioned_throughput(server, ti
                      lambda: runtime.invoke_model(modelId=arn, body=json.dumps({"inputText": "hi"}))):
             code, _, message = error_code(call)
             assert code == "AccessDeniedException" and denied in message
-        # Whoever may invoke the model is answered through the same throughput.
-        answer = server.client("bedrock-runtime", read_timeout=120).converse(
-            modelId=arn, messages=QUESTION, inferenceConfig={"maxTokens": 2})
+        # Whoever may invoke the throughput is answered through it: as on Bedrock, an Allow on the provisioned
+        # model's ARN is enough (the model beneath needs none, only no Deny).
+        scoped = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "bedrock:InvokeModel*",
+                                                          "Resource": arn}]}
+        _iam(server, "CreateUser", UserName="ursula")
+        _iam(server, "PutUserPolicy", UserName="ursula", PolicyName="one-throughput", PolicyDocument=json.dumps(scoped))
+        key = _iam(server, "CreateAccessKey", UserName="ursula")
+        ursula = server.client("bedrock-runtime", key=(key["AccessKeyId"], key["SecretAccessKey"]), read_timeout=120)
+        answer = ursula.converse(modelId=arn, messages=QUESTION, inferenceConfig={"maxTokens": 2})
         assert answer["stopReason"] in ("max_tokens", "end_turn")
+        code, _, _ = error_code(lambda: ursula.converse(modelId=tiny_model, messages=QUESTION))
+        assert code == "AccessDeniedException"  # the model itself, named directly, is not hers
     finally:
         bedrock.delete_provisioned_model_throughput(provisionedModelId=arn)

@@ -31,7 +31,7 @@ def _seen(scope: dict, trusted=TRUSTED) -> tuple[str, str]:
     (b"198.51.100.1, 203.0.113.7", "203.0.113.7"),  # what the client wrote left of its own hop is not believed
     (b"[2001:db8::9]:443", "2001:db8::9"),
     (b"203.0.113.7:8080", "203.0.113.7"),
-    (b"unknown, 10.1.1.1", "10.1.1.1"),  # not an address: the walk stops at the last proxy
+    (b"unknown, 10.1.1.1", ""),  # not an address: the client is unknown (never the proxy, maybe loopback)
     (b"10.2.2.2", "10.2.2.2"),  # every hop trusted: the left-most
 ])
 def test_the_client_is_the_right_most_hop_that_is_not_a_trusted_proxy(forwarded_for, client):
@@ -39,13 +39,16 @@ def test_the_client_is_the_right_most_hop_that_is_not_a_trusted_proxy(forwarded_
 
 
 def test_forwarded_headers_are_believed_from_a_trusted_peer_only():
-    headers = ((b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"http, https"))
-    assert _seen(_scope("10.0.0.1", *headers)) == ("203.0.113.7", "https")  # the proto the proxy set: right-most
+    appended = ((b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https, http"))
+    assert _seen(_scope("10.0.0.1", *appended)) == ("203.0.113.7", "http")  # appended to the client's: not believed
+    assert _seen(_scope("10.0.0.1", (b"x-forwarded-proto", b"https"))) == ("", "https")  # no address: unknown
+    headers = ((b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https"))
+    assert _seen(_scope("10.0.0.1", *headers)) == ("203.0.113.7", "https")  # the proto the proxy set
     assert _seen(_scope("::ffff:10.0.0.1", *headers)) == ("203.0.113.7", "https")
     assert _seen(_scope("192.0.2.1", *headers)) == ("192.0.2.1", "http")  # not a proxy of ours: ignored
     assert _seen(_scope("192.0.2.1", *headers), trusted=()) == ("192.0.2.1", "http")
-    # A trusted proxy that forwards no client leaves the peer; one that took plain HTTP says so, even under TLS.
-    assert _seen(_scope("10.0.0.1", (b"x-forwarded-proto", b"http"), scheme="https")) == ("10.0.0.1", "http")
+    # A trusted proxy that forwards no client leaves it unknown; one that took plain HTTP says so, even under TLS.
+    assert _seen(_scope("10.0.0.1", (b"x-forwarded-proto", b"http"), scheme="https")) == ("", "http")
 
 
 def test_a_malformed_trusted_proxy_is_an_error_at_start(monkeypatch):
