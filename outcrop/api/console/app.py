@@ -28,7 +28,7 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -40,7 +40,8 @@ from outcrop.api import asgi
 from outcrop.api import iam as iam_api
 from outcrop.api import insights as insights_api
 from outcrop.api.asgi import HTTPS, read_body
-from outcrop.api.bedrock.operations import RequestContext, audit, call, http_status, load_handlers
+from outcrop.api.bedrock.operations import RequestContext, audit, call, http_status, iam_action, load_handlers
+from outcrop.api.bedrock.resources import resources as named_resources
 from outcrop.api.sessions import (
     MAX_FORM_BYTES,
     PLAIN_HTTP_REFUSED,
@@ -57,7 +58,7 @@ from outcrop.api.sessions import (
 )
 from outcrop.errors import AccessDeniedException, BedrockError
 from outcrop.iam.audit import SUCCESS
-from outcrop.iam.principal import Principal
+from outcrop.iam.principal import Principal, principal_arn
 from outcrop.iam.scoped_store import ScopedStore
 from outcrop.services import Services
 from outcrop.web import render
@@ -79,9 +80,48 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 #: The standalone reports shown inside the console (evaluation, insights) carry their own inline CSS and SVG
 #: charts and no script: they get this CSP instead.
 #: Sandboxed, and no form may post anywhere: a report is a file in a bucket, which whoever may write there could
-#: have replaced with a page of their own.
+#: have replaced with a page of their own. The sandbox keeps the page's origin (`allow-same-origin`, never with
+#: `allow-scripts`: no script runs in it at all) so that the page framing it can size the frame to the report.
 REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; "
-              "base-uri 'none'; form-action 'none'; sandbox")
+              "base-uri 'none'; form-action 'none'; sandbox allow-same-origin")
+
+
+
+@dataclass(frozen=True)
+class Room:
+    """One room of the console: its side-menu link and home-page tile, shown to a principal whose policy allows the
+    IAM action its page's listing needs (on `*`, as the API authorizes a listing; IAM's and insights' on the account's
+    resource, as their APIs do). A room denied is not drawn: its page would only say why not."""
+
+    path: str  # after /console/
+    label: str
+    blurb: str
+    action: str
+
+    def resource(self, principal: Principal, region: str) -> str:
+        if self.action.startswith("iam:"):
+            return principal_arn(principal.account_id, "root", "")
+        if self.action.startswith("outcrop:"):
+            return insights_api.resource_arn(region, principal.account_id)
+        return "*"
+
+
+ROOMS = (
+    Room("models", "Model catalog", "models, their modalities and weights", "bedrock:ListFoundationModels"),
+    Room("playground", "Playground", "chat, text, embeddings and images, two models side by side",
+         "bedrock:ListFoundationModels"),
+    Room("customization", "Fine-tuning", "jobs, loss curves, custom models", "bedrock:ListModelCustomizationJobs"),
+    Room("provisioned", "Provisioned throughput", "model units for custom models",
+         "bedrock:ListProvisionedModelThroughputs"),
+    Room("evaluation", "Evaluation", "jobs and their reports", "bedrock:ListEvaluationJobs"),
+    Room("knowledge-bases", "Knowledge bases", "documents synced from S3, asked in a test panel",
+         "bedrock:ListKnowledgeBases"),
+    Room("agents", "Agents", "instructions, actions and knowledge, tried with their trace", "bedrock:ListAgents"),
+    Room("guardrails", "Guardrails", "filters, tried on a text", "bedrock:ListGuardrails"),
+    Room("storage", "Object store", "buckets, upload, download", "s3:ListAllMyBuckets"),
+    Room("iam", "IAM", "users, roles, policies, access keys", "iam:ListUsers"),
+    Room("insights", "Insights", "business metrics and the bill", "outcrop:GetReport"),
+)
 
 log = logging.getLogger("outcrop.api.console")
 access_log = logging.getLogger("outcrop.access")
@@ -162,10 +202,46 @@ class Visit:
         """The object store as this principal sees it (every read, write and listing authorized)."""
         return ScopedStore(self.services.store, self.services.iam, self.principal, self.conditions)
 
+    def may(self, action: str, resource: str = "*") -> bool:
+        """Whether this principal's policies allow `action` on `resource`: IAM's own decision (`IamService.authorize`,
+        as every API call gets), asked before drawing a link or a form; the call itself is authorized as always."""
+        try:
+            self.services.iam.authorize(self.principal, action, resource, self.conditions)
+        except BedrockError:
+            return False
+        return True
+
+    def refusal(self, operation: str, candidates: Iterable[dict[str, Any]] = ({},)) -> BedrockError | None:
+        """None when this principal may call `operation` with at least one of `candidates` (its parameters; `{}`:
+        the operation on `*`), authorized as `operations.invoke` authorizes the call (on each canonical resource
+        the parameters name); otherwise the API's AccessDeniedException for the first. Candidates are tried in
+        turn, so a generator lists its costlier ones only when the first are refused. A create form asks this
+        before it is drawn, its link before it is shown."""
+        first: BedrockError | None = None
+        for params in candidates:
+            try:
+                for target in named_resources(self.services, self.principal.account_id, operation, params):
+                    self.services.iam.authorize(self.principal, iam_action(operation), target, self.conditions)
+                return None
+            except BedrockError as exc:
+                first = first or exc
+        return first
+
+    def require(self, operation: str, candidates: Iterable[dict[str, Any]] = ({},)) -> None:
+        """Raise the API's refusal unless `refusal` finds the call allowed (the page then says why not, 403)."""
+        refused = self.refusal(operation, candidates)
+        if refused is not None:
+            raise refused
+
+    def rooms(self) -> list[Room]:
+        """The rooms this principal's policy opens, in the menu's order."""
+        region = self.services.settings.region
+        return [room for room in ROOMS if self.may(room.action, room.resource(self.principal, region))]
+
     def render(self, template: str, title: str, status: int = 200, **context: Any) -> Response:
-        """A page from web/templates/console/ in the console's layout."""
+        """A page from web/templates/console/ in the console's layout (its menu: the rooms the policy opens)."""
         body = render(f"console/{template}", title=title, prefix=PREFIX, csrf=self.csrf, csrf_field=CSRF_FIELD,
-                      principal=self.principal, section=self.path.split("/", 1)[0], **context)
+                      principal=self.principal, section=self.path.split("/", 1)[0], rooms=self.rooms(), **context)
         return Response(status, body)
 
     def denied(self, error: BedrockError) -> Response:

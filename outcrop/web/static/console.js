@@ -80,6 +80,42 @@ function playground(form) {
       .filter((p) => p.model);
   }
 
+  /* Each mode offers the models of its kind (the mode's data-kind; each model's group says its own): the others
+     are hidden and cannot be picked, and a model of the wrong kind is refused with a message, never sent. */
+  const needs = () => field("mode").selectedOptions[0].dataset.kind;
+  const kindOf = (select) => {
+    const option = select.selectedOptions[0];
+    return option && option.parentElement.tagName === "OPTGROUP" ? option.parentElement.dataset.kind : "";
+  };
+
+  function offerModels() {
+    const kind = needs();
+    for (const name of ["modelA", "modelB"]) {
+      const select = field(name);
+      select.querySelectorAll("optgroup").forEach((group) => {
+        const other = group.dataset.kind !== kind;
+        group.hidden = other; group.disabled = other;
+      });
+      if (select.value && kindOf(select) !== kind) select.value = "";
+      if (name === "modelA" && !select.value) {
+        const first = select.querySelector(`optgroup[data-kind="${kind}"] option`);
+        if (first) select.value = first.value;
+      }
+    }
+  }
+
+  function refusal() {
+    const kind = needs(), mode = field("mode").selectedOptions[0].textContent.split(" (")[0].toLowerCase();
+    const article = /^[aeiou]/.test(kind) ? "an" : "a";
+    if (!value("modelA")) return `No ${kind} model is listed for you, and ${mode} needs ${article} ${kind} model.`;
+    for (const name of ["modelA", "modelB"]) {
+      if (value(name) && kindOf(field(name)) !== kind) {
+        return `${value(name)} is not ${article} ${kind} model, and ${mode} needs one: pick another.`;
+      }
+    }
+    return "";
+  }
+
   function converseBody(history) {
     const body = {messages: history};
     const config = {maxTokens: number("maxTokens"), temperature: number("temperature"), topP: number("topP")};
@@ -170,6 +206,7 @@ function playground(form) {
         const response = await api("POST", path("invoke"), {inputText: prompt});
         if (!response.ok) throw new Error(await apiError(response));
         const data = await response.json();
+        if (!Array.isArray(data.embedding)) throw new Error(`${model} answered without an embedding: it is no embedding model.`);
         const v = data.embedding, norm = Math.sqrt(v.reduce((s, x) => s + x * x, 0));
         answer.textContent = `${v.length} dimensions, norm ${norm.toFixed(4)}: [` +
           v.slice(0, 8).map((x) => x.toFixed(4)).join(", ") + ", …]";
@@ -206,8 +243,10 @@ function playground(form) {
       if (chat) history.push({role: "assistant", content: [{text: answer.textContent}]});
       const parts = [];
       if (usage) parts.push(`${usage.inputTokens} input tokens`, `${usage.outputTokens} output tokens`);
+      // Both measured here, from sending the request; the server's own latency (without the network) beside them.
       if (firstToken !== null) parts.push(`first token ${Math.round(firstToken)} ms`);
-      parts.push(`total ${latency !== null && latency !== undefined ? latency : Math.round(performance.now() - started)} ms`);
+      parts.push(`total ${Math.round(performance.now() - started)} ms`);
+      if (latency !== null && latency !== undefined) parts.push(`server latency ${latency} ms`);
       if (stop) parts.push(`stop: ${stop}`);
       stats.textContent = parts.join(" · ");
     } catch (error) {
@@ -218,11 +257,20 @@ function playground(form) {
     }
   }
 
+  const problem = document.getElementById("playground-error");
+  function say(message) {
+    problem.textContent = message;
+    problem.hidden = !message;
+  }
+
+  field("mode").addEventListener("change", () => { offerModels(); say(""); refreshCode(); });
   form.addEventListener("input", refreshCode);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const prompt = value("prompt");
     if (!prompt) return;
+    say(refusal());
+    if (!problem.hidden) return;
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
@@ -239,7 +287,21 @@ function playground(form) {
     histories.forEach((h) => h.splice(0));
     panes.forEach((p) => { p.querySelector(".transcript").textContent = ""; p.querySelector(".stats").textContent = ""; });
   });
+  offerModels();
   refreshCode();
+}
+
+/* -- an evaluation report framed in its job's page: the frame as tall as the report ----------------------- */
+
+function fitFrame(frame) {
+  const fit = () => {
+    let doc = null;
+    try { doc = frame.contentDocument; } catch (_) { /* another origin: the frame keeps its height */ }
+    if (doc && doc.documentElement && doc.URL !== "about:blank" && doc.readyState === "complete") frame.style.height = `${doc.documentElement.scrollHeight + 4}px`;
+  };
+  frame.addEventListener("load", fit);
+  window.addEventListener("resize", fit);
+  fit();
 }
 
 /* -- live progress of a fine-tuning job, and its loss curve ------------------------------------------ */
@@ -303,6 +365,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("playground");
   if (form) playground(form);
   document.querySelectorAll("[data-job-progress]").forEach(jobProgress);
+  document.querySelectorAll("iframe.report-frame").forEach(fitFrame);
   document.querySelectorAll("form[data-confirm]").forEach((f) => f.addEventListener("submit", (event) => {
     if (!window.confirm(f.dataset.confirm)) event.preventDefault();
   }));

@@ -1,7 +1,7 @@
 """The console in a real browser (Debian's chromium under Playwright), as a new user goes through it: sign in,
 chat in the playground with the answer streaming in, fine-tune a tiny model from the form and watch its loss
 curve, provision the custom model, open the evaluation report of that provisioned model, be refused a page a
-policy does not allow, and see a forged form refused.
+policy does not allow (its menu and forms drawn from that policy), and see a forged form refused.
 
 Each page's screenshot is saved under test-artifacts/console/ (OUTCROP_TEST_ARTIFACTS moves it) for a reviewer.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,8 @@ def test_from_a_chat_to_a_fine_tuned_provisioned_evaluated_model(site):
             csp_violations: list[str] = []
             page.on("console", lambda m: csp_violations.append(m.text) if "Content Security Policy" in m.text
                     else None)
+            missing: list[str] = []  # nothing a page asks for is missing (the favicon included)
+            page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
             sign_in(page, endpoint, key_id, secret)
             expect(page.get_by_role("heading", name="Outcrop console")).to_be_visible()
             cookie = next(c for c in context.cookies() if c["name"] == "outcrop_console")
@@ -104,6 +107,27 @@ def test_from_a_chat_to_a_fine_tuned_provisioned_evaluated_model(site):
             expect(page.locator("[data-pane=A] .stats")).to_contain_text("output tokens", timeout=120_000)
             assert answer.inner_text().strip(), "no text streamed in"
             shot(page, "03-playground")
+
+            # Text mode: first token and total both timed by the browser, the server's latency beside them.
+            page.get_by_label("Mode", exact=True).select_option("text")
+            page.get_by_label("Message").fill("Once upon a time")
+            page.get_by_role("button", name="Send").click()
+            stats = page.locator("[data-pane=A] .stats")
+            expect(stats).to_contain_text("server latency", timeout=60_000)
+            first, total = (int(n) for n in
+                            re.search(r"first token (\d+) ms · total (\d+) ms", stats.inner_text()).groups())
+            assert first <= total
+
+            # Each mode offers models of its kind: embeddings picks an embedding model, and its answer is a vector.
+            page.goto(f"{endpoint}/console/playground?mode=embeddings")
+            kind = "s => s.selectedOptions[0].parentElement.dataset.kind"
+            assert page.get_by_label("Model", exact=True).evaluate(kind) == "embedding"
+            page.get_by_label("Message").fill("a lighthouse at dawn")
+            page.get_by_role("button", name="Send").click()
+            expect(page.locator("[data-pane=A] .turn.assistant")).to_contain_text("dimensions", timeout=120_000)
+            shot(page, "03-playground-embeddings")
+            page.get_by_label("Mode", exact=True).select_option("chat")  # the list follows the mode
+            assert page.get_by_label("Model", exact=True).evaluate(kind) == "text"
 
             # The playground's image tab: Titan's body through InvokeModel, the PNG drawn in the pane at its size.
             page.goto(f"{endpoint}/console/playground?mode=images&model={painter}")
@@ -168,6 +192,10 @@ def test_from_a_chat_to_a_fine_tuned_provisioned_evaluated_model(site):
             expect(page.locator(".status").first).to_have_text("Completed", timeout=240_000)
             report = page.frame_locator("iframe.report-frame")
             expect(report.locator("svg").first).to_be_visible()
+            page.wait_for_function("""() => {  // the frame grows to the whole report: nothing cut off
+                const frame = document.querySelector("iframe.report-frame"), doc = frame.contentDocument;
+                return doc && doc.readyState === "complete" && frame.clientHeight >= doc.documentElement.scrollHeight;
+            }""")
             assert bedrock.get_evaluation_job(jobIdentifier=job["jobArn"])["status"] == "Completed"
             shot(page, "07-evaluation-report")
 
@@ -180,6 +208,8 @@ def test_from_a_chat_to_a_fine_tuned_provisioned_evaluated_model(site):
                 response = page.goto(f"{endpoint}/console/{path}")
                 assert response.status == 200, path
                 expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
+                if path == "evaluation/create":  # its role is picked as fine-tuning's is
+                    page.get_by_label("Service role").select_option(role)
                 shot(page, f"{number:02d}-{path.split('?')[0].replace('/', '-')}")
             expect(page.locator("table")).to_contain_text("console-pt")
 
@@ -190,11 +220,17 @@ def test_from_a_chat_to_a_fine_tuned_provisioned_evaluated_model(site):
             bare = page.request.get(f"{endpoint}/foundation-models")
             assert bare.status == 403 and bare.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
             assert not csp_violations, csp_violations
+            assert not missing, missing
 
             # A user whose policy allows the catalog only: the catalog opens, fine-tuning says why not.
             page.get_by_role("button", name="Sign out").click()
             page.wait_for_url("**/console/sign-in")
             sign_in(page, endpoint, viewer[0], viewer[1])
+            # Its menu is what its policy opens; the fine-tuning form is the denied page, not a form it cannot send.
+            expect(page.locator("nav a")).to_have_text(["Model catalog", "Playground"])
+            response = page.goto(f"{endpoint}/console/customization/create")
+            assert response.status == 403
+            expect(page.get_by_role("alert")).to_contain_text("bedrock:CreateModelCustomizationJob")
             page.goto(f"{endpoint}/console/models")
             expect(page.locator("table")).to_contain_text(model)
             response = page.goto(f"{endpoint}/console/customization")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from outcrop.api import rating
 from outcrop.evaluation.human.items import Shown, TaskView
 from outcrop.evaluation.human.methods import CHOICE, THUMBS, Metric
 from outcrop.web import static, static_hash
+from tests.unit.console import conftest as console
 
 EVIL = "<script>alert('x\"&')</script>"
 ESCAPED = "&lt;script&gt;alert(&#39;x&#34;&amp;&#39;)&lt;/script&gt;"
@@ -72,3 +75,79 @@ def test_insights_report_escapes_user_text(domain, monkeypatch):
     page = html.render_html([report])
     assert "<script" not in page.lower() and ESCAPED in page
     assert page.count("<svg") == 2
+
+
+# -- the console's pages as a principal's policy draws them (driven through ConsoleApp.handle, no server) --------
+
+#: The console's fixtures (a data dir's services, the app, a signed-in root, users with a policy of their own).
+services, app, root, user_browser = console.services, console.app, console.root, console.user_browser
+TINY_MODEL = "huggingface.smollm2-135m-instruct-v1:0"
+#: Alice: the catalog, and InvokeModel on one model.
+ALICE = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["bedrock:ListFoundationModels", "bedrock:GetFoundationModel"], "Resource": "*"},
+    {"Effect": "Allow", "Action": "bedrock:InvokeModel",
+     "Resource": f"arn:aws:bedrock:*::foundation-model/{TINY_MODEL}"}]}
+#: Tuner: the catalog and fine-tuning jobs, starting them from one base model only.
+TUNER = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["bedrock:List*", "bedrock:Get*"], "Resource": "*"},
+    {"Effect": "Allow", "Action": "bedrock:CreateModelCustomizationJob",
+     "Resource": f"arn:aws:bedrock:*::foundation-model/{TINY_MODEL}"}]}
+
+
+def _menu(page) -> list[str]:
+    nav = re.search(r"<nav .*?</nav>", page.body, re.S)
+    return re.findall(r'<a href="/console/([^"]+)"', nav.group(0)) if nav else []
+
+
+def _tiles(page) -> list[str]:
+    return re.findall(r'<li><a href="/console/([^"]+)"><strong>', page.body)
+
+
+def test_the_console_draws_what_the_policy_allows_and_refuses_the_forms_it_does_not(root, user_browser):
+    everything = root.get("")
+    assert len(_menu(everything)) == 11 and _tiles(everything) == _menu(everything)
+    assert 'rel="icon" href="data:image/svg+xml,' in everything.body  # no /favicon.ico asked for (and 404'd)
+
+    alice = user_browser("alice", ALICE)
+    home = alice.get("")
+    assert _menu(home) == ["models", "playground"] and _tiles(home) == ["models", "playground"]
+    for form, action in [("customization/create", "CreateModelCustomizationJob"),
+                         ("provisioned/create", "CreateProvisionedModelThroughput"),
+                         ("evaluation/create", "CreateEvaluationJob"),
+                         ("knowledge-bases/create", "CreateKnowledgeBase"),
+                         ("agents/create", "CreateAgent"), ("guardrails/create", "CreateGuardrail")]:
+        refused = alice.get(form)  # the denied page, in the API's words, not a form that cannot be sent
+        assert refused.status == 403 and f"bedrock:{action}" in refused.errors()[0], form
+        assert "<form method=\"post\" action=\"/console/" + form not in refused.body
+
+    tuner = user_browser("tuner", TUNER)  # a Create allowed on one resource: the form, offering that one
+    assert "customization" in _menu(tuner.get("")) and "iam" not in _menu(tuner.get(""))
+    assert 'href="/console/customization/create"' in tuner.get("customization").body
+    assert 'href="/console/evaluation/create"' not in tuner.get("evaluation").body
+    form = tuner.get("customization/create")
+    assert form.status == 200 and f'<option value="{TINY_MODEL}"' in form.body
+    assert 'value="meta.llama3-2-1b-instruct-v1:0"' not in form.body
+
+
+def test_each_playground_mode_offers_models_of_its_kind_and_the_evaluation_form_picks_its_role(root, services):
+    def picked(page) -> tuple[str, str]:
+        select = re.search(r'<select id="modelA".*?</select>', page.body, re.S).group(0)
+        group = re.search(r'<optgroup label="[^"]*" data-kind="(\w+)">(?:(?!</optgroup>).)*? selected>', select, re.S)
+        return group.group(1), re.search(r'<option value="([^"]+)" selected>', select).group(1)
+
+    assert picked(root.get("playground")) == ("text", TINY_MODEL)
+    assert picked(root.get("playground?mode=embeddings"))[0] == "embedding"
+    assert picked(root.get("playground?mode=images"))[0] == "image"
+    assert picked(root.get("playground?model=stability.sd-turbo-v1:0")) == ("image", "stability.sd-turbo-v1:0")
+    wrong = root.get(f"playground?model={TINY_MODEL}&mode=embeddings")  # a chat model for embeddings: said so
+    assert picked(wrong)[0] == "embedding"
+    assert (f"{TINY_MODEL} is a text model, and embeddings needs an embedding model: pick one below."
+            in wrong.errors())
+    # the reranker answers no chat: it is offered in no mode, nor tried from the catalog
+    assert "cross-encoder.ms-marco" not in root.get("playground").body
+    assert "playground?model=cross-encoder" not in root.get("models").body
+
+    role = services.iam.create_role(services.iam.default_account(), "evaluator")  # a drop-down in both forms
+    for form in ("evaluation/create", "customization/create"):
+        page = root.get(form)
+        assert f'<select id="roleArn" name="roleArn"><option>{role.arn}</option></select>' in page.body, form

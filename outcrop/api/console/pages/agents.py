@@ -27,13 +27,15 @@ SHOWN_CHARACTERS = 4000
 @page("GET", "agents")
 def agents(visit: Visit) -> Response:
     found, next_token = visit.listing("bedrock-agent", "ListAgents", "agentSummaries")
-    return visit.render("agents.html", "Agents", agents=found, next_token=next_token)
+    return visit.render("agents.html", "Agents", agents=found, next_token=next_token,
+                        may_create=visit.refusal("CreateAgent") is None)
 
 
 # -- create --------------------------------------------------------------------------------------------
 
 @page("GET", "agents/create")
 def create_form(visit: Visit) -> Response:
+    visit.require("CreateAgent")  # a form the policy forbids sending: why not, instead
     return _create_form(visit, {"instruction": "You are a helpful assistant. Answer the user's questions briefly.",
                                 "idleSessionTTLInSeconds": "600", "guardrailVersion": DRAFT})
 

@@ -38,13 +38,15 @@ FINDINGS = (
 @page("GET", "guardrails")
 def guardrails(visit: Visit) -> Response:
     found, next_token = visit.listing("bedrock", "ListGuardrails", "guardrails")
-    return visit.render("guardrails.html", "Guardrails", guardrails=found, next_token=next_token)
+    return visit.render("guardrails.html", "Guardrails", guardrails=found, next_token=next_token,
+                        may_create=visit.refusal("CreateGuardrail") is None)
 
 
 # -- create --------------------------------------------------------------------------------------------
 
 @page("GET", "guardrails/create")
 def create_form(visit: Visit) -> Response:
+    visit.require("CreateGuardrail")  # a form the policy forbids sending: why not, instead
     return _create_form(visit, {"blockedInputMessaging": BLOCKED_MESSAGE, "blockedOutputsMessaging": BLOCKED_MESSAGE})
 
 

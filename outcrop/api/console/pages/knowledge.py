@@ -25,13 +25,15 @@ NOTICES = {"source-added": "Data source added: sync it to index its documents."}
 @page("GET", "knowledge-bases")
 def knowledge_bases(visit: Visit) -> Response:
     found, next_token = visit.listing("bedrock-agent", "ListKnowledgeBases", "knowledgeBaseSummaries")
-    return visit.render("knowledge.html", "Knowledge bases", knowledge_bases=found, next_token=next_token)
+    return visit.render("knowledge.html", "Knowledge bases", knowledge_bases=found, next_token=next_token,
+                        may_create=visit.refusal("CreateKnowledgeBase") is None)
 
 
 # -- create --------------------------------------------------------------------------------------------
 
 @page("GET", "knowledge-bases/create")
 def create_form(visit: Visit) -> Response:
+    visit.require("CreateKnowledgeBase")  # a form the policy forbids sending: why not, instead
     return _create_form(visit, {})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from outcrop.api.console.app import Visit, page
@@ -11,6 +12,7 @@ from outcrop.errors import BedrockError
 
 #: Statuses that change by themselves: their pages reload until they settle.
 MOVING = ("Creating", "Updating")
+CREATE = "CreateProvisionedModelThroughput"
 
 
 @page("GET", "provisioned")
@@ -18,12 +20,31 @@ def throughputs(visit: Visit) -> Response:
     listed = visit.call("bedrock", "ListProvisionedModelThroughputs", {"sortBy": "CreationTime",
                                                                        "sortOrder": "Descending"})
     rows = listed["provisionedModelSummaries"]
-    return visit.render("provisioned.html", "Provisioned throughput", throughputs=rows,
+    may_create = visit.refusal(CREATE, _candidates(visit, "")) is None
+    return visit.render("provisioned.html", "Provisioned throughput", throughputs=rows, may_create=may_create,
                         refresh=3 if any(t["status"] in MOVING for t in rows) else 0)
+
+
+def _custom_models(visit: Visit) -> list[dict[str, Any]]:
+    try:
+        return visit.call("bedrock", "ListCustomModels")["modelSummaries"]
+    except BedrockError:
+        return []
+
+
+def _candidates(visit: Visit, model: str) -> Iterator[dict[str, Any]]:
+    """CreateProvisionedModelThroughput's parameters that decide its authorization: the model the form is for, or
+    else any model (`*`), else each of the account's custom models."""
+    if model:
+        yield {"modelId": model}
+        return
+    yield {}
+    yield from ({"modelId": m["modelArn"]} for m in _custom_models(visit))
 
 
 @page("GET", "provisioned/create")
 def create_form(visit: Visit) -> Response:
+    visit.require(CREATE, _candidates(visit, visit.query.get("model", "")))
     return _form(visit, {"provisionedModelName": f"pt-{uuid.uuid4().hex[:6]}", "modelId": visit.query.get("model", ""),
                          "modelUnits": "1"})
 
@@ -40,17 +61,14 @@ def create(visit: Visit) -> Response:
     if form.get("commitmentDuration"):
         params["commitmentDuration"] = form["commitmentDuration"]
     try:
-        visit.call("bedrock", "CreateProvisionedModelThroughput", params)
+        visit.call("bedrock", CREATE, params)
     except BedrockError as exc:
         return _form(visit, form, error=f"{exc.code}: {exc.message}", status=exc.status)
     return visit.redirect(f"provisioned/{params['provisionedModelName']}")  # its name or ARN identifies it
 
 
 def _form(visit: Visit, values: dict[str, str], error: str = "", status: int = 200) -> Response:
-    try:
-        custom = visit.call("bedrock", "ListCustomModels")["modelSummaries"]
-    except BedrockError:
-        custom = []
+    custom = _custom_models(visit)
     return visit.render("provisioned_create.html", "Buy provisioned throughput", status=status, values=values,
                         error=error, custom_models=custom)
 
