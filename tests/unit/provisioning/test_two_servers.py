@@ -121,14 +121,17 @@ def test_live_names_shared_before_migration_0021_are_told_apart(tmp_path):
     with database.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "0020")
-        for arn, minute, deleted in (("pt/first", 1, None), ("pt/second", 2, None), ("pt/gone", 0, "2025-01-02")):
+        # The last one is already called what the rename would pick for the second: the rename picks another.
+        for arn, name, minute, deleted in (("pt/first", "twin", 1, None), ("pt/second", "twin", 2, None),
+                                           ("pt/gone", "twin", 0, "2025-01-02"), ("pt/taken", "twin-second", 3, None)):
             connection.execute(text(
                 "INSERT INTO provisioned_throughputs (arn, account_id, name, model_arn, desired_model_arn, "
                 "foundation_model_id, model_units, status, created_at, updated_at, deleted_at) VALUES (:arn, :a, "
-                "'twin', 'm', 'm', 'tiny', 1, 'InService', :t, :t, :d)"),
-                {"arn": arn, "a": ACCOUNT, "t": f"2025-01-01 00:0{minute}:00", "d": deleted})
+                ":n, 'm', 'm', 'tiny', 1, 'InService', :t, :t, :d)"),
+                {"arn": arn, "a": ACCOUNT, "n": name, "t": f"2025-01-01 00:0{minute}:00", "d": deleted})
     database.migrate()
     with database.engine.connect() as connection:
         names = connection.execute(text("SELECT arn, name FROM provisioned_throughputs ORDER BY arn")).all()
     database.dispose()
-    assert [tuple(r) for r in names] == [("pt/first", "twin"), ("pt/gone", "twin"), ("pt/second", "twin-second")]
+    assert [tuple(r) for r in names] == [("pt/first", "twin"), ("pt/gone", "twin"), ("pt/second", "twin-second-2"),
+                                         ("pt/taken", "twin-second")]

@@ -28,13 +28,17 @@ def upgrade() -> None:
     rows = connection.execute(sa.select(table.c.arn, table.c.account_id, table.c.name)
                               .where(table.c.deleted_at.is_(None))
                               .order_by(table.c.created_at, table.c.arn)).all()
-    seen: set[tuple[str, str]] = set()
+    taken = {(account, name) for _, account, name in rows}  # every live name, the later rows' included
+    kept: set[tuple[str, str]] = set()
     for arn, account, name in rows:
-        if (account, name) in seen:
-            suffix = "-" + arn.rsplit("/", 1)[-1]
-            name = name[:63 - len(suffix)] + suffix
+        if (account, name) in kept:
+            base, suffix, n = name, "-" + arn.rsplit("/", 1)[-1], 1
+            while (account, name := base[:63 - len(suffix)] + suffix) in taken:
+                n += 1
+                suffix = f"-{arn.rsplit('/', 1)[-1]}-{n}"
             connection.execute(sa.update(table).where(table.c.arn == arn).values(name=name))
-        seen.add((account, name))
+            taken.add((account, name))
+        kept.add((account, name))
     op.create_index("uq_provisioned_throughputs_live_name", "provisioned_throughputs", ["account_id", "name"],
                     unique=True, sqlite_where=sa.text(_LIVE), postgresql_where=sa.text(_LIVE))
 
