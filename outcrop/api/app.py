@@ -37,6 +37,7 @@ from outcrop.api.openai import OpenAIDoor, is_door_path
 from outcrop.errors import (
     BedrockError,
     Cancelled,
+    ConflictException,
     InternalServerException,
     NotImplementedException,
     UnknownOperationException,
@@ -173,6 +174,7 @@ class BedrockApp:
             log.info("request %s (%s:%s) cancelled: the client hung up", request_id, service, operation)
             status = CLIENT_CLOSED_REQUEST
         except Exception as exc:  # every failure leaves in Bedrock's error shape, never as a stack trace
+            exc = lost_race(exc, operation)
             if not isinstance(exc, BedrockError):
                 log.exception("request %s (%s:%s) failed", request_id, service, operation)
                 exc = InternalServerException(f"Internal error; request id {request_id}")
@@ -249,6 +251,18 @@ def _raw_path(scope: dict[str, Any]) -> str:
     raw = scope.get("raw_path")
     path = raw.decode("latin-1") if raw else scope.get("path", "/")
     return path.split("?", 1)[0]
+
+
+def lost_race(exc: Exception, operation: str) -> Exception:
+    """A create or update that lost a race to another server (or thread) for a unique name: the check before its
+    insert saw no such name, the database's unique index refused its row. The caller is told so as Bedrock tells of
+    a name in use (ConflictException), not with an internal error."""
+    from sqlalchemy.exc import IntegrityError
+
+    if isinstance(exc, IntegrityError) and operation.startswith(("Create", "Update")):
+        return ConflictException(f"{operation} conflicts with a concurrent request: a resource with the same name "
+                                 "was created at the same moment")
+    return exc
 
 
 async def _run_watching(call, receive, hung_up: threading.Event):

@@ -71,3 +71,23 @@ def test_document_members_pass_through_untouched():
     body = b'{"messages": [], "additionalModelRequestFields": {"top_k": 1, "nested": {"a": [1, 2]}}}'
     params = protocol.parse_request(route, labels, "", {}, body)
     assert params["additionalModelRequestFields"] == {"top_k": 1, "nested": {"a": [1, 2]}}
+
+
+def test_a_create_that_loses_a_race_for_its_name_is_a_conflict(tmp_path):
+    """Two servers check a name at once, both see it free, the database's unique index refuses the second row: its
+    caller hears ConflictException, as for a name in use, not an internal error."""
+    import sqlalchemy as sa
+
+    from outcrop.api.app import lost_race
+    from outcrop.errors import ConflictException
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'race.db'}")
+    table = sa.Table("things", sa.MetaData(), sa.Column("name", sa.String, unique=True))
+    table.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(table.insert().values(name="twin"))
+    with pytest.raises(sa.exc.IntegrityError) as caught, engine.begin() as connection:
+        connection.execute(table.insert().values(name="twin"))
+    assert isinstance(lost_race(caught.value, "CreateGuardrail"), ConflictException)
+    assert lost_race(caught.value, "GetGuardrail") is caught.value  # elsewhere it is a bug, not a race
+    engine.dispose()
