@@ -320,7 +320,7 @@ class _Turn:
                                               "tokens.")
                 return
             if use["name"] == FINAL_ANSWER:
-                yield from self._finish(str(use["input"].get("answer", "")))
+                yield from self._finish(_until_repeat(str(use["input"].get("answer", ""))))
                 return
             if (use["name"], json.dumps(use["input"], sort_keys=True)) in self._calls_this_turn():
                 must_answer = True  # asked again for what it already has: it answers next
@@ -519,6 +519,12 @@ def _cut_answer(partial: str) -> str:
         text = json.loads(f'"{match.group(1)}"')
     except json.JSONDecodeError:  # cut inside an escape
         text = json.loads(f'"{match.group(1).rsplit(chr(92), 1)[0]}"')
+    return _until_repeat(text)
+
+
+def _until_repeat(text: str) -> str:
+    """`text` up to the first sentence it says a second time: a small greedy model may loop on a sentence until
+    its tokens run out ("I am a shop assistant. I am a shop assistant. ..."); what came before is its answer."""
     kept: list[str] = []
     for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
         if sentence in kept:

@@ -372,3 +372,9 @@ def test_an_inline_agent_keeps_its_session_under_its_accounts_id_and_its_traces_
     assert inline_agent_id(ACCOUNT) != inline_agent_id("222222222222") and len(inline_agent_id(ACCOUNT)) == 10
     with db.session() as session:
         assert session.get(AgentSessionRow, (inline_agent_id(ACCOUNT), "in-1")) is not None
+
+
+def test_an_answer_that_loops_on_a_sentence_ends_before_the_loop(db):
+    model = ScriptedModel((FINAL_ANSWER, {"answer": "I can help. I am a shop assistant. I am a shop assistant. I am"}))
+    assert _answer(_invoke(_runtime(db, _document(), model), text="Who are you?")) == \
+        "I can help. I am a shop assistant."
