@@ -284,6 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     per_item: list[dict[str, Any]] = [{} for _ in predictions]
     item_owner: dict[str, str] = {}
     intervals: dict[str, list[float]] = {}
+    aggregates: dict[str, Any] = {}
     if not args.bootstrap and any(v is not None for v in (args.resamples, args.confidence, args.seed)):
         raise MetricsInputError("--resamples, --confidence and --seed set the bootstrap: add --bootstrap")
     settings = _bootstrap_settings(args) if args.bootstrap else None
@@ -297,6 +298,11 @@ def _run(args: argparse.Namespace) -> int:
                 _merge(row, item, item_owner, metric.name)
         if settings is not None:
             intervals.update(bootstrap_intervals(metric, predictions, references, settings, scores, items))
+            from outcrop.evaluation.metrics.rouge import Rouge, bootstrap_aggregate
+
+            if args.json and isinstance(metric, Rouge):  # rouge-score's whole BootstrapAggregator table
+                aggregates = bootstrap_aggregate(items(), confidence=settings.confidence,
+                                                 n_samples=settings.resamples, seed=settings.seed)
     if settings is not None:
         signatures.append(("bootstrap", settings.interval_signature()))
 
@@ -308,7 +314,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         bounds = {f"{key}_{end}": value for key, (low, high) in intervals.items()
                   for end, value in (("low", low), ("high", high))}
-        print(json.dumps({**corpus, **bounds}))
+        # With ROUGE, its low/mid/high precision, recall and F, as rouge-score's aggregator gives them.
+        print(json.dumps({**corpus, **bounds, **({"rougeBootstrap": aggregates} if aggregates else {})}))
         return 0
     width = max([len("METRIC"), *(len(k) for k in corpus)])
     print(f"{'METRIC'.ljust(width)}  VALUE" + ("     INTERVAL" if intervals else ""))

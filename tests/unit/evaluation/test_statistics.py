@@ -180,6 +180,9 @@ def test_the_metrics_cli_adds_intervals_rouge_scores_own_with_the_same_seed(tmp_
     theirs = aggregator.aggregate()
     assert printed["rouge1_low"] == theirs["rouge1"].low.fmeasure
     assert printed["rougeL_high"] == theirs["rougeL"].high.fmeasure
+    for kind, score in theirs.items():  # the whole table: low, mid and high of precision, recall and F
+        for end in ("low", "mid", "high"):
+            assert printed["rougeBootstrap"][kind][end] == getattr(score, end)._asdict()
     for key in ("bleu", "qa_f1"):
         assert printed[f"{key}_low"] < printed[key] < printed[f"{key}_high"]
     assert main(["metrics", "score", "--metric", "bleu", *files, "--seed", "5"]) == 1
