@@ -41,8 +41,10 @@ from outcrop.runtime.tables import UsageStatus
 from outcrop.runtime.usage import record_usage
 
 CONVERSE_STOP_REASON = {END_OF_TEXT: "end_turn", STOP_SEQUENCE: "stop_sequence", LENGTH: "max_tokens"}
-#: Keys of Converse's `additionalModelRequestFields` that every text model understands.
-ADDITIONAL_FIELDS = {"top_k", "seed"}
+#: Keys of Converse's `additionalModelRequestFields` that every text model understands. `temperature` (0 to 2)
+#: overrides inferenceConfig's, whose range stops at 1: the OpenAI door sends OpenAI's wider range through it.
+ADDITIONAL_FIELDS = {"top_k", "seed", "temperature"}
+MAX_EXTRA_TEMPERATURE = 2.0
 JSON = "application/json"
 #: Bedrock's runtime answer to a model identifier that names nothing it serves (400, not 404).
 INVALID_MODEL_IDENTIFIER = "The provided model identifier is invalid."
@@ -219,9 +221,11 @@ class RuntimeService:
         where = "additionalModelRequestFields."
         top_k = formats.integer_field(extra, "top_k", 0, 500, 0, where)
         seed = formats.integer_field(extra, "seed", 0, 2**63 - 1, None, where)
+        temperature = formats.number_field(extra, "temperature", 0, MAX_EXTRA_TEMPERATURE,
+                                           config.get("temperature", DEFAULT_TEMPERATURE), where)
         params = SamplingParams(
             max_tokens=config.get("maxTokens", DEFAULT_MAX_TOKENS),
-            temperature=config.get("temperature", DEFAULT_TEMPERATURE),
+            temperature=temperature,
             top_p=config.get("topP", DEFAULT_TOP_P), top_k=top_k, seed=seed,
             stop=tuple(s for s in config.get("stopSequences") or () if s))
         return self._prepare(account, model_id, TextRequest(
@@ -480,9 +484,11 @@ class RuntimeService:
             capacity.acquire()
         else:  # on-demand: the account's quotas; a provisioned throughput has its own capacity instead
             self.quotas.admit(caller.principal.account_id)
-        try:
-            stream = prepared.deployment.scheduler.submit(prepared.prompt_ids, prepared.params,
-                                                          cancelled=caller.cancelled)
+        try:  # a tool call is checked against its whole schema, and written again when it fails (tool_use.py)
+            stream = tool_use.checked_calls(
+                functools.partial(prepared.deployment.scheduler.submit, cancelled=caller.cancelled),
+                prepared.prompt_ids, prepared.params, prepared.tools, prepared.syntax,
+                prepared.deployment.loaded.tokenizer)
         except GrammarError as exc:  # checked without a tokenizer before; this model's tokenizer refused it
             if capacity is not None:
                 capacity.release(0)

@@ -18,22 +18,32 @@ Three steps, shared by Converse, ConverseStream and the Anthropic Messages body 
 
 A structured answer (Converse `outputConfig.textFormat`) is the same constraint on a plain answer: one
 JSON document valid against the caller's schema.
+
+4. **Check** what the grammar could not enforce: `checked_calls` validates a call against its tool's whole
+   schema once it is written (jsonschema), and has the model write it again when it fails (`CheckedCalls`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 import secrets
 import string
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from outcrop.errors import ValidationException
+from outcrop.errors import ModelErrorException, ValidationException
 from outcrop.inference.chat import FALLBACK_TOOL_SYNTAX, chat_template, render_chat, template_tool_syntax
 from outcrop.inference.grammar import GrammarError, check_grammar, json_rule, json_schema_grammar
+
+if TYPE_CHECKING:  # the engine's types (torch, transformers): imported where a generation runs, not to parse
+    from outcrop.inference.sampling import SamplingParams
+    from outcrop.inference.scheduler import Completion
 
 #: The most tools one request may carry, and the largest schema (JSON text) one tool may have. Bedrock
 #: documents neither; these keep one request from compiling an unbounded grammar on the server.
@@ -60,6 +70,15 @@ class Tool:
     @property
     def parameters(self) -> dict[str, Any]:
         return json.loads(self.schema)
+
+    @property
+    def enforced(self) -> bool:
+        """Whether the grammar enforces the whole schema, so that every call it lets through validates."""
+        return _enforced(self.schema)
+
+    def error(self, arguments: Any) -> str | None:
+        """Why `arguments` fail this tool's schema (where, and the keyword), or None when they validate."""
+        return schema_error(self.schema, arguments)
 
 
 @dataclass(frozen=True)
@@ -105,8 +124,8 @@ def tool(name: Any, description: Any, schema: Any, where: str, strict: Any = Fal
     A schema names an object whether or not it says `"type": "object"` (Bedrock's and Anthropic's
     reading), and is compiled as one, so the arguments are always an object. With `strict`, a keyword
     the grammar cannot enforce (uniqueItems, not, if/then/else...) is refused; without it, the grammar
-    enforces the rest and leaves that keyword to the model (llguidance's lenient mode), so the schemas
-    pydantic and LangChain write for sets and unions still work."""
+    enforces the rest (llguidance's lenient mode), so the schemas pydantic and LangChain write for sets and
+    unions still work, and each call is validated against the whole schema once written (`checked_calls`)."""
     if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
         raise ValidationException(f"{where}.name must be 1 to 64 letters, digits, underscores or hyphens "
                                   f"(pattern [a-zA-Z0-9_-]+), got {name!r}")
@@ -148,6 +167,37 @@ def _check_schema(schema: str, subject: str, strict: bool) -> None:
         check_grammar(json_schema_grammar(document, lenient=not strict))
     except GrammarError as exc:
         raise ValidationException(f"{subject} cannot be enforced: {exc}") from None
+
+
+@lru_cache(maxsize=512)
+def _validator(schema: str) -> Any:
+    import jsonschema
+
+    document = json.loads(schema)
+    return jsonschema.validators.validator_for(document)(document)
+
+
+def schema_error(schema: str, instance: Any) -> str | None:
+    """Why `instance` fails the JSON schema `schema` (JSON text): where, the keyword, and jsonschema's words."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(instance))
+    if error is None:
+        return None
+    return f"{error.json_path} fails {error.validator}: {error.message}"
+
+
+@lru_cache(maxsize=512)
+def _enforced(schema: str) -> bool:
+    """Whether a grammar enforces every keyword of `schema`: it compiles strictly (llguidance refuses what it
+    cannot enforce) and has no oneOf, which a grammar reads as anyOf (a value may match two branches)."""
+    if '"oneOf"' in schema:
+        return False
+    try:
+        check_grammar(json_schema_grammar(json.loads(schema), lenient=False))
+    except GrammarError:
+        return False
+    return True
 
 
 def tool_set(tools: list[Tool], choice: str, forced: str | None, tools_field: str, choice_field: str) -> ToolSet:
@@ -472,8 +522,6 @@ def _joined(*parts: str) -> str:
 def template_call_id(tool_use_id: str) -> str:
     """A toolUseId as a template sees it: 9 letters and digits, derived from the id (Mistral's templates
     refuse any other shape; the others take any string). The same id gives the same alias in every turn."""
-    import hashlib
-
     digest = int.from_bytes(hashlib.sha256(tool_use_id.encode()).digest()[:8], "big")
     alphabet = string.ascii_letters + string.digits
     return "".join(alphabet[(digest // len(alphabet) ** k) % len(alphabet)] for k in range(9))
@@ -615,6 +663,8 @@ class CallReader:
 
     syntax: CallSyntax
     names: frozenset[str]
+    #: The tools by name, when calls are checked against their schemas (a call that fails is not passed on).
+    tools: dict[str, Tool] = field(default_factory=dict)
     _buffer: str = ""
     _state: str = "text"  # text | head | args | closing
     _args: list[str] = field(default_factory=list)
@@ -623,8 +673,11 @@ class CallReader:
     _escaped: bool = False
     _call: tuple[str, str] | None = None
     _space: str = ""  # whitespace before a trigger: dropped before a call, text if it was none
-    #: A call whose arguments were not a JSON object (Converse answers stopReason malformed_tool_use).
+    #: A call whose arguments were not a JSON object, or failed its tool's schema (Converse answers stopReason
+    #: malformed_tool_use).
     malformed: bool = False
+    #: (tool name, why) for each call whose arguments failed its tool's schema (`Tool.error`).
+    invalid: list[tuple[str, str]] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
 
     def feed(self, delta: str) -> Iterator[Read]:
@@ -706,10 +759,14 @@ class CallReader:
         except ValueError:
             arguments = None
         call = ToolCall(*self._call, arguments if isinstance(arguments, dict) else {})
-        if isinstance(arguments, dict):
+        checked = self.tools.get(call.name)
+        error = checked.error(arguments) if checked is not None and isinstance(arguments, dict) else None
+        if isinstance(arguments, dict) and error is None:
             self.calls.append(call)
-        else:  # only a call no grammar constrained can be malformed: it is not passed on as a call
+        else:  # never passed on as a call: a call no grammar constrained, or one its grammar could not hold to
             self.malformed = True
+            if error is not None:
+                self.invalid.append((call.name, error))
         yield Read("stop", call=call)
         return True
 
@@ -776,7 +833,13 @@ class AnswerReader:
 
     def __init__(self, syntax: CallSyntax | None, tools: ToolSet | None) -> None:
         calling = tools is not None and tools.choice != NONE and syntax is not None
-        self._reader = CallReader(syntax, frozenset(tools.names())) if calling else None
+        self._reader = CallReader(syntax, frozenset(tools.names()), {t.name: t for t in tools.tools}) \
+            if calling else None
+        self._tools = tools
+        #: Under `auto`, the answer so far while it may still be a bare JSON call (`bare_call`), held back until
+        #: it ends; None once it cannot be one (or a syntax whose calls are bare JSON already, Llama 3's).
+        self._bare: str | None = "" if calling and tools.choice == AUTO and not syntax.trigger.startswith("{") \
+            else None
         #: The answer's blocks in order: text (consecutive pieces joined) and tool calls.
         self.blocks: list[str | ToolCall] = []
         self._fed = False
@@ -795,8 +858,18 @@ class AnswerReader:
     def malformed(self) -> bool:
         return self._reader.malformed if self._reader else False
 
+    @property
+    def invalid(self) -> list[tuple[str, str]]:
+        """(tool name, why) for each call that failed its tool's schema (and was not passed on)."""
+        return self._reader.invalid if self._reader else []
+
     def feed(self, delta: str) -> list[Read]:
         self._fed = True
+        if self._bare is not None:
+            self._bare += delta
+            if _may_be_bare_call(self._bare):
+                return []
+            delta, self._bare = self._bare, None
         reads = list(self._reader.feed(delta)) if self._reader else [Read("text", delta)]
         self._collect(reads)
         return reads
@@ -804,7 +877,18 @@ class AnswerReader:
     def finish(self) -> list[Read]:
         """What was held back, once the text has ended (the same list on every call)."""
         if self._tail is None:
-            self._tail = list(self._reader.finish()) if self._reader else []
+            self._tail = []
+            if self._bare is not None:
+                text, self._bare = self._bare, None
+                call = bare_call(text, self._tools)
+                if call is not None:
+                    self._reader.calls.append(call)
+                    self._tail = [Read("start", call=call), Read("input", json.dumps(call.input)),
+                                  Read("stop", call=call)]
+                else:
+                    self._tail = list(self._reader.feed(text))
+            if self._reader is not None:
+                self._tail += list(self._reader.finish())
             self._collect(self._tail)
         return self._tail
 
@@ -826,11 +910,74 @@ class AnswerReader:
                 self.blocks.append(read.call)
 
 
+def _may_be_bare_call(text: str) -> bool:
+    """Whether an answer that begins with `text` may still be a bare JSON call: a JSON object or list, or one in
+    a ```json fence (what follows is only a prefix of it so far, or it is)."""
+    text = text.lstrip()
+    if not text or text[0] in "{[":
+        return True
+    if len(text) < 3:
+        return "```".startswith(text)
+    if not text.startswith("```"):
+        return False
+    rest = text[3:]
+    if "json".startswith(rest.lower()):
+        return True
+    if rest.lower().startswith("json"):
+        rest = rest[4:]
+    rest = rest.lstrip(" \t")
+    if not rest:
+        return True
+    if rest[0] != "\n":
+        return False
+    rest = rest[1:].lstrip()
+    return not rest or rest[0] in "{["
+
+
+_FENCED = re.compile(r"```(?:json)?[ \t]*\n(.*)\n?```", re.DOTALL | re.IGNORECASE)
+
+
+def bare_call(text: str, tools: ToolSet) -> ToolCall | None:
+    """A whole answer that is only a tool call written as bare JSON, as small models write one when they skip the
+    prompt's syntax: `{"name": tool, "arguments": {...}}` (or "parameters", as Llama 3 writes it; arguments as an
+    object or as JSON text), alone, in a one-element list, or in a ```json fence; read as a call only when the
+    name is an offered tool and the arguments validate against its schema (vLLM's hermes and llama3_json
+    parsers read the same shapes). Anything else is None: the answer stays text."""
+    text = text.strip()
+    fenced = _FENCED.fullmatch(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(document, list) and len(document) == 1:
+        document = document[0]
+    if not isinstance(document, dict) or not isinstance(document.get("name"), str):
+        return None
+    keys = set(document) - {"type"}
+    argument_keys = keys & {"arguments", "parameters"}
+    if len(argument_keys) != 1 or keys != {"name"} | argument_keys or document.get("type", "function") != "function":
+        return None
+    arguments = document[argument_keys.pop()]
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return None
+    offered = {t.name: t for t in tools.tools}
+    found = offered.get(document["name"])
+    if found is None or not isinstance(arguments, dict) or found.error(arguments) is not None:
+        return None
+    return ToolCall(new_tool_use_id(), found.name, arguments)
+
+
 def converse_content(blocks: list[str | ToolCall]) -> list[dict[str, Any]]:
-    """Converse's content blocks, in the answer's order; an answer with nothing in it is one empty text."""
-    content = [{"text": b} if isinstance(b, str) else {"toolUse": {"toolUseId": b.id, "name": b.name,
-                                                                   "input": b.input}} for b in blocks]
-    return content or [{"text": ""}]
+    """Converse's content blocks, in the answer's order. Blank text is no block (Bedrock refuses a blank text
+    block when a conversation sends it back), so an answer with nothing in it (a call cut off by maxTokens, an
+    end of text at once) has no content blocks, as Bedrock answers such a turn."""
+    return [({"text": b} if isinstance(b, str) else {"toolUse": {"toolUseId": b.id, "name": b.name, "input": b.input}})
+            for b in blocks if not isinstance(b, str) or b.strip()]
 
 
 def answer_schema(output_config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -874,3 +1021,118 @@ def answer_instructions(output_config: dict[str, Any] | None, schema: dict[str, 
     what = f" ({name}{': ' + description if description else ''})" if name else (
         f" ({description})" if description else "")
     return ANSWER_PROMPT.format(what=what, schema=json.dumps(schema))
+
+
+# -- 4. check calls the grammar could not hold to their whole schema -------------------------------------
+
+#: Tries of a tool call whose arguments fail a schema keyword the grammar cannot enforce (the first included).
+CALL_TRIES = 4
+#: The temperature of a retry of a greedy request's call (greedy decoding would write the same call again).
+RETRY_TEMPERATURE = 0.8
+
+
+def checked_calls(submit: Callable[[list[int], SamplingParams], Any], prompt_ids: list[int], params: SamplingParams,
+                  tools: ToolSet | None, syntax: CallSyntax | None, tokenizer: Any) -> Any:
+    """The generation of `prompt_ids` (`submit(ids, params)`, a scheduler's submit), as a GenerationStream whose
+    tool calls validate against their tools' schemas.
+
+    The grammar enforces most of a schema; what it cannot (uniqueItems, not, contains, if/then,
+    dependentRequired, propertyNames, oneOf's "only one"...) is checked once a call is written
+    (`CheckedCalls`). Where every offered tool is enforced whole, this is `submit`'s own stream, untouched."""
+    if (tools is None or tools.choice == NONE or syntax is None or params.grammar is None
+            or all(t.enforced for t in tools.tools if tools.choice != TOOL or t.name == tools.forced)):
+        return submit(prompt_ids, params)
+    return CheckedCalls(submit, prompt_ids, params, tools, syntax, tokenizer)
+
+
+class CheckedCalls:
+    """A generation whose tool call is checked against its tool's whole schema before it is passed on.
+
+    Text before a call streams as it comes; from the call's trigger on, the deltas are held until the
+    generation ends. A call whose arguments validate is then passed on (its deltas as they came); one that
+    fails is written again: the model continues from the text before the call, the same tool forced, with a
+    seed derived from the request's (or from the prompt, so a retry repeats), at RETRY_TEMPERATURE where the
+    request was greedy, up to CALL_TRIES in all. If every try fails, ModelErrorException names the keyword:
+    an invalid call is never passed on as valid. The answer's usage counts the tokens of the answer given
+    (the text before the call, and the call that validated), not the discarded tries."""
+
+    def __init__(self, submit: Callable[[list[int], SamplingParams], Any], prompt_ids: list[int],
+                 params: SamplingParams, tools: ToolSet, syntax: CallSyntax, tokenizer: Any) -> None:
+        self._submit, self._prompt_ids, self._params = submit, list(prompt_ids), params
+        self._tools, self._syntax, self._tokenizer = tools, syntax, tokenizer
+        self._started = time.perf_counter()
+        self._stream = submit(prompt_ids, params)
+        #: What a retry continues from (the prompt, and the text before the call), and that text's tokens.
+        self._retry_ids, self._prefix_tokens = self._prompt_ids, 0
+        self.completion: Completion | None = None
+
+    @property
+    def produced_tokens(self) -> int:
+        return self._prefix_tokens + self._stream.produced_tokens
+
+    def result(self) -> Completion:
+        for _ in self:
+            pass
+        return self.completion
+
+    def _retry_params(self, name: str, attempt: int) -> SamplingParams:
+        """The params of a retry: the tool `name` forced, a seed of its own, room for what the text before the
+        call has spent; sampled (not greedy), or it would write the same call."""
+        params = self._params
+        base = params.seed if params.seed is not None else int.from_bytes(
+            hashlib.sha256(json.dumps(self._prompt_ids).encode()).digest()[:8], "big")
+        seed = int.from_bytes(hashlib.sha256(f"{base}/{attempt}".encode()).digest()[:8], "big") & (2**63 - 1)
+        forced = ToolSet(self._tools.tools, TOOL, name)
+        grammar = _tools_grammar(self._syntax, forced, None, marker_tokens(self._tokenizer, self._syntax))
+        sampled = {} if not params.greedy else {"temperature": RETRY_TEMPERATURE, "top_k": 0}
+        return dataclasses.replace(params, grammar=grammar, seed=seed, **sampled,
+                                   max_tokens=max(1, params.max_tokens - self._prefix_tokens))
+
+    def __iter__(self) -> Iterator[str]:
+        trigger = self._syntax.trigger
+        prefix, first, failure = "", None, ""
+        for attempt in range(CALL_TRIES):
+            text, sent, held = "", 0, None  # held: the deltas from the trigger on
+            deltas = iter(self._stream)
+            try:
+                for delta in deltas:
+                    text += delta
+                    if held is not None:
+                        held.append(delta)
+                        continue
+                    at = text.find(trigger)
+                    end = len(text) - _partial_suffix(text, trigger) if at < 0 else at
+                    if end > sent:
+                        yield text[sent:end]
+                        sent = end
+                    if at >= 0:
+                        held = [text[at:]]
+            finally:
+                close = getattr(deltas, "close", None)
+                if close is not None:
+                    close()
+            completion = self._stream.completion
+            first = first or completion
+            reader = AnswerReader(self._syntax, self._tools)
+            reader.read(prefix + text)
+            if not reader.invalid:
+                yield from held if held is not None else ([text[sent:]] if len(text) > sent else [])
+                from outcrop.inference.scheduler import Completion
+
+                self.completion = completion if attempt == 0 else Completion(
+                    prefix + text, len(self._prompt_ids), self._prefix_tokens + completion.output_tokens,
+                    completion.finish_reason, completion.stop_sequence, first.first_token_s,
+                    time.perf_counter() - self._started)
+                return
+            name, failure = reader.invalid[0]
+            if attempt == 0 and trigger in text:  # from here on, the model continues from the text before its call
+                prefix = text[:text.find(trigger)]
+                if prefix:
+                    ids = self._tokenizer(prefix, add_special_tokens=False)["input_ids"]
+                    self._retry_ids, self._prefix_tokens = self._prompt_ids + ids, len(ids)
+            if attempt + 1 < CALL_TRIES:
+                self._stream = self._submit(self._retry_ids, self._retry_params(name, attempt + 1))
+        raise ModelErrorException(
+            f"The model's call of the tool {name} failed its input schema in {CALL_TRIES} tries: {failure}. "
+            "The decoding grammar enforces the rest of the schema but cannot enforce this keyword; retry, or "
+            "use a schema the grammar enforces whole (toolSpec.strict refuses any other).")

@@ -19,6 +19,8 @@ from typing import Any
 
 from outcrop.api.openai import fields
 from outcrop.api.openai.errors import InvalidRequest
+from outcrop.errors import ValidationException
+from outcrop.runtime import tool_use
 
 #: OpenAI's defaults where a request leaves sampling out (Converse's own defaults are Bedrock's).
 DEFAULT_TEMPERATURE = 1.0
@@ -29,7 +31,7 @@ FIELDS = frozenset({
     "stop", "seed", "n", "tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs",
     "top_logprobs", "user", "metadata", "store", "service_tier", "frequency_penalty", "presence_penalty",
     "logit_bias", "modalities", "top_k"})
-NEUTRAL = {"n": fields.ONE_CHOICE, "logprobs": fields.NO_LOGPROBS,
+NEUTRAL = {"logprobs": fields.NO_LOGPROBS,
            "top_logprobs": fields.Neutral(lambda v: v is None, fields.NO_LOGPROBS.why),
            "frequency_penalty": fields.PENALTY, "presence_penalty": fields.PENALTY, "logit_bias": fields.LOGIT_BIAS,
            "store": fields.NO_STORE, "service_tier": fields.ONE_TIER, "modalities": fields.TEXT_ONLY}
@@ -49,8 +51,18 @@ class ChatRequest:
     model: str
     stream: bool
     include_usage: bool
-    #: Converse's (or ConverseStream's) params, modelId included.
+    #: Converse's (or ConverseStream's) params, modelId included: the first choice's.
     params: dict[str, Any]
+    #: How many choices (`n`): each is a Converse call of its own, made together so they share the batch.
+    n: int = 1
+
+    def choice_params(self, index: int) -> dict[str, Any]:
+        """Choice `index`'s Converse params: the request's, with a seed of its own when the request has one."""
+        extra = self.params.get("additionalModelRequestFields") or {}
+        if index == 0 or "seed" not in extra:
+            return self.params
+        return {**self.params, "additionalModelRequestFields": {
+            **extra, "seed": fields.choice_seed(extra["seed"], index)}}
 
 
 def parse(body: dict[str, Any]) -> ChatRequest:
@@ -60,6 +72,7 @@ def parse(body: dict[str, Any]) -> ChatRequest:
     model = fields.string(body, "model")
     stream = fields.boolean(body, "stream")
     include_usage = _stream_options(body, stream)
+    n = fields.choices(body)
     fields.boolean(body, "parallel_tool_calls", True)  # true allows, not requires: one call per turn is honoured
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -68,8 +81,12 @@ def parse(body: dict[str, Any]) -> ChatRequest:
     params: dict[str, Any] = {"modelId": model, "messages": turns}
     if system:
         params["system"] = system
-    config: dict[str, Any] = {"temperature": fields.temperature(body, DEFAULT_TEMPERATURE),
-                              "topP": fields.number(body, "top_p", 0, 1, DEFAULT_TOP_P)}
+    temperature = fields.temperature(body, DEFAULT_TEMPERATURE)
+    config: dict[str, Any] = {"topP": fields.number(body, "top_p", 0, 1, DEFAULT_TOP_P)}
+    # Above Converse's range (1), OpenAI's temperature goes as the runtime's own additional field (up to 2).
+    hot = temperature > fields.BEDROCK_MAX_TEMPERATURE
+    if not hot:
+        config = {"temperature": temperature, **config}
     budget = fields.max_tokens(body, "max_tokens", "max_completion_tokens")
     if budget is not None:
         config["maxTokens"] = budget
@@ -77,8 +94,8 @@ def parse(body: dict[str, Any]) -> ChatRequest:
     if stops:
         config["stopSequences"] = stops
     params["inferenceConfig"] = config
-    extra = {k: v for k, v in (("seed", fields.seed(body)), ("top_k", fields.integer(body, "top_k", 0, 500)))
-             if v is not None}
+    extra = {k: v for k, v in (("seed", fields.seed(body)), ("top_k", fields.integer(body, "top_k", 0, 500)),
+                               ("temperature", temperature if hot else None)) if v is not None}
     if extra:
         params["additionalModelRequestFields"] = extra
     tool_config = tools(body.get("tools"), body.get("tool_choice"), turns)
@@ -92,7 +109,7 @@ def parse(body: dict[str, Any]) -> ChatRequest:
         params["requestMetadata"] = metadata
     if body.get("service_tier") == "default":
         params["serviceTier"] = {"type": "default"}
-    return ChatRequest(model, stream, include_usage, params)
+    return ChatRequest(model, stream, include_usage, params, n)
 
 
 def _stream_options(body: dict[str, Any], stream: bool) -> bool:
@@ -289,8 +306,9 @@ def _choice(choice: Any, names: list[str]) -> dict[str, Any]:
 
 def response_format(value: Any) -> dict[str, Any] | None:
     """Converse's outputConfig for `response_format`: json_object is any JSON object, json_schema the caller's
-    schema; both are enforced by the grammar (`strict` or not: what the grammar cannot express is left to the
-    model, as Converse does for answer schemas)."""
+    schema; both are enforced by the grammar. With `strict`, a schema keyword the grammar cannot enforce
+    (uniqueItems, not, if/then...) is refused, as toolSpec.strict refuses it; without, it is left to the model,
+    as Converse does for answer schemas (Converse's jsonSchema has no strict member, so the door checks it)."""
     if value is None:
         return None
     value = fields.body_object(value, "response_format")
@@ -307,7 +325,13 @@ def response_format(value: Any) -> dict[str, Any] | None:
         where = "response_format.json_schema."
         fields.only_fields(spec, {"name", "description", "schema", "strict"}, where)
         schema = fields.body_object(spec.get("schema", {"type": "object"}), f"{where}schema")
-        fields.boolean(spec, "strict", where=where)
+        if fields.boolean(spec, "strict", where=where):
+            try:
+                tool_use.checked_schema(schema, "The JSON schema of response_format", strict=True)
+            except ValidationException as exc:
+                raise InvalidRequest(f"{exc.message} (json_schema.strict is true: the answer must be held to every "
+                                     "keyword; send strict false to leave the ones the grammar cannot enforce to "
+                                     "the model)", f"{where}schema") from None
         definition = {"schema": json.dumps(schema), "name": fields.string(spec, "name", where)}
         if spec.get("description") is not None:
             if not isinstance(spec["description"], str):
@@ -321,8 +345,16 @@ def response_format(value: Any) -> dict[str, Any] | None:
 
 # -- the answer -------------------------------------------------------------------------------------------
 
-def completion(answer: dict[str, Any], *, completion_id: str, created: int, model: str) -> dict[str, Any]:
-    """Converse's answer as a `chat.completion`."""
+def completion(answers: dict[str, Any] | list[dict[str, Any]], *, completion_id: str, created: int,
+               model: str) -> dict[str, Any]:
+    """Converse's answer (or one per choice, in order) as a `chat.completion`."""
+    answers = [answers] if isinstance(answers, dict) else answers
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [_choice_of(answer, index) for index, answer in enumerate(answers)],
+            "usage": usage(*(answer["usage"] for answer in answers))}
+
+
+def _choice_of(answer: dict[str, Any], index: int) -> dict[str, Any]:
     content = answer["output"]["message"]["content"]
     text = "".join(block["text"] for block in content if "text" in block)
     calls = [block["toolUse"] for block in content if "toolUse" in block]
@@ -332,15 +364,17 @@ def completion(answer: dict[str, Any], *, completion_id: str, created: int, mode
         message["tool_calls"] = [{"id": c["toolUseId"], "type": "function",
                                   "function": {"name": c["name"], "arguments": json.dumps(c["input"])}}
                                  for c in calls]
-    return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": FINISH_REASONS.get(answer["stopReason"], "stop")}],
-            "usage": usage(answer["usage"])}
+    return {"index": index, "message": message, "logprobs": None,
+            "finish_reason": FINISH_REASONS.get(answer["stopReason"], "stop")}
 
 
-def usage(converse_usage: dict[str, int]) -> dict[str, int]:
-    return {"prompt_tokens": converse_usage["inputTokens"], "completion_tokens": converse_usage["outputTokens"],
-            "total_tokens": converse_usage["inputTokens"] + converse_usage["outputTokens"]}
+def usage(*converse_usages: dict[str, int]) -> dict[str, int]:
+    """OpenAI's usage for one or more choices of one prompt: the prompt counted once (as OpenAI counts it), the
+    completions' tokens added up."""
+    prompt = converse_usages[0]["inputTokens"]
+    completion_tokens = sum(u["outputTokens"] for u in converse_usages)
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens}
 
 
 def chunks(events: Iterable[tuple[str, dict[str, Any]]], *, completion_id: str, created: int, model: str,
@@ -348,32 +382,45 @@ def chunks(events: Iterable[tuple[str, dict[str, Any]]], *, completion_id: str, 
     """ConverseStream's events as `chat.completion.chunk`s: the role first, text and tool-call deltas as they
     come (a call's id and name, then its arguments piece by piece), the finish reason, then (when asked
     for) a last chunk with the usage and no choices."""
-    tool_index = -1
+    return choice_chunks(((0, name, event) for name, event in events), 1, completion_id=completion_id,
+                         created=created, model=model, include_usage=include_usage)
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+
+def choice_chunks(events: Iterable[tuple[int, str, dict[str, Any]]], n: int, *, completion_id: str, created: int,
+                  model: str, include_usage: bool) -> Iterator[dict[str, Any]]:
+    """`chunks` for `n` choices: each ConverseStream event tagged with its choice's index, the streams in any
+    interleaving; each chunk carries its choice's index, and the usage chunk comes once every choice has ended,
+    with their tokens added up (`usage`)."""
+    tool_index = [-1] * n
+    usages: list[dict[str, int] | None] = [None] * n
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         out = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+               "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         if include_usage:
             out["usage"] = None
         return out
 
-    for name, event in events:
+    for index, name, event in events:
         if name == "messageStart":
-            yield chunk({"role": "assistant", "content": "", "refusal": None})
+            yield chunk(index, {"role": "assistant", "content": "", "refusal": None})
         elif name == "contentBlockStart" and "toolUse" in event["start"]:
-            tool_index += 1
+            tool_index[index] += 1
             start = event["start"]["toolUse"]
-            yield chunk({"tool_calls": [{"index": tool_index, "id": start["toolUseId"], "type": "function",
-                                         "function": {"name": start["name"], "arguments": ""}}]})
+            yield chunk(index, {"tool_calls": [{"index": tool_index[index], "id": start["toolUseId"],
+                                                "type": "function",
+                                                "function": {"name": start["name"], "arguments": ""}}]})
         elif name == "contentBlockDelta":
             delta = event["delta"]
             if delta.get("text"):
-                yield chunk({"content": delta["text"]})
+                yield chunk(index, {"content": delta["text"]})
             elif "toolUse" in delta:
-                yield chunk({"tool_calls": [{"index": tool_index,
-                                             "function": {"arguments": delta["toolUse"]["input"]}}]})
+                yield chunk(index, {"tool_calls": [{"index": tool_index[index],
+                                                    "function": {"arguments": delta["toolUse"]["input"]}}]})
         elif name == "messageStop":
-            yield chunk({}, FINISH_REASONS.get(event["stopReason"], "stop"))
-        elif name == "metadata" and include_usage:
-            yield {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [], "usage": usage(event["usage"])}
+            yield chunk(index, {}, FINISH_REASONS.get(event["stopReason"], "stop"))
+        elif name == "metadata":
+            usages[index] = event["usage"]
+            if include_usage and all(u is not None for u in usages):
+                yield {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                       "choices": [], "usage": usage(*usages)}

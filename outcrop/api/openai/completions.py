@@ -24,8 +24,7 @@ DEFAULT_MAX_TOKENS = 16
 FIELDS = frozenset({"model", "prompt", "stream", "stream_options", "max_tokens", "temperature", "top_p", "n",
                     "stop", "seed", "user", "echo", "suffix", "logprobs", "best_of", "presence_penalty",
                     "frequency_penalty", "logit_bias", "top_k"})
-NEUTRAL = {"n": fields.ONE_CHOICE, "best_of": fields.ONE_CHOICE,
-           "logprobs": fields.Neutral(lambda v: v is None, fields.NO_LOGPROBS.why),
+NEUTRAL = {           "logprobs": fields.Neutral(lambda v: v is None, fields.NO_LOGPROBS.why),
            "echo": fields.Neutral(lambda v: v is None or v is False, "the answer never repeats the prompt."),
            "suffix": fields.Neutral(lambda v: v is None, "this server's models do not fill in text before a suffix."),
            "frequency_penalty": fields.PENALTY, "presence_penalty": fields.PENALTY, "logit_bias": fields.LOGIT_BIAS}
@@ -42,6 +41,14 @@ class CompletionRequest:
     body: dict[str, Any]
     #: Bedrock's requestMetadata (InvokeModel carries it as a header of JSON text).
     metadata: dict[str, str]
+    #: How many choices (`n`): each an InvokeModel of its own, made together so they share the batch.
+    n: int = 1
+
+    def choice_body(self, index: int) -> dict[str, Any]:
+        """Choice `index`'s body: the request's, with a seed of its own when the request has one."""
+        if index == 0 or "seed" not in self.body:
+            return self.body
+        return {**self.body, "seed": fields.choice_seed(self.body["seed"], index)}
 
 
 def parse(body: dict[str, Any]) -> CompletionRequest:
@@ -49,6 +56,12 @@ def parse(body: dict[str, Any]) -> CompletionRequest:
     fields.check_neutral(body, NEUTRAL)
     model = fields.string(body, "model")
     stream = fields.boolean(body, "stream")
+    n = fields.choices(body)
+    best_of = body.get("best_of")
+    if best_of is not None and best_of not in (1, n) or isinstance(best_of, bool):
+        raise InvalidRequest(f"best_of={json.dumps(best_of)} is not supported: this server does not rank candidates "
+                             "(it returns no log probabilities); send n choices instead.", "best_of",
+                             "unsupported_value")
     options = body.get("stream_options")
     include_usage = False
     if options is not None:
@@ -59,13 +72,15 @@ def parse(body: dict[str, Any]) -> CompletionRequest:
     native: dict[str, Any] = {
         "prompt": prompt(body.get("prompt")),
         "max_tokens": fields.max_tokens(body, "max_tokens") or DEFAULT_MAX_TOKENS,
-        "temperature": fields.temperature(body, DEFAULT_TEMPERATURE),
+        # The Mistral body's range (Bedrock's) stops at 1.
+        "temperature": fields.temperature(body, DEFAULT_TEMPERATURE, fields.BEDROCK_MAX_TEMPERATURE),
         "top_p": fields.number(body, "top_p", 0, 1, DEFAULT_TOP_P)}
     for name, value in (("stop", fields.stop(body)), ("seed", fields.seed(body)),
                         ("top_k", fields.integer(body, "top_k", 0, 200))):
         if value is not None and value != []:
             native[name] = value
-    return CompletionRequest(model, stream, include_usage, native, fields.request_metadata(body, with_metadata=False))
+    return CompletionRequest(model, stream, include_usage, native, fields.request_metadata(body, with_metadata=False),
+                             n)
 
 
 def prompt(value: Any) -> str:
@@ -85,11 +100,19 @@ def prompt(value: Any) -> str:
 def completion(native: dict[str, Any], input_tokens: int, output_tokens: int, *, completion_id: str, created: int,
                model: str) -> dict[str, Any]:
     """InvokeModel's Mistral answer as a `text_completion`."""
-    output = native["outputs"][0]
+    return completion_of([(native, input_tokens, output_tokens)], completion_id=completion_id, created=created,
+                         model=model)
+
+
+def completion_of(answers: list[tuple[dict[str, Any], int, int]], *, completion_id: str, created: int,
+                  model: str) -> dict[str, Any]:
+    """One Mistral answer per choice (with its input and output token counts) as a `text_completion`: the
+    prompt's tokens counted once, the choices' added up (as OpenAI counts n choices)."""
     return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"text": output["text"], "index": 0, "logprobs": None,
-                         "finish_reason": FINISH_REASONS.get(output["stop_reason"], "stop")}],
-            "usage": usage(input_tokens, output_tokens)}
+            "choices": [{"text": native["outputs"][0]["text"], "index": index, "logprobs": None,
+                         "finish_reason": FINISH_REASONS.get(native["outputs"][0]["stop_reason"], "stop")}
+                        for index, (native, _, _) in enumerate(answers)],
+            "usage": usage(answers[0][1], sum(out for _, _, out in answers))}
 
 
 def usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
@@ -101,22 +124,34 @@ def chunks(native_chunks: Iterable[dict[str, Any]], *, completion_id: str, creat
            include_usage: bool) -> Iterator[dict[str, Any]]:
     """InvokeModelWithResponseStream's Mistral chunks as streamed `text_completion`s; the last native chunk
     carries the finish reason and Bedrock's invocation metrics, whose counts become the usage chunk."""
-    def chunk(text: str, finish: str | None) -> dict[str, Any]:
+    return choice_chunks(((0, native) for native in native_chunks), 1, completion_id=completion_id,
+                         created=created, model=model, include_usage=include_usage)
+
+
+def choice_chunks(native_chunks: Iterable[tuple[int, dict[str, Any]]], n: int, *, completion_id: str, created: int,
+                  model: str, include_usage: bool) -> Iterator[dict[str, Any]]:
+    """`chunks` for `n` choices, each native chunk tagged with its choice's index: the usage chunk comes once
+    every choice's metrics are in, the prompt counted once and the choices' tokens added up."""
+    metrics: list[dict[str, int] | None] = [None] * n
+
+    def chunk(index: int, text: str, finish: str | None) -> dict[str, Any]:
         out = {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-               "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+               "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": finish}]}
         if include_usage:
             out["usage"] = None
         return out
 
-    for native in native_chunks:
+    for index, native in native_chunks:
         output = native["outputs"][0]
         reason = output.get("stop_reason")
         if output["text"] or reason:
-            yield chunk(output["text"], FINISH_REASONS.get(reason, "stop") if reason else None)
-        metrics = native.get("amazon-bedrock-invocationMetrics")
-        if metrics is not None and include_usage:
-            yield {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-                   "choices": [], "usage": usage(metrics["inputTokenCount"], metrics["outputTokenCount"])}
+            yield chunk(index, output["text"], FINISH_REASONS.get(reason, "stop") if reason else None)
+        if native.get("amazon-bedrock-invocationMetrics") is not None:
+            metrics[index] = native["amazon-bedrock-invocationMetrics"]
+            if include_usage and all(m is not None for m in metrics):
+                yield {"id": completion_id, "object": "text_completion", "created": created, "model": model,
+                       "choices": [], "usage": usage(metrics[0]["inputTokenCount"],
+                                                     sum(m["outputTokenCount"] for m in metrics))}
 
 
 def native_chunks(events: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:

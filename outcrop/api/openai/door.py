@@ -21,6 +21,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ from outcrop.api.openai.errors import (
     error_body,
     error_status,
 )
-from outcrop.catalog.service import RERANK_FORMAT
+from outcrop.catalog.service import RERANK_FORMAT, SERVED_BY_MEMBER
 from outcrop.errors import (
     AccessDeniedException,
     BedrockError,
@@ -130,35 +131,97 @@ def chat_completions(ctx: RequestContext, body: dict[str, Any], _: str) -> Answe
     operation = "ConverseStream" if request.stream else "Converse"
     validated("bedrock-runtime", operation, request.params)
     require_model(ctx, request.model, "TEXT", operation)
-    output = call(ctx, "bedrock-runtime", operation, request.params)
+    outputs = each_choice(ctx, operation, [request.choice_params(i) for i in range(request.n)], request.stream)
     ids = _ids(ctx, "chatcmpl", request.model)
     if request.stream:
-        events = output["stream"]
-        return Answer(stream=sse(chat.chunks(events, include_usage=request.include_usage, **ids), events),
-                      headers=_served_by(output))
-    return Answer(chat.completion(output, **ids), headers=_served_by(output))
+        streams = [output["stream"] for output in outputs]
+        tagged = interleaved(streams)
+        return Answer(stream=sse(chat.choice_chunks(tagged, request.n, include_usage=request.include_usage, **ids),
+                                 Closing([tagged, *streams])),
+                      headers=_served_by(outputs[0]))
+    return Answer(chat.completion(outputs, **ids), headers=_served_by(outputs[0]))
 
 
 def text_completions(ctx: RequestContext, body: dict[str, Any], _: str) -> Answer:
     request = completions.parse(body)
     operation = "InvokeModelWithResponseStream" if request.stream else "InvokeModel"
-    params: dict[str, Any] = {"modelId": request.model, "body": json.dumps(request.body).encode(),
-                              "contentType": JSON}
-    if request.metadata:
-        params["requestMetadata"] = json.dumps(request.metadata)
-    validated("bedrock-runtime", operation, params)
+    each = []
+    for index in range(request.n):
+        params: dict[str, Any] = {"modelId": request.model, "body": json.dumps(request.choice_body(index)).encode(),
+                                  "contentType": JSON}
+        if request.metadata:
+            params["requestMetadata"] = json.dumps(request.metadata)
+        each.append(params)
+    validated("bedrock-runtime", operation, each[0])
     require_model(ctx, request.model, "TEXT", operation)
-    output = call(ctx, "bedrock-runtime", operation, params)
+    outputs = each_choice(ctx, operation, each, request.stream)
     ids = _ids(ctx, "cmpl", request.model)
     if request.stream:
-        events = output["body"]
-        return Answer(stream=sse(completions.chunks(completions.native_chunks(events),
-                                                    include_usage=request.include_usage, **ids), events),
-                      headers=_served_by(output))
-    counts = output[EXTRA_HEADERS]
-    return Answer(completions.completion(json.loads(output["body"]), counts["X-Amzn-Bedrock-Input-Token-Count"],
-                                         counts["X-Amzn-Bedrock-Output-Token-Count"], **ids),
-                  headers=_served_by(output))
+        streams = [output["body"] for output in outputs]
+        tagged = interleaved(streams)
+        native = ((index, json.loads(event["bytes"])) for index, name, event in tagged if name == "chunk")
+        return Answer(stream=sse(completions.choice_chunks(native, request.n, include_usage=request.include_usage,
+                                                           **ids), Closing([tagged, *streams])),
+                      headers=_served_by(outputs[0]))
+    answers = [(json.loads(output["body"]), output[EXTRA_HEADERS]["X-Amzn-Bedrock-Input-Token-Count"],
+                output[EXTRA_HEADERS]["X-Amzn-Bedrock-Output-Token-Count"]) for output in outputs]
+    return Answer(completions.completion_of(answers, **ids), headers=_served_by(outputs[0]))
+
+
+def each_choice(ctx: RequestContext, operation: str, each: list[dict[str, Any]], stream: bool) -> list[Any]:
+    """One runtime call per choice (`n`), made together so that their sequences share the model's batch: a
+    stream's sequence is submitted when its call returns, a whole answer's call runs in a thread of its own.
+    The first failure is the request's (the other calls run to their end and are metered, as they ran)."""
+    if len(each) == 1 or stream:
+        outputs = []
+        try:
+            for params in each:
+                outputs.append(call(ctx, "bedrock-runtime", operation, params))
+        except BaseException:
+            # The request fails: the choices already submitted stop (their cancel flag is the request's) and
+            # are settled, each stream pulled once so that closing it runs its metering.
+            ctx.cancelled.set()
+            for output in outputs:
+                events = output.get("stream", output.get("body"))
+                try:
+                    next(events, None)
+                except Exception:  # Cancelled, or the failure it ended with: metered as it ended
+                    pass
+                finally:
+                    events.close()
+            raise
+        return outputs
+    with ThreadPoolExecutor(max_workers=len(each), thread_name_prefix="outcrop-openai-choice") as pool:
+        futures = [pool.submit(call, ctx, "bedrock-runtime", operation, params) for params in each]
+        return [future.result() for future in futures]
+
+
+def interleaved(streams: list[Iterable[tuple[str, dict[str, Any]]]]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """The events of several streams, each tagged with its stream's index, taken in turn (one from each stream
+    that has not ended); the choices' sequences advance together in the batch, so none waits long."""
+    iterators = [iter(s) for s in streams]
+    live = list(range(len(iterators)))
+    while live:
+        for index in list(live):
+            try:
+                name, event = next(iterators[index])
+            except StopIteration:
+                live.remove(index)
+                continue
+            yield index, name, event
+
+
+@dataclass
+class Closing:
+    """Closes each of `parts` (generators), for `sse`'s `source`: every choice's runtime stream ends and is metered."""
+
+    parts: list[Any]
+
+    def close(self) -> None:
+        for part in self.parts:
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
 
 
 def create_embeddings(ctx: RequestContext, body: dict[str, Any], _: str) -> Answer:
@@ -184,7 +247,8 @@ def list_models(ctx: RequestContext, _body: dict[str, Any], _: str) -> Answer:
     throughputs in service where its policy lets it list them (bedrock:ListProvisionedModelThroughputs)."""
     summaries = call(ctx, "bedrock", "ListFoundationModels", {})["modelSummaries"]
     rerankers = {m.model_id for m in ctx.services.catalog.all() if m.native_format == RERANK_FORMAT}
-    data = models.listed(summaries, lambda model_id: model_id not in rerankers)
+    # An alias (Bedrock's rerank ids) names the local model answering for it: a reranker's is left out too.
+    data = models.listed(summaries, lambda s: not {s["modelId"], s.get(SERVED_BY_MEMBER)} & rerankers)
     for operation, params, member, key in (
             ("ListProvisionedModelThroughputs", {"statusEquals": models.IN_SERVICE}, "provisionedModelSummaries",
              "provisionedModelArn"),

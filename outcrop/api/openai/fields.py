@@ -15,9 +15,15 @@ from typing import Any
 
 from outcrop.api.openai.errors import InvalidRequest
 
-#: Bedrock's sampling range, which Converse and every native body enforce (OpenAI's goes to 2).
-MAX_TEMPERATURE = 1.0
+#: OpenAI's sampling range. Converse's inferenceConfig stops at 1: chat sends a higher temperature as
+#: additionalModelRequestFields.temperature (the runtime's own extension, 0 to 2); a native body (completions'
+#: Mistral body) keeps Bedrock's range.
+MAX_TEMPERATURE = 2.0
+BEDROCK_MAX_TEMPERATURE = 1.0
 MAX_SEED = 2**63 - 1
+#: The most choices (`n`) one request may ask for: each is a sequence of its own in the model's batch, and this
+#: is the batch's default size (more would wait for one another).
+MAX_CHOICES = 16
 #: Converse's `requestMetadata` (botocore's model): what `user` and `metadata` become.
 _METADATA_KEY = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{1,256}")
 _METADATA_VALUE = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")
@@ -38,11 +44,9 @@ def _off(value: Any) -> bool:
 
 PENALTY = Neutral(_off, "this server's sampler has no frequency or presence penalties; send 0 or leave it out.")
 LOGIT_BIAS = Neutral(lambda v: v is None or v == {}, "this server's sampler takes no logit biases.")
-ONE_CHOICE = Neutral(lambda v: v is None or (v == 1 and not isinstance(v, bool)),
-                     "this server answers one choice per request; send n requests (with different seeds for "
-                     "different answers).")
 NO_LOGPROBS = Neutral(lambda v: v is None or v is False,
-                      "this server's engine does not return token log probabilities.")
+                      "this server does not return token log probabilities (the Bedrock operations that answer "
+                      "this door carry none).")
 NO_STORE = Neutral(lambda v: v is None or v is False,
                    "this server keeps no stored completions; Bedrock's invocation logging "
                    "(PutModelInvocationLoggingConfiguration) records invocations instead.")
@@ -108,12 +112,31 @@ def integer(body: dict[str, Any], name: str, low: int, high: int | None = None) 
     return value
 
 
-def temperature(body: dict[str, Any], default: float) -> float:
+def temperature(body: dict[str, Any], default: float, high: float = MAX_TEMPERATURE) -> float:
+    """`temperature`, from 0 to 2 (OpenAI's range), or to `high` where the Bedrock body that answers stops lower."""
     value = body.get("temperature")
-    if isinstance(value, int | float) and not isinstance(value, bool) and MAX_TEMPERATURE < value <= 2:
-        raise InvalidRequest(f"temperature={value:g} is not supported: this server samples (as Bedrock does) at "
-                             f"temperatures from 0 to {MAX_TEMPERATURE:g}.", "temperature", "unsupported_value")
-    return number(body, "temperature", 0, MAX_TEMPERATURE, default)
+    if isinstance(value, int | float) and not isinstance(value, bool) and high < value <= MAX_TEMPERATURE:
+        raise InvalidRequest(f"temperature={value:g} is not supported here: this endpoint samples (as Bedrock's "
+                             f"body for it does) at temperatures from 0 to {high:g}; /v1/chat/completions takes "
+                             f"up to {MAX_TEMPERATURE:g}.", "temperature", "unsupported_value")
+    return number(body, "temperature", 0, high, default)
+
+
+def choices(body: dict[str, Any], name: str = "n") -> int:
+    """`n`: how many choices to answer, 1 to MAX_CHOICES."""
+    value = body.get(name)
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHOICES:
+        raise InvalidRequest(f"{name} must be an integer between 1 and {MAX_CHOICES} (each choice is a sequence in "
+                             f"the model's batch), got {json.dumps(value)}", name)
+    return value
+
+
+def choice_seed(seed: int | None, index: int) -> int | None:
+    """Choice `index`'s seed: the request's own for the first, the next ones after it for the others (wrapping),
+    so that each choice of a seeded request differs and repeats; None without a seed."""
+    return None if seed is None else (seed + index) % (MAX_SEED + 1)
 
 
 def seed(body: dict[str, Any]) -> int | None:

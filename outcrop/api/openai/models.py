@@ -26,11 +26,11 @@ def from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return entry(summary["modelId"], 0, summary.get("providerName") or "outcrop")
 
 
-def listed(summaries: Iterable[dict[str, Any]], answers: Callable[[str], bool]) -> list[dict[str, Any]]:
-    """The foundation models an OpenAI client can call: text or embedding output, and `answers(model_id)`
-    (not a reranker)."""
+def listed(summaries: Iterable[dict[str, Any]], answers: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The foundation models an OpenAI client can call: text or embedding output, and `answers(summary)` (not a
+    reranker, nor an alias of one)."""
     return [from_summary(s) for s in summaries
-            if {"TEXT", "EMBEDDING"} & set(s.get("outputModalities") or ()) and answers(s["modelId"])]
+            if {"TEXT", "EMBEDDING"} & set(s.get("outputModalities") or ()) and answers(s)]
 
 
 def from_arn(arn: str, created: Any, account: str) -> dict[str, Any]:

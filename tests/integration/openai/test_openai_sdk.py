@@ -173,6 +173,36 @@ def test_a_json_schema_answer_is_valid_json(client, door):
     jsonschema.validate(json.loads(response.choices[0].message.content), schema)
 
 
+def test_n_choices_share_the_batch_and_stream_with_their_indexes(client, door, answer):
+    """n sequences of one prompt, each with its own seed (derived from the request's): the prompt is counted once
+    and the completions added up, as OpenAI counts them; a stream tags each chunk with its choice. Temperatures
+    above Bedrock's 1 go up to OpenAI's 2."""
+    whole = client.chat.completions.create(model=door.model, messages=QUESTION, max_tokens=6, temperature=1.6,
+                                           seed=11, n=2)
+    assert [c.index for c in whole.choices] == [0, 1]
+    assert whole.choices[0].message.content != whole.choices[1].message.content
+    assert whole.usage.prompt_tokens == answer.usage.prompt_tokens and whole.usage.completion_tokens <= 12
+    # Greedy, both choices are the one greedy answer, each streamed under its own index.
+    chunks = list(client.chat.completions.create(model=door.model, messages=QUESTION, max_tokens=8, temperature=0,
+                                                 n=2, stream=True, stream_options={"include_usage": True}))
+    for index in (0, 1):
+        assert "".join(c.choices[0].delta.content or "" for c in chunks
+                       if c.choices and c.choices[0].index == index) == answer.choices[0].message.content
+    assert chunks[-1].usage.prompt_tokens == answer.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == 2 * answer.usage.completion_tokens
+    texts = client.completions.create(model=door.model, prompt="the quick brown", max_tokens=4, n=2, seed=5)
+    assert [c.index for c in texts.choices] == [0, 1] and texts.usage.completion_tokens <= 8
+
+
+def test_a_strict_schema_refuses_what_the_grammar_cannot_enforce(client, door):
+    unique = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"},
+                                                        "uniqueItems": True}}, "required": ["tags"]}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=door.model, messages=QUESTION, max_tokens=50, response_format={
+            "type": "json_schema", "json_schema": {"name": "tags", "schema": unique, "strict": True}})
+    assert refused.value.param == "response_format.json_schema.schema" and "uniqueItems" in refused.value.message
+
+
 def test_embeddings_as_floats_and_base64(client, door):
     text = "The cat sat on the mat."
     floats = client.embeddings.create(model=EMBEDDING_MODEL, input=text, encoding_format="float")

@@ -10,7 +10,7 @@ import json
 
 import jsonschema
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EventStreamError
 
 from tests.backends import objects, query
 
@@ -114,6 +114,49 @@ def test_a_round_trip_of_call_result_and_answer(runtime, tiny_model):
                               inferenceConfig={"maxTokens": 5, "temperature": 0})
     # The error is in the prompt the model reads (the fallback writes it into the tool response).
     assert failed["usage"]["inputTokens"] > final["usage"]["inputTokens"]
+
+
+TAGS = {"toolSpec": {
+    "name": "tag_photo", "description": "Tag a photo with its colours.",
+    "inputSchema": {"json": {"type": "object", "properties": {"tags": {
+        "type": "array", "items": {"enum": ["red", "blue", "green"]}, "minItems": 2, "maxItems": 3,
+        "uniqueItems": True}}, "required": ["tags"], "additionalProperties": False}}}}
+
+
+def test_a_keyword_the_grammar_cannot_enforce_is_checked_and_never_returned_broken(runtime, tiny_model):
+    """uniqueItems is beyond a grammar: each call is validated once written and written again when it fails, so
+    what comes back validates, whole or streamed, or is a ModelErrorException that names the keyword."""
+    kwargs = {"modelId": tiny_model, "messages": QUESTION, "toolConfig": {"tools": [TAGS], "toolChoice": {"any": {}}},
+              "inferenceConfig": {"maxTokens": 120, "temperature": 1}}
+    called = 0
+    for seed in (1, 2):  # on the tiny model: valid at the third try; invalid at all four (ModelErrorException)
+        try:
+            response = runtime.converse(**kwargs, additionalModelRequestFields={"seed": seed})
+        except ClientError as error:
+            assert error.response["Error"]["Code"] == "ModelErrorException", error.response
+            assert "uniqueItems" in error.response["Error"]["Message"]
+            continue
+        (use,) = _tool_uses(response)
+        jsonschema.validate(use["input"], _schema(TAGS))
+        called += 1
+    assert called, "no call validated in any of the tries"
+    events = []
+    try:
+        events.extend(runtime.converse_stream(**kwargs, additionalModelRequestFields={"seed": 0})["stream"])
+    except EventStreamError as error:  # every try failed: the stream ends with the model's error
+        assert error.response["Error"]["Code"] == "modelStreamErrorException", error.response
+        assert "uniqueItems" in error.response["Error"]["Message"]
+    fragments = "".join(e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events
+                        if "toolUse" in e.get("contentBlockDelta", {}).get("delta", {}))
+    if fragments:  # a call streams only once it has validated
+        jsonschema.validate(json.loads(fragments), _schema(TAGS))
+
+
+def test_a_call_cut_off_by_max_tokens_leaves_no_blank_text_block(runtime, tiny_model):
+    """Bedrock refuses a blank text block sent back: the cut call is dropped, and nothing is left in its place."""
+    response = runtime.converse(modelId=tiny_model, messages=QUESTION, inferenceConfig={"maxTokens": 4},
+                                toolConfig={"tools": [WEATHER], "toolChoice": {"any": {}}})
+    assert response["stopReason"] == "max_tokens" and response["output"]["message"]["content"] == []
 
 
 def test_structured_output_follows_the_schema(runtime, tiny_model):

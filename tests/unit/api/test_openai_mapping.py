@@ -65,6 +65,27 @@ def test_sampling_fields_become_inference_config_and_extra_fields():
                          "max_completion_tokens": 6}, "max_completion_tokens")
 
 
+def test_openais_temperatures_above_bedrocks_range_go_as_the_runtimes_extra_field():
+    hot = chat_params(temperature=1.7, seed=4)
+    assert "temperature" not in hot["inferenceConfig"]
+    assert hot["additionalModelRequestFields"] == {"seed": 4, "temperature": 1.7}
+    assert chat_params(temperature=1)["inferenceConfig"]["temperature"] == 1.0
+    # Completions' Mistral body keeps Bedrock's range, and says where a higher temperature is taken.
+    error = refused(completions.parse, {"model": MODEL_ID, "prompt": "x", "temperature": 1.5}, "temperature")
+    assert "/v1/chat/completions" in error.message
+
+
+def test_n_choices_are_calls_of_their_own_with_seeds_of_their_own():
+    request = chat.parse({"model": MODEL_ID, "messages": [{"role": "user", "content": "x"}], "n": 3, "seed": 7})
+    assert request.n == 3
+    assert [request.choice_params(i)["additionalModelRequestFields"]["seed"] for i in range(3)] == [7, 8, 9]
+    unseeded = chat.parse({"model": MODEL_ID, "messages": [{"role": "user", "content": "x"}], "n": 2})
+    assert unseeded.choice_params(1) == unseeded.params  # each sequence draws its own random seed
+    text = completions.parse({"model": MODEL_ID, "prompt": "x", "n": 2, "best_of": 2, "seed": 2**63 - 1})
+    assert (text.n, text.choice_body(0)["seed"], text.choice_body(1)["seed"]) == (2, 2**63 - 1, 0)
+    refused(completions.parse, {"model": MODEL_ID, "prompt": "x", "n": 2, "best_of": 3}, "best_of")
+
+
 def test_user_and_metadata_are_request_metadata_for_insights():
     params = chat_params(user="u-42", metadata={"sessionId": "s-1", "domain": "tests"})
     assert params["requestMetadata"] == {"sessionId": "s-1", "domain": "tests", "userId": "u-42"}
@@ -75,9 +96,8 @@ def test_user_and_metadata_are_request_metadata_for_insights():
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("n", 2), ("logprobs", True), ("top_logprobs", 2), ("frequency_penalty", 0.5), ("presence_penalty", -1),
-    ("logit_bias", {"50256": -100}), ("store", True), ("service_tier", "flex"), ("modalities", ["text", "audio"]),
-    ("temperature", 1.5)])
+    ("logprobs", True), ("top_logprobs", 2), ("frequency_penalty", 0.5), ("presence_penalty", -1),
+    ("logit_bias", {"50256": -100}), ("store", True), ("service_tier", "flex"), ("modalities", ["text", "audio"])])
 def test_what_cannot_be_honoured_is_refused_by_name(field, value):
     error = refused(chat.parse, {"model": MODEL_ID, "messages": [{"role": "user", "content": "x"}], field: value},
                     field)
@@ -86,7 +106,8 @@ def test_what_cannot_be_honoured_is_refused_by_name(field, value):
 
 @pytest.mark.parametrize(("body", "param"), [
     ({"foo": 1}, "foo"), ({"functions": []}, "functions"), ({"reasoning_effort": "low"}, "reasoning_effort"),
-    ({"temperature": 3}, "temperature"), ({"top_p": 2}, "top_p"), ({"seed": -1}, "seed"), ({"stop": [""]}, "stop"),
+    ({"temperature": 2.5}, "temperature"), ({"n": 0}, "n"), ({"n": 17}, "n"), ({"top_p": 2}, "top_p"),
+    ({"seed": -1}, "seed"), ({"stop": [""]}, "stop"),
     ({"stream": "yes"}, "stream"), ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"stream": True, "stream_options": {"include_obfuscation": True}}, "stream_options.include_obfuscation"),
     ({"model": ""}, "model"), ({"messages": []}, "messages")])
@@ -181,6 +202,13 @@ def test_response_formats_become_answer_schemas():
     refused(chat.parse, {**base, "response_format": {"type": "xml"}}, "response_format.type")
     refused(chat.parse, {**base, "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}},
             "response_format.json_schema.name")
+    # strict: a keyword the grammar cannot enforce is refused, not left to the model; without strict, it is.
+    unique = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"},
+                                                        "uniqueItems": True}}}
+    error = refused(chat.parse, {**base, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "tags", "schema": unique, "strict": True}}}, "response_format.json_schema.schema")
+    assert "uniqueItems" in error.message
+    assert chat_params(response_format={"type": "json_schema", "json_schema": {"name": "tags", "schema": unique}})
 
 
 def test_a_stream_asks_for_usage_through_stream_options():
@@ -234,6 +262,29 @@ def test_converse_stream_events_as_chunks():
                                                              "total_tokens": 7}
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == "chatcmpl-1" for c in out)
     assert "usage" not in next(chat.chunks(iter(events), include_usage=False, **IDS))
+
+
+def test_choices_answer_with_their_indexes_and_usage_added_up():
+    def answer(text, tokens):
+        return {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": "end_turn",
+                "usage": {"inputTokens": 5, "outputTokens": tokens, "totalTokens": 5 + tokens}}
+    out = chat.completion([answer("a", 2), answer("b", 3)], **IDS)
+    assert [(c["index"], c["message"]["content"]) for c in out["choices"]] == [(0, "a"), (1, "b")]
+    assert out["usage"] == {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}  # the prompt once
+
+    def events(index, text, tokens):
+        return [(index, "messageStart", {"role": "assistant"}),
+                (index, "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": text}}),
+                (index, "messageStop", {"stopReason": "end_turn"}),
+                (index, "metadata", {"usage": {"inputTokens": 5, "outputTokens": tokens}})]
+    first, second = events(0, "a", 2), events(1, "b", 3)
+    tagged = [first[0], second[0], second[1], first[1], first[2], first[3], second[2], second[3]]
+    out = list(chat.choice_chunks(iter(tagged), 2, include_usage=True, **IDS))
+    texts = {i: "".join(c["choices"][0]["delta"].get("content") or "" for c in out
+                        if c["choices"] and c["choices"][0]["index"] == i) for i in (0, 1)}
+    assert texts == {0: "a", 1: "b"}
+    assert [c for c in out if not c["choices"]] == [out[-1]]  # one usage chunk, once both have ended
+    assert out[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
 
 
 # -- completions -----------------------------------------------------------------------------------------
@@ -306,7 +357,7 @@ def test_models_list_text_and_embedding_models():
                  {"modelId": "a.embed", "providerName": "Amazon", "outputModalities": ["EMBEDDING"]},
                  {"modelId": "a.rerank", "providerName": "Cohere", "outputModalities": ["TEXT"]},
                  {"modelId": "a.image", "providerName": "Stability", "outputModalities": ["IMAGE"]}]
-    listed = models.listed(summaries, lambda model_id: model_id != "a.rerank")
+    listed = models.listed(summaries, lambda summary: summary["modelId"] != "a.rerank")
     assert listed == [{"id": "a.chat", "object": "model", "created": 0, "owned_by": "Meta"},
                       {"id": "a.embed", "object": "model", "created": 0, "owned_by": "Amazon"}]
 

@@ -1,6 +1,6 @@
 """Tool use without a server: requests parsed, prompts rendered, grammars built, and generated text read back.
 
-The oracles: for reading, the same text read whole (`read_all`) and delta by delta (`CallReader`), and the
+The oracles: for reading, the same text read whole (`read_all`) and delta by delta (`AnswerReader`), and the
 calls each syntax's `write` put into it; for prompts, the chat templates themselves (Qwen 2.5's as Alibaba
 publishes it, small Llama 3.1-, Mistral- and SmolLM2-like ones) applied by transformers to the messages
 written by hand in transformers' tool-calling format; for grammars, llguidance's own matcher fed the
@@ -9,6 +9,7 @@ tokens of well-formed and malformed calls."""
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import llguidance
@@ -17,9 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outcrop.errors import ValidationException
+from outcrop.errors import ModelErrorException, ValidationException
+from outcrop.inference.sampling import SamplingParams
+from outcrop.inference.scheduler import END_OF_TEXT, Completion
 from outcrop.runtime import tool_use
-from outcrop.runtime.tool_use import ANY, AUTO, HERMES, LLAMA3, MISTRAL, NONE, TOOL, CallReader, ToolCall, ToolSet
+from outcrop.runtime.tool_use import ANY, AUTO, HERMES, LLAMA3, MISTRAL, NONE, TOOL, ToolCall, ToolSet
 from tests.helpers import train_tokenizer
 
 WEATHER = {"toolSpec": {
@@ -31,15 +34,20 @@ WEATHER = {"toolSpec": {
 PING = {"toolSpec": {"name": "ping", "description": "Is the service up?",
                      "inputSchema": {"json": {"type": "object", "properties": {}, "additionalProperties": False}}}}
 TOOLS = tool_use.converse_tool_set({"tools": [WEATHER, PING]})
+#: The same tools' names, any object their arguments: what the reading oracles read (calls are checked against
+#: their schemas, and these take the random arguments the property tests write).
+READING = tool_use.converse_tool_set({"tools": [
+    {"toolSpec": {"name": name, "inputSchema": {"json": {"type": "object"}}}} for name in ("get_weather", "ping")]})
 SYNTAXES = [HERMES, LLAMA3, MISTRAL]
 
 
 # -- reading generated text ---------------------------------------------------------------------------
 
-def read_stream(syntax, deltas):
-    """Text and calls as a stream reads them, after checking the shape of the reads: each call is a
-    start, its arguments in pieces that join to exactly its input's JSON, and a stop with the same id."""
-    reader = CallReader(syntax, frozenset(TOOLS.names()))
+def read_stream(syntax, deltas, tools=READING):
+    """Text and calls as a stream reads them (`AnswerReader` fed delta by delta, as ConverseStream reads), after
+    checking the shape of the reads: each call is a start, its arguments in pieces that join to exactly its
+    input's JSON, and a stop with the same id."""
+    reader = tool_use.AnswerReader(syntax, tools)
     reads = [r for delta in deltas for r in reader.feed(delta)] + list(reader.finish())
     open_call, pieces = None, []
     for read in reads:
@@ -60,8 +68,8 @@ def read_stream(syntax, deltas):
     return "".join(r.text for r in reads if r.kind == "text"), [(c.name, c.input) for c in reader.calls]
 
 
-def read_whole(syntax, text):
-    pieces, calls = tool_use.read_all(syntax, TOOLS, text)
+def read_whole(syntax, text, tools=READING):
+    pieces, calls = tool_use.read_all(syntax, tools, text)
     return "".join(pieces), [(c.name, c.input) for c in calls]
 
 
@@ -163,6 +171,138 @@ def test_near_miss_text_reads_the_same_in_deltas(syntax, text, cuts):
     cuts = sorted({c % (len(text) + 1) for c in cuts})
     deltas = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     assert read_stream(syntax, deltas) == read_whole(syntax, text)
+
+
+# -- bare JSON calls, calls checked against their whole schema, empty answers ---------------------------
+
+WEATHER_CALL = {"city": "Paris", "unit": "celsius"}
+
+
+@pytest.mark.parametrize("text", [
+    '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}',
+    '  {"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}\n',
+    '[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]',
+    '{"type": "function", "name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\", \\"unit\\": \\"celsius\\"}"}',
+    '```json\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n```'])
+@pytest.mark.parametrize("syntax", [HERMES, MISTRAL], ids=lambda s: s.name)
+def test_a_whole_answer_that_is_a_bare_json_call_is_a_call_under_auto(syntax, text):
+    """What small models write when they skip the prompt's syntax (vLLM's hermes/llama3_json parsers read the same)."""
+    expected = ("", [("get_weather", WEATHER_CALL)])
+    assert read_whole(syntax, text, TOOLS) == expected
+    assert read_stream(syntax, list(text), TOOLS) == expected  # held back until the answer ends, then one call
+
+
+@pytest.mark.parametrize("text", [
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}',  # unit is required
+    '{"name": "get_weather", "arguments": {"type": "object", "properties": {"city": {"type": "string"}}}}',
+    '{"name": "get_time", "arguments": {}}',  # not offered
+    '{"name": "ping", "arguments": {}, "reason": "why not"}',
+    '{"name": "ping", "arguments": {}} and then some words',
+    '{"answer": 42}', "```python\nprint(1)\n```", "[1, 2]"])
+def test_json_that_is_not_exactly_a_valid_call_stays_text(text):
+    assert read_whole(HERMES, text, TOOLS) == (text.strip(), [])
+    assert read_stream(HERMES, list(text), TOOLS) == (text.strip(), [])
+
+
+def test_bare_calls_are_read_under_auto_only():
+    text = '{"name": "ping", "arguments": {}}'
+    assert read_whole(HERMES, text) == ("", [("ping", {})])
+    forced = tool_use.converse_tool_set({"tools": [WEATHER, PING], "toolChoice": {"any": {}}})
+    assert read_whole(HERMES, text, forced) == (text, [])  # under any, the grammar writes every call
+    # A text answer streams as it comes: only an answer that opens like JSON is held back.
+    reader = tool_use.AnswerReader(HERMES, TOOLS)
+    assert [r.text for r in reader.feed("Hello")] == ["Hello"]
+
+
+TAGS = {"toolSpec": {"name": "tag", "description": "Tags for a picture.", "inputSchema": {"json": {
+    "type": "object", "properties": {"tags": {"type": "array", "items": {"enum": ["red", "blue", "green"]},
+                                              "uniqueItems": True}}, "required": ["tags"]}}}}
+
+
+def test_a_call_that_fails_what_its_grammar_could_not_enforce_is_not_a_call():
+    tools = tool_use.converse_tool_set({"tools": [TAGS, WEATHER], "toolChoice": {"any": {}}})
+    assert [t.enforced for t in tools.tools] == [False, True]
+    reader = tool_use.AnswerReader(HERMES, tools)
+    assert reader.read(call(HERMES, "tag", {"tags": ["red", "blue", "green", "blue"]})) == []
+    assert reader.calls == [] and reader.malformed
+    ((name, why),) = reader.invalid
+    assert name == "tag" and why.startswith("$.tags fails uniqueItems:")
+    assert tool_use.read_all(HERMES, tools, call(HERMES, "tag", {"tags": ["red", "blue"]}))[1][0].input == {
+        "tags": ["red", "blue"]}
+
+
+class FakeStream:
+    """A scheduler's GenerationStream over a fixed text, three characters a delta."""
+
+    def __init__(self, text):
+        self.text, self.completion, self.produced_tokens = text, None, 0
+
+    def __iter__(self):
+        for at in range(0, len(self.text), 3):
+            self.produced_tokens += 1
+            yield self.text[at:at + 3]
+        self.completion = Completion(self.text, 7, self.produced_tokens, END_OF_TEXT, None, 0.1, 0.2)
+
+
+class CharTokenizer:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def generations(*texts):
+    """A fake submit that answers `texts` in turn, and the (prompt ids, params) it was called with."""
+    submitted = []
+
+    def submit(ids, params):
+        submitted.append((list(ids), params))
+        return FakeStream(texts[len(submitted) - 1])
+    return submit, submitted
+
+
+def test_a_call_that_fails_its_schema_is_written_again_from_the_text_before_it():
+    tools = tool_use.converse_tool_set({"tools": [TAGS, WEATHER]})
+    bad, good = (call(HERMES, "tag", {"tags": tags}) for tags in (["red", "red"], ["red", "blue"]))
+    submit, submitted = generations("Sure.\n" + bad, bad, good)
+    greedy = SamplingParams(temperature=0, max_tokens=100, grammar="the request's grammar")
+    stream = tool_use.checked_calls(submit, [1, 2], greedy, tools, HERMES, CharTokenizer())
+    deltas = list(stream)
+    assert "".join(deltas) == "Sure.\n" + good and deltas[0] == "Sur"  # the text streams, the call waits
+    assert [call.input for call in tool_use.read_all(HERMES, tools, "".join(deltas))[1]] == [{"tags": ["red", "blue"]}]
+    # Each retry continues from the text before the call, the same tool forced, sampled with a seed of its own.
+    assert [ids for ids, _ in submitted] == [[1, 2], [1, 2, *map(ord, "Sure.\n")], [1, 2, *map(ord, "Sure.\n")]]
+    retries = [params for _, params in submitted[1:]]
+    assert all(p.temperature == tool_use.RETRY_TEMPERATURE and p.max_tokens == 94 for p in retries)
+    assert "tag" in retries[0].grammar and "get_weather" not in retries[0].grammar
+    assert len({p.seed for p in retries}) == 2
+    again = generations("Sure.\n" + bad, bad, good)
+    list(tool_use.checked_calls(again[0], [1, 2], greedy, tools, HERMES, CharTokenizer()))
+    assert [p.seed for _, p in again[1][1:]] == [p.seed for p in retries]  # derived from the prompt: repeatable
+    # The usage is the answer's: the text before the call, then the call that validated.
+    assert stream.completion.text == "Sure.\n" + good and stream.completion.input_tokens == 2
+    assert stream.completion.output_tokens == len("Sure.\n") + math.ceil(len(good) / 3)
+
+
+def test_a_call_that_keeps_failing_is_a_model_error_naming_the_keyword():
+    tools = tool_use.converse_tool_set({"tools": [TAGS], "toolChoice": {"any": {}}})
+    bad = call(HERMES, "tag", {"tags": ["blue", "blue"]})
+    submit, submitted = generations(*[bad] * tool_use.CALL_TRIES)
+    stream = tool_use.checked_calls(submit, [1], SamplingParams(seed=5, grammar="g"), tools, HERMES, CharTokenizer())
+    with pytest.raises(ModelErrorException, match="tag.*uniqueItems"):
+        list(stream)
+    assert len(submitted) == tool_use.CALL_TRIES and stream.completion is None
+
+
+def test_tools_the_grammar_enforces_whole_are_not_held_back():
+    submit, submitted = generations("text")
+    stream = tool_use.checked_calls(submit, [1], SamplingParams(grammar="g"), TOOLS, HERMES, CharTokenizer())
+    assert isinstance(stream, FakeStream)  # the scheduler's own stream: its calls stream as they come
+
+
+def test_an_answer_with_nothing_in_it_has_no_content_blocks():
+    """Bedrock refuses a blank text block sent back in a conversation: a call cut off by maxTokens is no block."""
+    assert tool_use.converse_content([]) == [] == tool_use.converse_content(["", " \n"])
+    cut = call(HERMES, "get_weather", WEATHER_CALL)[:30]
+    assert tool_use.converse_content(tool_use.AnswerReader(HERMES, TOOLS).read(cut)) == []
 
 
 # -- prompting ----------------------------------------------------------------------------------------
