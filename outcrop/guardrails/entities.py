@@ -66,6 +66,11 @@ _ADDRESS_CUE = re.compile(r"(?i:\b(?:live[sd]?|living|reside[sd]?|residing|based
                           r"|\baddress(?:\s+is)?\s*:?)\s+(?:the\s+)?$")
 _CUE_WINDOW = 40
 _NOT_NAME = re.compile(r"[\d_@]")
+#: Words of forms and letters that are never a name, though the small model tags some as PERSON.
+_LABELS = frozenset({"email", "e-mail", "mail", "phone", "telephone", "tel", "mobile", "cell", "fax", "address",
+                     "name", "contact", "subject", "date", "re", "cc", "bcc", "from", "to", "attn", "dear", "hi",
+                     "hello", "hey", "thanks", "regards", "cheers", "sincerely", "customer", "agent", "user"})
+_WORD = re.compile(r"\S+")
 _PLACES = ("GPE", "LOC", "FAC")
 #: What may stand between two parts of one address.
 _JOINER = re.compile(r"[\s,]{0,3}")
@@ -99,12 +104,21 @@ def find(text: str, types: list[str] | frozenset[str]) -> list[tuple[str, int, i
     streets = [m.span() for m in STREET.finditer(text)]  # in order, not overlapping: their ends are in order too
     ends = [end for _, end in streets]
     if "NAME" in types:
-        spans += [("NAME", start, end) for label, start, end in entities
-                  if label == "PERSON" and not _NOT_NAME.search(text, start, end)
-                  and not _overlaps(streets, ends, start, end)]
+        persons = [_unlabelled(text, start, end) for label, start, end in entities if label == "PERSON"]
+        spans += [("NAME", start, end) for start, end in persons if start < end
+                  and not _NOT_NAME.search(text, start, end) and not _overlaps(streets, ends, start, end)]
     if "ADDRESS" in types:
         spans += [("ADDRESS", start, end) for start, end in _addresses(text, streets, entities)]
     return spans
+
+
+def _unlabelled(text: str, start: int, end: int) -> tuple[int, int]:
+    """A PERSON entity without the field labels and greetings the small model takes for names ("Email" in "Email:
+    jane@example.com, Phone: ...", "Hi Email"): leading such words are cut off; one made only of them is empty."""
+    for word in _WORD.finditer(text, start, end):
+        if word.group(0).lower().rstrip(".:") not in _LABELS:
+            return word.start(), end
+    return end, end
 
 
 def _overlaps(spans: list[tuple[int, int]], ends: list[int], start: int, end: int) -> bool:

@@ -71,7 +71,10 @@ def _aba(match: str) -> bool:
 
 
 def _phone_digits(match: str) -> bool:
-    return 10 <= sum(c.isdigit() for c in match) <= 15
+    digits = sum(c.isdigit() for c in match)
+    if match.lstrip("(").startswith("0"):  # a national number with its trunk 0: 10 or 11 digits, as in most plans
+        return 10 <= digits <= 11
+    return 10 <= digits <= 15
 
 
 _VIN_VALUES = {**{str(d): d for d in range(10)}, **dict(zip("ABCDEFGH", range(1, 9), strict=True)),
@@ -153,11 +156,15 @@ DETECTORS: dict[str, Detector] = {
     # rest of a long run from every position in it (quadratic on text like "a.a.a.a...").
     "EMAIL": Detector(_p(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})"
                          r"{0,8}\.[A-Za-z]{2,24}\b")),
-    # An international number (+ country code, 7-14 more digits in groups), or a North American one (3-3-4, with
-    # separators or a parenthesized area code, optionally 1- before it): digit runs of other shapes (ranges,
-    # ids, 3-3-3) are not phones.
+    # An international number (+ country code, 7-14 more digits in groups), a North American one (3-3-4, with
+    # separators or a parenthesized area code, optionally 1- before it), or a national one with its trunk 0 (an
+    # area code of 1-4 digits after the 0, maybe parenthesized, then groups: the UK's "020 7946 0958" and
+    # "07700 900123", "(02) 9876 5432", "01 23 45 67 89"; 10 or 11 digits): digit runs of other shapes (ranges,
+    # ids, 3-3-3, dates) are not phones.
     "PHONE": Detector(_p(r"(?<![\w+])(?:\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?=[\s.-]?\d)[\s.-]?\d{2,4}"
-                         r"|(?:1[\s.-])?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4})(?![\w-])"), _phone_digits),
+                         r"|(?:1[\s.-])?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}"
+                         r"|(?:\(0\d{1,4}\)\s?|0\d{1,4}[\s.-])\d{2,6}(?:[\s.-]\d{2,6}){0,3})(?![\w-])"),
+                      _phone_digits),
     "CREDIT_DEBIT_CARD_NUMBER": Detector(_p(r"\b(?:\d[ -]?){12,18}\d\b"), _card),
     "CREDIT_DEBIT_CARD_CVV": Detector(_p(r"(?i:\b(?:cvv2?|cvc|security code)\b)\D{0,12}\b(?P<value>\d{3,4})\b")),
     "CREDIT_DEBIT_CARD_EXPIRY": Detector(_p(r"\b(?:0[1-9]|1[0-2])\s?/\s?(?:\d{2}|20\d{2})\b"),

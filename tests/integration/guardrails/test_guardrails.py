@@ -4,6 +4,8 @@ DRAFT does, configurations refused by name), and ApplyGuardrail masking, blockin
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
 
@@ -168,11 +170,11 @@ def test_converse_checks_the_input_before_the_model_and_the_answer_after(server,
     events = list(runtime.converse_stream(modelId=tiny_model, guardrailConfig=config, messages=question,
                                           inferenceConfig={"maxTokens": 12})["stream"])
     deltas = [e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e]
-    assert len(deltas) == 1 and set(deltas[0].split()) == {"{WORD}"}
+    assert deltas and set("".join(deltas).split()) == {"{WORD}"}  # a masked chunk goes out as one delta
     assert [e["messageStop"]["stopReason"] for e in events if "messageStop" in e] == ["guardrail_intervened"]
     code, _, message = error_code(lambda: runtime.converse_stream(
-        modelId=tiny_model, messages=question, guardrailConfig={**config, "streamProcessingMode": "async"}))
-    assert code == "ValidationException" and "async" in message
+        modelId=tiny_model, messages=question, guardrailConfig={**config, "streamProcessingMode": "fast"}))
+    assert code == "ValidationException" and "streamProcessingMode" in message
     # The insights report counts the checks and interventions by the calls' requestMetadata.domain.
     reports = [json.loads(line) for line in outcrop(server, "insights", "report", "--since", "1h",
                                                     "--json").stdout.splitlines()]
@@ -280,3 +282,110 @@ def test_a_guardrail_config_without_its_identifier_is_named(server, tiny_model):
         modelId=tiny_model, messages=[{"role": "user", "content": [{"text": "hi"}]}],
         guardrailConfig={"trace": "enabled"}))
     assert code == "ValidationException" and "guardrailConfig.guardrailIdentifier" in message
+
+
+# -- ConverseStream checked in chunks ---------------------------------------------------------------------------
+
+LONG = {"maxTokens": 700, "temperature": 0}
+ASKED = [{"role": "user", "content": [{"text": "Tell me a long story."}]}]
+
+
+@pytest.fixture(scope="module")
+def long_model(server, tmp_path_factory):
+    """The tiny random Llama with a 1,024-token context, so that one answer spans several chunks."""
+    from tests.conftest import register_model
+    from tests.helpers import make_tiny_llama
+
+    return register_model(server, "tiny-llama-long", make_tiny_llama(tmp_path_factory.mktemp("tiny-long"), 1024))
+
+
+@pytest.fixture(scope="module")
+def plain(server, long_model) -> list[str]:
+    """The long model's answer without a guardrail (greedy, so the same every time), as its deltas."""
+    runtime = server.client("bedrock-runtime", read_timeout=300)
+    return [d for _, d in _deltas(_timed(runtime.converse_stream(modelId=long_model, messages=ASKED,
+                                                                  inferenceConfig=LONG)))]
+
+
+def _timed(response) -> list[tuple[float, dict]]:
+    """The stream's events, each with the time it arrived."""
+    return [(time.monotonic(), event) for event in response["stream"]]
+
+
+def _deltas(events: list[tuple[float, dict]]) -> list[tuple[float, str]]:
+    return [(t, e["contentBlockDelta"]["delta"]["text"]) for t, e in events if "contentBlockDelta" in e]
+
+
+def _chunks(deltas: list[str]) -> list[str]:
+    """The chunks the server cuts the answer into (its own chunker, replayed on the same deltas)."""
+    from outcrop.guardrails.enforcement import _Chunks
+
+    class Recorder:
+        mode, id, trace = "sync", "g", {}
+        chunks: list[str] = []
+
+        def assess(self, source, texts):
+            self.chunks.append("".join(texts))
+            return {"action": "NONE", "outputs": [], "assessments": [{}]}
+
+        def record_all(self, source, results):
+            pass
+
+        def traced(self):
+            return {}
+
+    events = [("messageStart", {"role": "assistant"})] + [
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": d}}) for d in deltas] + [
+        ("contentBlockStop", {"contentBlockIndex": 0}), ("messageStop", {"stopReason": "max_tokens"})]
+    recorder = Recorder()
+    list(_Chunks(iter(events), recorder).stream())
+    return recorder.chunks
+
+
+def test_a_stream_is_checked_in_chunks_each_sent_once_it_passed(server, long_model, plain):
+    runtime = server.client("bedrock-runtime", read_timeout=300)
+    text = "".join(plain)
+    chunks = _chunks(plain)
+    assert len(chunks) >= 3 and "".join(chunks) == text
+    # A guardrail that finds nothing: the same answer, in many deltas, the first long before the answer ends.
+    quiet = server.client("bedrock").create_guardrail(
+        name="stream-quiet", blockedInputMessaging="no", blockedOutputsMessaging=BLOCKED_OUTPUT,
+        wordPolicyConfig={"wordsConfig": [{"text": "Project Falcon"}]})
+    config = {"guardrailIdentifier": quiet["guardrailId"], "guardrailVersion": "DRAFT", "trace": "enabled"}
+    events = _timed(runtime.converse_stream(modelId=long_model, messages=ASKED, inferenceConfig=LONG,
+                                            guardrailConfig=config))
+    deltas = _deltas(events)
+    assert "".join(d for _, d in deltas) == text and len(deltas) >= len(plain) // 2
+    stopped = next(t for t, e in events if "messageStop" in e)
+    assert stopped - deltas[0][0] > 0.05  # the first chunk arrived while the model was still writing the rest
+    assert [e["messageStop"]["stopReason"] for _, e in events if "messageStop" in e] == ["max_tokens"]
+    [checks] = events[-1][1]["metadata"]["trace"]["guardrail"]["outputAssessments"].values()
+    assert len(checks) == len(chunks)  # one assessment per chunk
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_block_in_a_later_chunk_ends_the_stream(server, long_model, plain, mode):
+    runtime = server.client("bedrock-runtime", read_timeout=300)
+    chunks = _chunks(plain)
+    # a word whose first use is in a later chunk (any case, as a whole word: how the word filter matches)
+    earlier = {w.lower() for w in re.findall(r"\w+", chunks[0])}
+    later = next(w for chunk in chunks[1:] for w in re.findall(r"\b[A-Za-z]{3,}\b", chunk)
+                 if w.lower() not in earlier and not re.search(r"(?<!\w)" + w + r"(?!\w)", chunks[0], re.I))
+    first = next(i for i, c in enumerate(chunks) if re.search(r"(?<!\w)" + later + r"(?!\w)", c, re.I))
+    guardrail = server.client("bedrock").create_guardrail(
+        name=f"stream-{mode}", blockedInputMessaging="no", blockedOutputsMessaging=BLOCKED_OUTPUT,
+        wordPolicyConfig={"wordsConfig": [{"text": later, "inputEnabled": False}]})
+    config = {"guardrailIdentifier": guardrail["guardrailId"], "guardrailVersion": "DRAFT",
+              "streamProcessingMode": mode}
+    events = _timed(runtime.converse_stream(modelId=long_model, messages=ASKED, inferenceConfig=LONG,
+                                            guardrailConfig=config))
+    texts = [d for _, d in _deltas(events)]
+    assert texts[-1] == BLOCKED_OUTPUT and len(texts) > 2
+    before = "".join(texts[:-1])
+    assert before.startswith("".join(chunks[:first]))  # the chunks that passed went out
+    if mode == "sync":  # nothing of the chunk that was blocked
+        assert before == "".join(chunks[:first])
+    else:  # sent at once: the blocked chunk went out before its check came back
+        assert re.search(r"(?<!\w)" + later + r"(?!\w)", before, re.I)
+    assert [e["messageStop"]["stopReason"] for _, e in events if "messageStop" in e] == ["guardrail_intervened"]
+    assert "metadata" in events[-1][1]

@@ -142,3 +142,8 @@ def test_the_address_pattern_is_linear_on_long_adversarial_text():
         started = time.perf_counter()
         list(entities.STREET.finditer(text))
         assert time.perf_counter() - started < 1, text[:10]
+
+
+def test_form_labels_and_greetings_are_not_names():
+    text = "Email: jane@example.com, Phone: 020 7946 0958. Hi Email, this is Maria Garcia."
+    assert [f.match for f in sensitive.find(text, ["NAME"])] == ["Maria Garcia"]

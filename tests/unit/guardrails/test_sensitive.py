@@ -111,3 +111,13 @@ def test_a_custom_regex_that_backtracks_forever_fails_the_call_in_time():
                                         "outputEnabled": True}]}}
     with pytest.raises(ValidationException, match="evil"):
         apply(document, "INPUT", [{"text": {"text": "a" * 40 + "!"}}])
+
+
+def test_national_phone_numbers_with_a_trunk_zero_are_phones():
+    text = ("London 020 7946 0958, mobile 07700 900123, Sydney (02) 9876 5432, Paris 01 23 45 67 89, "
+            "Manchester 0161-496-0000.")
+    assert [f.match for f in sensitive.find(text, ["PHONE"])] == [
+        "020 7946 0958", "07700 900123", "(02) 9876 5432", "01 23 45 67 89", "0161-496-0000"]
+    # dates, versions, short codes and long ids that start with 0 are not
+    near = "On 05.06.2023 version 0.12.3 shipped; code 012 345; order 0012 3456 7890 1234; 0 45 cases."
+    assert sensitive.find(near, ["PHONE"]) == []
