@@ -29,6 +29,8 @@ from outcrop.functions.service import Functions
 from outcrop.guardrails.service import Guardrails
 from outcrop.iam import buckets
 from outcrop.iam.credentials import write_credentials
+from outcrop.iam.principal import Principal
+from outcrop.iam.scoped_store import ScopedStore
 from outcrop.iam.secrets import KEY_FILE_NAME
 from outcrop.iam.service import IamService
 from outcrop.inference.engine import BoundedEngine, Engine, Preload
@@ -137,7 +139,7 @@ class Services:
         runtime = RuntimeService(catalog, BoundedEngine(engine, settings.model_load_wait_seconds), db,
                                  Quotas(db, settings.quota_requests_per_minute, settings.quota_tokens_per_minute),
                                  invocation_log, settings.region, provisioning, profiles,
-                                 imported=imported.served_model)
+                                 imported=imported.served_model, objects=_caller_objects(iam, store))
         guardrails = Guardrails(db, settings.region, runtime, settings.guardrail_embedding_model)
         retrieval = Retrieval(knowledge, runtime, guardrails)
         functions = Functions(db, settings.region)
@@ -186,6 +188,22 @@ def _vectors_bucket(db: Database, store: ObjectStore, settings: Settings) -> Non
     except Exception as exc:  # an S3 endpoint that is down must not keep the server from starting
         log.warning("could not make the bucket %s for knowledge bases (%s); ingestion will fail until it exists",
                     VECTOR_BUCKET, exc)
+
+
+class _CallerObjects(ScopedStore):
+    """What the runtime reads a request's images in S3 through (runtime/multimodal.CallerObjects): the store as
+    the caller sees it, every read authorized for them, and the buckets' owners, for S3Location's bucketOwner."""
+
+    def owner(self, bucket: str) -> str | None:
+        return buckets.owner(self.iam.db, bucket)
+
+
+def _caller_objects(iam: IamService, store: ObjectStore):
+    """The runtime's `objects`: a caller's view of the store, made per request from its principal and the
+    request's condition keys."""
+    def objects(principal: Principal, conditions: dict) -> _CallerObjects:
+        return _CallerObjects(store, iam, principal, conditions)
+    return objects
 
 
 def _provisioning(db: Database, settings: Settings, engine: Engine, models: CustomModels,
@@ -238,7 +256,8 @@ class JobServices:
         return RuntimeService(self.catalog, engine, self.db, Quotas(None, 0, 0), logs, settings.region,
                               _provisioning(self.db, settings, engine, CustomModels(self.db, self.catalog,
                                                                                     settings.region), presence),
-                              self.profiles, imported=ImportedModels(self.db, settings.region).served_model)
+                              self.profiles, imported=ImportedModels(self.db, settings.region).served_model,
+                              objects=_caller_objects(self.iam, self.store))
 
     def retrieval(self, runtime: RuntimeService) -> Retrieval:
         """Knowledge-base retrieval on the job's runtime (a RAG evaluation): the same search, generation and

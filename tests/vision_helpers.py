@@ -1,4 +1,5 @@
-"""Tiny random-weight models that read images, made by the tests: a SmolVLM (Idefics3) and a CLIP, as HF folders."""
+"""Tiny random-weight models that read images, made by the tests: a SmolVLM (Idefics3), a CLIP and a CLIPSeg, as HF
+folders."""
 
 from __future__ import annotations
 
@@ -78,6 +79,47 @@ def make_tiny_clip(folder: Path) -> Path:
                      "pad_token_id": tokenizer.pad_token_id},
         vision_config={**common, "image_size": 32, "patch_size": 8}, projection_dim=16)
     CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+def make_tiny_clipseg(folder: Path) -> Path:
+    """A CLIPSegForImageSegmentation with 1-layer towers (16-wide) on 32 x 32 px images and an 8-wide decoder on
+    that layer, its processor (a CLIP tokenizer spelling words letter by letter, as make_tiny_diffusion's, and a
+    ViT image processor): the real processing and segmentation code, no hub. Its random logits spread over about
+    -9 to 9; lowered by 2, a prompt's mask (segmentation.THRESHOLD, dilated) covers about half of a 64 x 64 image
+    of noise, so that what inpainting changes and what it keeps can both be seen."""
+    import json
+
+    import torch
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        CLIPTokenizer,
+        ViTImageProcessor,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in "abcdefghijklmnopqrstuvwxyz0123456789":
+        vocab[char] = len(vocab)
+        vocab[char + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=32)
+    CLIPSegProcessor(image_processor=ViTImageProcessor(size={"height": 32, "width": 32}),
+                     tokenizer=tokenizer).save_pretrained(folder)
+    torch.manual_seed(0)
+    common = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = CLIPSegConfig(
+        text_config={**common, "vocab_size": len(vocab), "max_position_embeddings": 32, "bos_token_id": 0,
+                     "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={**common, "image_size": 32, "patch_size": 8}, projection_dim=16, extract_layers=(0,),
+        reduce_dim=8, decoder_num_attention_heads=2, decoder_intermediate_size=16)
+    model = CLIPSegForImageSegmentation(config)
+    with torch.no_grad():  # logits pulled down, so that a mask covers some of an image (about half, grown)
+        model.decoder.transposed_convolution.bias.fill_(-2.0)
+    model.save_pretrained(folder)
     return folder
 
 

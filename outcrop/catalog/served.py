@@ -32,8 +32,11 @@ def engine_kind(card: FoundationModel) -> str:
     from outcrop.inference.clip import CLIP
     from outcrop.inference.images import IMAGE
     from outcrop.inference.loader import CAUSAL, ENCODER, RERANKER
+    from outcrop.inference.segmentation import SEGMENTATION, SEGMENTATION_FORMAT
     from outcrop.inference.vision import VISION
 
+    if card.native_format == SEGMENTATION_FORMAT:  # a mask maker (maskPrompt), not a picture maker
+        return SEGMENTATION
     if "IMAGE" in card.output_modalities:
         return IMAGE
     if card.native_format == MULTIMODAL_EMBED_FORMAT:

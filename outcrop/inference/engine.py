@@ -39,6 +39,7 @@ from outcrop.inference.loader import (
 )
 from outcrop.inference.sampling import SamplingParams
 from outcrop.inference.scheduler import Scheduler
+from outcrop.inference.segmentation import SEGMENTATION, load_segmenter
 from outcrop.inference.vision import VISION, load_vision_model
 from outcrop.inference.vllm_engine import VllmScheduler, engine_args
 
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 #: How the kinds that need nothing but their folder load (causal models and image pipelines take more).
 LOADERS: dict[str, Callable[[Path], LoadedModel]] = {ENCODER: load_encoder, RERANKER: load_reranker,
                                                     # One request at a time under the lock (inference/vision.py).
-                                                    VISION: load_vision_model, CLIP: load_clip}
+                                                    VISION: load_vision_model, CLIP: load_clip,
+                                                    SEGMENTATION: load_segmenter}
 
 #: What `Engine.state` answers for a model: loaded, being loaded, never asked for (or unloaded since).
 READY = "ready"

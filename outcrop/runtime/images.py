@@ -2,7 +2,9 @@
 
 Three body formats, told apart by their members so that any image model answers any of them:
 - Amazon Titan Image Generator v2 and Nova Canvas: `taskType` TEXT_IMAGE, IMAGE_VARIATION, INPAINTING,
-  OUTPAINTING with its `...Params` and `imageGenerationConfig`; answers `{"images": [...], "error": null}`.
+  OUTPAINTING with its `...Params` and `imageGenerationConfig`; answers `{"images": [...], "error": null}`. An
+  inpainting's or outpainting's `maskPrompt` becomes its mask through the catalog's text-prompted segmentation
+  model (`PromptMasks`: CLIPSeg, inference/segmentation.py), and then runs as a `maskImage` does.
 - Stability AI SDXL 1.0: `text_prompts` with weights, `cfg_scale`, `steps`, `seed`, `style_preset`, `sampler`,
   `init_image` with `image_strength`, masks; answers `{"result": "success", "artifacts": [...]}`.
 - Stability AI SD3-style (SD3 Large, SD3.5, Stable Image Core and Ultra): `prompt`, `mode`, `aspect_ratio`,
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from outcrop.catalog.cards import ImageLimits
-from outcrop.errors import ValidationException
+from outcrop.errors import ResourceNotFoundException, ValidationException
 from outcrop.inference.images import IMAGE_TO_IMAGE, INPAINT, TEXT_TO_IMAGE, GeneratedImage, ImageRequest
 from outcrop.runtime.formats import integer_field, number_field, only_keys, string_field
 
@@ -35,6 +37,9 @@ CONTENT_FILTERED = "This request has been blocked by our content filters."
 #: Titan's and Nova Canvas's prompts (Nova allows 1024 characters; Titan v2 512: the larger is kept).
 MAX_TITAN_TEXT = 1024
 MAX_SD3_PROMPT = 10_000
+#: The catalog's text-prompted segmentation model, which turns a Titan or Nova Canvas `maskPrompt` into a mask
+#: (CLIPSeg; an alias of this id in outcrop.toml points it at another model of the catalog).
+SEGMENTATION_MODEL = "cidas.clipseg-rd64-refined-v1:0"
 #: Encoded input images Bedrock accepts (its request limit is 25 MB in all; one image may not exceed this).
 MAX_INPUT_IMAGE_BYTES = 10 << 20
 TITAN_TASKS = {"TEXT_IMAGE": "textToImageParams", "IMAGE_VARIATION": "imageVariationParams",
@@ -74,6 +79,10 @@ STYLE_PRESETS = {
 }
 
 
+#: (image, the prompt, the field it came in) -> a PIL "L" mask of the image, white where the prompt names it.
+MaskMaker = Callable[[Any, str, str], Any]
+
+
 @dataclass(frozen=True)
 class ImageCall:
     """A parsed body: what to generate, and how its answer is written."""
@@ -83,10 +92,43 @@ class ImageCall:
     render: Callable[[list[GeneratedImage]], dict[str, Any]]
 
 
-def parse(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
-    """The body's format by its members, parsed and checked against the model card's limits."""
+class PromptMasks:
+    """`maskPrompt` -> mask by the catalog's segmentation model (SEGMENTATION_MODEL), its weights found as any
+    model's are (the hub's cache, fetched on first use when the hub answers) and loaded through the engine on
+    first use, within its memory budget (the engine may unload it again, least recently used, to make room)."""
+
+    def __init__(self, catalog: Any, engine: Any) -> None:
+        self.catalog = catalog
+        self.engine = engine
+
+    def __call__(self, image: Any, prompt: str, field: str) -> Any:
+        from outcrop.inference import segmentation
+
+        try:
+            card = self.catalog.get(SEGMENTATION_MODEL)
+        except ResourceNotFoundException as exc:  # an alias in outcrop.toml to a model the catalog lacks
+            raise ValidationException(f"{field} needs a segmentation model to make the mask: {exc.message}") from None
+        try:
+            weights = self.catalog.local_weights(card)
+        except ResourceNotFoundException as exc:  # offline, and not in the hub's cache
+            how = (f"Fetch them once where the Hugging Face hub is reachable (huggingface-cli download "
+                   f"{card.source.repo}): the server then finds them in the hub's cache"
+                   if card.source.kind == "hub" else exc.message.rstrip("."))
+            raise ValidationException(
+                f"{field} needs a text-prompted segmentation model ({card.served_model_id}, CLIPSeg) to make the "
+                f"mask, and its weights are not on this machine. {how}. Or send maskImage instead.") from None
+        return segmentation.mask(self.engine.get(weights, segmentation.SEGMENTATION), image, prompt)
+
+
+def parse(body: dict[str, Any], limits: ImageLimits | None, masks: MaskMaker | None = None) -> ImageCall:
+    """The body's format by its members, parsed and checked against the model card's limits (None: the model
+    makes no images from a prompt). `masks` turns a Titan or Nova Canvas `maskPrompt` into a mask; without it a
+    maskPrompt is refused."""
+    if limits is None:
+        raise ValidationException("This model does not generate images: it takes no image request body (a "
+                                  "segmentation model makes the masks of maskPrompt; invoke an image model)")
     if "taskType" in body:
-        return _titan(body, limits)
+        return _titan(body, limits, masks)
     if "text_prompts" in body:
         return _sdxl(body, limits)
     if "prompt" in body:
@@ -98,7 +140,7 @@ def parse(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
 
 # -- Titan Image Generator v2 and Nova Canvas ------------------------------------------------------------------
 
-def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
+def _titan(body: dict[str, Any], limits: ImageLimits, masks: MaskMaker | None) -> ImageCall:
     task = body.get("taskType")
     if task in UNSUPPORTED_TITAN_TASKS:
         raise ValidationException(f"taskType {task} is not supported by this server; supported task types: "
@@ -128,10 +170,9 @@ def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
                  "INPAINTING": text_keys | {"image", "maskPrompt", "maskImage", "returnMask"},
                  "OUTPAINTING": text_keys | {"image", "maskPrompt", "maskImage", "outPaintingMode", "returnMask"}}
     only_keys(params, task_keys[task], TITAN, where)
-    for unsupported in ("conditionImage", "controlMode", "controlStrength", "style", "maskPrompt", "returnMask"):
+    for unsupported in ("conditionImage", "controlMode", "controlStrength", "style", "returnMask"):
         if unsupported in params:
-            raise ValidationException(f"{where}{unsupported} is not supported by this server"
-                                      + (": send maskImage instead" if unsupported == "maskPrompt" else ""))
+            raise ValidationException(f"{where}{unsupported} is not supported by this server")
     # Without text, inpainting fills the mask with what surrounds it (removing an object), as Titan does.
     text = _text(params, "text", MAX_TITAN_TEXT, where, required=task not in ("IMAGE_VARIATION", "INPAINTING"))
     negative = _text(params, "negativeText", MAX_TITAN_TEXT, where, required=False)
@@ -163,27 +204,45 @@ def _titan(body: dict[str, Any], limits: ImageLimits) -> ImageCall:
                                      strength=strength, **request)
     else:
         image = _decode_image(params.get("image"), f"{where}image", limits)
-        if "maskImage" not in params:
-            raise ValidationException(f"{where}maskImage is required (maskPrompt is not supported by this server)")
-        mask = _decode_image(params["maskImage"], f"{where}maskImage", limits, size=image.size).convert("L")
+        _check_size(image.width, image.height, limits, f"{where}image")
         mode = params.get("outPaintingMode", "DEFAULT")
         if mode not in ("DEFAULT", "PRECISE"):
             raise ValidationException(f"{where}outPaintingMode must be DEFAULT or PRECISE, got {mode!r}")
-        # Titan's mask is black (0, 0, 0) inside: inpainting repaints inside it, outpainting outside it.
-        # Diffusers repaints where its mask is white. Dark pixels count as black (a JPEG's are never exactly 0).
-        black = mask.point(lambda v: 255 if v < 128 else 0)
-        repaint = black if task == "INPAINTING" else black.point(lambda v: 255 - v)
+        if ("maskPrompt" in params) == ("maskImage" in params):
+            raise ValidationException(f"send exactly one of {where}maskPrompt (the area, in words) and "
+                                      f"{where}maskImage")
+        if "maskImage" in params:
+            mask = _decode_image(params["maskImage"], f"{where}maskImage", limits, size=image.size).convert("L")
+            # Titan's mask is black (0, 0, 0) inside. Dark pixels count as black (a JPEG's are never exactly 0).
+            inside = mask.point(lambda v: 255 if v < 128 else 0)
+        else:
+            inside = _prompted_mask(params, image, where, masks)
+        # Inpainting repaints inside the mask, outpainting outside it (a maskPrompt names what inpainting changes
+        # and what outpainting keeps, as Nova Canvas's guide says). Diffusers repaints where its mask is white.
+        repaint = inside if task == "INPAINTING" else inside.point(lambda v: 255 - v)
         # OUTPAINTING's DEFAULT mode may touch the kept area to blend it in; PRECISE and INPAINTING may not.
         image_request = ImageRequest(INPAINT, width=image.width, height=image.height, init_image=image,
                                      mask=repaint, strength=1.0, keep_unmasked=mode == "PRECISE" or
                                      task == "INPAINTING", **request)
-        _check_size(image.width, image.height, limits, f"{where}image")
 
     def render(made: list[GeneratedImage]) -> dict[str, Any]:
         if any(m.filtered for m in made):
             return {"images": [], "error": CONTENT_FILTERED}
         return {"images": [_encode(m.image, "PNG") for m in made], "error": None}
     return ImageCall(image_request, TITAN, render)
+
+
+def _prompted_mask(params: dict[str, Any], image: Any, where: str, masks: MaskMaker | None) -> Any:
+    """The mask a `maskPrompt` names, white inside; refused when nothing can make it or it names nothing."""
+    field = f"{where}maskPrompt"
+    prompt = _text(params, "maskPrompt", MAX_TITAN_TEXT, where)
+    if masks is None:
+        raise ValidationException(f"{field}: this server has no segmentation model to make the mask; send maskImage")
+    inside = masks(image, prompt, field)
+    if inside.getbbox() is None:
+        raise ValidationException(f"{field}: the segmentation model found nothing in the image that {prompt!r} "
+                                  "names; describe the area otherwise, or send maskImage")
+    return inside
 
 
 # -- Stability SDXL ----------------------------------------------------------------------------------------------

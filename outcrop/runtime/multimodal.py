@@ -7,9 +7,13 @@ Multimodal Embeddings: 25 MB and 2048 px). A Converse image block becomes IMAGE_
 text, so the conversation goes through tool_use's parsing and the chat template as text does, and the
 vision model's template puts each image's tokens where its block was (inference/vision.py).
 
-Images in S3 (`source.s3Location`) are refused: reading a caller's bucket needs its permissions and the
-request's condition keys (iam/scoped_store.py), which the runtime is not given; reading it with the server's
-would bypass bucket isolation.
+An image in S3 (`source.s3Location`: `uri`, optional `bucketOwner`) is read as Bedrock reads it, with the
+caller's permissions: through `CallerObjects`, the object store as the request's principal sees it (services.py
+builds one per request from iam/scoped_store.py), so the caller needs s3:GetObject on the object, and a missing
+object, a missing bucket and another account's bucket are one AccessDeniedException. The object's size is
+checked before it is read, and the read stops at the limit. A path with no caller to read as (CountTokens, a
+provider's InvokeModel body such as Nova's) is not given one and refuses S3 images: reading them with the
+server's own access would bypass bucket isolation.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
-from outcrop.errors import ValidationException
+from outcrop.errors import AccessDeniedException, ResourceNotFoundException, ValidationException
+from outcrop.iam.principal import Principal
 from outcrop.inference.vision import IMAGE_MARKER
+from outcrop.platform.objectstore import ObjectInfo, S3Uri
 from outcrop.runtime.formats import only_keys
 
 #: Converse's image formats, and what Pillow calls the bytes of each (MPO: a camera's multi-picture JPEG).
@@ -49,9 +57,33 @@ class ImageInput:
     where: str
 
 
-def converse_images(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], tuple[ImageInput, ...]]:
+class CallerObjects(Protocol):
+    """The object store as a request's caller sees it (iam/scoped_store.ScopedStore): `head` and `open_read`
+    authorize s3:GetObject on the object for `principal` first, with the request's condition keys, and raise
+    AccessDeniedException for a bucket that is missing or another account's (unless its policy grants the read),
+    ObjectNotFound for a missing object; `owner` is the account a bucket belongs to."""
+
+    principal: Principal
+
+    def head(self, uri: S3Uri) -> ObjectInfo: ...
+
+    def open_read(self, uri: S3Uri) -> BinaryIO: ...
+
+    def owner(self, bucket: str) -> str | None: ...
+
+
+#: How the runtime gets a caller's view of the store: (principal, the request's condition keys) -> CallerObjects.
+#: Injected by services.py: the runtime does not build IAM's pieces itself.
+ObjectsFor = Callable[[Principal, dict[str, Any]], CallerObjects]
+
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+
+
+def converse_images(messages: list[dict[str, Any]], objects: CallerObjects | None = None
+                    ) -> tuple[list[dict[str, Any]], tuple[ImageInput, ...]]:
     """Converse's messages with each image block replaced by a text block holding IMAGE_MARKER, and the
-    images, decoded and checked, in the order they appear."""
+    images, decoded and checked, in the order they appear. An image in S3 is read through `objects`, the
+    caller's view of the store; without one (a path with no caller) it is refused."""
     out, images = [], []
     for i, message in enumerate(messages):
         content = []
@@ -64,25 +96,92 @@ def converse_images(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
                 raise ValidationException(f"{where}: images can only be included in user messages")
             if len(images) == MAX_IMAGES:
                 raise ValidationException(f"{where}: a request can include at most {MAX_IMAGES} images")
-            images.append(ImageInput(_image_block(block["image"], where), where))
+            images.append(ImageInput(_image_block(block["image"], where, objects), where))
             content.append({"text": IMAGE_MARKER})
         out.append({**message, "content": content})
     return out, tuple(images)
 
 
-def _image_block(block: dict[str, Any], where: str):
+def _image_block(block: dict[str, Any], where: str, objects: CallerObjects | None):
     declared = block.get("format")
     if declared not in IMAGE_FORMATS:
         raise ValidationException(f"{where}.format must be one of {', '.join(IMAGE_FORMATS)}, got {declared!r}")
     source = block.get("source") or {}
+    if not isinstance(source, dict):
+        raise ValidationException(f"{where}.source must be an object with bytes or s3Location")
     if "s3Location" in source:
-        raise ValidationException(
-            f"{where}.source.s3Location: images in Amazon S3 are not supported by this server (the runtime cannot "
-            "read a bucket with the caller's permissions); send the image in source.bytes instead.")
+        if "bytes" in source:
+            raise ValidationException(f"{where}.source must have exactly one member: bytes or s3Location")
+        field = f"{where}.source.s3Location"
+        data = read_s3_image(source["s3Location"], field, objects)
+        return decode_image(data, f"{field}.uri", MAX_IMAGE_BYTES, MAX_SIDE, declared, f"{where}.format")
     data = source.get("bytes")
     if not isinstance(data, bytes | bytearray) or not data:
         raise ValidationException(f"{where}.source.bytes is required: the image's bytes")
     return decode_image(bytes(data), f"{where}.source.bytes", MAX_IMAGE_BYTES, MAX_SIDE, declared, f"{where}.format")
+
+
+def read_s3_image(location: Any, field: str, objects: CallerObjects | None, max_bytes: int = MAX_IMAGE_BYTES
+                  ) -> bytes:
+    """The bytes of the object an S3Location (`{"uri", "bucketOwner"}`, at `field`) names, read as the caller.
+
+    A missing object, a missing bucket, another account's bucket and a read the caller's policies do not allow
+    are one AccessDeniedException, so that the answer tells nothing about what exists. `bucketOwner`, when given,
+    must be the account the bucket belongs to (S3's expected bucket owner), checked only once the read is
+    allowed. An object larger than `max_bytes` is refused by its size, before any byte is read; the read itself
+    stops after `max_bytes` (an object replaced meanwhile by a larger one)."""
+    if not isinstance(location, dict):
+        raise ValidationException(f"{field} must be an object: {{\"uri\": \"s3://bucket/key\"}}")
+    text = location.get("uri")
+    if not isinstance(text, str) or not text:
+        raise ValidationException(f"{field}.uri is required: the object's s3:// URI")
+    try:
+        uri = S3Uri.parse(text)
+    except ValidationException as exc:
+        raise ValidationException(f"{field}.uri: {exc.message}") from None
+    if not uri.key or uri.key.endswith("/"):
+        raise ValidationException(f"{field}.uri must name an object (s3://bucket/key), got {text!r}")
+    expected = location.get("bucketOwner")
+    if expected is not None and not (isinstance(expected, str) and _ACCOUNT_ID.fullmatch(expected)):
+        raise ValidationException(f"{field}.bucketOwner must be a 12-digit account ID, got {expected!r}")
+    if objects is None:
+        raise ValidationException(
+            f"{field}: images in Amazon S3 are read only in Converse and ConverseStream requests, with the "
+            "caller's permissions; send this image in source.bytes instead.")
+    unreadable = (f"{field}.uri: User: {objects.principal.arn} cannot read {uri}: there is no such object, or "
+                  "s3:GetObject on it is not allowed")
+    try:
+        size = objects.head(uri).size
+    except (AccessDeniedException, ResourceNotFoundException):
+        raise AccessDeniedException(unreadable) from None
+    except ValidationException as exc:  # a key the store refuses ('..' segments), named once the read is allowed
+        raise ValidationException(f"{field}.uri: {exc.message}") from None
+    if expected is not None and objects.owner(uri.bucket) != expected:
+        raise AccessDeniedException(f"{field}.bucketOwner: the bucket {uri.bucket} does not belong to account "
+                                    f"{expected}")
+    if size > max_bytes:
+        raise ValidationException(f"{field}.uri: the image is {size} bytes; the limit is {max_bytes} bytes")
+    try:
+        with objects.open_read(uri) as body:
+            data = _read_at_most(body, max_bytes + 1)
+    except (AccessDeniedException, ResourceNotFoundException):  # deleted (or its policy changed) since
+        raise AccessDeniedException(unreadable) from None
+    if len(data) > max_bytes:
+        raise ValidationException(f"{field}.uri: the image is more than {max_bytes} bytes; the limit is "
+                                  f"{max_bytes} bytes")
+    return data
+
+
+def _read_at_most(body: BinaryIO, limit: int) -> bytes:
+    """Up to `limit` bytes of `body` (a raw stream may answer a read with fewer bytes than asked)."""
+    parts, left = [], limit
+    while left > 0:
+        part = body.read(min(left, 1 << 20))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def decode_image(data: bytes, field: str, max_bytes: int, max_side: int, declared: str | None = None,

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-from outcrop.catalog.cards import FoundationModel, ImageLimits
+from outcrop.catalog.cards import FoundationModel
 from outcrop.catalog.served import ModelLookup, ServedModel, engine_kind
 from outcrop.catalog.service import MULTIMODAL_EMBED_FORMAT, RERANK_FORMAT, AliasTargetMissing, Catalog
 from outcrop.errors import BedrockError, Cancelled, ResourceNotFoundException, ValidationException
@@ -111,6 +111,9 @@ class Caller:
     #: Set by a batch inference job for its records (never from a request): the usage record carries it, and
     #: the bill prices those tokens at the batch price.
     batch_job_arn: str | None = None
+    #: The request's condition keys (aws:SourceIp, aws:SecureTransport), for what the runtime reads as the
+    #: caller (Converse's images in S3), so that a policy's conditions hold there as on the request itself.
+    conditions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,8 +139,12 @@ class _Prepared:
 class RuntimeService:
     def __init__(self, catalog: Catalog, engine: Engine, db: Database, quotas: Quotas,
                  invocation_log: InvocationLogWriter, region: str, provisioning: ProvisioningService,
-                 profiles: InferenceProfiles, imported: ModelLookup | None = None) -> None:
+                 profiles: InferenceProfiles, imported: ModelLookup | None = None,
+                 objects: multimodal.ObjectsFor | None = None) -> None:
         self.provisioning = provisioning
+        #: The object store as a caller sees it (iam/scoped_store.py), injected: Converse's images in S3 are read
+        #: with the caller's permissions. None: they are refused.
+        self.objects = objects
         #: Imported models by ARN (model_import/models.py), injected: the runtime does not import that layer.
         self.imported = imported
         #: How a model identifier resolves: model ids and aliases, system and application inference profiles.
@@ -155,7 +162,7 @@ class RuntimeService:
         started = time.perf_counter()
         performance = _converse_performance(model_id, request)
         pointers = formats.parse_pointers(request.get("additionalModelResponseFieldPaths"))
-        prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
+        prepared = self._prepare_converse(caller.principal.account_id, model_id, request, objects=self._objects(caller))
         answer = _ConverseAnswer(prepared)
         completion = self._generate(caller, "Converse", prepared, started, request, answer.output,
                                     answer).result()
@@ -170,7 +177,7 @@ class RuntimeService:
         # Errors up to here are HTTP errors; after this, they travel inside the stream.
         performance = _converse_performance(model_id, request)
         pointers = formats.parse_pointers(request.get("additionalModelResponseFieldPaths"))
-        prepared = self._prepare_converse(caller.principal.account_id, model_id, request)
+        prepared = self._prepare_converse(caller.principal.account_id, model_id, request, objects=self._objects(caller))
         answer = _ConverseAnswer(prepared)
         stream = self._generate(caller, "ConverseStream", prepared, started, request, answer.output, answer)
 
@@ -197,8 +204,12 @@ class RuntimeService:
                                "metrics": {"latencyMs": _ms(time.perf_counter() - started)}, **performance}
         return events()
 
+    def _objects(self, caller: Caller) -> multimodal.CallerObjects | None:
+        """The object store as `caller` sees it, for the request's images in S3."""
+        return self.objects(caller.principal, caller.conditions) if self.objects is not None else None
+
     def _prepare_converse(self, account: str, model_id: str, request: dict[str, Any],
-                          check_room: bool = True) -> _Prepared:
+                          check_room: bool = True, objects: multimodal.CallerObjects | None = None) -> _Prepared:
         if request.get("guardrailConfig"):
             # Converse's handler runs guarded calls through guardrails/enforcement.py, which takes the member
             # out; one reaching here was sent by a path that does not enforce it.
@@ -206,7 +217,7 @@ class RuntimeService:
         tools = tool_use.converse_tool_set(request.get("toolConfig"))
         answer_schema = tool_use.answer_schema(request.get("outputConfig"))
         answer_prompt = tool_use.answer_instructions(request.get("outputConfig"), answer_schema)
-        messages, pictures = multimodal.converse_images(request.get("messages") or [])
+        messages, pictures = multimodal.converse_images(request.get("messages") or [], objects)
         messages = tool_use.converse_messages(messages, tools)
         check_alternation([m["role"] for m in messages])
         system = "\n".join(block["text"] for block in request.get("system") or [] if "text" in block)
@@ -277,7 +288,7 @@ class RuntimeService:
         import json
 
         model = served.card
-        call = images.parse(document, model.image or ImageLimits())
+        call = images.parse(document, model.image, images.PromptMasks(self.catalog, self.engine))
         deployment = self.engine.get(served.weights, IMAGE, base=served.base)
         loaded = deployment.loaded
         # The tokens the text encoder reads: a longer prompt is cut at its window, as diffusers cuts it (Bedrock

@@ -16,7 +16,8 @@ _ACCEPTABLE = {None, "", "*/*", JSON, "application/*"}
 
 
 def _caller(ctx: RequestContext, params: dict[str, Any]) -> Caller:
-    return Caller(ctx.request_id, ctx.principal, request_metadata(params.get("requestMetadata")), ctx.cancelled)
+    return Caller(ctx.request_id, ctx.principal, request_metadata(params.get("requestMetadata")), ctx.cancelled,
+                  conditions=ctx.conditions)
 
 
 def request_metadata(value: Any) -> dict[str, str]:

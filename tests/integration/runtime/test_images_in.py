@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import register_model
+from tests.integration.security.helpers import error_code, outcrop
 from tests.vision_helpers import make_tiny_clip, make_tiny_vlm, png
 
 SMOLLM2 = "huggingface.smollm2-135m-instruct-v1:0"  # text only: refused before it loads
@@ -90,6 +92,41 @@ def test_refusals_name_the_model_or_the_field(runtime, vlm):
     too_wide = [{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": png(RED, (8001, 2))}}}]}]
     assert refusal(lambda: runtime.converse(modelId=vlm, messages=too_wide)).startswith(
         "messages.0.content.0.image.source.bytes: the image is 8001 x 2 pixels")
+
+
+def test_an_image_in_s3_is_read_with_the_callers_permissions(server, runtime, vlm, tmp_path):
+    (tmp_path / "blue.png").write_bytes(png(BLUE))
+    outcrop(server, "s3", "mb", "s3://vision-in")
+    outcrop(server, "s3", "cp", str(tmp_path / "blue.png"), "s3://vision-in/pictures/blue.png")
+
+    def from_s3(uri, **location):
+        return [{"role": "user", "content": [{"image": {"format": "png", "source": {"s3Location": {"uri": uri,
+                                                                                                   **location}}}},
+                                             {"text": "What is in the picture?"}]}]
+
+    inline = runtime.converse(modelId=vlm, messages=ask(BLUE), inferenceConfig=GREEDY)
+    stored = runtime.converse(modelId=vlm, messages=from_s3("s3://vision-in/pictures/blue.png"), inferenceConfig=GREEDY)
+    assert answer(stored) == answer(inline) and stored["usage"] == inline["usage"]  # the same image reached it
+    events = runtime.converse_stream(modelId=vlm, messages=from_s3("s3://vision-in/pictures/blue.png"),
+                                     inferenceConfig=GREEDY)["stream"]
+    assert "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e) == \
+        answer(inline)
+    field = "messages.0.content.0.image.source.s3Location"
+    # Another account's bucket is refused as every read refuses it, and a missing object answers alike.
+    created = json.loads(outcrop(server, "iam", "create-account", "--name", "vision-outsider").stdout)
+    outsider = server.client("bedrock-runtime", key=(created["AccessKeyId"], created["SecretAccessKey"]))
+    foreign = error_code(lambda: outsider.converse(modelId=vlm, messages=from_s3("s3://vision-in/pictures/blue.png")))
+    missing = error_code(lambda: runtime.converse(modelId=vlm, messages=from_s3("s3://vision-in/pictures/gone.png")))
+    assert foreign == ("AccessDeniedException", 403, f"{field}.uri: User: arn:aws:iam::{created['AccountId']}:root "
+                       "cannot read s3://vision-in/pictures/blue.png: there is no such object, or s3:GetObject on it "
+                       "is not allowed")
+    # The same answer but for who asked and the key: whether an object exists is not told.
+    assert missing[:2] == foreign[:2] and re.sub(r"User: \S+ ", "", missing[2]) == \
+        re.sub(r"User: \S+ ", "", foreign[2]).replace("blue.png", "gone.png")
+    wrong_owner = error_code(lambda: runtime.converse(modelId=vlm, messages=from_s3(
+        "s3://vision-in/pictures/blue.png", bucketOwner=created["AccountId"])))
+    assert wrong_owner == ("AccessDeniedException", 403, f"{field}.bucketOwner: the bucket vision-in does not "
+                           f"belong to account {created['AccountId']}")
 
 
 def embed(runtime, model, **body):

@@ -4,12 +4,16 @@ decoded and checked against Bedrock's limits, each refusal naming its field."""
 from __future__ import annotations
 
 import base64
+import io
+from datetime import UTC, datetime
 
 import pytest
 import torch
 
-from outcrop.errors import ValidationException
+from outcrop.errors import AccessDeniedException, ValidationException
+from outcrop.iam.principal import Principal
 from outcrop.inference.vision import IMAGE_MARKER, _with_parts
+from outcrop.platform.objectstore import ObjectInfo, ObjectNotFound, S3Uri
 from outcrop.runtime import multimodal
 from tests.vision_helpers import png
 
@@ -70,11 +74,86 @@ def test_bedrocks_limits_on_size_sides_count_and_role():
     assert assistant == "messages.0.content.0.image: images can only be included in user messages"
 
 
-def test_an_image_in_s3_is_refused_not_read_with_the_servers_permissions():
-    block = {"image": {"format": "png", "source": {"s3Location": {"uri": "s3://bucket/cat.png"}}}}
-    message = refusal([{"role": "user", "content": [block]}])
-    assert message.startswith("messages.0.content.0.image.source.s3Location: images in Amazon S3 are not supported")
-    assert "caller's permissions" in message and "source.bytes" in message
+def s3_block(uri: str, **location) -> dict:
+    return {"image": {"format": "png", "source": {"s3Location": {"uri": uri, **location}}}}
+
+
+class FakeObjects:
+    """The caller's view of a store (multimodal.CallerObjects): account 111111111111 owns `mine`; `theirs` is
+    another account's, and the caller is refused there as IAM refuses it."""
+
+    principal = Principal.account_root("111111111111")
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects, self.reads = objects, []
+
+    def _check(self, uri: S3Uri) -> bytes:
+        if uri.bucket != "mine":
+            raise AccessDeniedException(f"not authorized to perform s3:GetObject on {uri}")
+        if str(uri) not in self.objects:
+            raise ObjectNotFound(f"no such object: {uri}")
+        return self.objects[str(uri)]
+
+    def head(self, uri: S3Uri) -> ObjectInfo:
+        return ObjectInfo(uri.bucket, uri.key, len(self._check(uri)), datetime.now(UTC))
+
+    def open_read(self, uri: S3Uri):
+        self.reads.append(str(uri))
+        return io.BytesIO(self._check(uri))
+
+    def owner(self, bucket: str) -> str | None:
+        return {"mine": "111111111111", "theirs": "222222222222"}.get(bucket)
+
+
+def s3_refusal(block: dict, objects, kind=ValidationException) -> str:
+    with pytest.raises(kind) as caught:
+        multimodal.converse_images([{"role": "user", "content": [{"text": "Look:"}, block]}], objects)
+    assert type(caught.value) is kind
+    return caught.value.message
+
+
+def test_an_image_in_s3_is_read_as_the_caller_and_refused_alike_when_missing_or_foreign():
+    objects = FakeObjects({"s3://mine/red.png": png(RED)})
+    out, images = multimodal.converse_images([{"role": "user", "content": [
+        s3_block("s3://mine/red.png", bucketOwner="111111111111"), {"text": "What is this?"}]}], objects)
+    assert out[0]["content"][0] == {"text": IMAGE_MARKER} and images[0].image.getpixel((0, 0)) == RED
+    field = "messages.0.content.1.image.source.s3Location"
+    root = "arn:aws:iam::111111111111:root"
+    missing = s3_refusal(s3_block("s3://mine/gone.png"), objects, AccessDeniedException)
+    foreign = s3_refusal(s3_block("s3://theirs/gone.png"), objects, AccessDeniedException)
+    assert missing == (f"{field}.uri: User: {root} cannot read s3://mine/gone.png: there is no such object, or "
+                       "s3:GetObject on it is not allowed")
+    assert foreign == missing.replace("s3://mine/", "s3://theirs/")
+    # bucketOwner is checked once the read is allowed (before, it would tell who owns a bucket one cannot read).
+    assert s3_refusal(s3_block("s3://mine/red.png", bucketOwner="222222222222"), objects, AccessDeniedException) == (
+        f"{field}.bucketOwner: the bucket mine does not belong to account 222222222222")
+    assert s3_refusal(s3_block("s3://theirs/x.png", bucketOwner="222222222222"), objects,
+                      AccessDeniedException) == foreign.replace("gone.png", "x.png")
+    assert s3_refusal(s3_block("s3://mine/"), objects) == (
+        f"{field}.uri must name an object (s3://bucket/key), got 's3://mine/'")
+    assert s3_refusal(s3_block("s3://mine/red.png", bucketOwner="me"), objects) == (
+        f"{field}.bucketOwner must be a 12-digit account ID, got 'me'")
+    both = {"image": {"format": "png", "source": {"bytes": png(RED), "s3Location": {"uri": "s3://mine/red.png"}}}}
+    assert s3_refusal(both, objects) == "messages.0.content.1.image.source must have exactly one member: bytes or " \
+                                        "s3Location"
+
+
+def test_an_oversized_object_in_s3_is_refused_by_its_size_unread():
+    objects = FakeObjects({"s3://mine/big.png": b"\x89PNG" + bytes(multimodal.MAX_IMAGE_BYTES)})
+    message = s3_refusal(s3_block("s3://mine/big.png"), objects)
+    assert message == (f"messages.0.content.1.image.source.s3Location.uri: the image is "
+                       f"{multimodal.MAX_IMAGE_BYTES + 4} bytes; the limit is {multimodal.MAX_IMAGE_BYTES} bytes")
+    assert objects.reads == []
+    wrong = FakeObjects({"s3://mine/red.png": png(RED, fmt="JPEG")})
+    assert s3_refusal(s3_block("s3://mine/red.png"), wrong) == "messages.0.content.1.image.format is png, but the " \
+                                                                "image is jpeg"
+
+
+def test_without_a_caller_an_image_in_s3_is_refused_not_read_with_the_servers_permissions():
+    message = s3_refusal(s3_block("s3://bucket/cat.png"), None)
+    assert message == ("messages.0.content.1.image.source.s3Location: images in Amazon S3 are read only in Converse "
+                       "and ConverseStream requests, with the caller's permissions; send this image in source.bytes "
+                       "instead.")
 
 
 def test_large_images_are_kept_within_the_working_size():

@@ -47,6 +47,8 @@ def models(visit: Visit) -> Response:
 def _kind(summary: dict[str, Any]) -> str:
     """What a foundation model is to the playground: "text" (it streams text), "embedding", "image", or ""."""
     outputs = summary.get("outputModalities") or []
+    if not summary.get("inferenceTypesSupported"):
+        return ""  # not invoked itself (a segmenter the image models call for maskPrompt)
     if "TEXT" in outputs and summary.get("responseStreamingSupported"):
         return "text"
     return "embedding" if "EMBEDDING" in outputs else "image" if "IMAGE" in outputs else ""
