@@ -256,10 +256,14 @@ def _raw_path(scope: dict[str, Any]) -> str:
 def lost_race(exc: Exception, operation: str) -> Exception:
     """A create or update that lost a race to another server (or thread) for a unique name: the check before its
     insert saw no such name, the database's unique index refused its row. The caller is told so as Bedrock tells of
-    a name in use (ConflictException), not with an internal error."""
+    a name in use (ConflictException), not with an internal error. Other integrity errors (a foreign key, a NOT
+    NULL) stay what they are: a bug, logged and answered as an internal error."""
     from sqlalchemy.exc import IntegrityError
 
-    if isinstance(exc, IntegrityError) and operation.startswith(("Create", "Update")):
+    orig = getattr(exc, "orig", None)
+    unique = getattr(orig, "sqlstate", None) == "23505" or getattr(orig, "pgcode", None) == "23505" or \
+        "UNIQUE constraint failed" in str(orig)  # PostgreSQL's unique_violation, SQLite's message
+    if isinstance(exc, IntegrityError) and unique and operation.startswith(("Create", "Update")):
         return ConflictException(f"{operation} conflicts with a concurrent request: a resource with the same name "
                                  "was created at the same moment")
     return exc

@@ -306,6 +306,11 @@ class _Chunks:
                 close()  # a stream ended by a BLOCK (or a client gone) stops its model
             if self.worker is not None:
                 self.worker.shutdown(wait=False, cancel_futures=True)
+            # Checks that finished after the stream stopped reading them (a block before them, a client gone):
+            # recorded all the same, an intervention among them too.
+            self.results += [f.result() for f in self.pending if f.done() and not f.cancelled() and f.exception()
+                             is None]
+            self.pending.clear()
             if self.results:
                 self.guard.record_all(OUTPUT, self.results)
 

@@ -288,26 +288,28 @@ class RuntimeService:
         import json
 
         model = served.card
-        call = images.parse(document, model.image, images.PromptMasks(self.catalog, self.engine))
-        deployment = self.engine.get(served.weights, IMAGE, base=served.base)
-        loaded = deployment.loaded
-        # The tokens the text encoder reads: a longer prompt is cut at its window, as diffusers cuts it (Bedrock
-        # takes prompts of hundreds of characters), and the input-token header says how many were read.
-        tokens = len(loaded.tokenizer(call.request.prompt, truncation=True, max_length=loaded.context_length)
-                     ["input_ids"]) if loaded.tokenizer is not None else 0
-        try:
-            image_engine.check(loaded, call.request)
-        except ValueError as exc:
-            raise ValidationException(f"{model.model_id} cannot run this request: {exc}") from None
         caller.served_model_id = invoked if capacity is not None else model.served_model_id
+        # Admitted first: a maskPrompt runs a segmentation model while the body is read, which a throttled caller
+        # must not get for free.
         if capacity is not None:
             capacity.acquire()
         else:
             self.quotas.admit(caller.principal.account_id)
         status, made = "InternalServerException", None
         try:
+            call = images.parse(document, model.image, images.PromptMasks(self.catalog, self.engine))
+            deployment = self.engine.get(served.weights, IMAGE, base=served.base)
+            loaded = deployment.loaded
+            # The tokens the text encoder reads: a longer prompt is cut at its window, as diffusers cuts it (Bedrock
+            # takes prompts of hundreds of characters), and the input-token header says how many were read.
+            tokens = len(loaded.tokenizer(call.request.prompt, truncation=True, max_length=loaded.context_length)
+                         ["input_ids"]) if loaded.tokenizer is not None else 0
+            try:
+                image_engine.check(loaded, call.request)
+            except ValueError as exc:
+                raise ValidationException(f"{model.model_id} cannot run this request: {exc}") from None
             job = deployment.scheduler.submit(call.request, cancelled=caller.cancelled)
-        except BaseException:  # throttled before any compute: nothing is spent, nothing is billed
+        except BaseException:  # refused or throttled before any denoising: nothing is billed
             if capacity is not None:
                 capacity.release(0)
             raise

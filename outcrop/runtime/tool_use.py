@@ -163,6 +163,9 @@ def _check_schema(schema: str, subject: str, strict: bool) -> None:
         jsonschema.validators.validator_for(document).check_schema(document)
     except jsonschema.SchemaError as exc:
         raise ValidationException(f"{subject} is not a valid JSON schema: {exc.message}") from None
+    if strict and '"oneOf"' in schema:  # compiles, but the grammar reads it as anyOf (see _enforced)
+        raise ValidationException(f"{subject} cannot be enforced: oneOf is read as anyOf (a value may match two "
+                                  "branches)")
     try:
         check_grammar(json_schema_grammar(document, lenient=not strict))
     except GrammarError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from outcrop.api.bedrock.operations import RequestContext, handles
-from outcrop.api.bedrock.resources import model_arns
+from outcrop.api.bedrock.resources import invocation_arns
 from outcrop.guardrails.service import guardrail_arn, parse_identifier
 from outcrop.iam.scoped_store import object_arn
 from outcrop.knowledge.service import knowledge_base_arn
@@ -28,11 +28,20 @@ def _authorize_generation(ctx: RequestContext, params: dict[str, Any]) -> None:
         ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account,
                                                              config["knowledgeBaseId"]))
     if config.get("modelArn"):
-        for arn in model_arns(services, account, config["modelArn"]):
-            ctx.authorize("bedrock:InvokeModel", arn)
+        _authorize_model(ctx, config["modelArn"])
     guardrail = (config.get("generationConfiguration") or {}).get("guardrailConfiguration") or {}
     if guardrail.get("guardrailId"):
         _authorize_guardrail(ctx, {"guardrailIdentifier": guardrail["guardrailId"]})
+
+
+def _authorize_model(ctx: RequestContext, identifier: str) -> None:
+    """bedrock:InvokeModel on the model a request runs, as Converse authorizes it: allowed on every ARN its name
+    reaches, and not denied on the models beneath a provisioned throughput or custom model."""
+    named, beneath = invocation_arns(ctx.services, ctx.principal.account_id, identifier)
+    for arn in named:
+        ctx.authorize("bedrock:InvokeModel", arn)
+    for arn in beneath:
+        ctx.services.iam.refuse_denied(ctx.principal, "bedrock:InvokeModel", arn, ctx.conditions)
 
 
 def _authorize_guardrail(ctx: RequestContext, configuration: dict[str, Any] | None) -> None:
@@ -65,8 +74,7 @@ def retrieve_and_generate_stream(ctx: RequestContext, params: dict[str, Any]) ->
 def rerank(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     """Needs bedrock:Rerank and, as on Bedrock, bedrock:InvokeModel on the reranking model."""
     model = params["rerankingConfiguration"]["bedrockRerankingConfiguration"]["modelConfiguration"]["modelArn"]
-    for arn in model_arns(ctx.services, ctx.principal.account_id, model):
-        ctx.authorize("bedrock:InvokeModel", arn)
+    _authorize_model(ctx, model)
     return ctx.services.retrieval.rerank(_caller(ctx), params)
 
 
@@ -77,8 +85,7 @@ def invoke_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     through an agent)."""
     services, account = ctx.services, ctx.principal.account_id
     model, knowledge_bases, guardrail = services.agent_runtime.authorization(account, params)
-    for arn in model_arns(services, account, model):
-        ctx.authorize("bedrock:InvokeModel", arn)
+    _authorize_model(ctx, model)
     for kb_id in knowledge_bases:
         ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account, kb_id))
     _authorize_guardrail(ctx, guardrail)
@@ -93,8 +100,7 @@ def invoke_inline_agent(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     knowledge bases, s3:GetObject on its OpenAPI documents in S3 (an inline agent has no role of its own) and
     lambda:InvokeFunction on the functions its actions run (an agent's need CreateAgentActionGroup instead)."""
     services, account = ctx.services, ctx.principal.account_id
-    for arn in model_arns(services, account, params["foundationModel"]):
-        ctx.authorize("bedrock:InvokeModel", arn)
+    _authorize_model(ctx, params["foundationModel"])
     for kb in params.get("knowledgeBases") or []:
         ctx.authorize("bedrock:Retrieve", knowledge_base_arn(services.settings.region, account, kb["knowledgeBaseId"]))
     for group in params.get("actionGroups") or []:

@@ -217,10 +217,16 @@ def beneath_arns(services: Services, account: str, operation: str, params: dict[
     found: list[str] = []
     for member, resolve in _MEMBERS.items():
         if resolve is _model and isinstance(params.get(member), str) and params[member]:
-            named = _model_itself(services, account, params[member])
-            for arn in [named] if isinstance(named, str) else named:
-                found += _beneath(services, account, arn)
+            found += invocation_arns(services, account, params[member])[1]
     return list(dict.fromkeys(found))
+
+
+def invocation_arns(services: Services, account: str, identifier: str) -> tuple[list[str], list[str]]:
+    """For a model a request runs: the ARNs its name reaches (each needs the caller's Allow), and the models beneath
+    a provisioned throughput or custom model among them (each must only not be denied: `beneath_arns`)."""
+    named = _model_itself(services, account, identifier)
+    named = [named] if isinstance(named, str) else named
+    return named, list(dict.fromkeys(arn for n in named for arn in _beneath(services, account, n)))
 
 
 def resources(services: Services, account: str, operation: str, params: dict[str, Any]) -> list[str]:

@@ -209,6 +209,11 @@ def test_response_formats_become_answer_schemas():
         "name": "tags", "schema": unique, "strict": True}}}, "response_format.json_schema.schema")
     assert "uniqueItems" in error.message
     assert chat_params(response_format={"type": "json_schema", "json_schema": {"name": "tags", "schema": unique}})
+    either = {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}},
+                        {"type": "object", "properties": {"b": {"type": "integer"}}}]}
+    error = refused(chat.parse, {**base, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "either", "schema": either, "strict": True}}}, "response_format.json_schema.schema")
+    assert "oneOf is read as anyOf" in error.message  # it compiles, but a value may match both branches
 
 
 def test_a_stream_asks_for_usage_through_stream_options():

@@ -90,4 +90,9 @@ def test_a_create_that_loses_a_race_for_its_name_is_a_conflict(tmp_path):
         connection.execute(table.insert().values(name="twin"))
     assert isinstance(lost_race(caught.value, "CreateGuardrail"), ConflictException)
     assert lost_race(caught.value, "GetGuardrail") is caught.value  # elsewhere it is a bug, not a race
+    child = sa.Table("children", table.metadata, sa.Column("name", sa.String, nullable=False))
+    child.create(engine)
+    with pytest.raises(sa.exc.IntegrityError) as missing, engine.begin() as connection:
+        connection.execute(child.insert().values(name=None))
+    assert lost_race(missing.value, "CreateGuardrail") is missing.value  # NOT NULL: no race, a bug
     engine.dispose()
