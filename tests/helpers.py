@@ -169,3 +169,52 @@ def make_pdf(*pages: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def at_once(*calls):
+    """Run the calls in threads released together (a race on purpose); their results, an exception standing for
+    its call's."""
+    import threading
+
+    barrier, results = threading.Barrier(len(calls)), [None] * len(calls)
+
+    def run(i, call):
+        barrier.wait()
+        try:
+            results[i] = call()
+        except Exception as exc:  # noqa: BLE001 - the answer under test
+            results[i] = exc
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def serving(app, limits):
+    """A context manager: the ASGI `app` under Outcrop's HTTP server (cli/serve.py) in a thread, with these limits,
+    on a free loopback port; yields the port, and stops the server (and its thread) at the end."""
+    import contextlib
+    import socket
+    import threading
+
+    from outcrop.cli.serve import HttpServer
+
+    @contextlib.contextmanager
+    def run():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = HttpServer(app, "127.0.0.1", port, limits)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        assert server.started.wait(10)
+        try:
+            yield port
+        finally:
+            server.stop()
+            thread.join(timeout=10)
+        assert not thread.is_alive()
+
+    return run()

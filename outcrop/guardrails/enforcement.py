@@ -177,18 +177,24 @@ def _blocked_stream(text: str, guard: Guard) -> list[tuple[str, dict]]:
                           "metrics": {"latencyMs": 0}, **guard.traced()})]
 
 
-def _held(events: Iterator[tuple[str, dict]], guard: Guard) -> Iterator[tuple[str, dict]]:
-    """The whole answer held, checked once, then sent (an answer judged for grounding and relevance)."""
-    held = list(events)
+def _block_texts(events: list[tuple[str, dict]]) -> tuple[dict[int, str], dict[int, str]]:
+    """ConverseStream's deltas joined per content block: each text block's text, each tool call's input JSON."""
     texts: dict[int, str] = {}
     tools: dict[int, str] = {}
-    for name, event in held:
+    for name, event in events:
         if name == "contentBlockDelta":
             delta, index = event["delta"], event["contentBlockIndex"]
             if "text" in delta:
                 texts[index] = texts.get(index, "") + delta["text"]
             elif "toolUse" in delta:
                 tools[index] = tools.get(index, "") + delta["toolUse"]["input"]
+    return texts, tools
+
+
+def _held(events: Iterator[tuple[str, dict]], guard: Guard) -> Iterator[tuple[str, dict]]:
+    """The whole answer held, checked once, then sent (an answer judged for grounding and relevance)."""
+    held = list(events)
+    texts, tools = _block_texts(held)
     kept, blocked = guard.check_output(list(texts.values()), list(tools.values()))
     if blocked is not None:  # the whole answer is the blocked message: no text, no tool call goes out
         stop = next(e for name, e in held if name == "messageStop")
@@ -434,15 +440,7 @@ class _Chunks:
         """The end of the answer from its first tool call (or just its stop): read to the end, its tool inputs
         (and any text after them) checked in one check, then sent."""
         tail += list(self.events)
-        texts: dict[int, str] = {}
-        tools: dict[int, str] = {}
-        for name, event in tail:
-            if name == "contentBlockDelta":
-                delta, at = event["delta"], event["contentBlockIndex"]
-                if "text" in delta:
-                    texts[at] = texts.get(at, "") + delta["text"]
-                elif "toolUse" in delta:
-                    tools[at] = tools.get(at, "") + delta["toolUse"]["input"]
+        texts, tools = _block_texts(tail)
         kept = list(texts.values())
         if any(texts.values()) or any(tools.values()):
             result = self._take(self._check(list(texts.values()), list(tools.values())))

@@ -832,16 +832,12 @@ def openai_style_chat(messages: Any, fmt: str) -> tuple[str, list[dict[str, str]
     return "\n\n".join(system), chat
 
 
-class Ai21Jamba(TextFormat):
-    name, label = "ai21-jamba", "AI21 Jamba"
-    keys = {"messages", "max_tokens", "temperature", "top_p", "stop", "n", "frequency_penalty", "presence_penalty",
-            "seed", "tools", "documents", "response_format"}
-    _UNSUPPORTED = {
-        "n": ((None, 1), "it generates one answer per request"),
-        "tools": ((None, []), "Jamba's tool calling is not implemented here; use Converse's toolConfig"),
-        "documents": ((None, []), "it has no grounded generation; put the documents in a message"),
-        "response_format": ((None, {"type": "text"}), "use Converse's outputConfig for a JSON answer"),
-        "frequency_penalty": _PENALTY, "presence_penalty": _PENALTY}
+class _OpenAIStyleChat(TextFormat):
+    """The chat bodies shaped as OpenAI's (`messages` of role and string content, `max_tokens`, `stop`): their
+    providers differ in their limits, the fields they refuse, and their answers."""
+
+    max_tokens_limit, temperature_max = 4096, 1
+    _UNSUPPORTED: dict[str, Any] = {}
     _REASON = {END_OF_TEXT: "stop", STOP_SEQUENCE: "stop", LENGTH: "length"}
 
     def parse(self, body):
@@ -849,10 +845,23 @@ class Ai21Jamba(TextFormat):
         refuse_unsupported(body, self._UNSUPPORTED, self.label)
         system, chat = openai_style_chat(body.get("messages"), self.label)
         return TextRequest(messages=chat, system=system, params=SamplingParams(
-            max_tokens=integer_field(body, "max_tokens", 1, 4096, DEFAULT_MAX_TOKENS),
-            temperature=number_field(body, "temperature", 0, 2, DEFAULT_TEMPERATURE),
+            max_tokens=integer_field(body, "max_tokens", 1, self.max_tokens_limit, DEFAULT_MAX_TOKENS),
+            temperature=number_field(body, "temperature", 0, self.temperature_max, DEFAULT_TEMPERATURE),
             top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), stop=_stop_list(body, "stop"), seed=_seed(body)),
             check_max_tokens=max_tokens_rule(body, "max_tokens"))
+
+
+class Ai21Jamba(_OpenAIStyleChat):
+    name, label = "ai21-jamba", "AI21 Jamba"
+    keys = {"messages", "max_tokens", "temperature", "top_p", "stop", "n", "frequency_penalty", "presence_penalty",
+            "seed", "tools", "documents", "response_format"}
+    max_tokens_limit, temperature_max = 4096, 2
+    _UNSUPPORTED = {
+        "n": ((None, 1), "it generates one answer per request"),
+        "tools": ((None, []), "Jamba's tool calling is not implemented here; use Converse's toolConfig"),
+        "documents": ((None, []), "it has no grounded generation; put the documents in a message"),
+        "response_format": ((None, {"type": "text"}), "use Converse's outputConfig for a JSON answer"),
+        "frequency_penalty": _PENALTY, "presence_penalty": _PENALTY}
 
     def _usage(self, inv: Invocation) -> dict[str, int]:
         out = inv.completion.output_tokens
@@ -875,25 +884,15 @@ class Ai21Jamba(TextFormat):
                "usage": self._usage(inv), "amazon-bedrock-invocationMetrics": inv.metrics()}
 
 
-class MistralChat(TextFormat):
+class MistralChat(_OpenAIStyleChat):
     """Mistral AI chat completion (Mistral Large); the `prompt` body of Mistral's text completion is `Mistral`."""
 
     name, label = "mistral-chat", "Mistral AI chat completion"
     keys = {"messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice"}
+    max_tokens_limit, temperature_max = 32768, 1
     _UNSUPPORTED = {
         "tools": ((None, []), "Mistral's tool calling is not implemented here; use Converse's toolConfig"),
         "tool_choice": ((None, "none", "auto"), "Mistral's tool calling is not implemented here")}
-    _REASON = {END_OF_TEXT: "stop", STOP_SEQUENCE: "stop", LENGTH: "length"}
-
-    def parse(self, body):
-        only_keys(body, self.keys, self.label)
-        refuse_unsupported(body, self._UNSUPPORTED, self.label)
-        system, chat = openai_style_chat(body.get("messages"), self.label)
-        return TextRequest(messages=chat, system=system, params=SamplingParams(
-            max_tokens=integer_field(body, "max_tokens", 1, 32768, DEFAULT_MAX_TOKENS),
-            temperature=number_field(body, "temperature", 0, 1, DEFAULT_TEMPERATURE),
-            top_p=number_field(body, "top_p", 0, 1, DEFAULT_TOP_P), stop=_stop_list(body, "stop"), seed=_seed(body)),
-            check_max_tokens=max_tokens_rule(body, "max_tokens"))
 
     def render(self, inv):
         c = inv.completion

@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import dataclasses
 import socket
-import threading
 import time
 
-from outcrop.cli.serve import LOOPBACK, HttpLimits, HttpServer
+from outcrop.cli.serve import LOOPBACK, HttpLimits
 from outcrop.platform.config import Settings
+from tests.helpers import serving
 
 POST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
 
@@ -43,20 +43,8 @@ def _limits(**changes) -> HttpLimits:
     return dataclasses.replace(HttpLimits.from_settings(settings), **changes)
 
 
-@contextlib.contextmanager
 def _serving(limits: HttpLimits):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = HttpServer(_app, "127.0.0.1", port, limits)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert server.started.wait(10)
-    try:
-        yield port
-    finally:
-        server.stop()
-        thread.join(timeout=10)
+    return serving(_app, limits)
 
 
 def _read_until_closed(sock: socket.socket, seconds: float, trickle: bytes = b"") -> tuple[bytes, float]:

@@ -3,7 +3,6 @@ processes' connections (two Database objects on one database), create once and a
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 
@@ -13,6 +12,7 @@ from outcrop.errors import ConflictException, ValidationException
 from outcrop.platform.database import Database, utc_now
 from outcrop.platform.idempotency import CLAIM_EXPIRY_SECONDS, request_hash, run_once
 from outcrop.platform.tables import IdempotencyRow
+from tests.helpers import at_once
 
 ACCOUNT = "111111111111"
 PARAMS = {"jobName": "a", "clientRequestToken": "t-1"}
@@ -24,24 +24,6 @@ def two(db):
     other = Database(db.url)
     yield db, other
     other.dispose()
-
-
-def _at_once(*calls):
-    """Run the calls in threads released together; their results, an exception standing for its call's."""
-    barrier, results = threading.Barrier(len(calls)), [None] * len(calls)
-
-    def run(i, call):
-        barrier.wait()
-        try:
-            results[i] = call()
-        except Exception as exc:  # noqa: BLE001 - the answer under test
-            results[i] = exc
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def _once(db, create, params=PARAMS, **options):
@@ -56,7 +38,7 @@ def test_one_token_at_once_from_two_servers_creates_once(two):
         created.append(1)
         time.sleep(0.2)  # a create slower than the other request's arrival
         return {"jobArn": f"arn:job/{len(created)}"}
-    first, second = _at_once(_once(two[0], create), _once(two[1], create))
+    first, second = at_once(_once(two[0], create), _once(two[1], create))
     assert first == second == {"jobArn": "arn:job/1"} and len(created) == 1
     other = {**PARAMS, "jobName": "b"}
     with pytest.raises(ConflictException, match="different parameters"):
@@ -72,7 +54,7 @@ def test_when_the_first_fails_the_waiting_one_tries_itself(two):
         if len(calls) == 1:
             raise ValidationException("the first attempt failed")
         return {"jobArn": "arn:job/2"}
-    results = _at_once(_once(two[0], create), _once(two[1], create))
+    results = at_once(_once(two[0], create), _once(two[1], create))
     assert sorted(map(repr, results)) == sorted([repr(ValidationException("the first attempt failed")),
                                                  repr({"jobArn": "arn:job/2"})])
     assert _once(two[0], create)() == {"jobArn": "arn:job/2"} and len(calls) == 2

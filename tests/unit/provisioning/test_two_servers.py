@@ -3,7 +3,6 @@ with its own engine): the per-account model-unit quota and a `clientRequestToken
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from outcrop.platform.config import Settings
 from outcrop.platform.database import Database, utc_now
 from outcrop.provisioning.service import ProvisioningService
 from outcrop.provisioning.tables import ProvisionedThroughputRow
+from tests.helpers import at_once
 
 ACCOUNT = "111111111111"
 MODEL = ServedModel("arn:aws:bedrock:us-east-1::foundation-model/tiny", SimpleNamespace(model_id="tiny"),
@@ -40,23 +40,6 @@ def servers(db):
     other.dispose()
 
 
-def _at_once(calls):
-    barrier, results = threading.Barrier(len(calls)), [None] * len(calls)
-
-    def run(i, call):
-        barrier.wait()
-        try:
-            results[i] = call()
-        except Exception as exc:  # noqa: BLE001 - the answer under test
-            results[i] = exc
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
 def _live(db, **where):
     with db.session() as session:
         query = select(func.count(), func.coalesce(func.sum(ProvisionedThroughputRow.model_units), 0)).where(
@@ -75,7 +58,7 @@ def _create(service, name, units=1, token=None):
 
 def test_the_model_unit_quota_holds_across_servers(servers, db):
     # Six 6-unit creates at once, three through each server: 16 units allow two.
-    results = _at_once([_create(servers[i % 2], f"pt-{i}", 6) for i in range(6)])
+    results = at_once(*[_create(servers[i % 2], f"pt-{i}", 6) for i in range(6)])
     assert sum(isinstance(r, dict) for r in results) == 2, results
     assert all(isinstance(r, ServiceQuotaExceededException) and "holds 12" in str(r)
                for r in results if not isinstance(r, dict))
@@ -84,13 +67,13 @@ def test_the_model_unit_quota_holds_across_servers(servers, db):
 
 def test_one_token_at_once_through_two_servers_creates_one_throughput(servers, db):
     for round_ in range(3):
-        first, second = _at_once([_create(server, f"same-{round_}", token=f"token-{round_}") for server in servers])
+        first, second = at_once(*[_create(server, f"same-{round_}", token=f"token-{round_}") for server in servers])
         assert isinstance(first, dict) and first == second
         assert _live(db, name=f"same-{round_}") == (1, 1)
 
 
 def test_one_name_at_once_through_two_servers_is_taken_once(servers, db):
-    results = _at_once([_create(server, "one-name", token=f"token-{i}") for i, server in enumerate(servers)])
+    results = at_once(*[_create(server, "one-name", token=f"token-{i}") for i, server in enumerate(servers)])
     assert sorted(type(r).__name__ for r in results) == ["ValidationException", "dict"], results
     assert "named one-name already exists" in str(next(r for r in results if isinstance(r, ValidationException)))
     assert _live(db, name="one-name") == (1, 1)

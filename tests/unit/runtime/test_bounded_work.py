@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 import time
 
 import pytest
 
-from outcrop.cli.serve import HttpLimits, HttpServer
+from outcrop.cli.serve import HttpLimits
 from outcrop.errors import Cancelled, ValidationException
 from outcrop.inference.engine import Engine
 from outcrop.inference.sampling import SamplingParams
 from outcrop.runtime.formats import TEXT_FORMATS, detect_text_format
-from tests.helpers import make_endless_llama
+from tests.helpers import make_endless_llama, serving
 
 # -- cancelling a generation -----------------------------------------------------------------------
 
@@ -106,22 +105,9 @@ async def _slow_app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@contextlib.contextmanager
 def _serving(limits: HttpLimits):
     """`_slow_app` under the HTTP server in a thread, with these limits; yields its port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = HttpServer(_slow_app, "127.0.0.1", port, limits)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert server.started.wait(10)
-    try:
-        yield port
-    finally:
-        server.stop()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+    return serving(_slow_app, limits)
 
 
 @pytest.fixture
