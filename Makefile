@@ -24,12 +24,12 @@ BACKEND_TESTS := tests/unit/runtime/test_quotas.py tests/unit/provisioning tests
 	tests/integration/provisioning
 # What exercises the trainer, the generator or an agent rather than the database or the store (training the real
 # SmolLM2, continued pre-training, full fine-tuning, datasets refused for their content, generation with
-# citations, an agent's search, a fine-tune resumed from its checkpoint after a restart, whose requeue on
+# citations or a session's follow-up question, an agent's search, a fine-tune resumed from its checkpoint after a restart, whose requeue on
 # PostgreSQL tests/unit/platform/test_job_claims.py runs): the first pass has run it; this one keeps CI inside
 # 20 minutes.
 BACKEND_SKIP := not real_smollm2 and not continued_pre_training and not conversations_and_full_fine_tuning \
 	and not roles.jsonl and not few.jsonl and not mixed.jsonl and not retrieve_and_generate_cites \
-	and not an_agent_searches_it and not resumes_after_restart
+	and not an_agent_searches_it and not resumes_after_restart and not follow_up_in_a_session
 HAS_POSTGRES := $(shell command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1)
 
 # llama.cpp for GGUF models (`outcrop[llama]`), built by `make serve` (or `make llama`), not by `make test`: it
